@@ -1,0 +1,1 @@
+"""kp: a kube-proxy data plane on OpenFlow 1.3."""
