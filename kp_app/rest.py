@@ -1,0 +1,351 @@
+"""The REST API: JSON over Ryu's WSGI (webob + Routes), everything under /v1.
+
+Each handler parses its request (path, query, JSON body), calls one method of the
+service (`kp_app.kubeproxy.KubeProxy`, see docs/service-api.md) and returns its answer
+as JSON. There is no logic here: the service validates values and is the one source of
+truth for them. This layer only checks the *shape* of a body (it is a JSON object, no
+unknown keys, each value has the JSON type the service expects) before calling, so a
+malformed request never reaches the model and nothing changes on error.
+
+Errors are always JSON: {"error": "<why>", "field": "<which field>"} (the field when one
+is to blame), with 400 for bad input, 404 for an unknown resource, 405 for a method a
+path does not allow (with an Allow header), 409 for a duplicate. docs/openapi.yaml
+describes every route.
+
+Ryu's `WSGIApplication.register` connects a controller's routes in the alphabetical
+order of its method names, and Routes returns the first route that matches; so the
+405/404 fallbacks are connected by `register` below, after all real routes.
+"""
+import json
+import logging
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route
+
+from kp_app.errors import InvalidInput, KpError
+
+LOG = logging.getLogger("kp_app.rest")
+
+API = "/v1"
+# A VIP is (prefix, port); the prefix takes two path segments, "<address>/<length>".
+# The address is left loose ([^/]+ also matches "fd00:96::10") so that a malformed one
+# reaches the service and gets its precise 400 instead of a bare "no such route"; the
+# port must be digits so that ".../pods" is never read as a port.
+_VIP_REQ = {"addr": r"[^/]+", "plen": r"[^/]+", "port": r"\d+"}
+VIP_NOPORT = API + "/vips/{addr}/{plen}"
+VIP = API + "/vips/{addr}/{plen}/{port}"
+
+# JSON types as the service wants them. bool is a subclass of int in Python, so it is
+# excluded from "integer" explicitly.
+_INT = "integer"
+_STR = "string"
+_BOOL = "boolean"
+_STR_LIST = "list of strings"
+Spec = Dict[str, Tuple[str, bool]]  # field -> (JSON type, null allowed)
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _STR:
+        return isinstance(value, str)
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _json_type(value: Any) -> str:
+    for kind, names in ((bool, "boolean"), (int, "integer"), (float, "number"),
+                        (str, "string"), (list, "array"), (dict, "object")):
+        if isinstance(value, kind):
+            return names
+    return "null"
+
+
+def check_fields(body: Dict[str, Any], spec: Spec, required: Iterable[str] = ()) -> Dict[str, Any]:
+    """`body` if it has only the fields of `spec`, each of its type; else InvalidInput."""
+    for name in body:
+        if name not in spec:
+            raise InvalidInput(f"unknown field (expected one of {', '.join(spec)})", name)
+    for name in required:
+        if name not in body:
+            raise InvalidInput("is required", name)
+    for name, value in body.items():
+        kind, nullable = spec[name]
+        if value is None and nullable:
+            continue
+        if not _type_ok(value, kind):
+            raise InvalidInput(f"expected {'an' if kind == _INT else 'a'} {kind}"
+                               f"{' or null' if nullable else ''}, got {_json_type(value)}",
+                               name)
+    return body
+
+
+def parse_body(req, optional: bool = False) -> Dict[str, Any]:
+    """The request's JSON object ({} if `optional` and the body is empty)."""
+    raw = req.body
+    if not raw.strip():
+        if optional:
+            return {}
+        raise InvalidInput("a JSON object is required", "body")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise InvalidInput(f"invalid JSON ({error})", "body") from None
+    if not isinstance(body, dict):
+        raise InvalidInput(f"expected a JSON object, got {_json_type(body)}", "body")
+    return body
+
+
+def parse_query(req, allowed: Dict[str, str], repeatable: Iterable[str] = ()) -> Dict[str, Any]:
+    """Query parameters as {name: int|str|bool|[str]} after checking names and syntax."""
+    out: Dict[str, Any] = {}
+    for name, text in req.GET.items():
+        if name not in allowed:
+            raise InvalidInput(f"unknown query parameter (expected one of "
+                               f"{', '.join(allowed)})", name)
+        if name in repeatable:
+            out.setdefault(name, []).append(text)
+            continue
+        if name in out:
+            raise InvalidInput("given twice", name)
+        out[name] = _query_value(name, text, allowed[name])
+    return out
+
+
+def _query_value(name: str, text: str, kind: str) -> Any:
+    if kind == _INT:
+        try:
+            return int(text, 10)
+        except ValueError:
+            raise InvalidInput(f"{text!r} is not an integer", name) from None
+    if kind == _BOOL:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise InvalidInput(f"{text!r} is not a boolean (true or false)", name)
+    return text
+
+
+def json_response(status: int, value: Any = None, headers: Optional[Dict[str, str]] = None):
+    if status == 204:
+        return Response(status=204, headerlist=list((headers or {}).items()))
+    body = json.dumps(value, indent=2) + "\n"
+    response = Response(status=status, content_type="application/json",
+                        body=body.encode("utf-8"))
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _api(handler: Callable) -> Callable:
+    """Turns a handler's KpError into its JSON status, and any other exception into a
+    JSON 500 (logged), so that clients always get JSON back."""
+    def wrapped(self, req, **kwargs):
+        try:
+            return handler(self, req, **kwargs)
+        except KpError as error:
+            return json_response(error.status, error.to_dict())
+        except Exception as error:  # a bug: say so, keep serving
+            LOG.exception("REST %s %s failed", req.method, req.path)
+            return json_response(500, {"error": f"internal error: {type(error).__name__}: "
+                                                f"{error}"})
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+def _prefix(addr: str, plen: str) -> str:
+    return f"{addr}/{plen}"
+
+
+def _port(port: Optional[str]) -> Optional[int]:
+    # The route only lets digits through.
+    return None if port is None else int(port)
+
+
+CONF_SPEC: Spec = {"buckets": (_INT, False), "timeout": (_INT, False),
+                   "node_ip": (_STR, False), "node_ip6": (_STR, False),
+                   "dpid": (_INT, False)}
+VIP_SPEC: Spec = {"prefix": (_STR, False), "port": (_INT, False),
+                  "target_port": (_INT, True), "node_port": (_INT, True),
+                  "protocol": (_STR, False), "nat": (_STR, True),
+                  "new_len": (_INT, False), "external_ips": (_STR_LIST, False)}
+PODS_ADD_SPEC: Spec = {"addresses": (_STR_LIST, False)}
+PODS_DEL_SPEC: Spec = {"addresses": (_STR_LIST, False), "flush": (_BOOL, False)}
+SESSIONS_QUERY = {"limit": _INT, "prefix": _STR, "port": _INT}
+PODS_DEL_QUERY = {"address": _STR, "flush": _BOOL}
+
+
+class KpRestController(ControllerBase):
+    """The /v1 routes; `data` is {"service": KubeProxy} (see `register`)."""
+
+    def __init__(self, req, link, data, **config) -> None:
+        super().__init__(req, link, data, **config)
+        self.service = data["service"]
+
+    # -- conf -------------------------------------------------------------------------
+
+    @route("kp_conf_get", API + "/conf", methods=["GET"])
+    @_api
+    def conf_get(self, req, **_):
+        return json_response(200, self.service.conf())
+
+    @route("kp_conf_put", API + "/conf", methods=["PUT"])
+    @_api
+    def conf_put(self, req, **_):
+        body = check_fields(parse_body(req), CONF_SPEC)
+        return json_response(200, self.service.set_conf(**body))
+
+    # -- VIPs -------------------------------------------------------------------------
+
+    @route("kp_vips_get", API + "/vips", methods=["GET"])
+    @_api
+    def vips_get(self, req, **_):
+        return json_response(200, self.service.vips())
+
+    @route("kp_vips_post", API + "/vips", methods=["POST"])
+    @_api
+    def vips_post(self, req, **_):
+        body = check_fields(parse_body(req), VIP_SPEC, required=["prefix"])
+        vip = self.service.add_vip(**body)
+        location = f"{API}/vips/{vip['prefix']}/{vip['port']}"
+        return json_response(201, vip, {"Location": location})
+
+    @route("kp_vip_get", VIP, methods=["GET"], requirements=_VIP_REQ)
+    @_api
+    def vip_get(self, req, addr, plen, port=None, **_):
+        return json_response(200, self.service.vip(_prefix(addr, plen), _port(port)))
+
+    @route("kp_vip_noport_get", VIP_NOPORT, methods=["GET"], requirements=_VIP_REQ)
+    @_api
+    def vip_noport_get(self, req, addr, plen, **_):
+        return json_response(200, self.service.vip(_prefix(addr, plen), None))
+
+    @route("kp_vip_delete", VIP, methods=["DELETE"], requirements=_VIP_REQ)
+    @_api
+    def vip_delete(self, req, addr, plen, port=None, **_):
+        self.service.del_vip(_prefix(addr, plen), _port(port))
+        return json_response(204)
+
+    @route("kp_vip_noport_delete", VIP_NOPORT, methods=["DELETE"], requirements=_VIP_REQ)
+    @_api
+    def vip_noport_delete(self, req, addr, plen, **_):
+        self.service.del_vip(_prefix(addr, plen), None)
+        return json_response(204)
+
+    # -- pods -------------------------------------------------------------------------
+
+    def _add_pods(self, req, addr: str, plen: str, port: Optional[str]):
+        body = check_fields(parse_body(req), PODS_ADD_SPEC, required=["addresses"])
+        return json_response(200, self.service.add_pods(
+            _prefix(addr, plen), _port(port), body["addresses"]))
+
+    def _del_pods(self, req, addr: str, plen: str, port: Optional[str]):
+        # DELETE bodies are legal but some clients cannot send one: the same fields are
+        # accepted as a query (?address=..&address=..&flush=true) when the body is empty.
+        body = check_fields(parse_body(req, optional=True), PODS_DEL_SPEC)
+        if not body:
+            query = parse_query(req, PODS_DEL_QUERY, repeatable=["address"])
+            body = {"addresses": query.get("address", []), "flush": query.get("flush", False)}
+        elif req.GET:
+            raise InvalidInput("give the pods in the body or in the query, not both",
+                               next(iter(req.GET)))
+        if "addresses" not in body:
+            raise InvalidInput("is required", "addresses")
+        return json_response(200, self.service.del_pods(
+            _prefix(addr, plen), _port(port), body["addresses"],
+            flush=body.get("flush", False)))
+
+    @route("kp_pods_post", VIP + "/pods", methods=["POST"], requirements=_VIP_REQ)
+    @_api
+    def pods_post(self, req, addr, plen, port, **_):
+        return self._add_pods(req, addr, plen, port)
+
+    @route("kp_pods_noport_post", VIP_NOPORT + "/pods", methods=["POST"],
+           requirements=_VIP_REQ)
+    @_api
+    def pods_noport_post(self, req, addr, plen, **_):
+        return self._add_pods(req, addr, plen, None)
+
+    @route("kp_pods_delete", VIP + "/pods", methods=["DELETE"], requirements=_VIP_REQ)
+    @_api
+    def pods_delete(self, req, addr, plen, port, **_):
+        return self._del_pods(req, addr, plen, port)
+
+    @route("kp_pods_noport_delete", VIP_NOPORT + "/pods", methods=["DELETE"],
+           requirements=_VIP_REQ)
+    @_api
+    def pods_noport_delete(self, req, addr, plen, **_):
+        return self._del_pods(req, addr, plen, None)
+
+    # -- SNAT interfaces --------------------------------------------------------------
+
+    @route("kp_interfaces_get", API + "/interfaces", methods=["GET"])
+    @_api
+    def interfaces_get(self, req, **_):
+        return json_response(200, self.service.interfaces())
+
+    @route("kp_interface_put", API + "/interfaces/{nat}/{name}", methods=["PUT"])
+    @_api
+    def interface_put(self, req, nat, name, **_):
+        return json_response(200, self.service.set_interface(nat, name))
+
+    @route("kp_interface_delete", API + "/interfaces/{nat}/{name}", methods=["DELETE"])
+    @_api
+    def interface_delete(self, req, nat, name, **_):
+        return json_response(200, self.service.set_interface(nat, name, delete=True))
+
+    # -- monitoring -------------------------------------------------------------------
+
+    @route("kp_sessions_get", API + "/sessions", methods=["GET"])
+    @_api
+    def sessions_get(self, req, **_):
+        return json_response(200, self.service.sessions(**parse_query(req, SESSIONS_QUERY)))
+
+    @route("kp_counters_get", API + "/counters", methods=["GET"])
+    @_api
+    def counters_get(self, req, **_):
+        return json_response(200, self.service.counters())
+
+    @route("kp_show_get", API + "/show", methods=["GET"])
+    @_api
+    def show_get(self, req, **_):
+        return json_response(200, self.service.show())
+
+
+class KpFallbackController(ControllerBase):
+    """Answers, in JSON, what Routes alone would answer with an empty 404: a known path
+    with a method it does not allow (405 + Allow), and an unknown path under /v1 (404)."""
+
+    def method_not_allowed(self, req, allow: str, **_):
+        return json_response(405, {"error": f"{req.method} is not allowed on {req.path} "
+                                            f"(allowed: {allow})"}, {"Allow": allow})
+
+    def not_found(self, req, **_):
+        return json_response(404, {"error": f"no such resource: {req.path}"})
+
+
+def _allowed_methods() -> List[Tuple[str, Dict[str, str], str]]:
+    """(path, requirements, "GET, PUT") for each path of KpRestController, in order."""
+    paths: Dict[str, Tuple[Dict[str, str], List[str]]] = {}
+    for attr in vars(KpRestController).values():
+        info = getattr(attr, "routing_info", None)
+        if info:
+            entry = paths.setdefault(info["path"], (info["requirements"] or {}, []))
+            entry[1].extend(info["methods"])
+    return [(path, req, ", ".join(sorted(methods))) for path, (req, methods) in paths.items()]
+
+
+def register(wsgi_app: WSGIApplication, service) -> None:
+    """Serve the /v1 API of `service` (a KubeProxy) on Ryu's WSGI application."""
+    wsgi_app.register(KpRestController, {"service": service})
+    # After every real route (first match wins): a known path with another method ...
+    for index, (path, requirements, allow) in enumerate(_allowed_methods()):
+        wsgi_app.mapper.connect(f"kp_405_{index}", path, controller=KpFallbackController,
+                                action="method_not_allowed", requirements=requirements,
+                                allow=allow)
+    # ... and anything else under /v1.
+    wsgi_app.mapper.connect("kp_404", API + "{rest:(/.*)?}", controller=KpFallbackController,
+                            action="not_found")
