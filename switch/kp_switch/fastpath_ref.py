@@ -1,0 +1,1150 @@
+"""Pure-Python twin of ``kp_switch._fastpath`` (see switch/FASTPATH.md).
+
+Same API and the same answers as the C extension, written to be read: it is the
+specification the differential tests hold the C code to, and a working (slow) datapath
+the OpenFlow agent can run on when the extension is not built.
+
+Shared with the C code byte for byte:
+  - the cache key layout (``key_blob``, ``_KEY`` below, ``struct flow_key`` in
+    csrc/flow_key.h), so a blob from one implementation is valid in the other;
+  - the key hash (murmur3-32 over the 25 little-endian words of the key), so both put
+    a key in the same bucket and evict the same way;
+  - the cache's slot discipline (first free way, else the least recently used way);
+  - the incremental checksum arithmetic (RFC 1624 eqn. 3), so rewritten packets are
+    identical, including the 0x0000/0xffff choice.
+"""
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+WAYS = 4
+MAX_FLOW_IDS = 1 << 18
+CACHE_IDLE_MS = 10_000
+MAX_IDS_PER_ENTRY = 8
+MAX_OPS = 16            # actions per cached program; longer lists are not cached
+PROG_POOL = 4096        # distinct cached action programs (shared between entries)
+RECLAIM_BUCKETS = 64    # buckets swept for dead slots when the program pool is full
+MISS_QUEUE_LEN = 1024
+KEY_SIZE = 100
+
+# Bits of flow_key.present: which groups of fields the packet had.
+F_ETH = 1 << 1
+F_VLAN = 1 << 2
+F_IP = 1 << 3
+F_IPV4 = 1 << 4
+F_IPV6 = 1 << 5
+F_TCP = 1 << 6
+F_UDP = 1 << 7
+F_ICMPV4 = 1 << 8
+F_ICMPV6 = 1 << 9
+F_ARP = 1 << 10
+F_ND_TARGET = 1 << 11
+F_ND_SLL = 1 << 12
+F_ND_TLL = 1 << 13
+
+# struct flow_key: in_port, present, eth_dst, eth_src, eth_type, vlan_vid, vlan_pcp,
+# ip_proto, ip_dscp, ip_ecn, tcp_flags, pad, ipv6_flabel, tp_src, tp_dst, nw_src,
+# nw_dst, nd_target, arp_sha (= nd_sll), arp_tha (= nd_tll).  tp_src/tp_dst hold the
+# L4 ports, the ICMP type/code or the ARP opcode; nw_src/nw_dst the IPv4 (first four
+# bytes), IPv6 or ARP protocol addresses.
+_KEY = struct.Struct("<II6s6sHHBBBBHHIHH16s16s16s6s6s")
+assert _KEY.size == KEY_SIZE
+
+ETH_P_8021Q = 0x8100
+ETH_P_8021AD = 0x88A8
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+ETH_P_ARP = 0x0806
+IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6 = 6, 17, 1, 58
+_IPV6_EXT = (0, 43, 60)   # hop-by-hop, routing, destination options
+_IPV6_FRAG = 44
+_MAX_IPV6_EXT = 16
+
+Action = Tuple[Any, ...]
+Miss = Tuple[int, bytes, Optional[Dict[str, Any]], bytes]
+
+
+# --------------------------------------------------------------------------- parsing
+
+class _Parsed:
+    """A packet's key fields plus the offsets the action executor needs."""
+
+    __slots__ = ("in_port", "present", "eth_dst", "eth_src", "eth_type", "vlan_vid",
+                 "vlan_pcp", "ip_proto", "ip_dscp", "ip_ecn", "tcp_flags", "flabel",
+                 "tp_src", "tp_dst", "nw_src", "nw_dst", "nd_target", "sha", "tha",
+                 "error", "l3", "l4", "l3_end", "sll_off", "tll_off")
+
+    def __init__(self, in_port: int) -> None:
+        self.in_port = in_port
+        self.present = 0
+        self.eth_dst = self.eth_src = b"\0" * 6
+        self.eth_type = self.vlan_vid = self.vlan_pcp = 0
+        self.ip_proto = self.ip_dscp = self.ip_ecn = self.tcp_flags = self.flabel = 0
+        self.tp_src = self.tp_dst = 0
+        self.nw_src = self.nw_dst = self.nd_target = b"\0" * 16
+        self.sha = self.tha = b"\0" * 6
+        self.error = False
+        self.l3 = self.l4 = self.l3_end = -1
+        self.sll_off = self.tll_off = -1
+
+    def blob(self) -> bytes:
+        return _KEY.pack(self.in_port & 0xFFFFFFFF, self.present, self.eth_dst,
+                         self.eth_src, self.eth_type, self.vlan_vid, self.vlan_pcp,
+                         self.ip_proto, self.ip_dscp, self.ip_ecn, self.tcp_flags, 0,
+                         self.flabel, self.tp_src, self.tp_dst, self.nw_src,
+                         self.nw_dst, self.nd_target, self.sha, self.tha)
+
+
+def _u16(b: bytes, off: int) -> int:
+    return (b[off] << 8) | b[off + 1]
+
+
+def _parse(pkt: bytes, in_port: int) -> Optional[_Parsed]:
+    n = len(pkt)
+    if n < 14:
+        return None
+    p = _Parsed(in_port)
+    p.present = F_ETH
+    p.eth_dst, p.eth_src = bytes(pkt[0:6]), bytes(pkt[6:12])
+    p.eth_type = _u16(pkt, 12)
+    off = 14
+    if p.eth_type in (ETH_P_8021Q, ETH_P_8021AD):
+        if n < 18:
+            p.error = True
+            return p
+        tci = _u16(pkt, 14)
+        p.present |= F_VLAN
+        p.vlan_vid = (tci & 0x0FFF) | 0x1000
+        p.vlan_pcp = tci >> 13
+        p.eth_type = _u16(pkt, 16)
+        off = 18
+    p.l3 = off
+    if p.eth_type == ETH_P_ARP:
+        _parse_arp(pkt, off, p)
+    elif p.eth_type == ETH_P_IP:
+        _parse_ipv4(pkt, off, p)
+    elif p.eth_type == ETH_P_IPV6:
+        _parse_ipv6(pkt, off, p)
+    return p
+
+
+def _parse_arp(pkt: bytes, off: int, p: _Parsed) -> None:
+    if len(pkt) - off < 28:
+        p.error = True
+        return
+    if _u16(pkt, off) != 1 or _u16(pkt, off + 2) != ETH_P_IP or pkt[off + 4] != 6 \
+            or pkt[off + 5] != 4:
+        return
+    p.present |= F_ARP
+    p.tp_src = _u16(pkt, off + 6)
+    p.sha = bytes(pkt[off + 8:off + 14])
+    p.nw_src = bytes(pkt[off + 14:off + 18]) + b"\0" * 12
+    p.tha = bytes(pkt[off + 18:off + 24])
+    p.nw_dst = bytes(pkt[off + 24:off + 28]) + b"\0" * 12
+
+
+def _parse_ipv4(pkt: bytes, off: int, p: _Parsed) -> None:
+    avail = len(pkt) - off
+    if avail < 20 or pkt[off] >> 4 != 4:
+        p.error = True
+        return
+    ihl = (pkt[off] & 0x0F) * 4
+    tot = _u16(pkt, off + 2)
+    if ihl < 20 or ihl > avail or tot < ihl or tot > avail:
+        p.error = True
+        return
+    p.present |= F_IP | F_IPV4
+    p.ip_dscp, p.ip_ecn = pkt[off + 1] >> 2, pkt[off + 1] & 3
+    p.ip_proto = pkt[off + 9]
+    p.nw_src = bytes(pkt[off + 12:off + 16]) + b"\0" * 12
+    p.nw_dst = bytes(pkt[off + 16:off + 20]) + b"\0" * 12
+    p.l3_end = off + tot
+    if _u16(pkt, off + 6) & 0x1FFF:
+        return      # a later fragment: no L4 header in it
+    _parse_l4(pkt, off + ihl, p, v6=False)
+
+
+def _parse_ipv6(pkt: bytes, off: int, p: _Parsed) -> None:
+    avail = len(pkt) - off
+    if avail < 40 or pkt[off] >> 4 != 6:
+        p.error = True
+        return
+    plen = _u16(pkt, off + 4)
+    if plen + 40 > avail:
+        p.error = True
+        return
+    tc = ((pkt[off] & 0x0F) << 4) | (pkt[off + 1] >> 4)
+    p.present |= F_IP | F_IPV6
+    p.ip_dscp, p.ip_ecn = tc >> 2, tc & 3
+    p.flabel = ((pkt[off + 1] & 0x0F) << 16) | _u16(pkt, off + 2)
+    p.nw_src = bytes(pkt[off + 8:off + 24])
+    p.nw_dst = bytes(pkt[off + 24:off + 40])
+    end = off + 40 + plen
+    p.l3_end = end
+    nh = pkt[off + 6]
+    cur = off + 40
+    for _ in range(_MAX_IPV6_EXT):
+        p.ip_proto = nh
+        if nh in _IPV6_EXT:
+            if end - cur < 8:
+                p.error = True
+                return
+            hlen = (pkt[cur + 1] + 1) * 8
+            if hlen > end - cur:
+                p.error = True
+                return
+            nh = pkt[cur]
+            cur += hlen
+        elif nh == _IPV6_FRAG:
+            if end - cur < 8:
+                p.error = True
+                return
+            frag_off = _u16(pkt, cur + 2) >> 3
+            nh = pkt[cur]
+            cur += 8
+            if frag_off:
+                p.ip_proto = nh
+                return
+        else:
+            _parse_l4(pkt, cur, p, v6=True)
+            return
+    p.error = True      # an absurd chain of extension headers
+
+
+def _parse_l4(pkt: bytes, off: int, p: _Parsed, v6: bool) -> None:
+    avail = p.l3_end - off
+    proto = p.ip_proto
+    if proto == IPPROTO_TCP:
+        if avail < 20:
+            p.error = True
+            return
+        doff = (pkt[off + 12] >> 4) * 4
+        if doff < 20 or doff > avail:
+            p.error = True
+            return
+        p.present |= F_TCP
+        p.tp_src, p.tp_dst = _u16(pkt, off), _u16(pkt, off + 2)
+        p.tcp_flags = _u16(pkt, off + 12) & 0x0FFF
+    elif proto == IPPROTO_UDP:
+        if avail < 8:
+            p.error = True
+            return
+        p.present |= F_UDP
+        p.tp_src, p.tp_dst = _u16(pkt, off), _u16(pkt, off + 2)
+    elif proto == IPPROTO_ICMP and not v6:
+        if avail < 4:
+            p.error = True
+            return
+        p.present |= F_ICMPV4
+        p.tp_src, p.tp_dst = pkt[off], pkt[off + 1]
+    elif proto == IPPROTO_ICMPV6 and v6:
+        if avail < 4:
+            p.error = True
+            return
+        p.present |= F_ICMPV6
+        p.tp_src, p.tp_dst = pkt[off], pkt[off + 1]
+        p.l4 = off
+        if p.tp_src in (135, 136) and p.tp_dst == 0:
+            _parse_nd(pkt, off, p)
+        return
+    else:
+        return
+    p.l4 = off
+
+
+def _parse_nd(pkt: bytes, off: int, p: _Parsed) -> None:
+    end = p.l3_end
+    if end - off < 24:
+        p.error = True
+        return
+    p.present |= F_ND_TARGET
+    p.nd_target = bytes(pkt[off + 8:off + 24])
+    cur = off + 24
+    while cur < end:
+        if end - cur < 8 or pkt[cur + 1] == 0 or pkt[cur + 1] * 8 > end - cur:
+            p.error = True
+            return
+        otype, olen = pkt[cur], pkt[cur + 1]
+        if olen == 1:
+            if otype == 1 and p.tp_src == 135 and not p.present & F_ND_SLL:
+                p.present |= F_ND_SLL
+                p.sha = bytes(pkt[cur + 2:cur + 8])
+                p.sll_off = cur + 2
+            elif otype == 2 and p.tp_src == 136 and not p.present & F_ND_TLL:
+                p.present |= F_ND_TLL
+                p.tha = bytes(pkt[cur + 2:cur + 8])
+                p.tll_off = cur + 2
+        cur += olen * 8
+
+
+def _mac(b: bytes) -> str:
+    return ":".join("%02x" % x for x in b)
+
+
+def _ipv4(b: bytes) -> str:
+    return "%d.%d.%d.%d" % (b[0], b[1], b[2], b[3])
+
+
+def _ipv6(b: bytes) -> str:
+    """RFC 5952 text, as Python 3.11's ipaddress.IPv6Address prints it."""
+    words = [(b[i] << 8) | b[i + 1] for i in range(0, 16, 2)]
+    best_start, best_len, start = -1, 0, -1
+    for i, w in enumerate(words + [1]):
+        if w == 0 and i < 8:
+            if start < 0:
+                start = i
+        elif start >= 0:
+            if i - start > best_len:
+                best_start, best_len = start, i - start
+            start = -1
+    hexs = ["%x" % w for w in words]
+    if best_len < 2:
+        return ":".join(hexs)
+    left = ":".join(hexs[:best_start])
+    right = ":".join(hexs[best_start + best_len:])
+    return left + "::" + right
+
+
+def _key_dict(p: _Parsed) -> Dict[str, Any]:
+    d: Dict[str, Any] = {"in_port": p.in_port}
+    pr = p.present
+    d["eth_dst"], d["eth_src"], d["eth_type"] = _mac(p.eth_dst), _mac(p.eth_src), p.eth_type
+    if pr & F_VLAN:
+        d["vlan_vid"], d["vlan_pcp"] = p.vlan_vid, p.vlan_pcp
+    if pr & F_IP:
+        d["ip_dscp"], d["ip_ecn"], d["ip_proto"] = p.ip_dscp, p.ip_ecn, p.ip_proto
+    if pr & F_IPV4:
+        d["ipv4_src"], d["ipv4_dst"] = _ipv4(p.nw_src), _ipv4(p.nw_dst)
+    if pr & F_IPV6:
+        d["ipv6_src"], d["ipv6_dst"] = _ipv6(p.nw_src), _ipv6(p.nw_dst)
+        d["ipv6_flabel"] = p.flabel
+    if pr & F_TCP:
+        d["tcp_src"], d["tcp_dst"], d["tcp_flags"] = p.tp_src, p.tp_dst, p.tcp_flags
+    if pr & F_UDP:
+        d["udp_src"], d["udp_dst"] = p.tp_src, p.tp_dst
+    if pr & F_ICMPV4:
+        d["icmpv4_type"], d["icmpv4_code"] = p.tp_src, p.tp_dst
+    if pr & F_ICMPV6:
+        d["icmpv6_type"], d["icmpv6_code"] = p.tp_src, p.tp_dst
+    if pr & F_ARP:
+        d["arp_op"] = p.tp_src
+        d["arp_spa"], d["arp_tpa"] = _ipv4(p.nw_src), _ipv4(p.nw_dst)
+        d["arp_sha"], d["arp_tha"] = _mac(p.sha), _mac(p.tha)
+    if pr & F_ND_TARGET:
+        d["ipv6_nd_target"] = _ipv6(p.nd_target)
+    if pr & F_ND_SLL:
+        d["ipv6_nd_sll"] = _mac(p.sha)
+    if pr & F_ND_TLL:
+        d["ipv6_nd_tll"] = _mac(p.tha)
+    return d
+
+
+def parse(packet: bytes, in_port: int) -> Optional[Dict[str, Any]]:
+    """The packet's flow key as OXM-named fields (FASTPATH.md), or None if < 14 bytes."""
+    p = _parse(packet, in_port)
+    return None if p is None else _key_dict(p)
+
+
+def parse_blob(packet: bytes, in_port: int) -> Optional[Tuple[Dict[str, Any], bytes, bool]]:
+    """Test helper: (key dict, key blob, malformed) or None when too short."""
+    p = _parse(packet, in_port)
+    return None if p is None else (_key_dict(p), p.blob(), p.error)
+
+
+# --------------------------------------------------------------------------- checksums
+
+def _fold(s: int) -> int:
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def _sum16(b: bytes) -> int:
+    if len(b) & 1:
+        b = bytes(b) + b"\0"
+    return sum(struct.unpack("!%dH" % (len(b) // 2), b))
+
+
+def _csum_replace(buf: bytearray, csum_off: int, old: bytes, new: bytes,
+                  udp: bool = False) -> None:
+    """RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m') over the changed 16-bit words."""
+    hc = _u16(buf, csum_off)
+    if udp and hc == 0:
+        return      # UDP over IPv4 without a checksum stays without one
+    s = (~hc) & 0xFFFF
+    for i in range(0, len(old), 2):
+        s += ((~_u16(old, i)) & 0xFFFF) + _u16(new, i)
+    res = (~_fold(s)) & 0xFFFF
+    if udp and res == 0:
+        res = 0xFFFF
+    buf[csum_off:csum_off + 2] = res.to_bytes(2, "big")
+
+
+def _l4_csum_off(p: _Parsed) -> Tuple[int, bool]:
+    """Offset of the L4 checksum covering a pseudo-header, and whether it is UDP's."""
+    if p.l4 < 0:
+        return -1, False
+    if p.present & F_TCP:
+        return p.l4 + 16, False
+    if p.present & F_UDP:
+        return p.l4 + 6, True
+    if p.present & F_ICMPV6:
+        return p.l4 + 2, False
+    return -1, False
+
+
+def complete_partial_checksum(packet: bytes) -> bytes:
+    """Finish a CHECKSUM_PARTIAL TCP/UDP packet: the field holds the pseudo-header sum."""
+    p = _parse(packet, 0)
+    if p is None or not p.present & (F_TCP | F_UDP) or p.l4 < 0:
+        return bytes(packet)
+    buf = bytearray(packet)
+    off = p.l4 + (16 if p.present & F_TCP else 6)
+    res = (~_fold(_sum16(bytes(buf[p.l4:p.l3_end])))) & 0xFFFF
+    if res == 0 and p.present & F_UDP:
+        res = 0xFFFF
+    buf[off:off + 2] = res.to_bytes(2, "big")
+    return bytes(buf)
+
+
+# --------------------------------------------------------------------------- actions
+
+_SETTABLE = {
+    "eth_dst", "eth_src", "vlan_vid", "vlan_pcp", "ip_dscp", "ip_ecn", "ipv4_src",
+    "ipv4_dst", "ipv6_src", "ipv6_dst", "ipv6_flabel", "tcp_src", "tcp_dst", "udp_src",
+    "udp_dst", "icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code", "arp_op",
+    "arp_spa", "arp_tpa", "arp_sha", "arp_tha", "ipv6_nd_target", "ipv6_nd_sll",
+    "ipv6_nd_tll",
+}
+_MAC_FIELDS = {"eth_dst", "eth_src", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"}
+_IPV4_FIELDS = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
+_IPV6_FIELDS = {"ipv6_src", "ipv6_dst", "ipv6_nd_target"}
+_INT_BITS = {"vlan_vid": 13, "vlan_pcp": 3, "ip_dscp": 6, "ip_ecn": 2, "ipv6_flabel": 20,
+             "tcp_src": 16, "tcp_dst": 16, "udp_src": 16, "udp_dst": 16,
+             "icmpv4_type": 8, "icmpv4_code": 8, "icmpv6_type": 8, "icmpv6_code": 8,
+             "arp_op": 16}
+
+
+def _field_bytes(name: str, value: Any) -> Any:
+    """Check and normalise a set_field value (what the C compiler does)."""
+    if name in _MAC_FIELDS:
+        parts = str(value).split(":")
+        if len(parts) != 6 or not all(1 <= len(x) <= 2 for x in parts):
+            raise ValueError("bad MAC for %s: %r" % (name, value))
+        return bytes(int(x, 16) for x in parts)
+    if name in _IPV4_FIELDS:
+        return socket.inet_pton(socket.AF_INET, str(value))
+    if name in _IPV6_FIELDS:
+        return socket.inet_pton(socket.AF_INET6, str(value))
+    bits = _INT_BITS[name]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0 \
+            or value >= (1 << bits):
+        raise ValueError("bad value for %s: %r" % (name, value))
+    return value
+
+
+def compile_actions(actions: Sequence[Action]) -> List[Action]:
+    """Validate an action list; raise ValueError on anything the fast path cannot run."""
+    out: List[Action] = []
+    for a in actions:
+        if not isinstance(a, tuple) or not a:
+            raise ValueError("action must be a non-empty tuple: %r" % (a,))
+        kind = a[0]
+        if kind == "output" and len(a) == 2 and isinstance(a[1], int) \
+                and 0 <= a[1] < (1 << 32):
+            out.append(("output", a[1]))
+        elif kind == "set_field" and len(a) == 3:
+            if a[1] not in _SETTABLE:
+                raise ValueError("cannot set field %r" % (a[1],))
+            out.append(("set_field", a[1], _field_bytes(a[1], a[2])))
+        elif kind == "push_vlan" and len(a) == 2 and a[1] in (ETH_P_8021Q, ETH_P_8021AD):
+            out.append(("push_vlan", a[1]))
+        elif kind in ("pop_vlan", "dec_ttl") and len(a) == 1:
+            out.append((kind,))
+        else:
+            raise ValueError("bad action %r" % (a,))
+    return out
+
+
+def _set_bytes(buf: bytearray, off: int, new: bytes, p: _Parsed, l3_sum: bool,
+               l4_sum: bool, in_l4: bool) -> None:
+    """Write new bytes at off, adjusting the IPv4 header and/or L4 checksums."""
+    old = bytes(buf[off:off + len(new)])
+    buf[off:off + len(new)] = new
+    if l3_sum and p.present & F_IPV4:
+        _csum_replace(buf, p.l3 + 10, old, new)
+    if l4_sum or in_l4:
+        coff, udp = _l4_csum_off(p)
+        if coff >= 0:
+            _csum_replace(buf, coff, old, new, udp=udp)
+
+
+def _set_field(buf: bytearray, p: _Parsed, name: str, v: Any) -> None:
+    pr = p.present
+    l3 = p.l3
+    if name == "eth_dst":
+        buf[0:6] = v
+    elif name == "eth_src":
+        buf[6:12] = v
+    elif name in ("vlan_vid", "vlan_pcp"):
+        if not pr & F_VLAN:
+            return
+        tci = _u16(buf, 14)
+        tci = (tci & 0xF000) | (v & 0x0FFF) if name == "vlan_vid" else \
+            (tci & 0x1FFF) | (v << 13)
+        buf[14:16] = tci.to_bytes(2, "big")
+    elif name in ("ip_dscp", "ip_ecn"):
+        if pr & F_IPV4:
+            tos = buf[l3 + 1]
+            tos = (tos & 3) | (v << 2) if name == "ip_dscp" else (tos & 0xFC) | v
+            _set_bytes(buf, l3, bytes([buf[l3], tos]), p, True, False, False)
+        elif pr & F_IPV6:
+            tc = ((buf[l3] & 0x0F) << 4) | (buf[l3 + 1] >> 4)
+            tc = (tc & 3) | (v << 2) if name == "ip_dscp" else (tc & 0xFC) | v
+            buf[l3] = (buf[l3] & 0xF0) | (tc >> 4)
+            buf[l3 + 1] = ((tc & 0x0F) << 4) | (buf[l3 + 1] & 0x0F)
+    elif name in ("ipv4_src", "ipv4_dst"):
+        if pr & F_IPV4:
+            _set_bytes(buf, l3 + (12 if name == "ipv4_src" else 16), v, p, True, True,
+                       False)
+    elif name in ("ipv6_src", "ipv6_dst"):
+        if pr & F_IPV6:
+            _set_bytes(buf, l3 + (8 if name == "ipv6_src" else 24), v, p, False, True,
+                       False)
+    elif name == "ipv6_flabel":
+        if pr & F_IPV6:
+            buf[l3 + 1] = (buf[l3 + 1] & 0xF0) | (v >> 16)
+            buf[l3 + 2:l3 + 4] = (v & 0xFFFF).to_bytes(2, "big")
+    elif name in ("tcp_src", "tcp_dst"):
+        if pr & F_TCP:
+            _set_bytes(buf, p.l4 + (0 if name == "tcp_src" else 2), v.to_bytes(2, "big"),
+                       p, False, False, True)
+    elif name in ("udp_src", "udp_dst"):
+        if pr & F_UDP:
+            _set_bytes(buf, p.l4 + (0 if name == "udp_src" else 2), v.to_bytes(2, "big"),
+                       p, False, False, True)
+    elif name in ("icmpv4_type", "icmpv4_code"):
+        if pr & F_ICMPV4:
+            l4 = p.l4
+            word = bytearray(buf[l4:l4 + 2])
+            word[0 if name == "icmpv4_type" else 1] = v
+            old = bytes(buf[l4:l4 + 2])
+            buf[l4:l4 + 2] = word
+            _csum_replace(buf, l4 + 2, old, bytes(word))
+    elif name in ("icmpv6_type", "icmpv6_code"):
+        if pr & F_ICMPV6:
+            word = bytearray(buf[p.l4:p.l4 + 2])
+            word[0 if name == "icmpv6_type" else 1] = v
+            _set_bytes(buf, p.l4, bytes(word), p, False, False, True)
+    elif name == "arp_op":
+        if pr & F_ARP:
+            buf[l3 + 6:l3 + 8] = v.to_bytes(2, "big")
+    elif name in ("arp_sha", "arp_spa", "arp_tha", "arp_tpa"):
+        if pr & F_ARP:
+            off = {"arp_sha": 8, "arp_spa": 14, "arp_tha": 18, "arp_tpa": 24}[name]
+            buf[l3 + off:l3 + off + len(v)] = v
+    elif name == "ipv6_nd_target":
+        if pr & F_ND_TARGET:
+            _set_bytes(buf, p.l4 + 8, v, p, False, False, True)
+    elif name == "ipv6_nd_sll":
+        if pr & F_ND_SLL:
+            _set_bytes(buf, p.sll_off, v, p, False, False, True)
+    elif name == "ipv6_nd_tll":
+        if pr & F_ND_TLL:
+            _set_bytes(buf, p.tll_off, v, p, False, False, True)
+
+
+def _dec_ttl(buf: bytearray, p: _Parsed) -> bool:
+    """Decrement the TTL / hop limit; False means the packet must be dropped."""
+    if p.present & F_IPV4:
+        ttl = buf[p.l3 + 8]
+        if ttl <= 1:
+            return False
+        _set_bytes(buf, p.l3 + 8, bytes([ttl - 1, buf[p.l3 + 9]]), p, True, False, False)
+    elif p.present & F_IPV6:
+        hl = buf[p.l3 + 7]
+        if hl <= 1:
+            return False
+        buf[p.l3 + 7] = hl - 1
+    return True
+
+
+def _run(buf: bytearray, in_port: int, prog: Sequence[Action]) -> List[Tuple[int, bytes]]:
+    """Apply a compiled program; return the (port, frame) outputs in order."""
+    outs: List[Tuple[int, bytes]] = []
+    p = _parse(bytes(buf), in_port)
+    if p is None:
+        return outs
+    for a in prog:
+        kind = a[0]
+        if kind == "output":
+            outs.append((a[1], bytes(buf)))
+        elif kind == "set_field":
+            _set_field(buf, p, a[1], a[2])
+        elif kind == "push_vlan":
+            tci = _u16(buf, 14) if p.present & F_VLAN else 0
+            buf[12:12] = a[1].to_bytes(2, "big") + tci.to_bytes(2, "big")
+            p = _parse(bytes(buf), in_port)
+        elif kind == "pop_vlan":
+            if p.present & F_VLAN:
+                del buf[12:16]
+                p = _parse(bytes(buf), in_port)
+        elif kind == "dec_ttl":
+            if not _dec_ttl(buf, p):
+                break
+        assert p is not None
+    return outs
+
+
+def apply_actions(packet: bytes, actions: Sequence[Action],
+                  in_port: int = 0) -> List[Tuple[int, bytes]]:
+    """Test helper: run actions on a copy of packet; the (port, frame) outputs."""
+    return _run(bytearray(packet), in_port, compile_actions(actions))
+
+
+# --------------------------------------------------------------------------- cache
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF
+
+
+def key_hash(blob: bytes) -> int:
+    """murmur3-32 (seed 0) of the key's little-endian 32-bit words."""
+    h = 0
+    for (k,) in struct.iter_unpack("<I", blob):
+        k = (k * 0xCC9E2D51) & 0xFFFFFFFF
+        k = _rotl(k, 15)
+        k = (k * 0x1B873593) & 0xFFFFFFFF
+        h ^= k
+        h = _rotl(h, 13)
+        h = (h * 5 + 0xE6546B64) & 0xFFFFFFFF
+    h ^= len(blob)
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    h ^= h >> 16
+    return h
+
+
+def _is_pow2(n: Any) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and 0 < n <= (1 << 24) \
+        and n & (n - 1) == 0
+
+
+def _check_ids(flow_ids: Sequence[int]) -> Tuple[int, ...]:
+    ids = tuple(flow_ids)
+    if len(ids) > MAX_IDS_PER_ENTRY:
+        raise ValueError("at most %d flow ids" % MAX_IDS_PER_ENTRY)
+    for i in ids:
+        if not isinstance(i, int) or not 0 <= i < MAX_FLOW_IDS:
+            raise ValueError("flow id out of range: %r" % (i,))
+    return ids
+
+
+class FlowCache:
+    """The exact-match flow cache (see csrc/flow_cache.h for the rationale).
+
+    Buckets of WAYS slots; a slot is (hash, last_used_ms, program, epoch) plus the
+    full key and the flow ids.  Programs (action lists) are interned in a pool of
+    PROG_POOL shared, reference-counted entries.  Invalidation is by epochs: a slot
+    is live while its insert epoch is not older than the global invalidation epoch
+    and the invalidation epoch of each of its flow ids.
+    """
+
+    def __init__(self, buckets: int) -> None:
+        if not _is_pow2(buckets):
+            raise ValueError("buckets must be a power of 2 (1 .. 2^24): %r" % (buckets,))
+        self.buckets = buckets
+        n = buckets * WAYS
+        self.hash = [0] * n
+        self.used = [0] * n
+        self.prog = [0] * n          # 0: empty slot
+        self.epoch = [0] * n
+        self.key: List[bytes] = [b""] * n
+        self.ids: List[Tuple[int, ...]] = [()] * n
+        self.cur_epoch = 0
+        self.all_inval = 0
+        self.flow_inval: Dict[int, int] = {}
+        # Program pool: index 1..PROG_POOL; free list pops the lowest index first.
+        self.progs: Dict[int, Tuple[Any, ...]] = {}
+        self.prog_ref: Dict[int, int] = {}
+        self.prog_index: Dict[Tuple[Any, ...], int] = {}
+        self.free_progs = list(range(PROG_POOL, 0, -1))
+        self.reclaim_cursor = 0
+        self.st = dict(hits=0, misses=0, inserts=0, insert_failures=0, evictions=0,
+                       expired=0, invalidated=0, entries=0)
+
+    # -- helpers
+    def _live(self, s: int) -> bool:
+        e = self.epoch[s]
+        if _sdiff(e, self.all_inval) < 0:
+            return False
+        return all(_sdiff(e, self.flow_inval.get(i, 0)) >= 0 for i in self.ids[s])
+
+    def _expired(self, s: int, now: int) -> bool:
+        return _sdiff(now, self.used[s]) > CACHE_IDLE_MS
+
+    def _free(self, s: int) -> None:
+        pi = self.prog[s]
+        self.prog[s] = 0
+        self.st["entries"] -= 1
+        self.prog_ref[pi] -= 1
+        if self.prog_ref[pi] == 0:
+            del self.prog_index[self.progs.pop(pi)]
+            del self.prog_ref[pi]
+            self.free_progs.append(pi)
+
+    def _reap(self, s: int, now: int) -> bool:
+        """Free slot s if it is dead (expired or invalidated); True if now free."""
+        if not self.prog[s]:
+            return True
+        if self._expired(s, now):
+            self.st["expired"] += 1
+        elif not self._live(s):
+            self.st["invalidated"] += 1
+        else:
+            return False
+        self._free(s)
+        return True
+
+    def _intern(self, prog: Tuple[Any, ...], now: int) -> int:
+        pi = self.prog_index.get(prog)
+        if pi is None:
+            if not self.free_progs:
+                self._reclaim(now)
+            if not self.free_progs:
+                return 0
+            pi = self.free_progs.pop()
+            self.progs[pi] = prog
+            self.prog_index[prog] = pi
+            self.prog_ref[pi] = 0
+        return pi
+
+    def _reclaim(self, now: int) -> None:
+        for _ in range(min(RECLAIM_BUCKETS, self.buckets)):
+            b = self.reclaim_cursor
+            self.reclaim_cursor = (b + 1) & (self.buckets - 1)
+            for w in range(WAYS):
+                self._reap(b * WAYS + w, now)
+
+    def bucket_of(self, blob: bytes) -> int:
+        return key_hash(blob) & (self.buckets - 1)
+
+    # -- the API the datapath uses
+    def lookup(self, blob: bytes, now: int) -> Optional[Tuple[Tuple[Any, ...], Tuple[int, ...]]]:
+        h = key_hash(blob)
+        base = (h & (self.buckets - 1)) * WAYS
+        for s in range(base, base + WAYS):
+            if self.prog[s] and self.hash[s] == h and self.key[s] == blob:
+                if self._reap(s, now):
+                    break
+                self.used[s] = now
+                self.st["hits"] += 1
+                return self.progs[self.prog[s]], self.ids[s]
+        self.st["misses"] += 1
+        return None
+
+    def insert(self, blob: bytes, prog: Tuple[Any, ...], flow_ids: Sequence[int],
+               now: int) -> bool:
+        if len(blob) != KEY_SIZE:
+            raise ValueError("key blob must be %d bytes" % KEY_SIZE)
+        ids = _check_ids(flow_ids)
+        if len(prog) > MAX_OPS:
+            self.st["insert_failures"] += 1
+            return False
+        pi = self._intern(prog, now)
+        if not pi:
+            self.st["insert_failures"] += 1
+            return False
+        self.prog_ref[pi] += 1                  # held from here on: frees below are safe
+        h = key_hash(blob)
+        base = (h & (self.buckets - 1)) * WAYS
+        slot = -1
+        for s in range(base, base + WAYS):       # the same key: replace it in place
+            if self.prog[s] and self.hash[s] == h and self.key[s] == blob:
+                self._free(s)
+                slot = s
+                break
+        if slot < 0:
+            for s in range(base, base + WAYS):   # first free, expired or dead way
+                if self._reap(s, now):
+                    slot = s
+                    break
+        if slot < 0:                              # all live: evict the least recently used
+            slot = base
+            for s in range(base + 1, base + WAYS):
+                if _sdiff(now, self.used[s]) > _sdiff(now, self.used[slot]):
+                    slot = s
+            self.st["evictions"] += 1
+            self._free(slot)
+        self.hash[slot], self.used[slot], self.prog[slot] = h, now, pi
+        self.epoch[slot], self.key[slot], self.ids[slot] = self.cur_epoch, blob, ids
+        self.st["inserts"] += 1
+        self.st["entries"] += 1
+        return True
+
+    def invalidate_flow(self, flow_id: int) -> None:
+        _check_ids([flow_id])
+        self.cur_epoch = (self.cur_epoch + 1) & 0xFFFFFFFF
+        self.flow_inval[flow_id] = self.cur_epoch
+
+    def invalidate_all(self) -> None:
+        self.cur_epoch = (self.cur_epoch + 1) & 0xFFFFFFFF
+        self.all_inval = self.cur_epoch
+
+    def stats(self) -> Dict[str, int]:
+        d = dict(self.st)
+        d["buckets"], d["ways"] = self.buckets, WAYS
+        return d
+
+
+def _sdiff(a: int, b: int) -> int:
+    """a - b on a 32-bit wrapping clock, as a signed number."""
+    d = (a - b) & 0xFFFFFFFF
+    return d - (1 << 32) if d & 0x80000000 else d
+
+
+class CacheForTest:
+    """Test-only view of FlowCache with explicit time (mirrors _fastpath._CacheForTest)."""
+
+    def __init__(self, buckets: int) -> None:
+        self._c = FlowCache(buckets)
+
+    def insert(self, key_blob: bytes, actions: list, flow_ids: List[int],
+               now_ms: int) -> bool:
+        return self._c.insert(bytes(key_blob), tuple(compile_actions(actions)), flow_ids,
+                              now_ms & 0xFFFFFFFF)
+
+    def lookup(self, key_blob: bytes, now_ms: int) -> Optional[Tuple[list, List[int]]]:
+        r = self._c.lookup(bytes(key_blob), now_ms & 0xFFFFFFFF)
+        if r is None:
+            return None
+        return [_uncompile(a) for a in r[0]], list(r[1])
+
+    def invalidate_flow(self, flow_id: int) -> None:
+        self._c.invalidate_flow(flow_id)
+
+    def invalidate_all(self) -> None:
+        self._c.invalidate_all()
+
+    def bucket_of(self, key_blob: bytes) -> int:
+        return self._c.bucket_of(bytes(key_blob))
+
+    def stats(self) -> Dict[str, int]:
+        return self._c.stats()
+
+
+def _uncompile(a: Action) -> Action:
+    if a[0] != "set_field":
+        return a
+    name, v = a[1], a[2]
+    if name in _MAC_FIELDS:
+        return ("set_field", name, _mac(v))
+    if name in _IPV4_FIELDS:
+        return ("set_field", name, _ipv4(v))
+    if name in _IPV6_FIELDS:
+        return ("set_field", name, _ipv6(v))
+    return a
+
+
+# --------------------------------------------------------------------------- datapath
+
+SOL_PACKET = 263
+PACKET_AUXDATA = 8
+PACKET_IGNORE_OUTGOING = 23
+TP_STATUS_CSUMNOTREADY = 1 << 3
+TP_STATUS_VLAN_VALID = 1 << 4
+TP_STATUS_VLAN_TPID_VALID = 1 << 6
+ETH_P_ALL = 3
+_AUX = struct.Struct("=IIIHHHH")
+
+
+def _now_ms() -> int:
+    return (time.monotonic_ns() // 1_000_000) & 0xFFFFFFFF
+
+
+class _Port:
+    def __init__(self, port_no: int, ifname: str) -> None:
+        self.port_no, self.ifname = port_no, ifname
+        self.up = True
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        try:
+            self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+            self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            self.sock.bind((ifname, ETH_P_ALL))
+            self.sock.setblocking(False)
+        except OSError:
+            self.sock.close()
+            raise
+        self.mtu = _mtu(ifname)
+        self.st = dict(rx_packets=0, rx_bytes=0, rx_dropped=0, rx_errors=0, tx_packets=0,
+                       tx_bytes=0, tx_dropped=0, tx_errors=0)
+
+
+def _mtu(ifname: str) -> int:
+    try:
+        with open("/sys/class/net/%s/mtu" % ifname) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1500
+
+
+def segment_tcp(frame: bytes, mtu: int) -> List[bytes]:
+    """Software TSO: split an oversized TCP frame (a GSO packet from a veth) into frames
+    whose IP packets fit mtu, each with its IP length/id and TCP seq/flags/checksum fixed.
+    Frames that are not TCP or already fit are returned as they are."""
+    p = _parse(frame, 0)
+    if p is None or p.l3 < 0 or p.l3_end - p.l3 <= mtu or not p.present & F_TCP:
+        return [frame]
+    l3, l4 = p.l3, p.l4
+    hdr_end = l4 + (frame[l4 + 12] >> 4) * 4
+    mss = mtu - (hdr_end - l3)
+    if mss <= 0:
+        return [frame]
+    payload = frame[hdr_end:p.l3_end]
+    seq = int.from_bytes(frame[l4 + 4:l4 + 8], "big")
+    flags = _u16(frame, l4 + 12)
+    v4 = bool(p.present & F_IPV4)
+    ip_id = _u16(frame, l3 + 4) if v4 else 0
+    out = []
+    for i, start in enumerate(range(0, len(payload), mss)):
+        chunk = payload[start:start + mss]
+        last = start + mss >= len(payload)
+        seg = bytearray(frame[:hdr_end]) + chunk
+        f = flags if last else flags & ~0x0009          # FIN and PSH only on the last
+        if start:
+            f &= ~0x0080                                 # CWR only on the first
+        seg[l4 + 12:l4 + 14] = f.to_bytes(2, "big")
+        seg[l4 + 4:l4 + 8] = ((seq + start) & 0xFFFFFFFF).to_bytes(4, "big")
+        l4len = len(seg) - l4
+        if v4:
+            seg[l3 + 2:l3 + 4] = (len(seg) - l3).to_bytes(2, "big")
+            seg[l3 + 4:l3 + 6] = ((ip_id + i) & 0xFFFF).to_bytes(2, "big")
+            seg[l3 + 10:l3 + 12] = b"\0\0"
+            seg[l3 + 10:l3 + 12] = ((~_fold(_sum16(bytes(seg[l3:l4])))) & 0xFFFF) \
+                .to_bytes(2, "big")
+            pseudo = bytes(seg[l3 + 12:l3 + 20]) + struct.pack("!HH", 6, l4len)
+        else:
+            seg[l3 + 4:l3 + 6] = (len(seg) - l3 - 40).to_bytes(2, "big")
+            pseudo = bytes(seg[l3 + 8:l3 + 40]) + struct.pack("!IxxxB", l4len, 6)
+        seg[l4 + 16:l4 + 18] = b"\0\0"
+        s = _sum16(pseudo) + _sum16(bytes(seg[l4:]))
+        seg[l4 + 16:l4 + 18] = ((~_fold(s)) & 0xFFFF).to_bytes(2, "big")
+        out.append(bytes(seg))
+    return out
+
+
+class Datapath:
+    """The fast path's API (FASTPATH.md) on plain AF_PACKET sockets and a Python thread."""
+
+    def __init__(self, ports: List[Tuple[int, str]], buckets: int = 1024) -> None:
+        if not _is_pow2(buckets):
+            raise ValueError("buckets must be a power of 2 (1 .. 2^24): %r" % (buckets,))
+        self._ports: Dict[int, _Port] = {}
+        try:
+            for port_no, ifname in ports:
+                if not isinstance(port_no, int) or not 0 < port_no < 0xFFFFFF00 \
+                        or port_no in self._ports:
+                    raise ValueError("bad or duplicate port number %r" % (port_no,))
+                self._ports[port_no] = _Port(port_no, ifname)
+        except BaseException:
+            self._close()
+            raise
+        self._lock = threading.Lock()
+        self._cache = FlowCache(buckets)
+        self._counters: Dict[int, List[int]] = {}
+        self._misses: List[Miss] = []
+        self._miss_cv = threading.Condition(threading.Lock())
+        self._st = dict(parse_errors=0, malformed=0, miss_queue_drops=0)
+        self._thread: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+
+    def _close(self) -> None:
+        for p in self._ports.values():
+            p.sock.close()
+
+    def __del__(self) -> None:
+        try:
+            self.stop()
+            self._close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        except Exception:
+            pass
+
+    # -- thread
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="kp-datapath-ref",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        t = self._thread
+        if t is None:
+            return
+        self._stop.set()
+        os.write(self._wake_w, b"x")
+        t.join()
+        self._thread = None
+        while select.select([self._wake_r], [], [], 0)[0]:
+            os.read(self._wake_r, 64)
+
+    def _loop(self) -> None:
+        poller = select.poll()
+        by_fd = {}
+        for p in self._ports.values():
+            poller.register(p.sock.fileno(), select.POLLIN)
+            by_fd[p.sock.fileno()] = p
+        poller.register(self._wake_r, select.POLLIN)
+        while not self._stop.is_set():
+            for fd, _ in poller.poll(100):
+                port = by_fd.get(fd)
+                if port is None:
+                    continue
+                for _ in range(64):
+                    try:
+                        data, anc, _flags, _addr = port.sock.recvmsg(
+                            262144, socket.CMSG_SPACE(_AUX.size))
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        port.st["rx_errors"] += 1
+                        break
+                    self._receive(port, data, anc)
+
+    def _receive(self, port: _Port, data: bytes, anc: list) -> None:
+        status = 0
+        for level, kind, cdata in anc:
+            if level == SOL_PACKET and kind == PACKET_AUXDATA and len(cdata) >= _AUX.size:
+                status, _l, _s, _m, _n, tci, tpid = _AUX.unpack_from(cdata)
+                if status & TP_STATUS_VLAN_VALID and len(data) >= 12:
+                    if not status & TP_STATUS_VLAN_TPID_VALID:
+                        tpid = ETH_P_8021Q
+                    data = data[:12] + struct.pack("!HH", tpid, tci) + data[12:]
+        if not port.up:
+            port.st["rx_dropped"] += 1
+            return
+        port.st["rx_packets"] += 1
+        port.st["rx_bytes"] += len(data)
+        if status & TP_STATUS_CSUMNOTREADY:
+            data = complete_partial_checksum(data)
+        p = _parse(data, port.port_no)
+        with self._lock:
+            if p is None:
+                self._st["parse_errors"] += 1
+                return
+            if p.error:
+                self._st["malformed"] += 1
+            blob = p.blob()
+            hit = self._cache.lookup(blob, _now_ms())
+            if hit is not None:
+                now_ns = time.monotonic_ns()
+                for i in hit[1]:
+                    c = self._counters.setdefault(i, [0, 0, 0])
+                    c[0] += 1
+                    c[1] += len(data)
+                    c[2] = now_ns
+        if hit is not None:
+            self._transmit(_run(bytearray(data), port.port_no, hit[0]))
+            return
+        with self._miss_cv:
+            if len(self._misses) >= MISS_QUEUE_LEN:
+                self._st["miss_queue_drops"] += 1
+                return
+            self._misses.append((port.port_no, data, _key_dict(p), blob))
+            self._miss_cv.notify()
+
+    def _transmit(self, outs: List[Tuple[int, bytes]]) -> None:
+        for port_no, frame in outs:
+            port = self._ports.get(port_no)
+            if port is None:
+                continue
+            if not port.up:
+                port.st["tx_dropped"] += 1
+                continue
+            for seg in segment_tcp(frame, port.mtu):
+                try:
+                    port.sock.send(seg)
+                    port.st["tx_packets"] += 1
+                    port.st["tx_bytes"] += len(seg)
+                except BlockingIOError:
+                    port.st["tx_dropped"] += 1
+                except OSError:
+                    port.st["tx_errors"] += 1
+
+    # -- the agent's API
+    def next_misses(self, timeout_ms: int, max_count: int = 64) -> List[Miss]:
+        deadline = time.monotonic() + max(timeout_ms, 0) / 1000.0
+        with self._miss_cv:
+            while not self._misses:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                self._miss_cv.wait(left)
+            out = self._misses[:max_count]
+            del self._misses[:max_count]
+            return out
+
+    def execute(self, in_port: int, packet: bytes, actions: list) -> None:
+        prog = compile_actions(actions)
+        self._transmit(_run(bytearray(packet), in_port, prog))
+
+    def cache_insert(self, key_blob: bytes, actions: list, flow_ids: List[int]) -> None:
+        prog = tuple(compile_actions(actions))
+        if len(key_blob) != KEY_SIZE:
+            raise ValueError("key_blob must be %d bytes" % KEY_SIZE)
+        _check_ids(flow_ids)
+        with self._lock:
+            self._cache.insert(bytes(key_blob), prog, flow_ids, _now_ms())
+
+    def invalidate_flow(self, flow_id: int) -> None:
+        with self._lock:
+            self._cache.invalidate_flow(flow_id)
+
+    def invalidate_all(self) -> None:
+        with self._lock:
+            self._cache.invalidate_all()
+
+    def flow_counters(self, flow_ids: List[int]) -> List[Tuple[int, int, int]]:
+        out = []
+        with self._lock:
+            for i in flow_ids:
+                if not isinstance(i, int) or not 0 <= i < MAX_FLOW_IDS:
+                    raise ValueError("flow id out of range: %r" % (i,))
+                c = self._counters.get(i, (0, 0, 0))
+                out.append((c[0], c[1], c[2]))
+        return out
+
+    def set_buckets(self, n: int) -> None:
+        if not _is_pow2(n):
+            raise ValueError("buckets must be a power of 2 (1 .. 2^24): %r" % (n,))
+        with self._lock:
+            old = self._cache.st
+            self._cache = FlowCache(n)
+            for k in ("hits", "misses", "inserts", "insert_failures", "evictions",
+                      "expired", "invalidated"):
+                self._cache.st[k] = old[k]      # counters stay monotonic across resizes
+
+    def stats(self) -> Dict[str, Any]:
+        with self._lock:
+            d: Dict[str, Any] = self._cache.stats()
+            d.update(self._st)
+            d["ports"] = {n: dict(p.st) for n, p in self._ports.items()}
+        return d
+
+    def set_port_state(self, port_no: int, up: bool) -> None:
+        port = self._ports.get(port_no)
+        if port is None:
+            raise ValueError("no port %r" % (port_no,))
+        port.up = bool(up)
