@@ -1,1 +1,22 @@
-"""kp: a kube-proxy data plane on OpenFlow 1.3."""
+"""kp_app: a kube-proxy data plane on OpenFlow 1.3 (`ryu-manager kp_app`).
+
+Ryu loads the RyuApp subclass whose __module__ is exactly the module named on its
+command line, so the application class is defined here. ryu-manager has imported Ryu
+before it imports us; anyone else (the `ku` CLI, the unit tests of the pure core) imports
+this package without paying for Ryu and eventlet.
+"""
+import sys
+
+if "ryu.base.app_manager" in sys.modules:
+    from oslo_config import cfg
+
+    from kp_app.ryu_shim import KpRyuApp
+
+    # REST listens on loopback unless --wsapi-host says otherwise.
+    try:
+        cfg.CONF.set_default("wsapi_host", "127.0.0.1")
+    except cfg.NoSuchOptError:
+        pass
+
+    class KpApp(KpRyuApp):
+        """The kube-proxy controller (see kp_app.ryu_shim)."""

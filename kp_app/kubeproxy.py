@@ -1,0 +1,253 @@
+"""KubeProxy: the controller's pure core, the service interface and the switch events.
+
+The REST API calls the service methods (docs/service-api.md); the Ryu shim calls the
+event methods. Both end in the same place: the model changes, and the switch programming
+that follows from the change goes out through `send(dpid, messages)`, as data. Nothing
+here imports Ryu; the clock is injected.
+"""
+import time
+from typing import Callable, Dict, List, Optional
+
+from kp_app import pipeline
+from kp_app.errors import InvalidInput
+from kp_app.model import ServiceModel, Vip, parse_int
+from kp_app.node import Node
+from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP
+
+Sender = Callable[[int, list], None]
+MAX_SESSION_LIST = 10000
+
+
+class KubeProxy:
+    def __init__(self, send: Sender, clock: Callable[[], float] = time.monotonic) -> None:
+        self.model = ServiceModel()
+        self.nodes: Dict[int, Node] = {}
+        self._send = send
+        self._clock = clock
+
+    def _broadcast(self, programming: Callable[[Node], list]) -> None:
+        for node in list(self.nodes.values()):
+            msgs = programming(node)
+            if msgs:
+                self._send(node.dpid, msgs)
+
+    # -- switch events -------------------------------------------------------------
+
+    def switch_connected(self, dpid: int, port_names: Optional[Dict[int, str]] = None) -> None:
+        node = self.nodes.get(dpid)
+        if node is None:
+            node = self.nodes[dpid] = Node(dpid, self.model)
+        else:
+            # The switch's flows are gone or stale; sessions restart from the model.
+            node.sessions = type(node.sessions)(self.model.conf.buckets)
+        node.port_names = dict(port_names or {})
+        self._send(dpid, node.full_programming())
+
+    def switch_disconnected(self, dpid: int) -> None:
+        node = self.nodes.pop(dpid, None)
+        if node is not None:
+            for session in node.sessions:
+                node.end_session(session)
+
+    def packet_in(self, dpid: int, in_port: int, data: bytes) -> None:
+        node = self.nodes.get(dpid)
+        if node is None:
+            return
+        msgs = node.packet_in(in_port, data, self._clock())
+        if msgs:
+            self._send(dpid, msgs)
+
+    def flow_removed(self, dpid: int, cookie: int, match: dict, packets: int,
+                     byte_count: int) -> None:
+        node = self.nodes.get(dpid)
+        if node is not None:
+            node.flow_removed(cookie, match, packets, byte_count)
+            self._forget_drained_pods()
+
+    def flow_stats(self, dpid: int, stats: list) -> None:
+        node = self.nodes.get(dpid)
+        if node is not None:
+            node.flow_stats(stats)
+
+    def cache_stats(self, dpid: int, stats: dict) -> None:
+        node = self.nodes.get(dpid)
+        if node is not None:
+            node.cache_stats = dict(stats)
+
+    def port_names(self, dpid: int, names: Dict[int, str]) -> None:
+        node = self.nodes.get(dpid)
+        if node is not None:
+            node.port_names = dict(names)
+
+    def _forget_drained_pods(self) -> None:
+        """A removed pod whose last session ended leaves the model and the switches."""
+        for vip in self.model.vips.values():
+            for address, pod in list(vip.pods.items()):
+                if not pod.active and not any(n.sessions_of(vip.id, address)
+                                              for n in self.nodes.values()):
+                    self.model.forget_pod(vip, address)
+                    self._broadcast(lambda n, pod=pod: [
+                        FlowDelete(pipeline.cookie(0, vip.id, pod.id), MASK_POD)])
+
+    # -- service interface: conf and node addresses -----------------------------------
+
+    def conf(self) -> dict:
+        m = self.model
+        return {"buckets": m.conf.buckets, "timeout": m.conf.timeout,
+                **m.default_node.to_dict(),
+                "nodes": {str(dpid): a.to_dict() for dpid, a in sorted(m.nodes.items())}}
+
+    def set_conf(self, buckets=None, timeout=None, node_ip=None, node_ip6=None,
+                 dpid=None) -> dict:
+        before = self.model.conf
+        # Validate everything before changing anything: a scratch model takes the hits.
+        scratch = ServiceModel()
+        scratch.set_conf(buckets, timeout)
+        scratch.set_node(node_ip, node_ip6, dpid)
+        self.model.set_conf(buckets, timeout)
+        self.model.set_node(node_ip, node_ip6, dpid)
+        if self.model.conf.buckets != before.buckets:
+            for node in self.nodes.values():
+                node.sessions.capacity = type(node.sessions)(self.model.conf.buckets).capacity
+            self._broadcast(lambda n: [pipeline.SetCacheBuckets(self.model.conf.buckets)])
+        if node_ip is not None or node_ip6 is not None:
+            self._broadcast(self._node_port_programming)
+        return self.conf()
+
+    def _node_port_programming(self, node: Node) -> list:
+        msgs: list = []
+        for vip in self.model.vips.values():
+            if vip.node_port:
+                msgs.append(FlowDelete(pipeline.cookie(pipeline.KIND_NODE_PORT, vip.id),
+                                       MASK_VIP | 0xFFFF))
+                msgs += [f for f in pipeline.vip_flows(vip, self.model.node_addresses(node.dpid))
+                         if pipeline.cookie_parts(f.cookie)[0] == pipeline.KIND_NODE_PORT]
+        return msgs
+
+    # -- VIPs and pods ------------------------------------------------------------------
+
+    def vips(self) -> List[dict]:
+        return [self._vip_dict(v) for v in self.model.vips.values()]
+
+    def vip(self, prefix, port=None) -> dict:
+        return self._vip_dict(self.model.find_vip(prefix, port))
+
+    def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
+                nat=None, new_len=1024, external_ips=()) -> dict:
+        vip = self.model.add_vip(prefix, port, target_port, node_port, protocol, nat,
+                                 new_len, external_ips)
+        self._broadcast(lambda n: n.vip_programming(vip))
+        return self._vip_dict(vip)
+
+    def del_vip(self, prefix, port=None) -> None:
+        vip = self.model.del_vip(prefix, port)
+        for node in self.nodes.values():
+            for session in node.sessions_of(vip.id):
+                node.sessions.remove(session)
+        self._broadcast(lambda n: [FlowDelete(pipeline.cookie(0, vip.id), MASK_VIP)])
+
+    def add_pods(self, prefix, port, addresses) -> dict:
+        vip = self.model.find_vip(prefix, port)
+        added = self.model.add_pods(vip, addresses)
+        if vip.target_port:
+            flows = [pipeline.reply_miss_flow(vip, vip.pods[a], p)
+                     for a in added for p in vip.ip_protos]
+        else:
+            flows = []
+        self._broadcast(lambda n: flows + n.probe(added))
+        return self._vip_dict(vip)
+
+    def del_pods(self, prefix, port, addresses, flush=False) -> dict:
+        vip = self.model.find_vip(prefix, port)
+        if not isinstance(flush, bool):
+            raise InvalidInput(f"{flush!r} is not true or false", "flush")
+        removed = self.model.del_pods(vip, addresses)
+        if flush:
+            for address in removed:
+                pod = vip.pods[address]
+                for node in self.nodes.values():
+                    for session in node.sessions_of(vip.id, address):
+                        node.end_session(session)
+                self._broadcast(lambda n, pod=pod: [
+                    FlowDelete(pipeline.cookie(0, vip.id, pod.id), MASK_POD)])
+        self._forget_drained_pods()
+        return self._vip_dict(vip)
+
+    def set_interface(self, nat, port_name, delete=False) -> dict:
+        self.model.set_interface(nat, port_name, bool(delete))
+        return self.interfaces()
+
+    def interfaces(self) -> dict:
+        return {k: list(v) for k, v in self.model.interfaces.items()}
+
+    # -- observation ------------------------------------------------------------------
+
+    def sessions(self, limit=100, prefix=None, port=None) -> dict:
+        limit = parse_int(limit, "limit", 0, MAX_SESSION_LIST)
+        vip_id = None if prefix is None else self.model.find_vip(prefix, port).id
+        now = self._clock()
+        listed, count = [], 0
+        for dpid, node in sorted(self.nodes.items()):
+            for s in node.sessions:
+                if vip_id is not None and s.vip_id != vip_id:
+                    continue
+                count += 1
+                if len(listed) < limit:
+                    listed.append(self._session_dict(dpid, s, now))
+        return {"count": count, "sessions": listed}
+
+    def counters(self) -> dict:
+        return {"vips": [self._vip_counters(v) for v in self.model.vips.values()],
+                "switches": {str(d): dict(n.cache_stats) for d, n in sorted(self.nodes.items())}}
+
+    def show(self) -> dict:
+        return {"conf": self.conf(), "vips": len(self.model.vips),
+                "pods": sum(len(v.pods) for v in self.model.vips.values()),
+                "sessions": sum(len(n.sessions) for n in self.nodes.values()),
+                "switches": sorted(self.nodes), "interfaces": self.interfaces()}
+
+    def _live(self, vip: Vip, pod=None):
+        sessions = [s for n in self.nodes.values() for s in n.sessions_of(vip.id, pod)]
+        packets = sum(s.totals()[0] for s in sessions)
+        byte_count = sum(s.totals()[1] for s in sessions)
+        return len(sessions), packets, byte_count
+
+    def _vip_counters(self, vip: Vip) -> dict:
+        active, packets, byte_count = self._live(vip)
+        c = vip.counters
+        return {"prefix": str(vip.prefix), "port": vip.port, "protocol": vip.protocol,
+                "new_sessions": c.new_sessions, "active_sessions": active,
+                "packets": c.packets + packets, "bytes": c.bytes + byte_count,
+                "no_pod": c.no_pod, "untracked": c.untracked, "table_full": c.table_full,
+                "pods": [self._pod_dict(vip, a) for a in sorted(vip.pods, key=int)]}
+
+    def _pod_dict(self, vip: Vip, address) -> dict:
+        pod = vip.pods[address]
+        active, packets, byte_count = self._live(vip, address)
+        return {"address": str(address), "state": "active" if pod.active else "draining",
+                "new_sessions": pod.counters.new_sessions, "active_sessions": active,
+                "packets": pod.counters.packets + packets,
+                "bytes": pod.counters.bytes + byte_count}
+
+    def _vip_dict(self, vip: Vip) -> dict:
+        counters = self._vip_counters(vip)
+        pods = counters.pop("pods")
+        for key in ("prefix", "port", "protocol"):
+            counters.pop(key)
+        return {"prefix": str(vip.prefix), "port": vip.port, "target_port": vip.target_port,
+                "node_port": vip.node_port, "protocol": vip.protocol, "nat": vip.nat,
+                "new_len": vip.new_len, "external_ips": [str(a) for a in vip.external_ips],
+                "pods": pods, "counters": counters}
+
+    def _session_dict(self, dpid: int, s, now: float) -> dict:
+        vip = self.model.vip_by_id(s.vip_id)
+        f = s.forward
+
+        def endpoint(address, port):
+            return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+        packets, byte_count = s.totals()
+        return {"dpid": dpid, "protocol": "tcp" if f.proto == 6 else "udp",
+                "client": endpoint(f.src, f.src_port), "vip": endpoint(f.dst, f.dst_port),
+                "service": vip.label() if vip else None,
+                "pod": endpoint(s.pod, s.pod_port), "age": round(now - s.created, 3),
+                "packets": packets, "bytes": byte_count}

@@ -1,0 +1,365 @@
+"""The service model: global conf, node addresses, VIPs and their pods.
+
+This is the single source of truth; every switch's flows are derived from it. Each
+mutation validates all of its input first and only then changes anything, so an
+error (KpError) always leaves the model as it was.
+"""
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Tuple, Union
+
+from kp_app.errors import Conflict, InvalidInput, NotFound
+from kp_app.maglev import MaglevTable
+
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+PROTOCOLS = {"tcp": (6,), "udp": (17,), "any": (6, 17)}
+NAT_FOR_VERSION = {4: "nat44", 6: "nat66"}
+MAX_BUCKETS = 1 << 24
+MAX_NEW_LEN = 1 << 20
+MAX_TIMEOUT = 86400
+
+
+def _is_power_of_2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def parse_int(value, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InvalidInput(f"{value!r} is not an integer", name)
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidInput(f"{value!r} is not an integer", name) from None
+    if not low <= number <= high:
+        raise InvalidInput(f"{number} is out of range {low}-{high}", name)
+    return number
+
+
+def parse_power_of_2(value, name: str, high: int) -> int:
+    number = parse_int(value, name, 1, high)
+    if not _is_power_of_2(number):
+        raise InvalidInput(f"{number} is not a power of 2", name)
+    return number
+
+
+def parse_address(value, name: str, version: Optional[int] = None) -> Address:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{value!r} is not an IP address", name)
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise InvalidInput(f"{value!r} is not an IP address", name) from None
+    if version is not None and address.version != version:
+        raise InvalidInput(f"{address} is IPv{address.version}, expected IPv{version}", name)
+    return address
+
+
+def parse_prefix(value, name: str = "prefix") -> Network:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{value!r} is not an IP prefix", name)
+    try:
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as error:
+        raise InvalidInput(f"{value!r} is not an IP prefix ({error})", name) from None
+
+
+@dataclass
+class Conf:
+    buckets: int = 1024
+    timeout: int = 40
+
+
+@dataclass
+class NodeAddresses:
+    ipv4: Optional[ipaddress.IPv4Address] = None
+    ipv6: Optional[ipaddress.IPv6Address] = None
+
+    def for_version(self, version: int) -> Optional[Address]:
+        return self.ipv4 if version == 4 else self.ipv6
+
+    def to_dict(self) -> dict:
+        return {"node_ip": _str(self.ipv4), "node_ip6": _str(self.ipv6)}
+
+
+def _str(value) -> Optional[str]:
+    return None if value is None else str(value)
+
+
+@dataclass
+class Counters:
+    """Per VIP and per pod. packets/bytes are those of sessions that have ended; the live
+    sessions' figures are added when they are shown."""
+    new_sessions: int = 0
+    packets: int = 0
+    bytes: int = 0
+    no_pod: int = 0
+    untracked: int = 0
+    table_full: int = 0
+
+
+@dataclass
+class Pod:
+    address: Address
+    id: int
+    active: bool = True
+    counters: Counters = field(default_factory=Counters)
+
+
+@dataclass
+class Vip:
+    """A service: a prefix and port, its pods, and its new-connection table.
+
+    `id` is small and stable for the VIP's life; it travels in every flow's cookie so one
+    cookie-masked delete removes all of the VIP's flows from a switch.
+    """
+    id: int
+    prefix: Network
+    port: int
+    target_port: int
+    node_port: Optional[int]
+    protocol: str
+    new_len: int
+    external_ips: Tuple[Address, ...] = ()
+    pods: Dict[Address, Pod] = field(default_factory=dict)
+    table: Optional[MaglevTable] = None
+    counters: Counters = field(default_factory=Counters)
+
+    @property
+    def key(self) -> Tuple[Network, int]:
+        return (self.prefix, self.port)
+
+    @property
+    def version(self) -> int:
+        return self.prefix.version
+
+    @property
+    def nat(self) -> str:
+        return NAT_FOR_VERSION[self.version]
+
+    @property
+    def ip_protos(self) -> Tuple[int, ...]:
+        return PROTOCOLS[self.protocol]
+
+    def active_pods(self) -> List[Address]:
+        return [a for a, p in self.pods.items() if p.active]
+
+    def rebuild_table(self) -> None:
+        # Built whole, then swapped in: lookups never see a half-filled table.
+        self.table = MaglevTable(self.active_pods(), self.new_len)
+
+    def dnat_port(self, dst_port: int) -> int:
+        """The pod port for a packet sent to `dst_port` (port 0 VIPs keep the port)."""
+        return self.target_port or dst_port
+
+    def label(self) -> str:
+        return f"{self.prefix} port {self.port}"
+
+
+class ServiceModel:
+    """Conf, node addresses, VIPs: validated mutations, lookups for the data path."""
+
+    def __init__(self) -> None:
+        self.conf = Conf()
+        self.default_node = NodeAddresses()
+        self.nodes: Dict[int, NodeAddresses] = {}
+        self.vips: Dict[Tuple[Network, int], Vip] = {}
+        self.interfaces: Dict[str, List[str]] = {"nat4": [], "nat6": []}
+        self._next_vip_id = 1
+        self._next_pod_id = 1
+
+    # -- conf and node addresses ------------------------------------------------------
+
+    def set_conf(self, buckets=None, timeout=None) -> None:
+        new_buckets = self.conf.buckets if buckets is None else parse_power_of_2(
+            buckets, "buckets", MAX_BUCKETS)
+        new_timeout = self.conf.timeout if timeout is None else parse_int(
+            timeout, "timeout", 1, MAX_TIMEOUT)
+        self.conf = Conf(new_buckets, new_timeout)
+
+    def set_node(self, node_ip=None, node_ip6=None, dpid=None) -> None:
+        ipv4 = None if node_ip is None else parse_address(node_ip, "node_ip", 4)
+        ipv6 = None if node_ip6 is None else parse_address(node_ip6, "node_ip6", 6)
+        if dpid is not None:
+            dpid = parse_int(dpid, "dpid", 0, (1 << 64) - 1)
+        target = self.default_node if dpid is None else self.nodes.setdefault(
+            dpid, NodeAddresses())
+        if ipv4 is not None:
+            target.ipv4 = ipv4
+        if ipv6 is not None:
+            target.ipv6 = ipv6
+
+    def node_addresses(self, dpid: int) -> NodeAddresses:
+        own = self.nodes.get(dpid, NodeAddresses())
+        return NodeAddresses(own.ipv4 or self.default_node.ipv4,
+                             own.ipv6 or self.default_node.ipv6)
+
+    # -- VIPs ------------------------------------------------------------------------
+
+    def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
+                nat=None, new_len=1024, external_ips=()) -> Vip:
+        network = parse_prefix(prefix)
+        port = parse_int(port, "port", 0, 65535)
+        target_port = port if target_port is None else parse_int(
+            target_port, "target_port", 0, 65535)
+        if port and not target_port:
+            raise InvalidInput("must be set (1-65535) when port is set", "target_port")
+        if not port and target_port:
+            raise InvalidInput("must be 0 when port is 0 (every port keeps its number)",
+                               "target_port")
+        if node_port is not None:
+            node_port = parse_int(node_port, "node_port", 1, 65535)
+            if not port:
+                raise InvalidInput("needs a VIP port (port 0 means every port)", "node_port")
+        if protocol not in PROTOCOLS:
+            raise InvalidInput(f"{protocol!r} is not one of tcp, udp, any", "protocol")
+        expected_nat = NAT_FOR_VERSION[network.version]
+        if nat is not None and nat != expected_nat:
+            if nat not in NAT_FOR_VERSION.values():
+                raise InvalidInput(f"{nat!r} is not nat44 or nat66", "nat")
+            raise InvalidInput(f"{nat} does not match the IPv{network.version} prefix "
+                               f"{network} (use {expected_nat})", "nat")
+        new_len = parse_power_of_2(new_len, "new_len", MAX_NEW_LEN)
+        if isinstance(external_ips, str) or not isinstance(external_ips, (list, tuple)):
+            raise InvalidInput("must be a list of addresses", "external_ips")
+        externals = tuple(dict.fromkeys(
+            parse_address(a, "external_ips", network.version) for a in external_ips))
+        if (network, port) in self.vips:
+            raise Conflict(f"VIP {network} port {port} already exists")
+        self._check_overlaps(network, port, node_port, externals, protocol)
+        vip = Vip(self._next_vip_id, network, port, target_port, node_port, protocol,
+                  new_len, externals)
+        vip.rebuild_table()
+        self._next_vip_id += 1
+        self.vips[vip.key] = vip
+        return vip
+
+    def _check_overlaps(self, network, port, node_port, externals, protocol) -> None:
+        protos = set(PROTOCOLS[protocol])
+        for other in self.vips.values():
+            if not protos & set(other.ip_protos):
+                continue
+            if node_port is not None and other.node_port == node_port:
+                raise Conflict(f"node_port {node_port} is already used by VIP {other.label()}")
+            if other.port == port and other.prefix.version == network.version and (
+                    other.prefix.overlaps(network)) and other.prefix != network:
+                raise Conflict(f"{network} port {port} overlaps VIP {other.label()}")
+            for address in externals:
+                if other.port == port and address in other.external_ips:
+                    raise Conflict(f"external_ip {address} port {port} is already used by "
+                                   f"VIP {other.label()}")
+
+    def find_vip(self, prefix, port=None) -> Vip:
+        network = parse_prefix(prefix)
+        if port is not None:
+            port = parse_int(port, "port", 0, 65535)
+            try:
+                return self.vips[(network, port)]
+            except KeyError:
+                raise NotFound(f"no VIP {network} port {port}") from None
+        matches = [v for (n, _), v in self.vips.items() if n == network]
+        if not matches:
+            raise NotFound(f"no VIP {network}")
+        if len(matches) > 1:
+            ports = ", ".join(str(v.port) for v in matches)
+            raise InvalidInput(f"{network} has several VIPs (ports {ports}): give the port",
+                               "port")
+        return matches[0]
+
+    def del_vip(self, prefix, port=None) -> Vip:
+        vip = self.find_vip(prefix, port)
+        del self.vips[vip.key]
+        return vip
+
+    # -- pods ------------------------------------------------------------------------
+
+    def add_pods(self, vip: Vip, addresses: Iterable) -> List[Address]:
+        parsed = self._parse_pod_list(vip, addresses)
+        for address in parsed:
+            pod = vip.pods.get(address)
+            if pod is not None and pod.active:
+                raise Conflict(f"{address} is already a pod of VIP {vip.label()}")
+        for address in parsed:
+            pod = vip.pods.get(address)
+            if pod is not None:  # a draining pod comes back with its counters
+                pod.active = True
+            else:
+                vip.pods[address] = Pod(address, self._next_pod_id)
+                self._next_pod_id = self._next_pod_id % 0xFFFFFF + 1
+        vip.rebuild_table()
+        return parsed
+
+    def del_pods(self, vip: Vip, addresses: Iterable) -> List[Address]:
+        """Stop choosing these pods; they stay (draining) while they have sessions."""
+        parsed = self._parse_pod_list(vip, addresses)
+        for address in parsed:
+            pod = vip.pods.get(address)
+            if pod is None or not pod.active:
+                raise NotFound(f"{address} is not a pod of VIP {vip.label()}")
+        for address in parsed:
+            vip.pods[address].active = False
+        vip.rebuild_table()
+        return parsed
+
+    def forget_pod(self, vip: Vip, address: Address) -> None:
+        """A drained pod's last session ended (or it was flushed)."""
+        pod = vip.pods.get(address)
+        if pod is not None and not pod.active:
+            del vip.pods[address]
+
+    def _parse_pod_list(self, vip: Vip, addresses) -> List[Address]:
+        if isinstance(addresses, str) or not isinstance(addresses, (list, tuple)):
+            raise InvalidInput("must be a list of addresses", "addresses")
+        if not addresses:
+            raise InvalidInput("give at least one pod address", "addresses")
+        parsed = [parse_address(a, "addresses", vip.version) for a in addresses]
+        if len(set(parsed)) != len(parsed):
+            raise InvalidInput("an address is listed twice", "addresses")
+        return parsed
+
+    # -- SNAT interfaces (the seed's `set interface nat4 in <intfc>`) ---------------------
+
+    def set_interface(self, nat, port_name, delete=False) -> None:
+        if nat not in self.interfaces:
+            raise InvalidInput(f"{nat!r} is not nat4 or nat6", "nat")
+        if not isinstance(port_name, str) or not port_name.strip() or len(port_name) > 15:
+            raise InvalidInput(f"{port_name!r} is not an interface name", "interface")
+        names = self.interfaces[nat]
+        if delete:
+            if port_name not in names:
+                raise NotFound(f"{port_name} has no {nat} feature")
+            names.remove(port_name)
+        else:
+            if port_name in names:
+                raise Conflict(f"{port_name} already has {nat}")
+            names.append(port_name)
+
+    # -- data-path lookups -----------------------------------------------------------
+
+    def vip_for_destination(self, ip_proto: int, dst: Address, dst_port: int) -> Optional[Vip]:
+        """The VIP a client packet is for (most specific prefix wins), or None."""
+        best = None
+        for vip in self.vips.values():
+            if ip_proto not in vip.ip_protos or vip.version != dst.version:
+                continue
+            if vip.port and vip.port != dst_port:
+                continue
+            if dst in vip.prefix or dst in vip.external_ips:
+                if best is None or vip.prefix.prefixlen > best.prefix.prefixlen or (
+                        vip.port and not best.port):
+                    best = vip
+        return best
+
+    def vip_for_node_port(self, version: int, ip_proto: int, node_port: int) -> Optional[Vip]:
+        for vip in self.vips.values():
+            if (vip.node_port == node_port and ip_proto in vip.ip_protos
+                    and vip.version == version):
+                return vip
+        return None
+
+    def vip_by_id(self, vip_id: int) -> Optional[Vip]:
+        for vip in self.vips.values():
+            if vip.id == vip_id:
+                return vip
+        return None

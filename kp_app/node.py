@@ -1,0 +1,313 @@
+"""One switch's share of the controller: its hosts, its sessions, its packet-ins.
+
+A Node turns events (packet-in, flow-removed, stats) into switch programming, returned
+as data (kp_app.pipeline messages). It never talks to the switch and never reads the
+clock: `now` comes in with each event.
+"""
+import ipaddress
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+from kp_app import frames, pipeline
+from kp_app.model import ServiceModel, Vip
+from kp_app.pipeline import (OFPP_CONTROLLER, OFPP_FLOOD, FlowAdd, FlowDelete, PacketOut,
+                             addr_field, port_field)
+from kp_app.sessions import FiveTuple, Session, SessionTable
+
+PENDING_PER_HOST = 16       # first packets held while a pod's MAC is being resolved
+PENDING_SECONDS = 3.0
+
+
+@dataclass
+class Host:
+    mac: str
+    port: int
+
+
+def gateway_mac(dpid: int) -> str:
+    """The node's own (gateway) MAC: locally administered, unique per switch."""
+    return "02:6b:70:%02x:%02x:%02x" % ((dpid >> 16) & 0xFF, (dpid >> 8) & 0xFF, dpid & 0xFF)
+
+
+class Node:
+    def __init__(self, dpid: int, model: ServiceModel) -> None:
+        self.dpid = dpid
+        self.model = model
+        self.mac = gateway_mac(dpid)
+        self.hosts: Dict[object, Host] = {}
+        self.mac_ports: Dict[str, int] = {}
+        self.port_names: Dict[int, str] = {}
+        self.sessions = SessionTable(model.conf.buckets)
+        self.pending: Dict[object, List[Tuple[float, int, bytes]]] = {}
+        self.cache_stats: dict = {}
+
+    # -- programming derived from the model ------------------------------------------
+
+    def full_programming(self) -> list:
+        """Everything the switch should hold, from scratch (connect, reconnect)."""
+        msgs: list = [FlowDelete(pipeline.COOKIE_TAG << 56, pipeline.MASK_TAG)]
+        msgs += pipeline.base_flows()
+        msgs.append(pipeline.SetCacheBuckets(self.model.conf.buckets))
+        for vip in self.model.vips.values():
+            msgs += self.vip_programming(vip)
+        for mac, port in self.mac_ports.items():
+            msgs.append(pipeline.host_flow(mac, port))
+        return msgs
+
+    def vip_programming(self, vip: Vip) -> list:
+        msgs: list = pipeline.vip_flows(vip, self.model.node_addresses(self.dpid))
+        msgs += self.probe(list(vip.pods))
+        return msgs
+
+    def probe(self, addresses) -> list:
+        """Ask for the MAC of hosts we do not know yet (pods, mostly)."""
+        node = self.model.node_addresses(self.dpid)
+        msgs = []
+        for address in addresses:
+            if address in self.hosts:
+                continue
+            if address.version == 4:
+                data = frames.arp_request(self.mac, node.ipv4, address)
+            else:
+                data = frames.neighbor_solicit(self.mac, None, address)
+            msgs.append(PacketOut(data, (("output", OFPP_FLOOD),), OFPP_CONTROLLER))
+        return msgs
+
+    # -- packet-in ---------------------------------------------------------------------
+
+    def packet_in(self, in_port: int, data: bytes, now: float) -> list:
+        frame = frames.parse(data)
+        if frame is None:
+            return []
+        msgs, learned = self._learn(frame, in_port)
+        if frame.is_arp:
+            msgs += self._arp(frame, in_port)
+        elif frame.is_nd:
+            msgs += self._nd(frame, in_port)
+        elif frame.has_ports and frame.ip_src is not None:
+            msgs += self._service_packet(frame, in_port, now)
+        else:
+            msgs += self._forward(frame, in_port)
+        for address in learned:
+            for _, port, held in self.pending.pop(address, []):
+                msgs += self.packet_in(port, held, now)
+        return msgs
+
+    def _learn(self, frame: frames.Frame, in_port: int):
+        msgs, learned = [], []
+        src = frame.eth_src
+        if src == self.mac or int(src.split(":")[0], 16) & 1:
+            return msgs, learned
+        if self.mac_ports.get(src) != in_port:
+            self.mac_ports[src] = in_port
+            msgs.append(pipeline.host_flow(src, in_port))
+        address, mac = None, src
+        if frame.is_arp and frame.arp_spa and not frame.arp_spa.is_unspecified:
+            address, mac = frame.arp_spa, frame.arp_sha
+        elif frame.is_nd and frame.icmp_type == frames.ND_NA and frame.nd_target:
+            address, mac = frame.nd_target, frame.nd_lladdr or src
+        elif frame.ip_src is not None and not frame.ip_src.is_unspecified:
+            address = frame.ip_src
+        if address is not None and not self._is_ours(address):
+            known = self.hosts.get(address)
+            if known is None or (known.mac, known.port) != (mac, in_port):
+                self.hosts[address] = Host(mac, in_port)
+                if address in self.pending:
+                    learned.append(address)
+        return msgs, learned
+
+    def _is_ours(self, address) -> bool:
+        """Addresses the node answers for: its own, and every service address."""
+        node = self.model.node_addresses(self.dpid)
+        if address in (node.ipv4, node.ipv6):
+            return True
+        for vip in self.model.vips.values():
+            if vip.version == address.version and (
+                    address in vip.prefix or address in vip.external_ips):
+                return True
+        return False
+
+    def _arp(self, frame: frames.Frame, in_port: int) -> list:
+        if frame.arp_op == 1 and frame.arp_tpa is not None and self._is_ours(frame.arp_tpa):
+            return [PacketOut(frames.arp_reply(frame, self.mac), (("output", in_port),),
+                              OFPP_CONTROLLER)]
+        return self._forward(frame, in_port)
+
+    def _nd(self, frame: frames.Frame, in_port: int) -> list:
+        if (frame.icmp_type == frames.ND_NS and frame.nd_target is not None
+                and self._is_ours(frame.nd_target)):
+            return [PacketOut(frames.neighbor_advert(frame, self.mac), (("output", in_port),),
+                              OFPP_CONTROLLER)]
+        return self._forward(frame, in_port)
+
+    def _forward(self, frame: frames.Frame, in_port: int) -> list:
+        """Not for a service: switch it like the FORWARDING table would."""
+        port = self.mac_ports.get(frame.eth_dst)
+        if port == in_port:
+            return []
+        out = port if port is not None else OFPP_FLOOD
+        return [PacketOut(frame.raw, (("output", out),), in_port)]
+
+    # -- services ------------------------------------------------------------------------
+
+    def _service_packet(self, frame: frames.Frame, in_port: int, now: float) -> list:
+        key = FiveTuple(frame.ip_proto, frame.ip_src, frame.src_port, frame.ip_dst,
+                        frame.dst_port)
+        session = self.sessions.by_forward(key)
+        if session is not None:
+            return self._resume(session, frame, in_port, forward=True)
+        session = self.sessions.by_reverse(key)
+        if session is not None:
+            return self._resume(session, frame, in_port, forward=False)
+        node = self.model.node_addresses(self.dpid)
+        if frame.ip_dst == node.for_version(frame.ip_dst.version):
+            vip = self.model.vip_for_node_port(frame.ip_dst.version, frame.ip_proto,
+                                               frame.dst_port)
+            if vip is not None:
+                return self._new_session(vip, key, frame, in_port, now)
+        vip = self.model.vip_for_destination(frame.ip_proto, frame.ip_dst, frame.dst_port)
+        if vip is not None:
+            return self._new_session(vip, key, frame, in_port, now)
+        return self._stray_reply(frame, in_port)
+
+    def _new_session(self, vip: Vip, key: FiveTuple, frame, in_port: int, now: float) -> list:
+        if vip.table is None or not vip.table.slots:
+            vip.counters.no_pod += 1
+            refusal = (frames.tcp_reset(frame, self.mac) if key.proto == frames.TCP
+                       else frames.port_unreachable(frame, self.mac))
+            return [PacketOut(refusal, (("output", in_port),), OFPP_CONTROLLER)]
+        pod_address = vip.table.pick(key.flow_hash())
+        host = self.hosts.get(pod_address)
+        if host is None:
+            return self._hold(pod_address, in_port, frame.raw, now)
+        pod = vip.pods[pod_address]
+        session = Session(key, vip.id, pod_address, vip.dnat_port(key.dst_port), now,
+                          frame.eth_src, in_port, last_seen=now)
+        vip.counters.new_sessions += 1
+        pod.counters.new_sessions += 1
+        if self.sessions.full:
+            # As in the seed: a session that does not fit is still forwarded, untracked.
+            vip.counters.table_full += 1
+            vip.counters.untracked += 1
+            dnat, _ = self._session_flows(session, vip)
+            return [PacketOut(frame.raw, dnat.actions, in_port)]
+        self.sessions.add(session)
+        return self._resume(session, frame, in_port, forward=True)
+
+    def _session_flows(self, session: Session, vip: Vip):
+        host = self.hosts[session.pod]
+        f = session.forward
+        return pipeline.session_flows(
+            session, vip, vip.pods[session.pod].id, self.mac, host.mac, host.port,
+            service_address=f.dst, service_port=f.dst_port,
+            idle_timeout=self.model.conf.timeout)
+
+    def _resume(self, session: Session, frame, in_port: int, forward: bool) -> list:
+        """(Re)install a session's flows and send this packet on through them."""
+        vip = self.model.vip_by_id(session.vip_id)
+        if vip is None or session.pod not in vip.pods or session.pod not in self.hosts:
+            self.sessions.remove(session)
+            return self._forward(frame, in_port) if not forward else []
+        dnat, snat = self._session_flows(session, vip)
+        msgs = []
+        if not session.forward_installed:
+            msgs.append(dnat)
+            session.forward_installed = True
+        if not session.reverse_installed:
+            msgs.append(snat)
+            session.reverse_installed = True
+        chosen = dnat if forward else snat
+        msgs.append(PacketOut(frame.raw, chosen.actions, in_port))
+        return msgs
+
+    def _stray_reply(self, frame: frames.Frame, in_port: int) -> list:
+        """A pod's packet from its service port with no session (e.g. it outlived its
+        flows in an untracked session): SNAT it if only one service address fits."""
+        candidates = [v for v in self.model.vips.values()
+                      if frame.ip_src in v.pods and v.target_port == frame.src_port
+                      and frame.ip_proto in v.ip_protos
+                      and v.prefix.prefixlen == v.prefix.max_prefixlen]
+        client = self.hosts.get(frame.ip_dst)
+        if len(candidates) != 1 or client is None:
+            return self._forward(frame, in_port)
+        vip = candidates[0]
+        version = vip.version
+        actions = (("set_field", "eth_src", self.mac), ("set_field", "eth_dst", client.mac),
+                   ("set_field", addr_field(version, "src"), str(vip.prefix.network_address)),
+                   ("set_field", port_field(frame.ip_proto, "src"), vip.port),
+                   ("output", client.port))
+        return [PacketOut(frame.raw, actions, in_port)]
+
+    def _hold(self, address, in_port: int, data: bytes, now: float) -> list:
+        queue = [p for p in self.pending.get(address, []) if now - p[0] < PENDING_SECONDS]
+        queue.append((now, in_port, data))
+        self.pending[address] = queue[-PENDING_PER_HOST:]
+        return self.probe([address])
+
+    # -- flow-removed and statistics --------------------------------------------------
+
+    def _session_of_flow(self, kind: int, match: dict) -> Optional[Session]:
+        key = _five_tuple(match)
+        if key is None:
+            return None
+        if kind == pipeline.KIND_FORWARD:
+            return self.sessions.by_forward(key)
+        return self.sessions.by_reverse(key)
+
+    def flow_removed(self, cookie: int, match: dict, packets: int, byte_count: int) -> list:
+        parts = pipeline.cookie_parts(cookie)
+        if parts is None or parts[0] not in (pipeline.KIND_FORWARD, pipeline.KIND_REVERSE):
+            return []
+        kind = parts[0]
+        session = self._session_of_flow(kind, match)
+        if session is None:
+            return []
+        if kind == pipeline.KIND_FORWARD:
+            session.forward_installed = False
+        else:
+            session.reverse_installed = False
+        session.flow_ended(kind, packets, byte_count)
+        if not session.forward_installed and not session.reverse_installed:
+            self.end_session(session)
+        return []
+
+    def end_session(self, session: Session) -> None:
+        self.sessions.remove(session)
+        vip = self.model.vip_by_id(session.vip_id)
+        if vip is None:
+            return
+        packets, byte_count = session.totals()
+        vip.counters.packets += packets
+        vip.counters.bytes += byte_count
+        pod = vip.pods.get(session.pod)
+        if pod is not None:
+            pod.counters.packets += packets
+            pod.counters.bytes += byte_count
+
+    def flow_stats(self, stats: list) -> None:
+        """[(cookie, match dict, packets, bytes)] from a flow-stats reply."""
+        for cookie, match, packets, byte_count in stats:
+            parts = pipeline.cookie_parts(cookie)
+            if parts is None or parts[0] not in (pipeline.KIND_FORWARD, pipeline.KIND_REVERSE):
+                continue
+            session = self._session_of_flow(parts[0], match)
+            if session is not None:
+                session.live_counts[parts[0]] = (packets, byte_count)
+
+    def sessions_of(self, vip_id: int, pod=None) -> List[Session]:
+        return [s for s in self.sessions
+                if s.vip_id == vip_id and (pod is None or s.pod == pod)]
+
+
+def _five_tuple(match: dict) -> Optional[FiveTuple]:
+    proto = match.get("ip_proto")
+    if proto not in (6, 17):
+        return None
+    version = 4 if "ipv4_src" in match else 6
+    try:
+        return FiveTuple(proto, ipaddress.ip_address(match[addr_field(version, "src")]),
+                         int(match[port_field(proto, "src")]),
+                         ipaddress.ip_address(match[addr_field(version, "dst")]),
+                         int(match[port_field(proto, "dst")]))
+    except (KeyError, ValueError):
+        return None

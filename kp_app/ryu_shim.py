@@ -1,0 +1,175 @@
+"""The Ryu application: a thin shim between Ryu's events and KubeProxy.
+
+Each handler hands the event to KubeProxy with the time, and KubeProxy's messages go out
+through ofmsg.build. REST reads that show counters first refresh them from the switches
+(a flow-stats and cache-stats round trip, bounded in time).
+"""
+import logging
+import time
+
+from ryu.app.wsgi import WSGIApplication
+from ryu.base import app_manager
+from ryu.controller import ofp_event
+from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER
+from ryu.controller.handler import set_ev_cls
+from ryu.lib import hub
+from ryu.ofproto import ofproto_v1_3
+
+from kp_app import ofmsg, pipeline
+from kp_app.kubeproxy import KubeProxy
+
+LOG = logging.getLogger("kp_app")
+STATS_WAIT_SECONDS = 1.0
+
+
+class LiveService:
+    """The service interface the REST API gets: KubeProxy, with the read methods that
+    show counters refreshed from the switches first."""
+
+    def __init__(self, kubeproxy: KubeProxy, refresh) -> None:
+        self._kp = kubeproxy
+        self._refresh = refresh
+
+    def __getattr__(self, name):
+        return getattr(self._kp, name)
+
+    def counters(self) -> dict:
+        self._refresh()
+        return self._kp.counters()
+
+    def vips(self) -> list:
+        self._refresh()
+        return self._kp.vips()
+
+    def vip(self, prefix, port=None) -> dict:
+        self._refresh()
+        return self._kp.vip(prefix, port)
+
+    def sessions(self, limit=100, prefix=None, port=None) -> dict:
+        self._refresh()
+        return self._kp.sessions(limit, prefix, port)
+
+
+class KpRyuApp(app_manager.RyuApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    _CONTEXTS = {"wsgi": WSGIApplication}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.datapaths = {}
+        self.kp_switches = set()
+        self.kubeproxy = KubeProxy(self._send)
+        self.service = LiveService(self.kubeproxy, self.refresh_stats)
+        self._stats_pending = {}
+        self._flow_stats = {}
+        from kp_app import rest
+        rest.register(kwargs["wsgi"], self.service)
+
+    # -- sending ---------------------------------------------------------------------
+
+    def _send(self, dpid: int, messages: list) -> None:
+        datapath = self.datapaths.get(dpid)
+        if datapath is None:
+            return
+        kp_switch = dpid in self.kp_switches
+        for msg in messages:
+            for ryu_msg in ofmsg.build(datapath, msg, kp_switch):
+                datapath.send_msg(ryu_msg)
+            if ofmsg.needs_barrier(msg):
+                datapath.send_msg(datapath.ofproto_parser.OFPBarrierRequest(datapath))
+
+    def refresh_stats(self) -> None:
+        """Ask every switch for kp's flow stats (and the cache's); wait a bounded time."""
+        events = []
+        for dpid, datapath in list(self.datapaths.items()):
+            event = hub.Event()
+            self._stats_pending[dpid] = event
+            self._flow_stats[dpid] = []
+            events.append(event)
+            self._send(dpid, [pipeline.FlowStatsRequest(), pipeline.CacheStatsRequest()])
+        deadline = time.monotonic() + STATS_WAIT_SECONDS
+        for event in events:
+            event.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+    # -- switch life ---------------------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def _features(self, ev) -> None:
+        datapath = ev.msg.datapath
+        parser = datapath.ofproto_parser
+        datapath.send_msg(parser.OFPSetConfig(datapath, 0, datapath.ofproto.OFPCML_NO_BUFFER))
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev) -> None:
+        datapath = ev.datapath
+        if datapath.id is None:
+            return
+        if ev.state == MAIN_DISPATCHER:
+            LOG.info("switch %016x connected", datapath.id)
+            self.datapaths[datapath.id] = datapath
+            parser = datapath.ofproto_parser
+            datapath.send_msg(parser.OFPDescStatsRequest(datapath, 0))
+            datapath.send_msg(parser.OFPPortDescStatsRequest(datapath, 0))
+            self.kubeproxy.switch_connected(datapath.id)
+        elif self.datapaths.get(datapath.id) is datapath:
+            LOG.info("switch %016x disconnected", datapath.id)
+            del self.datapaths[datapath.id]
+            self.kp_switches.discard(datapath.id)
+            self.kubeproxy.switch_disconnected(datapath.id)
+
+    @set_ev_cls(ofp_event.EventOFPDescStatsReply, MAIN_DISPATCHER)
+    def _desc(self, ev) -> None:
+        body = ev.msg.body
+        text = b" ".join(x if isinstance(x, bytes) else str(x).encode() for x in (
+            body.mfr_desc, body.hw_desc, body.sw_desc, body.dp_desc)).lower()
+        if b"kp-switch" in text:
+            dpid = ev.msg.datapath.id
+            self.kp_switches.add(dpid)
+            self._send(dpid, [pipeline.SetCacheBuckets(self.kubeproxy.model.conf.buckets)])
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def _port_desc(self, ev) -> None:
+        names = {p.port_no: p.name.decode() if isinstance(p.name, bytes) else p.name
+                 for p in ev.msg.body}
+        self.kubeproxy.port_names(ev.msg.datapath.id, names)
+
+    # -- packets and flows ---------------------------------------------------------------
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev) -> None:
+        msg = ev.msg
+        self.kubeproxy.packet_in(msg.datapath.id, msg.match["in_port"], bytes(msg.data))
+
+    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
+    def _flow_removed(self, ev) -> None:
+        msg = ev.msg
+        self.kubeproxy.flow_removed(msg.datapath.id, msg.cookie, ofmsg.match_dict(msg.match),
+                                    msg.packet_count, msg.byte_count)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def _flow_stats(self, ev) -> None:
+        dpid = ev.msg.datapath.id
+        collected = self._flow_stats.setdefault(dpid, [])
+        collected += [(s.cookie, ofmsg.match_dict(s.match), s.packet_count, s.byte_count)
+                      for s in ev.msg.body]
+        if not ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            self.kubeproxy.flow_stats(dpid, self._flow_stats.pop(dpid, []))
+            if dpid not in self.kp_switches:
+                self._stats_done(dpid)
+
+    @set_ev_cls(ofp_event.EventOFPExperimenter, MAIN_DISPATCHER)
+    def _experimenter(self, ev) -> None:
+        msg = ev.msg
+        if msg.experimenter == ofmsg.KP_EXPERIMENTER and msg.exp_type == ofmsg.KP_CACHE_STATS_REPLY:
+            self.kubeproxy.cache_stats(msg.datapath.id, ofmsg.decode_cache_stats(msg.data))
+            self._stats_done(msg.datapath.id)
+
+    def _stats_done(self, dpid: int) -> None:
+        event = self._stats_pending.pop(dpid, None)
+        if event is not None:
+            event.set()
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _error(self, ev) -> None:
+        msg = ev.msg
+        LOG.warning("switch %s error type=%d code=%d", msg.datapath.id, msg.type, msg.code)

@@ -1,0 +1,103 @@
+"""Sessions: the pod chosen for a flow's first packet, kept for the flow's life.
+
+A session lives in the controller's table while either of its two switch flows (client
+to pod with DNAT, pod to client with SNAT) lives; the switch's flow-removed messages end
+it. The switch flows are a cache of this table: if one expires while the other still
+carries traffic, the next packet that misses is matched to its session here and the flow
+is put back, so the session keeps its pod.
+"""
+import hashlib
+import ipaddress
+import struct
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, Optional, Tuple, Union
+
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+# The seed's table has `buckets` buckets of a compile-time number of entries each; the
+# controller's table keeps that capacity so `ku conf buckets` means the same thing.
+ENTRIES_PER_BUCKET = 4
+
+
+@dataclass(frozen=True)
+class FiveTuple:
+    proto: int
+    src: Address
+    src_port: int
+    dst: Address
+    dst_port: int
+
+    def flow_hash(self) -> int:
+        """Keyed, not salted per process: every node picks the same pod for a flow."""
+        data = struct.pack("!B16sH16sH", self.proto, self.src.packed.rjust(16, b"\0"),
+                           self.src_port, self.dst.packed.rjust(16, b"\0"), self.dst_port)
+        return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=b"kp-5tuple").digest(),
+                              "big")
+
+    def reversed(self) -> "FiveTuple":
+        return FiveTuple(self.proto, self.dst, self.dst_port, self.src, self.src_port)
+
+
+@dataclass
+class Session:
+    forward: FiveTuple          # client -> service address:port, as the client sent it
+    vip_id: int
+    pod: Address
+    pod_port: int
+    created: float
+    client_mac: str
+    client_port: int            # switch port the client is behind
+    forward_installed: bool = False
+    reverse_installed: bool = False
+    last_seen: float = 0.0
+    # Packets and bytes: the installed flows' latest stats, per flow kind, plus the final
+    # figures of flows that have ended (a flow that expires and comes back starts at 0).
+    live_counts: Dict[int, Tuple[int, int]] = field(default_factory=dict)
+    ended_packets: int = 0
+    ended_bytes: int = 0
+
+    def flow_ended(self, kind: int, packets: int, byte_count: int) -> None:
+        self.live_counts.pop(kind, None)
+        self.ended_packets += packets
+        self.ended_bytes += byte_count
+
+    def totals(self) -> Tuple[int, int]:
+        return (self.ended_packets + sum(p for p, _ in self.live_counts.values()),
+                self.ended_bytes + sum(b for _, b in self.live_counts.values()))
+
+    @property
+    def reverse(self) -> FiveTuple:
+        """pod -> client, as the pod sends its replies."""
+        f = self.forward
+        return FiveTuple(f.proto, self.pod, self.pod_port, f.src, f.src_port)
+
+
+class SessionTable:
+    def __init__(self, buckets: int) -> None:
+        self.capacity = buckets * ENTRIES_PER_BUCKET
+        self._forward: Dict[FiveTuple, Session] = {}
+        self._reverse: Dict[FiveTuple, Session] = {}
+
+    def __len__(self) -> int:
+        return len(self._forward)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._forward.values()))
+
+    @property
+    def full(self) -> bool:
+        return len(self._forward) >= self.capacity
+
+    def add(self, session: Session) -> None:
+        self._forward[session.forward] = session
+        self._reverse[session.reverse] = session
+
+    def remove(self, session: Session) -> None:
+        self._forward.pop(session.forward, None)
+        self._reverse.pop(session.reverse, None)
+
+    def by_forward(self, key: FiveTuple) -> Optional[Session]:
+        return self._forward.get(key)
+
+    def by_reverse(self, key: FiveTuple) -> Optional[Session]:
+        return self._reverse.get(key)
