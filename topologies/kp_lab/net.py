@@ -267,3 +267,72 @@ def build_net(topo_name='kpnode', switch='kpswitch', controller_port=6653,
         setLogLevel(loglevel)
     return KpLab(topo_name, switch, controller_port, controller_ip, prefix, wait_timeout,
                  **topo_args).start()
+
+
+def kp_switch_works(timeout=10.0):
+    """Check kp-switch's command-line contract without a controller or a network:
+    start it on one veth of a throw-away pair, expect its listen port to answer an
+    OpenFlow 1.3 FEATURES_REQUEST with its dpid, then expect a clean exit on SIGTERM.
+    Returns (ok, detail)."""
+    import tempfile
+    import time
+    from .controller import free_port
+    from .topo import kp_switch_binary, of13_features
+
+    binary = kp_switch_binary()
+    if not binary:
+        return False, 'kp-switch is not installed (./run setup)'
+    prefix = choose_prefix('kpp')
+    a, b = prefix + 'a0', prefix + 'b0'
+    fd, log_file = tempfile.mkstemp(prefix='kp-switch-probe-', suffix='.log')
+    os.close(fd)
+    listen = free_port()
+    dpid = 0x2a
+    proc = None
+    try:
+        subprocess.run(['ip', 'link', 'add', a, 'type', 'veth', 'peer', 'name', b],
+                       check=True, capture_output=True, timeout=10)
+        subprocess.run(['ip', 'link', 'set', a, 'up'], capture_output=True, timeout=10)
+        cmd = [binary, '--dpid', str(dpid), '--controller', 'tcp:127.0.0.1:%d' % free_port(),
+               '--listen', 'ptcp:%d' % listen, '--log-file', log_file, a]
+        with open(log_file, 'ab') as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True)
+        deadline = time.monotonic() + timeout
+        answered = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            answered = of13_features('127.0.0.1', listen, timeout=0.5)
+            if answered is not None:
+                break
+            time.sleep(0.2)
+        if answered != dpid:
+            return False, ('kp-switch %s; its listen port answered dpid %r, not %r'
+                           % ('exited with %s' % proc.returncode if proc.poll() is not None
+                              else 'is running', answered, dpid)
+                           + _tail(log_file))
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            return False, 'kp-switch did not exit within 5s of SIGTERM' + _tail(log_file)
+        return True, 'kp-switch answered FEATURES_REQUEST and exited on SIGTERM (%s)' % (
+            proc.returncode)
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, 'kp-switch probe failed: %s%s' % (e, _tail(log_file))
+    finally:
+        if proc is not None:
+            procs.stop_process(proc, 2)
+        subprocess.run(['ip', 'link', 'del', a], capture_output=True, timeout=10)
+        try:
+            os.unlink(log_file)
+        except OSError:
+            pass
+
+
+def _tail(path, lines=15):
+    try:
+        with open(path, errors='replace') as f:
+            text = ''.join(f.readlines()[-lines:])
+    except OSError:
+        return ''
+    return '\n--- log ---\n' + text if text else ''
