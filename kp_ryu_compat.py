@@ -1,36 +1,64 @@
-"""Lets Ryu 4.34 run on current eventlet (Python 3.10+), loaded by kp_ryu_compat.pth.
+"""Lets Ryu 4.34 run kp on Python 3.10+, loaded at start-up by kp_ryu_compat.pth.
 
-eventlet 0.30.2, the last release with ``eventlet.wsgi.ALREADY_HANDLED``, does not import
-on Python 3.10+, and ``ryu-manager`` imports that name (``ryu/app/wsgi.py``) before it
-loads any application, so no code in ``kp_app`` can run early enough to fix it.  A .pth
-file is processed at interpreter start; it installs this finder, which waits until
-``eventlet.wsgi`` is imported and then adds the missing marker.  Ryu only hands the marker
-back from websocket handlers, which kp does not use; eventlet ignores it elsewhere.
-Nothing else is imported at start-up, so other programs in the environment pay nothing.
+Two things in Ryu break `ryu-manager kp_app` before any of kp's code can run:
+
+- eventlet 0.30.2, the last release with ``eventlet.wsgi.ALREADY_HANDLED``, does not
+  import on Python 3.10+, and ``ryu/app/wsgi.py`` imports that name while ryu-manager
+  starts. Ryu only hands the marker back from websocket handlers, which kp does not use,
+  so any unique object serves.
+- ``ryu.utils.import_module`` treats an application name that is also a path in the
+  current directory as a file to load, so from the project's root (where ``kp_app/`` is a
+  directory) it fails with IsADirectoryError. A directory is a package: import it by name.
+
+A .pth file runs at interpreter start, long before those imports; this installs a finder
+that waits for each module to be imported and then mends it. Nothing is imported early,
+so other programs in the environment pay nothing.
 """
+import importlib
 import importlib.abc
 import importlib.util
+import os
 import sys
 
 
-class _EventletWsgiFinder(importlib.abc.MetaPathFinder):
+def _mend_eventlet_wsgi(module) -> None:
+    if not hasattr(module, "ALREADY_HANDLED"):
+        module.ALREADY_HANDLED = object()
+
+
+def _mend_ryu_utils(module) -> None:
+    original = module.import_module
+
+    def import_module(modname):
+        if os.path.isdir(modname) and os.path.exists(os.path.join(modname, "__init__.py")):
+            return importlib.import_module(os.path.normpath(modname).replace(os.sep, "."))
+        return original(modname)
+
+    module.import_module = import_module
+
+
+_MENDS = {"eventlet.wsgi": _mend_eventlet_wsgi, "ryu.utils": _mend_ryu_utils}
+
+
+class _MendingFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "eventlet.wsgi":
+        mend = _MENDS.get(name)
+        if mend is None:
             return None
-        sys.meta_path.remove(self)
+        # Let the normal finders locate the module, without asking ourselves again.
+        _MENDS.pop(name)
         spec = importlib.util.find_spec(name)
         if spec is None or spec.loader is None:
             return spec
         exec_module = spec.loader.exec_module
 
-        def exec_and_patch(module):
+        def exec_and_mend(module):
             exec_module(module)
-            if not hasattr(module, "ALREADY_HANDLED"):
-                module.ALREADY_HANDLED = object()
+            mend(module)
 
-        spec.loader.exec_module = exec_and_patch
+        spec.loader.exec_module = exec_and_mend
         return spec
 
 
-if not any(isinstance(f, _EventletWsgiFinder) for f in sys.meta_path):
-    sys.meta_path.insert(0, _EventletWsgiFinder())
+if not any(type(f).__name__ == "_MendingFinder" for f in sys.meta_path):
+    sys.meta_path.insert(0, _MendingFinder())

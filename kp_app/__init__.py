@@ -8,15 +8,12 @@ this package without paying for Ryu and eventlet.
 import sys
 
 if "ryu.base.app_manager" in sys.modules:
-    from oslo_config import cfg
+    from ryu import cfg
 
     from kp_app.ryu_shim import KpRyuApp
 
     # REST listens on loopback unless --wsapi-host says otherwise.
-    try:
-        cfg.CONF.set_default("wsapi_host", "127.0.0.1")
-    except cfg.NoSuchOptError:
-        pass
+    cfg.CONF.set_default("wsapi_host", "127.0.0.1")
 
     class KpApp(KpRyuApp):
         """The kube-proxy controller (see kp_app.ryu_shim)."""

@@ -61,7 +61,7 @@ class KpRyuApp(app_manager.RyuApp):
         self.kubeproxy = KubeProxy(self._send)
         self.service = LiveService(self.kubeproxy, self.refresh_stats)
         self._stats_pending = {}
-        self._flow_stats = {}
+        self._flow_stats_parts = {}
         from kp_app import rest
         rest.register(kwargs["wsgi"], self.service)
 
@@ -84,7 +84,7 @@ class KpRyuApp(app_manager.RyuApp):
         for dpid, datapath in list(self.datapaths.items()):
             event = hub.Event()
             self._stats_pending[dpid] = event
-            self._flow_stats[dpid] = []
+            self._flow_stats_parts[dpid] = []
             events.append(event)
             self._send(dpid, [pipeline.FlowStatsRequest(), pipeline.CacheStatsRequest()])
         deadline = time.monotonic() + STATS_WAIT_SECONDS
@@ -147,13 +147,13 @@ class KpRyuApp(app_manager.RyuApp):
                                     msg.packet_count, msg.byte_count)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
-    def _flow_stats(self, ev) -> None:
+    def _flow_stats_reply(self, ev) -> None:
         dpid = ev.msg.datapath.id
-        collected = self._flow_stats.setdefault(dpid, [])
+        collected = self._flow_stats_parts.setdefault(dpid, [])
         collected += [(s.cookie, ofmsg.match_dict(s.match), s.packet_count, s.byte_count)
                       for s in ev.msg.body]
         if not ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
-            self.kubeproxy.flow_stats(dpid, self._flow_stats.pop(dpid, []))
+            self.kubeproxy.flow_stats(dpid, self._flow_stats_parts.pop(dpid, []))
             if dpid not in self.kp_switches:
                 self._stats_done(dpid)
 
