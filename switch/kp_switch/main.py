@@ -1,0 +1,92 @@
+"""kp-switch: one userspace OpenFlow 1.3 switch on the given interfaces.
+
+    kp-switch --dpid 1 --controller tcp:127.0.0.1:6653 --listen ptcp:6634 IFACE [IFACE ...]
+
+The interfaces are its ports, numbered 1, 2, ... in the order given.
+"""
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+
+def _dpid(text):
+    """'1' and '42' are decimal; '0x2a', 16 hex digits (as Mininet passes) or any a-f: hex."""
+    t = text.lower()
+    if t.startswith("0x"):
+        return int(t, 16)
+    return int(t, 16 if len(t) == 16 or any(c in "abcdef" for c in t) else 10)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="kp-switch", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dpid", type=_dpid, default=1, help="datapath id (decimal, or 0x... hex)")
+    p.add_argument("--controller", action="append", default=[], metavar="tcp:HOST:PORT",
+                   help="controller to connect to (repeatable); reconnects with backoff")
+    p.add_argument("--listen", action="append", default=[], metavar="ptcp:PORT[:IP]",
+                   help="accept OpenFlow management connections (default IP 127.0.0.1)")
+    p.add_argument("--buckets", type=int, default=1024, help="flow cache buckets (power of 2)")
+    p.add_argument("--log-file", help="log here instead of stderr")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    p.add_argument("ifaces", nargs="+", metavar="IFACE", help="ports 1, 2, ... in this order")
+    return p
+
+
+def _no_entry_point_requires():
+    """The editable install's console script sets `__main__.__requires__ = 'kp'`; when
+    Ryu then imports distutils, setuptools' pkg_resources resolves every dependency of
+    kp by its old name rules and can fail on one (repoze.lru) that is installed.  kp-switch
+    needs no such check."""
+    mod = sys.modules.get("__main__")
+    if mod is not None and hasattr(mod, "__requires__"):
+        del mod.__requires__
+
+
+def main(argv=None):
+    _no_entry_point_requires()
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose + 1, 2)
+    logging.basicConfig(level=level, filename=args.log_file,
+                        format="%(asctime)s kp-switch[%(process)d] %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("kp_switch")
+    for name in args.ifaces:
+        if not os.path.exists("/sys/class/net/%s" % name):
+            print("kp-switch: no such interface: %s" % name, file=sys.stderr)
+            return 2
+    if args.buckets < 1 or args.buckets & (args.buckets - 1):
+        print("kp-switch: --buckets must be a power of 2", file=sys.stderr)
+        return 2
+
+    from . import datapath as dpimpl
+    from .agent import Agent
+
+    ports = [(i + 1, name) for i, name in enumerate(args.ifaces)]
+    try:
+        dp = dpimpl.Datapath(ports, args.buckets)
+    except OSError as e:
+        print("kp-switch: cannot open the ports: %s (run as root)" % e, file=sys.stderr)
+        return 1
+    agent = Agent(dp, ports, dpid=args.dpid)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        agent.start(args.controller, args.listen)
+    except (OSError, ValueError) as e:
+        print("kp-switch: %s" % e, file=sys.stderr)
+        agent.stop()
+        return 1
+    log.info("dpid %016x, %s fast path, ports %s, controllers %s, listening on %s",
+             args.dpid, dpimpl.NAME, ", ".join("%d=%s" % p for p in ports),
+             args.controller or "none", args.listen or "nothing")
+    while not done.wait(1.0):
+        pass
+    log.info("stopping")
+    agent.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,390 @@
+"""The OpenFlow flow tables: entries, lookup, flow-mod semantics, timeouts, counters.
+
+Pure Python and no I/O: time comes in as `now` (seconds on the monotonic clock, the
+clock the fast path stamps cache hits with).  The fast path's cache is reached through
+a small interface (`NullCache` shows it): `invalidate_flow(id)`, `invalidate_all()` and
+`flow_counters(ids)`.  Every flow entry has an id below `max_flow_ids`; the cache counts
+its hits against the ids of the entries a packet traversed, and a flow's statistics are
+the packets the slow path counted plus the hits the cache counted since the id was
+given to it (its baseline).
+
+Lookup is a tuple-space search (like Open vSwitch's classifier): entries are grouped in
+subtables by the set of (field, mask) they match on; a lookup masks the key once per
+subtable, probes a dict, and stops early once no subtable can beat the best priority.
+
+Invalidation: a modified or removed entry invalidates its id; an added entry may shadow
+anything cached, so it invalidates the whole cache (a possible refinement: invalidate
+only the ids of lower-priority entries it overlaps, plus table-miss results).
+"""
+import collections
+
+from ryu.ofproto import ofproto_v1_3 as ofp
+
+from .actions import Context, compile_instructions
+from .errors import OFError
+from .match import Match
+
+ALL_FLAGS = (ofp.OFPFF_SEND_FLOW_REM | ofp.OFPFF_CHECK_OVERLAP | ofp.OFPFF_RESET_COUNTS |
+             ofp.OFPFF_NO_PKT_COUNTS | ofp.OFPFF_NO_BYT_COUNTS)
+
+
+class NullCache:
+    """A cache that caches nothing (unit tests, or before the datapath exists)."""
+
+    def invalidate_flow(self, flow_id):
+        pass
+
+    def invalidate_all(self):
+        pass
+
+    def flow_counters(self, flow_ids):
+        return [(0, 0, 0)] * len(flow_ids)
+
+
+class FlowEntry:
+    __slots__ = ("id", "table_id", "priority", "match", "instructions", "cookie",
+                 "idle_timeout", "hard_timeout", "flags", "installed", "last_used",
+                 "slow_packets", "slow_bytes", "base_packets", "base_bytes",
+                 "cache_packets", "cache_bytes")
+
+    def __init__(self, table_id, priority, match, instructions, cookie=0, idle_timeout=0,
+                 hard_timeout=0, flags=0, now=0.0):
+        self.id = -1
+        self.table_id = table_id
+        self.priority = priority
+        self.match = match
+        self.instructions = instructions
+        self.cookie = cookie
+        self.idle_timeout = idle_timeout
+        self.hard_timeout = hard_timeout
+        self.flags = flags
+        self.installed = now
+        self.last_used = now
+        self.slow_packets = self.slow_bytes = 0
+        self.base_packets = self.base_bytes = 0
+        self.cache_packets = self.cache_bytes = 0
+
+    @property
+    def packet_count(self):
+        return self.slow_packets + self.cache_packets
+
+    @property
+    def byte_count(self):
+        return self.slow_bytes + self.cache_bytes
+
+    def is_table_miss(self):
+        return self.priority == 0 and not self.match.fields
+
+    def duration(self, now):
+        d = max(0.0, now - self.installed)
+        return int(d), int((d - int(d)) * 1e9)
+
+    def count(self, nbytes, now):
+        self.slow_packets += 1
+        self.slow_bytes += nbytes
+        self.last_used = now
+
+    def __repr__(self):
+        return "FlowEntry(id=%d table=%d prio=%d %r)" % (self.id, self.table_id, self.priority, self.match)
+
+
+class _Subtable:
+    __slots__ = ("sig", "buckets", "prio_count", "max_priority")
+
+    def __init__(self, sig):
+        self.sig = sig
+        self.buckets = {}
+        self.prio_count = collections.Counter()
+        self.max_priority = -1
+
+
+class FlowTable:
+    """One table: a tuple-space classifier plus counters."""
+
+    def __init__(self, table_id, max_entries):
+        self.table_id = table_id
+        self.max_entries = max_entries
+        self.entries = {}  # id -> FlowEntry, insertion order
+        self._subtables = {}
+        self._order = []
+        self._dirty = False
+        self.lookup_count = 0
+        self.matched_count = 0
+        self.removed_cache_packets = 0  # cache hits of entries since removed
+
+    def __len__(self):
+        return len(self.entries)
+
+    def insert(self, entry):
+        sig = entry.match.signature()
+        st = self._subtables.get(sig)
+        if st is None:
+            st = self._subtables[sig] = _Subtable(sig)
+        lst = st.buckets.setdefault(entry.match.values(), [])
+        i = 0
+        while i < len(lst) and lst[i].priority >= entry.priority:
+            i += 1
+        lst.insert(i, entry)
+        st.prio_count[entry.priority] += 1
+        if entry.priority > st.max_priority:
+            st.max_priority = entry.priority
+            self._dirty = True
+        self.entries[entry.id] = entry
+        self._dirty = self._dirty or len(self._order) != len(self._subtables)
+
+    def remove(self, entry):
+        sig = entry.match.signature()
+        st = self._subtables[sig]
+        vals = entry.match.values()
+        lst = st.buckets[vals]
+        lst.remove(entry)
+        if not lst:
+            del st.buckets[vals]
+        st.prio_count[entry.priority] -= 1
+        if not st.prio_count[entry.priority]:
+            del st.prio_count[entry.priority]
+            if entry.priority == st.max_priority:
+                st.max_priority = max(st.prio_count) if st.prio_count else -1
+                self._dirty = True
+        if not st.buckets:
+            del self._subtables[sig]
+            self._dirty = True
+        del self.entries[entry.id]
+
+    def find_strict(self, match, priority):
+        st = self._subtables.get(match.signature())
+        if st is None:
+            return None
+        for e in st.buckets.get(match.values(), ()):
+            if e.priority == priority:
+                return e
+        return None
+
+    def lookup(self, kv):
+        """The highest-priority entry matching key ints `kv`, or None."""
+        if self._dirty:
+            self._order = sorted(self._subtables.values(), key=lambda s: -s.max_priority)
+            self._dirty = False
+        best = None
+        for st in self._order:
+            if best is not None and st.max_priority <= best.priority:
+                break
+            vals = []
+            for name, mask in st.sig:
+                v = kv.get(name)
+                if v is None:
+                    break
+                vals.append(v & mask)
+            else:
+                lst = st.buckets.get(tuple(vals))
+                if lst and (best is None or lst[0].priority > best.priority):
+                    best = lst[0]
+        return best
+
+
+class Removed:
+    """A flow entry that left its table, and why (OFPRR_*)."""
+
+    __slots__ = ("entry", "reason")
+
+    def __init__(self, entry, reason):
+        self.entry = entry
+        self.reason = reason
+
+
+class FlowTables:
+    """The pipeline's tables and the OpenFlow rules that change them."""
+
+    def __init__(self, n_tables=8, max_entries=100000, cache=None, max_flow_ids=262144):
+        self.tables = [FlowTable(i, max_entries) for i in range(n_tables)]
+        self.cache = cache or NullCache()
+        self.max_flow_ids = max_flow_ids
+        self._next_id = 0
+        self._free_ids = collections.deque()
+        self._timed = {}  # id -> entry with an idle or hard timeout
+
+    # -- ids and counters ------------------------------------------------------------
+
+    def _alloc_id(self):
+        if self._next_id < self.max_flow_ids:
+            self._next_id += 1
+            return self._next_id - 1
+        if not self._free_ids:
+            raise OFError(ofp.OFPET_FLOW_MOD_FAILED, ofp.OFPFMFC_TABLE_FULL, "out of flow ids")
+        return self._free_ids.popleft()
+
+    def _set_baseline(self, entry):
+        (p, b, _), = self.cache.flow_counters([entry.id])
+        entry.base_packets, entry.base_bytes = p, b
+        entry.cache_packets = entry.cache_bytes = 0
+
+    def sync_counters(self, entries):
+        """Fold the cache's hit counters into `entries` (packets, bytes, last use)."""
+        entries = list(entries)
+        if not entries:
+            return
+        for e, (p, b, last_ns) in zip(entries, self.cache.flow_counters([e.id for e in entries])):
+            e.cache_packets = max(0, p - e.base_packets)
+            e.cache_bytes = max(0, b - e.base_bytes)
+            if e.cache_packets and last_ns:
+                last = last_ns / 1e9
+                if last > e.last_used:
+                    e.last_used = last
+
+    def all_entries(self, table_id=ofp.OFPTT_ALL):
+        tables = self.tables if table_id == ofp.OFPTT_ALL else [self.tables[table_id]]
+        for t in tables:
+            yield from t.entries.values()
+
+    # -- flow-mod --------------------------------------------------------------------
+
+    def _check_table(self, table_id, allow_all):
+        if table_id == ofp.OFPTT_ALL and allow_all:
+            return
+        if table_id >= len(self.tables):
+            raise OFError(ofp.OFPET_FLOW_MOD_FAILED, ofp.OFPFMFC_BAD_TABLE_ID, "table %d" % table_id)
+
+    def flow_mod(self, fm, ctx, now):
+        """Apply a flow-mod (Ryu OFPFlowMod or anything with its attributes).
+
+        Returns the list of Removed entries (deletes).  Raises OFError and changes
+        nothing when the request is refused.
+        """
+        cmd = fm.command
+        if fm.flags & ~ALL_FLAGS:
+            raise OFError(ofp.OFPET_FLOW_MOD_FAILED, ofp.OFPFMFC_BAD_FLAGS, "flags %#x" % fm.flags)
+        match = fm.match if isinstance(fm.match, Match) else Match.from_ryu(fm.match)
+        if cmd == ofp.OFPFC_ADD:
+            self._check_table(fm.table_id, False)
+            ins = compile_instructions(fm.instructions, ctx, fm.table_id, match)
+            self._add(fm, match, ins, now)
+            return []
+        if cmd in (ofp.OFPFC_MODIFY, ofp.OFPFC_MODIFY_STRICT):
+            self._check_table(fm.table_id, False)
+            ins = compile_instructions(fm.instructions, ctx, fm.table_id, match)
+            strict = cmd == ofp.OFPFC_MODIFY_STRICT
+            for e in self.select(fm.table_id, match, strict, fm.priority, fm.cookie, fm.cookie_mask):
+                ins_e = ins
+                e.instructions = ins_e
+                if fm.flags & ofp.OFPFF_RESET_COUNTS:
+                    self._reset(e)
+                self.cache.invalidate_flow(e.id)
+            return []
+        if cmd in (ofp.OFPFC_DELETE, ofp.OFPFC_DELETE_STRICT):
+            self._check_table(fm.table_id, True)
+            strict = cmd == ofp.OFPFC_DELETE_STRICT
+            victims = self.select(fm.table_id, match, strict, fm.priority, fm.cookie,
+                                  fm.cookie_mask, fm.out_port, fm.out_group)
+            return self._remove(victims, ofp.OFPRR_DELETE)
+        raise OFError(ofp.OFPET_FLOW_MOD_FAILED, ofp.OFPFMFC_BAD_COMMAND, "command %d" % cmd)
+
+    def _reset(self, e):
+        e.slow_packets = e.slow_bytes = 0
+        self._set_baseline(e)
+
+    def _add(self, fm, match, ins, now):
+        table = self.tables[fm.table_id]
+        old = table.find_strict(match, fm.priority)
+        if fm.flags & ofp.OFPFF_CHECK_OVERLAP:
+            for e in table.entries.values():
+                if e.priority == fm.priority and e.match.overlaps(match):
+                    raise OFError(ofp.OFPET_FLOW_MOD_FAILED, ofp.OFPFMFC_OVERLAP, repr(e))
+        if old is None and len(table) >= table.max_entries:
+            raise OFError(ofp.OFPET_FLOW_MOD_FAILED, ofp.OFPFMFC_TABLE_FULL, "table %d" % fm.table_id)
+        entry = FlowEntry(fm.table_id, fm.priority, match, ins, fm.cookie, fm.idle_timeout,
+                          fm.hard_timeout, fm.flags, now)
+        if old is not None:
+            # Replaced in place: same id, counters kept unless OFPFF_RESET_COUNTS, no
+            # flow-removed; duration starts again.
+            self.sync_counters([old])
+            table.remove(old)
+            self._timed.pop(old.id, None)
+            entry.id = old.id
+            self.cache.invalidate_flow(old.id)
+            if fm.flags & ofp.OFPFF_RESET_COUNTS:
+                self._set_baseline(entry)
+            else:
+                for a in ("slow_packets", "slow_bytes", "base_packets", "base_bytes",
+                          "cache_packets", "cache_bytes"):
+                    setattr(entry, a, getattr(old, a))
+        else:
+            entry.id = self._alloc_id()
+            self._set_baseline(entry)
+        table.insert(entry)
+        if entry.idle_timeout or entry.hard_timeout:
+            self._timed[entry.id] = entry
+        self.cache.invalidate_all()
+        return entry
+
+    def select(self, table_id, match, strict, priority=0, cookie=0, cookie_mask=0,
+               out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY):
+        """The entries a modify/delete/stats request with these filters applies to."""
+        if strict:
+            tables = self.tables if table_id == ofp.OFPTT_ALL else [self.tables[table_id]]
+            found = [e for e in (t.find_strict(match, priority) for t in tables) if e is not None]
+        else:
+            found = [e for e in self.all_entries(table_id) if e.match.covered_by(match)]
+        if cookie_mask:
+            found = [e for e in found if (e.cookie & cookie_mask) == (cookie & cookie_mask)]
+        if out_port != ofp.OFPP_ANY:
+            found = [e for e in found if e.instructions.outputs_to(out_port)]
+        if out_group != ofp.OFPG_ANY:
+            found = [e for e in found if out_group in e.instructions.groups()]
+        return found
+
+    def _remove(self, entries, reason):
+        entries = list(entries)
+        self.sync_counters(entries)
+        removed = []
+        for e in entries:
+            table = self.tables[e.table_id]
+            table.remove(e)
+            table.removed_cache_packets += e.cache_packets
+            self._timed.pop(e.id, None)
+            self.cache.invalidate_flow(e.id)
+            self._free_ids.append(e.id)
+            removed.append(Removed(e, reason))
+        return removed
+
+    def remove_using_group(self, group_id):
+        """Entries forwarding to a group being deleted (OFPRR_GROUP_DELETE)."""
+        victims = [e for e in self.all_entries() if group_id in e.instructions.groups()]
+        return self._remove(victims, ofp.OFPRR_GROUP_DELETE)
+
+    def uses_group(self, group_id):
+        return [e for e in self.all_entries() if group_id in e.instructions.groups()]
+
+    def expire(self, now):
+        """Remove the entries whose idle or hard timeout has passed (cache hits count
+        as use).  Returns the Removed list."""
+        timed = list(self._timed.values())
+        self.sync_counters([e for e in timed if e.idle_timeout])
+        hard, idle = [], []
+        for e in timed:
+            if e.hard_timeout and now - e.installed >= e.hard_timeout:
+                hard.append(e)
+            elif e.idle_timeout and now - e.last_used >= e.idle_timeout:
+                idle.append(e)
+        return self._remove(hard, ofp.OFPRR_HARD_TIMEOUT) + self._remove(idle, ofp.OFPRR_IDLE_TIMEOUT)
+
+    def stats(self, table_id, match, out_port, out_group, cookie, cookie_mask):
+        """Entries for a flow/aggregate stats request, counters synced."""
+        if table_id != ofp.OFPTT_ALL and table_id >= len(self.tables):
+            raise OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_TABLE_ID, "table %d" % table_id)
+        if not isinstance(match, Match):
+            match = Match.from_ryu(match)
+        found = self.select(table_id, match, False, 0, cookie, cookie_mask, out_port, out_group)
+        self.sync_counters(found)
+        return found
+
+    def table_stats(self):
+        """[(table_id, active, lookups, matched)], cache hits included."""
+        self.sync_counters(self.all_entries())
+        out = []
+        for t in self.tables:
+            cached = t.removed_cache_packets + sum(e.cache_packets for e in t.entries.values())
+            out.append((t.table_id, len(t), t.lookup_count + cached, t.matched_count + cached))
+        return out
+
+
+__all__ = ["FlowEntry", "FlowTable", "FlowTables", "NullCache", "Removed", "Context"]

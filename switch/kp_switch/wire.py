@@ -1,0 +1,376 @@
+"""OpenFlow 1.3 on the wire, from the switch's side.
+
+Ryu's `ofproto_v1_3_parser` decodes what switches send and encodes what controllers
+send; a switch needs the reverse.  This module reuses Ryu's pieces wherever they fit
+(OFPFlowMod's parser, OFPMatch / OFPInstruction / OFPAction / OFPBucket parsers and
+serializers, the ofproto constants and pack strings) and packs the rest with struct.
+
+Decoding raises OFError with the code the spec prescribes for malformed requests, after
+checking instruction and action lists itself (Ryu asserts on unknown types).
+"""
+import struct
+
+from ryu.ofproto import ofproto_v1_3 as ofp
+from ryu.ofproto import ofproto_v1_3_parser as parser
+
+from .errors import OFError
+
+VERSION = ofp.OFP_VERSION
+HEADER = struct.Struct("!BBHI")
+MAX_MSG = 0xFFFF
+_KNOWN_INSTRUCTIONS = {ofp.OFPIT_GOTO_TABLE, ofp.OFPIT_WRITE_METADATA, ofp.OFPIT_WRITE_ACTIONS,
+                       ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_CLEAR_ACTIONS, ofp.OFPIT_METER,
+                       ofp.OFPIT_EXPERIMENTER}
+
+
+class Raw:
+    """A decoded request: type, xid, the raw bytes and whatever fields it has."""
+
+    def __init__(self, type_, xid, data, **fields):
+        self.type = type_
+        self.xid = xid
+        self.data = data
+        self.__dict__.update(fields)
+
+
+# -- decoding -------------------------------------------------------------------------
+
+def check_actions(buf, offset, end):
+    """Refuse unknown action types and bad lengths before Ryu parses the list."""
+    while offset < end:
+        if end - offset < 8:
+            raise OFError(ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_LEN)
+        type_, len_ = struct.unpack_from("!HH", buf, offset)
+        if len_ < 8 or len_ % 8 or offset + len_ > end:
+            raise OFError(ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_LEN, "action len %d" % len_)
+        if type_ == ofp.OFPAT_EXPERIMENTER:
+            raise OFError(ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_EXPERIMENTER)
+        if type_ not in parser.OFPAction._ACTION_TYPES:
+            raise OFError(ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_TYPE, "action type %d" % type_)
+        offset += len_
+
+
+def check_instructions(buf, offset, end):
+    while offset < end:
+        if end - offset < 4:
+            raise OFError(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_BAD_LEN)
+        type_, len_ = struct.unpack_from("!HH", buf, offset)
+        if len_ < 8 or len_ % 8 or offset + len_ > end:
+            raise OFError(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_BAD_LEN, "instruction len %d" % len_)
+        if type_ not in _KNOWN_INSTRUCTIONS:
+            raise OFError(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_UNKNOWN_INST, "instruction %d" % type_)
+        if type_ in (ofp.OFPIT_METER, ofp.OFPIT_EXPERIMENTER):
+            raise OFError(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_UNSUP_INST, "instruction %d" % type_)
+        if type_ in (ofp.OFPIT_WRITE_ACTIONS, ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_CLEAR_ACTIONS):
+            check_actions(buf, offset + 8, offset + len_)
+        offset += len_
+
+
+def check_match(buf, offset, end):
+    """Returns the offset after the (padded) match."""
+    if end - offset < 4:
+        raise OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_LEN)
+    type_, len_ = struct.unpack_from("!HH", buf, offset)
+    if type_ != ofp.OFPMT_OXM:
+        raise OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_TYPE, "match type %d" % type_)
+    padded = (len_ + 7) // 8 * 8
+    if len_ < 4 or offset + padded > end:
+        raise OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_LEN)
+    return offset + padded
+
+
+def parse_match(buf, offset, end):
+    after = check_match(buf, offset, end)
+    try:
+        return parser.OFPMatch.parser(buf, offset), after
+    except Exception as e:  # unknown experimenter OXM classes, bad lengths
+        raise OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_FIELD, str(e))
+
+
+def _bad_len(text=""):
+    return OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN, text)
+
+
+def parse_actions(buf, offset, end):
+    check_actions(buf, offset, end)
+    out = []
+    while offset < end:
+        a = parser.OFPAction.parser(buf, offset)
+        out.append(a)
+        offset += a.len
+    return out
+
+
+def decode(data):
+    """A whole message (bytes) -> Raw with per-type fields; OFError when malformed."""
+    version, type_, length, xid = HEADER.unpack_from(data)
+    m = Raw(type_, xid, data, version=version)
+    n = len(data)
+    try:
+        if type_ == ofp.OFPT_FLOW_MOD:
+            if n < ofp.OFP_FLOW_MOD_SIZE:
+                raise _bad_len()
+            after = check_match(data, 48, n)
+            check_instructions(data, after, n)
+            try:
+                m.msg = parser.OFPFlowMod.parser(None, version, type_, length, xid, data)
+            except OFError:
+                raise
+            except Exception as e:
+                raise OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_FIELD, str(e))
+        elif type_ == ofp.OFPT_PACKET_OUT:
+            if n < ofp.OFP_PACKET_OUT_SIZE:
+                raise _bad_len()
+            m.buffer_id, m.in_port, alen = struct.unpack_from(ofp.OFP_PACKET_OUT_PACK_STR, data, 8)
+            if 24 + alen > n:
+                raise _bad_len()
+            m.actions = parse_actions(data, 24, 24 + alen)
+            m.packet = bytes(data[24 + alen:])
+        elif type_ == ofp.OFPT_GROUP_MOD:
+            if n < ofp.OFP_GROUP_MOD_SIZE:
+                raise _bad_len()
+            command, gtype, gid = struct.unpack_from(ofp.OFP_GROUP_MOD_PACK_STR, data, 8)
+            buckets, off = [], 16
+            while off < n:
+                if n - off < ofp.OFP_BUCKET_SIZE:
+                    raise OFError(ofp.OFPET_GROUP_MOD_FAILED, ofp.OFPGMFC_BAD_BUCKET)
+                (blen,) = struct.unpack_from("!H", data, off)
+                if blen < ofp.OFP_BUCKET_SIZE or off + blen > n:
+                    raise OFError(ofp.OFPET_GROUP_MOD_FAILED, ofp.OFPGMFC_BAD_BUCKET)
+                check_actions(data, off + ofp.OFP_BUCKET_SIZE, off + blen)
+                b = parser.OFPBucket.parser(data, off)
+                buckets.append(b)
+                off += blen
+            m.msg = parser.OFPGroupMod(None, command, gtype, gid, buckets)
+        elif type_ == ofp.OFPT_SET_CONFIG:
+            if n < ofp.OFP_SWITCH_CONFIG_SIZE:
+                raise _bad_len()
+            m.flags, m.miss_send_len = struct.unpack_from("!HH", data, 8)
+        elif type_ == ofp.OFPT_PORT_MOD:
+            if n < ofp.OFP_PORT_MOD_SIZE:
+                raise _bad_len()
+            m.port_no, hw, m.config, m.mask, m.advertise = struct.unpack_from(ofp.OFP_PORT_MOD_PACK_STR, data, 8)
+            m.hw_addr = ":".join("%02x" % c for c in hw)
+        elif type_ == ofp.OFPT_TABLE_MOD:
+            if n < ofp.OFP_TABLE_MOD_SIZE:
+                raise _bad_len()
+            m.table_id, m.config = struct.unpack_from(ofp.OFP_TABLE_MOD_PACK_STR, data, 8)
+        elif type_ == ofp.OFPT_MULTIPART_REQUEST:
+            if n < ofp.OFP_MULTIPART_REQUEST_SIZE:
+                raise _bad_len()
+            m.mp_type, m.flags = struct.unpack_from("!HH", data, 8)
+            m.body = bytes(data[16:])
+            _decode_mp_body(m)
+        elif type_ == ofp.OFPT_EXPERIMENTER:
+            if n < 16:
+                raise _bad_len()
+            m.experimenter, m.exp_type = struct.unpack_from("!II", data, 8)
+            m.body = bytes(data[16:])
+        elif type_ == ofp.OFPT_ROLE_REQUEST:
+            if n < ofp.OFP_ROLE_REQUEST_SIZE:
+                raise _bad_len()
+            m.role, m.generation_id = struct.unpack_from(ofp.OFP_ROLE_REQUEST_PACK_STR, data, 8)
+        elif type_ == ofp.OFPT_SET_ASYNC:
+            if n < ofp.OFP_ASYNC_CONFIG_SIZE:
+                raise _bad_len()
+            m.masks = struct.unpack_from(ofp.OFP_ASYNC_CONFIG_PACK_STR, data, 8)
+        elif type_ == ofp.OFPT_QUEUE_GET_CONFIG_REQUEST:
+            if n < 16:
+                raise _bad_len()
+            (m.port,) = struct.unpack_from("!I", data, 8)
+        elif type_ in (ofp.OFPT_ECHO_REQUEST, ofp.OFPT_ECHO_REPLY, ofp.OFPT_HELLO, ofp.OFPT_ERROR):
+            m.body = bytes(data[8:])
+    except OFError:
+        raise
+    except Exception as e:  # struct errors, Ryu's truncated messages
+        raise OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN, "%s: %s" % (type(e).__name__, e))
+    return m
+
+
+def _decode_mp_body(m):
+    body, t = m.body, m.mp_type
+    if t in (ofp.OFPMP_FLOW, ofp.OFPMP_AGGREGATE):
+        if len(body) < 32 + 8:
+            raise _bad_len()
+        (m.table_id, m.out_port, m.out_group, m.cookie, m.cookie_mask) = struct.unpack_from(
+            ofp.OFP_FLOW_STATS_REQUEST_0_PACK_STR, body, 0)
+        m.match, _ = parse_match(body, 32, len(body))
+    elif t in (ofp.OFPMP_PORT_STATS, ofp.OFPMP_GROUP):
+        if len(body) < 8:
+            raise _bad_len()
+        (m.port_no,) = struct.unpack_from("!I", body, 0)
+        m.group_id = m.port_no
+    elif t == ofp.OFPMP_QUEUE:
+        if len(body) < 8:
+            raise _bad_len()
+        m.port_no, m.queue_id = struct.unpack_from("!II", body, 0)
+    elif t == ofp.OFPMP_EXPERIMENTER:
+        if len(body) < 8:
+            raise _bad_len()
+        m.experimenter, m.exp_type = struct.unpack_from("!II", body, 0)
+
+
+# -- encoding -------------------------------------------------------------------------
+
+def message(type_, xid, body=b""):
+    return HEADER.pack(VERSION, type_, 8 + len(body), xid & 0xFFFFFFFF) + body
+
+
+def hello(xid=0, versions=(VERSION,)):
+    bitmap = 0
+    for v in versions:
+        bitmap |= 1 << v
+    elem = struct.pack("!HHI", ofp.OFPHET_VERSIONBITMAP, 8, bitmap)
+    return message(ofp.OFPT_HELLO, xid, elem)
+
+
+def error(xid, type_, code, data=b""):
+    return message(ofp.OFPT_ERROR, xid, struct.pack("!HH", type_, code) + bytes(data[:64]))
+
+
+def echo_reply(xid, body):
+    return message(ofp.OFPT_ECHO_REPLY, xid, body)
+
+
+def echo_request(xid, body=b""):
+    return message(ofp.OFPT_ECHO_REQUEST, xid, body)
+
+
+def features_reply(xid, dpid, n_buffers, n_tables, capabilities):
+    return message(ofp.OFPT_FEATURES_REPLY, xid,
+                   struct.pack(ofp.OFP_SWITCH_FEATURES_PACK_STR, dpid, n_buffers, n_tables, 0, capabilities, 0)[0:24])
+
+
+def get_config_reply(xid, flags, miss_send_len):
+    return message(ofp.OFPT_GET_CONFIG_REPLY, xid, struct.pack("!HH", flags, miss_send_len))
+
+
+def barrier_reply(xid):
+    return message(ofp.OFPT_BARRIER_REPLY, xid)
+
+
+def role_reply(xid, role, generation_id):
+    return message(ofp.OFPT_ROLE_REPLY, xid, struct.pack(ofp.OFP_ROLE_REQUEST_PACK_STR, role, generation_id))
+
+
+def get_async_reply(xid, masks):
+    return message(ofp.OFPT_GET_ASYNC_REPLY, xid, struct.pack(ofp.OFP_ASYNC_CONFIG_PACK_STR, *masks))
+
+
+def queue_get_config_reply(xid, port):
+    return message(ofp.OFPT_QUEUE_GET_CONFIG_REPLY, xid, struct.pack("!I4x", port))
+
+
+def experimenter(xid, experimenter_id, exp_type, data=b""):
+    return message(ofp.OFPT_EXPERIMENTER, xid, struct.pack("!II", experimenter_id, exp_type) + data)
+
+
+def match_bytes(ofpmatch):
+    buf = bytearray()
+    ofpmatch.serialize(buf, 0)
+    return bytes(buf)
+
+
+def instructions_bytes(instructions):
+    buf = bytearray()
+    for i in instructions:
+        off = len(buf)
+        i.serialize(buf, off)
+    return bytes(buf)
+
+
+def packet_in(buffer_id, total_len, reason, table_id, cookie, match, data):
+    body = struct.pack(ofp.OFP_PACKET_IN_PACK_STR, buffer_id, total_len, reason, table_id, cookie)
+    return message(ofp.OFPT_PACKET_IN, 0, body + match_bytes(match) + b"\0\0" + data)
+
+
+def flow_removed(entry, reason, now):
+    dsec, dnsec = entry.duration(now)
+    body = struct.pack(ofp.OFP_FLOW_REMOVED_PACK_STR0, entry.cookie, entry.priority, reason,
+                       entry.table_id, dsec, dnsec, entry.idle_timeout, entry.hard_timeout,
+                       entry.packet_count, entry.byte_count)
+    return message(ofp.OFPT_FLOW_REMOVED, 0, body + match_bytes(entry.match.to_ryu()))
+
+
+def port_bytes(port):
+    hw = bytes(int(x, 16) for x in port.hw_addr.split(":"))
+    feats = ofp.OFPPF_10GB_FD | ofp.OFPPF_COPPER
+    return struct.pack(ofp.OFP_PORT_PACK_STR, port.port_no, hw, port.name.encode()[:15],
+                       port.config, port.state, feats, 0, feats, feats,
+                       port.speed_kbps, port.speed_kbps)
+
+
+def port_status(reason, port):
+    return message(ofp.OFPT_PORT_STATUS, 0, struct.pack("!B7x", reason) + port_bytes(port))
+
+
+def multipart_replies(xid, mp_type, items, limit=0xFF00):
+    """Multipart replies carrying `items` (bytes each), split with OFPMPF_REPLY_MORE."""
+    msgs, cur, size = [], [], 0
+    for item in items:
+        if cur and size + len(item) > limit - 16:
+            msgs.append(cur)
+            cur, size = [], 0
+        cur.append(item)
+        size += len(item)
+    msgs.append(cur)
+    out = []
+    for i, chunk in enumerate(msgs):
+        flags = ofp.OFPMPF_REPLY_MORE if i < len(msgs) - 1 else 0
+        out.append(message(ofp.OFPT_MULTIPART_REPLY, xid,
+                           struct.pack("!HH4x", mp_type, flags) + b"".join(chunk)))
+    return out
+
+
+def flow_stats_bytes(entry, now):
+    dsec, dnsec = entry.duration(now)
+    m = match_bytes(entry.match.to_ryu())
+    ins = instructions_bytes(entry.instructions.raw)
+    length = 48 + len(m) + len(ins)
+    return struct.pack(ofp.OFP_FLOW_STATS_0_PACK_STR, length, entry.table_id, dsec, dnsec,
+                       entry.priority, entry.idle_timeout, entry.hard_timeout, entry.flags,
+                       entry.cookie, entry.packet_count, entry.byte_count) + m + ins
+
+
+def aggregate_bytes(packets, nbytes, flows):
+    return struct.pack(ofp.OFP_AGGREGATE_STATS_REPLY_PACK_STR, packets, nbytes, flows)
+
+
+def table_stats_bytes(table_id, active, lookups, matched):
+    return struct.pack(ofp.OFP_TABLE_STATS_PACK_STR, table_id, active, lookups, matched)
+
+
+def port_stats_bytes(port_no, c, dsec, dnsec):
+    return struct.pack(ofp.OFP_PORT_STATS_PACK_STR, port_no,
+                       c.get("rx_packets", 0), c.get("tx_packets", 0),
+                       c.get("rx_bytes", 0), c.get("tx_bytes", 0),
+                       c.get("rx_dropped", 0), c.get("tx_dropped", 0),
+                       c.get("rx_errors", 0), c.get("tx_errors", 0),
+                       0, 0, 0, 0, dsec, dnsec)
+
+
+def desc_bytes(mfr, hw, sw, serial, dp):
+    return struct.pack(ofp.OFP_DESC_PACK_STR, mfr.encode(), hw.encode(), sw.encode(),
+                       serial.encode(), dp.encode())
+
+
+def group_desc_bytes(group):
+    buf = bytearray()
+    for b in group.buckets:
+        b.raw.serialize(buf, len(buf))
+    return struct.pack(ofp.OFP_GROUP_DESC_PACK_STR, 8 + len(buf), group.type, group.group_id) + bytes(buf)
+
+
+def group_stats_bytes(group, ref_count, now):
+    d = max(0.0, now - group.installed)
+    counters = b"".join(struct.pack("!QQ", b.packet_count, b.byte_count) for b in group.buckets)
+    return struct.pack(ofp.OFP_GROUP_STATS_PACK_STR, 40 + len(counters), group.group_id, ref_count,
+                       group.packet_count, group.byte_count, int(d), int((d - int(d)) * 1e9)) + counters
+
+
+def group_features_bytes(max_groups, actions_bitmap):
+    types = (1 << ofp.OFPGT_ALL) | (1 << ofp.OFPGT_SELECT) | (1 << ofp.OFPGT_INDIRECT) | (1 << ofp.OFPGT_FF)
+    caps = ofp.OFPGFC_SELECT_WEIGHT | ofp.OFPGFC_SELECT_LIVENESS | ofp.OFPGFC_CHAINING | ofp.OFPGFC_CHAINING_CHECKS
+    return struct.pack(ofp.OFP_GROUP_FEATURES_PACK_STR, types, caps,
+                       max_groups, max_groups, max_groups, max_groups,
+                       actions_bitmap, actions_bitmap, actions_bitmap, actions_bitmap)
