@@ -3,9 +3,12 @@
 Every error case checks the status, that the body names the field, and that nothing
 changed: what a client can GET, and what was sent towards the switches.
 """
+import os
+
 import pytest
 
-from conftest import Api, open_session
+from conftest import ROOT, Api, open_session
+from kp_app import rest
 
 VIP4 = {"prefix": "10.96.0.10/32", "port": 80, "target_port": 8080, "protocol": "tcp"}
 VIP6 = {"prefix": "fd00:96::10/128", "port": 53, "target_port": 5353, "protocol": "udp"}
@@ -343,3 +346,15 @@ def test_a_bug_in_the_service_is_a_json_500(api, monkeypatch):
     status, answer, _ = api.call("GET", "/v1/show")
     assert status == 500 and answer == {"error": "internal error: RuntimeError: boom"}
     assert api.get("/v1/conf")["buckets"] == 1024    # still serving
+
+
+def test_openapi_describes_exactly_the_routes():
+    yaml = pytest.importorskip("yaml")
+    with open(os.path.join(ROOT, "docs", "openapi.yaml")) as f:
+        doc = yaml.safe_load(f)
+    documented = {(path, method.upper()) for path, item in doc["paths"].items()
+                  for method in item if method != "parameters"}
+    served = {(info["path"], method) for attr in vars(rest.KpRestController).values()
+              for info in [getattr(attr, "routing_info", None)] if info
+              for method in info["methods"]}
+    assert documented == served
