@@ -3,7 +3,6 @@
 `PortSet` is plain data the pipeline asks "where does FLOOD go, is this port live";
 `read_link()` reads what Linux knows about an interface (sysfs; the only I/O here).
 """
-import os
 
 from ryu.ofproto import ofproto_v1_3 as ofp
 
