@@ -1,14 +1,17 @@
 """The new-connection table: Maglev-style consistent hashing of flows onto pods.
 
-Each pod walks the table in its own permutation (an offset and an odd skip, both from a
-hash of its address, so the walk visits every slot of the power-of-2 table) and the pods
-take turns claiming their next free slot until the table is full. So:
+Each pod walks the table in its own pseudo-random permutation and the pods take turns
+claiming their next free slot until the table is full. So:
 
 - every pod holds floor(n/N) or ceil(n/N) of the n slots (they claim one per round);
 - removing a pod frees only its slots, and the others' walks change little, so only about
   1/N of the flows move;
 - the pods are sorted first and the hashes are keyed, not salted per process, so every
   node and every restart builds the same table from the same configuration.
+
+Maglev's usual walk (offset + j * skip) is poor on a power-of-2 table: two pods whose
+skips share structure walk in lockstep, and removing one pod can then move 5-10 % of the
+others' slots. A keyed 4-round Feistel permutation of the slot bits has no such pairs.
 """
 import hashlib
 import ipaddress
@@ -21,11 +24,36 @@ def _hash64(data: bytes, person: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=person).digest(), "big")
 
 
-def _permutation(pod: Address, size: int):
-    packed = pod.packed
-    offset = _hash64(packed, b"kp-maglev-off") % size
-    skip = (_hash64(packed, b"kp-maglev-skip") % size) | 1 if size > 1 else 1
-    return offset, skip
+_M64 = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """A 64-bit finaliser (MurmurHash3's fmix64): cheap, well-spread round function."""
+    x = ((x ^ (x >> 33)) * 0xFF51AFD7ED558CCD) & _M64
+    x = ((x ^ (x >> 33)) * 0xC4CEB9FE1A85EC53) & _M64
+    return x ^ (x >> 33)
+
+
+class _Walk:
+    """slot = walk(j): a permutation of range(size), keyed by the pod's address."""
+
+    def __init__(self, pod: Address, size: int) -> None:
+        bits = size.bit_length() - 1
+        self.half = (bits + 1) // 2
+        self.mask = (1 << self.half) - 1
+        self.size = size
+        key = _hash64(pod.packed, b"kp-maglev-walk")
+        self.keys = [_mix(key + i) for i in range(4)]
+
+    def __call__(self, j: int) -> int:
+        half, mask = self.half, self.mask
+        while True:  # an odd bit count gives a domain up to 2x the table: walk past
+            left, right = j >> half, j & mask
+            for key in self.keys:
+                left, right = right, (left ^ _mix(right ^ key)) & mask
+            j = (left << half) | right
+            if j < self.size:
+                return j
 
 
 def build_table(pods: Iterable[Address], size: int) -> List[int]:
@@ -38,16 +66,16 @@ def build_table(pods: Iterable[Address], size: int) -> List[int]:
     ordered = sorted(set(pods), key=lambda a: (a.version, int(a)))
     if not ordered:
         return []
-    walks = [_permutation(pod, size) for pod in ordered]
+    walks = [_Walk(pod, size) for pod in ordered]
     position = [0] * len(ordered)
     table = [-1] * size
     filled = 0
     while True:
-        for i, (offset, skip) in enumerate(walks):
-            slot = (offset + position[i] * skip) % size
+        for i, walk in enumerate(walks):
+            slot = walk(position[i])
             while table[slot] >= 0:
                 position[i] += 1
-                slot = (offset + position[i] * skip) % size
+                slot = walk(position[i])
             table[slot] = i
             position[i] += 1
             filled += 1
