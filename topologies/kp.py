@@ -9,7 +9,10 @@ imports only Mininet and the standard library)::
        --switch ovs,datapath=user,protocols=OpenFlow13 --controller remote
 
 (for OVS's userspace datapath the hosts also need ``ethtool -K <intf> tx off``, see
-``tx_offload_off``; kp-switch needs no such thing). The Python runtime that labs and
+``tx_offload_off``; kp-switch needs no such thing). Beware: when anything in ``mn`` fails
+(or on ^C outside its CLI) it runs ``mn -c``, which kills processes and deletes interfaces
+and bridges by name pattern, other people's included; on a shared machine use the labs
+(``kp_lab.build_net``, ``./run demo``), which only ever stop what they started. The Python runtime that labs and
 tests use (controller process, OVS service, traffic helpers) is ``kp_lab``, which loads
 this very file, so there is one definition of every class below.
 
@@ -366,8 +369,10 @@ def kp_switch_binary():
     return venv if os.access(venv, os.X_OK) else None
 
 
-class KpSwitchMissing(Exception):
-    pass
+class KpSwitchMissing(SystemExit):
+    """kp-switch is not installed. A SystemExit, like Mininet's own pathCheck(), because
+    ``mn`` answers any Exception with its name-pattern cleanup (``mn -c``), which would
+    also kill other people's switches and namespaces on a shared machine."""
 
 
 class KpSwitch(Switch):

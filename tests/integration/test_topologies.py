@@ -84,7 +84,9 @@ def test_custom_file_loads_like_mn_does():
         "exec(compile(open(f).read(), f, 'exec'), d, d)\n"
         "assert sorted(d['topos']) == ['kpcluster', 'kpnode'], d['topos']\n"
         "assert sorted(d['switches']) == ['kpswitch']\n"
-        "t = d['topos']['kpnode'](clients=1, pods=2)\n"
+        "from mininet.util import buildTopo, customClass\n"
+        "t = buildTopo(d['topos'], 'kpnode,clients=1,pods=2')\n"
+        "assert customClass(d['switches'], 'kpswitch').__name__ == 'KpSwitch'\n"
         "print(sorted(t.plan()['hosts']), d['KP_CUSTOM_FILE'] == f)\n")
     kp_file = os.path.join(os.path.dirname(kp_lab.topo.KP_FILE), 'kp.py')
     out = subprocess.run(['/usr/bin/python3', '-I', '-c', script, kp_file],
