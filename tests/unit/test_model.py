@@ -1,0 +1,112 @@
+import copy
+
+import pytest
+
+from kp_app.errors import Conflict, InvalidInput, NotFound
+from kp_app.kubeproxy import KubeProxy
+
+
+@pytest.fixture
+def kp():
+    sent = []
+    proxy = KubeProxy(lambda dpid, msgs: sent.append((dpid, msgs)), clock=lambda: 100.0)
+    proxy.sent = sent
+    return proxy
+
+
+def snapshot(kp):
+    return copy.deepcopy((kp.conf(), kp.vips(), kp.interfaces()))
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(prefix="10.96.0.300/32", port=80), "prefix"),
+    (dict(prefix="10.96.0.1/16", port=80), "prefix"),          # host bits set
+    (dict(prefix="10.96.0.10/32", port=70000), "port"),
+    (dict(prefix="10.96.0.10/32", port=-1), "port"),
+    (dict(prefix="10.96.0.10/32", port="eighty"), "port"),
+    (dict(prefix="10.96.0.10/32", port=80, target_port=0), "target_port"),
+    (dict(prefix="10.96.0.10/32", port=0, target_port=8080), "target_port"),
+    (dict(prefix="10.96.0.10/32", port=80, node_port=70000), "node_port"),
+    (dict(prefix="10.96.0.10/32", port=80, protocol="sctp"), "protocol"),
+    (dict(prefix="10.96.0.10/32", port=80, nat="nat66"), "nat"),
+    (dict(prefix="fd00:96::10/128", port=80, nat="nat44"), "nat"),
+    (dict(prefix="10.96.0.10/32", port=80, new_len=1000), "new_len"),
+    (dict(prefix="10.96.0.10/32", port=80, new_len=0), "new_len"),
+    (dict(prefix="10.96.0.10/32", port=80, external_ips=["fd00::1"]), "external_ips"),
+])
+def test_bad_vip_is_refused_naming_the_field_and_changes_nothing(kp, kwargs, field):
+    kp.add_vip("10.96.0.1/32", port=53)
+    before = snapshot(kp)
+    with pytest.raises(InvalidInput) as error:
+        kp.add_vip(**kwargs)
+    assert error.value.field == field and error.value.status == 400
+    assert snapshot(kp) == before
+
+
+def test_duplicate_vip_conflicts(kp):
+    kp.add_vip("10.96.0.10/32", port=80, target_port=8080)
+    with pytest.raises(Conflict):
+        kp.add_vip("10.96.0.10/32", port=80, target_port=9090)
+    kp.add_vip("10.96.0.10/32", port=443, target_port=8443)   # same address, other port
+    assert len(kp.vips()) == 2
+
+
+def test_node_port_is_unique_per_protocol(kp):
+    kp.add_vip("10.96.0.10/32", port=80, node_port=30080, protocol="tcp")
+    with pytest.raises(Conflict):
+        kp.add_vip("10.96.0.11/32", port=80, node_port=30080)
+    kp.add_vip("10.96.0.11/32", port=80, node_port=30080, protocol="udp")
+
+
+def test_pods_are_all_or_nothing(kp):
+    kp.add_vip("10.96.0.10/32", port=80, target_port=8080)
+    before = snapshot(kp)
+    for bad in (["10.0.0.101", "fd00::101"], ["10.0.0.101", "nonsense"],
+                ["10.0.0.101", "10.0.0.101"], [], "10.0.0.101"):
+        with pytest.raises(InvalidInput):
+            kp.add_pods("10.96.0.10/32", 80, bad)
+        assert snapshot(kp) == before
+    kp.add_pods("10.96.0.10/32", 80, ["10.0.0.101"])
+    with pytest.raises(Conflict):
+        kp.add_pods("10.96.0.10/32", 80, ["10.0.0.102", "10.0.0.101"])
+    assert [p["address"] for p in kp.vip("10.96.0.10/32")["pods"]] == ["10.0.0.101"]
+    with pytest.raises(NotFound):
+        kp.del_pods("10.96.0.10/32", 80, ["10.0.0.101", "10.0.0.109"])
+    assert kp.vip("10.96.0.10/32")["pods"][0]["state"] == "active"
+
+
+def test_unknown_vip_is_not_found_and_ambiguous_prefix_asks_for_port(kp):
+    with pytest.raises(NotFound):
+        kp.del_vip("10.96.0.99/32")
+    kp.add_vip("10.96.0.10/32", port=80)
+    kp.add_vip("10.96.0.10/32", port=443)
+    with pytest.raises(InvalidInput) as error:
+        kp.add_pods("10.96.0.10/32", None, ["10.0.0.101"])
+    assert error.value.field == "port"
+
+
+def test_conf_is_validated_whole(kp):
+    before = snapshot(kp)
+    for kwargs in (dict(buckets=1000), dict(buckets=0), dict(timeout=0),
+                   dict(timeout=40, buckets=3), dict(buckets=64, node_ip="fd00::1"),
+                   dict(node_ip6="10.0.0.1"), dict(node_ip="10.0.0.1", dpid=-1)):
+        with pytest.raises(InvalidInput):
+            kp.set_conf(**kwargs)
+        assert snapshot(kp) == before
+    conf = kp.set_conf(buckets=2048, timeout=5, node_ip="10.0.0.1")
+    assert (conf["buckets"], conf["timeout"], conf["node_ip"]) == (2048, 5, "10.0.0.1")
+    conf = kp.set_conf(node_ip="10.0.2.1", dpid=2)
+    assert conf["nodes"] == {"2": {"node_ip": "10.0.2.1", "node_ip6": None}}
+    assert kp.model.node_addresses(2).ipv4.exploded == "10.0.2.1"
+    assert kp.model.node_addresses(1).ipv4.exploded == "10.0.0.1"
+
+
+def test_interfaces(kp):
+    kp.set_interface("nat4", "s1-eth3")
+    with pytest.raises(Conflict):
+        kp.set_interface("nat4", "s1-eth3")
+    with pytest.raises(InvalidInput):
+        kp.set_interface("nat5", "s1-eth3")
+    with pytest.raises(NotFound):
+        kp.set_interface("nat6", "s1-eth3", delete=True)
+    assert kp.interfaces() == {"nat4": ["s1-eth3"], "nat6": []}

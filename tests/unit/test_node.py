@@ -1,0 +1,185 @@
+"""Session logic as data: packet-ins in, switch programming out, no switch."""
+import ipaddress
+import struct
+
+import pytest
+
+from kp_app import frames, pipeline
+from kp_app.kubeproxy import KubeProxy
+from kp_app.node import gateway_mac
+from kp_app.pipeline import FlowAdd, FlowDelete, PacketOut
+
+GW = gateway_mac(1)
+CLIENT_MAC, CLIENT_PORT = "00:00:00:00:00:01", 1
+PODS = {f"10.0.0.{100 + i}": (f"00:00:00:00:01:0{i}", 2 + i) for i in (1, 2, 3)}
+
+
+def l4_packet(src, sport, dst, dport, proto=frames.TCP, flags=frames.TCP_SYN,
+              eth_src=CLIENT_MAC, eth_dst=GW, payload=b""):
+    src, dst = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    if proto == frames.TCP:
+        seg = struct.pack("!HHIIBBHHH", sport, dport, 1000, 0, 5 << 4, flags, 65535, 0, 0)
+    else:
+        seg = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0)
+    return frames._l3_frame(eth_dst, eth_src, src, dst, proto, seg + payload)
+
+
+class Clock:
+    now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def kp():
+    sent = []
+    proxy = KubeProxy(lambda dpid, msgs: sent.extend(msgs), clock=Clock())
+    proxy.sent = sent
+    proxy.set_conf(node_ip="10.0.0.1", timeout=7)
+    proxy.switch_connected(1)
+    proxy.add_vip("10.96.0.10/32", port=80, target_port=8080, node_port=30080,
+                  protocol="tcp")
+    proxy.add_pods("10.96.0.10/32", 80, list(PODS))
+    for address, (mac, port) in PODS.items():   # the pods answer the controller's probes
+        proxy.packet_in(1, port, frames.arp(2, mac, address, GW, "10.0.0.1"))
+    sent.clear()
+    return proxy
+
+
+def flows(msgs, kind):
+    return [m for m in msgs if isinstance(m, FlowAdd)
+            and pipeline.cookie_parts(m.cookie)[0] == kind]
+
+
+def test_first_packet_installs_dnat_and_snat_flows_and_is_sent_on(kp):
+    kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", 40000, "10.96.0.10", 80))
+    (fwd,), (rev,) = flows(kp.sent, pipeline.KIND_FORWARD), flows(kp.sent, pipeline.KIND_REVERSE)
+    pod = fwd.match_dict and dict(a[1:] for a in fwd.actions if a[0] == "set_field")["ipv4_dst"]
+    pod_mac, pod_port = PODS[pod]
+    assert fwd.match_dict == {"eth_type": 0x0800, "ip_proto": 6, "ipv4_src": "10.0.0.11",
+                              "ipv4_dst": "10.96.0.10", "tcp_src": 40000, "tcp_dst": 80}
+    assert fwd.actions == (("set_field", "eth_src", GW), ("set_field", "eth_dst", pod_mac),
+                           ("set_field", "ipv4_dst", pod), ("set_field", "tcp_dst", 8080),
+                           ("output", pod_port))
+    assert rev.match_dict == {"eth_type": 0x0800, "ip_proto": 6, "ipv4_src": pod,
+                              "ipv4_dst": "10.0.0.11", "tcp_src": 8080, "tcp_dst": 40000}
+    assert rev.actions == (("set_field", "eth_src", GW), ("set_field", "eth_dst", CLIENT_MAC),
+                           ("set_field", "ipv4_src", "10.96.0.10"),
+                           ("set_field", "tcp_src", 80), ("output", CLIENT_PORT))
+    assert fwd.idle_timeout == rev.idle_timeout == 7 and fwd.notify_removed
+    out = [m for m in kp.sent if isinstance(m, PacketOut)]
+    assert len(out) == 1 and out[0].actions == fwd.actions and out[0].in_port == CLIENT_PORT
+    assert kp.sessions()["count"] == 1
+
+
+def test_the_same_flow_keeps_its_pod_after_its_flow_expires(kp):
+    packet = l4_packet("10.0.0.11", 40001, "10.96.0.10", 80)
+    kp.packet_in(1, CLIENT_PORT, packet)
+    (fwd,) = flows(kp.sent, pipeline.KIND_FORWARD)
+    kp.flow_removed(1, fwd.cookie, fwd.match_dict, 5, 500)   # reverse flow still alive
+    kp.sent.clear()
+    kp.packet_in(1, CLIENT_PORT, packet)
+    (again,) = flows(kp.sent, pipeline.KIND_FORWARD)
+    assert again.actions == fwd.actions and not flows(kp.sent, pipeline.KIND_REVERSE)
+    assert kp.vip("10.96.0.10/32")["counters"]["new_sessions"] == 1
+
+
+def test_flows_spread_over_pods_in_proportion(kp):
+    for sport in range(20000, 20600):
+        kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", sport, "10.96.0.10", 80))
+    counts = {p["address"]: p["new_sessions"] for p in kp.vip("10.96.0.10/32")["pods"]}
+    assert sum(counts.values()) == 600
+    assert all(150 <= n <= 250 for n in counts.values()), counts
+
+
+def test_session_ends_when_both_flows_are_removed_and_counts_stay(kp):
+    kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", 40002, "10.96.0.10", 80))
+    (fwd,), (rev,) = flows(kp.sent, pipeline.KIND_FORWARD), flows(kp.sent, pipeline.KIND_REVERSE)
+    kp.flow_removed(1, fwd.cookie, fwd.match_dict, 10, 1000)
+    assert kp.sessions()["count"] == 1
+    kp.flow_removed(1, rev.cookie, rev.match_dict, 8, 800)
+    assert kp.sessions()["count"] == 0
+    counters = kp.vip("10.96.0.10/32")["counters"]
+    assert (counters["packets"], counters["bytes"], counters["active_sessions"]) == (18, 1800, 0)
+
+
+def test_node_port_session_answers_from_the_node_address(kp):
+    kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", 40003, "10.0.0.1", 30080))
+    (fwd,), (rev,) = flows(kp.sent, pipeline.KIND_FORWARD), flows(kp.sent, pipeline.KIND_REVERSE)
+    assert ("set_field", "tcp_dst", 8080) in fwd.actions
+    assert ("set_field", "ipv4_src", "10.0.0.1") in rev.actions
+    assert ("set_field", "tcp_src", 30080) in rev.actions
+
+
+def test_vip_without_pods_refuses_tcp_with_reset_and_udp_with_icmp(kp):
+    kp.add_vip("10.96.0.20/32", port=53, protocol="any")
+    kp.sent.clear()
+    kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", 40004, "10.96.0.20", 53))
+    kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", 40005, "10.96.0.20", 53,
+                                           proto=frames.UDP, payload=b"q"))
+    rst, icmp = [frames.parse(m.data) for m in kp.sent if isinstance(m, PacketOut)]
+    assert rst.ip_src == ipaddress.ip_address("10.96.0.20") and rst.tcp_flags & frames.TCP_RST
+    assert (rst.src_port, rst.dst_port, rst.tcp_ack) == (53, 40004, 1001)
+    assert icmp.ip_proto == frames.ICMP and icmp.icmp_type == 3
+    assert kp.vip("10.96.0.20/32")["counters"]["no_pod"] == 2
+    assert not flows(kp.sent, pipeline.KIND_FORWARD)
+
+
+def test_unknown_pod_mac_is_resolved_then_the_held_packet_goes_on(kp):
+    kp.add_vip("10.96.0.30/32", port=80, target_port=80, protocol="tcp")
+    kp.add_pods("10.96.0.30/32", 80, ["10.0.0.200"])
+    kp.sent.clear()
+    kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", 40006, "10.96.0.30", 80))
+    (probe,) = [m for m in kp.sent if isinstance(m, PacketOut)]
+    assert frames.parse(probe.data).arp_tpa == ipaddress.ip_address("10.0.0.200")
+    kp.sent.clear()
+    kp.packet_in(1, 9, frames.arp(2, "00:00:00:00:02:00", "10.0.0.200", GW, "10.0.0.1"))
+    (fwd,) = flows(kp.sent, pipeline.KIND_FORWARD)
+    assert ("output", 9) in fwd.actions
+
+
+def test_flush_deletes_the_pods_flows_and_drain_keeps_them(kp):
+    kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", 40007, "10.96.0.10", 80))
+    (fwd,) = flows(kp.sent, pipeline.KIND_FORWARD)
+    pod = dict(a[1:] for a in fwd.actions if a[0] == "set_field")["ipv4_dst"]
+    kp.sent.clear()
+    kp.del_pods("10.96.0.10/32", 80, [pod])            # drain
+    assert not [m for m in kp.sent if isinstance(m, FlowDelete)]
+    assert kp.sessions()["count"] == 1
+    states = {p["address"]: p["state"] for p in kp.vip("10.96.0.10/32")["pods"]}
+    assert states[pod] == "draining"
+    kp.add_pods("10.96.0.10/32", 80, [pod])
+    kp.sent.clear()
+    kp.del_pods("10.96.0.10/32", 80, [pod], flush=True)
+    deletes = [m for m in kp.sent if isinstance(m, FlowDelete)]
+    assert deletes and all(m.cookie_mask == pipeline.MASK_POD for m in deletes)
+    assert pipeline.cookie_parts(deletes[0].cookie)[1] == pipeline.cookie_parts(fwd.cookie)[1]
+    assert kp.sessions()["count"] == 0
+
+
+def test_deleting_a_vip_is_one_cookie_masked_delete(kp):
+    kp.del_vip("10.96.0.10/32")
+    assert kp.sent == [FlowDelete(pipeline.cookie(0, 1), pipeline.MASK_VIP)]
+
+
+def test_node_answers_arp_for_its_address_and_vips_and_floods_others(kp):
+    for target, answered in (("10.0.0.1", True), ("10.96.0.10", True), ("10.0.0.12", False)):
+        kp.sent.clear()
+        kp.packet_in(1, CLIENT_PORT, frames.arp_request(CLIENT_MAC, "10.0.0.11",
+                                                        ipaddress.ip_address(target)))
+        (out,) = kp.sent[-1:]
+        reply = frames.parse(out.data)
+        if answered:
+            assert reply.arp_op == 2 and reply.arp_sha == GW and str(reply.arp_spa) == target
+            assert out.actions == (("output", CLIENT_PORT),)
+        else:
+            assert out.actions == (("output", pipeline.OFPP_FLOOD),)
+
+
+def test_reconnect_rebuilds_everything_from_the_model(kp):
+    kp.switch_connected(1)
+    kinds = [pipeline.cookie_parts(m.cookie)[0] for m in kp.sent if isinstance(m, FlowAdd)]
+    assert isinstance(kp.sent[0], FlowDelete)
+    assert kinds.count(pipeline.KIND_VIP) == 1 and kinds.count(pipeline.KIND_NODE_PORT) == 1
+    assert kinds.count(pipeline.KIND_REPLY_MISS) == 3
