@@ -85,12 +85,22 @@ def render_json(answers: Dict[str, Any]) -> Optional[str]:
     return None if answer is None else json.dumps(answer, indent=2)
 
 
+def emit(text: str) -> None:
+    """Writes to stdout; a reader that stopped early (`ku show | head`) is not an error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit: point it at null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args: List[str] = list(sys.argv[1:] if argv is None else argv)
     try:
         options = split_options(args)
         if options.help:
-            print(USAGE, end="")
+            emit(USAGE)
             return 0
         command = parse(options.words)
     except UsageError as error:
@@ -107,7 +117,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_API_ERROR
     text = render_json(answers) if options.json else render(command, answers)
     if text:
-        print(text)
+        emit(text + "\n")
     return 0
 
 

@@ -30,11 +30,12 @@ usage: ku [--api URL] [--json] <command>
   ku show counters
 
   --api URL   the controller's REST API (default: $KP_API, else {default})
-  --json      print the API's JSON answers instead of tables
+  --json      print the API's JSON answer instead of tables (for `ku show`, its three
+              answers as {"show": .., "vips": .., "counters": ..})
 
 A VIP without `port` (or `port 0`) takes every port. With `del`, only the prefix and
 `port` matter; without `port`, `del` removes the only VIP on that prefix.
-""".format(default=DEFAULT_API)
+""".replace("{default}", DEFAULT_API)
 
 
 class UsageError(Exception):

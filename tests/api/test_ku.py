@@ -1,12 +1,15 @@
 """The real `ku` console script (.venv/bin/ku) against the real API over HTTP."""
 import json
+import os
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 
-from conftest import KU, Api, open_session
+from conftest import KU, ROOT, Api, open_session
 
 
 def ok(api: Api, *args: str) -> str:
@@ -231,9 +234,7 @@ def test_usage_errors_send_nothing(web, args, stderr):
 
 
 def test_unreachable_controller():
-    with socket.socket() as sock:       # a port that was free a moment ago: nobody listens
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()     # free a moment ago: nobody listens there
     result = subprocess.run([KU, "--api", f"http://127.0.0.1:{port}", "show"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and result.stdout == ""
@@ -263,6 +264,15 @@ def test_help():
     assert "ku pod <vip-prefix> [port <n>] <address>... [del [flush]]" in result.stdout
 
 
+def test_reader_that_stops_early_is_not_an_error(web):
+    """`ku show | head -1`: no traceback, exit 0."""
+    proc = subprocess.Popen([KU, "--api", web.url, "show", "vip", "verbose"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    assert (proc.wait(30), proc.stderr.read()) == (0, b"")
+    proc.stderr.close()
+
+
 def test_ku_imports_neither_ryu_nor_eventlet():
     code = ("import sys, kp_app.cli; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
@@ -270,3 +280,65 @@ def test_ku_imports_neither_ryu_nor_eventlet():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out == "[]\n"
+
+
+# -- the real controller: ryu-manager serves the API with eventlet's WSGI server ----------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ryu_manager():
+    """`ryu-manager kp_app` on free ports (no switch connects); its API URL."""
+    wsapi, ofp = _free_port(), _free_port()
+    ryu = os.path.join(os.path.dirname(KU), "ryu-manager")
+    proc = subprocess.Popen([ryu, "kp_app", "--wsapi-host", "127.0.0.1", "--wsapi-port",
+                             str(wsapi), "--ofp-listen-host", "127.0.0.1",
+                             "--ofp-tcp-listen-port", str(ofp)],
+                            cwd=ROOT,   # Ryu finds the kp_app directory from here
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{wsapi}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                opener.open(url + "/v1/conf", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("ryu-manager did not serve the API: "
+                                         + proc.stderr.read().decode()[-2000:]) from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_ku_against_ryu_manager(ryu_manager):
+    def ku(*args):
+        return subprocess.run([KU, "--api", ryu_manager, *args], capture_output=True,
+                              text=True, timeout=30)
+
+    assert ku("vip", "fd00:96::10/128", "protocol", "udp", "port", "53", "target_port",
+              "5353").returncode == 0
+    assert ku("pod", "fd00:96::10/128", "fd00:1::1", "fd00:1::2").returncode == 0
+    # A DELETE with a JSON body, through eventlet's server.
+    out = ku("pod", "fd00:96::10/128", "port", "53", "fd00:1::1", "del").stdout
+    assert "pods: fd00:1::2" in out
+    before = ku("--json", "show").stdout
+    bad = ku("vip", "fd00:96::10/128", "port", "53")
+    assert (bad.returncode, bad.stderr) == (
+        1, "ku: VIP fd00:96::10/128 port 53 already exists\n")
+    assert ku("--json", "show").stdout == before
+    assert ku("vip", "fd00:96::10/128", "del").stdout == "deleted VIP fd00:96::10/128\n"
+    assert json.loads(ku("--json", "show", "vip").stdout) == []
