@@ -16,6 +16,7 @@ Ryu's `WSGIApplication.register` connects a controller's routes in the alphabeti
 order of its method names, and Routes returns the first route that matches; so the
 405/404 fallbacks are connected by `register` below, after all real routes.
 """
+import functools
 import json
 import logging
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -28,9 +29,9 @@ LOG = logging.getLogger("kp_app.rest")
 
 API = "/v1"
 # A VIP is (prefix, port); the prefix takes two path segments, "<address>/<length>".
-# The address is left loose ([^/]+ also matches "fd00:96::10") so that a malformed one
-# reaches the service and gets its precise 400 instead of a bare "no such route"; the
-# port must be digits so that ".../pods" is never read as a port.
+# Address and length are left loose ([^/]+ also matches "fd00:96::10") so that a
+# malformed prefix reaches the service and gets its precise 400 instead of a bare "no
+# such route"; the port must be digits so that ".../pods" is never read as a port.
 _VIP_REQ = {"addr": r"[^/]+", "plen": r"[^/]+", "port": r"\d+"}
 VIP_NOPORT = API + "/vips/{addr}/{plen}"
 VIP = API + "/vips/{addr}/{plen}/{port}"
@@ -128,7 +129,8 @@ def _query_value(name: str, text: str, kind: str) -> Any:
     return text
 
 
-def json_response(status: int, value: Any = None, headers: Optional[Dict[str, str]] = None):
+def json_response(status: int, value: Any = None,
+                  headers: Optional[Dict[str, str]] = None) -> Response:
     if status == 204:
         return Response(status=204, headerlist=list((headers or {}).items()))
     body = json.dumps(value, indent=2) + "\n"
@@ -142,6 +144,7 @@ def json_response(status: int, value: Any = None, headers: Optional[Dict[str, st
 def _api(handler: Callable) -> Callable:
     """Turns a handler's KpError into its JSON status, and any other exception into a
     JSON 500 (logged), so that clients always get JSON back."""
+    @functools.wraps(handler)
     def wrapped(self, req, **kwargs):
         try:
             return handler(self, req, **kwargs)
@@ -151,8 +154,6 @@ def _api(handler: Callable) -> Callable:
             LOG.exception("REST %s %s failed", req.method, req.path)
             return json_response(500, {"error": f"internal error: {type(error).__name__}: "
                                                 f"{error}"})
-    wrapped.__name__ = handler.__name__
-    wrapped.__doc__ = handler.__doc__
     return wrapped
 
 
@@ -215,7 +216,7 @@ class KpRestController(ControllerBase):
 
     @route("kp_vip_get", VIP, methods=["GET"], requirements=_VIP_REQ)
     @_api
-    def vip_get(self, req, addr, plen, port=None, **_):
+    def vip_get(self, req, addr, plen, port, **_):
         return json_response(200, self.service.vip(_prefix(addr, plen), _port(port)))
 
     @route("kp_vip_noport_get", VIP_NOPORT, methods=["GET"], requirements=_VIP_REQ)
@@ -225,7 +226,7 @@ class KpRestController(ControllerBase):
 
     @route("kp_vip_delete", VIP, methods=["DELETE"], requirements=_VIP_REQ)
     @_api
-    def vip_delete(self, req, addr, plen, port=None, **_):
+    def vip_delete(self, req, addr, plen, port, **_):
         self.service.del_vip(_prefix(addr, plen), _port(port))
         return json_response(204)
 
