@@ -31,6 +31,7 @@ MAX_OPS = 16            # actions per cached program; longer lists are not cache
 PROG_POOL = 4096        # distinct cached action programs (shared between entries)
 RECLAIM_BUCKETS = 64    # buckets swept for dead slots when the program pool is full
 MISS_QUEUE_LEN = 1024
+MAX_BUCKETS = 1 << 20
 KEY_SIZE = 100
 
 # Bits of flow_key.present: which groups of fields the packet had.
@@ -422,6 +423,7 @@ _SETTABLE = {
     "arp_spa", "arp_tpa", "arp_sha", "arp_tha", "ipv6_nd_target", "ipv6_nd_sll",
     "ipv6_nd_tll",
 }
+_HEX = set("0123456789abcdefABCDEF")
 _MAC_FIELDS = {"eth_dst", "eth_src", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"}
 _IPV4_FIELDS = {"ipv4_src", "ipv4_dst", "arp_spa", "arp_tpa"}
 _IPV6_FIELDS = {"ipv6_src", "ipv6_dst", "ipv6_nd_target"}
@@ -434,14 +436,19 @@ _INT_BITS = {"vlan_vid": 13, "vlan_pcp": 3, "ip_dscp": 6, "ip_ecn": 2, "ipv6_fla
 def _field_bytes(name: str, value: Any) -> Any:
     """Check and normalise a set_field value (what the C compiler does)."""
     if name in _MAC_FIELDS:
-        parts = str(value).split(":")
-        if len(parts) != 6 or not all(1 <= len(x) <= 2 for x in parts):
-            raise ValueError("bad MAC for %s: %r" % (name, value))
+        parts = value.split(":") if isinstance(value, str) else []
+        if len(parts) != 6 or not all(1 <= len(x) <= 2 and all(c in _HEX for c in x)
+                                      for x in parts):
+            raise ValueError("bad value for %s: %r" % (name, value))
         return bytes(int(x, 16) for x in parts)
-    if name in _IPV4_FIELDS:
-        return socket.inet_pton(socket.AF_INET, str(value))
-    if name in _IPV6_FIELDS:
-        return socket.inet_pton(socket.AF_INET6, str(value))
+    if name in _IPV4_FIELDS or name in _IPV6_FIELDS:
+        fam = socket.AF_INET if name in _IPV4_FIELDS else socket.AF_INET6
+        try:
+            if not isinstance(value, str):
+                raise TypeError
+            return socket.inet_pton(fam, value)
+        except (OSError, TypeError, ValueError):
+            raise ValueError("bad value for %s: %r" % (name, value)) from None
     bits = _INT_BITS[name]
     if not isinstance(value, int) or isinstance(value, bool) or value < 0 \
             or value >= (1 << bits):
@@ -457,13 +464,14 @@ def compile_actions(actions: Sequence[Action]) -> List[Action]:
             raise ValueError("action must be a non-empty tuple: %r" % (a,))
         kind = a[0]
         if kind == "output" and len(a) == 2 and isinstance(a[1], int) \
-                and 0 <= a[1] < (1 << 32):
+                and not isinstance(a[1], bool) and 0 <= a[1] < (1 << 32):
             out.append(("output", a[1]))
         elif kind == "set_field" and len(a) == 3:
             if a[1] not in _SETTABLE:
                 raise ValueError("cannot set field %r" % (a[1],))
             out.append(("set_field", a[1], _field_bytes(a[1], a[2])))
-        elif kind == "push_vlan" and len(a) == 2 and a[1] in (ETH_P_8021Q, ETH_P_8021AD):
+        elif kind == "push_vlan" and len(a) == 2 and isinstance(a[1], int) \
+                and a[1] in (ETH_P_8021Q, ETH_P_8021AD):
             out.append(("push_vlan", a[1]))
         elif kind in ("pop_vlan", "dec_ttl") and len(a) == 1:
             out.append((kind,))
@@ -634,7 +642,7 @@ def key_hash(blob: bytes) -> int:
 
 
 def _is_pow2(n: Any) -> bool:
-    return isinstance(n, int) and not isinstance(n, bool) and 0 < n <= (1 << 24) \
+    return isinstance(n, int) and not isinstance(n, bool) and 0 < n <= MAX_BUCKETS \
         and n & (n - 1) == 0
 
 
@@ -660,7 +668,7 @@ class FlowCache:
 
     def __init__(self, buckets: int) -> None:
         if not _is_pow2(buckets):
-            raise ValueError("buckets must be a power of 2 (1 .. 2^24): %r" % (buckets,))
+            raise ValueError("buckets must be a power of 2 (1 .. 2^20): %r" % (buckets,))
         self.buckets = buckets
         n = buckets * WAYS
         self.hash = [0] * n
@@ -946,7 +954,7 @@ class Datapath:
 
     def __init__(self, ports: List[Tuple[int, str]], buckets: int = 1024) -> None:
         if not _is_pow2(buckets):
-            raise ValueError("buckets must be a power of 2 (1 .. 2^24): %r" % (buckets,))
+            raise ValueError("buckets must be a power of 2 (1 .. 2^20): %r" % (buckets,))
         self._ports: Dict[int, _Port] = {}
         try:
             for port_no, ifname in ports:
@@ -1128,7 +1136,7 @@ class Datapath:
 
     def set_buckets(self, n: int) -> None:
         if not _is_pow2(n):
-            raise ValueError("buckets must be a power of 2 (1 .. 2^24): %r" % (n,))
+            raise ValueError("buckets must be a power of 2 (1 .. 2^20): %r" % (n,))
         with self._lock:
             old = self._cache.st
             self._cache = FlowCache(n)

@@ -1,0 +1,528 @@
+/* The datapath thread and the queues between it and Python (see datapath.h). */
+#define _GNU_SOURCE
+#include "datapath.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "csum.h"
+#include "parse.h"
+
+#define RX_BLOCKS_PER_ROUND 4     /* per port, so one busy port cannot starve the others */
+#define IDLE_POLL_MS 100
+#define ATOMIC_ADD(x, n) __atomic_fetch_add(&(x), (n), __ATOMIC_RELAXED)
+#define OWNER_ADD(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+struct dp_port *dp_port(struct datapath *dp, uint32_t port_no)
+{
+    uint32_t i;
+
+    for (i = 0; i < dp->n_ports; i++)
+        if (dp->ports[i].port_no == port_no)
+            return &dp->ports[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ commands */
+
+static void apply_cmd(struct datapath *dp, struct dp_cmd *c, uint32_t now_ms)
+{
+    switch (c->kind) {
+    case CMD_INSERT:
+        flow_cache_insert(dp->cache, &c->key, c->ops, c->n_ops, c->ids, c->n_ids, now_ms);
+        break;
+    case CMD_INVALIDATE_FLOW:
+        flow_cache_invalidate_flow(dp->cache, c->flow_id);
+        break;
+    case CMD_INVALIDATE_ALL:
+        flow_cache_invalidate_all(dp->cache);
+        break;
+    case CMD_SWAP_CACHE:
+        flow_cache_free(dp->cache);
+        dp->cache = c->cache;
+        flow_cache_adopt(dp->cache);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Called with cmd_lock held by the cache's owner. */
+static void drain_cmds_locked(struct datapath *dp, uint32_t now_ms)
+{
+    while (dp->cmd_count) {
+        apply_cmd(dp, &dp->cmds[dp->cmd_head], now_ms);
+        dp->cmd_head = (dp->cmd_head + 1) % CMD_QUEUE_LEN;
+        __atomic_store_n(&dp->cmd_count, dp->cmd_count - 1, __ATOMIC_RELAXED);
+    }
+    pthread_cond_broadcast(&dp->cmd_space);
+}
+
+static uint32_t now_ms(void) { return (uint32_t)(mono_ns() / 1000000u); }
+
+/* Queues c (or, with no thread running, applies it).  With wait, blocks for room;
+ * without, returns -1 when the queue is full. */
+static int push_cmd(struct datapath *dp, const struct dp_cmd *c, int wait)
+{
+    uint64_t one = 1;
+
+    pthread_mutex_lock(&dp->cmd_lock);
+    if (!dp->running) {
+        struct dp_cmd copy = *c;
+
+        drain_cmds_locked(dp, now_ms());
+        apply_cmd(dp, &copy, now_ms());
+        pthread_mutex_unlock(&dp->cmd_lock);
+        return 0;
+    }
+    while (dp->cmd_count == CMD_QUEUE_LEN) {
+        if (!wait || !dp->running) {
+            pthread_mutex_unlock(&dp->cmd_lock);
+            return -1;
+        }
+        pthread_cond_wait(&dp->cmd_space, &dp->cmd_lock);
+    }
+    dp->cmds[(dp->cmd_head + dp->cmd_count) % CMD_QUEUE_LEN] = *c;
+    __atomic_store_n(&dp->cmd_count, dp->cmd_count + 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&dp->cmd_lock);
+    if (write(dp->wake_fd, &one, sizeof one) < 0) {
+        /* the counter saturating is the only failure, and then a wake is pending */
+    }
+    return 0;
+}
+
+void dp_cache_insert(struct datapath *dp, const struct flow_key *k,
+                     const struct action_op *ops, uint32_t n_ops, const uint32_t *ids,
+                     uint32_t n_ids)
+{
+    struct dp_cmd c;
+
+    if (n_ops > MAX_OPS || n_ids > MAX_IDS_PER_ENTRY) {
+        ATOMIC_ADD(dp->cmd_queue_drops, 1);   /* uncacheable: counted, like a full pool */
+        return;
+    }
+    memset(&c, 0, sizeof c);
+    c.kind = CMD_INSERT;
+    c.key = *k;
+    c.n_ops = n_ops;
+    c.n_ids = n_ids;
+    memcpy(c.ops, ops, n_ops * sizeof *ops);
+    memcpy(c.ids, ids, n_ids * sizeof *ids);
+    if (push_cmd(dp, &c, 0))
+        ATOMIC_ADD(dp->cmd_queue_drops, 1);
+}
+
+void dp_invalidate_flow(struct datapath *dp, uint32_t flow_id)
+{
+    struct dp_cmd c = {.kind = CMD_INVALIDATE_FLOW, .flow_id = flow_id};
+
+    push_cmd(dp, &c, 1);
+}
+
+void dp_invalidate_all(struct datapath *dp)
+{
+    struct dp_cmd c = {.kind = CMD_INVALIDATE_ALL};
+
+    push_cmd(dp, &c, 1);
+}
+
+int dp_set_buckets(struct datapath *dp, uint32_t buckets)
+{
+    struct dp_cmd c = {.kind = CMD_SWAP_CACHE};
+
+    if (buckets == 0 || buckets > MAX_BUCKETS || (buckets & (buckets - 1)))
+        return EINVAL;
+    c.cache = flow_cache_new(buckets, &dp->cst);
+    if (!c.cache)
+        return ENOMEM;
+    push_cmd(dp, &c, 1);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ misses */
+
+static void miss_push(struct datapath *dp, uint32_t in_port, const struct flow_key *k,
+                      const uint8_t *frame, uint32_t len)
+{
+    size_t rec_len = (MISS_HDR_LEN + len + 7u) & ~(size_t)7u;
+    size_t pos, room, pad;
+    struct miss_rec *r;
+
+    pthread_mutex_lock(&dp->miss_lock);
+    pos = (size_t)(dp->miss_head % MISS_RING_BYTES);
+    pad = MISS_RING_BYTES - pos < rec_len ? MISS_RING_BYTES - pos : 0;
+    room = MISS_RING_BYTES - (size_t)(dp->miss_head - dp->miss_tail);
+    if (dp->miss_count >= MISS_QUEUE_LEN || room < pad + rec_len) {
+        pthread_mutex_unlock(&dp->miss_lock);
+        OWNER_ADD(dp->miss_queue_drops, 1);
+        return;
+    }
+    if (pad) {        /* records are contiguous: skip the ring's tail end */
+        r = (struct miss_rec *)(dp->miss_buf + pos);
+        r->rec_len = (uint32_t)pad;
+        r->skip = 1;
+        dp->miss_head += pad;
+        pos = 0;
+    }
+    r = (struct miss_rec *)(dp->miss_buf + pos);
+    r->rec_len = (uint32_t)rec_len;
+    r->skip = 0;
+    r->in_port = in_port;
+    r->pkt_len = len;
+    r->key = *k;
+    memcpy((uint8_t *)r + MISS_HDR_LEN, frame, len);
+    dp->miss_head += rec_len;
+    dp->miss_count++;
+    pthread_cond_signal(&dp->miss_cv);
+    pthread_mutex_unlock(&dp->miss_lock);
+}
+
+uint8_t *dp_next_misses(struct datapath *dp, int timeout_ms, uint32_t max_count, uint32_t *n,
+                        size_t *len)
+{
+    struct timespec dl;
+    uint8_t *out = NULL;
+    uint64_t t;
+    size_t total = 0;
+    uint32_t i, take;
+
+    *n = 0;
+    *len = 0;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&dp->miss_lock);
+    while (!dp->miss_count && timeout_ms > 0)
+        if (pthread_cond_timedwait(&dp->miss_cv, &dp->miss_lock, &dl) == ETIMEDOUT)
+            break;
+    take = dp->miss_count < max_count ? dp->miss_count : max_count;
+    /* Measure, then copy out, so the ring is released before Python builds objects. */
+    for (t = dp->miss_tail, i = 0; i < take;) {
+        struct miss_rec *r = (struct miss_rec *)(dp->miss_buf + t % MISS_RING_BYTES);
+
+        if (!r->skip) {
+            total += r->rec_len;
+            i++;
+        }
+        t += r->rec_len;
+    }
+    if (take && (out = malloc(total))) {
+        size_t o = 0;
+
+        for (i = 0; i < take;) {
+            struct miss_rec *r =
+                (struct miss_rec *)(dp->miss_buf + dp->miss_tail % MISS_RING_BYTES);
+
+            if (!r->skip) {
+                memcpy(out + o, r, r->rec_len);
+                o += r->rec_len;
+                i++;
+            }
+            dp->miss_tail += r->rec_len;
+        }
+        dp->miss_count -= take;
+        *n = take;
+        *len = total;
+    }
+    pthread_mutex_unlock(&dp->miss_lock);
+    return out;
+}
+
+/* ------------------------------------------------------------------ packets */
+
+struct emit_ctx {
+    struct datapath *dp;
+    int direct;               /* execute(): send now, from the caller's thread */
+};
+
+static void emit_out(void *ctx_, uint32_t port_no, const uint8_t *frame, uint32_t len)
+{
+    struct emit_ctx *ctx = ctx_;
+    struct dp_port *p = dp_port(ctx->dp, port_no);
+
+    if (!p)
+        return;
+    if (!__atomic_load_n(&p->up, __ATOMIC_RELAXED)) {
+        PSTAT_ADD(p, tx_dropped, 1);
+        return;
+    }
+    if (ctx->direct)
+        port_tx_direct(p, frame, len);
+    else
+        port_tx_queue(p, frame, len);
+}
+
+static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *frame,
+                          uint32_t len, uint32_t headroom, uint32_t status, uint32_t now,
+                          uint64_t now_ns)
+{
+    struct emit_ctx ctx = {dp, 0};
+    const struct cache_entry *e;
+    const struct action_prog *prog;
+    struct pkt_buf pb;
+    struct flow_key k;
+    struct pkt_layout lay;
+    enum parse_result pr;
+    unsigned i;
+
+    PSTAT_ADD(port, rx_packets, 1);
+    PSTAT_ADD(port, rx_bytes, len);
+    pr = parse_packet(frame, len, port->port_no, &k, &lay);
+    if (pr == PARSE_RUNT) {
+        OWNER_ADD(dp->parse_errors, 1);
+        return;
+    }
+    if (pr == PARSE_MALFORMED)
+        OWNER_ADD(dp->malformed, 1);
+    /* The sender's stack left the checksum for the NIC to finish (the veth peer has
+     * checksum offload): finish it, or every receiver would drop the packet. */
+    if ((status & TP_STATUS_CSUMNOTREADY) && (k.present & (FK_TCP | FK_UDP)))
+        csum_complete_partial(frame, lay.l4, lay.l3_end, !!(k.present & FK_UDP));
+    prog = flow_cache_lookup(dp->cache, &k, flow_key_hash(&k), now, &e, NULL);
+    if (!prog) {
+        miss_push(dp, port->port_no, &k, frame, len);
+        return;
+    }
+    for (i = 0; i < e->n_ids; i++) {
+        struct flow_counter *fc = &dp->counters[e->flow_ids[i]];
+
+        OWNER_ADD(fc->packets, 1);
+        OWNER_ADD(fc->bytes, len);
+        __atomic_store_n(&fc->last_hit_ns, now_ns, __ATOMIC_RELAXED);
+    }
+    pb.data = frame;
+    pb.len = len;
+    pb.headroom = headroom;
+    actions_run(&pb, port->port_no, prog->ops, prog->n_ops, emit_out, &ctx);
+}
+
+/* Handles one filled block of port's ring; returns the number of frames. */
+static uint32_t process_block(struct datapath *dp, struct dp_port *port,
+                              struct tpacket_block_desc *bd, uint32_t now, uint64_t now_ns)
+{
+    uint32_t n = bd->hdr.bh1.num_pkts, i;
+    struct tpacket3_hdr *h =
+        (struct tpacket3_hdr *)((uint8_t *)bd + bd->hdr.bh1.offset_to_first_pkt);
+    const uint32_t hdrlen = TPACKET_ALIGN(sizeof(struct tpacket3_hdr)) +
+                            sizeof(struct sockaddr_ll);
+    int up = __atomic_load_n(&port->up, __ATOMIC_RELAXED);
+
+    for (i = 0; i < n; i++, h = (struct tpacket3_hdr *)((uint8_t *)h + h->tp_next_offset)) {
+        uint8_t *frame = (uint8_t *)h + h->tp_mac;
+        uint32_t len = h->tp_snaplen, headroom = h->tp_mac - hdrlen;
+
+        if (!up) {
+            PSTAT_ADD(port, rx_dropped, 1);
+            continue;
+        }
+        if (h->tp_snaplen < h->tp_len) {      /* did not fit a block: cannot forward */
+            PSTAT_ADD(port, rx_errors, 1);
+            continue;
+        }
+        /* The kernel took the VLAN tag off into the header: put it back, so the key
+         * and the frame we forward are what was on the wire. */
+        if ((h->tp_status & TP_STATUS_VLAN_VALID) && len >= 12 && headroom >= 4) {
+            uint16_t tpid = (h->tp_status & TP_STATUS_VLAN_TPID_VALID) ? h->hv1.tp_vlan_tpid
+                                                                       : 0x8100;
+
+            frame -= 4;
+            memmove(frame, frame + 4, 12);
+            wr16(frame + 12, tpid);
+            wr16(frame + 14, (uint16_t)h->hv1.tp_vlan_tci);
+            len += 4;
+            headroom -= 4;
+        }
+        process_frame(dp, port, frame, len, headroom, h->tp_status, now, now_ns);
+    }
+    return n;
+}
+
+static void *dp_thread(void *arg)
+{
+    struct datapath *dp = arg;
+    struct pollfd *pfd = calloc(dp->n_ports + 1, sizeof *pfd);
+    uint32_t i;
+
+    if (!pfd)
+        return NULL;
+    for (i = 0; i < dp->n_ports; i++) {
+        pfd[i].fd = dp->ports[i].fd;
+        pfd[i].events = POLLIN | POLLERR;
+    }
+    pfd[dp->n_ports].fd = dp->wake_fd;
+    pfd[dp->n_ports].events = POLLIN;
+    while (!__atomic_load_n(&dp->stopping, __ATOMIC_ACQUIRE)) {
+        uint64_t now_ns = mono_ns();
+        uint32_t now = (uint32_t)(now_ns / 1000000u), got = 0;
+
+        if (__atomic_load_n(&dp->cmd_count, __ATOMIC_RELAXED)) {
+            pthread_mutex_lock(&dp->cmd_lock);
+            drain_cmds_locked(dp, now);
+            pthread_mutex_unlock(&dp->cmd_lock);
+        }
+        for (i = 0; i < dp->n_ports; i++) {
+            struct dp_port *p = &dp->ports[i];
+            struct tpacket_block_desc *bd;
+            int b;
+
+            for (b = 0; b < RX_BLOCKS_PER_ROUND && (bd = port_rx_block(p)); b++) {
+                got += process_block(dp, p, bd, now, now_ns);
+                port_rx_release(p, bd);
+            }
+        }
+        for (i = 0; i < dp->n_ports; i++)
+            if (dp->ports[i].tx_n)
+                port_tx_flush(&dp->ports[i]);
+        if (!got) {
+            uint64_t v;
+
+            if (poll(pfd, dp->n_ports + 1, IDLE_POLL_MS) > 0 && (pfd[dp->n_ports].revents & POLLIN))
+                if (read(dp->wake_fd, &v, sizeof v) < 0) {
+                    /* EAGAIN: another reader (none) took it; nothing to do */
+                }
+        }
+    }
+    free(pfd);
+    return NULL;
+}
+
+int dp_start(struct datapath *dp)
+{
+    int r = 0;
+
+    pthread_mutex_lock(&dp->cmd_lock);
+    if (!dp->running) {
+        __atomic_store_n(&dp->stopping, 0, __ATOMIC_RELEASE);
+        r = pthread_create(&dp->thread, NULL, dp_thread, dp);
+        if (!r)
+            dp->running = 1;
+    }
+    pthread_mutex_unlock(&dp->cmd_lock);
+    return r;
+}
+
+void dp_stop(struct datapath *dp)
+{
+    uint64_t one = 1;
+    int running;
+
+    pthread_mutex_lock(&dp->cmd_lock);
+    running = dp->running;
+    pthread_mutex_unlock(&dp->cmd_lock);
+    if (!running)
+        return;
+    __atomic_store_n(&dp->stopping, 1, __ATOMIC_RELEASE);
+    if (write(dp->wake_fd, &one, sizeof one) < 0) {
+        /* saturated counter: a wake is already pending */
+    }
+    pthread_join(dp->thread, NULL);
+    pthread_mutex_lock(&dp->cmd_lock);
+    dp->running = 0;
+    drain_cmds_locked(dp, now_ms());       /* the caller now owns the cache */
+    pthread_mutex_unlock(&dp->cmd_lock);
+}
+
+/* ------------------------------------------------------------------ execute */
+
+int dp_execute(struct datapath *dp, uint32_t in_port, const uint8_t *frame, uint32_t len,
+               const struct action_op *ops, uint32_t n_ops)
+{
+    struct emit_ctx ctx = {dp, 1};
+    struct pkt_buf pb;
+    uint8_t *buf = malloc((size_t)len + ACTION_HEADROOM);   /* slow path */
+
+    if (!buf)
+        return ENOMEM;
+    memcpy(buf + ACTION_HEADROOM, frame, len);
+    pb.data = buf + ACTION_HEADROOM;
+    pb.len = len;
+    pb.headroom = ACTION_HEADROOM;
+    actions_run(&pb, in_port, ops, n_ops, emit_out, &ctx);
+    free(buf);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ life cycle */
+
+struct datapath *dp_new(const uint32_t *port_nos, const char *const *ifnames, uint32_t n,
+                        uint32_t buckets, char *err, size_t errlen)
+{
+    struct datapath *dp = calloc(1, sizeof *dp);
+    pthread_condattr_t ca;
+    uint32_t i;
+
+    if (!dp) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&dp->cmd_lock, NULL);
+    pthread_cond_init(&dp->cmd_space, NULL);
+    pthread_mutex_init(&dp->miss_lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&dp->miss_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    dp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    dp->ports = calloc(n ? n : 1, sizeof *dp->ports);
+    dp->counters = calloc(MAX_FLOW_IDS, sizeof *dp->counters);
+    dp->miss_buf = malloc(MISS_RING_BYTES);
+    dp->cache = flow_cache_new(buckets, &dp->cst);
+    if (dp->wake_fd < 0 || !dp->ports || !dp->counters || !dp->miss_buf || !dp->cache) {
+        snprintf(err, errlen, "out of memory");
+        dp_free(dp);
+        errno = ENOMEM;
+        return NULL;
+    }
+    flow_cache_adopt(dp->cache);
+    for (i = 0; i < n; i++) {
+        if (port_open(&dp->ports[i], port_nos[i], ifnames[i], err, errlen)) {
+            int e = errno;
+
+            dp_free(dp);
+            errno = e;
+            return NULL;
+        }
+        dp->n_ports = i + 1;
+    }
+    return dp;
+}
+
+void dp_free(struct datapath *dp)
+{
+    uint32_t i;
+
+    if (!dp)
+        return;
+    dp_stop(dp);
+    for (i = 0; i < dp->n_ports; i++)
+        port_close(&dp->ports[i]);
+    if (dp->wake_fd >= 0)
+        close(dp->wake_fd);
+    flow_cache_free(dp->cache);
+    free(dp->ports);
+    free(dp->counters);
+    free(dp->miss_buf);
+    pthread_mutex_destroy(&dp->cmd_lock);
+    pthread_cond_destroy(&dp->cmd_space);
+    pthread_mutex_destroy(&dp->miss_lock);
+    pthread_cond_destroy(&dp->miss_cv);
+    free(dp);
+}

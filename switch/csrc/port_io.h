@@ -1,0 +1,64 @@
+/* One datapath port: an AF_PACKET socket on a Linux interface with a TPACKET_V3
+ * receive ring and a batched (sendmmsg) transmit path.
+ *
+ * Threads: the receive ring, the transmit batch and seg_buf belong to the datapath
+ * thread.  port_tx_direct() may be called from any thread (execute() from Python):
+ * it sends with its own scratch, and the counters are atomics. */
+#ifndef KP_PORT_IO_H
+#define KP_PORT_IO_H
+
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define TX_BATCH 32
+#define TX_SLOT 2048          /* batched frames up to this size; bigger ones go alone */
+#define RX_BLOCK_SIZE (1u << 18)   /* holds a 64 KiB GSO frame with room to spare */
+#define RX_BLOCKS 8
+#define RX_BLOCK_TIMEOUT_MS 1      /* a part-filled block is handed over after this */
+
+struct port_stats {
+    uint64_t rx_packets, rx_bytes, rx_dropped, rx_errors;
+    uint64_t tx_packets, tx_bytes, tx_dropped, tx_errors;
+};
+
+struct dp_port {
+    uint32_t port_no;
+    char ifname[IFNAMSIZ];
+    int ifindex;
+    int fd;
+    uint32_t mtu;
+    int up;                   /* read and written with atomics */
+    struct port_stats st;     /* atomics */
+    uint8_t *ring;
+    size_t ring_len;
+    uint32_t cur_block;
+    uint32_t tx_n;
+    struct mmsghdr tx_msgs[TX_BATCH];
+    struct iovec tx_iov[TX_BATCH];
+    uint8_t *tx_bufs;         /* TX_BATCH * TX_SLOT */
+    uint8_t *seg_buf;         /* SEG_SCRATCH(mtu), for the datapath thread */
+};
+
+/* 0, or -1 with errno set and a message in err. */
+int port_open(struct dp_port *p, uint32_t port_no, const char *ifname, char *err,
+              size_t errlen);
+void port_close(struct dp_port *p);
+
+/* The next block the kernel has filled, or NULL; hand it back with port_rx_release. */
+struct tpacket_block_desc *port_rx_block(struct dp_port *p);
+void port_rx_release(struct dp_port *p, struct tpacket_block_desc *bd);
+
+/* Datapath thread: copy a frame into the port's transmit batch (segmenting TCP that
+ * exceeds the MTU); the batch goes out when full or at port_tx_flush. */
+void port_tx_queue(struct dp_port *p, const uint8_t *frame, uint32_t len);
+void port_tx_flush(struct dp_port *p);
+
+/* Any thread: send a frame now (segmenting as above). */
+void port_tx_direct(struct dp_port *p, const uint8_t *frame, uint32_t len);
+
+#define PSTAT_ADD(p, field, n) __atomic_fetch_add(&(p)->st.field, (n), __ATOMIC_RELAXED)
+
+#endif
