@@ -34,6 +34,7 @@ from . import wire
 from .actions import Context, compile_actions
 from .errors import OFError
 from .groups import GroupTable
+from .match import FIELDS, SETTABLE
 from .pipeline import Pipeline
 from .ports import SUPPORTED_CONFIG, Port, PortSet, read_link
 from .tables import FlowTables
@@ -56,6 +57,10 @@ OFPTC_DEPRECATED_MASK = 3                # ofp_table_config
 DEFAULT_ASYNC = ((1 << ofp.OFPR_NO_MATCH) | (1 << ofp.OFPR_ACTION) | (1 << ofp.OFPR_INVALID_TTL), 0,
                  0x7, 0x7,
                  0xF, 0)
+INSTRUCTIONS = (ofp.OFPIT_GOTO_TABLE, ofp.OFPIT_WRITE_METADATA, ofp.OFPIT_WRITE_ACTIONS,
+                ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_CLEAR_ACTIONS)
+ACTION_TYPES = (ofp.OFPAT_OUTPUT, ofp.OFPAT_PUSH_VLAN, ofp.OFPAT_POP_VLAN, ofp.OFPAT_DEC_NW_TTL,
+                ofp.OFPAT_GROUP, ofp.OFPAT_SET_FIELD)
 ACTIONS_BITMAP = ((1 << ofp.OFPAT_OUTPUT) | (1 << ofp.OFPAT_GROUP) | (1 << ofp.OFPAT_SET_FIELD) |
                   (1 << ofp.OFPAT_PUSH_VLAN) | (1 << ofp.OFPAT_POP_VLAN) | (1 << ofp.OFPAT_DEC_NW_TTL))
 
@@ -708,9 +713,16 @@ class Agent:
                 if m.queue_id != ofp.OFPQ_ALL:
                     raise OFError(ofp.OFPET_QUEUE_OP_FAILED, ofp.OFPQOFC_BAD_QUEUE)
                 items = []  # kp-switch has no queues
+            elif t == ofp.OFPMP_TABLE_FEATURES:
+                if m.body:  # setting table features: kp-switch's pipeline is fixed
+                    raise OFError(ofp.OFPET_TABLE_FEATURES_FAILED, ofp.OFPTFFC_EPERM)
+                items = [wire.table_features_bytes(t.table_id, len(self.tables.tables), t.max_entries,
+                                                   {n: f[2] for n, f in FIELDS.items()}, sorted(SETTABLE),
+                                                   INSTRUCTIONS, ACTION_TYPES)
+                         for t in self.tables.tables]
             elif t == ofp.OFPMP_EXPERIMENTER:
                 raise OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_EXPERIMENTER)
-            else:  # meters, table features
+            else:  # meters
                 raise OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_MULTIPART, "multipart %d" % t)
         for msg in wire.multipart_replies(m.xid, t, items):
             conn.send(msg)

@@ -374,3 +374,42 @@ def group_features_bytes(max_groups, actions_bitmap):
     return struct.pack(ofp.OFP_GROUP_FEATURES_PACK_STR, types, caps,
                        max_groups, max_groups, max_groups, max_groups,
                        actions_bitmap, actions_bitmap, actions_bitmap, actions_bitmap)
+
+
+def _prop(type_, payload):
+    length = 4 + len(payload)
+    return struct.pack("!HH", type_, length) + payload + b"\0" * ((length + 7) // 8 * 8 - length)
+
+
+def _oxm_header(name, hasmask):
+    num, typ = ofp.oxm_get_field_info_by_name(name)
+    size = typ.size * (2 if hasmask else 1)
+    return struct.pack("!I", (num << 9) | (int(hasmask) << 8) | size)
+
+
+def table_features_bytes(table_id, n_tables, max_entries, fields, settable, instructions, actions):
+    """One ofp_table_features: what kp-switch supports, per table.
+
+    `fields`: {name: maskable}; `settable`: names; `instructions`/`actions`: type codes.
+    Experimenter OXMs (tcp_flags) are matched but not listed here."""
+    basic = {n: m for n, m in fields.items() if n != "tcp_flags"}
+    ins = [t for t in instructions if t != ofp.OFPIT_GOTO_TABLE or table_id < n_tables - 1]
+    ins_ids = b"".join(struct.pack("!HH", t, 4) for t in ins)
+    act_ids = b"".join(struct.pack("!HH", t, 4) for t in actions)
+    nxt = bytes(range(table_id + 1, n_tables))
+    match = b"".join(_oxm_header(n, m) for n, m in basic.items())
+    wild = b"".join(_oxm_header(n, False) for n in basic)
+    sets = b"".join(_oxm_header(n, False) for n in settable if n in basic)
+    props = b"".join([
+        _prop(ofp.OFPTFPT_INSTRUCTIONS, ins_ids), _prop(ofp.OFPTFPT_INSTRUCTIONS_MISS, ins_ids),
+        _prop(ofp.OFPTFPT_NEXT_TABLES, nxt), _prop(ofp.OFPTFPT_NEXT_TABLES_MISS, nxt),
+        _prop(ofp.OFPTFPT_WRITE_ACTIONS, act_ids), _prop(ofp.OFPTFPT_WRITE_ACTIONS_MISS, act_ids),
+        _prop(ofp.OFPTFPT_APPLY_ACTIONS, act_ids), _prop(ofp.OFPTFPT_APPLY_ACTIONS_MISS, act_ids),
+        _prop(ofp.OFPTFPT_MATCH, match), _prop(ofp.OFPTFPT_WILDCARDS, wild),
+        _prop(ofp.OFPTFPT_WRITE_SETFIELD, sets), _prop(ofp.OFPTFPT_WRITE_SETFIELD_MISS, sets),
+        _prop(ofp.OFPTFPT_APPLY_SETFIELD, sets), _prop(ofp.OFPTFPT_APPLY_SETFIELD_MISS, sets),
+    ])
+    head = struct.pack(ofp.OFP_TABLE_FEATURES_PACK_STR, 64 + len(props), table_id,
+                       ("table%d" % table_id).encode(), 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF,
+                       0, max_entries)
+    return head + props
