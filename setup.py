@@ -23,15 +23,15 @@ class BuildPyWithPth(build_py):
 class DevelopWithPth(develop):
     """The same for an editable install, which never runs build_py.
 
-    An editable install only puts the project root on sys.path, and kp_switch lives
-    under switch/ (package_dir), so its parent goes on the path through a .pth too.
+    An editable install only puts the project root on sys.path, and kp_switch and kp_lab
+    live under switch/ and topologies/ (package_dir), so those go on the path too.
     """
 
     def run(self):
         super().run()
         self.copy_file(PTH, os.path.join(self.install_dir, PTH))
-        with open(os.path.join(self.install_dir, "kp_switch_src.pth"), "w") as pth:
-            pth.write(os.path.abspath("switch") + "\n")
+        with open(os.path.join(self.install_dir, "kp_src_dirs.pth"), "w") as pth:
+            pth.write(os.path.abspath("switch") + "\n" + os.path.abspath("topologies") + "\n")
 
 
 fastpath = Extension(

@@ -1,0 +1,170 @@
+"""kp_app end to end: real traffic through Mininet, on both switches, same assertions.
+
+The kpnode topology (topologies/kp.py): node address 10.0.0.1 / fd00::1, clients c1, c2
+at .11, .12, pods p1..p3 at .101..103, service range 10.96.0.0/16 and fd00:96::/112.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+
+import pytest
+
+import kp_lab
+
+VIP, VIP6 = "10.96.0.10", "fd00:96::10"
+KU = os.path.join(os.path.dirname(sys.executable), "ku")
+
+
+def api(controller, method, path, body=None):
+    request = urllib.request.Request(
+        controller.url("/v1" + path), method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def ku(controller, *args):
+    return subprocess.run([KU, "--api", controller.url("").rstrip("/"), *map(str, args)],
+                          capture_output=True, text=True, timeout=20)
+
+
+def configure(controller, lab, prefix=VIP + "/32", port=80, target_port=8080,
+              node_port=30080, protocol="tcp", pods=None, family=4):
+    status, _ = api(controller, "PUT", "/conf", {"node_ip": "10.0.0.1", "node_ip6": "fd00::1"})
+    assert status == 200
+    status, body = api(controller, "POST", "/vips", {
+        "prefix": prefix, "port": port, "target_port": target_port, "node_port": node_port,
+        "protocol": protocol})
+    assert status == 201, body
+    addresses = pods if pods is not None else [lab.ip(p.name, family) for p in lab.pods]
+    if addresses:
+        addr, plen = prefix.split("/")
+        status, body = api(controller, "POST", f"/vips/{addr}/{plen}/{port}/pods",
+                           {"addresses": addresses})
+        assert status == 200, body
+
+
+def serve(lab, kind, port):
+    starter = {"http": kp_lab.start_http_server, "tcp": kp_lab.start_tcp_server,
+               "udp": kp_lab.start_udp_server}[kind]
+    return [starter(pod, port, name=pod.name) for pod in lab.pods]
+
+
+def test_http_to_a_cluster_ip_reaches_every_pod_in_proportion(kpnode, controller):
+    configure(controller, kpnode)
+    serve(kpnode, "http", 8080)
+    seen = Counter()
+    for client in kpnode.clients:
+        for _ in range(30):
+            result = kp_lab.http_get(client, kp_lab.url_for(VIP, 80))
+            assert result["ok"], result
+            body = result["body"]
+            assert body["peer"] == kpnode.ip(client.name)   # the pod sees the real client
+            seen[body["name"]] += 1
+    assert set(seen) == {p.name for p in kpnode.pods}
+    assert all(8 <= n <= 36 for n in seen.values()), seen     # 60 flows over 3 pods
+    status, counters = api(controller, "GET", "/counters")
+    vip = counters["vips"][0]
+    assert vip["new_sessions"] == 60 and vip["packets"] > 60 * 4
+    assert {p["address"]: p["new_sessions"] for p in vip["pods"]} == {
+        kpnode.ip(name): n for name, n in seen.items()}
+    show = ku(controller, "show", "vip", "verbose")
+    assert show.returncode == 0 and VIP in show.stdout
+
+
+def test_a_long_tcp_connection_and_a_udp_flow_each_stay_on_their_pod(kpnode, controller):
+    configure(controller, kpnode, protocol="any", target_port=5000, port=5000, node_port=None)
+    serve(kpnode, "tcp", 5000)
+    serve(kpnode, "udp", 5000)
+    c1 = kpnode.clients[0]
+    tcp = kp_lab.start_tcp_session(c1, VIP, 5000, count=6, interval=0.5)
+    udp = kp_lab.udp_request(c1, VIP, 5000, count=6, interval=0.5, src_port=40123)
+    tcp = tcp.result()
+    assert tcp["ok"] and udp["ok"], (tcp, udp)
+    assert len({r["name"] for r in tcp["replies"]}) == 1
+    assert len({r["name"] for r in udp["replies"]}) == 1
+    # The client only ever sees the VIP and its port; the pod sees the client.
+    assert {(r["from"], r["from_port"]) for r in udp["replies"]} == {(VIP, 5000)}
+    assert {r["peer"] for r in tcp["replies"] + udp["replies"]} == {kpnode.ip(c1.name)}
+
+
+def test_node_port_over_tcp_and_udp(kpnode, controller):
+    configure(controller, kpnode, protocol="any", port=80, target_port=8080, node_port=30080)
+    serve(kpnode, "http", 8080)
+    serve(kpnode, "udp", 8080)
+    c2 = kpnode.clients[1]
+    result = kp_lab.http_get(c2, kp_lab.url_for("10.0.0.1", 30080))
+    assert result["ok"] and result["body"]["peer"] == kpnode.ip(c2.name), result
+    udp = kp_lab.udp_request(c2, "10.0.0.1", 30080, count=3, interval=0.2)
+    assert udp["ok"], udp
+    assert {(r["from"], r["from_port"]) for r in udp["replies"]} == {("10.0.0.1", 30080)}
+
+
+def test_nat66_over_ipv6(kpnode, controller):
+    configure(controller, kpnode, prefix=VIP6 + "/128", family=6)
+    serve(kpnode, "http", 8080)
+    seen = set()
+    for _ in range(12):
+        result = kp_lab.http_get(kpnode.clients[0], kp_lab.url_for(VIP6, 80))
+        assert result["ok"], result
+        assert result["body"]["peer"] == kpnode.ip(kpnode.clients[0].name, 6)
+        seen.add(result["body"]["name"])
+    assert len(seen) >= 2
+
+
+def test_removing_a_pod_leaves_other_pods_connections_working(kpnode, controller):
+    configure(controller, kpnode, port=5000, target_port=5000, node_port=None)
+    serve(kpnode, "tcp", 5000)
+    sessions = [kp_lab.start_tcp_session(c, VIP, 5000, count=8, interval=0.5)
+                for c in kpnode.clients for _ in range(3)]
+    time.sleep(1.2)
+    status, listed = api(controller, "GET", "/sessions?limit=50")
+    assert listed["count"] == 6
+    victim = listed["sessions"][0]["pod"].split(":")[0]
+    status, body = api(controller, "DELETE", f"/vips/{VIP}/32/5000/pods",
+                       {"addresses": [victim], "flush": True})
+    assert status == 200, body
+    victim_name = next(p.name for p in kpnode.pods if kpnode.ip(p.name) == victim)
+    results = [s.result() for s in sessions]
+    survivors = [r for r in results if r["replies"] and r["replies"][0]["name"] != victim_name]
+    assert survivors and all(r["ok"] for r in survivors), results
+    # New connections no longer go to the removed pod.
+    for _ in range(6):
+        result = kp_lab.tcp_session(kpnode.clients[0], VIP, 5000, count=1)
+        assert result["ok"] and result["replies"][0]["name"] != victim_name, result
+
+
+def test_a_vip_with_no_pods_refuses_quickly(kpnode, controller):
+    configure(controller, kpnode, pods=[], protocol="any", node_port=None)
+    c1 = kpnode.clients[0]
+    started = time.monotonic()
+    result = kp_lab.http_get(c1, kp_lab.url_for(VIP, 80), timeout=5)
+    assert not result["ok"] and "refused" in (result.get("error") or "").lower(), result
+    udp = kp_lab.udp_request(c1, VIP, 80, count=1, timeout=3)
+    assert not udp["ok"]
+    assert time.monotonic() - started < 5
+    status, vip = api(controller, "GET", f"/vips/{VIP}/32/80")
+    assert vip["counters"]["no_pod"] >= 2
+
+
+def test_invalid_ku_input_errors_and_changes_nothing(kpnode, controller):
+    configure(controller, kpnode)
+    before = [api(controller, "GET", p)[1] for p in ("/conf", "/vips")]
+    for args in (["vip", "10.96.0.300/32", "port", 80, "target_port", 80],
+                 ["vip", "10.96.0.11/32", "port", 70000, "target_port", 80],
+                 ["vip", VIP + "/32", "port", 80, "target_port", 8080],          # duplicate
+                 ["pod", VIP + "/32", "fd00::101"],                                # wrong family
+                 ["pod", "10.96.9.9/32", "10.0.0.101"],                            # unknown VIP
+                 ["conf", "buckets", 1000]):
+        result = ku(controller, *args)
+        assert result.returncode != 0 and result.stderr.strip(), (args, result)
+    assert [api(controller, "GET", p)[1] for p in ("/conf", "/vips")] == before
