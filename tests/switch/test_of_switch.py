@@ -114,6 +114,13 @@ def test_features_and_port_desc(sw):
         for i, h in enumerate(hosts)]
     desc = ch.stats(parser.OFPDescStatsRequest(DP, 0))[0]
     assert b"kp" in desc.mfr_desc
+    # the C fast path runs the switch once it is built, unless KP_FASTPATH=ref forces the twin
+    try:
+        import kp_switch._fastpath  # noqa: F401
+        want = b"ref" if os.environ.get("KP_FASTPATH") == "ref" else b"c fast path"
+    except ImportError:
+        want = b"ref fast path"
+    assert want in desc.hw_desc, desc.hw_desc
     r = ch.request(parser.OFPEchoRequest(DP, data=b"hi"))[0]
     assert r.data == b"hi"
     ch.send(parser.OFPSetConfig(DP, 0, 200))
@@ -257,6 +264,26 @@ def test_packet_in_buffered_and_packet_out(sw):
     while port_stats(ch)[3].tx_packets == tx3 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert port_stats(ch)[3].tx_packets == tx3 + 1
+    # packet-out from the controller itself (in_port CONTROLLER)
+    tx2 = port_stats(ch)[2].tx_packets
+    assert ch.check(parser.OFPPacketOut(DP, ofp.OFP_NO_BUFFER, ofp.OFPP_CONTROLLER, [out(2)], frame)) is None
+    deadline = time.monotonic() + 3
+    while port_stats(ch)[2].tx_packets == tx2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert port_stats(ch)[2].tx_packets == tx2 + 1
+
+
+def test_port_status_on_link_change(sw):
+    hosts, _, _, ch = sw
+    h3 = hosts[2]
+    h3.run("ip", "link", "set", "eth0", "down")
+    try:
+        ps = ch.expect(ofp.OFPT_PORT_STATUS, 5, lambda m: m.desc.port_no == 3)
+        assert ps.reason == ofp.OFPPR_MODIFY and ps.desc.state & ofp.OFPPS_LINK_DOWN
+    finally:
+        h3.run("ip", "link", "set", "eth0", "up")
+    ps = ch.expect(ofp.OFPT_PORT_STATUS, 5, lambda m: m.desc.port_no == 3)
+    assert not ps.desc.state & ofp.OFPPS_LINK_DOWN and ps.desc.state & ofp.OFPPS_LIVE
 
 
 def test_packet_in_action_carries_rewritten_packet(sw):
