@@ -849,6 +849,9 @@ class CacheForTest:
         return self._c.stats()
 
 
+_CacheForTest = CacheForTest
+
+
 def _uncompile(a: Action) -> Action:
     if a[0] != "set_field":
         return a
