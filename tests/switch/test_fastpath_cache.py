@@ -1,0 +1,206 @@
+"""The flow cache alone (`_CacheForTest`, explicit time): ways, LRU eviction, idle
+expiry, lazy invalidation by flow id and globally, program interning; then the C cache
+and the Python twin replaying the same random operation sequences."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import IMPLS
+from kp_switch import fastpath_ref as ref
+
+C = IMPLS.get("c")
+IDLE = ref.CACHE_IDLE_MS
+
+
+def cache(fp, buckets):
+    return fp._CacheForTest(buckets)
+
+
+def key(i: int) -> bytes:
+    """A distinct, valid-looking key blob per i."""
+    return i.to_bytes(4, "little") + bytes(96)
+
+
+def same_bucket_keys(c, n: int, bucket: int = 0):
+    out, i = [], 0
+    while len(out) < n:
+        if c.bucket_of(key(i)) == bucket:
+            out.append(key(i))
+        i += 1
+    return out
+
+
+OUT1 = [("output", 1)]
+
+
+def test_buckets_must_be_power_of_two(fp):
+    for bad in (0, 3, 1000, -4, 2**21, 1.0, True):
+        with pytest.raises(ValueError):
+            cache(fp, bad)
+    assert cache(fp, 1).stats()["buckets"] == 1
+
+
+def test_insert_lookup_and_counters(fp):
+    c = cache(fp, 16)
+    assert c.lookup(key(1), 0) is None
+    assert c.insert(key(1), [("set_field", "tcp_dst", 80), ("output", 2)], [5, 6], 0)
+    assert c.lookup(key(1), 10) == ([("set_field", "tcp_dst", 80), ("output", 2)], [5, 6])
+    assert c.lookup(key(2), 10) is None       # full-key compare, not a prefix or hash
+    st_ = c.stats()
+    assert (st_["hits"], st_["misses"], st_["inserts"], st_["entries"]) == (1, 2, 1, 1)
+    assert st_["ways"] == ref.WAYS
+
+
+def test_ways_then_lru_eviction(fp):
+    c = cache(fp, 8)
+    ks = same_bucket_keys(c, ref.WAYS + 1)
+    for t, k in enumerate(ks[:-1]):
+        assert c.insert(k, [("output", t)], [], t)
+    for t, k in enumerate(ks[:-1]):
+        assert c.lookup(k, 100 + t) == ([("output", t)], [])   # all WAYS fit
+    c.lookup(ks[0], 200)                     # ks[1] is now the least recently used
+    assert c.insert(ks[-1], OUT1, [], 201)
+    assert c.lookup(ks[1], 202) is None
+    assert c.lookup(ks[0], 203) is not None and c.lookup(ks[-1], 204) is not None
+    assert c.stats()["evictions"] == 1 and c.stats()["entries"] == ref.WAYS
+
+
+def test_idle_expiry_frees_the_slot(fp):
+    c = cache(fp, 4)
+    assert c.insert(key(1), OUT1, [], 1000)
+    assert c.lookup(key(1), 1000 + IDLE) is not None      # exactly the idle time: alive
+    assert c.lookup(key(1), 1000 + 2 * IDLE) is not None  # hits refresh it
+    assert c.lookup(key(1), 1000 + 3 * IDLE + 1) is None  # idle too long
+    s = c.stats()
+    assert s["expired"] == 1 and s["entries"] == 0
+
+
+def test_expired_slot_is_reused_before_evicting(fp):
+    c = cache(fp, 2)
+    ks = same_bucket_keys(c, ref.WAYS + 1, bucket=1)
+    for k in ks[:-1]:
+        c.insert(k, OUT1, [], 0)
+    c.lookup(ks[0], IDLE)                    # keep one alive
+    assert c.insert(ks[-1], OUT1, [], IDLE + 5)
+    s = c.stats()
+    assert s["evictions"] == 0 and s["expired"] == 1
+    assert c.lookup(ks[0], IDLE + 6) is not None
+
+
+def test_clock_wraps(fp):
+    c = cache(fp, 4)
+    assert c.insert(key(1), OUT1, [], 2**32 - 10)
+    assert c.lookup(key(1), 2**32 + 5) is not None       # 15 ms later, across the wrap
+
+
+def test_invalidate_flow_is_selective_and_lazy(fp):
+    c = cache(fp, 16)
+    c.insert(key(1), OUT1, [7, 8], 0)
+    c.insert(key(2), OUT1, [8], 0)
+    c.insert(key(3), OUT1, [9], 0)
+    c.invalidate_flow(7)
+    assert c.stats()["invalidated"] == 0          # nothing scanned at invalidation
+    assert c.lookup(key(1), 1) is None
+    assert c.lookup(key(2), 1) is not None and c.lookup(key(3), 1) is not None
+    c.invalidate_flow(8)
+    assert c.lookup(key(2), 2) is None
+    assert c.insert(key(2), OUT1, [8], 3)          # inserted after: valid again
+    assert c.lookup(key(2), 4) is not None
+    s = c.stats()
+    assert s["invalidated"] == 2 and s["entries"] == 2
+    with pytest.raises(ValueError):
+        c.invalidate_flow(ref.MAX_FLOW_IDS)
+
+
+def test_invalidate_all(fp):
+    c = cache(fp, 16)
+    for i in range(10):
+        c.insert(key(i), OUT1, [i], 0)
+    c.invalidate_all()
+    assert all(c.lookup(key(i), 1) is None for i in range(10))
+    assert c.stats()["invalidated"] == 10
+    c.insert(key(3), OUT1, [3], 2)
+    assert c.lookup(key(3), 3) is not None
+
+
+def test_reinsert_same_key_replaces(fp):
+    c = cache(fp, 1)
+    c.insert(key(1), OUT1, [1], 0)
+    c.insert(key(1), [("output", 2)], [2], 1)
+    assert c.lookup(key(1), 2) == ([("output", 2)], [2])
+    assert c.stats()["entries"] == 1
+
+
+def test_lossy_inserts(fp):
+    c = cache(fp, 4)
+    assert not c.insert(key(1), [("output", i) for i in range(ref.MAX_OPS + 1)], [], 0)
+    assert c.stats()["insert_failures"] == 1 and c.lookup(key(1), 0) is None
+    with pytest.raises(ValueError):
+        c.insert(key(1), OUT1, list(range(ref.MAX_IDS_PER_ENTRY + 1)), 0)
+    with pytest.raises(ValueError):
+        c.insert(b"short", OUT1, [], 0)
+
+
+def test_program_pool_is_shared_and_reclaimed(fp):
+    """Entries with equal actions share one program; when the pool is full of
+    programs, dead entries' programs are reclaimed and a live pool makes inserts fail."""
+    c = cache(fp, 1 << 16)      # room for every entry without evictions
+    n = ref.PROG_POOL
+    for i in range(n):
+        assert c.insert(key(i), [("output", i)], [], 0)
+    assert not c.insert(key(n), [("output", n)], [], 1)           # all programs live
+    assert c.insert(key(n), [("output", 5)], [], 1)               # an existing program
+    assert c.stats()["insert_failures"] == 1
+    c.invalidate_all()
+    # Each failed insert sweeps the next RECLAIM_BUCKETS buckets for dead slots.
+    for attempt in range((1 << 16) // ref.RECLAIM_BUCKETS):
+        if c.insert(key(n + 1), [("output", n + 1)], [], 2):
+            break
+    else:
+        raise AssertionError("dead programs were never reclaimed")
+    assert c.stats()["invalidated"] >= 1
+
+
+# ------------------------------------------------------------------ differential
+
+op = st.one_of(
+    st.tuples(st.just("insert"), st.integers(0, 40), st.integers(0, 5),
+              st.lists(st.integers(0, 9), max_size=3), st.integers(0, 3 * IDLE // 2)),
+    st.tuples(st.just("lookup"), st.integers(0, 40), st.integers(0, 3 * IDLE // 2)),
+    st.tuples(st.just("inval"), st.integers(0, 9)),
+    st.tuples(st.just("inval_all"),),
+)
+
+
+@pytest.mark.skipif(C is None, reason="extension not built")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([1, 2, 4]), st.lists(op, max_size=80))
+def test_random_operation_sequences_agree(buckets, ops):
+    a, b = C._CacheForTest(buckets), ref._CacheForTest(buckets)
+    now = 0
+    for o in ops:
+        if o[0] == "insert":
+            now += o[4] // 8
+            acts = [("set_field", "udp_dst", o[2]), ("output", o[2])]
+            assert a.insert(key(o[1]), acts, o[3], now) == b.insert(key(o[1]), acts, o[3], now)
+        elif o[0] == "lookup":
+            now += o[2] // 8
+            assert a.lookup(key(o[1]), now) == b.lookup(key(o[1]), now)
+        elif o[0] == "inval":
+            a.invalidate_flow(o[1])
+            b.invalidate_flow(o[1])
+        else:
+            a.invalidate_all()
+            b.invalidate_all()
+        assert a.stats() == b.stats()
+
+
+@pytest.mark.skipif(C is None, reason="extension not built")
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=100, max_size=100), st.sampled_from([1, 64, 4096]))
+def test_hash_and_bucket_agree(blob, buckets):
+    assert C.key_hash(blob) == ref.key_hash(blob)
+    assert C._CacheForTest(1).bucket_of(blob) == 0
+    assert C._CacheForTest(buckets).bucket_of(blob) == ref.key_hash(blob) & (buckets - 1)
