@@ -75,6 +75,8 @@ Runs the bundled switch on the Mininet interfaces of the switch, in the root nam
     kp-switch --dpid <dpid as int> --controller tcp:<ip>:<port> --listen ptcp:<port>
               --log-file /tmp/kp-switch-<name>.log <intf for port 1> <intf for port 2> ...
 
+(``logDir=`` or ``logFile=`` move the log; kp_lab puts it in a directory per lab.)
+
 The binary is ``$KP_SWITCH``, else ``kp-switch`` on PATH, else ``<repo>/.venv/bin/kp-switch``.
 The listen port is Mininet's ``listenPort`` when it gives one (``mn`` gives 6654, 6655...),
 else 6634 + the switch's index in this process (0, 1, ...). ``connected()`` needs
@@ -383,12 +385,12 @@ class KpSwitch(Switch):
     _next_index = 0
     stop_timeout = 5.0
 
-    def __init__(self, name, logFile=None, **params):
+    def __init__(self, name, logFile=None, logDir='/tmp', **params):
         Switch.__init__(self, name, **params)
         self.index = KpSwitch._next_index
         KpSwitch._next_index += 1
         self.listen = self.listenPort or (6634 + self.index)
-        self.logFile = logFile or '/tmp/kp-switch-%s.log' % name
+        self.logFile = logFile or os.path.join(logDir, 'kp-switch-%s.log' % name)
         self.proc = None
         self.controllers = []
 

@@ -101,6 +101,8 @@ def controller(controller_app, controller_rest, request):
     failed = getattr(request.node, 'rep_call', None)
     if failed is not None and failed.failed:
         sys.stderr.write('\n--- controller log (%s) ---\n%s' % (ctl.log_file, ctl.log_tail()))
+    else:
+        ctl.remove_log()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -111,7 +113,7 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def lab_factory(switch_kind, controller):
+def lab_factory(switch_kind, controller, request):
     labs = []
 
     def make(topo_name='kpnode', **topo_args):
@@ -121,7 +123,10 @@ def lab_factory(switch_kind, controller):
         return lab
 
     yield make
+    failed = getattr(request.node, 'rep_call', None)
     for lab in labs:
+        if failed is not None and failed.failed and not lab.closed:
+            sys.stderr.write(lab.switch_logs())
         lab.close()
 
 

@@ -13,7 +13,7 @@ Debian's /usr/bin/python3.
 """
 from .controller import ControllerProcess, free_port, free_port_range, ryu_manager
 from .net import (SWITCH_KINDS, KpLab, KpOVSSwitch, LabError, build_net, choose_prefix,
-                  kp_switch_works)
+                  kp_switch_works, reserve_prefix)
 from .ovs import ensure_ovs, ovs_bridges, ovs_running, stop_ovs_if_started
 from .topo import (FABRIC_DPID, SERVICE_CIDR4, SERVICE_CIDR6, TOPOS, KpClusterTopo,
                    KpHost, KpNodeTopo, KpSwitch, KpSwitchMissing, kp_addr4, kp_addr6,
@@ -25,7 +25,7 @@ from .traffic import (Server, http_get, ping, start_http_server, start_server,
 __all__ = [
     'ControllerProcess', 'free_port', 'free_port_range', 'ryu_manager',
     'SWITCH_KINDS', 'KpLab', 'KpOVSSwitch', 'LabError', 'build_net', 'choose_prefix',
-    'kp_switch_works',
+    'kp_switch_works', 'reserve_prefix',
     'ensure_ovs', 'ovs_bridges', 'ovs_running', 'stop_ovs_if_started',
     'FABRIC_DPID', 'SERVICE_CIDR4', 'SERVICE_CIDR6', 'TOPOS', 'KpClusterTopo', 'KpHost',
     'KpNodeTopo', 'KpSwitch', 'KpSwitchMissing', 'kp_addr4', 'kp_addr6', 'kp_mac',

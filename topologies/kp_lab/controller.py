@@ -60,6 +60,7 @@ class ControllerProcess:
         self.of_port = of_port or free_port()
         self.wsapi_port = wsapi_port or free_port()
         self.rest = rest
+        self.own_log = log_file is None
         if log_file is None:
             fd, log_file = tempfile.mkstemp(prefix='kp-ryu-', suffix='.log')
             os.close(fd)
@@ -128,6 +129,14 @@ class ControllerProcess:
     def stop(self, timeout=5.0):
         if self.proc is not None:
             stop_process(self.proc, timeout)
+
+    def remove_log(self):
+        """Delete the log file if it was a temporary one made by this object."""
+        if self.own_log:
+            try:
+                os.unlink(self.log_file)
+            except OSError:
+                pass
 
     def __enter__(self):
         return self.start() if self.proc is None else self

@@ -9,11 +9,15 @@ nothing is left (``leftovers()``). SIGTERM is turned into SystemExit while a lab
 (SIGINT already raises KeyboardInterrupt), and an atexit hook closes what is still open.
 """
 import atexit
+import functools
 import logging
 import os
+import random
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import weakref
 
@@ -23,7 +27,7 @@ from mininet.node import OVSSwitch, RemoteController
 
 from . import ovs as ovs_service
 from . import procs, traffic
-from .controller import free_port_range
+from .controller import free_port, free_port_range
 from .topo import TOPOS, KpHost, KpSwitch, kp_post_start, tx_offload_off
 
 log = logging.getLogger('kp_lab.net')
@@ -41,30 +45,80 @@ class KpOVSSwitch(OVSSwitch):
         OVSSwitch.__init__(self, name, **params)
 
 
-def choose_prefix(base='kpt'):
-    """A switch-name prefix ('kpt417') no interface or OVS bridge here uses yet, so that
-    concurrent labs never touch each other's root-namespace names."""
+class LabError(RuntimeError):
+    pass
+
+
+LOCK_DIR = '/run/kp-lab'
+
+
+class PrefixReservation:
+    """A switch-name prefix held with an flock on /run/kp-lab/<prefix>.lock, so that
+    concurrent labs (other pytest sessions, other people's labs) never pick the same
+    root-namespace interface or OVS bridge names. Released by release() or at exit."""
+
+    def __init__(self, prefix, fd):
+        self.prefix, self.fd = prefix, fd
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _lock(prefix):
+    import fcntl
+    os.makedirs(LOCK_DIR, exist_ok=True)
+    fd = os.open(os.path.join(LOCK_DIR, '%s.lock' % (prefix or '-plain-')),
+                 os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return PrefixReservation(prefix, fd)
+
+
+def _taken_names():
     taken = set(procs.root_interfaces())
     if ovs_service.ovs_running():
         taken |= set(ovs_service.ovs_bridges())
-    start = os.getpid() % 1000
-    for i in range(1000):
-        prefix = '%s%d' % (base, (start + i) % 1000)
-        pattern = re.compile(re.escape(prefix) + r'[a-z]')
-        if not any(pattern.match(name) for name in taken):
-            return prefix
-    raise RuntimeError('no free kpt prefix')
+    return taken
 
 
-class LabError(RuntimeError):
-    pass
+def reserve_prefix(base='kpt', prefix=None):
+    """Reserve `prefix`, or (None) a free '<base><N>' that no interface or OVS bridge
+    here uses yet. Raises LabError if `prefix` is held by another lab."""
+    if prefix is not None:
+        held = _lock(prefix)
+        if held is None:
+            raise LabError('switch-name prefix %r is in use by another lab' % prefix)
+        return held
+    taken = _taken_names()
+    for n in random.sample(range(1000), 1000):
+        candidate = '%s%d' % (base, n)
+        pattern = re.compile(re.escape(candidate) + r'[a-z]')
+        if any(pattern.match(name) for name in taken):
+            continue
+        held = _lock(candidate)
+        if held is not None:
+            return held
+    raise LabError('no free %s<N> prefix' % base)
+
+
+def choose_prefix(base='kpt'):
+    """A prefix free right now (not kept reserved; build_net reserves its own)."""
+    held = reserve_prefix(base)
+    held.release()
+    return held.prefix
 
 
 class KpLab:
     """One kp topology on Mininet, its switches connected to a remote controller."""
 
     def __init__(self, topo_name='kpnode', switch='kpswitch', controller_port=6653,
-                 controller_ip='127.0.0.1', prefix=None, wait_timeout=30, **topo_args):
+                 controller_ip='127.0.0.1', prefix=None, wait_timeout=30, keep_logs=False,
+                 **topo_args):
         if topo_name not in TOPOS:
             raise ValueError('unknown topology %r (have %s)' % (topo_name, sorted(TOPOS)))
         if switch not in SWITCH_KINDS:
@@ -72,11 +126,18 @@ class KpLab:
         self.topo_name, self.switch_kind = topo_name, switch
         self.controller_ip, self.controller_port = controller_ip, controller_port
         self.wait_timeout = wait_timeout
-        self.prefix = choose_prefix() if prefix is None else prefix
-        self.topo = TOPOS[topo_name](prefix=self.prefix, **topo_args)
-        self.plan = self.topo.plan()
+        self.reservation = reserve_prefix(prefix=prefix)
+        self.prefix = self.reservation.prefix
+        try:
+            self.topo = TOPOS[topo_name](prefix=self.prefix, **topo_args)
+            self.plan = self.topo.plan()
+        except BaseException:
+            self.reservation.release()
+            raise
         self.net = None
         self.closed = False
+        self.keep_logs = keep_logs
+        self.log_dir = None
         self._namespaces = {}     # host name -> netns id
         self._pids = {}           # node name -> shell pid
         self._switch_pids = {}    # switch name -> kp-switch pid
@@ -128,7 +189,8 @@ class KpLab:
             switch_cls, listen = KpOVSSwitch, None
         else:
             KpSwitch.checkSetup()
-            switch_cls = KpSwitch
+            self.log_dir = tempfile.mkdtemp(prefix='kp-lab-%s-' % (self.prefix or 'net'))
+            switch_cls = functools.partial(KpSwitch, logDir=self.log_dir)
             listen = free_port_range(len(self.topo.switches()))
         self.net = Mininet(topo=None, switch=switch_cls, host=KpHost, controller=None,
                            build=False, autoSetMacs=False, listenPort=listen)
@@ -151,16 +213,17 @@ class KpLab:
             late = [s.name for s in self.net.switches if not s.connected()]
             raise LabError('switches %s did not connect to %s:%d within %ss%s'
                            % (late, self.controller_ip, self.controller_port,
-                              self.wait_timeout, self._switch_logs(late)))
+                              self.wait_timeout, self.switch_logs(late)))
 
-    def _switch_logs(self, names):
+    def switch_logs(self, names=None, lines=30):
+        """The tails of the kp-switch logs (of `names`, default all), as one text."""
         text = ''
-        for sw in self.net.switches:
-            if sw.name in names and isinstance(sw, KpSwitch):
+        for sw in self.net.switches if self.net else []:
+            if (names is None or sw.name in names) and isinstance(sw, KpSwitch):
                 try:
                     with open(sw.logFile, errors='replace') as f:
                         text += '\n--- %s (%s) ---\n%s' % (sw.name, sw.logFile,
-                                                          ''.join(f.readlines()[-30:]))
+                                                          ''.join(f.readlines()[-lines:]))
                 except OSError:
                     pass
         return text
@@ -183,6 +246,9 @@ class KpLab:
         finally:
             _open_labs.discard(self)
             self._restore_signal_handler()
+            self.reservation.release()
+            if self.log_dir and not self.keep_logs:
+                shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def _delete_leftover_interfaces(self):
         for name in self._own_interfaces():
@@ -254,7 +320,7 @@ def _close_open_labs():
 
 def build_net(topo_name='kpnode', switch='kpswitch', controller_port=6653,
               controller_ip='127.0.0.1', prefix=None, wait_timeout=30, loglevel=None,
-              **topo_args):
+              keep_logs=False, **topo_args):
     """Build and start a kp topology; returns a started KpLab (a context manager).
 
     topo_name: 'kpnode' (clients=, pods=) or 'kpcluster' (nodes=, pods=, clients=).
@@ -262,11 +328,12 @@ def build_net(topo_name='kpnode', switch='kpswitch', controller_port=6653,
     started if not running, and the hosts get tx checksum offload off).
     prefix: put in front of the switch names; None picks a free 'kpt<N>' (use '' for the
     plain names of the demo: s1, f0). Raises if a switch does not connect in wait_timeout
-    seconds, after tearing everything down."""
+    seconds, after tearing everything down. kp-switch logs go to a directory per lab
+    (``lab.log_dir``), removed by close() unless keep_logs."""
     if loglevel:
         setLogLevel(loglevel)
     return KpLab(topo_name, switch, controller_port, controller_ip, prefix, wait_timeout,
-                 **topo_args).start()
+                 keep_logs, **topo_args).start()
 
 
 def kp_switch_works(timeout=10.0):
@@ -274,16 +341,14 @@ def kp_switch_works(timeout=10.0):
     start it on one veth of a throw-away pair, expect its listen port to answer an
     OpenFlow 1.3 FEATURES_REQUEST with its dpid, then expect a clean exit on SIGTERM.
     Returns (ok, detail)."""
-    import tempfile
     import time
-    from .controller import free_port
     from .topo import kp_switch_binary, of13_features
 
     binary = kp_switch_binary()
     if not binary:
         return False, 'kp-switch is not installed (./run setup)'
-    prefix = choose_prefix('kpp')
-    a, b = prefix + 'a0', prefix + 'b0'
+    held = reserve_prefix('kpp')
+    a, b = held.prefix + 'a0', held.prefix + 'b0'
     fd, log_file = tempfile.mkstemp(prefix='kp-switch-probe-', suffix='.log')
     os.close(fd)
     listen = free_port()
@@ -323,6 +388,7 @@ def kp_switch_works(timeout=10.0):
         if proc is not None:
             procs.stop_process(proc, 2)
         subprocess.run(['ip', 'link', 'del', a], capture_output=True, timeout=10)
+        held.release()
         try:
             os.unlink(log_file)
         except OSError:
