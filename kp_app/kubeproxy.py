@@ -184,6 +184,8 @@ class KubeProxy:
 
     def sessions(self, limit=100, prefix=None, port=None) -> dict:
         limit = parse_int(limit, "limit", 0, MAX_SESSION_LIST)
+        if prefix is None and port is not None:
+            raise InvalidInput("needs a prefix: a port alone names no VIP", "port")
         vip_id = None if prefix is None else self.model.find_vip(prefix, port).id
         now = self._clock()
         listed, count = [], 0

@@ -323,7 +323,9 @@ class ServiceModel:
     def set_interface(self, nat, port_name, delete=False) -> None:
         if nat not in self.interfaces:
             raise InvalidInput(f"{nat!r} is not nat4 or nat6", "nat")
-        if not isinstance(port_name, str) or not port_name.strip() or len(port_name) > 15:
+        # Linux's rules for interface names (dev_valid_name): 1-15 bytes, no '/' or space.
+        if (not isinstance(port_name, str) or not 0 < len(port_name.encode()) <= 15
+                or port_name in (".", "..") or any(c == "/" or c.isspace() for c in port_name)):
             raise InvalidInput(f"{port_name!r} is not an interface name", "interface")
         names = self.interfaces[nat]
         if delete:
