@@ -56,8 +56,9 @@ def rig():
     try:
         ctl = TestController()
         sw = SwitchProcess([h.port_if for h in hosts], controller=ctl.target, dpid=0x2A)
-        ch = ctl.accept()
-        yield hosts, ctl, sw, ch
+        state = [hosts, ctl, sw, ctl.accept()]
+        yield state  # a list: test_fail_secure_then_reconnect replaces the channel
+        ch = state[3]
         ch.close()
         ch = None
         assert sw.stop() == 0, sw.log()[-2000:]
@@ -472,10 +473,68 @@ def test_fail_secure_then_reconnect(sw):
     # no controller: the flows stay and keep forwarding
     assert hosts[0].ping(hosts[2].ip4, count=3, interval=0.05)
     ch2 = ctl.accept(timeout=15)
-    try:
-        assert len(flow_stats(ch2)) == 4
-    finally:
-        # hand the new channel to the module fixture for teardown
-        proc_ch = ch2
-    sw[3].sock = proc_ch.sock
+    sw[3] = ch2  # the module's channel from now on
+    assert len(flow_stats(ch2)) == 4
     assert proc.proc.poll() is None
+
+
+# -- the cache never answers differently from the tables ---------------------------------
+
+def test_flow_changes_take_effect_on_cached_traffic(sw):
+    hosts, _, _, ch = sw
+    h1, h2, _ = hosts
+    l2_flows(ch, hosts)
+    assert h1.ping(h2.ip4, count=3, interval=0.05)  # now cached both ways
+    # a higher-priority drop shadows the cached forwarding at once
+    ch.send(flow_mod(M(eth_dst=h2.mac), [], priority=200))
+    assert ch.barrier() == []
+    assert not h1.ping(h2.ip4, count=1, wait=1)
+    ch.send(parser.OFPFlowMod(DP, table_id=0, priority=200, command=ofp.OFPFC_DELETE_STRICT,
+                              out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=M(eth_dst=h2.mac)))
+    assert ch.barrier() == []
+    assert h1.ping(h2.ip4, count=2, interval=0.05)
+    # modifying the cached flow's actions redirects it
+    ch.send(flow_mod(M(eth_dst=h2.mac), [out(3)], priority=10, command=ofp.OFPFC_MODIFY_STRICT))
+    assert ch.barrier() == []
+    assert not h1.ping(h2.ip4, count=1, wait=1)
+    ch.send(flow_mod(M(eth_dst=h2.mac), [out(2)], priority=10, command=ofp.OFPFC_MODIFY_STRICT))
+    assert ch.barrier() == []
+    assert h1.ping(h2.ip4, count=2, interval=0.05)
+
+
+def test_flow_mod_with_buffer_id_forwards_the_buffered_packet(sw):
+    hosts, _, _, ch = sw
+    h1, h2, _ = hosts
+    ch.send(flow_mod(M(), [out(ofp.OFPP_CONTROLLER, 128)], priority=0))
+    assert ch.barrier() == []
+    pinger = h1.popen("ping", "-c", "1", "-W", "2", h2.ip4)
+    pi = ch.expect(ofp.OFPT_PACKET_IN, 5)  # h1's ARP request
+    assert pi.buffer_id != ofp.OFP_NO_BUFFER
+    tx2 = port_stats(ch)[2].tx_packets
+    ch.send(flow_mod(M(in_port=1, eth_type=ARP), [out(2)], priority=10, buffer_id=pi.buffer_id))
+    assert ch.barrier() == []
+    deadline = time.monotonic() + 3
+    while port_stats(ch)[2].tx_packets == tx2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert port_stats(ch)[2].tx_packets > tx2
+    pinger.kill()
+    pinger.wait()
+
+
+def test_roles_slave_is_read_only(sw):
+    hosts, _, proc, ch = sw
+    mgmt = connect(proc.listen_port)
+    try:
+        r = mgmt.request(parser.OFPRoleRequest(DP, ofp.OFPCR_ROLE_SLAVE, 10))[0]
+        assert r.role == ofp.OFPCR_ROLE_SLAVE and r.generation_id == 10
+        e = mgmt.check(flow_mod(M(in_port=1), [out(2)]))
+        assert (e.type, e.code) == (ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_IS_SLAVE)
+        r = mgmt.request(parser.OFPRoleRequest(DP, ofp.OFPCR_ROLE_MASTER, 9))[0]
+        assert (r.type, r.code) == (ofp.OFPET_ROLE_REQUEST_FAILED, ofp.OFPRRFC_STALE)
+        r = ch.request(parser.OFPRoleRequest(DP, ofp.OFPCR_ROLE_MASTER, 11))[0]
+        assert r.role == ofp.OFPCR_ROLE_MASTER
+        assert ch.check(flow_mod(M(in_port=1), [out(2)])) is None
+        r = ch.request(parser.OFPRoleRequest(DP, ofp.OFPCR_ROLE_EQUAL, 0))[0]
+        assert r.role == ofp.OFPCR_ROLE_EQUAL
+    finally:
+        mgmt.close()
