@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds kp_switch._fastpath with AddressSanitizer + UndefinedBehaviorSanitizer into a
+# temporary directory and runs the C side of the fast path tests against that build
+# (parse/actions/cache differential tests and the veth datapath tests).  Any ASan or
+# UBSan report aborts the run.  Extra arguments go to pytest.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/../.." && pwd)
+py=${PYTHON:-$here/.venv/bin/python}
+out=$(mktemp -d /tmp/kp-asan.XXXXXX)
+trap 'rm -rf "$out"' EXIT
+inc=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+suffix=$("$py" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+so="$out/_fastpath$suffix"
+gcc -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+    -fno-sanitize-recover=all -Wall -Wextra -Werror -std=gnu11 \
+    -I"$inc" -I"$here/switch/csrc" "$here"/switch/csrc/*.c -o "$so" -lpthread
+export KP_FASTPATH_SO="$so"
+LD_PRELOAD=$(gcc -print-file-name=libasan.so)
+export LD_PRELOAD
+# CPython leaks by design at exit; a sanitizer report must fail the run loudly.
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export PYTHONMALLOC=malloc       # let ASan see the buffers the glue allocates too
+cd "$here"
+exec "$py" -m pytest -q -p no:cacheprovider -k "not ref" \
+    tests/switch/test_fastpath_parse.py tests/switch/test_fastpath_actions.py \
+    tests/switch/test_fastpath_cache.py tests/switch/test_fastpath_datapath.py "$@"
