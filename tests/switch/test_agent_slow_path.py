@@ -1,0 +1,139 @@
+"""The agent's slow path against a fake datapath, in process: what it executes, what it
+caches (and what it must not), how cache hits reach flow statistics and timeouts."""
+from ryu.ofproto import ofproto_v1_3 as ofp
+from ryu.ofproto import ofproto_v1_3_parser as parser
+
+from kp_switch import fastpath_ref
+from kp_switch.agent import Agent, OFPC_INVALID_TTL_TO_CONTROLLER
+
+M = parser.OFPMatch
+APPLY = ofp.OFPIT_APPLY_ACTIONS
+
+
+class FakeDatapath:
+    def __init__(self):
+        self.calls = []
+        self.counters = {}
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def execute(self, in_port, packet, actions):
+        self.calls.append(("execute", in_port, list(actions)))
+
+    def cache_insert(self, blob, actions, ids):
+        self.calls.append(("insert", blob, list(actions), list(ids)))
+
+    def invalidate_flow(self, i):
+        self.calls.append(("invalidate_flow", i))
+
+    def invalidate_all(self):
+        self.calls.append(("invalidate_all",))
+
+    def flow_counters(self, ids):
+        return [self.counters.get(i, (0, 0, 0)) for i in ids]
+
+    def stats(self):
+        return {"ports": {}}
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def make_agent():
+    dp = FakeDatapath()
+    clock = Clock()
+    agent = Agent(dp, [(1, "p1"), (2, "p2")], clock=clock,
+                  link_reader=lambda name: ("02:00:00:00:00:0%s" % name[-1], True, 10000000))
+    return agent, dp, clock
+
+
+def flow(agent, match, actions, **kw):
+    fm = parser.OFPFlowMod(None, match=match, instructions=[parser.OFPInstructionActions(APPLY, actions)],
+                           **kw)
+    with agent.lock:
+        return agent.tables.flow_mod(fm, agent.context(), agent.clock())
+
+
+def icmp_frame(ttl=64):
+    eth = bytes.fromhex("020000000002" "020000000001" "0800")
+    ip = bytes([0x45, 0, 0, 28, 0, 1, 0, 0, ttl, 1, 0, 0]) + bytes([10, 0, 0, 1, 10, 0, 0, 2])
+    return eth + ip + bytes([8, 0, 0xF7, 0xFF, 0, 0, 0, 0])
+
+
+def miss(frame, in_port=1):
+    key, blob, _ = fastpath_ref.parse_blob(frame, in_port)
+    return in_port, frame, key, blob
+
+
+def test_forwarding_is_executed_then_cached_with_flow_ids():
+    agent, dp, _ = make_agent()
+    flow(agent, M(in_port=1), [parser.OFPActionOutput(2)])
+    (entry,) = agent.tables.all_entries()
+    dp.calls.clear()
+    agent.slow_path(*miss(icmp_frame()))
+    assert dp.calls[0] == ("execute", 1, [("output", 2)])
+    assert dp.calls[1][0] == "insert" and dp.calls[1][2:] == ([("output", 2)], [entry.id])
+
+
+def test_controller_output_is_not_cached():
+    agent, dp, _ = make_agent()
+    flow(agent, M(), [parser.OFPActionOutput(ofp.OFPP_CONTROLLER)], priority=0)
+    dp.calls.clear()
+    agent.slow_path(*miss(icmp_frame()))
+    assert not [c for c in dp.calls if c[0] == "insert"]
+
+
+def test_table_miss_drop_is_cached_as_empty():
+    agent, dp, _ = make_agent()
+    agent.slow_path(*miss(icmp_frame()))
+    assert [c[0] for c in dp.calls] == ["insert"] and dp.calls[0][2:] == ([], [])
+
+
+def test_invalid_ttl_to_controller_disables_caching_of_dec_ttl():
+    agent, dp, _ = make_agent()
+    flow(agent, M(in_port=1), [parser.OFPActionDecNwTtl(), parser.OFPActionOutput(2)])
+    agent.config_flags = OFPC_INVALID_TTL_TO_CONTROLLER
+    dp.calls.clear()
+    agent.slow_path(*miss(icmp_frame(ttl=1)))
+    assert not [c for c in dp.calls if c[0] == "insert"]
+
+
+def test_cache_hits_keep_idle_flows_alive_and_are_counted():
+    agent, dp, clock = make_agent()
+    flow(agent, M(in_port=1), [parser.OFPActionOutput(2)], idle_timeout=10,
+         flags=ofp.OFPFF_SEND_FLOW_REM)
+    (entry,) = agent.tables.all_entries()
+    agent.slow_path(*miss(icmp_frame()))
+    clock.t += 8
+    dp.counters[entry.id] = (50, 50 * 42, int(clock.t * 1e9))
+    agent.tick()
+    assert list(agent.tables.all_entries()) == [entry]
+    clock.t += 9.9
+    agent.tick()
+    assert list(agent.tables.all_entries()) == [entry]
+    clock.t += 0.2
+    dp.calls.clear()
+    agent.tick()
+    assert list(agent.tables.all_entries()) == []
+    assert ("invalidate_flow", entry.id) in dp.calls
+    assert entry.packet_count == 51 and entry.byte_count == 51 * 42
+
+
+def test_flow_mods_invalidate_the_cache():
+    agent, dp, _ = make_agent()
+    dp.calls.clear()
+    flow(agent, M(in_port=1), [parser.OFPActionOutput(2)])
+    assert dp.calls == [("invalidate_all",)]
+    (entry,) = agent.tables.all_entries()
+    dp.calls.clear()
+    flow(agent, M(in_port=1), [parser.OFPActionOutput(1)], command=ofp.OFPFC_MODIFY)
+    assert dp.calls == [("invalidate_flow", entry.id)]
