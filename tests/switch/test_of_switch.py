@@ -6,7 +6,6 @@ empty tables and groups.
 """
 import os
 import struct
-import subprocess
 import time
 
 import pytest
