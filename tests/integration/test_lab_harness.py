@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-import kp_lab
-from kp_lab import procs
+kp_lab = pytest.importorskip("kp_lab")
+from kp_lab import procs  # noqa: E402
 
 
 @pytest.fixture

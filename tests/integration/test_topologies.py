@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-import kp_lab
+kp_lab = pytest.importorskip("kp_lab")
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from .topo import TOPOS, KpHost, KpSwitch, kp_post_start, tx_offload_off
 log = logging.getLogger('kp_lab.net')
 SWITCH_KINDS = ('kpswitch', 'ovs')
 _open_labs = weakref.WeakSet()
+_saved_sigterm = []   # the SIGTERM handler to put back when the last lab closes
 
 
 class KpOVSSwitch(OVSSwitch):
@@ -141,7 +142,6 @@ class KpLab:
         self._namespaces = {}     # host name -> netns id
         self._pids = {}           # node name -> shell pid
         self._switch_pids = {}    # switch name -> kp-switch pid
-        self._old_sigterm = None
 
     # -- lookups ------------------------------------------------------------------
 
@@ -284,16 +284,14 @@ class KpLab:
         if threading.current_thread() is not threading.main_thread():
             return
         current = signal.getsignal(signal.SIGTERM)
-        if current is _raise_system_exit:
-            return
-        self._old_sigterm = current
-        signal.signal(signal.SIGTERM, _raise_system_exit)
+        if current is not _raise_system_exit:
+            _saved_sigterm[:] = [current]
+            signal.signal(signal.SIGTERM, _raise_system_exit)
 
     def _restore_signal_handler(self):
-        if self._old_sigterm is not None and not _open_labs and \
+        if _saved_sigterm and not _open_labs and \
                 threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._old_sigterm)
-            self._old_sigterm = None
+            signal.signal(signal.SIGTERM, _saved_sigterm.pop())
 
     def __enter__(self):
         return self if self.net is not None else self.start()
