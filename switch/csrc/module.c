@@ -472,6 +472,20 @@ static int get_buckets(PyObject *o, uint32_t *out)
 
 /* ------------------------------------------------------------------ module functions */
 
+/* The packet in a buffer of exactly its length: a bytes object has a spare NUL after
+ * its data, which would hide a one-byte over-read from AddressSanitizer. */
+static uint8_t *exact_copy(const Py_buffer *b)
+{
+    uint8_t *p = PyMem_Malloc(b->len ? (size_t)b->len : 1);
+
+    if (!p) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(p, b->buf, (size_t)b->len);
+    return p;
+}
+
 static PyObject *fp_parse(PyObject *self, PyObject *args)
 {
     Py_buffer b;
@@ -481,11 +495,18 @@ static PyObject *fp_parse(PyObject *self, PyObject *args)
     enum parse_result r;
 
     (void)self;
+    uint8_t *pkt;
+
     if (!PyArg_ParseTuple(args, "y*k:parse", &b, &in_port))
         return NULL;
-    r = parse_packet(b.buf, b.len > UINT32_MAX ? UINT32_MAX : (uint32_t)b.len,
-                     (uint32_t)in_port, &k, &lay);
+    pkt = exact_copy(&b);
+    if (pkt)
+        r = parse_packet(pkt, b.len > UINT32_MAX ? UINT32_MAX : (uint32_t)b.len,
+                         (uint32_t)in_port, &k, &lay);
     PyBuffer_Release(&b);
+    PyMem_Free(pkt);
+    if (!pkt)
+        return NULL;
     if (r == PARSE_RUNT)
         Py_RETURN_NONE;
     return key_dict(&k);
@@ -501,11 +522,18 @@ static PyObject *fp_parse_blob(PyObject *self, PyObject *args)
     PyObject *d;
 
     (void)self;
+    uint8_t *pkt;
+
     if (!PyArg_ParseTuple(args, "y*k:parse_blob", &b, &in_port))
         return NULL;
-    r = parse_packet(b.buf, b.len > UINT32_MAX ? UINT32_MAX : (uint32_t)b.len,
-                     (uint32_t)in_port, &k, &lay);
+    pkt = exact_copy(&b);
+    if (pkt)
+        r = parse_packet(pkt, b.len > UINT32_MAX ? UINT32_MAX : (uint32_t)b.len,
+                         (uint32_t)in_port, &k, &lay);
     PyBuffer_Release(&b);
+    PyMem_Free(pkt);
+    if (!pkt)
+        return NULL;
     if (r == PARSE_RUNT)
         Py_RETURN_NONE;
     d = key_dict(&k);
@@ -585,17 +613,21 @@ static PyObject *fp_complete_partial_checksum(PyObject *self, PyObject *args)
     PyObject *out;
 
     (void)self;
+    uint8_t *pkt;
+    uint32_t len;
+
     if (!PyArg_ParseTuple(args, "y*:complete_partial_checksum", &b))
         return NULL;
-    out = PyBytes_FromStringAndSize(b.buf, b.len);
+    pkt = exact_copy(&b);
+    len = (uint32_t)b.len;
     PyBuffer_Release(&b);
-    if (!out)
+    if (!pkt)
         return NULL;
-    if (parse_packet((uint8_t *)PyBytes_AS_STRING(out), (uint32_t)PyBytes_GET_SIZE(out), 0, &k,
-                     &lay) != PARSE_RUNT &&
-        (k.present & (FK_TCP | FK_UDP)) && lay.l4 >= 0)
-        csum_complete_partial((uint8_t *)PyBytes_AS_STRING(out), lay.l4, lay.l3_end,
-                              !!(k.present & FK_UDP));
+    if (parse_packet(pkt, len, 0, &k, &lay) != PARSE_RUNT && (k.present & (FK_TCP | FK_UDP)) &&
+        lay.l4 >= 0)
+        csum_complete_partial(pkt, lay.l4, lay.l3_end, !!(k.present & FK_UDP));
+    out = PyBytes_FromStringAndSize((const char *)pkt, len);
+    PyMem_Free(pkt);
     return out;
 }
 
@@ -629,7 +661,16 @@ static PyObject *fp_segment_tcp(PyObject *self, PyObject *args)
         PyBuffer_Release(&b);
         return PyErr_NoMemory();
     }
-    n = tcp_segment(b.buf, (uint32_t)b.len, mtu, scratch, SEG_SCRATCH(mtu), seg_collect, &c);
+    {
+        uint8_t *pkt = exact_copy(&b);
+
+        n = pkt ? tcp_segment(pkt, (uint32_t)b.len, mtu, scratch, SEG_SCRATCH(mtu),
+                              seg_collect, &c)
+                : 0;
+        if (!pkt)
+            c.failed = 1;
+        PyMem_Free(pkt);
+    }
     PyMem_Free(scratch);
     if (!n && !c.failed)
         collect_emit(&c, 0, b.buf, (uint32_t)b.len);

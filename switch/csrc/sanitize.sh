@@ -18,10 +18,17 @@ export KP_FASTPATH_SO="$so"
 LD_PRELOAD=$(gcc -print-file-name=libasan.so)
 export LD_PRELOAD
 # CPython leaks by design at exit; a sanitizer report must fail the run loudly.
-export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# Reports go to files, because pytest captures stderr and loses it on an abort.
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:log_path=$out/asan
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$out/ubsan
 export PYTHONMALLOC=malloc       # let ASan see the buffers the glue allocates too
 cd "$here"
-exec "$py" -m pytest -q -p no:cacheprovider -k "not ref" \
+rc=0
+"$py" -m pytest -q -p no:cacheprovider -k "not ref" \
     tests/switch/test_fastpath_parse.py tests/switch/test_fastpath_actions.py \
-    tests/switch/test_fastpath_cache.py tests/switch/test_fastpath_datapath.py "$@"
+    tests/switch/test_fastpath_cache.py tests/switch/test_fastpath_datapath.py "$@" || rc=$?
+if compgen -G "$out/[au]*san.*" >/dev/null; then
+    cat "$out"/[au]*san.* >&2
+    [ "$rc" != 0 ] || rc=1
+fi
+exit "$rc"
