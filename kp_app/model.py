@@ -71,16 +71,54 @@ class Conf:
     timeout: int = 40
 
 
+DEFAULT_NODE_PREFIXLEN = {4: 24, 6: 64}
+
+
+def parse_node_address(value, name: str, version: int):
+    """`10.0.1.1/24` (the node's address on its pod subnet) or `10.0.1.1` (a /24; /64)."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{value!r} is not an IP address", name)
+    text = value.strip()
+    if "/" not in text:
+        text = f"{text}/{DEFAULT_NODE_PREFIXLEN[version]}"
+    try:
+        interface = ipaddress.ip_interface(text)
+    except ValueError:
+        raise InvalidInput(f"{value!r} is not an IP address (with an optional /prefix length)",
+                           name) from None
+    if interface.version != version:
+        raise InvalidInput(f"{interface.ip} is IPv{interface.version}, expected IPv{version}",
+                           name)
+    return interface
+
+
 @dataclass
 class NodeAddresses:
-    ipv4: Optional[ipaddress.IPv4Address] = None
-    ipv6: Optional[ipaddress.IPv6Address] = None
+    """A node's own address per family, on its pod subnet (the interface's network)."""
+    ipv4_if: Optional[ipaddress.IPv4Interface] = None
+    ipv6_if: Optional[ipaddress.IPv6Interface] = None
+
+    @property
+    def ipv4(self) -> Optional[ipaddress.IPv4Address]:
+        return None if self.ipv4_if is None else self.ipv4_if.ip
+
+    @property
+    def ipv6(self) -> Optional[ipaddress.IPv6Address]:
+        return None if self.ipv6_if is None else self.ipv6_if.ip
 
     def for_version(self, version: int) -> Optional[Address]:
         return self.ipv4 if version == 4 else self.ipv6
 
+    def subnet(self, version: int) -> Optional[Network]:
+        interface = self.ipv4_if if version == 4 else self.ipv6_if
+        return None if interface is None else interface.network
+
+    def subnets(self) -> List[Network]:
+        return [i.network for i in (self.ipv4_if, self.ipv6_if) if i is not None]
+
     def to_dict(self) -> dict:
-        return {"node_ip": _str(self.ipv4), "node_ip6": _str(self.ipv6)}
+        return {"node_ip": _str(self.ipv4), "node_ip6": _str(self.ipv6),
+                "node_subnet": _str(self.subnet(4)), "node_subnet6": _str(self.subnet(6))}
 
 
 def _str(value) -> Optional[str]:
@@ -179,21 +217,21 @@ class ServiceModel:
         self.conf = Conf(new_buckets, new_timeout)
 
     def set_node(self, node_ip=None, node_ip6=None, dpid=None) -> None:
-        ipv4 = None if node_ip is None else parse_address(node_ip, "node_ip", 4)
-        ipv6 = None if node_ip6 is None else parse_address(node_ip6, "node_ip6", 6)
+        ipv4 = None if node_ip is None else parse_node_address(node_ip, "node_ip", 4)
+        ipv6 = None if node_ip6 is None else parse_node_address(node_ip6, "node_ip6", 6)
         if dpid is not None:
             dpid = parse_int(dpid, "dpid", 0, (1 << 64) - 1)
         target = self.default_node if dpid is None else self.nodes.setdefault(
             dpid, NodeAddresses())
         if ipv4 is not None:
-            target.ipv4 = ipv4
+            target.ipv4_if = ipv4
         if ipv6 is not None:
-            target.ipv6 = ipv6
+            target.ipv6_if = ipv6
 
     def node_addresses(self, dpid: int) -> NodeAddresses:
         own = self.nodes.get(dpid, NodeAddresses())
-        return NodeAddresses(own.ipv4 or self.default_node.ipv4,
-                             own.ipv6 or self.default_node.ipv6)
+        return NodeAddresses(own.ipv4_if or self.default_node.ipv4_if,
+                             own.ipv6_if or self.default_node.ipv6_if)
 
     # -- VIPs ------------------------------------------------------------------------
 

@@ -40,13 +40,14 @@ def assert_refused(api: Api, method: str, path: str, body=None, *, status: int,
 def test_conf_get_and_put(api):
     conf = api.get("/v1/conf")
     assert conf == {"buckets": 1024, "timeout": 40, "node_ip": None, "node_ip6": None,
-                    "nodes": {}}
+                    "node_subnet": None, "node_subnet6": None, "nodes": {}}
     status, new, _ = api.call("PUT", "/v1/conf", {"buckets": 2048, "timeout": 30,
                                                   "node_ip": "192.168.1.1",
                                                   "node_ip6": "fd00::1"})
     assert status == 200
     assert new == dict(conf, buckets=2048, timeout=30, node_ip="192.168.1.1",
-                       node_ip6="fd00::1")
+                       node_ip6="fd00::1", node_subnet="192.168.1.0/24",
+                       node_subnet6="fd00::/64")
     assert api.get("/v1/conf") == new
 
 
@@ -54,7 +55,8 @@ def test_conf_per_switch_node_address(api):
     status, conf, _ = api.call("PUT", "/v1/conf", {"node_ip": "192.168.1.2", "dpid": 2})
     assert status == 200
     assert conf["node_ip"] is None
-    assert conf["nodes"] == {"2": {"node_ip": "192.168.1.2", "node_ip6": None}}
+    assert conf["nodes"] == {"2": {"node_ip": "192.168.1.2", "node_ip6": None,
+                                   "node_subnet": "192.168.1.0/24", "node_subnet6": None}}
 
 
 @pytest.mark.parametrize("body, field, says", [
