@@ -264,3 +264,60 @@ def test_tcp_through_nat_with_checksum_offload(fp, hosts3, family):
     st = dp.stats()
     assert dp.flow_counters([1])[0][0] > 10 and dp.flow_counters([2])[0][0] > 10
     assert st["hits"] > 20
+
+
+RAW_SEND = """
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('eth0', 0))
+for _ in range(int(sys.argv[2])):
+    s.send(bytes.fromhex(sys.argv[1]))
+    time.sleep(0.05)
+"""
+
+RAW_RECV = """
+import socket, struct, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.setsockopt(263, 8, 1)                                     # PACKET_AUXDATA
+s.bind(('eth0', 0))
+s.settimeout(10)
+while True:
+    data, anc, _, _ = s.recvmsg(65535, 64)
+    if b'kp-vlan-magic' not in data:
+        continue
+    tci = None
+    for lvl, typ, c in anc:
+        st, _l, _s, _m, _n, t, _tp = struct.unpack('=IIIHHHH', c[:20])
+        if st & 16:                                         # TP_STATUS_VLAN_VALID
+            tci = t
+    if data[12:14] == b'\\x81\\x00':
+        tci = struct.unpack('!H', data[14:16])[0]
+    print('tci', tci, 'len', len(data))
+    sys.stdout.flush()
+    break
+"""
+
+
+def test_vlan_tagged_traffic_keeps_its_tag(fp, hosts3):
+    """The kernel hands AF_PACKET tagged frames with the tag stripped into metadata; the
+    datapath must put it back, in the key and in the frame it forwards."""
+    from conftest import eth, ipv4, l4
+    h0, h1, _ = hosts3
+    frame = eth(ipv4(l4("udp", "10.0.0.1", "10.0.0.2", payload=b"kp-vlan-magic"), 17),
+                0x0800, dst=h1.mac, src=h0.mac, vlans=((0x8100, 0x6005),))
+    dp = fp.Datapath([(i + 1, h.root_if) for i, h in enumerate(hosts3)], buckets=64)
+    recv = h1.popen(PY, "-c", RAW_RECV)
+    try:
+        time.sleep(0.3)
+        with MiniController(dp, l2_policy(hosts3)) as ctl:
+            h0.run(PY, "-c", RAW_SEND, frame.hex(), "5")
+            out, err = recv.communicate(timeout=10)
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait()
+    keys = [k for k in ctl.misses if k and k.get("udp_dst") == 80]
+    assert keys and keys[0]["vlan_vid"] == 0x1005 and keys[0]["vlan_pcp"] == 3, ctl.misses
+    assert keys[0]["eth_type"] == 0x0800
+    assert out.split()[:2] == ["tci", str(0x6005)], out + err
+    assert dp.stats()["hits"] >= 1
