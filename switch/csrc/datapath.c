@@ -327,7 +327,8 @@ static uint32_t process_block(struct datapath *dp, struct dp_port *port,
 
     for (i = 0; i < n; i++, h = (struct tpacket3_hdr *)((uint8_t *)h + h->tp_next_offset)) {
         uint8_t *frame = (uint8_t *)h + h->tp_mac;
-        uint32_t len = h->tp_snaplen, headroom = h->tp_mac - hdrlen;
+        uint32_t len = h->tp_snaplen;
+        uint32_t headroom = h->tp_mac > hdrlen ? h->tp_mac - hdrlen : 0;
 
         if (!up) {
             PSTAT_ADD(port, rx_dropped, 1);

@@ -7,6 +7,10 @@
 #ifndef KP_PORT_IO_H
 #define KP_PORT_IO_H
 
+#ifndef _GNU_SOURCE
+#error "port_io.h needs _GNU_SOURCE defined before the first include (struct mmsghdr)"
+#endif
+
 #include <linux/if_packet.h>
 #include <net/if.h>
 #include <stddef.h>
