@@ -247,3 +247,37 @@ def _l3_frame(eth_dst: str, eth_src: str, src, dst, proto: int, payload: bytes) 
     if src.version == 4:
         return _eth(eth_dst, eth_src, ETH_IPV4) + _ipv4(src, dst, proto, payload)
     return _eth(eth_dst, eth_src, ETH_IPV6) + _ipv6(src, dst, proto, payload)
+
+
+def echo_reply(request: Frame, mac: str) -> bytes:
+    """The answer to an ICMP / ICMPv6 echo request sent to one of the node's addresses."""
+    src, dst = request.ip_dst, request.ip_src
+    body = bytearray(request.raw[request.l4:])
+    if src.version == 4:
+        body[0], body[2:4] = 0, b"\0\0"
+        body[2:4] = struct.pack("!H", _checksum(bytes(body)))
+        return _l3_frame(request.eth_src, mac, src, dst, ICMP, bytes(body))
+    body[0], body[2:4] = 129, b"\0\0"
+    return _l3_frame(request.eth_src, mac, src, dst, ICMPV6,
+                     _with_l4_checksum(src, dst, ICMPV6, bytes(body), 2))
+
+
+# -- link probes (kp's own LLDP: which switch port faces which) -------------------------
+
+LINK_PROBE_ETHERTYPE = 0x88B5
+LINK_PROBE_DST = "01:6b:70:00:00:0e"
+_PROBE_MAGIC = b"kp-link\0"
+
+
+def link_probe(src_mac: str, dpid: int, port: int) -> bytes:
+    return (_eth(LINK_PROBE_DST, src_mac, LINK_PROBE_ETHERTYPE) + _PROBE_MAGIC
+            + struct.pack("!QI", dpid, port))
+
+
+def parse_link_probe(raw: bytes):
+    """(dpid, port) the probe was sent from, or None if `raw` is not a probe."""
+    if (len(raw) < 14 + len(_PROBE_MAGIC) + 12
+            or struct.unpack_from("!H", raw, 12)[0] != LINK_PROBE_ETHERTYPE
+            or raw[14:14 + len(_PROBE_MAGIC)] != _PROBE_MAGIC):
+        return None
+    return struct.unpack_from("!QI", raw, 14 + len(_PROBE_MAGIC))

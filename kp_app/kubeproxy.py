@@ -6,13 +6,14 @@ that follows from the change goes out through `send(dpid, messages)`, as data. N
 here imports Ryu; the clock is injected.
 """
 import time
-from typing import Callable, Dict, List, Optional
+from collections import deque
+from typing import Callable, Dict, List, Optional, Tuple
 
-from kp_app import pipeline
+from kp_app import frames, pipeline
 from kp_app.errors import InvalidInput
 from kp_app.model import ServiceModel, Vip, parse_int
-from kp_app.node import Node
-from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP
+from kp_app.node import Node, gateway_mac
+from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
 
 Sender = Callable[[int, list], None]
 MAX_SESSION_LIST = 10000
@@ -22,6 +23,8 @@ class KubeProxy:
     def __init__(self, send: Sender, clock: Callable[[], float] = time.monotonic) -> None:
         self.model = ServiceModel()
         self.nodes: Dict[int, Node] = {}
+        # (dpid, port) -> (dpid, port), both ways, from kp's link probes.
+        self.links: Dict[Tuple[int, int], Tuple[int, int]] = {}
         self._send = send
         self._clock = clock
 
@@ -37,21 +40,27 @@ class KubeProxy:
         node = self.nodes.get(dpid)
         if node is None:
             node = self.nodes[dpid] = Node(dpid, self.model)
-        else:
-            # The switch's flows are gone or stale; sessions restart from the model.
-            node.sessions = type(node.sessions)(self.model.conf.buckets)
         node.port_names = dict(port_names or {})
+        self._apply_topology(node)
         self._send(dpid, node.full_programming())
+        if port_names:
+            self._send_probes(node)
 
     def switch_disconnected(self, dpid: int) -> None:
         node = self.nodes.pop(dpid, None)
         if node is not None:
             for session in node.sessions:
                 node.end_session(session)
+            self._links_changed({k: v for k, v in self.links.items()
+                                 if k[0] != dpid and v[0] != dpid})
 
     def packet_in(self, dpid: int, in_port: int, data: bytes) -> None:
         node = self.nodes.get(dpid)
         if node is None:
+            return
+        probe = frames.parse_link_probe(data)
+        if probe is not None:
+            self._link_seen(probe, (dpid, in_port))
             return
         msgs = node.packet_in(in_port, data, self._clock())
         if msgs:
@@ -78,6 +87,76 @@ class KubeProxy:
         node = self.nodes.get(dpid)
         if node is not None:
             node.port_names = dict(names)
+            self._send_probes(node)
+            self._links_changed(dict(self.links), force=True)
+
+    # -- the fabric: links between switches, transit switches, routes between nodes -----
+
+    def _send_probes(self, node: Node) -> None:
+        self._send(node.dpid, [
+            PacketOut(frames.link_probe(node.mac, node.dpid, port), (("output", port),),
+                      OFPP_CONTROLLER) for port in sorted(node.port_names)])
+
+    def _link_seen(self, sender: Tuple[int, int], receiver: Tuple[int, int]) -> None:
+        if self.links.get(sender) == receiver:
+            return
+        links = dict(self.links)
+        links[sender], links[receiver] = receiver, sender
+        self._links_changed(links)
+
+    def _links_changed(self, links: dict, force: bool = False) -> None:
+        if links == self.links and not force:
+            return
+        self.links = links
+        for node in self.nodes.values():
+            before = (node.transit_gateways, list(node.routes), set(node.switch_ports))
+            self._apply_topology(node)
+            after = (node.transit_gateways, node.routes, node.switch_ports)
+            if before != after:
+                if (before[0] is None) != (after[0] is None):   # its role changed
+                    self._send(node.dpid, node.full_programming())
+                else:
+                    self._send(node.dpid, node.route_programming())
+
+    def _first_hops(self, source: int) -> Dict[int, int]:
+        """dpid -> the port of `source` on a shortest path to it (breadth first)."""
+        neighbours: Dict[int, List[Tuple[int, int]]] = {}
+        for (dpid, port), (peer, _) in sorted(self.links.items()):
+            neighbours.setdefault(dpid, []).append((port, peer))
+        hops: Dict[int, int] = {}
+        queue = deque()
+        for port, peer in neighbours.get(source, []):
+            if peer not in hops and peer != source:
+                hops[peer] = port
+                queue.append(peer)
+        while queue:
+            dpid = queue.popleft()
+            for _, peer in neighbours.get(dpid, []):
+                if peer not in hops and peer != source:
+                    hops[peer] = hops[dpid]
+                    queue.append(peer)
+        return hops
+
+    def _apply_topology(self, node: Node) -> None:
+        """Set a node's switch ports, role and routes from the links and node addresses."""
+        node.switch_ports = {port for (dpid, port) in self.links if dpid == node.dpid}
+        hops = self._first_hops(node.dpid)
+        transit = bool(node.port_names) and set(node.port_names) <= node.switch_ports
+        if transit:
+            node.transit_gateways = sorted(
+                (gateway_mac(d), port) for d, port in hops.items()
+                if d in self.nodes and not self._is_transit(d))
+            node.routes = []
+            return
+        node.transit_gateways = None
+        node.routes = sorted(
+            ((subnet, gateway_mac(d), port) for d, port in hops.items()
+             if d in self.model.nodes for subnet in self.model.nodes[d].subnets()),
+            key=lambda r: (r[0].version, str(r[0]), r[1], r[2]))
+
+    def _is_transit(self, dpid: int) -> bool:
+        node = self.nodes.get(dpid)
+        return node is not None and node.transit_gateways is not None
 
     def _forget_drained_pods(self) -> None:
         """A removed pod whose last session ended leaves the model and the switches."""
@@ -111,18 +190,11 @@ class KubeProxy:
                 node.sessions.capacity = type(node.sessions)(self.model.conf.buckets).capacity
             self._broadcast(lambda n: [pipeline.SetCacheBuckets(self.model.conf.buckets)])
         if node_ip is not None or node_ip6 is not None:
-            self._broadcast(self._node_port_programming)
+            # Node addresses shape NodePort flows, reply flows and every node's routes.
+            for node in self.nodes.values():
+                self._apply_topology(node)
+            self._broadcast(lambda n: n.full_programming())
         return self.conf()
-
-    def _node_port_programming(self, node: Node) -> list:
-        msgs: list = []
-        for vip in self.model.vips.values():
-            if vip.node_port:
-                msgs.append(FlowDelete(pipeline.cookie(pipeline.KIND_NODE_PORT, vip.id),
-                                       MASK_VIP | 0xFFFF))
-                msgs += [f for f in pipeline.vip_flows(vip, self.model.node_addresses(node.dpid))
-                         if pipeline.cookie_parts(f.cookie)[0] == pipeline.KIND_NODE_PORT]
-        return msgs
 
     # -- VIPs and pods ------------------------------------------------------------------
 

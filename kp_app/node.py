@@ -16,6 +16,10 @@ from kp_app.sessions import FiveTuple, Session, SessionTable
 
 PENDING_PER_HOST = 16       # first packets held while a pod's MAC is being resolved
 PENDING_SECONDS = 3.0
+# Source ports for sessions whose client is SNATed to the node's address; the node's
+# address belongs to no host, so any range works; this one avoids well-known ports.
+SNAT_PORT_FIRST, SNAT_PORT_LAST = 32768, 60999
+ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST = 8, 128
 
 
 @dataclass
@@ -40,44 +44,92 @@ class Node:
         self.sessions = SessionTable(model.conf.buckets)
         self.pending: Dict[object, List[Tuple[float, int, bytes]]] = {}
         self.cache_stats: dict = {}
+        # Set by KubeProxy from the discovered links: ports that lead to other switches,
+        # routes [(subnet, next node's gateway MAC, port)], and whether this switch is a
+        # transit (fabric) switch with no hosts of its own.
+        self.switch_ports: set = set()
+        self.routes: list = []
+        self.transit_gateways: Optional[list] = None
+        self._snat_next = SNAT_PORT_FIRST
 
     # -- programming derived from the model ------------------------------------------
 
     def full_programming(self) -> list:
-        """Everything the switch should hold, from scratch (connect, reconnect)."""
+        """Everything the switch should hold, from scratch (connect, reconnect, role or
+        address change). The switch's session flows go with it, so the sessions restart."""
+        self.sessions = SessionTable(self.model.conf.buckets)
+        if self.transit_gateways is not None:
+            return pipeline.transit_flows(self.transit_gateways)
         msgs: list = [FlowDelete(pipeline.COOKIE_TAG << 56, pipeline.MASK_TAG)]
-        msgs += pipeline.base_flows()
+        msgs += pipeline.base_flows(self.mac)
         msgs.append(pipeline.SetCacheBuckets(self.model.conf.buckets))
+        msgs += pipeline.route_flows(self.mac, self.routes)
         for vip in self.model.vips.values():
             msgs += self.vip_programming(vip)
         for mac, port in self.mac_ports.items():
             msgs.append(pipeline.host_flow(mac, port))
+        for address, host in self.hosts.items():
+            msgs.append(pipeline.host_route_flow(self.mac, address, host.mac, host.port))
         return msgs
 
+    def route_programming(self) -> list:
+        """The inter-node routes alone, after the links changed."""
+        if self.transit_gateways is not None:
+            return pipeline.transit_flows(self.transit_gateways)
+        return [FlowDelete(pipeline.cookie(pipeline.KIND_ROUTE), pipeline.MASK_TAG | 0xFFFF)
+                ] + pipeline.route_flows(self.mac, self.routes)
+
     def vip_programming(self, vip: Vip) -> list:
+        if self.transit_gateways is not None:
+            return []
         msgs: list = pipeline.vip_flows(vip, self.model.node_addresses(self.dpid))
         msgs += self.probe(list(vip.pods))
         return msgs
 
     def probe(self, addresses) -> list:
-        """Ask for the MAC of hosts we do not know yet (pods, mostly)."""
+        """Ask for the MAC of this node's hosts we do not know yet (pods, mostly)."""
+        if self.transit_gateways is not None:
+            return []
         node = self.model.node_addresses(self.dpid)
         msgs = []
         for address in addresses:
-            if address in self.hosts:
+            if address in self.hosts or self._route_for(address) is not None:
                 continue
             if address.version == 4:
                 data = frames.arp_request(self.mac, node.ipv4, address)
             else:
                 data = frames.neighbor_solicit(self.mac, None, address)
-            msgs.append(PacketOut(data, (("output", OFPP_FLOOD),), OFPP_CONTROLLER))
+            msgs.append(PacketOut(data, self._flood(None), OFPP_CONTROLLER))
         return msgs
+
+    def _flood(self, in_port: Optional[int]) -> tuple:
+        """Out of every host port (never towards other switches: nodes are subnets)."""
+        if not self.switch_ports or not self.port_names:
+            return (("output", OFPP_FLOOD),)
+        return tuple(("output", p) for p in sorted(self.port_names)
+                     if p != in_port and p not in self.switch_ports)
+
+    def _route_for(self, address):
+        """(next node's gateway MAC, port) when `address` is in another node's subnet."""
+        best = None
+        for subnet, mac, port in self.routes:
+            if address.version == subnet.version and address in subnet:
+                if best is None or subnet.prefixlen > best[0].prefixlen:
+                    best = (subnet, mac, port)
+        return None if best is None else best[1:]
+
+    def resolve(self, address):
+        """(MAC, port) to send a packet for `address` to, or None if not known yet."""
+        host = self.hosts.get(address)
+        if host is not None:
+            return host.mac, host.port
+        return self._route_for(address)
 
     # -- packet-in ---------------------------------------------------------------------
 
     def packet_in(self, in_port: int, data: bytes, now: float) -> list:
         frame = frames.parse(data)
-        if frame is None:
+        if frame is None or self.transit_gateways is not None:
             return []
         msgs, learned = self._learn(frame, in_port)
         if frame.is_arp:
@@ -86,6 +138,8 @@ class Node:
             msgs += self._nd(frame, in_port)
         elif frame.has_ports and frame.ip_src is not None:
             msgs += self._service_packet(frame, in_port, now)
+        elif frame.ip_dst is not None and frame.eth_dst == self.mac:
+            msgs += self._route(frame, in_port, now)
         else:
             msgs += self._forward(frame, in_port)
         for address in learned:
@@ -96,7 +150,7 @@ class Node:
     def _learn(self, frame: frames.Frame, in_port: int):
         msgs, learned = [], []
         src = frame.eth_src
-        if src == self.mac or int(src.split(":")[0], 16) & 1:
+        if src == self.mac or int(src.split(":")[0], 16) & 1 or in_port in self.switch_ports:
             return msgs, learned
         if self.mac_ports.get(src) != in_port:
             self.mac_ports[src] = in_port
@@ -112,6 +166,7 @@ class Node:
             known = self.hosts.get(address)
             if known is None or (known.mac, known.port) != (mac, in_port):
                 self.hosts[address] = Host(mac, in_port)
+                msgs.append(pipeline.host_route_flow(self.mac, address, mac, in_port))
                 if address in self.pending:
                     learned.append(address)
         return msgs, learned
@@ -142,11 +197,33 @@ class Node:
 
     def _forward(self, frame: frames.Frame, in_port: int) -> list:
         """Not for a service: switch it like the FORWARDING table would."""
+        if frame.eth_dst == self.mac and frame.ip_dst is not None:
+            return self._route(frame, in_port, None)
         port = self.mac_ports.get(frame.eth_dst)
         if port == in_port:
             return []
-        out = port if port is not None else OFPP_FLOOD
-        return [PacketOut(frame.raw, (("output", out),), in_port)]
+        actions = (("output", port),) if port is not None else self._flood(in_port)
+        return [PacketOut(frame.raw, actions, in_port)]
+
+    def _route(self, frame: frames.Frame, in_port: int, now: Optional[float]) -> list:
+        """A packet for the gateway: answer pings to the node, or route it on."""
+        node = self.model.node_addresses(self.dpid)
+        if frame.ip_dst == node.for_version(frame.ip_dst.version):
+            if frame.icmp_type in (ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST) and (
+                    frame.ip_proto in (frames.ICMP, frames.ICMPV6)):
+                return [PacketOut(frames.echo_reply(frame, self.mac), (("output", in_port),),
+                                  OFPP_CONTROLLER)]
+            return []
+        hop = self.resolve(frame.ip_dst)
+        if hop is None:
+            subnet = node.subnet(frame.ip_dst.version)
+            if now is not None and subnet is not None and frame.ip_dst in subnet:
+                return self._hold(frame.ip_dst, in_port, frame.raw, now)
+            return []
+        mac, port = hop
+        out = pipeline.OFPP_IN_PORT if port == in_port else port
+        return [PacketOut(frame.raw, (("set_field", "eth_src", self.mac),
+                                      ("set_field", "eth_dst", mac), ("output", out)), in_port)]
 
     # -- services ------------------------------------------------------------------------
 
@@ -168,6 +245,8 @@ class Node:
         vip = self.model.vip_for_destination(frame.ip_proto, frame.ip_dst, frame.dst_port)
         if vip is not None:
             return self._new_session(vip, key, frame, in_port, now)
+        if frame.eth_dst == self.mac:
+            return self._route(frame, in_port, now)
         return self._stray_reply(frame, in_port)
 
     def _new_session(self, vip: Vip, key: FiveTuple, frame, in_port: int, now: float) -> list:
@@ -177,12 +256,13 @@ class Node:
                        else frames.port_unreachable(frame, self.mac))
             return [PacketOut(refusal, (("output", in_port),), OFPP_CONTROLLER)]
         pod_address = vip.table.pick(key.flow_hash())
-        host = self.hosts.get(pod_address)
-        if host is None:
+        if self.resolve(pod_address) is None:
             return self._hold(pod_address, in_port, frame.raw, now)
         pod = vip.pods[pod_address]
         session = Session(key, vip.id, pod_address, vip.dnat_port(key.dst_port), now,
                           frame.eth_src, in_port, last_seen=now)
+        self._choose_snat(session, node_port=key.dst == self.model.node_addresses(
+            self.dpid).for_version(key.dst.version))
         vip.counters.new_sessions += 1
         pod.counters.new_sessions += 1
         if self.sessions.full:
@@ -194,18 +274,35 @@ class Node:
         self.sessions.add(session)
         return self._resume(session, frame, in_port, forward=True)
 
+    def _choose_snat(self, session: Session, node_port: bool) -> None:
+        """Rewrite the client's source to this node when the reply would not come back
+        through here otherwise: NodePort to another node's pod (kube-proxy's
+        externalTrafficPolicy=Cluster), and hairpin (a pod chosen by its own request)."""
+        remote_pod = session.pod not in self.hosts
+        hairpin = session.pod == session.forward.src
+        if not ((node_port and remote_pod) or hairpin):
+            return
+        address = self.model.node_addresses(self.dpid).for_version(session.pod.version)
+        if address is None:
+            return
+        session.snat_address = address
+        for _ in range(SNAT_PORT_LAST - SNAT_PORT_FIRST + 1):
+            port = self._snat_next
+            self._snat_next = port + 1 if port < SNAT_PORT_LAST else SNAT_PORT_FIRST
+            session.snat_port = port
+            if self.sessions.by_reverse(session.reverse) is None:
+                return
+        session.snat_address, session.snat_port = None, 0   # every port busy: no SNAT
+
     def _session_flows(self, session: Session, vip: Vip):
-        host = self.hosts[session.pod]
-        f = session.forward
         return pipeline.session_flows(
-            session, vip, vip.pods[session.pod].id, self.mac, host.mac, host.port,
-            service_address=f.dst, service_port=f.dst_port,
+            session, vip, vip.pods[session.pod].id, self.mac, self.resolve(session.pod),
             idle_timeout=self.model.conf.timeout)
 
     def _resume(self, session: Session, frame, in_port: int, forward: bool) -> list:
         """(Re)install a session's flows and send this packet on through them."""
         vip = self.model.vip_by_id(session.vip_id)
-        if vip is None or session.pod not in vip.pods or session.pod not in self.hosts:
+        if vip is None or session.pod not in vip.pods or self.resolve(session.pod) is None:
             self.sessions.remove(session)
             return self._forward(frame, in_port) if not forward else []
         dnat, snat = self._session_flows(session, vip)
@@ -227,15 +324,15 @@ class Node:
                       if frame.ip_src in v.pods and v.target_port == frame.src_port
                       and frame.ip_proto in v.ip_protos
                       and v.prefix.prefixlen == v.prefix.max_prefixlen]
-        client = self.hosts.get(frame.ip_dst)
+        client = self.resolve(frame.ip_dst)
         if len(candidates) != 1 or client is None:
             return self._forward(frame, in_port)
         vip = candidates[0]
         version = vip.version
-        actions = (("set_field", "eth_src", self.mac), ("set_field", "eth_dst", client.mac),
+        actions = (("set_field", "eth_src", self.mac), ("set_field", "eth_dst", client[0]),
                    ("set_field", addr_field(version, "src"), str(vip.prefix.network_address)),
                    ("set_field", port_field(frame.ip_proto, "src"), vip.port),
-                   ("output", client.port))
+                   ("output", pipeline.OFPP_IN_PORT if client[1] == in_port else client[1]))
         return [PacketOut(frame.raw, actions, in_port)]
 
     def _hold(self, address, in_port: int, data: bytes, now: float) -> list:

@@ -3,22 +3,34 @@
 Table 0, SERVICES (what a kube-proxy node does to a packet):
     1000  ARP, IPv6 neighbour discovery           -> controller (learn hosts, answer for
                                                      node, gateway and VIP addresses)
+    1000  kp's link probes                        -> controller (discover the fabric)
      900  session, client -> service (exact 5-tuple) -> DNAT to the pod, output
      900  session, pod -> client (exact 5-tuple)     -> SNAT to the service, output
      700  node address + node_port, per protocol   -> controller (a new NodePort session)
      500+prefix length: VIP (prefix, protocol, port) -> controller (a new session)
-     400  a pod's reply from its target port with no session flow -> controller
+     400  a pod's reply from its target port, to this node's subnet, with no session
+          flow                                     -> controller
        0  -> FORWARDING
-Table 1, FORWARDING (plain L2 among the hosts):
+Table 1, FORWARDING (L2 among the node's hosts, L3 between nodes):
+     310  to the gateway MAC, for a learned host   -> rewrite MACs, output to its port
+     300+ to the gateway MAC, for another node's subnet -> to that node's gateway MAC,
+          out of the port towards it
+     150  to the gateway MAC, anything else        -> controller (resolve, ping the node)
      100  eth_dst = a learned host                 -> output to its port
        0  -> flood
+
+A transit switch (every port goes to another switch, e.g. a cluster's fabric) gets only
+the link probe flow and, per node, "eth_dst = that node's gateway MAC -> the port
+towards it"; everything else is dropped.
 
 Every flow carries a cookie: a kp tag, the VIP id, the pod id and the flow's kind, so a
 VIP's or a pod's flows go with one cookie-masked delete, and flow-removed messages say
 whose flow ended.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Tuple
+
+from kp_app.frames import LINK_PROBE_ETHERTYPE
 
 SERVICES, FORWARDING = 0, 1
 
@@ -31,8 +43,11 @@ PRIO_HOST = 100
 PRIO_MISS = 0
 
 COOKIE_TAG = 0x6B
-KIND_BASE, KIND_VIP, KIND_FORWARD, KIND_REVERSE, KIND_HOST, KIND_REPLY_MISS, KIND_NODE_PORT = (
-    range(1, 8))
+(KIND_BASE, KIND_VIP, KIND_FORWARD, KIND_REVERSE, KIND_HOST, KIND_REPLY_MISS, KIND_NODE_PORT,
+ KIND_ROUTE) = range(1, 9)
+PRIO_HOST_ROUTE = 310
+PRIO_ROUTE = 300
+PRIO_GATEWAY = 150
 MASK_TAG = 0xFF << 56
 MASK_VIP = MASK_TAG | (0xFFFF << 40)
 MASK_POD = MASK_VIP | (0xFFFFFF << 16)
@@ -111,11 +126,14 @@ def flow(table: int, priority: int, match: dict, actions=(), **kw) -> FlowAdd:
     return FlowAdd(table, priority, _items(match), tuple(actions), **kw)
 
 
-def base_flows() -> list:
-    """What every switch gets on connect, before any service."""
+def base_flows(gateway_mac: str) -> list:
+    """What every node switch gets on connect, before any service."""
     to_controller = (("output", OFPP_CONTROLLER),)
     base = cookie(KIND_BASE)
     return [
+        flow(SERVICES, PRIO_CONTROL, {"eth_type": LINK_PROBE_ETHERTYPE}, to_controller,
+             cookie=base),
+        flow(FORWARDING, PRIO_GATEWAY, {"eth_dst": gateway_mac}, to_controller, cookie=base),
         flow(SERVICES, PRIO_CONTROL, {"eth_type": 0x0806}, to_controller, cookie=base),
         flow(SERVICES, PRIO_CONTROL, {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 135},
              to_controller, cookie=base),
@@ -124,6 +142,41 @@ def base_flows() -> list:
         flow(SERVICES, PRIO_MISS, {}, goto=FORWARDING, cookie=base),
         flow(FORWARDING, PRIO_MISS, {}, (("output", OFPP_FLOOD),), cookie=base),
     ]
+
+
+def transit_flows(gateways) -> list:
+    """A fabric switch: [(gateway MAC, port towards that node)] and nothing else."""
+    base = cookie(KIND_BASE)
+    flows = [FlowDelete(COOKIE_TAG << 56, MASK_TAG),
+             flow(SERVICES, PRIO_CONTROL, {"eth_type": LINK_PROBE_ETHERTYPE},
+                  (("output", OFPP_CONTROLLER),), cookie=base),
+             flow(SERVICES, PRIO_MISS, {}, (), cookie=base)]
+    for mac, port in gateways:
+        flows.append(flow(SERVICES, PRIO_HOST, {"eth_dst": mac}, (("output", port),),
+                          cookie=cookie(KIND_ROUTE)))
+    return flows
+
+
+def route_flows(gateway_mac: str, routes) -> list:
+    """[(subnet, next node's gateway MAC, port)] -> the inter-node routes of a node."""
+    flows = []
+    for subnet, next_mac, port in routes:
+        match = {"eth_dst": gateway_mac, "eth_type": 0x0800 if subnet.version == 4 else 0x86DD,
+                 addr_field(subnet.version, "dst"): network_match(subnet)}
+        flows.append(flow(FORWARDING, PRIO_ROUTE + subnet.prefixlen // 8, match,
+                          (("set_field", "eth_src", gateway_mac),
+                           ("set_field", "eth_dst", next_mac), ("output", port)),
+                          cookie=cookie(KIND_ROUTE)))
+    return flows
+
+
+def host_route_flow(gateway_mac: str, address, mac: str, port: int) -> FlowAdd:
+    """Routed packets (to the gateway MAC) for a host of this node."""
+    match = {"eth_dst": gateway_mac, "eth_type": 0x0800 if address.version == 4 else 0x86DD,
+             addr_field(address.version, "dst"): str(address)}
+    return flow(FORWARDING, PRIO_HOST_ROUTE, match,
+                (("set_field", "eth_src", gateway_mac), ("set_field", "eth_dst", mac),
+                 ("output", port)), cookie=cookie(KIND_HOST))
 
 
 def ip_match(version: int, proto: int) -> dict:
@@ -167,24 +220,36 @@ def vip_flows(vip, node_addresses) -> list:
                               cookie=cookie(KIND_NODE_PORT, vip.id)))
         if vip.target_port:  # a port-0 VIP would send all of a pod's traffic up
             for pod in vip.pods.values():
-                flows.append(reply_miss_flow(vip, pod, proto))
+                flows.append(reply_miss_flow(vip, pod, proto,
+                                             node_addresses.subnet(vip.version)))
     return flows
 
 
-def reply_miss_flow(vip, pod, proto: int) -> FlowAdd:
-    """A pod's packet from the service's target port that matched no session flow."""
+def reply_miss_flow(vip, pod, proto: int, local_subnet=None) -> FlowAdd:
+    """A pod's packet from the service's target port that matched no session flow.
+
+    Only replies to this node's own subnet: a reply to another node is routed there,
+    where the session (and its SNAT flow) lives.
+    """
     match = ip_match(vip.version, proto)
     match[addr_field(vip.version, "src")] = str(pod.address)
     match[port_field(proto, "src")] = vip.target_port
+    if local_subnet is not None:
+        match[addr_field(vip.version, "dst")] = network_match(local_subnet)
     return flow(SERVICES, PRIO_REPLY_MISS, match, (("output", OFPP_CONTROLLER),),
                 cookie=cookie(KIND_REPLY_MISS, vip.id, pod.id))
 
 
-def session_flows(session, vip, pod_id: int, gateway_mac: str, pod_mac: str, pod_port: int,
-                  service_address, service_port: int, idle_timeout: int) -> Tuple[FlowAdd, FlowAdd]:
-    """The DNAT flow (client -> pod) and the SNAT flow (pod -> client) of one session."""
+def session_flows(session, vip, pod_id: int, gateway_mac: str, pod_hop, idle_timeout: int):
+    """The DNAT flow (client -> pod) and the SNAT flow (pod -> client) of one session.
+
+    `pod_hop` is (MAC, switch port) of the pod or of the next node towards it. A session
+    with `snat_address` also rewrites the client's source (NodePort to another node's pod,
+    hairpin) so that the pod's replies come back through this node.
+    """
     f, r = session.forward, session.reverse
     version = f.src.version
+    pod_mac, pod_out = pod_hop
 
     def exact(t) -> dict:
         match = ip_match(version, t.proto)
@@ -194,16 +259,27 @@ def session_flows(session, vip, pod_id: int, gateway_mac: str, pod_mac: str, pod
         match[port_field(t.proto, "dst")] = t.dst_port
         return match
 
+    def output(port: int) -> tuple:
+        # OpenFlow drops a packet sent back out of its in_port unless told IN_PORT.
+        return ("output", OFPP_IN_PORT if port == session.client_in_port else port)
+
     dnat = [("set_field", "eth_src", gateway_mac), ("set_field", "eth_dst", pod_mac),
             ("set_field", addr_field(version, "dst"), str(session.pod))]
     if session.pod_port != f.dst_port:
         dnat.append(("set_field", port_field(f.proto, "dst"), session.pod_port))
-    dnat.append(("output", pod_port))
+    if session.snat_address is not None:
+        dnat += [("set_field", addr_field(version, "src"), str(session.snat_address)),
+                 ("set_field", port_field(f.proto, "src"), session.snat_port)]
+    dnat.append(output(pod_out))
     snat = [("set_field", "eth_src", gateway_mac), ("set_field", "eth_dst", session.client_mac),
-            ("set_field", addr_field(version, "src"), str(service_address))]
-    if service_port != r.src_port:
-        snat.append(("set_field", port_field(f.proto, "src"), service_port))
-    snat.append(("output", session.client_port))
+            ("set_field", addr_field(version, "src"), str(f.dst))]
+    if f.dst_port != r.src_port:
+        snat.append(("set_field", port_field(f.proto, "src"), f.dst_port))
+    if session.snat_address is not None:
+        snat += [("set_field", addr_field(version, "dst"), str(f.src)),
+                 ("set_field", port_field(f.proto, "dst"), f.src_port)]
+    snat.append(("output", session.client_in_port) if pod_out != session.client_in_port
+                else ("output", OFPP_IN_PORT))
     common = dict(idle_timeout=idle_timeout, notify_removed=True)
     return (flow(SERVICES, PRIO_SESSION, exact(f), dnat,
                  cookie=cookie(KIND_FORWARD, vip.id, pod_id), **common),

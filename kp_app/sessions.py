@@ -45,8 +45,10 @@ class Session:
     pod: Address
     pod_port: int
     created: float
-    client_mac: str
-    client_port: int            # switch port the client is behind
+    client_mac: str             # the client's MAC, or the gateway MAC of its node
+    client_in_port: int         # the switch port the client's packets come in on
+    snat_address: Optional[Address] = None   # this node's address, when the client's
+    snat_port: int = 0                         # source is rewritten (see pipeline)
     forward_installed: bool = False
     reverse_installed: bool = False
     last_seen: float = 0.0
@@ -67,8 +69,11 @@ class Session:
 
     @property
     def reverse(self) -> FiveTuple:
-        """pod -> client, as the pod sends its replies."""
+        """pod -> client (or -> this node, with SNAT), as the pod sends its replies."""
         f = self.forward
+        if self.snat_address is not None:
+            return FiveTuple(f.proto, self.pod, self.pod_port, self.snat_address,
+                             self.snat_port)
         return FiveTuple(f.proto, self.pod, self.pod_port, f.src, f.src_port)
 
 
