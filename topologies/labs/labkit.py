@@ -371,6 +371,60 @@ def http_gets(host, url, count, batch=8):
     return [r for r in parallel([lambda: start_http_get(host, url)] * count, batch)]
 
 
+# One process that sends a datagram from each of many source ports and collects the
+# answers (the agent's udp-request takes one source port per process). Unanswered ports
+# are retried: the first packets of many new flows all go up to the controller at once.
+_UDP_SWEEP = r"""
+import json, select, socket, sys, time
+addr, port, ports, tries, wait = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+fam = socket.AF_INET6 if ':' in addr else socket.AF_INET
+socks = {}
+for p in ports:
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('', p))
+    socks[p] = s
+got = {}
+for attempt in range(tries):
+    for p, s in socks.items():
+        if p not in got:
+            s.sendto(('sweep %d' % p).encode(), (addr, port))
+            time.sleep(0.002)
+    deadline = time.monotonic() + wait
+    while len(got) < len(socks) and time.monotonic() < deadline:
+        r, _, _ = select.select([s for p, s in socks.items() if p not in got], [], [], max(0.01, deadline - time.monotonic()))
+        for s in r:
+            data, frm = s.recvfrom(65535)
+            reply = json.loads(data)
+            reply['from'], reply['from_port'] = frm[0], frm[1]
+            got[s.getsockname()[1]] = reply
+    if len(got) == len(socks):
+        break
+print(json.dumps({str(p): got.get(p) for p in ports}))
+"""
+
+
+def udp_sweep(host, addr, port, src_ports, tries=3, wait=1.5):
+    """One datagram to addr:port from each of `src_ports` (each its own flow), sent from
+    `host`; returns {src_port: the server's reply (name, peer, ...) or None}."""
+    from kp_lab import traffic
+    proc = host.popen([traffic.PYTHON, '-c', _UDP_SWEEP, addr, str(port),
+                       json.dumps(list(src_ports)), str(tries), str(wait)],
+                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, universal_newlines=True)
+    traffic._track(host, proc)
+    try:
+        out, err = proc.communicate(timeout=tries * wait + 10)
+    except subprocess.TimeoutExpired:
+        kp_lab.procs.stop_process(proc)
+        out, err = proc.communicate()
+    try:
+        answer = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeError('udp sweep from %s failed: %s' % (host, err.strip()[-500:]))
+    return {int(p): r for p, r in answer.items()}
+
+
 def counts_of(replies, key='name'):
     return Counter(r[key] for r in replies)
 
