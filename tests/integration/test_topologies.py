@@ -41,6 +41,16 @@ def assert_plan_applied(lab):
                        'gw4': [want['gw4']], 'gw6': [want['gw6']]}, name
 
 
+def assert_ports_as_planned(lab):
+    """OpenFlow port n of every switch is the interface the plan says, on both switches."""
+    for sw, info in lab.plan['switches'].items():
+        want = {port: '%s-eth%d' % (sw, port) for port in info['ports']}
+        assert lab.of_ports(sw[len(lab.prefix):]) == want, sw
+        for port, peer in info['ports'].items():
+            link = lab.net[sw].connectionsTo(lab.net[peer])[0]
+            assert str(link[0]) == want[port], (sw, port, peer)
+
+
 def assert_nothing_left(lab):
     left = lab.leftovers()
     assert left == {'interfaces': [], 'bridges': [], 'processes': [], 'namespaces': []}
@@ -102,6 +112,7 @@ def test_kpnode_addresses_ping_and_teardown(kpnode, switch_kind):
     assert sorted(h.name for h in lab.hosts) == ['c1', 'c2', 'p1', 'p2', 'p3']
     assert lab.switch('s1').dpid == '%016x' % 1
     assert_plan_applied(lab)
+    assert_ports_as_planned(lab)
     # Same subnet, through the switch, both families.
     p1, p3 = lab.host('p1'), lab.host('p3')
     assert kp_lab.ping(p1, lab.ip('c1'), count=2)
@@ -119,6 +130,7 @@ def test_kpcluster_builds_and_tears_down(lab_factory, switch_kind):
     assert sorted(s.name[len(lab.prefix):] for s in lab.net.switches) == ['f0', 's1', 's2']
     assert lab.switch('f0').dpid == '%016x' % 0x100
     assert_plan_applied(lab)
+    assert_ports_as_planned(lab)
     # Within a node it is one L2 segment.
     assert kp_lab.ping(lab.host('n1p1'), lab.ip('n1c1'), count=1)
     assert kp_lab.ping(lab.host('n2p1'), lab.ip('n2c1', 6), count=1)

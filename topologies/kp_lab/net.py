@@ -160,6 +160,18 @@ class KpLab:
         h = self.plan['hosts'][name]
         return h['ip'] if family == 4 else h['ip6']
 
+    def of_ports(self, name):
+        """{OpenFlow port number: interface name} as the switch `name` (plan name, e.g.
+        's1') reports them over OpenFlow 1.3 (ovs-ofctl show)."""
+        sw = self.switch(name)
+        target = ('tcp:127.0.0.1:%d' % sw.listen) if isinstance(sw, KpSwitch) else sw.name
+        out = subprocess.run(['ovs-ofctl', '-O', 'OpenFlow13', 'show', target],
+                             capture_output=True, text=True, timeout=15)
+        if out.returncode:
+            raise LabError('ovs-ofctl show %s: %s' % (target, out.stderr.strip()))
+        return {int(m.group(1)): m.group(2)
+                for m in re.finditer(r'^\s*(\d+)\(([^)]+)\):', out.stdout, re.M)}
+
     def hosts_by_role(self, role):
         return [self.net[n] for n, h in sorted(self.plan['hosts'].items()) if h['role'] == role]
 
