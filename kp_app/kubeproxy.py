@@ -17,6 +17,7 @@ from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, Pac
 
 Sender = Callable[[int, list], None]
 MAX_SESSION_LIST = 10000
+OFPP_MAX = 0xFFFFFF00
 
 
 class KubeProxy:
@@ -86,7 +87,8 @@ class KubeProxy:
     def port_names(self, dpid: int, names: Dict[int, str]) -> None:
         node = self.nodes.get(dpid)
         if node is not None:
-            node.port_names = dict(names)
+            # Only physical ports: OVS also lists its LOCAL port (0xfffffffe).
+            node.port_names = {p: n for p, n in names.items() if p < OFPP_MAX}
             self._send_probes(node)
             self._links_changed(dict(self.links), force=True)
 
@@ -221,12 +223,7 @@ class KubeProxy:
     def add_pods(self, prefix, port, addresses) -> dict:
         vip = self.model.find_vip(prefix, port)
         added = self.model.add_pods(vip, addresses)
-        if vip.target_port:
-            flows = [pipeline.reply_miss_flow(vip, vip.pods[a], p)
-                     for a in added for p in vip.ip_protos]
-        else:
-            flows = []
-        self._broadcast(lambda n: flows + n.probe(added))
+        self._broadcast(lambda n: n.pod_programming(vip, added))
         return self._vip_dict(vip)
 
     def del_pods(self, prefix, port, addresses, flush=False) -> dict:

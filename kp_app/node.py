@@ -86,6 +86,17 @@ class Node:
         msgs += self.probe(list(vip.pods))
         return msgs
 
+    def pod_programming(self, vip: Vip, added) -> list:
+        """New pods of a VIP: their reply flows, and a probe for their MACs."""
+        if self.transit_gateways is not None:
+            return []
+        subnet = self.model.node_addresses(self.dpid).subnet(vip.version)
+        msgs: list = []
+        if vip.target_port:
+            msgs += [pipeline.reply_miss_flow(vip, vip.pods[a], proto, subnet)
+                     for a in added for proto in vip.ip_protos]
+        return msgs + self.probe(added)
+
     def probe(self, addresses) -> list:
         """Ask for the MAC of this node's hosts we do not know yet (pods, mostly)."""
         if self.transit_gateways is not None:
