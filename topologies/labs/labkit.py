@@ -425,6 +425,49 @@ def udp_sweep(host, addr, port, src_ports, tries=3, wait=1.5):
     return {int(p): r for p, r in answer.items()}
 
 
+# Datagrams with another host's source address (IPv4, raw socket): to show a node the
+# very 5-tuple another node saw, as an upstream router spreading flows would deliver it.
+_UDP_SPOOF = r"""
+import json, socket, struct, sys
+src, ports, dst, dport = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+def csum(data):
+    if len(data) % 2:
+        data += b'\0'
+    total = sum(struct.unpack('!%dH' % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    return ~total & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for sport in ports:
+    payload = ('same-tuple %d' % sport).encode()
+    ulen = 8 + len(payload)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack('!BBH', 0, 17, ulen)
+    udp = struct.pack('!HHHH', sport, dport, ulen, 0) + payload
+    udp = udp[:6] + struct.pack('!H', csum(pseudo + udp) or 0xffff) + udp[8:]
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + ulen, sport, 0, 64, 17, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+    s.sendto(ip + udp, (dst, 0))
+print(json.dumps({'sent': len(ports)}))
+"""
+
+
+def udp_spoof(host, src, src_ports, dst, dport):
+    """From `host`, one UDP datagram per source port with source address `src`."""
+    from kp_lab import traffic
+    proc = host.popen([traffic.PYTHON, '-c', _UDP_SPOOF, src, json.dumps(list(src_ports)),
+                       dst, str(dport)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, universal_newlines=True)
+    traffic._track(host, proc)
+    try:
+        out, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        kp_lab.procs.stop_process(proc)
+        out, err = proc.communicate()
+    if '"sent"' not in out:
+        raise RuntimeError('spoofed UDP from %s failed: %s' % (host, err.strip()[-500:]))
+
+
 def counts_of(replies, key='name'):
     return Counter(r[key] for r in replies)
 
