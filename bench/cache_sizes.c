@@ -1,0 +1,15 @@
+/* cache_sizes: the sizes of kp-switch's flow cache structures, as the compiler lays
+ * them out (built against switch/csrc by bench/run.py).  Prints one JSON line. */
+#include <stdio.h>
+
+#include "flow_cache.h"
+
+int main(void)
+{
+    printf("{\"bucket\": %zu, \"ways\": %d, \"entry\": %zu, \"key\": %zu, \"prog_slot\": %zu,"
+           " \"prog_pool\": %d, \"max_flow_ids\": %u, \"flow_cache\": %zu}\n",
+           sizeof(struct cache_bucket), WAYS, sizeof(struct cache_entry),
+           sizeof(struct flow_key), sizeof(struct prog_slot), PROG_POOL,
+           (unsigned)MAX_FLOW_IDS, sizeof(struct flow_cache));
+    return 0;
+}

@@ -1,0 +1,908 @@
+#!/usr/bin/env python3
+"""kp benchmarks: kp-switch against Open vSwitch (userspace, netdev) and a bare forwarder.
+
+    ./run bench                 # the full run (a few minutes)
+    ./run bench --quick         # 2 rounds of 2 s, fewer sessions
+    ./run bench --rounds 5 --seconds 4 --skip-sessions
+
+What it measures, all in one run on a topology it builds and removes itself:
+
+1. Packets per second of 64-byte UDP (60 bytes + FCS) through one switch carrying a
+   kube-proxy DNAT flow per 5-tuple (the session flow kp_app installs: exact udp
+   5-tuple to the VIP 10.96.0.10:80 -> set eth_src/eth_dst, ip_dst 10.0.0.101, udp_dst
+   8080, output), with 1 flow and with 10,000 flows (one per generated 5-tuple), for
+       bare  bench/bare_forwarder.c: TPACKET_V3 rx -> sendmmsg tx, no parse, no lookup
+       kp    kp-switch (C fast path, flow cache)
+       ovs   Open vSwitch, bridge datapath_type=netdev, AF_PACKET (veth) ports
+   alternated round by round; medians, ratios kp/ovs and kp/bare, PASS/MISS.
+   The switch side (all three engines) is pinned to core 1, the generator to core 0.
+2. New sessions per second through kp_app (ryu-manager) with kp-switch and with OVS:
+   distinct UDP flows to a VIP offered at a fixed rate, counted at the pod.
+3. Bytes of kp-switch flow cache per cached flow, from the structure sizes the compiler
+   gives (switch/csrc/flow_cache.h) and the live cache statistics.
+
+Results: a table on stdout and bench/results/latest.json.
+"""
+import argparse
+import ipaddress
+import json
+import os
+import shutil
+import select
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+BUILD = os.path.join(HERE, "build")
+RESULTS = os.path.join(HERE, "results")
+VENV_BIN = os.path.dirname(sys.executable)
+
+SWITCH_CPU = 1
+GEN_CPU = 0
+
+VIP, VIP_PORT, POD_IP, POD_PORT = "10.96.0.10", 80, "10.0.0.101", 8080
+GW_MAC = "02:6b:70:00:00:01"        # what kp_app's node uses as its gateway MAC (dpid 1)
+POD_MAC = "02:00:00:00:01:01"       # not the sink interface's MAC: the sink's kernel
+                                    # drops the frames at once (PACKET_OTHERHOST)
+CLIENT_IP = "10.0.1.2"
+SPORT0 = 10000
+
+GOALS = {"kp_over_ovs": 1.5, "kp_over_bare": 0.9, "cache_bytes_per_flow": 64}
+
+ENGINES = ("bare", "kp", "ovs")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def sh(*args, check=True, capture=False, timeout=60):
+    r = subprocess.run(args, check=False, timeout=timeout, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    if check and r.returncode:
+        raise RuntimeError("%s: exit %d: %s" % (" ".join(args), r.returncode, r.stderr.strip()))
+    return r.stdout if capture else r
+
+
+def build():
+    os.makedirs(BUILD, exist_ok=True)
+    out = {}
+    for name, extra in (("pktgen", []), ("bare_forwarder", []),
+                        ("cache_sizes", ["-I", os.path.join(REPO, "switch", "csrc")])):
+        src = os.path.join(HERE, name + ".c")
+        exe = os.path.join(BUILD, name)
+        deps = [src] + ([os.path.join(REPO, "switch", "csrc", "flow_cache.h")]
+                        if name == "cache_sizes" else [])
+        if not os.path.exists(exe) or any(os.path.getmtime(d) > os.path.getmtime(exe)
+                                          for d in deps):
+            sh("gcc", "-O2", "-Wall", "-o", exe, src, *extra)
+        out[name] = exe
+    return out
+
+
+def read_counter(ifname, name):
+    with open("/sys/class/net/%s/statistics/%s" % (ifname, name)) as f:
+        return int(f.read())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, proc, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("process %d exited with %s" % (proc.pid, proc.returncode))
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("nothing listens on %d after %ss" % (port, timeout))
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+class Procs:
+    """Processes this bench started; stopped by PID (SIGTERM, then SIGKILL)."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, args, **kw):
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        p = subprocess.Popen(args, start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, timeout=5):
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+            except ProcessLookupError:
+                pass
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def stop_all(self):
+        for p in reversed(list(self.procs)):
+            try:
+                self.stop(p)
+            except Exception as e:       # keep cleaning up
+                log("warning: stopping %d: %s" % (p.pid, e))
+
+
+# --------------------------------------------------------------------------- topology
+
+class Topology:
+    """Namespaces and veth pairs this run owns (names carry the PID); all removed by
+    close().  For each link name L: root end '<tag>L' <-> namespace end 'L'."""
+
+    def __init__(self):
+        pid = os.getpid()
+        self.tag = "kpb%d" % (pid % 100000)
+        self.prefix = "kpb-%d-" % pid
+        self.namespaces = []
+        self.links = []          # root ends
+
+    def ns(self, role):
+        name = self.prefix + role
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        self.nsexec(name, "ip", "link", "set", "lo", "up")
+        self.nsexec(name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+        self.nsexec(name, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
+        return name
+
+    def nsexec(self, ns, *args, **kw):
+        return sh("ip", "netns", "exec", ns, *args, **kw)
+
+    def link(self, short, ns, addrs=(), mac=None):
+        """A veth pair: root end self.tag+short (a switch port), the other end `short`
+        inside ns.  Returns the root end's name."""
+        root = self.tag + short
+        sh("ip", "link", "add", root, "type", "veth", "peer", "name", short, "netns", ns)
+        self.links.append(root)
+        self._no_ipv6(root)
+        sh("ip", "link", "set", root, "up")
+        if mac:
+            self.nsexec(ns, "ip", "link", "set", short, "address", mac)
+        for a in addrs:
+            self.nsexec(ns, "ip", "addr", "add", a, "dev", short)
+        self.nsexec(ns, "ip", "link", "set", short, "up")
+        return root
+
+    @staticmethod
+    def _no_ipv6(ifname):
+        try:
+            with open("/proc/sys/net/ipv6/conf/%s/disable_ipv6" % ifname, "w") as f:
+                f.write("1")
+        except OSError:
+            pass
+
+    def ns_mac(self, ns, ifname):
+        out = self.nsexec(ns, "cat", "/sys/class/net/%s/address" % ifname, capture=True)
+        return out.strip()
+
+    def close(self):
+        for root in reversed(self.links):
+            sh("ip", "link", "del", root, check=False)
+        self.links = []
+        for ns in reversed(self.namespaces):
+            sh("ip", "netns", "del", ns, check=False)
+        self.namespaces = []
+
+
+# --------------------------------------------------------------------------- switches
+
+def flow_line(i, out_port=2):
+    src = str(ipaddress.IPv4Address(CLIENT_IP) + i // 50000)
+    return ("table=0,priority=900,udp,nw_src=%s,nw_dst=%s,tp_src=%d,tp_dst=%d "
+            "actions=set_field:%s->eth_src,set_field:%s->eth_dst,set_field:%s->ip_dst,"
+            "set_field:%d->udp_dst,output:%d"
+            % (src, VIP, SPORT0 + i % 50000, VIP_PORT, GW_MAC, POD_MAC, POD_IP, POD_PORT,
+               out_port))
+
+
+def add_flows(target, first, last, tmpdir):
+    path = os.path.join(tmpdir, "flows-%d-%d.txt" % (first, last))
+    with open(path, "w") as f:
+        for i in range(first, last):
+            f.write(flow_line(i) + "\n")
+    t = time.monotonic()
+    sh("ovs-ofctl", "-O", "OpenFlow13", "add-flows", target, path, timeout=600)
+    return time.monotonic() - t
+
+
+def count_flows(target):
+    out = sh("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", target, capture=True, timeout=120)
+    return sum(1 for line in out.splitlines() if "priority=900" in line)
+
+
+class OvsDaemon:
+    """Open vSwitch (shared system daemon): started if it is not running; its threads
+    pinned to the switch core while this bench runs, then given their old affinity."""
+
+    PIDFILE = "/var/run/openvswitch/ovs-vswitchd.pid"
+
+    def __init__(self):
+        self.saved = {}
+
+    def ensure(self):
+        if sh("ovs-vsctl", "--timeout=2", "show", check=False).returncode:
+            sh("/usr/share/openvswitch/scripts/ovs-ctl", "start", timeout=120)
+        with open(self.PIDFILE) as f:
+            self.pid = int(f.read().strip())
+
+    def threads(self):
+        return [int(t) for t in os.listdir("/proc/%d/task" % self.pid)]
+
+    def pin(self, cpu):
+        for tid in self.threads():
+            try:
+                self.saved.setdefault(tid, os.sched_getaffinity(tid))
+                os.sched_setaffinity(tid, {cpu})
+            except OSError:
+                pass
+
+    def restore(self):
+        for tid, cpus in self.saved.items():
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass
+        self.saved = {}
+
+
+class OvsBridge:
+    def __init__(self, name, ports, controller=None, dpid=1):
+        self.name = name
+        args = ["ovs-vsctl", "--timeout=20", "add-br", name, "--", "set", "bridge", name,
+                "datapath_type=netdev", "fail_mode=secure", "protocols=OpenFlow13",
+                "other_config:disable-in-band=true",
+                "other_config:datapath-id=%016x" % dpid]
+        for i, p in enumerate(ports, 1):
+            args += ["--", "add-port", name, p, "--", "set", "interface", p,
+                     "ofport_request=%d" % i]
+        sh(*args)
+        self.created = True
+        sh("ovs-ofctl", "-O", "OpenFlow13", "del-flows", name)
+        if controller:      # after del-flows, which would race the controller's flows
+            sh("ovs-vsctl", "--timeout=20", "set-controller", name, controller)
+
+    @property
+    def target(self):
+        return self.name
+
+    def close(self):
+        if self.created:
+            sh("ovs-vsctl", "--timeout=20", "--if-exists", "del-br", self.name, check=False)
+            self.created = False
+
+
+def start_kp_switch(procs, ports, listen_port, buckets, log_file, controller=None, dpid=1):
+    args = ["taskset", "-c", str(SWITCH_CPU), os.path.join(VENV_BIN, "kp-switch"),
+            "--dpid", str(dpid), "--listen", "ptcp:%d" % listen_port,
+            "--buckets", str(buckets), "--log-file", log_file]
+    if controller:
+        args += ["--controller", controller]
+    with open(log_file + ".stderr", "ab") as err:
+        p = procs.start(args + list(ports), stdout=subprocess.DEVNULL, stderr=err)
+    wait_listening(listen_port, p)
+    return p
+
+
+class KpCacheStats:
+    """KP_CACHE_STATS_REQUEST over an OpenFlow 1.3 management connection
+    (FASTPATH.md: experimenter 0x004B5000, exp_type 2; reply exp_type 3, 10 x u64)."""
+
+    NAMES = ("hits", "misses", "inserts", "insert_failures", "evictions", "expired",
+             "invalidated", "entries", "buckets", "parse_errors")
+
+    def __init__(self, port):
+        self.port = port
+
+    def get(self, timeout=5.0):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(struct.pack("!BBHI", 4, 0, 8, 1))                      # hello
+            s.sendall(struct.pack("!BBHIII", 4, 4, 16, 77, 0x004B5000, 2))   # request
+            buf = b""
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                while len(buf) >= 8:
+                    _, typ, length, xid = struct.unpack("!BBHI", buf[:8])
+                    if len(buf) < length:
+                        break
+                    msg, buf = buf[:length], buf[length:]
+                    if typ == 4 and xid == 77 and length >= 16 + 80:
+                        vals = struct.unpack("!10Q", msg[16:96])
+                        return dict(zip(self.NAMES, vals))
+                    if typ == 1:
+                        raise RuntimeError("kp-switch refused the cache stats request")
+                    if typ == 2:                                            # echo
+                        s.sendall(struct.pack("!BBHI", 4, 3, length, xid) + msg[8:])
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        raise RuntimeError("no cache stats reply from kp-switch")
+
+
+# --------------------------------------------------------------------------- pps
+
+class PpsBench:
+    def __init__(self, args, exe, topo, procs, tmpdir):
+        self.args, self.exe, self.topo, self.procs, self.tmp = args, exe, topo, procs, tmpdir
+        self.results = {1: {e: [] for e in ENGINES}, args.flows: {e: [] for e in ENGINES}}
+        self.details = []
+        self.kp_stats = None
+
+    def setup(self):
+        t = self.topo
+        self.ns_src = t.ns("src")
+        self.ns_dst = t.ns("dst")
+        self.links = {}
+        for e, c in (("bare", "b"), ("kp", "k"), ("ovs", "o")):
+            a = t.link("g" + c, self.ns_src)          # generator -> switch port 1
+            b = t.link("s" + c, self.ns_dst)          # switch port 2 -> sink
+            self.links[e] = (a, b, "g" + c)
+            if self.args.rx_on_switch_core:
+                # RPS: the kernel's receive work for the switch's port 1 (the copy into
+                # its AF_PACKET ring / socket) runs on the switch core, not the generator's.
+                with open("/sys/class/net/%s/queues/rx-0/rps_cpus" % a, "w") as f:
+                    f.write("%x" % (1 << SWITCH_CPU))
+        a, b, _ = self.links["bare"]
+        self.bare = self.procs.start(["taskset", "-c", str(SWITCH_CPU), self.exe["bare_forwarder"],
+                                      a, b], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        a, b, _ = self.links["kp"]
+        self.kp_port = free_port()
+        self.kp = start_kp_switch(self.procs, [a, b], self.kp_port, self.args.buckets,
+                                  os.path.join(self.tmp, "kp-switch-pps.log"))
+        self.kp_target = "tcp:127.0.0.1:%d" % self.kp_port
+        self.kp_cache = KpCacheStats(self.kp_port)
+        a, b, _ = self.links["ovs"]
+        self.ovs = OvsBridge(t.tag + "br", [a, b])
+        self.targets = {"kp": self.kp_target, "ovs": self.ovs.target}
+
+    def install(self, first, last):
+        for e in ("kp", "ovs"):
+            secs = add_flows(self.targets[e], first, last, self.tmp)
+            n = count_flows(self.targets[e])
+            log("  %-4s %5d flows installed (%d new in %.1f s)" % (e, n, last - first, secs))
+            if n != last:
+                raise RuntimeError("%s holds %d DNAT flows, expected %d" % (e, n, last))
+
+    def verify_translation(self, engine):
+        """A few frames at the sink must carry the DNAT (pod MAC, pod IP, port 8080) and
+        a correct UDP checksum."""
+        code = r'''
+import socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 0)); s.settimeout(3)
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while t >> 16: t = (t & 0xffff) + (t >> 16)
+    return t
+ok = bad = 0
+end = time.time() + 3
+while ok + bad < 20 and time.time() < end:
+    try: f = s.recv(2048)
+    except socket.timeout: break
+    if len(f) < 42 or f[12:14] != b"\x08\x00" or f[23] != 17: continue
+    ip = f[14:34]; udp = f[34:14 + struct.unpack("!H", f[16:18])[0]]
+    pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, len(udp))
+    good = (f[:6] == bytes.fromhex(sys.argv[2].replace(":", "")) and
+            socket.inet_ntoa(ip[16:20]) == sys.argv[3] and
+            struct.unpack("!H", udp[2:4])[0] == int(sys.argv[4]) and
+            csum(ip) == 0xffff and csum(pseudo + udp) == 0xffff)
+    ok += good; bad += not good
+print(ok, bad)
+'''
+        _, _, gen_if = self.links[engine]
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns_dst, sys.executable, "-c", code,
+                              "s" + gen_if[1:], POD_MAC, POD_IP, str(POD_PORT)],
+                             stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
+        g = self.gen(engine, 1, seconds=1.5, pps=2000, warmup=0)
+        g.wait(10)
+        out = p.communicate(timeout=10)[0].split()
+        ok, bad = int(out[0]), int(out[1])
+        if not ok or bad:
+            raise RuntimeError("%s: translated frames at the sink: %d right, %d wrong"
+                               % (engine, ok, bad))
+        return ok
+
+    def gen(self, engine, flows, seconds, pps=0, warmup=0.0, warmup_pps=20000):
+        _, _, gen_if = self.links[engine]
+        args = ["ip", "netns", "exec", self.ns_src, "taskset", "-c", str(GEN_CPU),
+                self.exe["pktgen"], gen_if, "--dst-mac", GW_MAC, "--src-ip", CLIENT_IP,
+                "--dst-ip", VIP, "--dport", str(VIP_PORT), "--sport", str(SPORT0),
+                "--flows", str(flows), "--seconds", str(seconds), "--pps", str(pps)]
+        if warmup:
+            args += ["--warmup-seconds", str(warmup), "--warmup-pps", str(warmup_pps)]
+        return self.procs.start(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    def measure(self, engine, flows):
+        """One run: warm-up (caches fill), then flat out for --seconds; the forwarded
+        rate is the sink link's counter over the middle of the flat-out phase."""
+        a, b, _ = self.links[engine]
+        warm = self.args.warmup if flows > 1 else min(self.args.warmup, 0.5)
+        wpps = max(20000, 4 * flows) if flows > 1 else 5000
+        secs = self.args.seconds
+        kp0 = None
+        g = self.gen(engine, flows, secs + 0.5, pps=0, warmup=warm, warmup_pps=wpps)
+        try:
+            time.sleep(warm + 0.4)
+            if engine == "kp":
+                kp0 = self.kp_cache.get()
+            c0, rx0, t0 = read_counter(b, "tx_packets"), read_counter(a, "rx_packets"), time.monotonic()
+            time.sleep(secs - 0.2)
+            c1, rx1, t1 = read_counter(b, "tx_packets"), read_counter(a, "rx_packets"), time.monotonic()
+            kp1 = self.kp_cache.get() if engine == "kp" else None
+            out, err = g.communicate(timeout=secs + warm + 30)
+        finally:
+            self.procs.stop(g)
+        if g.returncode:
+            raise RuntimeError("pktgen: %s" % err.strip())
+        gen = json.loads(out)
+        pps = (c1 - c0) / (t1 - t0)
+        offered = (rx1 - rx0) / (t1 - t0)
+        d = {"engine": engine, "flows": flows, "pps": pps, "offered_pps": offered,
+             "generator_pps": gen["sent"] / gen["seconds"] if gen["seconds"] else 0}
+        if kp0 and kp1:
+            hits, misses = kp1["hits"] - kp0["hits"], kp1["misses"] - kp0["misses"]
+            d["kp_cache"] = {"hits": hits, "misses": misses, "entries": kp1["entries"],
+                             "insert_failures": kp1["insert_failures"] - kp0["insert_failures"],
+                             "evictions": kp1["evictions"] - kp0["evictions"]}
+            self.kp_stats = kp1
+        self.details.append(d)
+        return d
+
+    def run(self):
+        self.setup()
+        order = list(ENGINES)
+        for phase, flows in enumerate((1, self.args.flows)):
+            log("\n== %d flow%s ==" % (flows, "s" if flows > 1 else ""))
+            if phase == 0:
+                self.install(0, 1)
+            else:
+                self.install(1, flows)
+            for e in ("kp", "ovs"):
+                n = self.verify_translation(e)
+                log("  %-4s translation checked at the sink (%d frames: pod MAC, pod IP:port, "
+                    "checksums)" % (e, n))
+            for r in range(self.args.rounds):
+                for e in order:
+                    d = self.measure(e, flows)
+                    self.results[flows][e].append(d["pps"])
+                    extra = ""
+                    if "kp_cache" in d:
+                        kc = d["kp_cache"]
+                        extra = "  cache: %d entries, %.2f%% misses" % (
+                            kc["entries"], 100.0 * kc["misses"] / max(1, kc["hits"] + kc["misses"]))
+                    if d["offered_pps"] < 1.05 * d["pps"]:
+                        extra += "  [generator-limited: offered ~ forwarded]"
+                        d["generator_limited"] = True
+                    log("  round %d  %-4s %9.0f pps  (offered %6.0f kpps)%s"
+                        % (r + 1, e, d["pps"], d["offered_pps"] / 1000, extra))
+                order = order[1:] + order[:1]       # rotate who goes first
+        self.bare_counters = None
+
+    def close(self):
+        if getattr(self, "ovs", None):
+            self.ovs.close()
+
+
+# --------------------------------------------------------------------------- sessions
+
+SINK = r'''
+import json, signal, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(0.2)
+first = {}
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+print("ready", flush=True)
+while not stop:
+    try:
+        _, peer = s.recvfrom(2048)
+    except socket.timeout:
+        continue
+    except InterruptedError:
+        continue
+    if peer not in first:
+        first[peer] = time.monotonic()
+        if len(first) == 1:
+            print("hit", flush=True)
+print(json.dumps({"peers": [[p[0], p[1], t] for p, t in first.items()]}), flush=True)
+'''
+
+
+def http(method, url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read() or b"null")
+
+
+class SessionsBench:
+    """New sessions per second through kp_app: a client namespace sends one UDP frame per
+    new flow (distinct source ports) to VIP:80 at a fixed rate; a pod namespace (two
+    pod addresses, one interface) counts the distinct flows that reach it."""
+
+    PODS = ("10.0.0.101", "10.0.0.102")
+    CLIENT = "10.0.0.11"
+
+    def __init__(self, args, exe, topo, procs, tmpdir):
+        self.args, self.exe, self.topo, self.procs, self.tmp = args, exe, topo, procs, tmpdir
+        self.results = {}
+        self.ovs_br = None
+
+    def setup(self):
+        t = self.topo
+        self.ns_cli = t.ns("cli")
+        self.ns_pod = t.ns("pod")
+        for ns in (self.ns_cli, self.ns_pod):
+            t.nsexec(ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
+        self.links = {}
+        for e, c in (("kp", "k"), ("ovs", "o")):
+            cli = t.link("c" + c, self.ns_cli, ["%s/24" % self.CLIENT] if c == "k" else [])
+            pod = t.link("p" + c, self.ns_pod, ["%s/24" % a for a in self.PODS] if c == "k" else [])
+            self.links[e] = (cli, pod, "c" + c, "p" + c)
+
+    def _use(self, engine):
+        """Give the client and pod addresses to this engine's interfaces only."""
+        t = self.topo
+        for e, (_, _, cif, pif) in self.links.items():
+            op = "add" if e == engine else "del"
+            for ns, ifn, addrs in ((self.ns_cli, cif, [self.CLIENT]), (self.ns_pod, pif, self.PODS)):
+                for a in addrs:
+                    t.nsexec(ns, "ip", "addr", op, "%s/24" % a, "dev", ifn, check=False)
+        t.nsexec(self.ns_cli, "ip", "route", "replace", "default", "via", "10.0.0.1",
+                 "dev", self.links[engine][2])
+        t.nsexec(self.ns_pod, "ip", "route", "replace", "default", "via", "10.0.0.1",
+                 "dev", self.links[engine][3])
+
+    def run_one(self, engine, base_port):
+        args = self.args
+        cli_root, pod_root, cif, pif = self.links[engine]
+        self._use(engine)
+        of_port, ws_port = free_port(), free_port()
+        ryu_log = os.path.join(self.tmp, "ryu-%s.log" % engine)
+        env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
+        ctl = self.procs.start(
+            ["taskset", "-c", str(GEN_CPU), os.path.join(VENV_BIN, "ryu-manager"), "kp_app",
+             "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(of_port),
+             "--wsapi-host", "127.0.0.1", "--wsapi-port", str(ws_port), "--log-file", ryu_log],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sw = None
+        sink = None
+        try:
+            wait_listening(of_port, ctl)
+            wait_listening(ws_port, ctl)
+            api = "http://127.0.0.1:%d/v1" % ws_port
+            http("PUT", api + "/conf", {"node_ip": "10.0.0.1", "buckets": 16384})
+            http("POST", api + "/vips", {"prefix": VIP + "/32", "port": VIP_PORT,
+                                         "target_port": POD_PORT, "protocol": "udp"})
+            http("POST", api + "/vips/%s/32/%d/pods" % (VIP, VIP_PORT),
+                 {"addresses": list(self.PODS)})
+            controller = "tcp:127.0.0.1:%d" % of_port
+            if engine == "kp":
+                sw = start_kp_switch(self.procs, [cli_root, pod_root], free_port(), 16384,
+                                     os.path.join(self.tmp, "kp-switch-sessions.log"),
+                                     controller=controller)
+            else:
+                self.ovs_br = OvsBridge(self.topo.tag + "bs", [cli_root, pod_root],
+                                        controller=controller)
+            sink = self.procs.start(["ip", "netns", "exec", self.ns_pod, "taskset", "-c",
+                                     str(GEN_CPU), sys.executable, "-c", SINK, str(POD_PORT)],
+                                    stdout=subprocess.PIPE, text=True)
+            if sink.stdout.readline().strip() != "ready":
+                raise RuntimeError("sink did not start")
+            cli_mac = self.topo.ns_mac(self.ns_cli, cif)
+            # Readiness: one flow, resent, until it reaches the pod (switch connected,
+            # pods' MACs learned).
+            deadline = time.monotonic() + 30
+            ready = False
+            while time.monotonic() < deadline and not ready:
+                g = self._gen(cif, cli_mac, base_port - 1, 1, 200, once=True)
+                g.wait(10)
+                ready = bool(select.select([sink.stdout], [], [], 0.5)[0])
+            if ready and sink.stdout.readline().strip() != "hit":
+                ready = False
+            if not ready:
+                raise RuntimeError("%s: the first flow never reached the pod" % engine)
+            n = int(args.session_rate * args.session_seconds)
+            rx0 = read_counter(pod_root, "tx_packets")
+            t_send = time.monotonic()
+            g = self._gen(cif, cli_mac, base_port, n, args.session_rate, once=True)
+            out, err = g.communicate(timeout=args.session_seconds + 30)
+            t_sent = time.monotonic()
+            time.sleep(2.0)                                       # grace for held packets
+            sink.send_signal(signal.SIGTERM)
+            res = json.loads(sink.communicate(timeout=10)[0].strip().splitlines()[-1])
+            sink = None
+            peers = [p for p in res["peers"] if base_port <= p[1] < base_port + n]
+            times = sorted(p[2] for p in peers)
+            in_window = sum(1 for x in times if x <= t_sent)
+            end = max(t_sent, times[-1]) if times else t_sent
+            d = {"engine": engine, "offered": n, "offered_rate": args.session_rate,
+                 "delivered": len(peers),
+                 "delivered_in_send_window": in_window,
+                 "send_seconds": t_sent - t_send,
+                 "sessions_per_s": len(peers) / (end - t_send) if peers else 0.0,
+                 "lost": n - len(peers),
+                 "pod_link_packets": read_counter(pod_root, "tx_packets") - rx0}
+            try:
+                vip = http("GET", api + "/vips/%s/32/%d" % (VIP, VIP_PORT))
+                d["kp_app_new_sessions"] = vip["counters"]["new_sessions"]
+                d["kp_app_table_full"] = vip["counters"]["table_full"]
+            except Exception:
+                pass
+            return d
+        finally:
+            if sink is not None:
+                self.procs.stop(sink)
+            if sw is not None:
+                self.procs.stop(sw)
+            if self.ovs_br is not None:
+                self.ovs_br.close()
+                self.ovs_br = None
+            self.procs.stop(ctl)
+
+    def _gen(self, ifname, mac, sport, flows, rate, once):
+        args = ["ip", "netns", "exec", self.ns_cli, "taskset", "-c", str(GEN_CPU),
+                self.exe["pktgen"], ifname, "--src-mac", mac, "--dst-mac", GW_MAC,
+                "--src-ip", self.CLIENT, "--dst-ip", VIP, "--dport", str(VIP_PORT),
+                "--sport", str(sport), "--flows", str(flows), "--pps", str(rate),
+                "--batch", "8"]
+        if once:
+            args.append("--once")
+        return self.procs.start(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def run(self):
+        self.setup()
+        for r in range(self.args.session_rounds):
+            for e in (("kp", "ovs") if r % 2 == 0 else ("ovs", "kp")):
+                d = self.run_one(e, 20000)
+                self.results.setdefault(e, []).append(d)
+                log("  round %d  %-4s %7.0f new sessions/s  (%d of %d offered at %d/s reached "
+                    "the pod, %d within the send window)"
+                    % (r + 1, e, d["sessions_per_s"], d["delivered"], d["offered"],
+                       d["offered_rate"], d["delivered_in_send_window"]))
+
+
+# --------------------------------------------------------------------------- memory
+
+def cache_memory(exe, kp_stats, buckets):
+    sizes = json.loads(sh(exe["cache_sizes"], capture=True))
+    slot = sizes["bucket"] / sizes["ways"] + sizes["entry"]
+    table = buckets * (sizes["bucket"] + sizes["ways"] * sizes["entry"])
+    fixed = (sizes["flow_cache"] + (sizes["prog_pool"] + 1) * sizes["prog_slot"]
+             + sizes["max_flow_ids"] * 4)
+    out = {"sizes": sizes, "bytes_per_cached_flow": slot,
+           "bucket_share_per_flow": sizes["bucket"] / sizes["ways"],
+           "entry_per_flow": sizes["entry"],
+           "table_bytes": table, "fixed_bytes": fixed, "buckets": buckets}
+    if kp_stats and kp_stats.get("entries"):
+        out["entries_live"] = kp_stats["entries"]
+        out["allocated_per_live_flow"] = (table + fixed) / kp_stats["entries"]
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+def verdict(ok):
+    return "PASS" if ok else "MISS"
+
+
+def report(args, pps, sessions, mem, cpu_note):
+    summary = {"goals": GOALS, "pps": {}, "checks": []}
+    log("\n" + "=" * 78)
+    log("Packets per second, 64-byte UDP, kube-proxy DNAT flow (switch side on core %d, "
+        "generator on core %d)" % (SWITCH_CPU, GEN_CPU))
+    log("medians of %d rounds x %.1f s; each value: pps at the sink; kernel rx work for "
+        "the switch ports on core %d" % (args.rounds, args.seconds,
+                                         SWITCH_CPU if args.rx_on_switch_core else GEN_CPU))
+    log("%-8s %12s %12s %12s %9s %9s" % ("flows", "bare", "kp-switch", "ovs-netdev",
+                                         "kp/ovs", "kp/bare"))
+    if pps:
+        for flows, by in pps.results.items():
+            m = {e: median(v) for e, v in by.items()}
+            r_ovs = m["kp"] / m["ovs"] if m["ovs"] else float("nan")
+            r_bare = m["kp"] / m["bare"] if m["bare"] else float("nan")
+            # Paired: the ratio within each round (runs seconds apart), then the median;
+            # steadier than the ratio of medians when other work loads the machine.
+            n = min(len(v) for v in by.values())
+            p_ovs = median([by["kp"][i] / by["ovs"][i] for i in range(n) if by["ovs"][i]])
+            p_bare = median([by["kp"][i] / by["bare"][i] for i in range(n) if by["bare"][i]])
+            log("%-8d %12.0f %12.0f %12.0f %9.2f %9.2f   (paired per round: %.2f, %.2f)"
+                % (flows, m["bare"], m["kp"], m["ovs"], r_ovs, r_bare, p_ovs, p_bare))
+            summary["pps"][str(flows)] = {"median_pps": m, "runs_pps": by,
+                                          "kp_over_ovs": r_ovs, "kp_over_bare": r_bare,
+                                          "paired_kp_over_ovs": p_ovs,
+                                          "paired_kp_over_bare": p_bare,
+                                          "ovs_over_bare": m["ovs"] / m["bare"] if m["bare"] else None}
+            summary["checks"].append({"goal": "kp >= %.1fx ovs, %d flows" % (GOALS["kp_over_ovs"], flows),
+                                      "value": r_ovs, "pass": r_ovs >= GOALS["kp_over_ovs"]})
+            summary["checks"].append({"goal": "kp >= %.1fx bare, %d flows" % (GOALS["kp_over_bare"], flows),
+                                      "value": r_bare, "pass": r_bare >= GOALS["kp_over_bare"]})
+        summary["pps_runs"] = pps.details
+    if sessions and sessions.results:
+        log("\nNew sessions per second through kp_app (first packet of each new UDP flow "
+            "counted at the pod)")
+        log("%-10s %14s %12s %12s" % ("switch", "sessions/s", "delivered", "offered"))
+        sm = {}
+        for e, runs in sessions.results.items():
+            sm[e] = median([d["sessions_per_s"] for d in runs])
+            log("%-10s %14.0f %12d %12d" % (e, sm[e], median([d["delivered"] for d in runs]),
+                                             runs[0]["offered"]))
+        if sm.get("ovs"):
+            log("kp/ovs: %.2f" % (sm["kp"] / sm["ovs"]))
+        summary["sessions"] = {"median_sessions_per_s": sm, "runs": sessions.results,
+                               "kp_over_ovs": sm["kp"] / sm["ovs"] if sm.get("ovs") else None}
+    log("\nkp-switch flow cache memory (switch/csrc/flow_cache.h, sizes from the compiler)")
+    s = mem["sizes"]
+    log("  bucket %d B / %d ways = %.0f B per slot in the bucket line, + out-of-line entry "
+        "%d B (key %d B, flow ids)" % (s["bucket"], s["ways"], mem["bucket_share_per_flow"],
+                                       s["entry"], s["key"]))
+    log("  = %.0f bytes per cached flow (goal <= %d); table of %d buckets: %.1f MiB, "
+        "fixed part (program pool, invalidation epochs): %.1f MiB"
+        % (mem["bytes_per_cached_flow"], GOALS["cache_bytes_per_flow"], mem["buckets"],
+           mem["table_bytes"] / 2**20, mem["fixed_bytes"] / 2**20))
+    if "allocated_per_live_flow" in mem:
+        log("  with %d live entries: %.0f bytes allocated per live flow"
+            % (mem["entries_live"], mem["allocated_per_live_flow"]))
+    summary["cache_memory"] = mem
+    summary["checks"].append({"goal": "cache bytes per flow <= %d" % GOALS["cache_bytes_per_flow"],
+                              "value": mem["bytes_per_cached_flow"],
+                              "pass": mem["bytes_per_cached_flow"] <= GOALS["cache_bytes_per_flow"]})
+    log("\n" + "-" * 78 + "\nSUMMARY")
+    for flows, v in summary["pps"].items():
+        log("  %5s flows: kp %.0f pps | kp/ovs %.2f (goal >= %.1f) | kp/bare %.2f (goal >= %.1f)"
+            " | paired per round: kp/ovs %.2f, kp/bare %.2f"
+            % (flows, v["median_pps"]["kp"], v["kp_over_ovs"], GOALS["kp_over_ovs"],
+               v["kp_over_bare"], GOALS["kp_over_bare"], v["paired_kp_over_ovs"],
+               v["paired_kp_over_bare"]))
+    if "sessions" in summary:
+        sm = summary["sessions"]["median_sessions_per_s"]
+        log("  new sessions/s: kp %.0f, ovs %.0f" % (sm.get("kp", 0), sm.get("ovs", 0)))
+    for c in summary["checks"]:
+        log("  %s  %-32s %.2f" % (verdict(c["pass"]), c["goal"], c["value"]))
+    log("  (verdicts on the ratio of medians)")
+    if cpu_note:
+        log("  note: " + cpu_note)
+    log("-" * 78)
+    return summary
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="2 rounds of 2 s, a short sessions run")
+    p.add_argument("--rounds", type=int, default=5, help="alternated rounds per flow count")
+    p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per run")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per run (10k flows)")
+    p.add_argument("--flows", type=int, default=10000, help="the many-flows case")
+    p.add_argument("--buckets", type=int, default=16384,
+                   help="kp-switch cache buckets for the pps runs (power of 2)")
+    p.add_argument("--session-rate", type=int, default=3000, help="new flows offered per second")
+    p.add_argument("--session-seconds", type=float, default=4.0)
+    p.add_argument("--session-rounds", type=int, default=2)
+    p.add_argument("--rx-on-switch-core", action="store_true",
+                   help="steer the kernel's receive work for the switch ports to the switch "
+                        "core (RPS); by default it runs on the generator's core")
+    p.add_argument("--skip-pps", action="store_true")
+    p.add_argument("--skip-sessions", action="store_true")
+    p.add_argument("--json", default=os.path.join(RESULTS, "latest.json"))
+    a = p.parse_args(argv)
+    if a.quick:
+        a.rounds, a.seconds, a.warmup = 2, 2.0, 1.5
+        a.session_seconds, a.session_rounds = 2.0, 1
+    if a.seconds < 1.0:
+        p.error("--seconds must be at least 1")
+    return a
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: run as root (namespaces, veth, AF_PACKET)", file=sys.stderr)
+        return 2
+    if os.cpu_count() < 2:
+        print("bench: needs 2 cores (switch on one, generator on the other)", file=sys.stderr)
+        return 2
+    os.sched_setaffinity(0, {GEN_CPU})        # keep this script off the switch core
+    exe = build()
+    procs = Procs()
+    topo = Topology()
+    ovsd = OvsDaemon()
+    tmp = tempfile.mkdtemp(prefix="kpb-")
+    pps = sessions = None
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    t_start = time.monotonic()
+    ok = False
+    try:
+        ovsd.ensure()
+        ovsd.pin(SWITCH_CPU)
+        if not args.skip_pps:
+            pps = PpsBench(args, exe, topo, procs, tmp)
+            try:
+                pps.run()
+            finally:
+                pps.close()
+        if not args.skip_sessions:
+            log("\n== new sessions per second through kp_app ==")
+            sessions = SessionsBench(args, exe, topo, procs, tmp)
+            try:
+                sessions.run()
+            except Exception as e:
+                log("sessions benchmark failed: %s" % e)
+        mem = cache_memory(exe, pps.kp_stats if pps else None, args.buckets)
+        load = os.getloadavg()[0]
+        note = ("load average %.1f during the run (other work on this machine adds noise)"
+                % load) if load > 2.5 else ""
+        summary = report(args, pps, sessions, mem, note)
+        summary["config"] = {k: v for k, v in vars(args).items()}
+        summary["elapsed_s"] = time.monotonic() - t_start
+        summary["machine"] = {"cpus": os.cpu_count(), "kernel": os.uname().release,
+                              "loadavg_end": os.getloadavg()}
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2, default=str)
+        log("results: %s (%.0f s)" % (args.json, summary["elapsed_s"]))
+        ok = True
+    except KeyboardInterrupt as e:
+        log("bench: interrupted (%s); cleaning up" % (e or "SIGINT"))
+    finally:
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
+        procs.stop_all()
+        if sessions is not None and sessions.ovs_br is not None:
+            sessions.ovs_br.close()
+        if pps is not None:
+            pps.close()
+        topo.close()
+        ovsd.restore()
+        if ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            log("bench: logs kept in %s" % tmp)
+        for s, h in old.items():
+            signal.signal(s, h)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
