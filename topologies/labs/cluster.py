@@ -117,7 +117,8 @@ def scenario(s):
     rows, np_report, bad_peers, bad_sources, unanswered = [], {}, [], [], 0
     for client in ('n1c1', 'n3c1'):
         for n in NODES:
-            sweep = labkit.udp_sweep(h(client), node_ip(n), NODE_PORT, range(47000, 47008))
+            first = 47000 + 100 * node_of(client) + 10 * n     # no port reused across sweeps
+            sweep = labkit.udp_sweep(h(client), node_ip(n), NODE_PORT, range(first, first + 8))
             got = [r for r in sweep.values() if r]
             unanswered += len(sweep) - len(got)
             http = labkit.http_gets(h(client), kp_lab.url_for(node_ip(n), NODE_PORT), 4)

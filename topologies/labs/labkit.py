@@ -331,8 +331,14 @@ class LabSession:
             except Exception as e:  # noqa: BLE001 - reported as a failed check
                 import traceback
                 self.say(traceback.format_exc().rstrip())
-                self.checks.check('the scenario ran to the end', False,
-                                  '%s: %s' % (type(e).__name__, e))
+                where = traceback.extract_tb(e.__traceback__)[-1]
+                self.checks.check('the scenario ran to the end', False, '%s: %s (at %s:%d)' % (
+                    type(e).__name__, e, os.path.basename(where.filename), where.lineno))
+            if STRAY_DATAGRAMS:
+                self.report['stray_datagrams'] = list(STRAY_DATAGRAMS)
+                self.checks.check('no stray datagrams reached the clients', False,
+                                  STRAY_DATAGRAMS[:3])
+                del STRAY_DATAGRAMS[:]
             if cli and self.lab is not None:
                 self.cli()
         finally:
@@ -384,7 +390,7 @@ for p in ports:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(('', p))
     socks[p] = s
-got = {}
+got, stray = {}, []
 for attempt in range(tries):
     for p, s in socks.items():
         if p not in got:
@@ -395,18 +401,26 @@ for attempt in range(tries):
         r, _, _ = select.select([s for p, s in socks.items() if p not in got], [], [], max(0.01, deadline - time.monotonic()))
         for s in r:
             data, frm = s.recvfrom(65535)
-            reply = json.loads(data)
+            try:
+                reply = json.loads(data.decode())
+            except ValueError:
+                stray.append({'to': s.getsockname()[1], 'from': '%s:%d' % frm[:2], 'hex': data[:64].hex()})
+                continue
             reply['from'], reply['from_port'] = frm[0], frm[1]
             got[s.getsockname()[1]] = reply
     if len(got) == len(socks):
         break
-print(json.dumps({str(p): got.get(p) for p in ports}))
+print(json.dumps({'replies': {str(p): got.get(p) for p in ports}, 'stray': stray}))
 """
+
+
+STRAY_DATAGRAMS = []   # datagrams a sweep got that were no server's answer (a bug to see)
 
 
 def udp_sweep(host, addr, port, src_ports, tries=3, wait=1.5):
     """One datagram to addr:port from each of `src_ports` (each its own flow), sent from
-    `host`; returns {src_port: the server's reply (name, peer, ...) or None}."""
+    `host`; returns {src_port: the server's reply (name, peer, ...) or None}. Datagrams
+    that are no server's JSON answer are kept in STRAY_DATAGRAMS."""
     from kp_lab import traffic
     proc = host.popen([traffic.PYTHON, '-c', _UDP_SWEEP, addr, str(port),
                        json.dumps(list(src_ports)), str(tries), str(wait)],
@@ -422,7 +436,8 @@ def udp_sweep(host, addr, port, src_ports, tries=3, wait=1.5):
         answer = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise RuntimeError('udp sweep from %s failed: %s' % (host, err.strip()[-500:]))
-    return {int(p): r for p, r in answer.items()}
+    STRAY_DATAGRAMS.extend(answer['stray'])
+    return {int(p): r for p, r in answer['replies'].items()}
 
 
 # Datagrams with another host's source address (IPv4, raw socket): to show a node the
