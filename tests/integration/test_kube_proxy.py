@@ -168,3 +168,34 @@ def test_invalid_ku_input_errors_and_changes_nothing(kpnode, controller):
         result = ku(controller, *args)
         assert result.returncode != 0 and result.stderr.strip(), (args, result)
     assert [api(controller, "GET", p)[1] for p in ("/conf", "/vips")] == before
+
+
+def test_an_external_load_balancer_ip_reaches_the_service(kpnode, controller):
+    status, body = api(controller, "PUT", "/conf", {"node_ip": "10.0.0.1"})
+    status, body = api(controller, "POST", "/vips", {
+        "prefix": VIP + "/32", "port": 80, "target_port": 8080, "protocol": "tcp",
+        "external_ips": ["192.0.2.10"]})
+    assert status == 201, body
+    api(controller, "POST", f"/vips/{VIP}/32/80/pods",
+        {"addresses": [kpnode.ip(p.name) for p in kpnode.pods]})
+    serve(kpnode, "http", 8080)
+    c1 = kpnode.clients[0]
+    for address in ("192.0.2.10", VIP):
+        result = kp_lab.http_get(c1, kp_lab.url_for(address, 80))
+        assert result["ok"] and result["body"]["peer"] == kpnode.ip(c1.name), (address, result)
+
+
+def test_conf_buckets_reaches_the_switch_cache(kpnode, controller, switch_kind):
+    configure(controller, kpnode)
+    serve(kpnode, "http", 8080)
+    status, conf = api(controller, "PUT", "/conf", {"buckets": 4096})
+    assert status == 200 and conf["buckets"] == 4096
+    assert kp_lab.http_get(kpnode.clients[0], kp_lab.url_for(VIP, 80))["ok"]
+    status, counters = api(controller, "GET", "/counters")
+    cache = counters["switches"]["1"]
+    if switch_kind == "kpswitch":
+        assert cache["buckets"] == 4096 and cache["hits"] + cache["misses"] > 0, cache
+        show = ku(controller, "show")
+        assert show.returncode == 0 and "4096" in show.stdout, show.stdout
+    else:
+        assert cache == {}          # Open vSwitch has no such cache: nothing to show
