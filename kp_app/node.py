@@ -306,9 +306,16 @@ class Node:
         session.snat_address, session.snat_port = None, 0   # every port busy: no SNAT
 
     def _session_flows(self, session: Session, vip: Vip):
+        hop = self.resolve(session.pod)
+        nat_ports = self.model.interfaces["nat4" if vip.version == 4 else "nat6"]
+        reply_in_port, unnat = None, True
+        if nat_ports:   # the seed's `set interface natX in <port>` limits where SNAT applies
+            reply_in_port = hop[1]
+            unnat = self.port_names.get(hop[1]) in nat_ports
         return pipeline.session_flows(
-            session, vip, vip.pods[session.pod].id, self.mac, self.resolve(session.pod),
-            idle_timeout=self.model.conf.timeout)
+            session, vip, vip.pods[session.pod].id, self.mac, hop,
+            idle_timeout=self.model.conf.timeout, reply_in_port=reply_in_port,
+            unnat_replies=unnat)
 
     def _resume(self, session: Session, frame, in_port: int, forward: bool) -> list:
         """(Re)install a session's flows and send this packet on through them."""

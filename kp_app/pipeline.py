@@ -240,12 +240,16 @@ def reply_miss_flow(vip, pod, proto: int, local_subnet=None) -> FlowAdd:
                 cookie=cookie(KIND_REPLY_MISS, vip.id, pod.id))
 
 
-def session_flows(session, vip, pod_id: int, gateway_mac: str, pod_hop, idle_timeout: int):
+def session_flows(session, vip, pod_id: int, gateway_mac: str, pod_hop, idle_timeout: int,
+                  reply_in_port: Optional[int] = None, unnat_replies: bool = True):
     """The DNAT flow (client -> pod) and the SNAT flow (pod -> client) of one session.
 
     `pod_hop` is (MAC, switch port) of the pod or of the next node towards it. A session
     with `snat_address` also rewrites the client's source (NodePort to another node's pod,
-    hairpin) so that the pod's replies come back through this node.
+    hairpin) so that the pod's replies come back through this node. With the seed's
+    `set interface nat4|nat6 in <port>` in use, the reply flow matches the port the
+    replies come in on, and replies from a port without the feature are forwarded
+    without their source rewritten (`unnat_replies` False), as the seed's SNAT node did.
     """
     f, r = session.forward, session.reverse
     version = f.src.version
@@ -271,19 +275,23 @@ def session_flows(session, vip, pod_id: int, gateway_mac: str, pod_hop, idle_tim
         dnat += [("set_field", addr_field(version, "src"), str(session.snat_address)),
                  ("set_field", port_field(f.proto, "src"), session.snat_port)]
     dnat.append(output(pod_out))
-    snat = [("set_field", "eth_src", gateway_mac), ("set_field", "eth_dst", session.client_mac),
-            ("set_field", addr_field(version, "src"), str(f.dst))]
-    if f.dst_port != r.src_port:
+    snat = [("set_field", "eth_src", gateway_mac), ("set_field", "eth_dst", session.client_mac)]
+    if unnat_replies:
+        snat.append(("set_field", addr_field(version, "src"), str(f.dst)))
+    if unnat_replies and f.dst_port != r.src_port:
         snat.append(("set_field", port_field(f.proto, "src"), f.dst_port))
     if session.snat_address is not None:
         snat += [("set_field", addr_field(version, "dst"), str(f.src)),
                  ("set_field", port_field(f.proto, "dst"), f.src_port)]
     snat.append(("output", session.client_in_port) if pod_out != session.client_in_port
                 else ("output", OFPP_IN_PORT))
+    reply_match = exact(r)
+    if reply_in_port is not None:
+        reply_match["in_port"] = reply_in_port
     common = dict(idle_timeout=idle_timeout, notify_removed=True)
     return (flow(SERVICES, PRIO_SESSION, exact(f), dnat,
                  cookie=cookie(KIND_FORWARD, vip.id, pod_id), **common),
-            flow(SERVICES, PRIO_SESSION, exact(r), snat,
+            flow(SERVICES, PRIO_SESSION, reply_match, snat,
                  cookie=cookie(KIND_REVERSE, vip.id, pod_id), **common))
 
 

@@ -183,3 +183,15 @@ def test_reconnect_rebuilds_everything_from_the_model(kp):
     assert isinstance(kp.sent[0], FlowDelete)
     assert kinds.count(pipeline.KIND_VIP) == 1 and kinds.count(pipeline.KIND_NODE_PORT) == 1
     assert kinds.count(pipeline.KIND_REPLY_MISS) == 3
+
+
+def test_set_interface_nat4_limits_where_replies_are_unnatted(kp):
+    kp.nodes[1].port_names = {1: "s1-eth1", 3: "s1-eth3", 4: "s1-eth4", 5: "s1-eth5"}
+    kp.set_interface("nat4", "s1-eth3")                # only pod 10.0.0.101's port
+    for sport in range(42000, 42060):
+        kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", sport, "10.96.0.10", 80))
+    reverse = flows(kp.sent, pipeline.KIND_REVERSE)
+    by_port = {f.match_dict["in_port"]: f for f in reverse}
+    assert set(by_port) == {3, 4, 5}
+    assert ("set_field", "ipv4_src", "10.96.0.10") in by_port[3].actions
+    assert not [a for a in by_port[4].actions if a[1] in ("ipv4_src", "tcp_src")]
