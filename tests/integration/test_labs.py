@@ -103,7 +103,8 @@ def test_maglev_scaling_moves_few_flows():
     assert sum(n for m, n in up['moves'].items() if m.endswith('->p4')) >= up['moved'] - 12
     assert sum(n for m, n in down['moves'].items() if m.startswith('p2->')) >= \
         down['moved'] - 12
-    assert up['moved'] == report['rounds']['B']['p4']
+    assert sum(n for m, n in up['moves'].items() if m.endswith('->p4')) == \
+        report['rounds']['B']['p4']                  # every flow on p4 came from elsewhere
 
 
 def test_ipv6_nat66():
