@@ -232,6 +232,8 @@ class LabSession:
                 finally:
                     left = lab.leftovers()
                     self.report['leftovers'] = {k: v for k, v in left.items() if v}
+                    if self.switch_kind == 'ovs':
+                        kp_lab.stop_ovs_if_started()   # only if this process started it
         finally:
             if self.ctl is not None:
                 ctl, self.ctl = self.ctl, None
