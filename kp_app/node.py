@@ -336,22 +336,26 @@ class Node:
         return msgs
 
     def _stray_reply(self, frame: frames.Frame, in_port: int) -> list:
-        """A pod's packet from its service port with no session (e.g. it outlived its
-        flows in an untracked session): SNAT it if only one service address fits."""
-        candidates = [v for v in self.model.vips.values()
-                      if frame.ip_src in v.pods and v.target_port == frame.src_port
-                      and frame.ip_proto in v.ip_protos
-                      and v.prefix.prefixlen == v.prefix.max_prefixlen]
-        client = self.resolve(frame.ip_dst)
-        if len(candidates) != 1 or client is None:
-            return self._forward(frame, in_port)
-        vip = candidates[0]
-        version = vip.version
-        actions = (("set_field", "eth_src", self.mac), ("set_field", "eth_dst", client[0]),
-                   ("set_field", addr_field(version, "src"), str(vip.prefix.network_address)),
-                   ("set_field", port_field(frame.ip_proto, "src"), vip.port),
-                   ("output", pipeline.OFPP_IN_PORT if client[1] == in_port else client[1]))
-        return [PacketOut(frame.raw, actions, in_port)]
+        """A pod's packet from a service's target port that belongs to no session: traffic
+        sent to the pod directly, not through the service. It is forwarded as it is, and
+        an exact pass-through flow keeps the rest of that flow off the controller (a
+        session that later takes the same 5-tuple overwrites it)."""
+        msgs = self._forward(frame, in_port)
+        if not msgs:
+            return msgs
+        (out,) = msgs
+        match = pipeline.ip_match(frame.ip_src.version, frame.ip_proto)
+        version = frame.ip_src.version
+        match.update({addr_field(version, "src"): str(frame.ip_src),
+                      addr_field(version, "dst"): str(frame.ip_dst),
+                      port_field(frame.ip_proto, "src"): frame.src_port,
+                      port_field(frame.ip_proto, "dst"): frame.dst_port})
+        outputs = [a[1] for a in out.actions if a[0] == "output"]
+        if len(outputs) == 1 and outputs[0] != OFPP_FLOOD:
+            msgs.insert(0, pipeline.flow(pipeline.SERVICES, pipeline.PRIO_SESSION, match,
+                                         out.actions, idle_timeout=self.model.conf.timeout,
+                                         cookie=pipeline.cookie(pipeline.KIND_BASE)))
+        return msgs
 
     def _hold(self, address, in_port: int, data: bytes, now: float) -> list:
         queue = [p for p in self.pending.get(address, []) if now - p[0] < PENDING_SECONDS]

@@ -195,3 +195,18 @@ def test_set_interface_nat4_limits_where_replies_are_unnatted(kp):
     assert set(by_port) == {3, 4, 5}
     assert ("set_field", "ipv4_src", "10.96.0.10") in by_port[3].actions
     assert not [a for a in by_port[4].actions if a[1] in ("ipv4_src", "tcp_src")]
+
+
+def test_a_pod_answering_a_direct_request_is_not_natted(kp):
+    # The client talks to 10.0.0.101:8080 itself, not to the service: no session.
+    kp.packet_in(1, CLIENT_PORT, frames.arp(2, CLIENT_MAC, "10.0.0.11", GW, "10.0.0.1"))
+    kp.sent.clear()
+    pod_mac, pod_port = PODS["10.0.0.101"]
+    kp.packet_in(1, pod_port, l4_packet("10.0.0.101", 8080, "10.0.0.11", 40100,
+                                        flags=frames.TCP_ACK | frames.TCP_SYN,
+                                        eth_src=pod_mac, eth_dst=CLIENT_MAC))
+    (passthrough,) = [m for m in kp.sent if isinstance(m, FlowAdd)]
+    (out,) = [m for m in kp.sent if isinstance(m, PacketOut)]
+    assert out.actions == passthrough.actions == (("output", CLIENT_PORT),)
+    assert passthrough.match_dict["ipv4_src"] == "10.0.0.101"
+    assert kp.sessions()["count"] == 0

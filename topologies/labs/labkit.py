@@ -17,7 +17,6 @@ Nothing here is found or stopped by name: the controller and the net are the one
 session started, stopped by PID (ControllerProcess.stop, KpLab.close), in a finally.
 """
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -139,24 +138,6 @@ def serve(lab, kind, port, pods=None):
 
 # ---------------------------------------------------------------------------- the session
 
-@contextlib.contextmanager
-def quiet_controller_check():
-    """While a lab is built, skip Mininet's RemoteController.checkListening: it runs
-    `echo A | telnet <ip> <port>` and decodes the reply as UTF-8, and the controller's
-    OpenFlow HELLO (random xid bytes) sometimes is not UTF-8: UnicodeDecodeError, a failed
-    lab. ControllerProcess.start() has already checked that the controller listens."""
-    from mininet.node import RemoteController
-    saved = RemoteController.__dict__.get('checkListening')
-    RemoteController.checkListening = lambda self: None
-    try:
-        yield
-    finally:
-        if saved is None:
-            del RemoteController.checkListening
-        else:
-            RemoteController.checkListening = saved
-
-
 class LabSession:
     """A kp controller (ryu-manager kp_app) and a kp Mininet topology, started together.
 
@@ -199,17 +180,15 @@ class LabSession:
                 self.topo_name, ' '.join('%s=%s' % kv for kv in sorted(self.topo_args.items())),
                 self.switch_kind))
             try:
-                with quiet_controller_check():
-                    self.lab = kp_lab.build_net(self.topo_name, switch=self.switch_kind,
-                                                controller_port=self.ctl.of_port,
-                                                prefix=prefix, **self.topo_args)
+                self.lab = kp_lab.build_net(self.topo_name, switch=self.switch_kind,
+                                            controller_port=self.ctl.of_port,
+                                            prefix=prefix, **self.topo_args)
             except kp_lab.LabError as e:
                 if prefix != '' or 'in use' not in str(e):
                     raise
-                with quiet_controller_check():
-                    self.lab = kp_lab.build_net(self.topo_name, switch=self.switch_kind,
-                                                controller_port=self.ctl.of_port,
-                                                **self.topo_args)
+                self.lab = kp_lab.build_net(self.topo_name, switch=self.switch_kind,
+                                            controller_port=self.ctl.of_port,
+                                            **self.topo_args)
             self.say('*** switches connected: %s' % ', '.join(
                 '%s (dpid %d)' % (s.name, int(s.dpid, 16)) for s in self.lab.net.switches))
         except BaseException:
