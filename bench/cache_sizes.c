@@ -7,9 +7,11 @@
 int main(void)
 {
     printf("{\"bucket\": %zu, \"ways\": %d, \"entry\": %zu, \"key\": %zu, \"prog_slot\": %zu,"
-           " \"prog_pool\": %d, \"max_flow_ids\": %u, \"flow_cache\": %zu}\n",
+           " \"prog_pool\": %d, \"max_flow_ids\": %u, \"flow_cache\": %zu,"
+           " \"addr_slot\": %zu, \"addr_pool\": %d}\n",
            sizeof(struct cache_bucket), WAYS, sizeof(struct cache_entry),
-           sizeof(struct flow_key), sizeof(struct prog_slot), PROG_POOL,
-           (unsigned)MAX_FLOW_IDS, sizeof(struct flow_cache));
+           sizeof(struct cache_key), sizeof(struct prog_slot), PROG_POOL,
+           (unsigned)MAX_FLOW_IDS, sizeof(struct flow_cache), sizeof(struct addr_slot),
+           ADDR_POOL);
     return 0;
 }

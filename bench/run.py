@@ -705,7 +705,8 @@ def cache_memory(exe, kp_stats, buckets):
     slot = sizes["bucket"] / sizes["ways"] + sizes["entry"]
     table = buckets * (sizes["bucket"] + sizes["ways"] * sizes["entry"])
     fixed = (sizes["flow_cache"] + (sizes["prog_pool"] + 1) * sizes["prog_slot"]
-             + sizes["max_flow_ids"] * 4)
+             + sizes["max_flow_ids"] * 4
+             + (sizes.get("addr_pool", -1) + 1) * (sizes.get("addr_slot", 0) + 8))
     out = {"sizes": sizes, "bytes_per_cached_flow": slot,
            "bucket_share_per_flow": sizes["bucket"] / sizes["ways"],
            "entry_per_flow": sizes["entry"],
@@ -773,7 +774,7 @@ def report(args, pps, sessions, mem, cpu_note):
         "%d B (key %d B, flow ids)" % (s["bucket"], s["ways"], mem["bucket_share_per_flow"],
                                        s["entry"], s["key"]))
     log("  = %.0f bytes per cached flow (goal <= %d); table of %d buckets: %.1f MiB, "
-        "fixed part (program pool, invalidation epochs): %.1f MiB"
+        "fixed part (program and IPv6 address pools, invalidation epochs): %.1f MiB"
         % (mem["bytes_per_cached_flow"], GOALS["cache_bytes_per_flow"], mem["buckets"],
            mem["table_bytes"] / 2**20, mem["fixed_bytes"] / 2**20))
     if "allocated_per_live_flow" in mem:

@@ -111,7 +111,7 @@ void dp_cache_insert(struct datapath *dp, const struct flow_key *k,
 {
     struct dp_cmd c;
 
-    if (n_ops > MAX_OPS || n_ids > MAX_IDS_PER_ENTRY) {
+    if (n_ops > MAX_OPS || n_ids > MAX_IDS_PER_INSERT) {
         ATOMIC_ADD(dp->cmd_queue_drops, 1);   /* uncacheable: counted, like a full pool */
         return;
     }
@@ -279,8 +279,10 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
     const struct action_prog *prog;
     struct pkt_buf pb;
     struct flow_key k;
+    struct cache_key ck;
     struct pkt_layout lay;
     enum parse_result pr;
+    uint32_t id;
     unsigned i;
 
     PSTAT_ADD(port, rx_packets, 1);
@@ -296,13 +298,20 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
      * checksum offload): finish it, or every receiver would drop the packet. */
     if ((status & TP_STATUS_CSUMNOTREADY) && (k.present & (FK_TCP | FK_UDP)))
         csum_complete_partial(frame, lay.l4, lay.l3_end, !!(k.present & FK_UDP));
-    prog = flow_cache_lookup(dp->cache, &k, flow_key_hash(&k), now, &e, NULL);
+    if (cache_key_of(&k, &ck)) {
+        const uint8_t *v6 = (k.present & FK_IPV6) ? k.nw_src : NULL;
+
+        prog = flow_cache_lookup(dp->cache, &ck, v6, cache_key_hash(&ck, v6), now, &e, NULL);
+    } else {
+        flow_cache_miss(dp->cache);
+        prog = NULL;
+    }
     if (!prog) {
         miss_push(dp, port->port_no, &k, frame, len);
         return;
     }
-    for (i = 0; i < e->n_ids; i++) {
-        struct flow_counter *fc = &dp->counters[e->flow_ids[i]];
+    for (i = 0; i < MAX_IDS_PER_ENTRY && (id = cache_entry_id(e, i)) != IDS_NONE; i++) {
+        struct flow_counter *fc = &dp->counters[id];
 
         OWNER_ADD(fc->packets, 1);
         OWNER_ADD(fc->bytes, len);

@@ -48,7 +48,7 @@ struct dp_cmd {
     uint32_t n_ops, n_ids;
     struct flow_key key;
     struct action_op ops[MAX_OPS];
-    uint32_t ids[MAX_IDS_PER_ENTRY];
+    uint32_t ids[MAX_IDS_PER_INSERT];
     struct flow_cache *cache;
 };
 

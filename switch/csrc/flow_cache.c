@@ -34,7 +34,95 @@ static uint32_t murmur3(const void *data, size_t len)
     return h;
 }
 
-uint32_t flow_key_hash(const struct flow_key *k) { return murmur3(k, sizeof *k); }
+enum {
+    CACHEABLE = FK_ETH | FK_VLAN | FK_IP | FK_IPV4 | FK_IPV6 | FK_TCP | FK_UDP | FK_ICMPV4 |
+                FK_ICMPV6,
+};
+
+bool cache_key_of(const struct flow_key *fk, struct cache_key *k)
+{
+    static const uint8_t zero[16];
+    bool ok;
+
+    memset(k, 0, sizeof *k);
+    k->in_port = (uint16_t)fk->in_port;
+    k->present = (uint16_t)fk->present;
+    memcpy(k->eth_dst, fk->eth_dst, 6);
+    memcpy(k->eth_src, fk->eth_src, 6);
+    k->eth_type = fk->eth_type;
+    k->vlan = (uint16_t)((fk->vlan_vid & 0x1fff) | (fk->vlan_pcp & 7) << 13);
+    k->ip_proto = fk->ip_proto;
+    k->ip_tos = (uint8_t)((fk->ip_dscp & 63) << 2 | (fk->ip_ecn & 3));
+    k->tcp_flags = fk->tcp_flags;
+    k->tp_src = fk->tp_src;
+    k->tp_dst = fk->tp_dst;
+    k->ipv6_flabel = fk->ipv6_flabel;
+    if (!(fk->present & FK_IPV6)) {
+        memcpy(&k->nw_src, fk->nw_src, 4);
+        memcpy(&k->nw_dst, fk->nw_dst, 4);
+    }
+    ok = fk->in_port <= 0xffff && !(fk->present & ~(uint32_t)CACHEABLE) &&
+         fk->vlan_vid <= 0x1fff && fk->vlan_pcp <= 7 && fk->ip_dscp <= 63 && fk->ip_ecn <= 3 &&
+         !fk->pad && !memcmp(fk->nd_target, zero, 16) && !memcmp(fk->arp_sha, zero, 6) &&
+         !memcmp(fk->arp_tha, zero, 6);
+    if (ok && !(fk->present & FK_IPV6))
+        ok = !memcmp(fk->nw_src + 4, zero, 12) && !memcmp(fk->nw_dst + 4, zero, 12);
+    return ok;
+}
+
+static inline uint64_t mix(uint64_t h, uint64_t w)
+{
+    h ^= w;
+    h *= 0x9e3779b97f4a7c15ull;
+    return h ^ (h >> 29);
+}
+
+static inline uint32_t fmix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return (uint32_t)h;
+}
+
+uint32_t cache_key_hash(const struct cache_key *k, const uint8_t *v6)
+{
+    uint64_t h = 0, a[4];
+
+    h = mix(h, k->w[0]);
+    h = mix(h, k->w[1]);
+    h = mix(h, k->w[2]);
+    h = mix(h, k->w[3]);
+    if (v6) {
+        memcpy(a, v6, sizeof a);
+        h = mix(h, a[0]);
+        h = mix(h, a[1]);
+        h = mix(h, a[2]);
+        h = mix(h, a[3]);
+    } else {
+        h = mix(h, k->w[4]);
+    }
+    return fmix(h);
+}
+
+uint32_t flow_key_hash(const struct flow_key *fk)
+{
+    struct cache_key k;
+
+    cache_key_of(fk, &k);
+    return cache_key_hash(&k, (fk->present & FK_IPV6) ? fk->nw_src : NULL);
+}
+
+static uint32_t addr_hash(const uint8_t *a)
+{
+    uint64_t x[2];
+
+    memcpy(x, a, sizeof x);
+    return fmix(mix(mix(0, x[0]), x[1]));
+}
+
 
 /* a - b on a wrapping 32-bit clock or epoch counter. */
 static inline int32_t sdiff(uint32_t a, uint32_t b) { return (int32_t)(a - b); }
@@ -54,7 +142,11 @@ struct flow_cache *flow_cache_new(uint32_t n_buckets, struct cache_stats *st)
     c->entries = calloc((size_t)n_buckets * WAYS, sizeof *c->entries);
     c->flow_inval = calloc(MAX_FLOW_IDS, sizeof *c->flow_inval);
     c->progs = calloc(PROG_POOL + 1, sizeof *c->progs);
-    if (!c->buckets || !c->entries || !c->flow_inval || !c->progs) {
+    c->addrs = calloc(ADDR_POOL + 1, sizeof *c->addrs);
+    c->addr_heads = calloc(ADDR_HASH, sizeof *c->addr_heads);
+    c->free_addrs = calloc(ADDR_POOL, sizeof *c->free_addrs);
+    if (!c->buckets || !c->entries || !c->flow_inval || !c->progs || !c->addrs ||
+        !c->addr_heads || !c->free_addrs) {
         flow_cache_free(c);
         return NULL;
     }
@@ -80,12 +172,57 @@ void flow_cache_free(struct flow_cache *c)
     free(c->entries);
     free(c->flow_inval);
     free(c->progs);
+    free(c->addrs);
+    free(c->addr_heads);
+    free(c->free_addrs);
     free(c);
 }
 
 uint32_t flow_cache_bucket_of(const struct flow_cache *c, const struct flow_key *k)
 {
     return flow_key_hash(k) & (c->n_buckets - 1);
+}
+
+static void reclaim(struct flow_cache *c, uint32_t now);
+
+/* The pool index of address a (interning it if new, reference count 0), or 0 if the
+ * pool is full of addresses still referenced by live slots. */
+static uint32_t addr_intern(struct flow_cache *c, const uint8_t *a, uint32_t now)
+{
+    uint32_t h = addr_hash(a), ai;
+
+    for (ai = c->addr_heads[h & (ADDR_HASH - 1)]; ai; ai = c->addrs[ai].next)
+        if (c->addrs[ai].hash == h && !memcmp(c->addrs[ai].addr, a, 16))
+            return ai;
+    if (c->n_addrs == ADDR_POOL)
+        reclaim(c, now);
+    if (c->n_addrs == ADDR_POOL)
+        return 0;
+    ai = c->n_free_addrs ? c->free_addrs[--c->n_free_addrs] : ++c->addr_top;
+    memcpy(c->addrs[ai].addr, a, 16);
+    c->addrs[ai].refcnt = 0;
+    c->addrs[ai].hash = h;
+    c->addrs[ai].next = c->addr_heads[h & (ADDR_HASH - 1)];
+    c->addr_heads[h & (ADDR_HASH - 1)] = ai;
+    c->n_addrs++;
+    return ai;
+}
+
+static void addr_unref(struct flow_cache *c, uint32_t ai)
+{
+    struct addr_slot *as = &c->addrs[ai];
+    uint32_t *link;
+
+    if (--as->refcnt)
+        return;
+    for (link = &c->addr_heads[as->hash & (ADDR_HASH - 1)]; *link; link = &c->addrs[*link].next) {
+        if (*link == ai) {
+            *link = as->next;
+            break;
+        }
+    }
+    c->free_addrs[c->n_free_addrs++] = ai;
+    c->n_addrs--;
 }
 
 static void prog_unref(struct flow_cache *c, uint32_t pi)
@@ -104,25 +241,31 @@ static void prog_unref(struct flow_cache *c, uint32_t pi)
     c->free_progs[c->n_free++] = pi;
 }
 
-static void free_slot(struct flow_cache *c, struct cache_bucket *b, int w)
+static void free_slot(struct flow_cache *c, uint32_t bi, int w)
 {
+    struct cache_bucket *b = &c->buckets[bi];
+    const struct cache_entry *e = &c->entries[bi * WAYS + w];
     uint32_t pi = b->prog[w];
 
     b->prog[w] = 0;
     STAT_ADD(c->st->entries, -1);
     prog_unref(c, pi);
+    if (e->key.present & FK_IPV6) {
+        addr_unref(c, e->key.nw_src);
+        addr_unref(c, e->key.nw_dst);
+    }
 }
 
 static bool slot_live(const struct flow_cache *c, const struct cache_bucket *b, int w,
                       const struct cache_entry *e)
 {
-    uint32_t ep = b->epoch[w];
+    uint32_t ep = b->epoch[w], id;
     unsigned i;
 
     if (sdiff(ep, c->all_inval) < 0)
         return false;
-    for (i = 0; i < e->n_ids; i++)
-        if (sdiff(ep, c->flow_inval[e->flow_ids[i]]) < 0)
+    for (i = 0; i < MAX_IDS_PER_ENTRY && (id = cache_entry_id(e, i)) != IDS_NONE; i++)
+        if (sdiff(ep, c->flow_inval[id]) < 0)
             return false;
     return true;
 }
@@ -140,12 +283,28 @@ static bool reap(struct flow_cache *c, uint32_t bi, int w, uint32_t now)
         STAT_ADD(c->st->invalidated, 1);
     else
         return false;
-    free_slot(c, b, w);
+    free_slot(c, bi, w);
     return true;
 }
 
-const struct action_prog *flow_cache_lookup(struct flow_cache *c, const struct flow_key *k,
-                                            uint32_t hash, uint32_t now,
+/* Slot key a (IPv6 addresses as pool indices) against the looked-up key k (IPv6
+ * addresses in v6): word compares, then the addresses through the pool. */
+static inline bool key_eq(const struct flow_cache *c, const struct cache_key *a,
+                          const struct cache_key *k, const uint8_t *v6)
+{
+    if ((a->w[0] ^ k->w[0]) | (a->w[1] ^ k->w[1]) | (a->w[2] ^ k->w[2]) |
+        (a->w[3] ^ k->w[3]))
+        return false;
+    if (!v6)
+        return a->w[4] == k->w[4];
+    return !memcmp(c->addrs[a->nw_src].addr, v6, 16) &&
+           !memcmp(c->addrs[a->nw_dst].addr, v6 + 16, 16);
+}
+
+void flow_cache_miss(struct flow_cache *c) { STAT_ADD(c->st->misses, 1); }
+
+const struct action_prog *flow_cache_lookup(struct flow_cache *c, const struct cache_key *k,
+                                            const uint8_t *v6, uint32_t hash, uint32_t now,
                                             const struct cache_entry **ent,
                                             uint32_t *prog_index)
 {
@@ -156,7 +315,7 @@ const struct action_prog *flow_cache_lookup(struct flow_cache *c, const struct f
     for (w = 0; w < WAYS; w++) {
         const struct cache_entry *e = &c->entries[bi * WAYS + w];
 
-        if (!b->prog[w] || b->hash[w] != hash || memcmp(&e->key, k, sizeof *k))
+        if (!b->prog[w] || b->hash[w] != hash || !key_eq(c, &e->key, k, v6))
             continue;
         if (reap(c, bi, w, now))
             break;
@@ -214,32 +373,55 @@ static uint32_t intern(struct flow_cache *c, const struct action_op *ops, uint32
     return pi;
 }
 
-bool flow_cache_insert(struct flow_cache *c, const struct flow_key *k,
+bool flow_cache_insert(struct flow_cache *c, const struct flow_key *fk,
                        const struct action_op *ops, uint32_t n_ops,
                        const uint32_t *flow_ids, uint32_t n_ids, uint32_t now)
 {
-    uint32_t h, bi, pi;
+    struct cache_key k;
+    const uint8_t *v6 = (fk->present & FK_IPV6) ? fk->nw_src : NULL;
+    uint32_t h, bi, pi, src = 0, dst = 0, i;
+    uint64_t ids = ~(uint64_t)0;
     struct cache_bucket *b;
     struct cache_entry *e;
     int w, slot = -1;
 
-    if (n_ops > MAX_OPS || n_ids > MAX_IDS_PER_ENTRY) {
+    if (!cache_key_of(fk, &k) || n_ops > MAX_OPS || n_ids > MAX_IDS_PER_ENTRY) {
         STAT_ADD(c->st->insert_failures, 1);
         return false;
     }
+    h = cache_key_hash(&k, v6);
     pi = intern(c, ops, n_ops, now);
     if (!pi) {
         STAT_ADD(c->st->insert_failures, 1);
         return false;
     }
     c->progs[pi].refcnt++;      /* held from here on, so the frees below cannot drop it */
-    h = flow_key_hash(k);
+    if (v6) {
+        src = addr_intern(c, v6, now);
+        if (src)
+            c->addrs[src].refcnt++;
+        dst = src ? addr_intern(c, v6 + 16, now) : 0;
+        if (dst)
+            c->addrs[dst].refcnt++;
+        if (!dst) {
+            if (src)
+                addr_unref(c, src);
+            prog_unref(c, pi);
+            STAT_ADD(c->st->insert_failures, 1);
+            return false;
+        }
+        k.nw_src = src;
+        k.nw_dst = dst;
+    }
     bi = h & (c->n_buckets - 1);
     b = &c->buckets[bi];
     for (w = 0; w < WAYS && slot < 0; w++) {          /* the same key: replace in place */
-        if (b->prog[w] && b->hash[w] == h &&
-            !memcmp(&c->entries[bi * WAYS + w].key, k, sizeof *k)) {
-            free_slot(c, b, w);
+        const struct cache_key *o = &c->entries[bi * WAYS + w].key;
+
+        if (b->prog[w] && b->hash[w] == h && !((o->w[0] ^ k.w[0]) | (o->w[1] ^ k.w[1]) |
+                                               (o->w[2] ^ k.w[2]) | (o->w[3] ^ k.w[3]) |
+                                               (o->w[4] ^ k.w[4]))) {
+            free_slot(c, bi, w);
             slot = w;
         }
     }
@@ -252,17 +434,19 @@ bool flow_cache_insert(struct flow_cache *c, const struct flow_key *k,
             if (sdiff(now, b->used[w]) > sdiff(now, b->used[slot]))
                 slot = w;
         STAT_ADD(c->st->evictions, 1);
-        free_slot(c, b, slot);
+        free_slot(c, bi, slot);
     }
     b->hash[slot] = h;
     b->used[slot] = now;
     b->prog[slot] = pi;
     b->epoch[slot] = c->epoch;
     e = &c->entries[bi * WAYS + slot];
-    e->key = *k;
-    e->n_ids = (uint8_t)n_ids;
-    memset(e->flow_ids, 0, sizeof e->flow_ids);
-    memcpy(e->flow_ids, flow_ids, n_ids * sizeof *flow_ids);
+    e->key = k;
+    for (i = 0; i < n_ids; i++) {
+        ids &= ~((uint64_t)IDS_NONE << (i * IDS_BITS));
+        ids |= (uint64_t)flow_ids[i] << (i * IDS_BITS);
+    }
+    e->ids = ids;
     STAT_ADD(c->st->inserts, 1);
     STAT_ADD(c->st->entries, 1);
     return true;

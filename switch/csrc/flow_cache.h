@@ -1,23 +1,39 @@
 /* The exact-match flow cache of one datapath thread.
  *
- * What it caches: for a packet's whole flow key (struct flow_key, compared with
- * memcmp, never by hash alone), the action program the OpenFlow tables chose for it
- * and the ids of the flow entries it traversed (whose counters a hit bumps).  Like
- * VPP's sticky table it does not need to be 100% reliable: every packet it does not
- * answer goes to the slow path, which is always correct, so inserts may fail and
- * entries may be evicted without harm.
+ * What it caches: for a packet's whole flow key, the action program the OpenFlow
+ * tables chose for it and the ids of the flow entries it traversed (whose counters a
+ * hit bumps).  Like VPP's sticky table it does not need to be 100% reliable: every
+ * packet it does not answer goes to the slow path, which is always correct, so inserts
+ * may fail, entries may be evicted and some keys may never be cached, without harm.
+ *
+ * The cached key (struct cache_key, 40 bytes) is a compact, exact re-encoding of the
+ * parser's struct flow_key: every field a cacheable packet can have, no hash-only
+ * compare.  IPv6 addresses are stored as indices into a reference-counted pool of
+ * interned addresses (ADDR_POOL, shared by every slot that uses the address: a pod's
+ * or a VIP's address by all its sessions); a lookup compares the pool's 16 bytes with
+ * the packet's, so the compare is still of the whole key.  Keys the compact form
+ * cannot hold are never cached (they count as misses and take the slow path): ARP and
+ * IPv6 neighbour discovery packets (kp sends them to the controller anyway), in_port
+ * above 0xffff, and any blob that the parser could not have produced
+ * (cache_key_of() says which).  An entry holds up to MAX_IDS_PER_ENTRY (3) flow ids;
+ * an insert with more fails (insert_failures).
+ *
+ * Memory per cached flow: 64 bytes = a quarter of the 64-byte bucket line (hash,
+ * last use, program, epoch) + the 48-byte out-of-line entry (key + flow ids).  Not
+ * counted (fixed per cache, independent of the number of buckets): the program pool,
+ * the IPv6 address pool and the per-flow-id invalidation epochs.
  *
  * Layout: a power-of-2 number of buckets (run time) of WAYS slots (compile time).  A
  * bucket is one 64-byte cache line holding, per way, the key's hash, the last-used
  * time, the program index and the insert epoch (parallel arrays, so a lookup touches
- * that line and, only on a hash match, the slot's out-of-line key).  Keys and flow ids
- * live out of line in `entries`; programs are interned in a fixed pool of PROG_POOL
+ * that line and, only on a hash match, the slot's out-of-line entry, compared as five
+ * 64-bit words).  Programs are interned in a fixed pool of PROG_POOL
  * reference-counted programs shared by every slot that uses the same actions (all the
  * sessions NATed to one pod share one program).
  *
  * Expiry: a slot unused for CACHE_IDLE_MS is dead; dead slots are reclaimed lazily
- * when a lookup or insert meets them (and, when the program pool is full, by a short
- * sweep of RECLAIM_BUCKETS buckets), so the table refills with live flows.
+ * when a lookup or insert meets them (and, when the program or address pool is full,
+ * by a short sweep of RECLAIM_BUCKETS buckets), so the table refills with live flows.
  *
  * Invalidation, lazy and O(1): a global epoch counts invalidations.  A slot remembers
  * the epoch it was inserted in; invalidate_all() and invalidate_flow(id) bump the
@@ -44,7 +60,10 @@
 #define CACHE_IDLE_MS 10000
 #define PROG_POOL 4096
 #define RECLAIM_BUCKETS 64
-#define MAX_IDS_PER_ENTRY 8
+#define MAX_IDS_PER_ENTRY 3      /* flow ids an entry holds */
+#define MAX_IDS_PER_INSERT 8     /* flow ids cache_insert accepts (more: ValueError) */
+#define ADDR_POOL 65536          /* distinct IPv6 addresses (shared between entries) */
+#define ADDR_HASH 65536          /* address intern table heads; a power of 2 */
 #define MAX_FLOW_IDS (1u << 18)
 #define MAX_BUCKETS (1u << 20)
 
@@ -58,11 +77,54 @@ struct cache_bucket {
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct cache_bucket) == 64, "a bucket is one cache line");
 
+/* The compact cache key (see the top): five 64-bit words, compared whole. */
+struct cache_key {
+    union {
+        struct {
+            uint16_t in_port;
+            uint16_t present;     /* FK_*, never FK_ARP or FK_ND_* */
+            uint8_t eth_dst[6];
+            uint8_t eth_src[6];
+            uint16_t eth_type;
+            uint16_t vlan;        /* vlan_vid (13 bits, with OFPVID_PRESENT) | pcp << 13 */
+            uint8_t ip_proto;
+            uint8_t ip_tos;       /* dscp << 2 | ecn */
+            uint16_t tcp_flags;
+            uint16_t tp_src;
+            uint16_t tp_dst;
+            uint32_t ipv6_flabel;
+            uint32_t nw_src;      /* IPv4 address (wire order), or IPv6 pool index */
+            uint32_t nw_dst;
+        };
+        uint64_t w[5];
+    };
+};
+_Static_assert(sizeof(struct cache_key) == 40, "five words");
+
+#define IDS_BITS 21               /* three ids packed in a word; all ones = none */
+#define IDS_NONE ((1u << IDS_BITS) - 1)
+_Static_assert(MAX_FLOW_IDS < IDS_NONE, "a flow id fits IDS_BITS");
+_Static_assert(MAX_IDS_PER_ENTRY * IDS_BITS <= 64, "the ids fit a word");
+
 struct cache_entry {          /* slot b * WAYS + w's out-of-line part */
-    struct flow_key key;
-    uint8_t n_ids;
-    uint8_t pad[3];
-    uint32_t flow_ids[MAX_IDS_PER_ENTRY];
+    struct cache_key key;
+    uint64_t ids;             /* MAX_IDS_PER_ENTRY x IDS_BITS, unused ones IDS_NONE */
+};
+_Static_assert(sizeof(struct cache_bucket) / WAYS + sizeof(struct cache_entry) <= 64,
+               "a cached flow costs at most 64 bytes");
+#define BYTES_PER_FLOW (sizeof(struct cache_bucket) / WAYS + sizeof(struct cache_entry))
+
+static inline uint32_t cache_entry_id(const struct cache_entry *e, unsigned i)
+{
+    return (uint32_t)(e->ids >> (i * IDS_BITS)) & IDS_NONE;
+}
+
+struct addr_slot {
+    uint8_t addr[16];
+    uint32_t refcnt;
+    uint32_t hash;
+    uint32_t next;            /* chain in the intern table */
+    uint32_t pad;
 };
 
 struct prog_slot {
@@ -89,11 +151,27 @@ struct flow_cache {
     uint32_t prog_heads[PROG_HASH];
     uint32_t free_progs[PROG_POOL];
     uint32_t n_free;
+    struct addr_slot *addrs;  /* ADDR_POOL + 1; index 0 means "none" */
+    uint32_t *addr_heads;     /* ADDR_HASH */
+    uint32_t *free_addrs;     /* ADDR_POOL: returned indices */
+    uint32_t n_free_addrs;
+    uint32_t addr_top;        /* indices 1..addr_top have been handed out */
+    uint32_t n_addrs;         /* live interned addresses */
     uint32_t reclaim_cursor;
     struct cache_stats *st;
 };
 
-/* murmur3-32 of the key's 25 words (fastpath_ref.key_hash). */
+/* The compact form of a parsed key, in k (IPv6 addresses left 0: the pool indices are
+ * the cache's business).  Always fills k; true if the key is cacheable, i.e. k (with
+ * the IPv6 addresses) says everything fk says (see the top). */
+bool cache_key_of(const struct flow_key *fk, struct cache_key *k);
+
+/* The hash of a key (fastpath_ref.key_hash): a multiply-xorshift over k's first four
+ * words and then either its fifth word or, for IPv6 (v6 = fk's nw_src then nw_dst, 32
+ * bytes), the four words of the addresses; a 64-bit finalizer, low 32 bits. */
+uint32_t cache_key_hash(const struct cache_key *k, const uint8_t *v6);
+
+/* The same for a parsed key (any 100 bytes: key_hash is total). */
 uint32_t flow_key_hash(const struct flow_key *k);
 
 /* NULL if out of memory.  n_buckets must be a power of 2 <= MAX_BUCKETS.  Any thread
@@ -103,15 +181,21 @@ void flow_cache_free(struct flow_cache *c);
 /* The owner, on putting c in service: its stats now describe c (entries 0). */
 void flow_cache_adopt(struct flow_cache *c);
 
-/* A hit returns the program and sets *ent to the slot's entry (for its flow ids);
- * NULL is a miss.  Counts a hit or a miss. */
-const struct action_prog *flow_cache_lookup(struct flow_cache *c, const struct flow_key *k,
+/* k from cache_key_of (cacheable), v6 its IPv6 addresses (NULL unless FK_IPV6), hash
+ * from cache_key_hash.  A hit returns the program and sets *ent to the slot's entry
+ * (for its flow ids); NULL is a miss.  Counts a hit or a miss.  flow_cache_miss counts
+ * a miss for a packet that is not cacheable. */
+const struct action_prog *flow_cache_lookup(struct flow_cache *c, const struct cache_key *k,
+                                            const uint8_t *v6,
                                             uint32_t hash, uint32_t now_ms,
                                             const struct cache_entry **ent,
                                             uint32_t *prog_index);
 
-/* Lossy: false (and insert_failures++) when the program is too long or the pool is
- * full of live programs.  A full bucket evicts its least recently used way. */
+void flow_cache_miss(struct flow_cache *c);
+
+/* Lossy: false (and insert_failures++) when the key is not cacheable, the program is
+ * too long, there are more than MAX_IDS_PER_ENTRY ids, or a pool (programs, IPv6
+ * addresses) is full of live entries.  A full bucket evicts its least recently used way. */
 bool flow_cache_insert(struct flow_cache *c, const struct flow_key *k,
                        const struct action_op *ops, uint32_t n_ops,
                        const uint32_t *flow_ids, uint32_t n_ids, uint32_t now_ms);

@@ -1,7 +1,7 @@
 /* The flow key: every field a packet can be matched on, in one fixed-size struct.
  *
- * The same bytes are the cache key (compared whole with memcmp, so padding is
- * explicit and always zero) and the opaque key_blob handed to Python, whose twin
+ * The same bytes are the opaque key_blob handed to Python (padding explicit and always
+ * zero; the cache stores a compact form of it, struct cache_key in flow_cache.h), whose twin
  * (kp_switch/fastpath_ref.py, _KEY) packs exactly this layout little-endian.
  * Numbers are in host order; addresses are in wire order.  Fields that several
  * protocols use in the same place share storage, as `present` says which apply:
@@ -43,7 +43,7 @@ struct flow_key {
     uint8_t ip_dscp;
     uint8_t ip_ecn;
     uint16_t tcp_flags;
-    uint16_t pad;              /* always 0: the key is compared with memcmp */
+    uint16_t pad;              /* always 0 (a blob with it set is not cacheable) */
     uint32_t ipv6_flabel;
     uint16_t tp_src;
     uint16_t tp_dst;

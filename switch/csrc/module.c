@@ -759,12 +759,12 @@ static PyObject *Cache_insert(CacheObject *self, PyObject *args)
     unsigned long long now;
     struct flow_key k;
     struct action_op *ops = NULL;
-    uint32_t n_ops, ids[MAX_IDS_PER_ENTRY], n_ids;
+    uint32_t n_ops, ids[MAX_IDS_PER_INSERT], n_ids;
     bool ok;
 
     if (!PyArg_ParseTuple(args, "y*OOK:insert", &b, &actions, &ids_o, &now))
         return NULL;
-    if (get_key(&b, &k) || get_ids(ids_o, ids, &n_ids, MAX_IDS_PER_ENTRY) ||
+    if (get_key(&b, &k) || get_ids(ids_o, ids, &n_ids, MAX_IDS_PER_INSERT) ||
         compile_actions(actions, &ops, &n_ops)) {
         PyBuffer_Release(&b);
         return NULL;
@@ -780,10 +780,11 @@ static PyObject *Cache_lookup(CacheObject *self, PyObject *args)
     Py_buffer b;
     unsigned long long now;
     struct flow_key k;
+    struct cache_key ck;
     const struct cache_entry *e;
     const struct action_prog *p;
     PyObject *acts, *ids;
-    uint32_t i;
+    uint32_t i, n_ids;
 
     if (!PyArg_ParseTuple(args, "y*K:lookup", &b, &now))
         return NULL;
@@ -792,11 +793,22 @@ static PyObject *Cache_lookup(CacheObject *self, PyObject *args)
         return NULL;
     }
     PyBuffer_Release(&b);
-    p = flow_cache_lookup(self->c, &k, flow_key_hash(&k), (uint32_t)now, &e, NULL);
+    if (!cache_key_of(&k, &ck)) {
+        flow_cache_miss(self->c);
+        Py_RETURN_NONE;
+    }
+    {
+        const uint8_t *v6 = (k.present & FK_IPV6) ? k.nw_src : NULL;
+
+        p = flow_cache_lookup(self->c, &ck, v6, cache_key_hash(&ck, v6), (uint32_t)now, &e,
+                              NULL);
+    }
     if (!p)
         Py_RETURN_NONE;
+    for (n_ids = 0; n_ids < MAX_IDS_PER_ENTRY && cache_entry_id(e, n_ids) != IDS_NONE; n_ids++)
+        ;
     acts = PyList_New(p->n_ops);
-    ids = PyList_New(e->n_ids);
+    ids = PyList_New(n_ids);
     if (!acts || !ids)
         goto fail;
     for (i = 0; i < p->n_ops; i++) {
@@ -806,8 +818,8 @@ static PyObject *Cache_lookup(CacheObject *self, PyObject *args)
             goto fail;
         PyList_SET_ITEM(acts, i, t);
     }
-    for (i = 0; i < e->n_ids; i++) {
-        PyObject *x = PyLong_FromUnsignedLong(e->flow_ids[i]);
+    for (i = 0; i < n_ids; i++) {
+        PyObject *x = PyLong_FromUnsignedLong(cache_entry_id(e, i));
 
         if (!x)
             goto fail;
@@ -1077,13 +1089,13 @@ static PyObject *Datapath_cache_insert(DatapathObject *self, PyObject *args)
     PyObject *actions, *ids_o;
     struct flow_key k;
     struct action_op *ops = NULL;
-    uint32_t n_ops, ids[MAX_IDS_PER_ENTRY], n_ids;
+    uint32_t n_ops, ids[MAX_IDS_PER_INSERT], n_ids;
 
     NEED_DP(self);
     if (!PyArg_ParseTuple(args, "y*OO:cache_insert", &b, &actions, &ids_o))
         return NULL;
     if (get_key(&b, &k) || compile_actions(actions, &ops, &n_ops) ||
-        get_ids(ids_o, ids, &n_ids, MAX_IDS_PER_ENTRY)) {
+        get_ids(ids_o, ids, &n_ids, MAX_IDS_PER_INSERT)) {
         PyMem_Free(ops);
         PyBuffer_Release(&b);
         return NULL;
@@ -1314,7 +1326,10 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         PyModule_AddIntConstant(m, "CACHE_IDLE_MS", CACHE_IDLE_MS) ||
         PyModule_AddIntConstant(m, "MAX_OPS", MAX_OPS) ||
         PyModule_AddIntConstant(m, "MAX_IDS_PER_ENTRY", MAX_IDS_PER_ENTRY) ||
+        PyModule_AddIntConstant(m, "MAX_IDS_PER_INSERT", MAX_IDS_PER_INSERT) ||
         PyModule_AddIntConstant(m, "PROG_POOL", PROG_POOL) ||
+        PyModule_AddIntConstant(m, "ADDR_POOL", ADDR_POOL) ||
+        PyModule_AddIntConstant(m, "BYTES_PER_FLOW", (long)BYTES_PER_FLOW) ||
         PyModule_AddIntConstant(m, "MISS_QUEUE_LEN", MISS_QUEUE_LEN) ||
         PyModule_AddIntConstant(m, "KEY_SIZE", FLOW_KEY_SIZE) ||
         PyModule_AddIntConstant(m, "MAX_BUCKETS", MAX_BUCKETS)) {

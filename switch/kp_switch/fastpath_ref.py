@@ -7,8 +7,9 @@ the OpenFlow agent can run on when the extension is not built.
 Shared with the C code byte for byte:
   - the cache key layout (``key_blob``, ``_KEY`` below, ``struct flow_key`` in
     csrc/flow_key.h), so a blob from one implementation is valid in the other;
-  - the key hash (murmur3-32 over the 25 little-endian words of the key), so both put
-    a key in the same bucket and evict the same way;
+  - the cache's compact key (``_CKEY``, ``struct cache_key`` in csrc/flow_cache.h:
+    which blobs are cacheable at all) and its hash (a multiply-xorshift over its 64-bit
+    words, see ``key_hash``), so both put a key in the same bucket and evict the same way;
   - the cache's slot discipline (first free way, else the least recently used way);
   - the incremental checksum arithmetic (RFC 1624 eqn. 3), so rewritten packets are
     identical, including the 0x0000/0xffff choice.
@@ -26,10 +27,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 WAYS = 4
 MAX_FLOW_IDS = 1 << 18
 CACHE_IDLE_MS = 10_000
-MAX_IDS_PER_ENTRY = 8
+MAX_IDS_PER_ENTRY = 3   # flow ids a cache entry holds; an insert with more fails
+MAX_IDS_PER_INSERT = 8  # flow ids cache_insert accepts (more: ValueError)
 MAX_OPS = 16            # actions per cached program; longer lists are not cached
 PROG_POOL = 4096        # distinct cached action programs (shared between entries)
-RECLAIM_BUCKETS = 64    # buckets swept for dead slots when the program pool is full
+ADDR_POOL = 65536       # distinct IPv6 addresses in cached keys (shared between entries)
+RECLAIM_BUCKETS = 64    # buckets swept for dead slots when a pool is full
+BYTES_PER_FLOW = 64     # 64-byte bucket line / WAYS + 48-byte entry (key 40, ids 8)
 MISS_QUEUE_LEN = 1024
 MAX_BUCKETS = 1 << 20
 KEY_SIZE = 100
@@ -56,6 +60,14 @@ F_ND_TLL = 1 << 13
 # bytes), IPv6 or ARP protocol addresses.
 _KEY = struct.Struct("<II6s6sHHBBBBHHIHH16s16s16s6s6s")
 assert _KEY.size == KEY_SIZE
+
+# struct cache_key, the cache's compact form of a key: in_port (16 bits), present (16),
+# eth_dst, eth_src, eth_type, vlan (vid | pcp << 13), ip_proto, tos (dscp << 2 | ecn),
+# tcp_flags, tp_src, tp_dst, ipv6_flabel, nw_src, nw_dst (IPv4 address; for IPv6 the
+# cache's pool index of the address, 0 in a looked-up key).
+_CKEY = struct.Struct("<HH6s6sHHBBHHHIII")
+assert _CKEY.size == 40
+_CACHEABLE = F_ETH | F_VLAN | F_IP | F_IPV4 | F_IPV6 | F_TCP | F_UDP | F_ICMPV4 | F_ICMPV6
 
 ETH_P_8021Q = 0x8100
 ETH_P_8021AD = 0x88A8
@@ -618,27 +630,59 @@ def apply_actions(packet: bytes, actions: Sequence[Action],
 
 # --------------------------------------------------------------------------- cache
 
-def _rotl(x: int, r: int) -> int:
-    return ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF
+_M64 = (1 << 64) - 1
+
+
+def _cache_key(blob: bytes) -> Tuple[bytes, Optional[bytes], bool]:
+    """(the compact key with IPv6 addresses 0, the 32 bytes of IPv6 source and
+    destination or None, whether the blob is cacheable).  Cacheable: the compact key
+    (plus the IPv6 addresses) says everything the blob says, and the packet is not ARP
+    or neighbour discovery (the controller handles those; they take the slow path)."""
+    (in_port, present, eth_dst, eth_src, eth_type, vid, pcp, proto, dscp, ecn, tcp_flags,
+     pad, flabel, tp_src, tp_dst, nw_src, nw_dst, nd_target, sha, tha) = _KEY.unpack(blob)
+    v6 = present & F_IPV6
+    ck = _CKEY.pack(in_port & 0xFFFF, present & 0xFFFF, eth_dst, eth_src, eth_type,
+                    (vid & 0x1FFF) | (pcp & 7) << 13, proto, (dscp & 63) << 2 | (ecn & 3),
+                    tcp_flags, tp_src, tp_dst, flabel,
+                    0 if v6 else int.from_bytes(nw_src[:4], "little"),
+                    0 if v6 else int.from_bytes(nw_dst[:4], "little"))
+    ok = (in_port <= 0xFFFF and not present & ~_CACHEABLE and vid <= 0x1FFF and pcp <= 7
+          and dscp <= 63 and ecn <= 3 and not pad and not any(nd_target)
+          and not any(sha) and not any(tha)
+          and (bool(v6) or not any(nw_src[4:]) and not any(nw_dst[4:])))
+    return ck, (nw_src + nw_dst) if v6 else None, ok
+
+
+def _mix(h: int, w: int) -> int:
+    h = ((h ^ w) * 0x9E3779B97F4A7C15) & _M64
+    return h ^ (h >> 29)
+
+
+def _fmix(h: int) -> int:
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _M64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _M64
+    h ^= h >> 33
+    return h & 0xFFFFFFFF
+
+
+def _ckey_hash(ck: bytes, v6: Optional[bytes]) -> int:
+    words = struct.unpack("<5Q", ck)
+    h = 0
+    for w in words[:4]:
+        h = _mix(h, w)
+    for w in struct.unpack("<4Q", v6) if v6 is not None else words[4:]:
+        h = _mix(h, w)
+    return _fmix(h)
 
 
 def key_hash(blob: bytes) -> int:
-    """murmur3-32 (seed 0) of the key's little-endian 32-bit words."""
-    h = 0
-    for (k,) in struct.iter_unpack("<I", blob):
-        k = (k * 0xCC9E2D51) & 0xFFFFFFFF
-        k = _rotl(k, 15)
-        k = (k * 0x1B873593) & 0xFFFFFFFF
-        h ^= k
-        h = _rotl(h, 13)
-        h = (h * 5 + 0xE6546B64) & 0xFFFFFFFF
-    h ^= len(blob)
-    h ^= h >> 16
-    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
-    h ^= h >> 16
-    return h
+    """The hash of the compact key's first four 64-bit little-endian words, then its
+    fifth or, for IPv6, the four words of the source and destination addresses
+    (multiply-xorshift per word, the murmur3 64-bit finalizer; low 32 bits)."""
+    ck, v6, _ = _cache_key(blob)
+    return _ckey_hash(ck, v6)
 
 
 def _is_pow2(n: Any) -> bool:
@@ -648,8 +692,8 @@ def _is_pow2(n: Any) -> bool:
 
 def _check_ids(flow_ids: Sequence[int]) -> Tuple[int, ...]:
     ids = tuple(flow_ids)
-    if len(ids) > MAX_IDS_PER_ENTRY:
-        raise ValueError("at most %d flow ids" % MAX_IDS_PER_ENTRY)
+    if len(ids) > MAX_IDS_PER_INSERT:
+        raise ValueError("at most %d flow ids" % MAX_IDS_PER_INSERT)
     for i in ids:
         if not isinstance(i, int) or not 0 <= i < MAX_FLOW_IDS:
             raise ValueError("flow id out of range: %r" % (i,))
@@ -661,7 +705,9 @@ class FlowCache:
 
     Buckets of WAYS slots; a slot is (hash, last_used_ms, program, epoch) plus the
     full key and the flow ids.  Programs (action lists) are interned in a pool of
-    PROG_POOL shared, reference-counted entries.  Invalidation is by epochs: a slot
+    PROG_POOL shared, reference-counted entries, and so are the IPv6 addresses of
+    cached keys (ADDR_POOL).  Keys that are not cacheable (``_cache_key``) are never
+    cached: a lookup is a miss, an insert a failure.  Invalidation is by epochs: a slot
     is live while its insert epoch is not older than the global invalidation epoch
     and the invalidation epoch of each of its flow ids.
     """
@@ -685,6 +731,8 @@ class FlowCache:
         self.prog_ref: Dict[int, int] = {}
         self.prog_index: Dict[Tuple[Any, ...], int] = {}
         self.free_progs = list(range(PROG_POOL, 0, -1))
+        # Address pool: interned IPv6 address -> reference count (ADDR_POOL at most).
+        self.addr_ref: Dict[bytes, int] = {}
         self.reclaim_cursor = 0
         self.st = dict(hits=0, misses=0, inserts=0, insert_failures=0, evictions=0,
                        expired=0, invalidated=0, entries=0)
@@ -699,15 +747,37 @@ class FlowCache:
     def _expired(self, s: int, now: int) -> bool:
         return _sdiff(now, self.used[s]) > CACHE_IDLE_MS
 
-    def _free(self, s: int) -> None:
-        pi = self.prog[s]
-        self.prog[s] = 0
-        self.st["entries"] -= 1
+    def _unref_prog(self, pi: int) -> None:
         self.prog_ref[pi] -= 1
         if self.prog_ref[pi] == 0:
             del self.prog_index[self.progs.pop(pi)]
             del self.prog_ref[pi]
             self.free_progs.append(pi)
+
+    def _unref_addr(self, a: bytes) -> None:
+        self.addr_ref[a] -= 1
+        if self.addr_ref[a] == 0:
+            del self.addr_ref[a]
+
+    def _intern_addr(self, a: bytes, now: int) -> bool:
+        """Interns a (reference count 0 if new); False if the pool is full of live ones."""
+        if a not in self.addr_ref:
+            if len(self.addr_ref) == ADDR_POOL:
+                self._reclaim(now)
+            if len(self.addr_ref) == ADDR_POOL:
+                return False
+            self.addr_ref[a] = 0
+        return True
+
+    def _free(self, s: int) -> None:
+        pi = self.prog[s]
+        self.prog[s] = 0
+        self.st["entries"] -= 1
+        self._unref_prog(pi)
+        _, v6, _ = _cache_key(self.key[s])
+        if v6 is not None:
+            self._unref_addr(v6[:16])
+            self._unref_addr(v6[16:])
 
     def _reap(self, s: int, now: int) -> bool:
         """Free slot s if it is dead (expired or invalidated); True if now free."""
@@ -747,7 +817,11 @@ class FlowCache:
 
     # -- the API the datapath uses
     def lookup(self, blob: bytes, now: int) -> Optional[Tuple[Tuple[Any, ...], Tuple[int, ...]]]:
-        h = key_hash(blob)
+        ck, v6, ok = _cache_key(blob)
+        if not ok:
+            self.st["misses"] += 1
+            return None
+        h = _ckey_hash(ck, v6)
         base = (h & (self.buckets - 1)) * WAYS
         for s in range(base, base + WAYS):
             if self.prog[s] and self.hash[s] == h and self.key[s] == blob:
@@ -764,15 +838,28 @@ class FlowCache:
         if len(blob) != KEY_SIZE:
             raise ValueError("key blob must be %d bytes" % KEY_SIZE)
         ids = _check_ids(flow_ids)
-        if len(prog) > MAX_OPS:
+        ck, v6, ok = _cache_key(blob)
+        if not ok or len(prog) > MAX_OPS or len(ids) > MAX_IDS_PER_ENTRY:
             self.st["insert_failures"] += 1
             return False
+        h = _ckey_hash(ck, v6)
         pi = self._intern(prog, now)
         if not pi:
             self.st["insert_failures"] += 1
             return False
         self.prog_ref[pi] += 1                  # held from here on: frees below are safe
-        h = key_hash(blob)
+        if v6 is not None:
+            src, dst = v6[:16], v6[16:]
+            src_ok = self._intern_addr(src, now)
+            if src_ok:
+                self.addr_ref[src] += 1
+            if not src_ok or not self._intern_addr(dst, now):
+                if src_ok:
+                    self._unref_addr(src)
+                self._unref_prog(pi)
+                self.st["insert_failures"] += 1
+                return False
+            self.addr_ref[dst] += 1
         base = (h & (self.buckets - 1)) * WAYS
         slot = -1
         for s in range(base, base + WAYS):       # the same key: replace it in place

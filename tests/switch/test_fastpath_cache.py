@@ -137,10 +137,69 @@ def test_lossy_inserts(fp):
     c = cache(fp, 4)
     assert not c.insert(key(1), [("output", i) for i in range(ref.MAX_OPS + 1)], [], 0)
     assert c.stats()["insert_failures"] == 1 and c.lookup(key(1), 0) is None
+    # More flow ids than an entry holds: a failed insert; more than the API takes: error.
+    assert not c.insert(key(1), OUT1, list(range(ref.MAX_IDS_PER_ENTRY + 1)), 0)
+    assert c.stats()["insert_failures"] == 2
+    assert c.insert(key(1), OUT1, list(range(ref.MAX_IDS_PER_ENTRY)), 0)
+    assert c.lookup(key(1), 0) == (OUT1, list(range(ref.MAX_IDS_PER_ENTRY)))
     with pytest.raises(ValueError):
-        c.insert(key(1), OUT1, list(range(ref.MAX_IDS_PER_ENTRY + 1)), 0)
+        c.insert(key(1), OUT1, list(range(ref.MAX_IDS_PER_INSERT + 1)), 0)
     with pytest.raises(ValueError):
         c.insert(b"short", OUT1, [], 0)
+
+
+def test_bytes_per_flow(fp):
+    assert fp.BYTES_PER_FLOW == ref.BYTES_PER_FLOW <= 64
+
+
+def blob_of(fp, pkt: bytes, in_port: int = 1) -> bytes:
+    return fp.parse_blob(pkt, in_port)[1]
+
+
+def test_ipv6_keys_are_cached_whole(fp):
+    """IPv6 addresses live in the shared address pool; the compare is still whole: keys
+    that differ in any byte of either address never hit each other's entry."""
+    from test_fastpath_parse import PKTS
+    c = cache(fp, 4)
+    base = bytearray(PKTS["tcp6"])
+    k0 = blob_of(fp, bytes(base))
+    assert c.insert(k0, OUT1, [7], 0)
+    for off in list(range(22, 38)) + list(range(38, 54)):   # every source, dest byte
+        other = bytearray(base)
+        other[off] ^= 0x01
+        assert c.lookup(blob_of(fp, bytes(other)), 1) is None
+    assert c.lookup(k0, 2) == (OUT1, [7])
+    # Two flows sharing both addresses share the pool's entries; removing one keeps
+    # the other working.
+    other = bytearray(base)
+    other[14 + 40 + 1] ^= 0x55                              # another TCP source port
+    k1 = blob_of(fp, bytes(other))
+    assert c.insert(k1, [("output", 2)], [8], 3)
+    c.invalidate_flow(7)
+    assert c.lookup(k0, 4) is None and c.lookup(k1, 4) == ([("output", 2)], [8])
+    assert c.insert(k0, OUT1, [9], 5) and c.lookup(k0, 6) == (OUT1, [9])
+
+
+@pytest.mark.parametrize("name", ["arp_req", "arp_reply", "ns", "na"])
+def test_arp_and_nd_are_never_cached(fp, name):
+    """The controller handles them; they always take the slow path (counted as misses,
+    inserts fail)."""
+    from test_fastpath_parse import PKTS
+    c = cache(fp, 4)
+    k = blob_of(fp, PKTS[name])
+    assert not c.insert(k, OUT1, [], 0)
+    assert c.lookup(k, 0) is None
+    st_ = c.stats()
+    assert (st_["insert_failures"], st_["misses"], st_["entries"]) == (1, 1, 0)
+
+
+def test_large_in_port_is_not_cached(fp):
+    from test_fastpath_parse import PKTS
+    c = cache(fp, 4)
+    for port, ok in ((0xFFFF, True), (0x10000, False), (0xFFFFFFFE, False)):
+        k = blob_of(fp, PKTS["udp4"], port)
+        assert c.insert(k, OUT1, [], 0) == ok
+        assert (c.lookup(k, 0) is not None) == ok
 
 
 def test_program_pool_is_shared_and_reclaimed(fp):
@@ -195,6 +254,28 @@ def test_random_operation_sequences_agree(buckets, ops):
             a.invalidate_all()
             b.invalidate_all()
         assert a.stats() == b.stats()
+
+
+@pytest.mark.skipif(C is None, reason="extension not built")
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=100, max_size=100), st.integers(0, 2**32 - 1), st.booleans())
+def test_cacheable_agrees_on_any_blob(blob, present, v6):
+    """C and the twin agree on which blobs are cacheable (and cache them the same)."""
+    blob = bytearray(blob)
+    if v6:      # mostly plausible keys (struct flow_key offsets), so some are cacheable
+        blob[0:4] = bytes([blob[0], blob[1] & 1, 0, 0])
+        blob[4:8] = (present & 0x2FF | ref.F_IPV6).to_bytes(4, "little")
+        blob[23] &= 0x1F        # vlan_vid
+        blob[24] &= 7           # vlan_pcp
+        blob[26] &= 0x3F        # ip_dscp
+        blob[27] &= 3           # ip_ecn
+        blob[30:32] = bytes(2)  # pad
+        blob[72:100] = bytes(28)    # nd_target, arp_sha, arp_tha
+    blob = bytes(blob)
+    a, b = C._CacheForTest(4), ref._CacheForTest(4)
+    assert a.insert(blob, OUT1, [1], 0) == b.insert(blob, OUT1, [1], 0)
+    assert a.lookup(blob, 1) == b.lookup(blob, 1)
+    assert a.stats() == b.stats()
 
 
 @pytest.mark.skipif(C is None, reason="extension not built")
