@@ -189,7 +189,7 @@ class KubeProxy:
         self.model.set_node(node_ip, node_ip6, dpid)
         if self.model.conf.buckets != before.buckets:
             for node in self.nodes.values():
-                node.sessions.capacity = type(node.sessions)(self.model.conf.buckets).capacity
+                node.sessions.resize(self.model.conf.buckets)
             self._broadcast(lambda n: [pipeline.SetCacheBuckets(self.model.conf.buckets)])
         if node_ip is not None or node_ip6 is not None:
             # Node addresses shape NodePort flows, reply flows and every node's routes.

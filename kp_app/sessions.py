@@ -79,9 +79,13 @@ class Session:
 
 class SessionTable:
     def __init__(self, buckets: int) -> None:
-        self.capacity = buckets * ENTRIES_PER_BUCKET
+        self.resize(buckets)
         self._forward: Dict[FiveTuple, Session] = {}
         self._reverse: Dict[FiveTuple, Session] = {}
+
+    def resize(self, buckets: int) -> None:
+        """New capacity; sessions beyond it stay until they end (none is dropped)."""
+        self.capacity = buckets * ENTRIES_PER_BUCKET
 
     def __len__(self) -> int:
         return len(self._forward)
