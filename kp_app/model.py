@@ -19,6 +19,7 @@ NAT_FOR_VERSION = {4: "nat44", 6: "nat66"}
 MAX_BUCKETS = 1 << 24
 MAX_NEW_LEN = 1 << 20
 MAX_TIMEOUT = 86400
+MAX_VIPS = 0xFFFF
 
 
 def _is_power_of_2(n: int) -> bool:
@@ -266,12 +267,22 @@ class ServiceModel:
         if (network, port) in self.vips:
             raise Conflict(f"VIP {network} port {port} already exists")
         self._check_overlaps(network, port, node_port, externals, protocol)
-        vip = Vip(self._next_vip_id, network, port, target_port, node_port, protocol,
+        vip = Vip(self._free_vip_id(), network, port, target_port, node_port, protocol,
                   new_len, externals)
         vip.rebuild_table()
-        self._next_vip_id += 1
         self.vips[vip.key] = vip
         return vip
+
+    def _free_vip_id(self) -> int:
+        """The VIP id travels in 16 bits of every flow cookie: reuse freed ids."""
+        used = {v.id for v in self.vips.values()}
+        if len(used) >= MAX_VIPS:
+            raise Conflict(f"already {MAX_VIPS} VIPs")
+        while self._next_vip_id in used:
+            self._next_vip_id = self._next_vip_id % MAX_VIPS + 1
+        vip_id = self._next_vip_id
+        self._next_vip_id = vip_id % MAX_VIPS + 1
+        return vip_id
 
     def _check_overlaps(self, network, port, node_port, externals, protocol) -> None:
         protos = set(PROTOCOLS[protocol])

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from kp_app import frames, pipeline
 from kp_app.model import ServiceModel, Vip
-from kp_app.pipeline import (OFPP_CONTROLLER, OFPP_FLOOD, FlowAdd, FlowDelete, PacketOut,
+from kp_app.pipeline import (OFPP_CONTROLLER, OFPP_FLOOD, FlowDelete, PacketOut,
                              addr_field, port_field)
 from kp_app.sessions import FiveTuple, Session, SessionTable
 
