@@ -15,7 +15,12 @@ Threads (plain threads and blocking sockets; no eventlet):
 Locking: `self.lock` guards the tables, groups, ports and buffers.  The slow path holds
 it from the lookup to the cache insert, and flow-mods hold it while they change tables
 and invalidate the cache, so an insert is never based on tables older than the last
-invalidation.
+invalidation (inserts and invalidations reach the datapath thread through one FIFO).
+
+What invalidates what (tables.py has the flow-mod rules: an add invalidates only the
+lower-or-equal-priority entries it overlaps and its table's miss; modify, delete and
+timeouts the entries' own ids): a group-mod the flows using the group; port-mod,
+a link change and set-config's invalid-TTL flag the whole cache.
 """
 import collections
 import logging
@@ -618,7 +623,7 @@ class Agent:
             self._execute(in_port, packet, res)
             if res.cacheable:
                 try:
-                    self.dp.cache_insert(blob, res.actions, res.flow_ids)
+                    self.dp.cache_insert(blob, res.actions, res.cache_ids)
                 except ValueError as e:
                     LOG.debug("not cached: %s", e)
             if res.packet_ins:

@@ -9,8 +9,11 @@ and returns a `Result`:
 - `copies`: more flat lists, each run on a fresh copy of the original packet (only when
   a group bucket did something that cannot be undone on the shared copy, e.g. dec_ttl);
 - `cacheable`: False when anything went to the controller, to OFPP_TABLE, or produced
-  copies, or more than 8 flows were traversed;
+  copies, or more cache ids were recorded than a cache entry holds (MAX_CACHED_FLOWS);
 - `flow_ids`: the flow entries traversed, in order;
+- `cache_ids`: what a cache entry for this packet records (`flow_ids`, plus the pseudo
+  id of the table whose miss ended the walk: `FlowTables.miss_ids`), so that adding an
+  entry to that table can invalidate the cached miss alone;
 - `packet_ins`: `PacketIn` requests for the agent to send.
 
 A set-field makes later tables see the rewritten value: the key is updated as actions
@@ -21,10 +24,13 @@ import zlib
 
 from ryu.ofproto import ofproto_v1_3 as ofp
 
+from . import datapath as dpimpl
 from .actions import action_set_in_order, write_to_action_set
 from .match import to_int
 
-MAX_CACHED_FLOWS = 8
+# The ids a cache entry can record: the fast path's MAX_IDS_PER_ENTRY (8 today); a
+# longer walk is not cached (the fast path would refuse the insert anyway).
+MAX_CACHED_FLOWS = getattr(dpimpl.impl, "MAX_IDS_PER_ENTRY", 8)
 MAX_GROUP_DEPTH = 16
 # Fields a select group hashes: a connection's identity (not TCP flags, not TTL...).
 SELECT_HASH_FIELDS = ("eth_src", "eth_dst", "eth_type", "vlan_vid", "ip_proto",
@@ -53,18 +59,20 @@ class PacketIn:
 
 
 class Result:
-    __slots__ = ("actions", "copies", "cacheable", "flow_ids", "packet_ins")
+    __slots__ = ("actions", "copies", "cacheable", "flow_ids", "cache_ids", "packet_ins")
 
     def __init__(self):
         self.actions = []
         self.copies = []
         self.cacheable = True
         self.flow_ids = []
+        self.cache_ids = []
         self.packet_ins = []
 
     def __repr__(self):
-        return "Result(actions=%r copies=%r cacheable=%r flows=%r pins=%r)" % (
-            self.actions, self.copies, self.cacheable, self.flow_ids, self.packet_ins)
+        return "Result(actions=%r copies=%r cacheable=%r flows=%r cache_ids=%r pins=%r)" % (
+            self.actions, self.copies, self.cacheable, self.flow_ids, self.cache_ids,
+            self.packet_ins)
 
 
 def select_hash(key):
@@ -245,11 +253,14 @@ class _Run:
             if self.count:
                 table.lookup_count += 1
             if entry is None:
-                return  # table miss without a table-miss entry: drop (action set too)
+                # table miss without a table-miss entry: drop (action set too)
+                self.res.cache_ids.append(self.p.tables.miss_ids[table_id])
+                return
             if self.count:
                 table.matched_count += 1
                 entry.count(self.length, self.now)
             self.res.flow_ids.append(entry.id)
+            self.res.cache_ids.append(entry.id)
             self.entry = entry
             ins = entry.instructions
             if ins.apply:
@@ -278,7 +289,7 @@ class Pipeline:
         r = _Run(self, in_port, key or {}, length, now, count)
         r.tables(0)
         res = r.res
-        if len(res.flow_ids) > MAX_CACHED_FLOWS or res.copies:
+        if len(res.cache_ids) > MAX_CACHED_FLOWS or res.copies:
             res.cacheable = False
         return res
 

@@ -12,9 +12,28 @@ Lookup is a tuple-space search (like Open vSwitch's classifier): entries are gro
 subtables by the set of (field, mask) they match on; a lookup masks the key once per
 subtable, probes a dict, and stops early once no subtable can beat the best priority.
 
-Invalidation: a modified or removed entry invalidates its id; an added entry may shadow
-anything cached, so it invalidates the whole cache (a possible refinement: invalidate
-only the ids of lower-priority entries it overlaps, plus table-miss results).
+Invalidation (the cache must only ever give the answer the tables would give):
+- a modified or removed entry invalidates its own id (whatever traversed it is stale;
+  nothing else changes: a removal only hands its packets to other entries);
+- an entry replaced in place (an add with the same match and priority) invalidates its
+  id only: it keeps its id and its tie-break rank, so it takes exactly the same packets;
+- an added entry F (table T, priority P, match M) can only take packets that match M
+  and that T decided with an entry G of priority <= P (ties: OpenFlow leaves them
+  undefined, we count them as affected) or with T's miss.  Every cached entry that
+  went through T recorded that G (or T's miss id, below), and G then matched a packet
+  M matches too, so G's match overlaps M: invalidating the ids of the entries of T with
+  priority <= P overlapping M, plus T's miss id unless one of those entries covers M
+  (then no packet of M ever missed), invalidates exactly what F could change.  Adds
+  with more than MAX_PRECISE_INVALIDATIONS such ids invalidate everything instead (the
+  same effect, one command to the datapath instead of hundreds).
+- a table miss (no entry matches, the packet is dropped) is recorded in the cache under
+  a pseudo flow id per table, `miss_ids[table_id]`: the top `n_tables` ids of the id
+  space, never given to a flow entry.  Its cache hits count as lookups of that table.
+
+Lookup ties between equal-priority entries in different subtables are broken by the
+order the entries were added (`seq`, the earlier wins), never by the subtables' order,
+which shifts as entries come and go: otherwise removing or adding an entry could change
+the winner of a tie between two other entries without invalidating either.
 """
 import collections
 
@@ -23,6 +42,10 @@ from ryu.ofproto import ofproto_v1_3 as ofp
 from .actions import Context, compile_instructions
 from .errors import OFError
 from .match import Match
+
+# Above this many ids an add invalidates the whole cache: each invalidate_flow is a
+# command on the datapath's queue (256 long, and the sender waits when it is full).
+MAX_PRECISE_INVALIDATIONS = 64
 
 ALL_FLAGS = (ofp.OFPFF_SEND_FLOW_REM | ofp.OFPFF_CHECK_OVERLAP | ofp.OFPFF_RESET_COUNTS |
              ofp.OFPFF_NO_PKT_COUNTS | ofp.OFPFF_NO_BYT_COUNTS)
@@ -42,7 +65,7 @@ class NullCache:
 
 
 class FlowEntry:
-    __slots__ = ("id", "table_id", "priority", "match", "instructions", "cookie",
+    __slots__ = ("id", "seq", "table_id", "priority", "match", "instructions", "cookie",
                  "idle_timeout", "hard_timeout", "flags", "installed", "last_used",
                  "slow_packets", "slow_bytes", "base_packets", "base_bytes",
                  "cache_packets", "cache_bytes")
@@ -50,6 +73,7 @@ class FlowEntry:
     def __init__(self, table_id, priority, match, instructions, cookie=0, idle_timeout=0,
                  hard_timeout=0, flags=0, now=0.0):
         self.id = -1
+        self.seq = 0  # the order of addition: the earlier wins a tie of priorities
         self.table_id = table_id
         self.priority = priority
         self.match = match
@@ -161,13 +185,14 @@ class FlowTable:
         return None
 
     def lookup(self, kv):
-        """The highest-priority entry matching key ints `kv`, or None."""
+        """The highest-priority entry matching key ints `kv` (of equal priorities, the
+        one added first), or None."""
         if self._dirty:
             self._order = sorted(self._subtables.values(), key=lambda s: -s.max_priority)
             self._dirty = False
         best = None
         for st in self._order:
-            if best is not None and st.max_priority <= best.priority:
+            if best is not None and st.max_priority < best.priority:
                 break
             vals = []
             for name, mask in st.sig:
@@ -177,9 +202,44 @@ class FlowTable:
                 vals.append(v & mask)
             else:
                 lst = st.buckets.get(tuple(vals))
-                if lst and (best is None or lst[0].priority > best.priority):
-                    best = lst[0]
+                if lst:
+                    e = lst[0]
+                    if best is None or e.priority > best.priority or (
+                            e.priority == best.priority and e.seq < best.seq):
+                        best = e
         return best
+
+    def overlapping(self, match, max_priority):
+        """The entries with priority <= max_priority that could match a packet `match`
+        matches too (for every field both constrain, the values agree on the bits both
+        masks cover; prerequisites are not considered, which can only add entries).
+
+        Per subtable: when `match` pins down every bit the subtable looks at, the
+        overlapping entries are those of one bucket (a dict probe); otherwise the
+        buckets' value tuples are compared with the common bits."""
+        out = []
+        mf = match.fields
+        for st in self._subtables.values():
+            if min(st.prio_count) > max_priority:
+                continue
+            common = []
+            pinned = True
+            for i, (name, smask) in enumerate(st.sig):
+                f = mf.get(name)
+                c = f[1] & smask if f is not None else 0
+                if c != smask:
+                    pinned = False
+                if c:
+                    common.append((i, c, f[0] & c))
+            if pinned:
+                lst = st.buckets.get(tuple(w for _, _, w in common))
+                lists = [lst] if lst else []
+            else:
+                lists = [lst for vals, lst in st.buckets.items()
+                         if all(vals[i] & c == w for i, c, w in common)]
+            for lst in lists:
+                out.extend(e for e in lst if e.priority <= max_priority)
+        return out
 
 
 class Removed:
@@ -198,7 +258,13 @@ class FlowTables:
     def __init__(self, n_tables=8, max_entries=100000, cache=None, max_flow_ids=262144):
         self.tables = [FlowTable(i, max_entries) for i in range(n_tables)]
         self.cache = cache or NullCache()
-        self.max_flow_ids = max_flow_ids
+        if max_flow_ids <= n_tables:
+            raise ValueError("max_flow_ids %d leaves no id for flows" % max_flow_ids)
+        # The top n_tables ids stand for the tables' misses; flows get the ones below.
+        self.max_flow_ids = max_flow_ids - n_tables
+        self.miss_ids = [max_flow_ids - n_tables + i for i in range(n_tables)]
+        self._miss_base = [p for p, _, _ in self.cache.flow_counters(self.miss_ids)]
+        self._next_seq = 0
         self._next_id = 0
         self._free_ids = collections.deque()
         self._timed = {}  # id -> entry with an idle or hard timeout
@@ -282,12 +348,23 @@ class FlowTables:
         e.slow_packets = e.slow_bytes = 0
         self._set_baseline(e)
 
+    def add_invalidations(self, table_id, match, priority):
+        """The cache ids to invalidate when an entry (table_id, priority, match) is
+        added next to the entries already there: the entries of the table with priority
+        <= `priority` overlapping `match`, and the table's miss id unless one of them
+        covers `match` (see the module docstring)."""
+        found = self.tables[table_id].overlapping(match, priority)
+        ids = [e.id for e in found]
+        if not any(match.covered_by(e.match) for e in found):
+            ids.append(self.miss_ids[table_id])
+        return ids
+
     def _add(self, fm, match, ins, now):
         table = self.tables[fm.table_id]
         old = table.find_strict(match, fm.priority)
         if fm.flags & ofp.OFPFF_CHECK_OVERLAP:
-            for e in table.entries.values():
-                if e.priority == fm.priority and e.match.overlaps(match):
+            for e in table.overlapping(match, fm.priority):
+                if e.priority == fm.priority:
                     raise OFError(ofp.OFPET_FLOW_MOD_FAILED, ofp.OFPFMFC_OVERLAP, repr(e))
         if old is None and len(table) >= table.max_entries:
             raise OFError(ofp.OFPET_FLOW_MOD_FAILED, ofp.OFPFMFC_TABLE_FULL, "table %d" % fm.table_id)
@@ -295,25 +372,34 @@ class FlowTables:
                           fm.hard_timeout, fm.flags, now)
         if old is not None:
             # Replaced in place: same id, counters kept unless OFPFF_RESET_COUNTS, no
-            # flow-removed; duration starts again.
+            # flow-removed; duration starts again.  Same match, priority and tie-break
+            # rank: the same packets as before, so only what went through it is stale.
             self.sync_counters([old])
             table.remove(old)
             self._timed.pop(old.id, None)
             entry.id = old.id
-            self.cache.invalidate_flow(old.id)
+            entry.seq = old.seq
             if fm.flags & ofp.OFPFF_RESET_COUNTS:
                 self._set_baseline(entry)
             else:
                 for a in ("slow_packets", "slow_bytes", "base_packets", "base_bytes",
                           "cache_packets", "cache_bytes"):
                     setattr(entry, a, getattr(old, a))
+            stale = [old.id]
         else:
             entry.id = self._alloc_id()
+            entry.seq = self._next_seq
+            self._next_seq += 1
             self._set_baseline(entry)
+            stale = self.add_invalidations(fm.table_id, match, fm.priority)
         table.insert(entry)
         if entry.idle_timeout or entry.hard_timeout:
             self._timed[entry.id] = entry
-        self.cache.invalidate_all()
+        if len(stale) > MAX_PRECISE_INVALIDATIONS:
+            self.cache.invalidate_all()
+        else:
+            for i in stale:
+                self.cache.invalidate_flow(i)
         return entry
 
     def select(self, table_id, match, strict, priority=0, cookie=0, cookie_mask=0,
@@ -380,11 +466,14 @@ class FlowTables:
     def table_stats(self):
         """[(table_id, active, lookups, matched)], cache hits included."""
         self.sync_counters(self.all_entries())
+        missed = [max(0, p - base) for (p, _, _), base in
+                  zip(self.cache.flow_counters(self.miss_ids), self._miss_base)]
         out = []
         for t in self.tables:
             cached = t.removed_cache_packets + sum(e.cache_packets for e in t.entries.values())
-            out.append((t.table_id, len(t), t.lookup_count + cached, t.matched_count + cached))
+            out.append((t.table_id, len(t), t.lookup_count + cached + missed[t.table_id],
+                        t.matched_count + cached))
         return out
 
 
-__all__ = ["FlowEntry", "FlowTable", "FlowTables", "NullCache", "Removed", "Context"]
+__all__ = ["MAX_PRECISE_INVALIDATIONS", "FlowEntry", "FlowTable", "FlowTables", "NullCache", "Removed", "Context"]

@@ -95,7 +95,8 @@ def test_controller_output_is_not_cached():
 def test_table_miss_drop_is_cached_as_empty():
     agent, dp, _ = make_agent()
     agent.slow_path(*miss(icmp_frame()))
-    assert [c[0] for c in dp.calls] == ["insert"] and dp.calls[0][2:] == ([], [])
+    # recorded under table 0's miss id, so that an add to table 0 can invalidate it
+    assert [c[0] for c in dp.calls] == ["insert"] and dp.calls[0][2:] == ([], [agent.tables.miss_ids[0]])
 
 
 def test_invalid_ttl_to_controller_disables_caching_of_dec_ttl():
@@ -132,7 +133,7 @@ def test_flow_mods_invalidate_the_cache():
     agent, dp, _ = make_agent()
     dp.calls.clear()
     flow(agent, M(in_port=1), [parser.OFPActionOutput(2)])
-    assert dp.calls == [("invalidate_all",)]
+    assert dp.calls == [("invalidate_flow", agent.tables.miss_ids[0])]  # an empty table: its miss
     (entry,) = agent.tables.all_entries()
     dp.calls.clear()
     flow(agent, M(in_port=1), [parser.OFPActionOutput(1)], command=ofp.OFPFC_MODIFY)

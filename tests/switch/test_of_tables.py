@@ -212,11 +212,12 @@ def test_delete_filters_and_invalidation():
     assert len(s.delete()) == 1 and not list(s.tables.all_entries())
 
 
-def test_add_invalidates_everything():
+def test_add_invalidates_only_what_it_could_shadow():
+    # precise add invalidation: see test_agent_invalidation.py; an empty table: its miss
     s = Switch()
     s.cache.log.clear()
     s.add(M(in_port=1), [out(2)])
-    assert s.cache.log == [("all",)]
+    assert s.cache.log == [("flow", s.tables.miss_ids[0])]
 
 
 def test_instruction_and_action_errors():
