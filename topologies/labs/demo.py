@@ -80,8 +80,9 @@ def scenario(s, requests_per_client=20):
     by_counter = {pod_by_ip.get(p['address'], p['address']): p['new_sessions']
                   for p in web['pods']}
     report['clusterip']['counters_by_pod'] = by_counter
+    flows = labkit.sessions_of([r['body'] for r in ok])
     check('the controller\'s per-pod counters agree with the clients',
-          by_counter == {p: seen.get(p, 0) for p in pods}, by_counter)
+          by_counter == {p: flows.get(p, 0) for p in pods}, by_counter)
 
     s.section('3. one long TCP connection to %s:%d' % (VIP, ECHO_PORT))
     long_conn = kp_lab.start_tcp_session(lab.clients[0], VIP, ECHO_PORT, count=8,

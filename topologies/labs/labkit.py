@@ -489,6 +489,15 @@ def counts_of(replies, key='name'):
     return Counter(r[key] for r in replies)
 
 
+def sessions_of(bodies):
+    """Pod name -> how many distinct flows (client address and port) it answered.
+
+    A client may reuse a source port within the idle timeout; that 5-tuple is still the
+    same session, so this, not the number of requests, is what the counters count."""
+    flows = {(b['peer'], b['peer_port']): b['name'] for b in bodies}
+    return Counter(flows.values())
+
+
 # ---------------------------------------------------------------------------- main
 
 def lab_main(run, doc, argv=None, extra_args=None):
