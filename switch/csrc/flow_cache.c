@@ -183,6 +183,11 @@ uint32_t flow_cache_bucket_of(const struct flow_cache *c, const struct flow_key 
     return flow_key_hash(k) & (c->n_buckets - 1);
 }
 
+uint32_t flow_cache_alt_bucket_of(const struct flow_cache *c, const struct flow_key *k)
+{
+    return cache_alt_bucket(flow_key_hash(k), c->n_buckets - 1);
+}
+
 static void reclaim(struct flow_cache *c, uint32_t now);
 
 /* The pool index of address a (interning it if new, reference count 0), or 0 if the
@@ -303,31 +308,49 @@ static inline bool key_eq(const struct flow_cache *c, const struct cache_key *a,
 
 void flow_cache_miss(struct flow_cache *c) { STAT_ADD(c->st->misses, 1); }
 
+/* The way of bucket bi holding key k, or -1. */
+static inline int find_way(const struct flow_cache *c, uint32_t bi, const struct cache_key *k,
+                           const uint8_t *v6, uint32_t hash)
+{
+    const struct cache_bucket *b = &c->buckets[bi];
+    int w;
+
+    for (w = 0; w < WAYS; w++)
+        if (b->prog[w] && b->hash[w] == hash &&
+            key_eq(c, &c->entries[bi * WAYS + w].key, k, v6))
+            return w;
+    return -1;
+}
+
 const struct action_prog *flow_cache_lookup(struct flow_cache *c, const struct cache_key *k,
                                             const uint8_t *v6, uint32_t hash, uint32_t now,
                                             const struct cache_entry **ent,
                                             uint32_t *prog_index)
 {
-    uint32_t bi = hash & (c->n_buckets - 1);
-    struct cache_bucket *b = &c->buckets[bi];
-    int w;
+    uint32_t mask = c->n_buckets - 1, bi = hash & mask, b2;
+    struct cache_bucket *b;
+    int w = find_way(c, bi, k, v6, hash);
 
-    for (w = 0; w < WAYS; w++) {
-        const struct cache_entry *e = &c->entries[bi * WAYS + w];
-
-        if (!b->prog[w] || b->hash[w] != hash || !key_eq(c, &e->key, k, v6))
-            continue;
-        if (reap(c, bi, w, now))
-            break;
-        b->used[w] = now;
-        STAT_ADD(c->st->hits, 1);
-        *ent = e;
-        if (prog_index)
-            *prog_index = b->prog[w];
-        return &c->progs[b->prog[w]].prog;
+    if (w < 0) {                      /* not in the first bucket: the second, if distinct */
+        b2 = cache_alt_bucket(hash, mask);
+        if (b2 != bi) {
+            bi = b2;
+            w = find_way(c, bi, k, v6, hash);
+        }
     }
-    STAT_ADD(c->st->misses, 1);
-    return NULL;
+    /* A key is in at most one slot of its two buckets (insert sees to it), so a dead
+     * one is a miss. */
+    if (w < 0 || reap(c, bi, w, now)) {
+        STAT_ADD(c->st->misses, 1);
+        return NULL;
+    }
+    b = &c->buckets[bi];
+    b->used[w] = now;
+    STAT_ADD(c->st->hits, 1);
+    *ent = &c->entries[bi * WAYS + w];
+    if (prog_index)
+        *prog_index = b->prog[w];
+    return &c->progs[b->prog[w]].prog;
 }
 
 static void reclaim(struct flow_cache *c, uint32_t now)
@@ -379,11 +402,11 @@ bool flow_cache_insert(struct flow_cache *c, const struct flow_key *fk,
 {
     struct cache_key k;
     const uint8_t *v6 = (fk->present & FK_IPV6) ? fk->nw_src : NULL;
-    uint32_t h, bi, pi, src = 0, dst = 0, i;
+    uint32_t h, bi = 0, bis[2], pi, src = 0, dst = 0, i;
     uint64_t ids = ~(uint64_t)0;
     struct cache_bucket *b;
     struct cache_entry *e;
-    int w, slot = -1;
+    int j, nb, w, slot = -1;
 
     if (!cache_key_of(fk, &k) || n_ops > MAX_OPS || n_ids > MAX_IDS_PER_ENTRY) {
         STAT_ADD(c->st->insert_failures, 1);
@@ -413,29 +436,47 @@ bool flow_cache_insert(struct flow_cache *c, const struct flow_key *fk,
         k.nw_src = src;
         k.nw_dst = dst;
     }
-    bi = h & (c->n_buckets - 1);
-    b = &c->buckets[bi];
-    for (w = 0; w < WAYS && slot < 0; w++) {          /* the same key: replace in place */
-        const struct cache_key *o = &c->entries[bi * WAYS + w].key;
+    bis[0] = h & (c->n_buckets - 1);
+    bis[1] = cache_alt_bucket(h, c->n_buckets - 1);
+    nb = bis[1] == bis[0] ? 1 : 2;
+    for (j = 0; j < nb && slot < 0; j++) {            /* the same key: replace in place */
+        b = &c->buckets[bis[j]];
+        for (w = 0; w < WAYS && slot < 0; w++) {
+            const struct cache_key *o = &c->entries[bis[j] * WAYS + w].key;
 
-        if (b->prog[w] && b->hash[w] == h && !((o->w[0] ^ k.w[0]) | (o->w[1] ^ k.w[1]) |
-                                               (o->w[2] ^ k.w[2]) | (o->w[3] ^ k.w[3]) |
-                                               (o->w[4] ^ k.w[4]))) {
-            free_slot(c, bi, w);
-            slot = w;
+            if (b->prog[w] && b->hash[w] == h && !((o->w[0] ^ k.w[0]) | (o->w[1] ^ k.w[1]) |
+                                                   (o->w[2] ^ k.w[2]) | (o->w[3] ^ k.w[3]) |
+                                                   (o->w[4] ^ k.w[4]))) {
+                free_slot(c, bis[j], w);
+                bi = bis[j];
+                slot = w;
+            }
         }
     }
-    for (w = 0; w < WAYS && slot < 0; w++)            /* the first free or dead way */
-        if (reap(c, bi, w, now))
-            slot = w;
-    if (slot < 0) {                                   /* all live: evict the LRU way */
-        slot = 0;
-        for (w = 1; w < WAYS; w++)
-            if (sdiff(now, b->used[w]) > sdiff(now, b->used[slot]))
+    for (j = 0; j < nb && slot < 0; j++)              /* the first free or dead way, */
+        for (w = 0; w < WAYS && slot < 0; w++)        /* first bucket first */
+            if (reap(c, bis[j], w, now)) {
+                bi = bis[j];
                 slot = w;
+            }
+    if (slot < 0) {             /* all live: evict the LRU way of the two buckets */
+        int32_t age, oldest = -1;
+
+        for (j = 0; j < nb; j++) {
+            b = &c->buckets[bis[j]];
+            for (w = 0; w < WAYS; w++) {
+                age = sdiff(now, b->used[w]);
+                if (slot < 0 || age > oldest) {
+                    oldest = age;
+                    bi = bis[j];
+                    slot = w;
+                }
+            }
+        }
         STAT_ADD(c->st->evictions, 1);
         free_slot(c, bi, slot);
     }
+    b = &c->buckets[bi];
     b->hash[slot] = h;
     b->used[slot] = now;
     b->prog[slot] = pi;

@@ -24,7 +24,17 @@
  * the IPv6 address pool and the per-flow-id invalidation epochs.
  *
  * Layout: a power-of-2 number of buckets (run time) of WAYS slots (compile time).  A
- * bucket is one 64-byte cache line holding, per way, the key's hash, the last-used
+ * key has two candidate buckets, like OVS's EMC with its two hash positions: the first
+ * is hash & (n_buckets - 1), the second is derived from the same 32-bit hash
+ * (cache_alt_bucket: no second hash).  A lookup probes the first bucket's line, and
+ * the second only if the key is not in the first; inserts prefer the first bucket, so
+ * most hits touch one line.  Two positions turn a bucket that more than WAYS live flows
+ * hash to (Poisson: at 10,000 flows in 16,384 buckets, a handful of buckets get 5+)
+ * from an LRU thrash, where those flows evict each other on every packet and every
+ * packet takes the slow path, into a spill to the second bucket; eviction only happens
+ * when both buckets are full of live slots (the LRU of their 2 x WAYS slots).  No
+ * cuckoo moves: a key never changes slot once inserted.  A key is in at most one slot.
+ * A bucket is one 64-byte cache line holding, per way, the key's hash, the last-used
  * time, the program index and the insert epoch (parallel arrays, so a lookup touches
  * that line and, only on a hash match, the slot's out-of-line entry, compared as five
  * 64-bit words).  Programs are interned in a fixed pool of PROG_POOL
@@ -174,6 +184,16 @@ uint32_t cache_key_hash(const struct cache_key *k, const uint8_t *v6);
 /* The same for a parsed key (any 100 bytes: key_hash is total). */
 uint32_t flow_key_hash(const struct flow_key *k);
 
+/* The key's second bucket: the first (hash & mask) XOR the hash's upper half rotated
+ * into place with bit 0 set, so it differs from the first whenever there are two
+ * buckets or more, and comes from bits the first bucket did not use (up to 2^16
+ * buckets).  No second hash: the bucket line stores the hash, so it is also where a
+ * slot's other position could be found. */
+static inline uint32_t cache_alt_bucket(uint32_t hash, uint32_t mask)
+{
+    return (hash & mask) ^ ((hash >> 16 | hash << 16 | 1) & mask);
+}
+
 /* NULL if out of memory.  n_buckets must be a power of 2 <= MAX_BUCKETS.  Any thread
  * may build a cache; it writes nothing to st until flow_cache_adopt. */
 struct flow_cache *flow_cache_new(uint32_t n_buckets, struct cache_stats *st);
@@ -195,7 +215,10 @@ void flow_cache_miss(struct flow_cache *c);
 
 /* Lossy: false (and insert_failures++) when the key is not cacheable, the program is
  * too long, there are more than MAX_IDS_PER_ENTRY ids, or a pool (programs, IPv6
- * addresses) is full of live entries.  A full bucket evicts its least recently used way. */
+ * addresses) is full of live entries.  Where it goes: the slot already holding the key
+ * (in either bucket), else the first free or dead way of the first bucket, then of the
+ * second, else (both full of live slots) the least recently used way of the two, which
+ * is evicted (ties: the first bucket's, the lower way). */
 bool flow_cache_insert(struct flow_cache *c, const struct flow_key *k,
                        const struct action_op *ops, uint32_t n_ops,
                        const uint32_t *flow_ids, uint32_t n_ids, uint32_t now_ms);
@@ -203,7 +226,8 @@ bool flow_cache_insert(struct flow_cache *c, const struct flow_key *k,
 void flow_cache_invalidate_flow(struct flow_cache *c, uint32_t flow_id);
 void flow_cache_invalidate_all(struct flow_cache *c);
 
-/* Bucket index of a key, for tests that need collisions. */
+/* A key's first and second bucket indices, for tests that need collisions. */
 uint32_t flow_cache_bucket_of(const struct flow_cache *c, const struct flow_key *k);
+uint32_t flow_cache_alt_bucket_of(const struct flow_cache *c, const struct flow_key *k);
 
 #endif

@@ -862,6 +862,22 @@ static PyObject *Cache_bucket_of(CacheObject *self, PyObject *arg)
     return r ? NULL : PyLong_FromUnsignedLong(flow_cache_bucket_of(self->c, &k));
 }
 
+static PyObject *Cache_buckets_of(CacheObject *self, PyObject *arg)
+{
+    Py_buffer b;
+    struct flow_key k;
+    int r;
+
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE))
+        return NULL;
+    r = get_key(&b, &k);
+    PyBuffer_Release(&b);
+    if (r)
+        return NULL;
+    return Py_BuildValue("(kk)", (unsigned long)flow_cache_bucket_of(self->c, &k),
+                         (unsigned long)flow_cache_alt_bucket_of(self->c, &k));
+}
+
 static PyObject *Cache_stats(CacheObject *self, PyObject *unused)
 {
     (void)unused;
@@ -873,7 +889,8 @@ static PyMethodDef Cache_methods[] = {
     {"lookup", (PyCFunction)Cache_lookup, METH_VARARGS, "lookup(key_blob, now_ms) -> (actions, flow_ids) | None"},
     {"invalidate_flow", (PyCFunction)Cache_invalidate_flow, METH_O, NULL},
     {"invalidate_all", (PyCFunction)Cache_invalidate_all, METH_NOARGS, NULL},
-    {"bucket_of", (PyCFunction)Cache_bucket_of, METH_O, NULL},
+    {"bucket_of", (PyCFunction)Cache_bucket_of, METH_O, "bucket_of(key_blob) -> first bucket"},
+    {"buckets_of", (PyCFunction)Cache_buckets_of, METH_O, "buckets_of(key_blob) -> (first, second)"},
     {"stats", (PyCFunction)Cache_stats, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

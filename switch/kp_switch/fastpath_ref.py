@@ -703,7 +703,10 @@ def _check_ids(flow_ids: Sequence[int]) -> Tuple[int, ...]:
 class FlowCache:
     """The exact-match flow cache (see csrc/flow_cache.h for the rationale).
 
-    Buckets of WAYS slots; a slot is (hash, last_used_ms, program, epoch) plus the
+    Buckets of WAYS slots; a key has two candidate buckets (``buckets_of``): lookups
+    probe the first then the second, inserts take the key's own slot, else the first
+    free or dead way of the first bucket then of the second, else evict the least
+    recently used of both buckets' slots.  A slot is (hash, last_used_ms, program, epoch) plus the
     full key and the flow ids.  Programs (action lists) are interned in a pool of
     PROG_POOL shared, reference-counted entries, and so are the IPv6 addresses of
     cached keys (ADDR_POOL).  Keys that are not cacheable (``_cache_key``) are never
@@ -815,6 +818,17 @@ class FlowCache:
     def bucket_of(self, blob: bytes) -> int:
         return key_hash(blob) & (self.buckets - 1)
 
+    def buckets_of(self, blob: bytes) -> Tuple[int, int]:
+        h = key_hash(blob)
+        return h & (self.buckets - 1), _alt_bucket(h, self.buckets - 1)
+
+    def _bases(self, h: int) -> List[int]:
+        """The first slot of each of the key's buckets: the first bucket, then the
+        second unless it is the same (a one-bucket cache)."""
+        mask = self.buckets - 1
+        b1, b2 = h & mask, _alt_bucket(h, mask)
+        return [b1 * WAYS] if b1 == b2 else [b1 * WAYS, b2 * WAYS]
+
     # -- the API the datapath uses
     def lookup(self, blob: bytes, now: int) -> Optional[Tuple[Tuple[Any, ...], Tuple[int, ...]]]:
         ck, v6, ok = _cache_key(blob)
@@ -822,14 +836,16 @@ class FlowCache:
             self.st["misses"] += 1
             return None
         h = _ckey_hash(ck, v6)
-        base = (h & (self.buckets - 1)) * WAYS
-        for s in range(base, base + WAYS):
-            if self.prog[s] and self.hash[s] == h and self.key[s] == blob:
-                if self._reap(s, now):
-                    break
-                self.used[s] = now
-                self.st["hits"] += 1
-                return self.progs[self.prog[s]], self.ids[s]
+        for base in self._bases(h):              # first bucket, then second
+            for s in range(base, base + WAYS):
+                if self.prog[s] and self.hash[s] == h and self.key[s] == blob:
+                    # A key is in at most one slot: a dead one is a miss.
+                    if self._reap(s, now):
+                        self.st["misses"] += 1
+                        return None
+                    self.used[s] = now
+                    self.st["hits"] += 1
+                    return self.progs[self.prog[s]], self.ids[s]
         self.st["misses"] += 1
         return None
 
@@ -860,21 +876,21 @@ class FlowCache:
                 self.st["insert_failures"] += 1
                 return False
             self.addr_ref[dst] += 1
-        base = (h & (self.buckets - 1)) * WAYS
+        slots = [s for base in self._bases(h) for s in range(base, base + WAYS)]
         slot = -1
-        for s in range(base, base + WAYS):       # the same key: replace it in place
+        for s in slots:                          # the same key (either bucket): in place
             if self.prog[s] and self.hash[s] == h and self.key[s] == blob:
                 self._free(s)
                 slot = s
                 break
         if slot < 0:
-            for s in range(base, base + WAYS):   # first free, expired or dead way
-                if self._reap(s, now):
+            for s in slots:                      # first free, expired or dead way, first
+                if self._reap(s, now):           # bucket first
                     slot = s
                     break
-        if slot < 0:                              # all live: evict the least recently used
-            slot = base
-            for s in range(base + 1, base + WAYS):
+        if slot < 0:                             # all live: evict the least recently used
+            slot = slots[0]                      # of both buckets (ties: the earlier)
+            for s in slots[1:]:
                 if _sdiff(now, self.used[s]) > _sdiff(now, self.used[slot]):
                     slot = s
             self.st["evictions"] += 1
@@ -898,6 +914,13 @@ class FlowCache:
         d = dict(self.st)
         d["buckets"], d["ways"] = self.buckets, WAYS
         return d
+
+
+def _alt_bucket(h: int, mask: int) -> int:
+    """A key's second bucket (csrc/flow_cache.h cache_alt_bucket): the first bucket XOR
+    the hash's upper half rotated into place with bit 0 set (never the first bucket
+    unless there is only one)."""
+    return (h & mask) ^ (((h >> 16) | (h << 16) | 1) & 0xFFFFFFFF & mask)
 
 
 def _sdiff(a: int, b: int) -> int:
@@ -931,6 +954,9 @@ class CacheForTest:
 
     def bucket_of(self, key_blob: bytes) -> int:
         return self._c.bucket_of(bytes(key_blob))
+
+    def buckets_of(self, key_blob: bytes) -> Tuple[int, int]:
+        return self._c.buckets_of(bytes(key_blob))
 
     def stats(self) -> Dict[str, int]:
         return self._c.stats()

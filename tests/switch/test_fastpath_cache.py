@@ -1,6 +1,7 @@
-"""The flow cache alone (`_CacheForTest`, explicit time): ways, LRU eviction, idle
-expiry, lazy invalidation by flow id and globally, program interning; then the C cache
-and the Python twin replaying the same random operation sequences."""
+"""The flow cache alone (`_CacheForTest`, explicit time): ways, the two candidate
+buckets of a key, LRU eviction, idle expiry, lazy invalidation by flow id and globally,
+program interning; then the C cache and the Python twin replaying the same random
+operation sequences."""
 from __future__ import annotations
 
 import pytest
@@ -24,9 +25,21 @@ def key(i: int) -> bytes:
 
 
 def same_bucket_keys(c, n: int, bucket: int = 0):
+    """n keys whose first bucket is bucket (their second buckets may differ)."""
     out, i = [], 0
     while len(out) < n:
         if c.bucket_of(key(i)) == bucket:
+            out.append(key(i))
+        i += 1
+    return out
+
+
+def same_buckets_keys(c, n: int):
+    """n keys with the same first and the same second bucket as key(0)."""
+    want = c.buckets_of(key(0))
+    out, i = [], 0
+    while len(out) < n:
+        if c.buckets_of(key(i)) == want:
             out.append(key(i))
         i += 1
     return out
@@ -53,18 +66,112 @@ def test_insert_lookup_and_counters(fp):
     assert st_["ways"] == ref.WAYS
 
 
+def test_two_buckets_per_key(fp):
+    for n in (2, 8, 4096):
+        c = cache(fp, n)
+        for i in range(200):
+            b1, b2 = c.buckets_of(key(i))
+            assert b1 == c.bucket_of(key(i)) and 0 <= b2 < n and b2 != b1
+    assert cache(fp, 1).buckets_of(key(5)) == (0, 0)
+
+
 def test_ways_then_lru_eviction(fp):
+    """A key's two buckets hold 2 x WAYS flows; only then is the least recently used
+    of them evicted."""
     c = cache(fp, 8)
-    ks = same_bucket_keys(c, ref.WAYS + 1)
+    ks = same_buckets_keys(c, 2 * ref.WAYS + 1)
     for t, k in enumerate(ks[:-1]):
         assert c.insert(k, [("output", t)], [], t)
     for t, k in enumerate(ks[:-1]):
-        assert c.lookup(k, 100 + t) == ([("output", t)], [])   # all WAYS fit
+        assert c.lookup(k, 100 + t) == ([("output", t)], [])   # all 2 x WAYS fit
+    assert c.stats()["evictions"] == 0
     c.lookup(ks[0], 200)                     # ks[1] is now the least recently used
     assert c.insert(ks[-1], OUT1, [], 201)
     assert c.lookup(ks[1], 202) is None
-    assert c.lookup(ks[0], 203) is not None and c.lookup(ks[-1], 204) is not None
+    assert all(c.lookup(k, 203) is not None for k in ks if k != ks[1])
+    assert c.stats()["evictions"] == 1 and c.stats()["entries"] == 2 * ref.WAYS
+
+
+def test_lru_eviction_in_a_single_bucket(fp):
+    """With one bucket both positions are the same bucket: WAYS flows, then LRU."""
+    c = cache(fp, 1)
+    ks = [key(i) for i in range(ref.WAYS + 1)]
+    for t, k in enumerate(ks[:-1]):
+        assert c.insert(k, OUT1, [], t)
+    c.lookup(ks[0], 10)
+    assert c.insert(ks[-1], OUT1, [], 11)
+    assert c.lookup(ks[1], 12) is None and c.lookup(ks[0], 13) is not None
     assert c.stats()["evictions"] == 1 and c.stats()["entries"] == ref.WAYS
+
+
+def test_bucket_overflow_spills_to_the_second_bucket(fp):
+    """More than WAYS keys on one first bucket: the extra ones go to their second
+    bucket while it has room, nothing is evicted, and round-robin traffic over them
+    all hits (with one position per key, LRU made them evict each other on every
+    packet)."""
+    c = cache(fp, 64)
+    ks = same_bucket_keys(c, 2 * ref.WAYS, bucket=3)
+    assert len({c.buckets_of(k)[1] for k in ks}) > 1      # second buckets differ
+    for t, k in enumerate(ks):
+        assert c.insert(k, [("output", t)], [t], t)
+    for rnd in range(3):
+        for t, k in enumerate(ks):
+            assert c.lookup(k, 100 * rnd + t) == ([("output", t)], [t])
+    s = c.stats()
+    assert s["evictions"] == 0 and s["entries"] == 2 * ref.WAYS and s["misses"] == 0
+
+
+def test_poisson_crowded_buckets_stay_cached(fp):
+    """10,000 flows in 16,384 buckets scaled down (2,500 in 4,096, the same load):
+    some first buckets get 5 or 6 keys, yet every flow stays cached and round-robin
+    traffic never misses."""
+    c = cache(fp, 4096)
+    ks = [key(i) for i in range(2500)]
+    per_bucket = {}
+    for k in ks:
+        b = c.bucket_of(k)
+        per_bucket[b] = per_bucket.get(b, 0) + 1
+    assert max(per_bucket.values()) > ref.WAYS               # the case this is about
+    for t, k in enumerate(ks):
+        assert c.insert(k, OUT1, [1], t)
+    for rnd in range(2):
+        for t, k in enumerate(ks):
+            assert c.lookup(k, 5000 + t) is not None
+    s = c.stats()
+    assert (s["evictions"], s["misses"], s["entries"]) == (0, 0, len(ks))
+
+
+def test_second_bucket_entry_is_found_and_replaced_in_place(fp):
+    """A key that went to its second bucket stays there: found by lookups, replaced in
+    place by a re-insert even after a way of its first bucket has died (a key is never
+    in two slots)."""
+    c = cache(fp, 16)
+    ks = same_bucket_keys(c, ref.WAYS + 1, bucket=5)
+    for i, k in enumerate(ks[:-1]):
+        assert c.insert(k, OUT1, [i], 0)
+    x = ks[-1]
+    assert c.insert(x, OUT1, [9], 1)                           # first bucket full
+    assert c.lookup(x, 2) == (OUT1, [9])
+    c.invalidate_flow(0)                                        # a first-bucket way dies
+    assert c.insert(x, [("output", 2)], [8], 3)
+    assert c.lookup(x, 4) == ([("output", 2)], [8])
+    s = c.stats()
+    assert (s["invalidated"], s["entries"], s["evictions"]) == (0, ref.WAYS + 1, 0)
+    c.invalidate_flow(8)                                        # a dead entry: a miss
+    assert c.lookup(x, 5) is None
+    assert c.stats()["invalidated"] == 1 and c.stats()["entries"] == ref.WAYS
+
+
+def test_first_bucket_is_preferred(fp):
+    """A key goes to its first bucket when it has a free or dead way, even if the
+    second has room: the common lookup touches one bucket line."""
+    c = cache(fp, 16)
+    ks = same_bucket_keys(c, ref.WAYS + 1, bucket=7)
+    for i, k in enumerate(ks[:-1]):
+        assert c.insert(k, OUT1, [i], 0)
+    c.invalidate_flow(2)
+    assert c.insert(ks[-1], OUT1, [], 1)            # reuses the dead way of bucket 7
+    assert c.stats()["invalidated"] == 1 and c.stats()["entries"] == ref.WAYS
 
 
 def test_idle_expiry_frees_the_slot(fp):
@@ -78,8 +185,8 @@ def test_idle_expiry_frees_the_slot(fp):
 
 
 def test_expired_slot_is_reused_before_evicting(fp):
-    c = cache(fp, 2)
-    ks = same_bucket_keys(c, ref.WAYS + 1, bucket=1)
+    c = cache(fp, 2)                 # every key's two buckets are 0 and 1
+    ks = same_bucket_keys(c, 2 * ref.WAYS + 1, bucket=1)
     for k in ks[:-1]:
         c.insert(k, OUT1, [], 0)
     c.lookup(ks[0], IDLE)                    # keep one alive
@@ -235,7 +342,7 @@ op = st.one_of(
 
 @pytest.mark.skipif(C is None, reason="extension not built")
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from([1, 2, 4]), st.lists(op, max_size=80))
+@given(st.sampled_from([1, 2, 4, 8]), st.lists(op, max_size=80))
 def test_random_operation_sequences_agree(buckets, ops):
     a, b = C._CacheForTest(buckets), ref._CacheForTest(buckets)
     now = 0
@@ -285,3 +392,5 @@ def test_hash_and_bucket_agree(blob, buckets):
     assert C.key_hash(blob) == ref.key_hash(blob)
     assert C._CacheForTest(1).bucket_of(blob) == 0
     assert C._CacheForTest(buckets).bucket_of(blob) == ref.key_hash(blob) & (buckets - 1)
+    assert C._CacheForTest(buckets).buckets_of(blob) == \
+        ref._CacheForTest(buckets).buckets_of(blob)
