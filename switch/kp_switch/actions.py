@@ -37,6 +37,31 @@ def _bad_action(code, text=""):
     return OFError(ofp.OFPET_BAD_ACTION, code, text)
 
 
+# (name, value as Ryu gives it) -> the value as the pipeline and fast path take it, for
+# the set-field values seen lately (a controller sends the same few again and again).
+_set_field_values = {}
+_SET_FIELD_VALUES_MAX = 4096
+
+
+def _set_field_value(name, value):
+    """A set-field's value checked and in parse()'s form; raises OFError."""
+    try:
+        v = to_int(name, value)
+    except (ValueError, TypeError):
+        raise _bad_action(ofp.OFPBAC_BAD_SET_ARGUMENT, "set_field %s" % name)
+    bits = FIELDS[name][1]
+    if v >> bits or (name == "vlan_vid" and not v & ofp.OFPVID_PRESENT):
+        raise _bad_action(ofp.OFPBAC_BAD_SET_ARGUMENT, "set_field %s=%r" % (name, value))
+    user = to_user(name, v)
+    try:
+        if len(_set_field_values) >= _SET_FIELD_VALUES_MAX:
+            _set_field_values.clear()
+        _set_field_values[(name, value)] = user
+    except TypeError:
+        pass
+    return user
+
+
 def compile_actions(actions, ctx, match=None):
     """Ryu OFPAction* list -> pipeline action tuples; raises OFError."""
     out = []
@@ -58,18 +83,17 @@ def compile_actions(actions, ctx, match=None):
             if name not in SETTABLE:
                 raise _bad_action(ofp.OFPBAC_BAD_SET_TYPE, "set_field %s" % name)
             try:
-                v = to_int(name, a.value)
-            except (ValueError, TypeError):
-                raise _bad_action(ofp.OFPBAC_BAD_SET_ARGUMENT, "set_field %s" % name)
-            bits = FIELDS[name][1]
-            if v >> bits or (name == "vlan_vid" and not v & ofp.OFPVID_PRESENT):
-                raise _bad_action(ofp.OFPBAC_BAD_SET_ARGUMENT, "set_field %s=%r" % (name, a.value))
+                user = _set_field_values.get((name, a.value))
+            except TypeError:  # an unhashable value: converted (and refused) below
+                user = None
+            if user is None:
+                user = _set_field_value(name, a.value)
             if match is not None and name != "vlan_vid" and name != "vlan_pcp":
                 try:
                     match.check_prereqs(extra=(name,))
                 except OFError:
                     raise _bad_action(ofp.OFPBAC_MATCH_INCONSISTENT, "set_field %s" % name)
-            out.append(("set_field", name, to_user(name, v)))
+            out.append(("set_field", name, user))
         elif isinstance(a, parser.OFPActionPushVlan):
             if a.ethertype not in (0x8100, 0x88A8):
                 raise _bad_action(ofp.OFPBAC_BAD_ARGUMENT, "push_vlan %#x" % a.ethertype)

@@ -31,7 +31,6 @@ import threading
 import time
 
 from ryu.ofproto import ofproto_v1_3 as ofp
-from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from . import datapath as dpimpl
 from . import experimenter as kpexp
@@ -53,6 +52,8 @@ TICK = 1.0
 ECHO_IDLE = 5.0
 DEAD_IDLE = 15.0
 SEND_QUEUE = 4096
+READ_CHUNK = 1 << 16   # bytes read from a channel at a time
+WRITE_BATCH = 1 << 16  # queued messages joined into one send up to this many bytes
 CAPABILITIES = ofp.OFPC_FLOW_STATS | ofp.OFPC_TABLE_STATS | ofp.OFPC_PORT_STATS | ofp.OFPC_GROUP_STATS
 SLAVE_DENIED = {ofp.OFPT_PACKET_OUT, ofp.OFPT_FLOW_MOD, ofp.OFPT_GROUP_MOD, ofp.OFPT_PORT_MOD,
                 ofp.OFPT_TABLE_MOD, ofp.OFPT_METER_MOD}
@@ -121,15 +122,33 @@ class Connection:
                 self.close()
 
     def _write_loop(self):
+        # Everything queued meanwhile goes out in one send: a burst of packet-ins or
+        # replies costs one system call (and one GIL round trip), not one per message.
+        outq = self.outq
         try:
             while not self.closed.is_set():
                 try:
-                    data = self.outq.get(timeout=0.5)
+                    data = outq.get(timeout=0.5)
                 except queue.Empty:
                     continue
                 if data is None:
                     break
-                self.sock.sendall(data)
+                batch = [data]
+                size = len(data)
+                stop = False
+                while size < WRITE_BATCH:
+                    try:
+                        more = outq.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                    size += len(more)
+                self.sock.sendall(batch[0] if len(batch) == 1 else b"".join(batch))
+                if stop:
+                    break
         except OSError as e:
             LOG.info("%r: send failed: %s", self, e)
         finally:
@@ -149,34 +168,39 @@ class Connection:
             pass
 
     # -- input
-    def _recv_exact(self, n):
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                return None
-            buf += chunk
-        return bytes(buf)
-
     def run(self):
-        """Serve the channel until it closes (blocking)."""
+        """Serve the channel until it closes (blocking).  Reads what the socket has (up
+        to READ_CHUNK) and handles every whole message in it before reading again."""
         self.writer.start()
         self.send(wire.hello())
+        buf = b""
+        header = wire.HEADER
         try:
             while not self.closed.is_set():
-                head = self._recv_exact(8)
-                if head is None:
+                chunk = self.sock.recv(READ_CHUNK)
+                if not chunk:
                     break
-                version, type_, length, xid = wire.HEADER.unpack(head)
-                if length < 8:
-                    self.send(wire.error(xid, ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN, head))
+                buf = buf + chunk if buf else chunk
+                off, n = 0, len(buf)
+                bad = False
+                while n - off >= 8 and not self.closed.is_set():
+                    version, type_, length, xid = header.unpack_from(buf, off)
+                    if length < 8:
+                        self.send(wire.error(xid, ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN,
+                                             buf[off:off + 8]))
+                        bad = True
+                        break
+                    if n - off < length:
+                        break
+                    data = buf[off:off + length] if (off or length != n) else buf
+                    off += length
+                    self.last_rx = time.monotonic()
+                    self.echo_sent = 0.0
+                    self.agent.handle(self, data)
+                if bad:
                     break
-                body = self._recv_exact(length - 8) if length > 8 else b""
-                if body is None:
-                    break
-                self.last_rx = time.monotonic()
-                self.echo_sent = 0.0
-                self.agent.handle(self, head + body)
+                if off:
+                    buf = buf[off:]
         except OSError as e:
             if not self.closed.is_set():
                 LOG.info("%r: receive failed: %s", self, e)
@@ -534,11 +558,8 @@ class Agent:
             bid, sent = ofp.OFP_NO_BUFFER, data
         else:
             bid, sent = self._buffer(pi.in_port, data, now), data[:max_len]
-        fields = {"in_port": pi.in_port}
-        if pi.metadata:
-            fields["metadata"] = pi.metadata
         return wire.packet_in(bid, len(data), pi.reason, pi.table_id, pi.cookie,
-                              parser.OFPMatch(**fields), sent)
+                              wire.packet_in_match(pi.in_port, pi.metadata), sent)
 
     def _has_receiver(self, kind, reason):
         return any(c.wants(kind, reason) for c in self.connections)

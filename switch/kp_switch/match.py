@@ -131,11 +131,12 @@ def key_ints(key, metadata=0):
 class Match:
     """Canonical match: {name: (value, mask)}; hashable and comparable."""
 
-    __slots__ = ("fields", "_sig")
+    __slots__ = ("fields", "_sig", "_prereqs_ok")
 
     def __init__(self, fields=None):
         self.fields = dict(fields or {})
         self._sig = None
+        self._prereqs_ok = False  # check_prereqs() passed for the fields
 
     @classmethod
     def from_user(cls, items):
@@ -183,7 +184,8 @@ class Match:
 
         `extra` names fields that are not matched but must be allowed (set-field targets).
         """
-        for name in list(self.fields) + list(extra):
+        names = list(extra) if self._prereqs_ok else list(self.fields) + list(extra)
+        for name in names:
             if name == "vlan_pcp":
                 vid = self.fields.get("vlan_vid")
                 if vid is None or not (vid[0] & vid[1] & OFPVID_PRESENT):
@@ -193,6 +195,8 @@ class Match:
                 if got is None or got[1] != full_mask(req) or got[0] not in allowed:
                     raise OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_PREREQ,
                                   "%s needs %s" % (name, req))
+        if not extra:
+            self._prereqs_ok = True
 
     def signature(self):
         """The (field, mask) tuple that picks this match's subtable."""

@@ -93,12 +93,141 @@ def _bad_len(text=""):
 
 def parse_actions(buf, offset, end):
     check_actions(buf, offset, end)
+    key = bytes(buf[offset:end])
+    got = _parsed_actions.get(key)
+    if got is not None:
+        return list(got)
     out = []
-    while offset < end:
-        a = parser.OFPAction.parser(buf, offset)
+    off = 0
+    while off < len(key):
+        a = parser.OFPAction.parser(key, off)
         out.append(a)
-        offset += a.len
+        off += a.len
+    _remember(_parsed_actions, key, tuple(out))
     return out
+
+
+# -- the fast decoders ----------------------------------------------------------------
+# Ryu's parsers turn every OXM value into its "user" form (dotted or colon strings via
+# netaddr) that Match then turns back into ints, and build objects for every action of
+# every flow-mod.  For a new-session workload that is most of a flow-mod's cost, so:
+# - a match whose OXMs are all plain OpenFlow-basic fields of kp's (FIELDS), with the
+#   exact value (and mask) length, is read straight into the (name, int | (int, int))
+#   items Match.from_user takes, in wire order as Ryu gives them (anything else, e.g.
+#   an unknown or experimenter field or an odd length, goes through Ryu as before, so
+#   the errors are Ryu's path's);
+# - instruction and action lists are parsed by Ryu once per distinct byte string (the
+#   controller sends the same few lists again and again: a pod's DNAT, a client's SNAT)
+#   and the parsed objects are shared.  Nothing changes them after parsing (serializing
+#   them for flow stats writes the lengths they already have).
+
+def _oxm_table():
+    from .match import FIELDS
+    table = {}
+    for f in ofp.oxm_types:
+        name = getattr(f, "name", None)
+        num = getattr(f, "num", None)
+        size = getattr(getattr(f, "type", None), "size", None)
+        if name in FIELDS and isinstance(num, int) and num >> 7 == ofp.OFPXMC_OPENFLOW_BASIC and size:
+            table[num & 0x7F] = (name, size)
+    return table
+
+
+_OXM_BASIC = _oxm_table()
+_U32 = struct.Struct("!I")
+_HH = struct.Struct("!HH")
+
+
+class FastMatch:
+    """What Match.from_ryu reads of a Ryu OFPMatch: `_fields2`, with int values."""
+
+    __slots__ = ("_fields2",)
+
+    def __init__(self, items):
+        self._fields2 = items
+
+
+def fast_match_items(buf, offset):
+    """The OXM items of the ofp_match at `offset` as ints, or None when Ryu should parse
+    it (the caller has checked the match header and that it fits in the message)."""
+    (length,) = struct.unpack_from("!H", buf, offset + 2)
+    off, end = offset + 4, offset + length
+    items = []
+    basic = _OXM_BASIC
+    frm = int.from_bytes
+    while off < end:
+        if end - off < 4:
+            return None
+        (header,) = _U32.unpack_from(buf, off)
+        if header >> 16 != ofp.OFPXMC_OPENFLOW_BASIC:
+            return None
+        f = basic.get((header >> 9) & 0x7F)
+        if f is None:
+            return None
+        name, size = f
+        hasmask = header & 0x100
+        oxm_len = header & 0xFF
+        if oxm_len != (2 * size if hasmask else size) or off + 4 + oxm_len > end:
+            return None
+        v = frm(buf[off + 4:off + 4 + size], "big")
+        if hasmask:
+            items.append((name, (v, frm(buf[off + 4 + size:off + 4 + oxm_len], "big"))))
+        else:
+            items.append((name, v))
+        off += 4 + oxm_len
+    return items
+
+
+_PARSED_MAX = 4096
+_parsed_instructions = {}
+_parsed_actions = {}
+
+
+def _remember(cache, key, value):
+    if len(cache) >= _PARSED_MAX:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def parse_instructions(buf, offset, end):
+    """Ryu OFPInstruction objects for buf[offset:end] (checked by check_instructions)."""
+    key = bytes(buf[offset:end])
+    got = _parsed_instructions.get(key)
+    if got is not None:
+        return list(got)
+    out = []
+    off = 0
+    while off < len(key):
+        i = parser.OFPInstruction.parser(key, off)
+        out.append(i)
+        off += i.len
+    _remember(_parsed_instructions, key, tuple(out))
+    return out
+
+
+class FlowMod:
+    """A decoded flow-mod: OFPFlowMod's attributes (match: a FastMatch)."""
+
+    __slots__ = ("cookie", "cookie_mask", "table_id", "command", "idle_timeout",
+                 "hard_timeout", "priority", "buffer_id", "out_port", "out_group", "flags",
+                 "match", "instructions")
+
+
+_FLOW_MOD0 = struct.Struct(ofp.OFP_FLOW_MOD_PACK_STR0)
+
+
+def _decode_flow_mod(data, after, n):
+    """A FlowMod, or None for Ryu's parser to do it."""
+    items = fast_match_items(data, 48)
+    if items is None:
+        return None
+    fm = FlowMod()
+    (fm.cookie, fm.cookie_mask, fm.table_id, fm.command, fm.idle_timeout, fm.hard_timeout,
+     fm.priority, fm.buffer_id, fm.out_port, fm.out_group, fm.flags) = _FLOW_MOD0.unpack_from(data, 8)
+    fm.match = FastMatch(items)
+    fm.instructions = parse_instructions(data, after, n) if after < n else []
+    return fm
 
 
 def decode(data):
@@ -113,7 +242,8 @@ def decode(data):
             after = check_match(data, 48, n)
             check_instructions(data, after, n)
             try:
-                m.msg = parser.OFPFlowMod.parser(None, version, type_, length, xid, data)
+                m.msg = (length == n and _decode_flow_mod(data, after, n)) or \
+                    parser.OFPFlowMod.parser(None, version, type_, length, xid, data)
             except OFError:
                 raise
             except Exception as e:
@@ -279,9 +409,26 @@ def instructions_bytes(instructions):
     return bytes(buf)
 
 
+_PACKET_IN = struct.Struct(ofp.OFP_PACKET_IN_PACK_STR)
+_PI_MATCH_IN_PORT = struct.Struct("!HHII4x")           # type, len 12, OXM in_port, pad
+_PI_MATCH_IN_PORT_METADATA = struct.Struct("!HHIIIQ")  # + OXM metadata (len 24, no pad)
+
+
+def packet_in_match(in_port, metadata=0):
+    """The ofp_match bytes of a packet-in: in_port, and metadata when not 0 (what
+    match_bytes(OFPMatch(in_port=.., metadata=..)) gives, without building one)."""
+    if metadata:
+        return _PI_MATCH_IN_PORT_METADATA.pack(ofp.OFPMT_OXM, 24, ofp.OXM_OF_IN_PORT, in_port,
+                                               ofp.OXM_OF_METADATA, metadata)
+    return _PI_MATCH_IN_PORT.pack(ofp.OFPMT_OXM, 12, ofp.OXM_OF_IN_PORT, in_port)
+
+
 def packet_in(buffer_id, total_len, reason, table_id, cookie, match, data):
-    body = struct.pack(ofp.OFP_PACKET_IN_PACK_STR, buffer_id, total_len, reason, table_id, cookie)
-    return message(ofp.OFPT_PACKET_IN, 0, body + match_bytes(match) + b"\0\0" + data)
+    """`match`: a Ryu OFPMatch or its bytes (packet_in_match)."""
+    body = _PACKET_IN.pack(buffer_id, total_len, reason, table_id, cookie)
+    if not isinstance(match, (bytes, bytearray)):
+        match = match_bytes(match)
+    return message(ofp.OFPT_PACKET_IN, 0, body + match + b"\0\0" + data)
 
 
 def flow_removed(entry, reason, now):
