@@ -1,7 +1,7 @@
 """The Ryu application: a thin shim between Ryu's events and KubeProxy.
 
-Each handler hands the event to KubeProxy with the time, and KubeProxy's messages go out
-through ofmsg.build. REST reads that show counters first refresh them from the switches
+Each handler hands the event to KubeProxy (which reads the clock it was given), and
+KubeProxy's messages go out through ofmsg.build, the only place Ryu messages are built. REST reads that show counters first refresh them from the switches
 (a flow-stats and cache-stats round trip, bounded in time).
 """
 import logging
