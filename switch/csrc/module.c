@@ -486,55 +486,56 @@ static uint8_t *exact_copy(const Py_buffer *b)
     return p;
 }
 
-static PyObject *fp_parse(PyObject *self, PyObject *args)
+/* parse() and parse_blob() share this: (packet, in_port) -> key. Returns 1 with the key
+ * in *k, 0 for a runt (too short for Ethernet), -1 with a Python error set. */
+static int parse_args_key(PyObject *args, const char *format, struct flow_key *k,
+                          enum parse_result *r)
 {
     Py_buffer b;
     unsigned long in_port;
-    struct flow_key k;
     struct pkt_layout lay;
-    enum parse_result r;
-
-    (void)self;
     uint8_t *pkt;
 
-    if (!PyArg_ParseTuple(args, "y*k:parse", &b, &in_port))
-        return NULL;
+    if (!PyArg_ParseTuple(args, format, &b, &in_port))
+        return -1;
     pkt = exact_copy(&b);
     if (pkt)
-        r = parse_packet(pkt, b.len > UINT32_MAX ? UINT32_MAX : (uint32_t)b.len,
-                         (uint32_t)in_port, &k, &lay);
+        *r = parse_packet(pkt, b.len > UINT32_MAX ? UINT32_MAX : (uint32_t)b.len,
+                          (uint32_t)in_port, k, &lay);
     PyBuffer_Release(&b);
     PyMem_Free(pkt);
     if (!pkt)
+        return -1;
+    return *r == PARSE_RUNT ? 0 : 1;
+}
+
+static PyObject *fp_parse(PyObject *self, PyObject *args)
+{
+    struct flow_key k;
+    enum parse_result r;
+    int got;
+
+    (void)self;
+    got = parse_args_key(args, "y*k:parse", &k, &r);
+    if (got < 0)
         return NULL;
-    if (r == PARSE_RUNT)
+    if (got == 0)
         Py_RETURN_NONE;
     return key_dict(&k);
 }
 
 static PyObject *fp_parse_blob(PyObject *self, PyObject *args)
 {
-    Py_buffer b;
-    unsigned long in_port;
     struct flow_key k;
-    struct pkt_layout lay;
     enum parse_result r;
+    int got;
     PyObject *d;
 
     (void)self;
-    uint8_t *pkt;
-
-    if (!PyArg_ParseTuple(args, "y*k:parse_blob", &b, &in_port))
+    got = parse_args_key(args, "y*k:parse_blob", &k, &r);
+    if (got < 0)
         return NULL;
-    pkt = exact_copy(&b);
-    if (pkt)
-        r = parse_packet(pkt, b.len > UINT32_MAX ? UINT32_MAX : (uint32_t)b.len,
-                         (uint32_t)in_port, &k, &lay);
-    PyBuffer_Release(&b);
-    PyMem_Free(pkt);
-    if (!pkt)
-        return NULL;
-    if (r == PARSE_RUNT)
+    if (got == 0)
         Py_RETURN_NONE;
     d = key_dict(&k);
     if (!d)

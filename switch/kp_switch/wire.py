@@ -93,18 +93,7 @@ def _bad_len(text=""):
 
 def parse_actions(buf, offset, end):
     check_actions(buf, offset, end)
-    key = bytes(buf[offset:end])
-    got = _parsed_actions.get(key)
-    if got is not None:
-        return list(got)
-    out = []
-    off = 0
-    while off < len(key):
-        a = parser.OFPAction.parser(key, off)
-        out.append(a)
-        off += a.len
-    _remember(_parsed_actions, key, tuple(out))
-    return out
+    return _decode_list(_parsed_actions, parser.OFPAction, buf, offset, end)
 
 
 # -- the fast decoders ----------------------------------------------------------------
@@ -192,17 +181,23 @@ def _remember(cache, key, value):
 
 def parse_instructions(buf, offset, end):
     """Ryu OFPInstruction objects for buf[offset:end] (checked by check_instructions)."""
+    return _decode_list(_parsed_instructions, parser.OFPInstruction, buf, offset, end)
+
+
+def _decode_list(cache, cls, buf, offset, end):
+    """Ryu objects of `cls` (OFPAction, OFPInstruction) packed in buf[offset:end],
+    decoded once per distinct byte string."""
     key = bytes(buf[offset:end])
-    got = _parsed_instructions.get(key)
+    got = cache.get(key)
     if got is not None:
         return list(got)
     out = []
     off = 0
     while off < len(key):
-        i = parser.OFPInstruction.parser(key, off)
-        out.append(i)
-        off += i.len
-    _remember(_parsed_instructions, key, tuple(out))
+        item = cls.parser(key, off)
+        out.append(item)
+        off += item.len
+    _remember(cache, key, tuple(out))
     return out
 
 
