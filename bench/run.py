@@ -39,6 +39,8 @@ import tempfile
 import time
 import urllib.request
 
+from kp_lab.procs import stop_process
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 BUILD = os.path.join(HERE, "build")
@@ -132,15 +134,7 @@ class Procs:
         return p
 
     def stop(self, p, timeout=5):
-        if p.poll() is None:
-            try:
-                p.send_signal(signal.SIGTERM)
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-            except ProcessLookupError:
-                pass
+        stop_process(p, timeout)
         if p in self.procs:
             self.procs.remove(p)
 
