@@ -271,7 +271,7 @@ class Node:
             return self._hold(pod_address, in_port, frame.raw, now)
         pod = vip.pods[pod_address]
         session = Session(key, vip.id, pod_address, vip.dnat_port(key.dst_port), now,
-                          frame.eth_src, in_port, last_seen=now)
+                          frame.eth_src, in_port)
         self._choose_snat(session, node_port=key.dst == self.model.node_addresses(
             self.dpid).for_version(key.dst.version))
         vip.counters.new_sessions += 1

@@ -2,7 +2,6 @@
 import struct
 from typing import Iterable, List
 
-from kp_app import pipeline
 from kp_app.pipeline import (CacheStatsRequest, FlowAdd, FlowDelete, FlowStatsRequest,
                              PacketOut, SetCacheBuckets)
 
@@ -83,5 +82,3 @@ def decode_cache_stats(data: bytes) -> dict:
 def match_dict(match) -> dict:
     return dict(match.items())
 
-
-__all__ = ["build", "needs_barrier", "decode_cache_stats", "match_dict", "pipeline"]

@@ -51,7 +51,6 @@ class Session:
     snat_port: int = 0                         # source is rewritten (see pipeline)
     forward_installed: bool = False
     reverse_installed: bool = False
-    last_seen: float = 0.0
     # Packets and bytes: the installed flows' latest stats, per flow kind, plus the final
     # figures of flows that have ended (a flow that expires and comes back starts at 0).
     live_counts: Dict[int, Tuple[int, int]] = field(default_factory=dict)
