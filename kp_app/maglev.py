@@ -15,7 +15,7 @@ others' slots. A keyed 4-round Feistel permutation of the slot bits has no such 
 """
 import hashlib
 import ipaddress
-from typing import Iterable, List, Sequence, Union
+from typing import Iterable, Iterator, List, Sequence, Union
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -35,7 +35,12 @@ def _mix(x: int) -> int:
 
 
 class _Walk:
-    """slot = walk(j): a permutation of range(size), keyed by the pod's address."""
+    """The pod's walk: a permutation of range(size), keyed by the pod's address.
+
+    Each Feistel round's function is tabulated once per pod (a half-width index), so a
+    step of the walk is four list lookups: tables of up to 2**20 slots build in seconds,
+    not minutes, and the controller stays responsive.
+    """
 
     def __init__(self, pod: Address, size: int) -> None:
         bits = size.bit_length() - 1
@@ -43,17 +48,24 @@ class _Walk:
         self.mask = (1 << self.half) - 1
         self.size = size
         key = _hash64(pod.packed, b"kp-maglev-walk")
-        self.keys = [_mix(key + i) for i in range(4)]
+        self.rounds = [[_mix(x ^ _mix(key + i)) & self.mask for x in range(self.mask + 1)]
+                       for i in range(4)]
 
-    def __call__(self, j: int) -> int:
-        half, mask = self.half, self.mask
-        while True:  # an odd bit count gives a domain up to 2x the table: walk past
-            left, right = j >> half, j & mask
-            for key in self.keys:
-                left, right = right, (left ^ _mix(right ^ key)) & mask
-            j = (left << half) | right
-            if j < self.size:
-                return j
+    def slots(self) -> Iterator[int]:
+        """walk(0), walk(1), ...: every slot once."""
+        half, mask, size = self.half, self.mask, self.size
+        r0, r1, r2, r3 = self.rounds
+        for j in range(size):
+            while True:  # an odd bit count gives a domain up to 2x the table: walk past
+                left, right = j >> half, j & mask
+                left, right = right, left ^ r0[right]
+                left, right = right, left ^ r1[right]
+                left, right = right, left ^ r2[right]
+                left, right = right, left ^ r3[right]
+                j = (left << half) | right
+                if j < size:
+                    break
+            yield j
 
 
 def build_table(pods: Iterable[Address], size: int) -> List[int]:
@@ -66,18 +78,15 @@ def build_table(pods: Iterable[Address], size: int) -> List[int]:
     ordered = sorted(set(pods), key=lambda a: (a.version, int(a)))
     if not ordered:
         return []
-    walks = [_Walk(pod, size) for pod in ordered]
-    position = [0] * len(ordered)
+    walks = [_Walk(pod, size).slots() for pod in ordered]
     table = [-1] * size
     filled = 0
     while True:
         for i, walk in enumerate(walks):
-            slot = walk(position[i])
-            while table[slot] >= 0:
-                position[i] += 1
-                slot = walk(position[i])
+            for slot in walk:   # each pod's walk resumes where it stopped
+                if table[slot] < 0:
+                    break
             table[slot] = i
-            position[i] += 1
             filled += 1
             if filled == size:
                 return table
