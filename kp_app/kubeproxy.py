@@ -201,9 +201,11 @@ class KubeProxy:
     # -- VIPs and pods ------------------------------------------------------------------
 
     def vips(self) -> List[dict]:
+        self._expire_idle()
         return [self._vip_dict(v) for v in self.model.vips.values()]
 
     def vip(self, prefix, port=None) -> dict:
+        self._expire_idle()
         return self._vip_dict(self.model.find_vip(prefix, port))
 
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
@@ -256,7 +258,7 @@ class KubeProxy:
         if prefix is None and port is not None:
             raise InvalidInput("needs a prefix: a port alone names no VIP", "port")
         vip_id = None if prefix is None else self.model.find_vip(prefix, port).id
-        now = self._clock()
+        now = self._expire_idle()
         listed, count = [], 0
         for dpid, node in sorted(self.nodes.items()):
             for s in node.sessions:
@@ -268,14 +270,24 @@ class KubeProxy:
         return {"count": count, "sessions": listed}
 
     def counters(self) -> dict:
+        self._expire_idle()
         return {"vips": [self._vip_counters(v) for v in self.model.vips.values()],
                 "switches": {str(d): dict(n.cache_stats) for d, n in sorted(self.nodes.items())}}
 
     def show(self) -> dict:
+        self._expire_idle()
         return {"conf": self.conf(), "vips": len(self.model.vips),
                 "pods": sum(len(v.pods) for v in self.model.vips.values()),
                 "sessions": sum(len(n.sessions) for n in self.nodes.values()),
                 "switches": sorted(self.nodes), "interfaces": self.interfaces()}
+
+    def _expire_idle(self) -> float:
+        """Untracked sessions have no switch flow to time out: they end here, or on the
+        next service packet, once idle for the timeout."""
+        now = self._clock()
+        for node in self.nodes.values():
+            node.expire_untracked(now)
+        return now
 
     def _live(self, vip: Vip, pod=None):
         sessions = [s for n in self.nodes.values() for s in n.sessions_of(vip.id, pod)]
@@ -321,4 +333,4 @@ class KubeProxy:
                 "client": endpoint(f.src, f.src_port), "vip": endpoint(f.dst, f.dst_port),
                 "service": vip.label() if vip else None,
                 "pod": endpoint(s.pod, s.pod_port), "age": round(now - s.created, 3),
-                "packets": packets, "bytes": byte_count}
+                "packets": packets, "bytes": byte_count, "tracked": s.tracked}

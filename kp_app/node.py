@@ -241,12 +241,13 @@ class Node:
     def _service_packet(self, frame: frames.Frame, in_port: int, now: float) -> list:
         key = FiveTuple(frame.ip_proto, frame.ip_src, frame.src_port, frame.ip_dst,
                         frame.dst_port)
+        self.expire_untracked(now)
         session = self.sessions.by_forward(key)
         if session is not None:
-            return self._resume(session, frame, in_port, forward=True)
+            return self._resume(session, frame, in_port, True, now)
         session = self.sessions.by_reverse(key)
         if session is not None:
-            return self._resume(session, frame, in_port, forward=False)
+            return self._resume(session, frame, in_port, False, now)
         node = self.model.node_addresses(self.dpid)
         if frame.ip_dst == node.for_version(frame.ip_dst.version):
             vip = self.model.vip_for_node_port(frame.ip_dst.version, frame.ip_proto,
@@ -269,21 +270,20 @@ class Node:
         pod_address = vip.table.pick(key.flow_hash())
         if self.resolve(pod_address) is None:
             return self._hold(pod_address, in_port, frame.raw, now)
-        pod = vip.pods[pod_address]
+        tracked = not self.sessions.full
+        if not tracked:
+            vip.counters.table_full += 1
+            if self.sessions.untracked_full:
+                return []   # as conntrack does when full: the client's retry may fit
+            vip.counters.untracked += 1
         session = Session(key, vip.id, pod_address, vip.dnat_port(key.dst_port), now,
-                          frame.eth_src, in_port)
+                          frame.eth_src, in_port, tracked=tracked, last_seen=now)
         self._choose_snat(session, node_port=key.dst == self.model.node_addresses(
             self.dpid).for_version(key.dst.version))
         vip.counters.new_sessions += 1
-        pod.counters.new_sessions += 1
-        if self.sessions.full:
-            # As in the seed: a session that does not fit is still forwarded, untracked.
-            vip.counters.table_full += 1
-            vip.counters.untracked += 1
-            dnat, _ = self._session_flows(session, vip)
-            return [PacketOut(frame.raw, dnat.actions, in_port)]
+        vip.pods[pod_address].counters.new_sessions += 1
         self.sessions.add(session)
-        return self._resume(session, frame, in_port, forward=True)
+        return self._resume(session, frame, in_port, True, now)
 
     def _choose_snat(self, session: Session, node_port: bool) -> None:
         """Rewrite the client's source to this node when the reply would not come back
@@ -317,13 +317,20 @@ class Node:
             idle_timeout=self.model.conf.timeout, reply_in_port=reply_in_port,
             unnat_replies=unnat)
 
-    def _resume(self, session: Session, frame, in_port: int, forward: bool) -> list:
-        """(Re)install a session's flows and send this packet on through them."""
+    def _resume(self, session: Session, frame, in_port: int, forward: bool,
+                now: float) -> list:
+        """(Re)install a session's flows and send this packet on through them; an
+        untracked session's packet is rewritten and sent by the controller itself."""
         vip = self.model.vip_by_id(session.vip_id)
         if vip is None or session.pod not in vip.pods or self.resolve(session.pod) is None:
-            self.sessions.remove(session)
+            self.end_session(session)
             return self._forward(frame, in_port) if not forward else []
         dnat, snat = self._session_flows(session, vip)
+        if not session.tracked:
+            if self.sessions.full:
+                self.sessions.relayed(session, len(frame.raw), now)
+                return [PacketOut(frame.raw, (dnat if forward else snat).actions, in_port)]
+            self.sessions.track(session)
         msgs = []
         if not session.forward_installed:
             msgs.append(dnat)
@@ -389,6 +396,10 @@ class Node:
         if not session.forward_installed and not session.reverse_installed:
             self.end_session(session)
         return []
+
+    def expire_untracked(self, now: float) -> None:
+        for session in self.sessions.idle_untracked(now, self.model.conf.timeout):
+            self.end_session(session)
 
     def end_session(self, session: Session) -> None:
         self.sessions.remove(session)

@@ -5,7 +5,14 @@ to pod with DNAT, pod to client with SNAT) lives; the switch's flow-removed mess
 it. The switch flows are a cache of this table: if one expires while the other still
 carries traffic, the next packet that misses is matched to its session here and the flow
 is put back, so the session keeps its pod.
+
+Sessions beyond the table's capacity (`buckets`) are untracked: no switch flow, the
+controller relays each of their packets itself (slow, but the client still sees only the
+service address), and they end after the idle timeout. The seed forwarded them without
+state, which works there only because its reply NAT is stateless; here a reply would
+leave with the pod's address.
 """
+from collections import OrderedDict
 import hashlib
 import ipaddress
 import struct
@@ -51,6 +58,8 @@ class Session:
     snat_port: int = 0                         # source is rewritten (see pipeline)
     forward_installed: bool = False
     reverse_installed: bool = False
+    tracked: bool = True        # False: over capacity, relayed packet by packet
+    last_seen: float = 0.0      # untracked sessions only: when their last packet passed
     # Packets and bytes: the installed flows' latest stats, per flow kind, plus the final
     # figures of flows that have ended (a flow that expires and comes back starts at 0).
     live_counts: Dict[int, Tuple[int, int]] = field(default_factory=dict)
@@ -61,6 +70,11 @@ class Session:
         self.live_counts.pop(kind, None)
         self.ended_packets += packets
         self.ended_bytes += byte_count
+
+    def relayed(self, byte_count: int, now: float) -> None:
+        self.ended_packets += 1
+        self.ended_bytes += byte_count
+        self.last_seen = now
 
     def totals(self) -> Tuple[int, int]:
         return (self.ended_packets + sum(p for p, _ in self.live_counts.values()),
@@ -77,10 +91,15 @@ class Session:
 
 
 class SessionTable:
+    """Tracked sessions up to the capacity, and as many again untracked."""
+
     def __init__(self, buckets: int) -> None:
         self.resize(buckets)
         self._forward: Dict[FiveTuple, Session] = {}
         self._reverse: Dict[FiveTuple, Session] = {}
+        self._tracked = 0
+        # Untracked sessions by forward key, the longest idle first.
+        self._untracked: "OrderedDict[FiveTuple, Session]" = OrderedDict()
 
     def resize(self, buckets: int) -> None:
         """New capacity; sessions beyond it stay until they end (none is dropped)."""
@@ -94,15 +113,48 @@ class SessionTable:
 
     @property
     def full(self) -> bool:
-        return len(self._forward) >= self.capacity
+        """No room for another tracked session."""
+        return self._tracked >= self.capacity
+
+    @property
+    def untracked_full(self) -> bool:
+        return len(self._untracked) >= self.capacity
 
     def add(self, session: Session) -> None:
         self._forward[session.forward] = session
         self._reverse[session.reverse] = session
+        if session.tracked:
+            self._tracked += 1
+        else:
+            self._untracked[session.forward] = session
+
+    def track(self, session: Session) -> None:
+        """An untracked session takes a free place in the table."""
+        if not session.tracked:
+            del self._untracked[session.forward]
+            session.tracked = True
+            self._tracked += 1
+
+    def relayed(self, session: Session, byte_count: int, now: float) -> None:
+        session.relayed(byte_count, now)
+        self._untracked.move_to_end(session.forward)
+
+    def idle_untracked(self, now: float, timeout: float) -> Iterator[Session]:
+        """Untracked sessions idle for `timeout` seconds, the longest idle first."""
+        for session in list(self._untracked.values()):
+            if now - session.last_seen < timeout:
+                return
+            yield session
 
     def remove(self, session: Session) -> None:
-        self._forward.pop(session.forward, None)
+        if self._forward.get(session.forward) is not session:
+            return
+        del self._forward[session.forward]
         self._reverse.pop(session.reverse, None)
+        if session.tracked:
+            self._tracked -= 1
+        else:
+            self._untracked.pop(session.forward, None)
 
     def by_forward(self, key: FiveTuple) -> Optional[Session]:
         return self._forward.get(key)

@@ -203,3 +203,22 @@ def test_conf_buckets_reaches_the_switch_cache(kpnode, controller, switch_kind):
         assert show.returncode == 0 and "4096" in show.stdout, show.stdout
     else:
         assert cache == {}          # Open vSwitch has no such cache: nothing to show
+
+
+def test_sessions_beyond_the_table_still_work_through_the_controller(kpnode, controller):
+    configure(controller, kpnode, port=5000, target_port=5000, node_port=None)
+    status, conf = api(controller, "PUT", "/conf", {"buckets": 1})   # 4 tracked sessions
+    assert status == 200 and conf["buckets"] == 1
+    serve(kpnode, "tcp", 5000)
+    sessions = [kp_lab.start_tcp_session(c, VIP, 5000, count=4, interval=0.4)
+                for c in kpnode.clients for _ in range(3)]
+    time.sleep(0.8)
+    status, listed = api(controller, "GET", "/sessions?limit=50")
+    assert sorted(s["tracked"] for s in listed["sessions"]) == [False] * 2 + [True] * 4, listed
+    results = [s.result() for s in sessions]
+    # A connection only opens if every reply comes back from the VIP and its port.
+    assert all(r["ok"] and len(r["replies"]) == 4 for r in results), results
+    assert {r["replies"][0]["peer"] for r in results} == {kpnode.ip(c.name)
+                                                          for c in kpnode.clients}
+    status, vip = api(controller, "GET", f"/vips/{VIP}/32/5000")
+    assert (vip["counters"]["untracked"], vip["counters"]["table_full"]) == (2, 2), vip

@@ -210,3 +210,69 @@ def test_a_pod_answering_a_direct_request_is_not_natted(kp):
     assert out.actions == passthrough.actions == (("output", CLIENT_PORT),)
     assert passthrough.match_dict["ipv4_src"] == "10.0.0.101"
     assert kp.sessions()["count"] == 0
+
+
+def _open(kp, sport):
+    kp.sent.clear()
+    kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", sport, "10.96.0.10", 80))
+    return list(kp.sent)
+
+
+def _reply_from(pod, sport, flags=frames.TCP_SYN | frames.TCP_ACK):
+    mac, port = PODS[pod]
+    return port, l4_packet(pod, 8080, "10.0.0.11", sport, flags=flags, eth_src=mac, eth_dst=GW)
+
+
+def test_sessions_beyond_the_table_are_relayed_both_ways_by_the_controller(kp):
+    kp.set_conf(buckets=1)                       # room for 4 tracked sessions
+    for sport in range(41000, 41004):
+        assert flows(_open(kp, sport), pipeline.KIND_FORWARD)
+    sent = _open(kp, 41004)
+    (out,) = sent                                # no flow: the controller sends it on
+    assert isinstance(out, PacketOut) and out.in_port == CLIENT_PORT
+    pod = dict(a[1:] for a in out.actions if a[0] == "set_field")["ipv4_dst"]
+    assert ("set_field", "tcp_dst", 8080) in out.actions
+
+    kp.sent.clear()                              # the pod's reply leaves as the service
+    kp.packet_in(1, *_reply_from(pod, 41004))
+    (back,) = kp.sent
+    assert isinstance(back, PacketOut)
+    assert back.actions == (("set_field", "eth_src", GW), ("set_field", "eth_dst", CLIENT_MAC),
+                            ("set_field", "ipv4_src", "10.96.0.10"),
+                            ("set_field", "tcp_src", 80), ("output", CLIENT_PORT))
+    counters = kp.vip("10.96.0.10/32")["counters"]
+    assert (counters["untracked"], counters["table_full"], counters["new_sessions"]) == (1, 1, 5)
+    listed = kp.sessions()["sessions"]
+    assert sorted(s["tracked"] for s in listed) == [False, True, True, True, True]
+    assert [s["packets"] for s in listed if not s["tracked"]] == [2]
+
+
+def test_an_untracked_session_takes_a_place_that_frees_up(kp):
+    kp.set_conf(buckets=1)
+    first = _open(kp, 42000)
+    for sport in range(42001, 42004):
+        _open(kp, sport)
+    (out,) = _open(kp, 42004)
+    for flow in first:
+        if isinstance(flow, FlowAdd):
+            kp.flow_removed(1, flow.cookie, flow.match_dict, 1, 60)
+    sent = _open(kp, 42004)                      # its next packet: flows go in now
+    (fwd,), (rev,) = flows(sent, pipeline.KIND_FORWARD), flows(sent, pipeline.KIND_REVERSE)
+    assert fwd.match_dict["tcp_src"] == 42004
+    assert [p.actions for p in sent if isinstance(p, PacketOut)] == [out.actions]
+    assert all(s["tracked"] for s in kp.sessions()["sessions"])
+
+
+def test_untracked_sessions_end_when_idle_and_beyond_them_new_flows_are_dropped(kp):
+    kp.set_conf(buckets=1)                       # 4 tracked + 4 untracked
+    for sport in range(43000, 43008):
+        assert _open(kp, sport)
+    assert _open(kp, 43008) == []                # dropped, as conntrack does when full
+    counters = kp.vip("10.96.0.10/32")["counters"]
+    assert (counters["new_sessions"], counters["untracked"], counters["table_full"]) == (8, 4, 5)
+    kp._clock.now += 7                           # the conf timeout
+    assert kp.sessions()["count"] == 4
+    counters = kp.vip("10.96.0.10/32")["counters"]
+    assert counters["packets"] == 4 and counters["active_sessions"] == 4
+    assert flows(_open(kp, 43009), pipeline.KIND_FORWARD) == []     # untracked again
+    assert kp.vip("10.96.0.10/32")["counters"]["untracked"] == 5
