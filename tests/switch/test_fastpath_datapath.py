@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from conftest import Host
+from of_harness import Host
 
 PY = "/usr/bin/python3"
 Policy = Callable[[dict], Optional[Tuple[list, List[int]]]]
@@ -112,7 +112,7 @@ def _wait_ready(h: Host, port: int, proto: str = "u") -> None:
 
 def test_l2_misses_then_cached_hits(fp, hosts3):
     h0, h1, h2 = hosts3
-    dp = fp.Datapath([(i + 1, h.root_if) for i, h in enumerate(hosts3)], buckets=64)
+    dp = fp.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=64)
     server = h1.popen(PY, "-c", UDP_ECHO_SERVER, h1.ip4, "7000")
     try:
         _wait_ready(h1, 7000)
@@ -146,7 +146,7 @@ def test_l2_misses_then_cached_hits(fp, hosts3):
 
 def test_invalidate_and_port_down(fp, hosts3):
     h0, h1, _ = hosts3
-    dp = fp.Datapath([(i + 1, h.root_if) for i, h in enumerate(hosts3)], buckets=64)
+    dp = fp.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=64)
     server = h1.popen(PY, "-c", UDP_ECHO_SERVER, h1.ip4, "7001")
     try:
         _wait_ready(h1, 7001)
@@ -245,7 +245,7 @@ def test_tcp_through_nat_with_checksum_offload(fp, hosts3, family):
                     ("output", 1)], [2]
         return l2(key)
 
-    dp = fp.Datapath([(i + 1, h.root_if) for i, h in enumerate(hosts3)], buckets=256)
+    dp = fp.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=256)
     n = 300_000
     server = h1.popen(PY, "-c", TCP_SERVER, h_ip(h1), "8080", str(n))
     try:
@@ -305,7 +305,7 @@ def test_vlan_tagged_traffic_keeps_its_tag(fp, hosts3):
     h0, h1, _ = hosts3
     frame = eth(ipv4(l4("udp", "10.0.0.1", "10.0.0.2", payload=b"kp-vlan-magic"), 17),
                 0x0800, dst=h1.mac, src=h0.mac, vlans=((0x8100, 0x6005),))
-    dp = fp.Datapath([(i + 1, h.root_if) for i, h in enumerate(hosts3)], buckets=64)
+    dp = fp.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=64)
     recv = h1.popen(PY, "-c", RAW_RECV)
     try:
         time.sleep(0.3)
