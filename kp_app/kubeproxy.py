@@ -167,8 +167,14 @@ class KubeProxy:
                 if not pod.active and not any(n.sessions_of(vip.id, address)
                                               for n in self.nodes.values()):
                     self.model.forget_pod(vip, address)
-                    self._broadcast(lambda n, pod=pod: [
-                        FlowDelete(pipeline.cookie(0, vip.id, pod.id), MASK_POD)])
+                    self._delete_flows(pipeline.cookie(0, vip.id, pod.id), MASK_POD, vip,
+                                       [address])
+
+    def _delete_flows(self, cookie: int, mask: int, vip: Vip, addresses) -> None:
+        """Delete a VIP's or a pod's flows, and put back the reply flows other VIPs share
+        with them (same pod and target port: the same flows, one cookie)."""
+        keys = {pipeline.reply_key(vip, a, proto) for a in addresses for proto in vip.ip_protos}
+        self._broadcast(lambda n: [FlowDelete(cookie, mask)] + n.reply_programming(keys))
 
     # -- service interface: conf and node addresses -----------------------------------
 
@@ -220,7 +226,7 @@ class KubeProxy:
         for node in self.nodes.values():
             for session in node.sessions_of(vip.id):
                 node.sessions.remove(session)
-        self._broadcast(lambda n: [FlowDelete(pipeline.cookie(0, vip.id), MASK_VIP)])
+        self._delete_flows(pipeline.cookie(0, vip.id), MASK_VIP, vip, list(vip.pods))
 
     def add_pods(self, prefix, port, addresses) -> dict:
         vip = self.model.find_vip(prefix, port)

@@ -93,9 +93,26 @@ class Node:
         subnet = self.model.node_addresses(self.dpid).subnet(vip.version)
         msgs: list = []
         if vip.target_port:
-            msgs += [pipeline.reply_miss_flow(vip, vip.pods[a], proto, subnet)
-                     for a in added for proto in vip.ip_protos]
+            for address in added:
+                for proto in vip.ip_protos:
+                    msgs += pipeline.reply_flows(vip, vip.pods[address], proto, subnet)
         return msgs + self.probe(added)
+
+    def reply_programming(self, keys) -> list:
+        """The reply flows of every VIP's pods with one of these `pipeline.reply_key`s:
+        put back after another VIP's identical copies were deleted."""
+        if self.transit_gateways is not None or not keys:
+            return []
+        msgs: list = []
+        for vip in self.model.vips.values():
+            if not vip.target_port:
+                continue
+            subnet = self.model.node_addresses(self.dpid).subnet(vip.version)
+            for address, pod in vip.pods.items():
+                for proto in vip.ip_protos:
+                    if pipeline.reply_key(vip, address, proto) in keys:
+                        msgs += pipeline.reply_flows(vip, pod, proto, subnet)
+        return msgs
 
     def probe(self, addresses) -> list:
         """Ask for the MAC of this node's hosts we do not know yet (pods, mostly)."""
@@ -359,7 +376,7 @@ class Node:
                       port_field(frame.ip_proto, "dst"): frame.dst_port})
         outputs = [a[1] for a in out.actions if a[0] == "output"]
         if len(outputs) == 1 and outputs[0] != OFPP_FLOOD:
-            msgs.insert(0, pipeline.flow(pipeline.SERVICES, pipeline.PRIO_SESSION, match,
+            msgs.insert(0, pipeline.flow(pipeline.SESSIONS, pipeline.PRIO_SESSION, match,
                                          out.actions, idle_timeout=self.model.conf.timeout,
                                          cookie=pipeline.cookie(pipeline.KIND_BASE)))
         return msgs

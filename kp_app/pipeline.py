@@ -1,23 +1,32 @@
 """kp's OpenFlow 1.3 pipeline, and the switch programming it needs, as plain data.
 
-Table 0, SERVICES (what a kube-proxy node does to a packet):
+Table 0, SERVICES (which packets are a service's business):
     1000  ARP, IPv6 neighbour discovery           -> controller (learn hosts, answer for
                                                      node, gateway and VIP addresses)
     1000  kp's link probes                        -> controller (discover the fabric)
+     700  node address + node_port, per protocol   -> SESSIONS
+     500+prefix length: VIP (prefix, protocol, port) -> SESSIONS
+     400  a pod's packet from a service's target port -> SESSIONS
+       0  -> FORWARDING
+Table 1, SESSIONS (what a kube-proxy node does to them):
      900  session, client -> service (exact 5-tuple) -> DNAT to the pod, output
      900  session, pod -> client (exact 5-tuple)     -> SNAT to the service, output
-     700  node address + node_port, per protocol   -> controller (a new NodePort session)
-     500+prefix length: VIP (prefix, protocol, port) -> controller (a new session)
-     400  a pod's reply from its target port, to this node's subnet, with no session
-          flow                                     -> controller
-       0  -> FORWARDING
-Table 1, FORWARDING (L2 among the node's hosts, L3 between nodes):
+     400  a pod's reply from its target port, to this node's subnet (no session flow)
+                                                   -> controller
+     300  a pod's reply from its target port, to elsewhere -> FORWARDING (routed to the
+          node where its session lives)
+       0  -> controller (a new session: a VIP's or a NodePort's first packet)
+Table 2, FORWARDING (L2 among the node's hosts, L3 between nodes):
      310  to the gateway MAC, for a learned host   -> rewrite MACs, output to its port
      300+ to the gateway MAC, for another node's subnet -> to that node's gateway MAC,
           out of the port towards it
      150  to the gateway MAC, anything else        -> controller (resolve, ping the node)
      100  eth_dst = a learned host                 -> output to its port
        0  -> flood
+
+Session flows have a table of their own so that adding one overlaps nothing but that
+table's few entries: a switch that caches its decisions (kp-switch) then keeps the rest
+of the node's traffic cached while sessions come and go.
 
 A transit switch (every port goes to another switch, e.g. a cluster's fabric) gets only
 the link probe flow and, per node, "eth_dst = that node's gateway MAC -> the port
@@ -32,13 +41,14 @@ from typing import Optional, Tuple
 
 from kp_app.frames import LINK_PROBE_ETHERTYPE
 
-SERVICES, FORWARDING = 0, 1
+SERVICES, SESSIONS, FORWARDING = 0, 1, 2
 
 PRIO_CONTROL = 1000
 PRIO_SESSION = 900
 PRIO_NODE_PORT = 700
 PRIO_VIP = 500
-PRIO_REPLY_MISS = 400
+PRIO_REPLY = 400          # table 0: a pod's packet from a target port; SESSIONS: to here
+PRIO_REPLY_ROUTED = 300   # SESSIONS: a pod's reply to another node
 PRIO_HOST = 100
 PRIO_MISS = 0
 
@@ -140,6 +150,7 @@ def base_flows(gateway_mac: str) -> list:
         flow(SERVICES, PRIO_CONTROL, {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 136},
              to_controller, cookie=base),
         flow(SERVICES, PRIO_MISS, {}, goto=FORWARDING, cookie=base),
+        flow(SESSIONS, PRIO_MISS, {}, to_controller, cookie=base),
         flow(FORWARDING, PRIO_MISS, {}, (("output", OFPP_FLOOD),), cookie=base),
     ]
 
@@ -198,9 +209,10 @@ def network_match(network) -> object:
 
 
 def vip_flows(vip, node_addresses) -> list:
-    """The classifier flows that send a VIP's new flows to the controller."""
+    """The classifier flows that take a VIP's packets (and its pods' replies) to SESSIONS,
+    where a packet no session flow takes goes to the controller."""
     flows = []
-    to_controller = (("output", OFPP_CONTROLLER),)
+    to_sessions = dict(goto=SESSIONS)
     for proto in vip.ip_protos:
         destinations = [network_match(vip.prefix)] + [str(a) for a in vip.external_ips]
         for index, destination in enumerate(destinations):
@@ -209,35 +221,47 @@ def vip_flows(vip, node_addresses) -> list:
             if vip.port:
                 match[port_field(proto, "dst")] = vip.port
             prefixlen = vip.prefix.prefixlen if index == 0 else vip.prefix.max_prefixlen
-            flows.append(flow(SERVICES, PRIO_VIP + prefixlen, match, to_controller,
-                              cookie=cookie(KIND_VIP, vip.id)))
+            flows.append(flow(SERVICES, PRIO_VIP + prefixlen, match,
+                              cookie=cookie(KIND_VIP, vip.id), **to_sessions))
         node_address = node_addresses.for_version(vip.version)
         if vip.node_port and node_address is not None:
             match = ip_match(vip.version, proto)
             match[addr_field(vip.version, "dst")] = str(node_address)
             match[port_field(proto, "dst")] = vip.node_port
-            flows.append(flow(SERVICES, PRIO_NODE_PORT, match, to_controller,
-                              cookie=cookie(KIND_NODE_PORT, vip.id)))
+            flows.append(flow(SERVICES, PRIO_NODE_PORT, match,
+                              cookie=cookie(KIND_NODE_PORT, vip.id), **to_sessions))
         if vip.target_port:  # a port-0 VIP would send all of a pod's traffic up
             for pod in vip.pods.values():
-                flows.append(reply_miss_flow(vip, pod, proto,
-                                             node_addresses.subnet(vip.version)))
+                flows += reply_flows(vip, pod, proto, node_addresses.subnet(vip.version))
     return flows
 
 
-def reply_miss_flow(vip, pod, proto: int, local_subnet=None) -> FlowAdd:
-    """A pod's packet from the service's target port that matched no session flow.
+def reply_flows(vip, pod, proto: int, local_subnet=None) -> list:
+    """A pod's packets from the service's target port: to SESSIONS, where those that no
+    session flow takes go to the controller if they are for this node's own subnet, and
+    are routed on otherwise (the session, and its SNAT flow, lives where they go).
 
-    Only replies to this node's own subnet: a reply to another node is routed there,
-    where the session (and its SNAT flow) lives.
+    Another VIP with the same pod and target port has the very same flows, under its
+    own cookie: whoever deletes one VIP's copies puts the others' back (`reply_key`).
     """
     match = ip_match(vip.version, proto)
     match[addr_field(vip.version, "src")] = str(pod.address)
     match[port_field(proto, "src")] = vip.target_port
-    if local_subnet is not None:
-        match[addr_field(vip.version, "dst")] = network_match(local_subnet)
-    return flow(SERVICES, PRIO_REPLY_MISS, match, (("output", OFPP_CONTROLLER),),
-                cookie=cookie(KIND_REPLY_MISS, vip.id, pod.id))
+    owner = cookie(KIND_REPLY_MISS, vip.id, pod.id)
+    flows = [flow(SERVICES, PRIO_REPLY, match, goto=SESSIONS, cookie=owner)]
+    if local_subnet is None:
+        return flows + [flow(SESSIONS, PRIO_REPLY, match, (("output", OFPP_CONTROLLER),),
+                             cookie=owner)]
+    local = dict(match)
+    local[addr_field(vip.version, "dst")] = network_match(local_subnet)
+    return flows + [flow(SESSIONS, PRIO_REPLY, local, (("output", OFPP_CONTROLLER),),
+                         cookie=owner),
+                    flow(SESSIONS, PRIO_REPLY_ROUTED, match, goto=FORWARDING, cookie=owner)]
+
+
+def reply_key(vip, address, proto: int) -> tuple:
+    """What makes two VIPs' reply flows the same flows."""
+    return (address, vip.target_port, proto)
 
 
 def session_flows(session, vip, pod_id: int, gateway_mac: str, pod_hop, idle_timeout: int,
@@ -289,9 +313,9 @@ def session_flows(session, vip, pod_id: int, gateway_mac: str, pod_hop, idle_tim
     if reply_in_port is not None:
         reply_match["in_port"] = reply_in_port
     common = dict(idle_timeout=idle_timeout, notify_removed=True)
-    return (flow(SERVICES, PRIO_SESSION, exact(f), dnat,
+    return (flow(SESSIONS, PRIO_SESSION, exact(f), dnat,
                  cookie=cookie(KIND_FORWARD, vip.id, pod_id), **common),
-            flow(SERVICES, PRIO_SESSION, reply_match, snat,
+            flow(SESSIONS, PRIO_SESSION, reply_match, snat,
                  cookie=cookie(KIND_REVERSE, vip.id, pod_id), **common))
 
 

@@ -182,7 +182,33 @@ def test_reconnect_rebuilds_everything_from_the_model(kp):
     kinds = [pipeline.cookie_parts(m.cookie)[0] for m in kp.sent if isinstance(m, FlowAdd)]
     assert isinstance(kp.sent[0], FlowDelete)
     assert kinds.count(pipeline.KIND_VIP) == 1 and kinds.count(pipeline.KIND_NODE_PORT) == 1
-    assert kinds.count(pipeline.KIND_REPLY_MISS) == 3
+    # Per pod: to SESSIONS (table 0); there, to the controller or routed on.
+    replies = [m for m in kp.sent if isinstance(m, FlowAdd)
+               and pipeline.cookie_parts(m.cookie)[0] == pipeline.KIND_REPLY_MISS]
+    assert sorted(m.table for m in replies) == [pipeline.SERVICES] * 3 + [pipeline.SESSIONS] * 6
+
+
+def test_session_flows_have_a_table_only_service_traffic_reaches(kp):
+    kp.switch_connected(1)
+    classifiers = [m for m in kp.sent if isinstance(m, FlowAdd) and m.goto == pipeline.SESSIONS]
+    assert classifiers and all(m.table == pipeline.SERVICES for m in classifiers)
+    assert {pipeline.cookie_parts(m.cookie)[0] for m in classifiers} == {
+        pipeline.KIND_VIP, pipeline.KIND_NODE_PORT, pipeline.KIND_REPLY_MISS}
+    kp.sent.clear()
+    kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", 40100, "10.96.0.10", 80))
+    sessions = flows(kp.sent, pipeline.KIND_FORWARD) + flows(kp.sent, pipeline.KIND_REVERSE)
+    assert len(sessions) == 2 and {m.table for m in sessions} == {pipeline.SESSIONS}
+
+
+def test_deleting_a_vip_puts_back_the_reply_flows_it_shared(kp):
+    kp.add_vip("10.96.0.10/32", port=8080, target_port=8080, protocol="tcp")
+    kp.add_pods("10.96.0.10/32", 8080, list(PODS))
+    kept = kp.model.find_vip("10.96.0.10/32", 80).id
+    kp.sent.clear()
+    kp.del_vip("10.96.0.10/32", 8080)      # same pods, same target port as the port-80 VIP
+    assert isinstance(kp.sent[0], FlowDelete)
+    restored = flows(kp.sent[1:], pipeline.KIND_REPLY_MISS)
+    assert len(restored) == 9 and {pipeline.cookie_parts(m.cookie)[1] for m in restored} == {kept}
 
 
 def test_set_interface_nat4_limits_where_replies_are_unnatted(kp):
