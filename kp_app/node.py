@@ -415,7 +415,7 @@ class Node:
         return []
 
     def expire_untracked(self, now: float) -> None:
-        for session in self.sessions.idle_untracked(now, self.model.conf.timeout):
+        for session in self.sessions.expire_untracked(now, self.model.conf.timeout):
             self.end_session(session)
 
     def end_session(self, session: Session) -> None:

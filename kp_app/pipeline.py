@@ -11,6 +11,8 @@ Table 0, SERVICES (which packets are a service's business):
 Table 1, SESSIONS (what a kube-proxy node does to them):
      900  session, client -> service (exact 5-tuple) -> DNAT to the pod, output
      900  session, pod -> client (exact 5-tuple)     -> SNAT to the service, output
+     900  a pod's packets from its target port that are no session's (the client
+          reached the pod directly; exact 5-tuple) -> forwarded as they are
      400  a pod's reply from its target port, to this node's subnet (no session flow)
                                                    -> controller
      300  a pod's reply from its target port, to elsewhere -> FORWARDING (routed to the

@@ -12,12 +12,12 @@ service address), and they end after the idle timeout. The seed forwarded them w
 state, which works there only because its reply NAT is stateless; here a reply would
 leave with the pod's address.
 """
-from collections import OrderedDict
 import hashlib
 import ipaddress
 import struct
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -139,12 +139,16 @@ class SessionTable:
         session.relayed(byte_count, now)
         self._untracked.move_to_end(session.forward)
 
-    def idle_untracked(self, now: float, timeout: float) -> Iterator[Session]:
-        """Untracked sessions idle for `timeout` seconds, the longest idle first."""
-        for session in list(self._untracked.values()):
+    def expire_untracked(self, now: float, timeout: float) -> List[Session]:
+        """Remove the untracked sessions idle for `timeout` seconds; returns them."""
+        ended = []
+        while self._untracked:
+            session = next(iter(self._untracked.values()))   # the longest idle
             if now - session.last_seen < timeout:
-                return
-            yield session
+                break
+            self.remove(session)
+            ended.append(session)
+        return ended
 
     def remove(self, session: Session) -> None:
         if self._forward.get(session.forward) is not session:
