@@ -13,6 +13,7 @@
 
 #include "csum.h"
 #include "parse.h"
+#include "segment.h"
 
 #define RX_BLOCKS_PER_ROUND 4     /* per port, so one busy port cannot starve the others */
 #define IDLE_POLL_MS 100
@@ -323,6 +324,22 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
     actions_run(&pb, port->port_no, prog->ops, prog->n_ops, emit_out, &ctx);
 }
 
+struct gso_ctx {
+    struct datapath *dp;
+    struct dp_port *port;
+    uint32_t status, now;
+    uint64_t now_ns;
+};
+
+static void process_datagram(void *ctx_, const uint8_t *seg, uint32_t len)
+{
+    struct gso_ctx *ctx = ctx_;
+
+    /* seg is the port's gso_buf, ACTION_HEADROOM in: ours to rewrite in place. */
+    process_frame(ctx->dp, ctx->port, (uint8_t *)seg, len, ACTION_HEADROOM,
+                  ctx->status & ~(uint32_t)TP_STATUS_CSUMNOTREADY, ctx->now, ctx->now_ns);
+}
+
 /* Handles one filled block of port's ring; returns the number of frames. */
 static uint32_t process_block(struct datapath *dp, struct dp_port *port,
                               struct tpacket_block_desc *bd, uint32_t now, uint64_t now_ns)
@@ -338,6 +355,7 @@ static uint32_t process_block(struct datapath *dp, struct dp_port *port,
         uint8_t *frame = (uint8_t *)h + h->tp_mac;
         uint32_t len = h->tp_snaplen;
         uint32_t headroom = h->tp_mac > hdrlen ? h->tp_mac - hdrlen : 0;
+        uint16_t gso_size = port_rx_udp_gso_size(port, frame);   /* before any rewrite */
 
         if (!up) {
             PSTAT_ADD(port, rx_dropped, 1);
@@ -359,6 +377,13 @@ static uint32_t process_block(struct datapath *dp, struct dp_port *port,
             wr16(frame + 14, (uint16_t)h->hv1.tp_vlan_tci);
             len += 4;
             headroom -= 4;
+        }
+        if (gso_size) {       /* the sender's datagrams, each switched on its own */
+            struct gso_ctx g = {dp, port, h->tp_status, now, now_ns};
+
+            if (udp_segment(frame, len, gso_size, port->gso_buf + ACTION_HEADROOM,
+                            GSO_SCRATCH - ACTION_HEADROOM, process_datagram, &g))
+                continue;
         }
         process_frame(dp, port, frame, len, headroom, h->tp_status, now, now_ns);
     }

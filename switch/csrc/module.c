@@ -637,24 +637,29 @@ static void seg_collect(void *ctx, const uint8_t *seg, uint32_t len)
     collect_emit(ctx, 0, seg, len);
 }
 
-static PyObject *fp_segment_tcp(PyObject *self, PyObject *args)
+typedef int (*segment_fn)(const uint8_t *, uint32_t, uint32_t, uint8_t *, uint32_t,
+                          seg_emit_fn, void *);
+
+/* segment_tcp(frame, mtu) / segment_udp(frame, gso_size): the frame's segments, or
+ * [frame] when it is left whole. */
+static PyObject *segment_frames(PyObject *args, const char *fmt, segment_fn segment,
+                                unsigned int lo)
 {
     Py_buffer b;
-    unsigned int mtu;
+    unsigned int size;
     struct collect c = {NULL, 0};
     uint8_t *scratch;
     PyObject *out;
     Py_ssize_t i;
     int n;
 
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*I:segment_tcp", &b, &mtu))
+    if (!PyArg_ParseTuple(args, fmt, &b, &size))
         return NULL;
-    if (mtu < 68 || mtu > 65535) {
+    if (size < lo || size > 65535) {
         PyBuffer_Release(&b);
-        return PyErr_Format(PyExc_ValueError, "mtu out of range: %u", mtu);
+        return PyErr_Format(PyExc_ValueError, "size out of range: %u", size);
     }
-    scratch = PyMem_Malloc(SEG_SCRATCH(mtu));
+    scratch = PyMem_Malloc(SEG_SCRATCH(size) + 256);   /* + any headers, as the datapath */
     c.list = PyList_New(0);
     if (!scratch || !c.list) {
         PyMem_Free(scratch);
@@ -665,8 +670,8 @@ static PyObject *fp_segment_tcp(PyObject *self, PyObject *args)
     {
         uint8_t *pkt = exact_copy(&b);
 
-        n = pkt ? tcp_segment(pkt, (uint32_t)b.len, mtu, scratch, SEG_SCRATCH(mtu),
-                              seg_collect, &c)
+        n = pkt ? segment(pkt, (uint32_t)b.len, size, scratch, SEG_SCRATCH(size) + 256,
+                          seg_collect, &c)
                 : 0;
         if (!pkt)
             c.failed = 1;
@@ -690,6 +695,18 @@ static PyObject *fp_segment_tcp(PyObject *self, PyObject *args)
     }
     Py_DECREF(c.list);
     return out;
+}
+
+static PyObject *fp_segment_tcp(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return segment_frames(args, "y*I:segment_tcp", tcp_segment, 68);
+}
+
+static PyObject *fp_segment_udp(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return segment_frames(args, "y*I:segment_udp", udp_segment, 1);
 }
 
 static PyObject *fp_key_hash(PyObject *self, PyObject *args)
@@ -1317,6 +1334,8 @@ static PyMethodDef module_methods[] = {
      METH_VARARGS | METH_KEYWORDS, "apply_actions(packet, actions, in_port=0) -> [(port, frame)]"},
     {"complete_partial_checksum", fp_complete_partial_checksum, METH_VARARGS, NULL},
     {"segment_tcp", fp_segment_tcp, METH_VARARGS, "segment_tcp(frame, mtu) -> [frame]"},
+    {"segment_udp", fp_segment_udp, METH_VARARGS,
+     "segment_udp(frame, gso_size) -> [frame]"},
     {"key_hash", fp_key_hash, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -3,7 +3,10 @@
  * PACKET_RESERVE leaves headroom before each frame so a VLAN tag can be put back or
  * pushed without a copy.  PACKET_IGNORE_OUTGOING keeps the switch from receiving its
  * own transmissions (an AF_PACKET socket otherwise sees every frame the interface
- * sends, ours included, and would loop them).  Transmit copies each output into a
+ * sends, ours included, and would loop them).  PACKET_VNET_HDR puts the skb's
+ * virtio-net header before each received frame: the only place a UDP GSO frame's
+ * segment size is told.  A socket with that option must also prefix what it sends, so
+ * a second socket, which receives nothing, sends.  Transmit copies each output into a
  * batch slot, because one packet may be output several times with different rewrites
  * in between, and sends a batch with one sendmmsg. */
 #define _GNU_SOURCE
@@ -12,6 +15,7 @@
 #include <errno.h>
 #include <arpa/inet.h>
 #include <linux/if_ether.h>
+#include <linux/virtio_net.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +28,9 @@
 
 #ifndef PACKET_IGNORE_OUTGOING
 #define PACKET_IGNORE_OUTGOING 23
+#endif
+#ifndef VIRTIO_NET_HDR_GSO_UDP_L4
+#define VIRTIO_NET_HDR_GSO_UDP_L4 5   /* Linux 5.18's uapi; older headers lack it */
 #endif
 
 static int fail(struct dp_port *p, char *err, size_t errlen, const char *what)
@@ -45,7 +52,7 @@ int port_open(struct dp_port *p, uint32_t port_no, const char *ifname, char *err
     int v;
 
     memset(p, 0, sizeof *p);
-    p->fd = -1;
+    p->fd = p->tx_fd = -1;
     p->port_no = port_no;
     p->up = 1;
     if (strlen(ifname) >= IFNAMSIZ) {
@@ -74,6 +81,8 @@ int port_open(struct dp_port *p, uint32_t port_no, const char *ifname, char *err
     v = 1;
     if (setsockopt(p->fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &v, sizeof v))
         return fail(p, err, errlen, "PACKET_IGNORE_OUTGOING");
+    v = 1;   /* before the ring; a kernel without it just gives no GSO sizes */
+    p->vnet = setsockopt(p->fd, SOL_PACKET, PACKET_VNET_HDR, &v, sizeof v) == 0;
     memset(&req, 0, sizeof req);
     req.tp_block_size = RX_BLOCK_SIZE;
     req.tp_block_nr = RX_BLOCKS;
@@ -95,9 +104,16 @@ int port_open(struct dp_port *p, uint32_t port_no, const char *ifname, char *err
     sll.sll_ifindex = p->ifindex;
     if (bind(p->fd, (struct sockaddr *)&sll, sizeof sll))
         return fail(p, err, errlen, "bind");
+    p->tx_fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+    if (p->tx_fd < 0)
+        return fail(p, err, errlen, "socket(AF_PACKET) for sending");
+    sll.sll_protocol = 0;     /* send only */
+    if (bind(p->tx_fd, (struct sockaddr *)&sll, sizeof sll))
+        return fail(p, err, errlen, "bind (sending)");
     p->tx_bufs = malloc((size_t)TX_BATCH * TX_SLOT);
     p->seg_buf = malloc(SEG_SCRATCH(p->mtu));
-    if (!p->tx_bufs || !p->seg_buf)
+    p->gso_buf = malloc(GSO_SCRATCH);
+    if (!p->tx_bufs || !p->seg_buf || !p->gso_buf)
         return fail(p, err, errlen, "malloc");
     return 0;
 }
@@ -108,11 +124,26 @@ void port_close(struct dp_port *p)
         munmap(p->ring, p->ring_len);
     if (p->fd >= 0)
         close(p->fd);
+    if (p->tx_fd >= 0)
+        close(p->tx_fd);
     free(p->tx_bufs);
     free(p->seg_buf);
+    free(p->gso_buf);
     p->ring = NULL;
-    p->fd = -1;
-    p->tx_bufs = p->seg_buf = NULL;
+    p->fd = p->tx_fd = -1;
+    p->tx_bufs = p->seg_buf = p->gso_buf = NULL;
+}
+
+uint16_t port_rx_udp_gso_size(const struct dp_port *p, const uint8_t *frame)
+{
+    struct virtio_net_hdr vh;
+
+    if (!p->vnet)
+        return 0;
+    memcpy(&vh, frame - sizeof vh, sizeof vh);   /* the kernel puts it right before */
+    if ((vh.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) != VIRTIO_NET_HDR_GSO_UDP_L4)
+        return 0;
+    return vh.gso_size;       /* AF_PACKET writes it in host order */
 }
 
 struct tpacket_block_desc *port_rx_block(struct dp_port *p)
@@ -133,7 +164,7 @@ void port_rx_release(struct dp_port *p, struct tpacket_block_desc *bd)
 
 static void send_one(struct dp_port *p, const uint8_t *frame, uint32_t len)
 {
-    if (send(p->fd, frame, len, MSG_DONTWAIT) == (ssize_t)len) {
+    if (send(p->tx_fd, frame, len, MSG_DONTWAIT) == (ssize_t)len) {
         PSTAT_ADD(p, tx_packets, 1);
         PSTAT_ADD(p, tx_bytes, len);
     } else if (errno == EAGAIN || errno == ENOBUFS) {
@@ -148,7 +179,7 @@ void port_tx_flush(struct dp_port *p)
     uint32_t done = 0, i;
 
     while (done < p->tx_n) {
-        int r = sendmmsg(p->fd, p->tx_msgs + done, p->tx_n - done, MSG_DONTWAIT);
+        int r = sendmmsg(p->tx_fd, p->tx_msgs + done, p->tx_n - done, MSG_DONTWAIT);
 
         if (r <= 0) {
             if (r < 0 && errno == EINTR)

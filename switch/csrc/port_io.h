@@ -22,6 +22,8 @@
 #define RX_BLOCK_SIZE (1u << 18)   /* holds a 64 KiB GSO frame with room to spare */
 #define RX_BLOCKS 8
 #define RX_BLOCK_TIMEOUT_MS 1      /* a part-filled block is handed over after this */
+#define GSO_SCRATCH (65536u + 256u) /* one datagram cut from a UDP GSO frame, headroom
+                                       and headers included */
 
 struct port_stats {
     uint64_t rx_packets, rx_bytes, rx_dropped, rx_errors;
@@ -32,7 +34,10 @@ struct dp_port {
     uint32_t port_no;
     char ifname[IFNAMSIZ];
     int ifindex;
-    int fd;
+    int fd;                   /* receives, with a virtio-net header before each frame
+                                 when vnet is set (the sender's GSO size) */
+    int tx_fd;                /* sends (no header: frames go out whole) */
+    int vnet;
     uint32_t mtu;
     int up;                   /* read and written with atomics */
     struct port_stats st;     /* atomics */
@@ -44,12 +49,17 @@ struct dp_port {
     struct iovec tx_iov[TX_BATCH];
     uint8_t *tx_bufs;         /* TX_BATCH * TX_SLOT */
     uint8_t *seg_buf;         /* SEG_SCRATCH(mtu), for the datapath thread */
+    uint8_t *gso_buf;         /* GSO_SCRATCH, for the datapath thread */
 };
 
 /* 0, or -1 with errno set and a message in err. */
 int port_open(struct dp_port *p, uint32_t port_no, const char *ifname, char *err,
               size_t errlen);
 void port_close(struct dp_port *p);
+
+/* The sender's UDP GSO segment size for the frame at `frame` in a block of p's ring,
+ * or 0 (not a UDP GSO frame, or no virtio-net header on this port). */
+uint16_t port_rx_udp_gso_size(const struct dp_port *p, const uint8_t *frame);
 
 /* The next block the kernel has filled, or NULL; hand it back with port_rx_release. */
 struct tpacket_block_desc *port_rx_block(struct dp_port *p);

@@ -1,10 +1,14 @@
-/* Software TCP segmentation (twin: fastpath_ref.segment_tcp).
+/* Software segmentation (twins: fastpath_ref.segment_tcp, segment_udp).
  *
- * A veth hands AF_PACKET the sender's GSO super-frames (up to 64 KiB of TCP in one
- * frame) because the kernel expects to segment them late; a frame we send on gets no
- * such help, and one larger than the egress MTU would be refused.  So frames that do
- * not fit are cut into MTU-sized segments here, each with its own IP length/id, TCP
- * sequence number, flags and full checksums. */
+ * A veth hands AF_PACKET the sender's GSO super-frames (up to 64 KiB of TCP, or of UDP
+ * datagrams sent with UDP_SEGMENT, in one frame) because the kernel expects to segment
+ * them late; a frame we send on gets no such help, and one larger than the egress MTU
+ * would be refused.
+ * - TCP: frames that do not fit are cut on output into MTU-sized segments, each with its
+ *   own IP length/id, TCP sequence number, flags and full checksums.
+ * - UDP: the datagram boundaries are the sender's (its gso_size, which only the vnet
+ *   header the port reads says), so a UDP GSO frame is cut on input, into the
+ *   datagrams the sender wrote, and each one is switched on its own. */
 #ifndef KP_SEGMENT_H
 #define KP_SEGMENT_H
 
@@ -19,6 +23,13 @@ typedef void (*seg_emit_fn)(void *ctx, const uint8_t *seg, uint32_t len);
  * at least SEG_SCRATCH(mtu) bytes) and returns how many; returns 0 for a frame to be
  * sent as it is. */
 int tcp_segment(const uint8_t *frame, uint32_t len, uint32_t mtu, uint8_t *scratch,
+                uint32_t scratch_len, seg_emit_fn emit, void *ctx);
+
+/* If frame is UDP with more than gso_size bytes of payload, emits one datagram per
+ * gso_size bytes (the last may be shorter; built in scratch, which must hold the
+ * headers and gso_size bytes), each with its IP length/id, UDP length and full
+ * checksums, and returns how many; returns 0 for a frame to be handled as it is. */
+int udp_segment(const uint8_t *frame, uint32_t len, uint32_t gso_size, uint8_t *scratch,
                 uint32_t scratch_len, seg_emit_fn emit, void *ctx);
 
 #endif

@@ -982,7 +982,10 @@ def _uncompile(a: Action) -> Action:
 
 SOL_PACKET = 263
 PACKET_AUXDATA = 8
+PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
+VIRTIO_NET_HDR_GSO_UDP_L4 = 5
+_VNET = struct.Struct("=BBHHHH")     # flags, gso_type, hdr_len, gso_size, csum_start/offset
 TP_STATUS_CSUMNOTREADY = 1 << 3
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
@@ -998,14 +1001,25 @@ class _Port:
     def __init__(self, port_no: int, ifname: str) -> None:
         self.port_no, self.ifname = port_no, ifname
         self.up = True
+        # As the C port: received frames come after a virtio-net header (a UDP GSO
+        # frame's segment size), so sending takes a second socket, which needs none.
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            try:
+                self.sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                self.vnet = True
+            except OSError:
+                self.vnet = False
             self.sock.bind((ifname, ETH_P_ALL))
             self.sock.setblocking(False)
+            self.tx.bind((ifname, 0))
+            self.tx.setblocking(False)
         except OSError:
             self.sock.close()
+            self.tx.close()
             raise
         self.mtu = _mtu(ifname)
         self.st = dict(rx_packets=0, rx_bytes=0, rx_dropped=0, rx_errors=0, tx_packets=0,
@@ -1018,6 +1032,28 @@ def _mtu(ifname: str) -> int:
             return int(f.read())
     except (OSError, ValueError):
         return 1500
+
+
+def _finish_segment(seg: bytearray, l3: int, l4: int, v4: bool, ip_id: int, proto: int,
+                    csum_at: int) -> bytes:
+    """A segment's IP length and id (IPv4: and header checksum) and full L4 checksum."""
+    l4len = len(seg) - l4
+    if v4:
+        seg[l3 + 2:l3 + 4] = (len(seg) - l3).to_bytes(2, "big")
+        seg[l3 + 4:l3 + 6] = (ip_id & 0xFFFF).to_bytes(2, "big")
+        seg[l3 + 10:l3 + 12] = b"\0\0"
+        seg[l3 + 10:l3 + 12] = ((~_fold(_sum16(bytes(seg[l3:l4])))) & 0xFFFF) \
+            .to_bytes(2, "big")
+        pseudo = bytes(seg[l3 + 12:l3 + 20]) + struct.pack("!HH", proto, l4len)
+    else:
+        seg[l3 + 4:l3 + 6] = (len(seg) - l3 - 40).to_bytes(2, "big")
+        pseudo = bytes(seg[l3 + 8:l3 + 40]) + struct.pack("!IxxxB", l4len, proto)
+    seg[l4 + csum_at:l4 + csum_at + 2] = b"\0\0"
+    csum = (~_fold(_sum16(pseudo) + _sum16(bytes(seg[l4:])))) & 0xFFFF
+    if proto == 17 and csum == 0:
+        csum = 0xFFFF                                    # 0 would mean "no checksum"
+    seg[l4 + csum_at:l4 + csum_at + 2] = csum.to_bytes(2, "big")
+    return bytes(seg)
 
 
 def segment_tcp(frame: bytes, mtu: int) -> List[bytes]:
@@ -1047,21 +1083,31 @@ def segment_tcp(frame: bytes, mtu: int) -> List[bytes]:
             f &= ~0x0080                                 # CWR only on the first
         seg[l4 + 12:l4 + 14] = f.to_bytes(2, "big")
         seg[l4 + 4:l4 + 8] = ((seq + start) & 0xFFFFFFFF).to_bytes(4, "big")
-        l4len = len(seg) - l4
-        if v4:
-            seg[l3 + 2:l3 + 4] = (len(seg) - l3).to_bytes(2, "big")
-            seg[l3 + 4:l3 + 6] = ((ip_id + i) & 0xFFFF).to_bytes(2, "big")
-            seg[l3 + 10:l3 + 12] = b"\0\0"
-            seg[l3 + 10:l3 + 12] = ((~_fold(_sum16(bytes(seg[l3:l4])))) & 0xFFFF) \
-                .to_bytes(2, "big")
-            pseudo = bytes(seg[l3 + 12:l3 + 20]) + struct.pack("!HH", 6, l4len)
-        else:
-            seg[l3 + 4:l3 + 6] = (len(seg) - l3 - 40).to_bytes(2, "big")
-            pseudo = bytes(seg[l3 + 8:l3 + 40]) + struct.pack("!IxxxB", l4len, 6)
-        seg[l4 + 16:l4 + 18] = b"\0\0"
-        s = _sum16(pseudo) + _sum16(bytes(seg[l4:]))
-        seg[l4 + 16:l4 + 18] = ((~_fold(s)) & 0xFFFF).to_bytes(2, "big")
-        out.append(bytes(seg))
+        out.append(_finish_segment(seg, l3, l4, v4, ip_id + i, 6, 16))
+    return out
+
+
+def segment_udp(frame: bytes, gso_size: int) -> List[bytes]:
+    """A UDP GSO frame (datagrams a sender wrote with UDP_SEGMENT, joined) cut back into
+    its datagrams of gso_size payload bytes, each with its IP length/id, UDP length and
+    checksums fixed.  Frames that are not UDP or hold one datagram are returned as
+    they are."""
+    p = _parse(frame, 0)
+    if not gso_size or p is None or p.l3 < 0 or not p.present & F_UDP:
+        return [frame]
+    l3, l4 = p.l3, p.l4
+    hdr_end = l4 + 8
+    payload = frame[hdr_end:p.l3_end]
+    if len(payload) <= gso_size:
+        return [frame]
+    v4 = bool(p.present & F_IPV4)
+    ip_id = _u16(frame, l3 + 4) if v4 else 0
+    out = []
+    for i, start in enumerate(range(0, len(payload), gso_size)):
+        chunk = payload[start:start + gso_size]
+        seg = bytearray(frame[:hdr_end]) + chunk
+        seg[l4 + 4:l4 + 6] = (8 + len(chunk)).to_bytes(2, "big")
+        out.append(_finish_segment(seg, l3, l4, v4, ip_id + i, 17, 6))
     return out
 
 
@@ -1094,6 +1140,7 @@ class Datapath:
     def _close(self) -> None:
         for p in self._ports.values():
             p.sock.close()
+            p.tx.close()
 
     def __del__(self) -> None:
         try:
@@ -1148,7 +1195,15 @@ class Datapath:
                     self._receive(port, data, anc)
 
     def _receive(self, port: _Port, data: bytes, anc: list) -> None:
-        status = 0
+        status = gso_size = 0
+        if port.vnet:
+            if len(data) < _VNET.size:
+                port.st["rx_errors"] += 1
+                return
+            _f, gso_type, _h, size, _s, _o = _VNET.unpack_from(data)
+            if gso_type & 0x7F == VIRTIO_NET_HDR_GSO_UDP_L4:
+                gso_size = size
+            data = data[_VNET.size:]
         for level, kind, cdata in anc:
             if level == SOL_PACKET and kind == PACKET_AUXDATA and len(cdata) >= _AUX.size:
                 status, _l, _s, _m, _n, tci, tpid = _AUX.unpack_from(cdata)
@@ -1159,6 +1214,13 @@ class Datapath:
         if not port.up:
             port.st["rx_dropped"] += 1
             return
+        datagrams = segment_udp(data, gso_size) if gso_size else [data]
+        if len(datagrams) > 1:      # each one complete: its checksums are computed
+            status &= ~TP_STATUS_CSUMNOTREADY
+        for frame in datagrams:
+            self._switch(port, frame, status)
+
+    def _switch(self, port: _Port, data: bytes, status: int) -> None:
         port.st["rx_packets"] += 1
         port.st["rx_bytes"] += len(data)
         if status & TP_STATUS_CSUMNOTREADY:
@@ -1199,7 +1261,7 @@ class Datapath:
                 continue
             for seg in segment_tcp(frame, port.mtu):
                 try:
-                    port.sock.send(seg)
+                    port.tx.send(seg)
                     port.st["tx_packets"] += 1
                     port.st["tx_bytes"] += len(seg)
                 except BlockingIOError:
