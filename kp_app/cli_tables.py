@@ -134,6 +134,8 @@ def sessions(answer: Dict[str, Any]) -> str:
     listed = answer.get("sessions", [])
     count = answer.get("count", len(listed))
     title = f"{count} session{'' if count == 1 else 's'}"
+    if answer.get("untracked"):
+        title += f", {answer['untracked']} untracked (over the table's capacity)"
     if len(listed) < count:
         title += f" (showing {len(listed)})"
     if not listed:

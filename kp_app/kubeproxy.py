@@ -265,15 +265,16 @@ class KubeProxy:
             raise InvalidInput("needs a prefix: a port alone names no VIP", "port")
         vip_id = None if prefix is None else self.model.find_vip(prefix, port).id
         now = self._expire_idle()
-        listed, count = [], 0
+        listed, count, untracked = [], 0, 0
         for dpid, node in sorted(self.nodes.items()):
             for s in node.sessions:
                 if vip_id is not None and s.vip_id != vip_id:
                     continue
                 count += 1
+                untracked += not s.tracked
                 if len(listed) < limit:
                     listed.append(self._session_dict(dpid, s, now))
-        return {"count": count, "sessions": listed}
+        return {"count": count, "untracked": untracked, "sessions": listed}
 
     def counters(self) -> dict:
         self._expire_idle()

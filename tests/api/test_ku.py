@@ -141,6 +141,16 @@ def test_show_sessions_is_bounded(web):
     assert ok(web, "show", "sessions").splitlines()[0] == "3 sessions"
 
 
+def test_show_sessions_says_how_many_are_untracked(web):
+    web.service.set_conf(buckets=1)                 # 4 sessions have switch flows
+    for sport in range(40000, 40006):
+        open_session(web.service, "10.0.0.5", "10.96.0.10", 80, ["10.1.0.1", "10.1.0.2"],
+                     sport=sport)
+    out = ok(web, "show", "sessions")
+    assert out.splitlines()[0] == "6 sessions, 2 untracked (over the table's capacity)"
+    assert [row[-1] for row in lines_with(out, "10.0.0.5:")].count("no") == 2
+
+
 def test_show_counters(web):
     open_session(web.service, "10.0.0.5", "10.96.0.10", 80, ["10.1.0.1", "10.1.0.2"])
     out = ok(web, "show", "counters")
@@ -162,7 +172,8 @@ def test_json_of_each_command(web):
         "show": web.service.show(), "vips": web.service.vips(),
         "counters": web.service.counters()}
     assert json.loads(ok(web, "--json", "show", "counters")) == web.service.counters()
-    assert json.loads(ok(web, "--json", "show", "sessions")) == {"count": 0, "sessions": []}
+    assert json.loads(ok(web, "--json", "show", "sessions")) == {
+        "count": 0, "untracked": 0, "sessions": []}
     vip = json.loads(ok(web, "--json", "pod", "10.96.0.10/32", "10.1.0.3"))
     assert vip == web.service.vip("10.96.0.10/32", 80)
     assert ok(web, "--json", "vip", "10.96.0.10/32", "del") == ""
