@@ -101,9 +101,11 @@ def vips(answer: List[Dict[str, Any]], verbose: bool = False) -> str:
             lines.append("  " + "  ".join(f"{name} {cell(counters.get(name))}"
                                           for name in ("no_pod", "untracked", "table_full")))
             if pods:
-                lines += table(["POD", "STATE", "SESSIONS", "NEW", "PACKETS", "BYTES"],
-                               [[p["address"], p.get("state"), p.get("active_sessions"),
-                                 p.get("new_sessions"), p.get("packets"), p.get("bytes")]
+                lines += table(["POD", "STATE", "ENTRIES", "SESSIONS", "NEW", "PACKETS",
+                                "BYTES"],
+                               [[p["address"], p.get("state"), p.get("table_entries"),
+                                 p.get("active_sessions"), p.get("new_sessions"),
+                                 p.get("packets"), p.get("bytes")]
                                 for p in pods], indent="  ")
             else:
                 lines.append("  no pods")

@@ -315,6 +315,7 @@ class KubeProxy:
         pod = vip.pods[address]
         active, packets, byte_count = self._live(vip, address)
         return {"address": str(address), "state": "active" if pod.active else "draining",
+                "table_entries": vip.table.entries_of(address) if vip.table else 0,
                 "new_sessions": pod.counters.new_sessions, "active_sessions": active,
                 "packets": pod.counters.packets + packets,
                 "bytes": pod.counters.bytes + byte_count}

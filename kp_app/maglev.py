@@ -15,6 +15,7 @@ others' slots. A keyed 4-round Feistel permutation of the slot bits has no such 
 """
 import hashlib
 import ipaddress
+from collections import Counter
 from typing import Iterable, Iterator, List, Sequence, Union
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -100,6 +101,8 @@ class MaglevTable:
         self.pods = sorted(set(pods), key=lambda a: (a.version, int(a)))
         self.size = size
         self.slots = build_table(self.pods, size)
+        held = Counter(self.slots)
+        self._entries = {pod: held[i] for i, pod in enumerate(self.pods)}
 
     def pick(self, flow_hash: int) -> Address:
         if not self.slots:
@@ -108,7 +111,8 @@ class MaglevTable:
 
     def share(self) -> dict:
         """Slots held per pod (for show and for the balance tests)."""
-        counts = {pod: 0 for pod in self.pods}
-        for index in self.slots:
-            counts[self.pods[index]] += 1
-        return counts
+        return dict(self._entries)
+
+    def entries_of(self, pod: Address) -> int:
+        """Slots `pod` holds: 0 for a pod not in the table (draining, or unknown)."""
+        return self._entries.get(pod, 0)

@@ -127,7 +127,8 @@ def test_show_vip_and_verbose(web):
     verbose = ok(web, "show", "vip", "verbose")
     pod_rows = [row for row in lines_with(verbose, "10.1.0.") if row[1] == "active"]
     assert len(pod_rows) == 2
-    assert sum(int(row[2]) for row in pod_rows) == 1       # the one session, on one pod
+    assert [int(row[2]) for row in pod_rows] == [512, 512]  # new-connection table entries
+    assert sum(int(row[3]) for row in pod_rows) == 1       # the one session, on one pod
     assert "no_pod 0  untracked 0  table_full 0" in verbose
 
 

@@ -302,3 +302,16 @@ def test_untracked_sessions_end_when_idle_and_beyond_them_new_flows_are_dropped(
     assert counters["packets"] == 4 and counters["active_sessions"] == 4
     assert flows(_open(kp, 43009), pipeline.KIND_FORWARD) == []     # untracked again
     assert kp.vip("10.96.0.10/32")["counters"]["untracked"] == 5
+
+
+def test_pods_show_their_share_of_the_table_and_a_draining_pod_none(kp):
+    shares = {p["address"]: p["table_entries"] for p in kp.vip("10.96.0.10/32")["pods"]}
+    assert sorted(shares.values()) == [341, 341, 342]           # new_len 1024 over 3
+    kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", 44000, "10.96.0.10", 80))
+    (fwd,) = flows(kp.sent, pipeline.KIND_FORWARD)
+    pod = dict(a[1:] for a in fwd.actions if a[0] == "set_field")["ipv4_dst"]
+    kp.del_pods("10.96.0.10/32", 80, [pod])                    # drains: its session lives on
+    shares = {p["address"]: (p["state"], p["table_entries"])
+              for p in kp.vip("10.96.0.10/32")["pods"]}
+    assert shares.pop(pod) == ("draining", 0)
+    assert sorted(shares.values()) == [("active", 512), ("active", 512)]
