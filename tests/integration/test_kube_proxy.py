@@ -222,3 +222,37 @@ def test_sessions_beyond_the_table_still_work_through_the_controller(kpnode, con
                                                           for c in kpnode.clients}
     status, vip = api(controller, "GET", f"/vips/{VIP}/32/5000")
     assert (vip["counters"]["untracked"], vip["counters"]["table_full"]) == (2, 2), vip
+
+
+GSO_CLIENT = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_UDP, 103, 1000)          # UDP_SEGMENT: 1000-byte datagrams
+for _ in range(2):
+    s.sendto(b"q" * 3500, (sys.argv[1], int(sys.argv[2])))   # 4 datagrams each
+s.settimeout(3)
+replies = []
+try:
+    while len(replies) < 8:
+        data, addr = s.recvfrom(65535)
+        body = json.loads(data)
+        replies.append([addr[0], addr[1], body["name"], body["peer"], len(body["payload"])])
+except socket.timeout:
+    pass
+print(json.dumps(replies))
+"""
+
+
+def test_udp_segment_senders_reach_the_service(kpnode, controller):
+    # UDP_SEGMENT (as QUIC stacks write): the veth hands the switch 4 datagrams joined.
+    configure(controller, kpnode, port=5000, target_port=5000, node_port=None,
+              protocol="udp")
+    serve(kpnode, "udp", 5000)
+    c1 = kpnode.clients[0]
+    out = c1.cmd("%s -c '%s' %s 5000" % (kp_lab.traffic.PYTHON, GSO_CLIENT, VIP))
+    replies = json.loads(out[out.find("["):])     # after the shell's continuation prompts
+    assert len(replies) == 8, out
+    assert {(r[0], r[1]) for r in replies} == {(VIP, 5000)}       # un-NATed replies
+    assert len({r[2] for r in replies}) == 1                     # one session, one pod
+    assert {r[3] for r in replies} == {kpnode.ip(c1.name)}
+    assert sorted(r[4] for r in replies) == [500, 500] + [1000] * 6
