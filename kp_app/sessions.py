@@ -97,7 +97,6 @@ class SessionTable:
         self.resize(buckets)
         self._forward: Dict[FiveTuple, Session] = {}
         self._reverse: Dict[FiveTuple, Session] = {}
-        self._tracked = 0
         # Untracked sessions by forward key, the longest idle first.
         self._untracked: "OrderedDict[FiveTuple, Session]" = OrderedDict()
 
@@ -114,7 +113,7 @@ class SessionTable:
     @property
     def full(self) -> bool:
         """No room for another tracked session."""
-        return self._tracked >= self.capacity
+        return len(self._forward) - len(self._untracked) >= self.capacity
 
     @property
     def untracked_full(self) -> bool:
@@ -123,9 +122,7 @@ class SessionTable:
     def add(self, session: Session) -> None:
         self._forward[session.forward] = session
         self._reverse[session.reverse] = session
-        if session.tracked:
-            self._tracked += 1
-        else:
+        if not session.tracked:
             self._untracked[session.forward] = session
 
     def track(self, session: Session) -> None:
@@ -133,7 +130,6 @@ class SessionTable:
         if not session.tracked:
             del self._untracked[session.forward]
             session.tracked = True
-            self._tracked += 1
 
     def relayed(self, session: Session, byte_count: int, now: float) -> None:
         session.relayed(byte_count, now)
@@ -155,10 +151,7 @@ class SessionTable:
             return
         del self._forward[session.forward]
         self._reverse.pop(session.reverse, None)
-        if session.tracked:
-            self._tracked -= 1
-        else:
-            self._untracked.pop(session.forward, None)
+        self._untracked.pop(session.forward, None)
 
     def by_forward(self, key: FiveTuple) -> Optional[Session]:
         return self._forward.get(key)
