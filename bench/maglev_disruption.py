@@ -62,10 +62,6 @@ def vpp_table(pods, size):
                 return table
 
 
-def kp_table(pods, size):
-    return build_table(pods, size)   # indexes into sorted(pods): pods come sorted
-
-
 def size_for(n, factor):
     size = 1
     while size < factor * n:
@@ -127,7 +123,7 @@ def main(argv=None):
         for n in counts:
             size = size_for(n, factor)
             sets = pod_sets(n, args.trials, rng)
-            kp = summary(moved_shares(kp_table, sets, size))
+            kp = summary(moved_shares(build_table, sets, size))  # pods come sorted
             vpp = summary(moved_shares(vpp_table, sets, size))
             ok = kp["max"] <= GOAL
             rows.append({"pods": n, "new_len": size, "factor": factor, "kp": kp,
