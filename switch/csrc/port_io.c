@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <arpa/inet.h>
 #include <linux/if_ether.h>
-#include <linux/virtio_net.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,9 +28,7 @@
 #ifndef PACKET_IGNORE_OUTGOING
 #define PACKET_IGNORE_OUTGOING 23
 #endif
-#ifndef VIRTIO_NET_HDR_GSO_UDP_L4
-#define VIRTIO_NET_HDR_GSO_UDP_L4 5   /* Linux 5.18's uapi; older headers lack it */
-#endif
+
 
 static int fail(struct dp_port *p, char *err, size_t errlen, const char *what)
 {
@@ -132,18 +129,6 @@ void port_close(struct dp_port *p)
     p->ring = NULL;
     p->fd = p->tx_fd = -1;
     p->tx_bufs = p->seg_buf = p->gso_buf = NULL;
-}
-
-uint16_t port_rx_udp_gso_size(const struct dp_port *p, const uint8_t *frame)
-{
-    struct virtio_net_hdr vh;
-
-    if (!p->vnet)
-        return 0;
-    memcpy(&vh, frame - sizeof vh, sizeof vh);   /* the kernel puts it right before */
-    if ((vh.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) != VIRTIO_NET_HDR_GSO_UDP_L4)
-        return 0;
-    return vh.gso_size;       /* AF_PACKET writes it in host order */
 }
 
 struct tpacket_block_desc *port_rx_block(struct dp_port *p)

@@ -12,10 +12,16 @@
 #endif
 
 #include <linux/if_packet.h>
+#include <linux/virtio_net.h>
 #include <net/if.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
+
+#ifndef VIRTIO_NET_HDR_GSO_UDP_L4
+#define VIRTIO_NET_HDR_GSO_UDP_L4 5   /* Linux 5.18's uapi; older headers lack it */
+#endif
 
 #define TX_BATCH 32
 #define TX_SLOT 2048          /* batched frames up to this size; bigger ones go alone */
@@ -58,8 +64,19 @@ int port_open(struct dp_port *p, uint32_t port_no, const char *ifname, char *err
 void port_close(struct dp_port *p);
 
 /* The sender's UDP GSO segment size for the frame at `frame` in a block of p's ring,
- * or 0 (not a UDP GSO frame, or no virtio-net header on this port). */
-uint16_t port_rx_udp_gso_size(const struct dp_port *p, const uint8_t *frame);
+ * or 0 (not a UDP GSO frame, or no virtio-net header on this port).  Inline: it is
+ * asked of every received frame. */
+static inline uint16_t port_rx_udp_gso_size(const struct dp_port *p, const uint8_t *frame)
+{
+    struct virtio_net_hdr vh;
+
+    if (!p->vnet)
+        return 0;
+    memcpy(&vh, frame - sizeof vh, sizeof vh);   /* the kernel puts it right before */
+    if ((vh.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) != VIRTIO_NET_HDR_GSO_UDP_L4)
+        return 0;
+    return vh.gso_size;       /* AF_PACKET writes it in host order */
+}
 
 /* The next block the kernel has filled, or NULL; hand it back with port_rx_release. */
 struct tpacket_block_desc *port_rx_block(struct dp_port *p);
