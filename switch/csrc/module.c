@@ -442,6 +442,31 @@ static int get_key(Py_buffer *b, struct flow_key *k)
     return 0;
 }
 
+/* A key_blob given as one argument (bytes or any buffer). */
+static int key_of(PyObject *o, struct flow_key *k)
+{
+    Py_buffer b;
+    int r;
+
+    if (PyObject_GetBuffer(o, &b, PyBUF_SIMPLE))
+        return -1;
+    r = get_key(&b, k);
+    PyBuffer_Release(&b);
+    return r;
+}
+
+/* An insert's (key_blob, actions, flow_ids): releases b; on failure no ops are left. */
+static int insert_args(Py_buffer *b, PyObject *actions, PyObject *ids_o, struct flow_key *k,
+                       struct action_op **ops, uint32_t *n_ops, uint32_t *ids,
+                       uint32_t *n_ids)
+{
+    int r = get_key(b, k) || get_ids(ids_o, ids, n_ids, MAX_IDS_PER_INSERT) ||
+            compile_actions(actions, ops, n_ops);
+
+    PyBuffer_Release(b);
+    return r ? -1 : 0;
+}
+
 static int check_buckets(unsigned long long n)
 {
     if (n == 0 || n > MAX_BUCKETS || (n & (n - 1))) {
@@ -711,16 +736,13 @@ static PyObject *fp_segment_udp(PyObject *self, PyObject *args)
 
 static PyObject *fp_key_hash(PyObject *self, PyObject *args)
 {
-    Py_buffer b;
+    PyObject *blob;
     struct flow_key k;
-    int r;
 
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*:key_hash", &b))
+    if (!PyArg_ParseTuple(args, "O:key_hash", &blob) || key_of(blob, &k))
         return NULL;
-    r = get_key(&b, &k);
-    PyBuffer_Release(&b);
-    return r ? NULL : PyLong_FromUnsignedLong(flow_key_hash(&k));
+    return PyLong_FromUnsignedLong(flow_key_hash(&k));
 }
 
 /* ------------------------------------------------------------------ _CacheForTest */
@@ -780,14 +802,9 @@ static PyObject *Cache_insert(CacheObject *self, PyObject *args)
     uint32_t n_ops, ids[MAX_IDS_PER_INSERT], n_ids;
     bool ok;
 
-    if (!PyArg_ParseTuple(args, "y*OOK:insert", &b, &actions, &ids_o, &now))
+    if (!PyArg_ParseTuple(args, "y*OOK:insert", &b, &actions, &ids_o, &now) ||
+        insert_args(&b, actions, ids_o, &k, &ops, &n_ops, ids, &n_ids))
         return NULL;
-    if (get_key(&b, &k) || get_ids(ids_o, ids, &n_ids, MAX_IDS_PER_INSERT) ||
-        compile_actions(actions, &ops, &n_ops)) {
-        PyBuffer_Release(&b);
-        return NULL;
-    }
-    PyBuffer_Release(&b);
     ok = flow_cache_insert(self->c, &k, ops, n_ops, ids, n_ids, (uint32_t)now);
     PyMem_Free(ops);
     return PyBool_FromLong(ok);
@@ -869,28 +886,16 @@ static PyObject *Cache_invalidate_all(CacheObject *self, PyObject *unused)
 
 static PyObject *Cache_bucket_of(CacheObject *self, PyObject *arg)
 {
-    Py_buffer b;
     struct flow_key k;
-    int r;
 
-    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE))
-        return NULL;
-    r = get_key(&b, &k);
-    PyBuffer_Release(&b);
-    return r ? NULL : PyLong_FromUnsignedLong(flow_cache_bucket_of(self->c, &k));
+    return key_of(arg, &k) ? NULL : PyLong_FromUnsignedLong(flow_cache_bucket_of(self->c, &k));
 }
 
 static PyObject *Cache_buckets_of(CacheObject *self, PyObject *arg)
 {
-    Py_buffer b;
     struct flow_key k;
-    int r;
 
-    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE))
-        return NULL;
-    r = get_key(&b, &k);
-    PyBuffer_Release(&b);
-    if (r)
+    if (key_of(arg, &k))
         return NULL;
     return Py_BuildValue("(kk)", (unsigned long)flow_cache_bucket_of(self->c, &k),
                          (unsigned long)flow_cache_alt_bucket_of(self->c, &k));
@@ -1127,15 +1132,9 @@ static PyObject *Datapath_cache_insert(DatapathObject *self, PyObject *args)
     uint32_t n_ops, ids[MAX_IDS_PER_INSERT], n_ids;
 
     NEED_DP(self);
-    if (!PyArg_ParseTuple(args, "y*OO:cache_insert", &b, &actions, &ids_o))
+    if (!PyArg_ParseTuple(args, "y*OO:cache_insert", &b, &actions, &ids_o) ||
+        insert_args(&b, actions, ids_o, &k, &ops, &n_ops, ids, &n_ids))
         return NULL;
-    if (get_key(&b, &k) || compile_actions(actions, &ops, &n_ops) ||
-        get_ids(ids_o, ids, &n_ids, MAX_IDS_PER_INSERT)) {
-        PyMem_Free(ops);
-        PyBuffer_Release(&b);
-        return NULL;
-    }
-    PyBuffer_Release(&b);
     Py_BEGIN_ALLOW_THREADS
     dp_cache_insert(dp, &k, ops, n_ops, ids, n_ids);
     Py_END_ALLOW_THREADS
