@@ -35,35 +35,38 @@ class Raw:
 
 # -- decoding -------------------------------------------------------------------------
 
-def check_actions(buf, offset, end):
-    """Refuse unknown action types and bad lengths before Ryu parses the list."""
+def _tlvs(buf, offset, end, min_left, err_type, bad_len, what):
+    """(type, offset, length) of each type-length item in buf[offset:end], after the
+    length checks both action and instruction lists need."""
     while offset < end:
-        if end - offset < 8:
-            raise OFError(ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_LEN)
+        if end - offset < min_left:
+            raise OFError(err_type, bad_len)
         type_, len_ = struct.unpack_from("!HH", buf, offset)
         if len_ < 8 or len_ % 8 or offset + len_ > end:
-            raise OFError(ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_LEN, "action len %d" % len_)
+            raise OFError(err_type, bad_len, "%s len %d" % (what, len_))
+        yield type_, offset, len_
+        offset += len_
+
+
+def check_actions(buf, offset, end):
+    """Refuse unknown action types and bad lengths before Ryu parses the list."""
+    for type_, _, _ in _tlvs(buf, offset, end, 8, ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_LEN,
+                             "action"):
         if type_ == ofp.OFPAT_EXPERIMENTER:
             raise OFError(ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_EXPERIMENTER)
         if type_ not in parser.OFPAction._ACTION_TYPES:
             raise OFError(ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_TYPE, "action type %d" % type_)
-        offset += len_
 
 
 def check_instructions(buf, offset, end):
-    while offset < end:
-        if end - offset < 4:
-            raise OFError(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_BAD_LEN)
-        type_, len_ = struct.unpack_from("!HH", buf, offset)
-        if len_ < 8 or len_ % 8 or offset + len_ > end:
-            raise OFError(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_BAD_LEN, "instruction len %d" % len_)
+    for type_, at, len_ in _tlvs(buf, offset, end, 4, ofp.OFPET_BAD_INSTRUCTION,
+                                 ofp.OFPBIC_BAD_LEN, "instruction"):
         if type_ not in _KNOWN_INSTRUCTIONS:
             raise OFError(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_UNKNOWN_INST, "instruction %d" % type_)
         if type_ in (ofp.OFPIT_METER, ofp.OFPIT_EXPERIMENTER):
             raise OFError(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_UNSUP_INST, "instruction %d" % type_)
         if type_ in (ofp.OFPIT_WRITE_ACTIONS, ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_CLEAR_ACTIONS):
-            check_actions(buf, offset + 8, offset + len_)
-        offset += len_
+            check_actions(buf, at + 8, at + len_)
 
 
 def check_match(buf, offset, end):
