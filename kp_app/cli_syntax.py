@@ -286,15 +286,21 @@ def _set(words: _Words) -> Command:
         raise UsageError(f"set interface: expected 'in <interface>', got {got}")
     words.next()
     name = words.value("in")
-    delete = False
-    while words:
-        word = words.next()
-        if word != "del":
-            raise _unknown("set interface", word, ["del"])
-        delete = True
+    delete = _flag(words, "set interface", "del")
     call = Call("DELETE" if delete else "PUT",
                 f"/v1/interfaces/{_segment(nat)}/{quote(name, safe='')}")
     return Command((("interfaces", call),), "interfaces")
+
+
+def _flag(words: _Words, command: str, flag: str) -> bool:
+    """The rest of the line: nothing, or the one optional word `flag`."""
+    given = False
+    while words:
+        word = words.next()
+        if word != flag:
+            raise _unknown(command, word, [flag])
+        given = True
+    return given
 
 
 _SHOW_WHAT = ("vip", "sessions", "interfaces", "counters")
@@ -307,12 +313,7 @@ def _show(words: _Words) -> Command:
                         ("counters", Call("GET", "/v1/counters"))), "show")
     what = words.next()
     if what == "vip":
-        verbose = False
-        while words:
-            word = words.next()
-            if word != "verbose":
-                raise _unknown("show vip", word, ["verbose"])
-            verbose = True
+        verbose = _flag(words, "show vip", "verbose")
         return Command((("vips", Call("GET", "/v1/vips")),), "vips", verbose=verbose)
     if what == "sessions":
         query: Dict[str, Any] = {}
