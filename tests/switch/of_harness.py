@@ -326,6 +326,18 @@ class Hosts(list):
             subprocess.run(("ip", "link", "del", h.port_if), capture_output=True)
 
 
+def close_rig(channel, switch, controller, hosts):
+    """Tear down a test rig in order (what never started is None): the channel, the
+    switch process, the controller, then the namespaces."""
+    if channel is not None:
+        channel.close()
+    if switch is not None:
+        switch.stop()
+    if controller is not None:
+        controller.close()
+    hosts.close()
+
+
 class SwitchProcess:
     """A kp-switch process on the given interfaces."""
 

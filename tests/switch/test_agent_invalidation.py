@@ -12,7 +12,6 @@ survive a new session's flows.  Modify/delete/timeouts invalidate the entries' o
 """
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -416,7 +415,7 @@ def wait_for(pred, timeout=3.0):
 def rig():
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
-    from of_harness import Hosts, SwitchProcess, TestController
+    from of_harness import Hosts, SwitchProcess, TestController, close_rig
     hosts = Hosts(2, net=79)
     ctl = sw = ch = recv = None
     try:
@@ -436,13 +435,7 @@ def rig():
     finally:
         if recv is not None:
             recv.close()
-        if ch is not None:
-            ch.close()
-        if sw is not None:
-            sw.stop()
-        if ctl is not None:
-            ctl.close()
-        hosts.close()
+        close_rig(ch, sw, ctl, hosts)
 
 
 def flow_mod(match, actions, priority, command=ofp.OFPFC_ADD):

@@ -13,8 +13,8 @@ from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from kp_switch import experimenter as kpexp
-from of_harness import (DP, Hosts, SwitchProcess, TestController, connect, delete_all, flow_mod,
-                        out, sh)
+from of_harness import (DP, Hosts, SwitchProcess, TestController, close_rig, connect, delete_all,
+                        flow_mod, out, sh)
 
 pytestmark = pytest.mark.kpswitch
 APPLY = ofp.OFPIT_APPLY_ACTIONS
@@ -62,13 +62,7 @@ def rig():
         ch = None
         assert sw.stop() == 0, sw.log()[-2000:]
     finally:
-        if ch is not None:
-            ch.close()
-        if sw is not None:
-            sw.stop()
-        if ctl is not None:
-            ctl.close()
-        hosts.close()
+        close_rig(ch, sw, ctl, hosts)
 
 
 @pytest.fixture
