@@ -239,14 +239,11 @@ class KubeProxy:
         if not isinstance(flush, bool):
             raise InvalidInput(f"{flush!r} is not true or false", "flush")
         removed = self.model.del_pods(vip, addresses)
-        if flush:
+        if flush:   # with no session left, the pod is forgotten below, its flows with it
             for address in removed:
-                pod = vip.pods[address]
                 for node in self.nodes.values():
                     for session in node.sessions_of(vip.id, address):
                         node.end_session(session)
-                self._broadcast(lambda n, pod=pod: [
-                    FlowDelete(pipeline.cookie(0, vip.id, pod.id), MASK_POD)])
         self._forget_drained_pods()
         return self._vip_dict(vip)
 
