@@ -171,10 +171,16 @@ class KubeProxy:
                                        [address])
 
     def _delete_flows(self, cookie: int, mask: int, vip: Vip, addresses) -> None:
-        """Delete a VIP's or a pod's flows, and put back the reply flows other VIPs share
-        with them (same pod and target port: the same flows, one cookie)."""
-        keys = {pipeline.reply_key(vip, a, proto) for a in addresses for proto in vip.ip_protos}
-        self._broadcast(lambda n: [FlowDelete(cookie, mask)] + n.reply_programming(keys))
+        """Delete a VIP's or a pod's flows (already out of the model), and the reply flows
+        of theirs that no other VIP shares (same pod and target port: the same flows)."""
+        released = {pipeline.reply_key(vip, a, proto) for a in addresses
+                    for proto in vip.ip_protos} if vip.target_port else set()
+        unused = released - self._reply_keys()
+        self._broadcast(lambda n: [FlowDelete(cookie, mask)] + n.reply_deletes(unused))
+
+    def _reply_keys(self) -> set:
+        return {pipeline.reply_key(vip, a, proto) for vip in self.model.vips.values()
+                if vip.target_port for a in vip.pods for proto in vip.ip_protos}
 
     # -- service interface: conf and node addresses -----------------------------------
 

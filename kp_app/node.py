@@ -76,8 +76,9 @@ class Node:
         """The inter-node routes alone, after the links changed."""
         if self.transit_gateways is not None:
             return pipeline.transit_flows(self.transit_gateways)
-        return [FlowDelete(pipeline.cookie(pipeline.KIND_ROUTE), pipeline.MASK_TAG | 0xFFFF)
-                ] + pipeline.route_flows(self.mac, self.routes)
+        routes = FlowDelete(pipeline.cookie(pipeline.KIND_ROUTE),
+                            pipeline.MASK_TAG | pipeline.MASK_KIND)
+        return [routes] + pipeline.route_flows(self.mac, self.routes)
 
     def vip_programming(self, vip: Vip) -> list:
         if self.transit_gateways is not None:
@@ -95,24 +96,15 @@ class Node:
         if vip.target_port:
             for address in added:
                 for proto in vip.ip_protos:
-                    msgs += pipeline.reply_flows(vip, vip.pods[address], proto, subnet)
+                    msgs += pipeline.reply_flows(pipeline.reply_key(vip, address, proto),
+                                                 subnet)
         return msgs + self.probe(added)
 
-    def reply_programming(self, keys) -> list:
-        """The reply flows of every VIP's pods with one of these `pipeline.reply_key`s:
-        put back after another VIP's identical copies were deleted."""
-        if self.transit_gateways is not None or not keys:
+    def reply_deletes(self, keys) -> list:
+        """Remove the reply flows of `pipeline.reply_key`s that no VIP has any more."""
+        if self.transit_gateways is not None:
             return []
-        msgs: list = []
-        for vip in self.model.vips.values():
-            if not vip.target_port:
-                continue
-            subnet = self.model.node_addresses(self.dpid).subnet(vip.version)
-            for address, pod in vip.pods.items():
-                for proto in vip.ip_protos:
-                    if pipeline.reply_key(vip, address, proto) in keys:
-                        msgs += pipeline.reply_flows(vip, pod, proto, subnet)
-        return msgs
+        return [pipeline.reply_delete(key) for key in sorted(keys, key=str)]
 
     def probe(self, addresses) -> list:
         """Ask for the MAC of this node's hosts we do not know yet (pods, mostly)."""

@@ -36,7 +36,8 @@ towards it"; everything else is dropped.
 
 Every flow carries a cookie: a kp tag, the VIP id, the pod id and the flow's kind, so a
 VIP's or a pod's flows go with one cookie-masked delete, and flow-removed messages say
-whose flow ended.
+whose flow ended. A pod's reply flows are the exception: VIPs with the same pod and
+target port share them, so they carry only their kind and go when the last VIP does.
 """
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -63,6 +64,7 @@ PRIO_GATEWAY = 150
 MASK_TAG = 0xFF << 56
 MASK_VIP = MASK_TAG | (0xFFFF << 40)
 MASK_POD = MASK_VIP | (0xFFFFFF << 16)
+MASK_KIND = 0xFFFF
 MASK_ALL = (1 << 64) - 1
 
 OFPP_CONTROLLER = 0xFFFFFFFD
@@ -233,37 +235,54 @@ def vip_flows(vip, node_addresses) -> list:
             flows.append(flow(SERVICES, PRIO_NODE_PORT, match,
                               cookie=cookie(KIND_NODE_PORT, vip.id), **to_sessions))
         if vip.target_port:  # a port-0 VIP would send all of a pod's traffic up
-            for pod in vip.pods.values():
-                flows += reply_flows(vip, pod, proto, node_addresses.subnet(vip.version))
+            for address in vip.pods:
+                flows += reply_flows(reply_key(vip, address, proto),
+                                     node_addresses.subnet(vip.version))
     return flows
 
 
-def reply_flows(vip, pod, proto: int, local_subnet=None) -> list:
-    """A pod's packets from the service's target port: to SESSIONS, where those that no
-    session flow takes go to the controller if they are for this node's own subnet, and
-    are routed on otherwise (the session, and its SNAT flow, lives where they go).
+def reply_key(vip, address, proto: int) -> tuple:
+    """What a pod's reply flows are for: two VIPs with the same pod and target port
+    share the very same flows, which belong to this key rather than to either VIP."""
+    return (address, vip.target_port, proto)
 
-    Another VIP with the same pod and target port has the very same flows, under its
-    own cookie: whoever deletes one VIP's copies puts the others' back (`reply_key`).
+
+def _reply_match(key) -> dict:
+    address, target_port, proto = key
+    match = ip_match(address.version, proto)
+    match[addr_field(address.version, "src")] = str(address)
+    match[port_field(proto, "src")] = target_port
+    return match
+
+
+def reply_flows(key, local_subnet=None) -> list:
+    """A pod's packets from a service's target port (`reply_key`): to SESSIONS, where
+    those that no session flow takes go to the controller if they are for this node's
+    own subnet, and are routed on otherwise (the session, and its SNAT flow, lives
+    where they go).
+
+    They carry no VIP or pod in their cookie: every VIP that has the key adds the same
+    flows, deleting a VIP leaves them, and `reply_delete` removes them once no VIP has
+    the key any more.
     """
-    match = ip_match(vip.version, proto)
-    match[addr_field(vip.version, "src")] = str(pod.address)
-    match[port_field(proto, "src")] = vip.target_port
-    owner = cookie(KIND_REPLY_MISS, vip.id, pod.id)
+    match = _reply_match(key)
+    owner = cookie(KIND_REPLY_MISS)
     flows = [flow(SERVICES, PRIO_REPLY, match, goto=SESSIONS, cookie=owner)]
     if local_subnet is None:
         return flows + [flow(SESSIONS, PRIO_REPLY, match, (("output", OFPP_CONTROLLER),),
                              cookie=owner)]
     local = dict(match)
-    local[addr_field(vip.version, "dst")] = network_match(local_subnet)
+    local[addr_field(key[0].version, "dst")] = network_match(local_subnet)
     return flows + [flow(SESSIONS, PRIO_REPLY, local, (("output", OFPP_CONTROLLER),),
                          cookie=owner),
                     flow(SESSIONS, PRIO_REPLY_ROUTED, match, goto=FORWARDING, cookie=owner)]
 
 
-def reply_key(vip, address, proto: int) -> tuple:
-    """What makes two VIPs' reply flows the same flows."""
-    return (address, vip.target_port, proto)
+def reply_delete(key) -> FlowDelete:
+    """Every table's reply flows of one key, and nothing else: a session's SNAT flow
+    matches as much and more, but has another kind in its cookie."""
+    return FlowDelete(cookie(KIND_REPLY_MISS), MASK_TAG | MASK_KIND,
+                      match=_items(_reply_match(key)))
 
 
 def session_flows(session, vip, pod_id: int, gateway_mac: str, pod_hop, idle_timeout: int,
