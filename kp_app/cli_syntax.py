@@ -25,7 +25,7 @@ usage: ku [--api URL] [--json] <command>
   ku set interface nat4|nat6 in <interface> [del]
   ku show
   ku show vip [verbose]
-  ku show sessions [limit <n>]
+  ku show sessions [<vip-prefix> [port <n>]] [limit <n>]
   ku show interfaces
   ku show counters
 
@@ -319,9 +319,15 @@ def _show(words: _Words) -> Command:
         query: Dict[str, Any] = {}
         while words:
             word = words.next()
-            if word != "limit":
-                raise _unknown("show sessions", word, ["limit"])
-            _set_once(query, "limit", words.integer("limit"))
+            if word == "limit" or (word == "port" and "prefix" in query):
+                _set_once(query, word, words.integer(word))
+            elif not query and any(c in word for c in "/.:"):     # meant as a prefix
+                split_prefix(word)
+                query["prefix"] = word
+            else:
+                expected = (["<vip-prefix>"] if not query else
+                            ["port"] if "prefix" in query and "port" not in query else [])
+                raise _unknown("show sessions", word, expected + ["limit"])
         path = "/v1/sessions" + (f"?{urlencode(query)}" if query else "")
         return Command((("sessions", Call("GET", path)),), "sessions")
     if what in ("interfaces", "counters"):

@@ -142,6 +142,19 @@ def test_show_sessions_is_bounded(web):
     assert ok(web, "show", "sessions").splitlines()[0] == "3 sessions"
 
 
+def test_show_sessions_of_one_vip(web):
+    web.service.add_vip("10.96.0.11/32", 80, 8080, protocol="tcp")
+    web.service.add_pods("10.96.0.11/32", 80, ["10.1.0.3"])
+    open_session(web.service, "10.0.0.5", "10.96.0.10", 80, ["10.1.0.1", "10.1.0.2"])
+    open_session(web.service, "10.0.0.5", "10.96.0.11", 80, ["10.1.0.3"], sport=40001)
+    assert ok(web, "show", "sessions").splitlines()[0] == "2 sessions"
+    out = ok(web, "show", "sessions", "10.96.0.11/32", "port", "80")
+    assert out.splitlines()[0] == "1 session"
+    assert [row[3] for row in lines_with(out, "10.0.0.5:")] == ["10.96.0.11:80"]
+    result = web.ku("show", "sessions", "10.96.0.12/32")  # (sessions age: not `fails`)
+    assert (result.returncode, result.stderr) == (1, "ku: no VIP 10.96.0.12/32\n")
+
+
 def test_show_sessions_says_how_many_are_untracked(web):
     web.service.set_conf(buckets=1)                 # 4 sessions have switch flows
     for sport in range(40000, 40006):

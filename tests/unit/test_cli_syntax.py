@@ -254,6 +254,8 @@ def test_show_forms():
     assert parse(["show", "vip", "verbose"]).verbose
     assert calls("show", "sessions") == [Call("GET", "/v1/sessions")]
     assert calls("show", "sessions", "limit", "5") == [Call("GET", "/v1/sessions?limit=5")]
+    assert calls("show", "sessions", "fd00::10/128", "port", "80", "limit", "5") == [
+        Call("GET", "/v1/sessions?prefix=fd00%3A%3A10%2F128&port=80&limit=5")]
     assert calls("show", "interfaces") == [Call("GET", "/v1/interfaces")]
     assert calls("show", "counters") == [Call("GET", "/v1/counters")]
 
@@ -265,7 +267,15 @@ def test_show_forms():
     (["show", "sessions", "limit"], "limit: missing value"),
     (["show", "sessions", "limit", "all"], "limit: 'all' is not an integer"),
     (["show", "sessions", "limit", "1", "limit", "2"], "limit: given twice"),
-    (["show", "sessions", "max", "1"], "show sessions: unknown keyword 'max' (expected limit)"),
+    (["show", "sessions", "max", "1"],
+     "show sessions: unknown keyword 'max' (expected <vip-prefix>, limit)"),
+    (["show", "sessions", "port", "80"],
+     "show sessions: unknown keyword 'port' (expected <vip-prefix>, limit)"),
+    (["show", "sessions", "10.96.0.10/32", "port", "80", "port", "81"], "port: given twice"),
+    (["show", "sessions", "limit", "1", "10.96.0.10/32"],
+     "show sessions: unknown keyword '10.96.0.10/32' (expected limit)"),
+    (["show", "sessions", "10.96.0.10"], "prefix: expected <address>/<length>, got "
+                                         "'10.96.0.10'"),
     (["show", "interfaces", "eth0"], "show interfaces: unexpected 'eth0'"),
     (["show", "counters", "reset"], "show counters: unexpected 'reset'"),
 ])
