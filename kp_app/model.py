@@ -363,8 +363,9 @@ class ServiceModel:
         if not addresses:
             raise InvalidInput("give at least one pod address", "addresses")
         parsed = [parse_address(a, "addresses", vip.version) for a in addresses]
-        if len(set(parsed)) != len(parsed):
-            raise InvalidInput("an address is listed twice", "addresses")
+        twice = [a for i, a in enumerate(parsed) if a in parsed[:i]]
+        if twice:
+            raise InvalidInput(f"{twice[0]} is listed twice", "addresses")
         return parsed
 
     # -- SNAT interfaces (the seed's `set interface nat4 in <intfc>`) ---------------------

@@ -214,6 +214,8 @@ def test_removed_pod_with_a_session_drains(api):
     ("POST", {"addresses": "10.1.0.9"}, 400, "addresses", "expected a list of strings"),
     ("POST", {"addresses": [1]}, 400, "addresses", "expected a list of strings"),
     ("POST", {"addresses": []}, 400, "addresses", "at least one"),
+    ("POST", {"addresses": ["10.1.0.9", "10.1.0.8", "10.1.0.9"]}, 400, "addresses",
+     "10.1.0.9 is listed twice"),
     ("POST", {}, 400, "addresses", "is required"),
     ("POST", {"addresses": ["10.1.0.9"], "flush": True}, 400, "flush", "unknown field"),
     ("DELETE", {"addresses": ["10.1.0.1", "10.1.0.9"]}, 404, None, "not a pod"),
