@@ -252,6 +252,7 @@ uint8_t *dp_next_misses(struct datapath *dp, int timeout_ms, uint32_t max_count,
 struct emit_ctx {
     struct datapath *dp;
     int direct;               /* execute(): send now, from the caller's thread */
+    uint32_t seg_size;        /* the sender's TCP GSO size, or 0 */
 };
 
 static void emit_out(void *ctx_, uint32_t port_no, const uint8_t *frame, uint32_t len)
@@ -266,16 +267,31 @@ static void emit_out(void *ctx_, uint32_t port_no, const uint8_t *frame, uint32_
         return;
     }
     if (ctx->direct)
-        port_tx_direct(p, frame, len);
+        port_tx_direct(p, frame, len, ctx->seg_size);
     else
-        port_tx_queue(p, frame, len);
+        port_tx_queue(p, frame, len, ctx->seg_size);
+}
+
+struct miss_ctx {
+    struct datapath *dp;
+    uint32_t in_port;
+};
+
+static void push_segment_miss(void *ctx_, const uint8_t *seg, uint32_t len)
+{
+    struct miss_ctx *ctx = ctx_;
+    struct flow_key k;
+    struct pkt_layout lay;
+
+    if (parse_packet(seg, len, ctx->in_port, &k, &lay) != PARSE_RUNT)
+        miss_push(ctx->dp, ctx->in_port, &k, seg, len);
 }
 
 static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *frame,
-                          uint32_t len, uint32_t headroom, uint32_t status, uint32_t now,
-                          uint64_t now_ns)
+                          uint32_t len, uint32_t headroom, uint32_t status, uint32_t seg_size,
+                          uint32_t now, uint64_t now_ns)
 {
-    struct emit_ctx ctx = {dp, 0};
+    struct emit_ctx ctx = {dp, 0, seg_size};
     const struct cache_entry *e;
     const struct action_prog *prog;
     struct pkt_buf pb;
@@ -308,7 +324,13 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
         prog = NULL;
     }
     if (!prog) {
-        miss_push(dp, port->port_no, &k, frame, len);
+        /* The slow path sends frames on cut only to fit the MTU: a TCP super-frame
+         * goes to it as the sender's segments instead (the last may differ in flags). */
+        struct miss_ctx mc = {dp, port->port_no};
+
+        if (!seg_size || !tcp_segment(frame, len, 65535, seg_size, port->gso_buf,
+                                      GSO_SCRATCH, push_segment_miss, &mc))
+            miss_push(dp, port->port_no, &k, frame, len);
         return;
     }
     for (i = 0; i < MAX_IDS_PER_ENTRY && (id = cache_entry_id(e, i)) != IDS_NONE; i++) {
@@ -337,7 +359,7 @@ static void process_datagram(void *ctx_, const uint8_t *seg, uint32_t len)
 
     /* seg is the port's gso_buf, ACTION_HEADROOM in: ours to rewrite in place. */
     process_frame(ctx->dp, ctx->port, (uint8_t *)seg, len, ACTION_HEADROOM,
-                  ctx->status & ~(uint32_t)TP_STATUS_CSUMNOTREADY, ctx->now, ctx->now_ns);
+                  ctx->status & ~(uint32_t)TP_STATUS_CSUMNOTREADY, 0, ctx->now, ctx->now_ns);
 }
 
 /* Handles one filled block of port's ring; returns the number of frames. */
@@ -355,7 +377,8 @@ static uint32_t process_block(struct datapath *dp, struct dp_port *port,
         uint8_t *frame = (uint8_t *)h + h->tp_mac;
         uint32_t len = h->tp_snaplen;
         uint32_t headroom = h->tp_mac > hdrlen ? h->tp_mac - hdrlen : 0;
-        uint16_t gso_size = port_rx_udp_gso_size(port, frame);   /* before any rewrite */
+        int udp;
+        uint16_t gso_size = port_rx_gso_size(port, frame, &udp);   /* before any rewrite */
 
         if (!up) {
             PSTAT_ADD(port, rx_dropped, 1);
@@ -378,14 +401,15 @@ static uint32_t process_block(struct datapath *dp, struct dp_port *port,
             len += 4;
             headroom -= 4;
         }
-        if (gso_size) {       /* the sender's datagrams, each switched on its own */
+        if (gso_size && udp) {    /* the sender's datagrams, each switched on its own */
             struct gso_ctx g = {dp, port, h->tp_status, now, now_ns};
 
             if (udp_segment(frame, len, gso_size, port->gso_buf + ACTION_HEADROOM,
                             GSO_SCRATCH - ACTION_HEADROOM, process_datagram, &g))
                 continue;
         }
-        process_frame(dp, port, frame, len, headroom, h->tp_status, now, now_ns);
+        process_frame(dp, port, frame, len, headroom, h->tp_status, udp ? 0 : gso_size, now,
+                      now_ns);
     }
     return n;
 }
@@ -480,7 +504,7 @@ void dp_stop(struct datapath *dp)
 int dp_execute(struct datapath *dp, uint32_t in_port, const uint8_t *frame, uint32_t len,
                const struct action_op *ops, uint32_t n_ops)
 {
-    struct emit_ctx ctx = {dp, 1};
+    struct emit_ctx ctx = {dp, 1, 0};
     struct pkt_buf pb;
     uint8_t *buf = malloc((size_t)len + ACTION_HEADROOM);   /* slow path */
 

@@ -662,25 +662,33 @@ static void seg_collect(void *ctx, const uint8_t *seg, uint32_t len)
     collect_emit(ctx, 0, seg, len);
 }
 
-typedef int (*segment_fn)(const uint8_t *, uint32_t, uint32_t, uint8_t *, uint32_t,
-                          seg_emit_fn, void *);
+typedef int (*segment_fn)(const uint8_t *, uint32_t, uint32_t, uint32_t, uint8_t *,
+                          uint32_t, seg_emit_fn, void *);
 
-/* segment_tcp(frame, mtu) / segment_udp(frame, gso_size): the frame's segments, or
- * [frame] when it is left whole. */
+static int udp_segment_fn(const uint8_t *frame, uint32_t len, uint32_t gso_size,
+                          uint32_t unused, uint8_t *scratch, uint32_t scratch_len,
+                          seg_emit_fn emit, void *ctx)
+{
+    (void)unused;
+    return udp_segment(frame, len, gso_size, scratch, scratch_len, emit, ctx);
+}
+
+/* segment_tcp(frame, mtu[, seg_size]) / segment_udp(frame, gso_size): the frame's
+ * segments, or [frame] when it is left whole. */
 static PyObject *segment_frames(PyObject *args, const char *fmt, segment_fn segment,
                                 unsigned int lo)
 {
     Py_buffer b;
-    unsigned int size;
+    unsigned int size, size2 = 0;
     struct collect c = {NULL, 0};
     uint8_t *scratch;
     PyObject *out;
     Py_ssize_t i;
     int n;
 
-    if (!PyArg_ParseTuple(args, fmt, &b, &size))
+    if (!PyArg_ParseTuple(args, fmt, &b, &size, &size2))
         return NULL;
-    if (size < lo || size > 65535) {
+    if (size < lo || size > 65535 || size2 > 65535) {
         PyBuffer_Release(&b);
         return PyErr_Format(PyExc_ValueError, "size out of range: %u", size);
     }
@@ -695,8 +703,8 @@ static PyObject *segment_frames(PyObject *args, const char *fmt, segment_fn segm
     {
         uint8_t *pkt = exact_copy(&b);
 
-        n = pkt ? segment(pkt, (uint32_t)b.len, size, scratch, SEG_SCRATCH(size) + 256,
-                          seg_collect, &c)
+        n = pkt ? segment(pkt, (uint32_t)b.len, size, size2, scratch,
+                          SEG_SCRATCH(size) + 256, seg_collect, &c)
                 : 0;
         if (!pkt)
             c.failed = 1;
@@ -725,13 +733,13 @@ static PyObject *segment_frames(PyObject *args, const char *fmt, segment_fn segm
 static PyObject *fp_segment_tcp(PyObject *self, PyObject *args)
 {
     (void)self;
-    return segment_frames(args, "y*I:segment_tcp", tcp_segment, 68);
+    return segment_frames(args, "y*I|I:segment_tcp", tcp_segment, 68);
 }
 
 static PyObject *fp_segment_udp(PyObject *self, PyObject *args)
 {
     (void)self;
-    return segment_frames(args, "y*I:segment_udp", udp_segment, 1);
+    return segment_frames(args, "y*I:segment_udp", udp_segment_fn, 1);
 }
 
 static PyObject *fp_key_hash(PyObject *self, PyObject *args)
@@ -1332,7 +1340,8 @@ static PyMethodDef module_methods[] = {
     {"apply_actions", (PyCFunction)(void (*)(void))fp_apply_actions,
      METH_VARARGS | METH_KEYWORDS, "apply_actions(packet, actions, in_port=0) -> [(port, frame)]"},
     {"complete_partial_checksum", fp_complete_partial_checksum, METH_VARARGS, NULL},
-    {"segment_tcp", fp_segment_tcp, METH_VARARGS, "segment_tcp(frame, mtu) -> [frame]"},
+    {"segment_tcp", fp_segment_tcp, METH_VARARGS,
+     "segment_tcp(frame, mtu, seg_size=0) -> [frame]"},
     {"segment_udp", fp_segment_udp, METH_VARARGS,
      "segment_udp(frame, gso_size) -> [frame]"},
     {"key_hash", fp_key_hash, METH_VARARGS, NULL},

@@ -208,10 +208,11 @@ static void queue_small(void *ctx, const uint8_t *frame, uint32_t len)
     p->tx_n++;
 }
 
-void port_tx_queue(struct dp_port *p, const uint8_t *frame, uint32_t len)
+void port_tx_queue(struct dp_port *p, const uint8_t *frame, uint32_t len, uint32_t seg_size)
 {
-    if (len > p->mtu + 14 &&
-        tcp_segment(frame, len, p->mtu, p->seg_buf, SEG_SCRATCH(p->mtu), queue_small, p))
+    if ((len > p->mtu + 14 || seg_size) &&
+        tcp_segment(frame, len, p->mtu, seg_size, p->seg_buf, SEG_SCRATCH(p->mtu),
+                    queue_small, p))
         return;
     queue_small(p, frame, len);
 }
@@ -221,12 +222,12 @@ static void send_cb(void *ctx, const uint8_t *frame, uint32_t len)
     send_one(ctx, frame, len);
 }
 
-void port_tx_direct(struct dp_port *p, const uint8_t *frame, uint32_t len)
+void port_tx_direct(struct dp_port *p, const uint8_t *frame, uint32_t len, uint32_t seg_size)
 {
-    if (len > p->mtu + 14) {
+    if (len > p->mtu + 14 || seg_size) {
         uint8_t *scratch = malloc(SEG_SCRATCH(p->mtu));  /* slow path only */
-        int n = scratch ? tcp_segment(frame, len, p->mtu, scratch, SEG_SCRATCH(p->mtu),
-                                      send_cb, p)
+        int n = scratch ? tcp_segment(frame, len, p->mtu, seg_size, scratch,
+                                      SEG_SCRATCH(p->mtu), send_cb, p)
                         : 0;
 
         free(scratch);

@@ -63,17 +63,23 @@ int port_open(struct dp_port *p, uint32_t port_no, const char *ifname, char *err
               size_t errlen);
 void port_close(struct dp_port *p);
 
-/* The sender's UDP GSO segment size for the frame at `frame` in a block of p's ring,
- * or 0 (not a UDP GSO frame, or no virtio-net header on this port).  Inline: it is
- * asked of every received frame. */
-static inline uint16_t port_rx_udp_gso_size(const struct dp_port *p, const uint8_t *frame)
+/* The sender's GSO segment size for the frame at `frame` in a block of p's ring, or 0
+ * (not a GSO frame, or no virtio-net header on this port); *udp says whether it is
+ * UDP_SEGMENT's (else TCP's).  Inline: it is asked of every received frame. */
+static inline uint16_t port_rx_gso_size(const struct dp_port *p, const uint8_t *frame,
+                                        int *udp)
 {
     struct virtio_net_hdr vh;
+    uint8_t type;
 
+    *udp = 0;
     if (!p->vnet)
         return 0;
     memcpy(&vh, frame - sizeof vh, sizeof vh);   /* the kernel puts it right before */
-    if ((vh.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) != VIRTIO_NET_HDR_GSO_UDP_L4)
+    type = vh.gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+    if (type == VIRTIO_NET_HDR_GSO_UDP_L4)
+        *udp = 1;
+    else if (type != VIRTIO_NET_HDR_GSO_TCPV4 && type != VIRTIO_NET_HDR_GSO_TCPV6)
         return 0;
     return vh.gso_size;       /* AF_PACKET writes it in host order */
 }
@@ -83,12 +89,13 @@ struct tpacket_block_desc *port_rx_block(struct dp_port *p);
 void port_rx_release(struct dp_port *p, struct tpacket_block_desc *bd);
 
 /* Datapath thread: copy a frame into the port's transmit batch (segmenting TCP that
- * exceeds the MTU); the batch goes out when full or at port_tx_flush. */
-void port_tx_queue(struct dp_port *p, const uint8_t *frame, uint32_t len);
+ * exceeds the MTU, or seg_size, the sender's GSO size, when not 0: see segment.h); the
+ * batch goes out when full or at port_tx_flush. */
+void port_tx_queue(struct dp_port *p, const uint8_t *frame, uint32_t len, uint32_t seg_size);
 void port_tx_flush(struct dp_port *p);
 
 /* Any thread: send a frame now (segmenting as above). */
-void port_tx_direct(struct dp_port *p, const uint8_t *frame, uint32_t len);
+void port_tx_direct(struct dp_port *p, const uint8_t *frame, uint32_t len, uint32_t seg_size);
 
 #define PSTAT_ADD(p, field, n) __atomic_fetch_add(&(p)->st.field, (n), __ATOMIC_RELAXED)
 

@@ -38,8 +38,8 @@ static void finish_segment(uint8_t *seg, int32_t l3, int32_t l4, int32_t seglen,
     wr16(seg + l4 + csum_at, sum);
 }
 
-int tcp_segment(const uint8_t *frame, uint32_t len, uint32_t mtu, uint8_t *scratch,
-                uint32_t scratch_len, seg_emit_fn emit, void *ctx)
+int tcp_segment(const uint8_t *frame, uint32_t len, uint32_t mtu, uint32_t seg_size,
+                uint8_t *scratch, uint32_t scratch_len, seg_emit_fn emit, void *ctx)
 {
     struct flow_key k;
     struct pkt_layout lay;
@@ -49,15 +49,17 @@ int tcp_segment(const uint8_t *frame, uint32_t len, uint32_t mtu, uint8_t *scrat
     int v4, n = 0;
 
     if (parse_packet(frame, len, 0, &k, &lay) == PARSE_RUNT || lay.l3 < 0 ||
-        !(k.present & FK_TCP) || lay.l3_end - lay.l3 <= (int32_t)mtu)
+        !(k.present & FK_TCP))
         return 0;
     l3 = lay.l3;
     l4 = lay.l4;
     hdr_end = l4 + (frame[l4 + 12] >> 4) * 4;
     mss = (int32_t)mtu - (hdr_end - l3);
-    if (mss <= 0 || (uint32_t)(hdr_end + mss) > scratch_len)
-        return 0;
+    if (seg_size && seg_size < (uint32_t)mss)
+        mss = (int32_t)seg_size;
     plen = lay.l3_end - hdr_end;
+    if (mss <= 0 || plen <= mss || (uint32_t)(hdr_end + mss) > scratch_len)
+        return 0;
     seq = rd32(frame + l4 + 4);
     flags = rd16(frame + l4 + 12);
     v4 = !!(k.present & FK_IPV4);

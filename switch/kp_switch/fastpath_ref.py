@@ -984,7 +984,7 @@ SOL_PACKET = 263
 PACKET_AUXDATA = 8
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
-VIRTIO_NET_HDR_GSO_UDP_L4 = 5
+VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4 = 1, 4, 5
 _VNET = struct.Struct("=BBHHHH")     # flags, gso_type, hdr_len, gso_size, csum_start/offset
 TP_STATUS_CSUMNOTREADY = 1 << 3
 TP_STATUS_VLAN_VALID = 1 << 4
@@ -1056,19 +1056,22 @@ def _finish_segment(seg: bytearray, l3: int, l4: int, v4: bool, ip_id: int, prot
     return bytes(seg)
 
 
-def segment_tcp(frame: bytes, mtu: int) -> List[bytes]:
-    """Software TSO: split an oversized TCP frame (a GSO packet from a veth) into frames
-    whose IP packets fit mtu, each with its IP length/id and TCP seq/flags/checksum fixed.
+def segment_tcp(frame: bytes, mtu: int, seg_size: int = 0) -> List[bytes]:
+    """Software TSO: split a TCP frame (a GSO packet from a veth) into frames whose IP
+    packets fit mtu and, unless seg_size is 0, carry at most seg_size payload bytes (the
+    sender's GSO size), each with its IP length/id and TCP seq/flags/checksum fixed.
     Frames that are not TCP or already fit are returned as they are."""
     p = _parse(frame, 0)
-    if p is None or p.l3 < 0 or p.l3_end - p.l3 <= mtu or not p.present & F_TCP:
+    if p is None or p.l3 < 0 or not p.present & F_TCP:
         return [frame]
     l3, l4 = p.l3, p.l4
     hdr_end = l4 + (frame[l4 + 12] >> 4) * 4
     mss = mtu - (hdr_end - l3)
-    if mss <= 0:
-        return [frame]
+    if seg_size and seg_size < mss:
+        mss = seg_size
     payload = frame[hdr_end:p.l3_end]
+    if mss <= 0 or len(payload) <= mss:
+        return [frame]
     seq = int.from_bytes(frame[l4 + 4:l4 + 8], "big")
     flags = _u16(frame, l4 + 12)
     v4 = bool(p.present & F_IPV4)
@@ -1195,7 +1198,7 @@ class Datapath:
                     self._receive(port, data, anc)
 
     def _receive(self, port: _Port, data: bytes, anc: list) -> None:
-        status = gso_size = 0
+        status = gso_size = tcp_gso_size = 0
         if port.vnet:
             if len(data) < _VNET.size:
                 port.st["rx_errors"] += 1
@@ -1203,6 +1206,8 @@ class Datapath:
             _f, gso_type, _h, size, _s, _o = _VNET.unpack_from(data)
             if gso_type & 0x7F == VIRTIO_NET_HDR_GSO_UDP_L4:
                 gso_size = size
+            elif gso_type & 0x7F in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6):
+                tcp_gso_size = size
             data = data[_VNET.size:]
         for level, kind, cdata in anc:
             if level == SOL_PACKET and kind == PACKET_AUXDATA and len(cdata) >= _AUX.size:
@@ -1218,9 +1223,9 @@ class Datapath:
         if len(datagrams) > 1:      # each one complete: its checksums are computed
             status &= ~TP_STATUS_CSUMNOTREADY
         for frame in datagrams:
-            self._switch(port, frame, status)
+            self._switch(port, frame, status, tcp_gso_size)
 
-    def _switch(self, port: _Port, data: bytes, status: int) -> None:
+    def _switch(self, port: _Port, data: bytes, status: int, seg_size: int = 0) -> None:
         port.st["rx_packets"] += 1
         port.st["rx_bytes"] += len(data)
         if status & TP_STATUS_CSUMNOTREADY:
@@ -1242,16 +1247,23 @@ class Datapath:
                     c[1] += len(data)
                     c[2] = now_ns
         if hit is not None:
-            self._transmit(_run(bytearray(data), port.port_no, hit[0]))
+            self._transmit(_run(bytearray(data), port.port_no, hit[0]), seg_size)
             return
+        # The slow path sends frames on cut only to fit the MTU: a TCP super-frame goes
+        # to it as the sender's segments instead (the last may differ in flags).
+        segments = segment_tcp(data, 65535, seg_size) if seg_size else [data]
         with self._miss_cv:
-            if len(self._misses) >= MISS_QUEUE_LEN:
-                self._st["miss_queue_drops"] += 1
-                return
-            self._misses.append((port.port_no, data, _key_dict(p), blob))
+            for frame in segments:
+                if len(self._misses) >= MISS_QUEUE_LEN:
+                    self._st["miss_queue_drops"] += 1
+                    continue
+                if len(segments) > 1:
+                    p = _parse(frame, port.port_no)
+                    blob = p.blob()
+                self._misses.append((port.port_no, frame, _key_dict(p), blob))
             self._miss_cv.notify()
 
-    def _transmit(self, outs: List[Tuple[int, bytes]]) -> None:
+    def _transmit(self, outs: List[Tuple[int, bytes]], seg_size: int = 0) -> None:
         for port_no, frame in outs:
             port = self._ports.get(port_no)
             if port is None:
@@ -1259,7 +1271,7 @@ class Datapath:
             if not port.up:
                 port.st["tx_dropped"] += 1
                 continue
-            for seg in segment_tcp(frame, port.mtu):
+            for seg in segment_tcp(frame, port.mtu, seg_size):
                 try:
                     port.tx.send(seg)
                     port.st["tx_packets"] += 1

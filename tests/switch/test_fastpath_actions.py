@@ -163,8 +163,17 @@ def test_segment_tcp(fp, v6):
         got += s[hdr:]
     assert got == payload
     assert fp.segment_tcp(PKTS["tcp4"], 1500) == [PKTS["tcp4"]]
+    # The sender's GSO size, when smaller than what fits the MTU, sets the segments'.
+    small = fp.segment_tcp(frame, 1500, 536)
+    assert [len(s) - hdr for s in small] == [536] * 19 + [56]
+    assert b"".join(s[hdr:] for s in small) == payload
+    assert fp.segment_tcp(frame, 1500, 9000) == segs        # larger: the MTU decides
+    one = eth(ipv6(l4("tcp", src, dst, payload=payload[:1000]), 6, src, dst), 0x86DD) if v6 \
+        else eth(ipv4(l4("tcp", src, dst, payload=payload[:1000]), 6, src, dst), 0x0800)
+    assert [len(s) - hdr for s in fp.segment_tcp(one, 1500, 400)] == [400, 400, 200]
     if C is not None:
         assert C.segment_tcp(frame, 1500) == ref.segment_tcp(frame, 1500)
+        assert C.segment_tcp(frame, 1500, 536) == ref.segment_tcp(frame, 1500, 536)
 
 
 # ------------------------------------------------------------------ differential
