@@ -10,7 +10,8 @@ from collections import deque
 from typing import Callable, Dict, List, Optional, Tuple
 
 from kp_app import frames, pipeline
-from kp_app.errors import InvalidInput
+from kp_app.errors import InvalidInput, KpError
+from kp_app.maglev import MaglevTable
 from kp_app.model import ServiceModel, Vip, parse_int
 from kp_app.node import Node, gateway_mac
 from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
@@ -252,6 +253,20 @@ class KubeProxy:
                         node.end_session(session)
         self._forget_drained_pods()
         return self._vip_dict(vip)
+
+    def table_plan(self, prefix, port, addresses, remove: bool = False):
+        """(pods, new_len) of the table a pod change would build, or None when the change
+        would fail: to build that table ahead, off the controller's loop, and hand it
+        over with `offer_table` before making the change."""
+        try:
+            vip = self.model.find_vip(prefix, port)
+        except KpError:
+            return None
+        pods = self.model.pods_after(vip, addresses, remove)
+        return None if pods is None else (pods, vip.new_len)
+
+    def offer_table(self, table: MaglevTable) -> None:
+        self.model.offer_table(table)
 
     def set_interface(self, nat, port_name, delete=False) -> dict:
         self.model.set_interface(nat, port_name, bool(delete))

@@ -184,9 +184,15 @@ class Vip:
     def active_pods(self) -> List[Address]:
         return [a for a, p in self.pods.items() if p.active]
 
-    def rebuild_table(self) -> None:
-        # Built whole, then swapped in: lookups never see a half-filled table.
-        self.table = MaglevTable(self.active_pods(), self.new_len)
+    def rebuild_table(self, built: Optional[MaglevTable] = None) -> None:
+        """The table of the active pods: `built` if it is that table (built ahead, off
+        the controller's loop), else built now. Swapped in whole: lookups never see a
+        half-filled table."""
+        pods = self.active_pods()
+        if built is not None and built.is_for(pods, self.new_len):
+            self.table = built
+        else:
+            self.table = MaglevTable(pods, self.new_len)
 
     def dnat_port(self, dst_port: int) -> int:
         """The pod port for a packet sent to `dst_port` (port 0 VIPs keep the port)."""
@@ -207,6 +213,7 @@ class ServiceModel:
         self.interfaces: Dict[str, List[str]] = {"nat4": [], "nat6": []}
         self._next_vip_id = 1
         self._next_pod_id = 1
+        self._offered: Optional[MaglevTable] = None
 
     # -- conf and node addresses ------------------------------------------------------
 
@@ -336,7 +343,7 @@ class ServiceModel:
             else:
                 vip.pods[address] = Pod(address, self._next_pod_id)
                 self._next_pod_id = self._next_pod_id % 0xFFFFFF + 1
-        vip.rebuild_table()
+        vip.rebuild_table(self._take_offered())
         return parsed
 
     def del_pods(self, vip: Vip, addresses: Iterable) -> List[Address]:
@@ -348,8 +355,27 @@ class ServiceModel:
                 raise NotFound(f"{address} is not a pod of VIP {vip.label()}")
         for address in parsed:
             vip.pods[address].active = False
-        vip.rebuild_table()
+        vip.rebuild_table(self._take_offered())
         return parsed
+
+    def pods_after(self, vip: Vip, addresses, remove: bool = False) -> Optional[List[Address]]:
+        """The active pods a pod change would leave (None when the list is invalid: the
+        change itself will say why), for building its table ahead."""
+        try:
+            parsed = set(self._parse_pod_list(vip, addresses))
+        except InvalidInput:
+            return None
+        active = set(vip.active_pods())
+        return sorted(active - parsed if remove else active | parsed, key=str)
+
+    def offer_table(self, table: MaglevTable) -> None:
+        """A table built ahead for the next pod change; that change takes it if it is for
+        the same pods, and builds its own otherwise (another change came first)."""
+        self._offered = table
+
+    def _take_offered(self) -> Optional[MaglevTable]:
+        table, self._offered = self._offered, None
+        return table
 
     def forget_pod(self, vip: Vip, address: Address) -> None:
         """A drained pod's last session ended (or it was flushed)."""

@@ -1,11 +1,15 @@
 """The Ryu application: a thin shim between Ryu's events and KubeProxy.
 
 Each handler hands the event to KubeProxy (which reads the clock it was given), and
-KubeProxy's messages go out through ofmsg.build, the only place Ryu messages are built. REST reads that show counters first refresh them from the switches
-(a flow-stats and cache-stats round trip, bounded in time).
+KubeProxy's messages go out through ofmsg.build, the only place Ryu messages are built.
+REST reads that show counters first refresh them from the switches (a flow-stats and
+cache-stats round trip, bounded in time); a pod change whose new-connection table is big
+has it built in a thread first, so that the controller goes on meanwhile.
 """
 import logging
 import time
+
+from eventlet import tpool
 
 from ryu.app.wsgi import WSGIApplication
 from ryu.base import app_manager
@@ -17,14 +21,17 @@ from ryu.ofproto import ofproto_v1_3
 
 from kp_app import ofmsg, pipeline
 from kp_app.kubeproxy import KubeProxy
+from kp_app.maglev import MaglevTable
 
 LOG = logging.getLogger("kp_app")
 STATS_WAIT_SECONDS = 1.0
+BUILD_ASIDE_MIN = 1 << 14     # smaller tables build in milliseconds: not worth a thread
 
 
 class LiveService:
     """The service interface the REST API gets: KubeProxy, with the read methods that
-    show counters refreshed from the switches first."""
+    show counters refreshed from the switches first, and the pod changes that need a big
+    new-connection table built off the event loop."""
 
     def __init__(self, kubeproxy: KubeProxy, refresh) -> None:
         self._kp = kubeproxy
@@ -32,6 +39,22 @@ class LiveService:
 
     def __getattr__(self, name):
         return getattr(self._kp, name)
+
+    def add_pods(self, prefix, port, addresses) -> dict:
+        self._build_table_aside(prefix, port, addresses, remove=False)
+        return self._kp.add_pods(prefix, port, addresses)
+
+    def del_pods(self, prefix, port, addresses, flush=False) -> dict:
+        self._build_table_aside(prefix, port, addresses, remove=True)
+        return self._kp.del_pods(prefix, port, addresses, flush)
+
+    def _build_table_aside(self, prefix, port, addresses, remove: bool) -> None:
+        """Build the table in a thread of its own while the controller goes on (a 2**20
+        table takes seconds of Python), then hand it to the change, which takes it
+        unless another change came first."""
+        plan = self._kp.table_plan(prefix, port, addresses, remove)
+        if plan is not None and plan[1] >= BUILD_ASIDE_MIN:
+            self._kp.offer_table(tpool.execute(MaglevTable, *plan))
 
     def counters(self) -> dict:
         self._refresh()

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -367,3 +368,34 @@ def test_ku_against_ryu_manager(ryu_manager):
     assert ku("--json", "show").stdout == before
     assert ku("vip", "fd00:96::10/128", "del").stdout == "deleted VIP fd00:96::10/128\n"
     assert json.loads(ku("--json", "show", "vip").stdout) == []
+
+
+def test_a_big_table_builds_while_the_controller_answers(ryu_manager):
+    """2**20 slots take seconds to build: the controller keeps answering meanwhile (other
+    requests here; packet-ins and echo requests alike), and the change still gets it."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def call(method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(ryu_manager + path, data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with opener.open(req, timeout=60) as answer:
+            return json.loads(answer.read())
+
+    call("POST", "/v1/vips", {"prefix": "10.96.0.10/32", "port": 80, "target_port": 8080,
+                              "new_len": 1 << 20})
+    pods = [f"10.1.0.{i}" for i in range(1, 11)]
+    answered = []
+    posted = threading.Thread(target=lambda: answered.append(
+        call("POST", "/v1/vips/10.96.0.10/32/80/pods", {"addresses": pods})))
+    posted.start()
+    meanwhile = 0
+    while posted.is_alive():
+        call("GET", "/v1/conf")
+        meanwhile += posted.is_alive()
+    posted.join()
+    entries = sorted(p["table_entries"] for p in answered[0]["pods"])
+    assert entries == [104857] * 4 + [104858] * 6
+    # Before, the controller did nothing else until the table was built: a request
+    # or two slipped in ahead of it at most.
+    assert meanwhile >= 10

@@ -1,9 +1,13 @@
 import copy
+import ipaddress
 
 import pytest
 
 from kp_app.errors import Conflict, InvalidInput, NotFound
 from kp_app.kubeproxy import KubeProxy
+from kp_app.maglev import MaglevTable
+
+ip = ipaddress.ip_address
 
 
 @pytest.fixture
@@ -111,3 +115,26 @@ def test_interfaces(kp):
     with pytest.raises(NotFound):
         kp.set_interface("nat6", "s1-eth3", delete=True)
     assert kp.interfaces() == {"nat4": ["s1-eth3"], "nat6": []}
+
+
+def test_a_table_built_ahead_is_taken_only_by_the_change_it_is_for(kp):
+    kp.add_vip("10.96.0.10/32", port=80, new_len=64)
+    kp.add_pods("10.96.0.10/32", 80, ["10.0.0.1"])
+    plan = kp.table_plan("10.96.0.10/32", 80, ["10.0.0.2", "10.0.0.3"])
+    assert [str(p) for p in plan[0]] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"] and plan[1] == 64
+    built = MaglevTable(*plan)
+    kp.offer_table(built)
+    kp.add_pods("10.96.0.10/32", 80, ["10.0.0.2", "10.0.0.3"])
+    vip = kp.model.find_vip("10.96.0.10/32", 80)
+    assert vip.table is built
+    # Another change came first: the table offered is not this change's, which builds its
+    # own; and an offer is taken once.
+    kp.offer_table(MaglevTable(*kp.table_plan("10.96.0.10/32", 80, ["10.0.0.4"])))
+    kp.del_pods("10.96.0.10/32", 80, ["10.0.0.1"])
+    assert vip.table.pods == [ip("10.0.0.2"), ip("10.0.0.3")]
+    assert vip.table.slots == MaglevTable([ip("10.0.0.2"), ip("10.0.0.3")], 64).slots
+    kp.del_pods("10.96.0.10/32", 80, ["10.0.0.2"])
+    assert vip.table.pods == [ip("10.0.0.3")]
+    assert kp.table_plan("10.96.0.10/32", 80, ["10.0.0.3"], remove=True) == ([], 64)
+    assert kp.table_plan("10.96.0.10/32", 80, ["not an address"]) is None
+    assert kp.table_plan("10.96.0.99/32", 80, ["10.0.0.3"]) is None
