@@ -6,6 +6,7 @@ changed: what a client can GET, and what was sent towards the switches.
 import os
 
 import pytest
+import yaml
 
 from conftest import ROOT, Api, open_session
 from kp_app import rest
@@ -353,7 +354,6 @@ def test_a_bug_in_the_service_is_a_json_500(api, monkeypatch):
 
 
 def test_openapi_describes_exactly_the_routes():
-    yaml = pytest.importorskip("yaml")
     with open(os.path.join(ROOT, "docs", "openapi.yaml")) as f:
         doc = yaml.safe_load(f)
     documented = {(path, method.upper()) for path, item in doc["paths"].items()
