@@ -70,8 +70,9 @@ def render(command: Command, answers: Dict[str, Any]) -> str:
     first = next(iter(answers.values()))
     if command.view == "show":
         return cli_tables.show(answers)
-    if command.view == "vips":
-        return cli_tables.vips(first, verbose=command.verbose)
+    if command.view == "vips":   # every VIP (a list), or one
+        return cli_tables.vips(first if isinstance(first, list) else [first],
+                               verbose=command.verbose)
     if command.view == "deleted":
         return cli_tables.deleted(command.subject)
     return getattr(cli_tables, command.view)(first)

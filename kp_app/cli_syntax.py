@@ -24,7 +24,7 @@ usage: ku [--api URL] [--json] <command>
   ku pod <vip-prefix> [port <n>] <address>... [del [flush]]
   ku set interface nat4|nat6 in <interface> [del]
   ku show
-  ku show vip [verbose]
+  ku show vip [<prefix> [port <n>]] [verbose]
   ku show sessions [<vip-prefix> [port <n>]] [limit <n>]
   ku show interfaces
   ku show counters
@@ -313,8 +313,16 @@ def _show(words: _Words) -> Command:
                         ("counters", Call("GET", "/v1/counters"))), "show")
     what = words.next()
     if what == "vip":
+        path = "/v1/vips"
+        if words and any(c in words.peek() for c in "/.:"):     # one VIP, by its prefix
+            prefix = words.next()
+            port = None
+            if words and words.peek() == "port":
+                words.next()
+                port = words.integer("port")
+            path = vip_path(prefix, port)
         verbose = _flag(words, "show vip", "verbose")
-        return Command((("vips", Call("GET", "/v1/vips")),), "vips", verbose=verbose)
+        return Command((("vips", Call("GET", path)),), "vips", verbose=verbose)
     if what == "sessions":
         query: Dict[str, Any] = {}
         while words:

@@ -133,6 +133,16 @@ def test_show_vip_and_verbose(web):
     assert "no_pod 0  untracked 0  table_full 0" in verbose
 
 
+def test_show_one_vip(web):
+    out = ok(web, "show", "vip", "fd00:96::10/128", "verbose")
+    assert [row[0] for row in lines_with(out, "/128")] == ["fd00:96::10/128"]
+    assert "10.96.0.10/32" not in out and lines_with(out, "fd00:1::1")[0][1] == "active"
+    assert ok(web, "show", "vip", "10.96.0.10/32", "port", "80").splitlines()[1].startswith(
+        "10.96.0.10/32")
+    fails(web, "show", "vip", "10.96.0.10/32", "port", "81", code=1,
+          stderr="ku: no VIP 10.96.0.10/32 port 81")
+
+
 def test_show_sessions_is_bounded(web):
     for sport in (40000, 40001, 40002):
         open_session(web.service, "10.0.0.5", "10.96.0.10", 80, ["10.1.0.1", "10.1.0.2"],

@@ -252,6 +252,10 @@ def test_show_forms():
     assert (command.view, command.verbose, calls("show", "vip")) == (
         "vips", False, [Call("GET", "/v1/vips")])
     assert parse(["show", "vip", "verbose"]).verbose
+    one = parse(["show", "vip", "fd00::10/128", "port", "53", "verbose"])
+    assert one.verbose and calls("show", "vip", "fd00::10/128", "port", "53") == [
+        Call("GET", "/v1/vips/fd00::10/128/53")]
+    assert calls("show", "vip", "10.96.0.10/32") == [Call("GET", "/v1/vips/10.96.0.10/32")]
     assert calls("show", "sessions") == [Call("GET", "/v1/sessions")]
     assert calls("show", "sessions", "limit", "5") == [Call("GET", "/v1/sessions?limit=5")]
     assert calls("show", "sessions", "fd00::10/128", "port", "80", "limit", "5") == [
@@ -264,6 +268,9 @@ def test_show_forms():
     (["show", "vips"], "show: unknown keyword 'vips' (expected vip, sessions, interfaces, "
                        "counters)"),
     (["show", "vip", "verbos"], "show vip: unknown keyword 'verbos' (expected verbose)"),
+    (["show", "vip", "10.96.0.10"], "prefix: expected <address>/<length>, got '10.96.0.10'"),
+    (["show", "vip", "10.96.0.10/32", "port"], "port: missing value"),
+    (["show", "vip", "10.96.0.10/32", "port", "x"], "port: 'x' is not an integer"),
     (["show", "sessions", "limit"], "limit: missing value"),
     (["show", "sessions", "limit", "all"], "limit: 'all' is not an integer"),
     (["show", "sessions", "limit", "1", "limit", "2"], "limit: given twice"),
