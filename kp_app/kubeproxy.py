@@ -86,6 +86,7 @@ class KubeProxy:
             node.cache_stats = dict(stats)
 
     def port_names(self, dpid: int, names: Dict[int, str]) -> None:
+        """The switch's ports that are up, by number (its port description)."""
         node = self.nodes.get(dpid)
         if node is not None:
             # Only physical ports: OVS also lists its LOCAL port (0xfffffffe).
@@ -93,12 +94,33 @@ class KubeProxy:
             self._send_probes(node)
             self._links_changed(dict(self.links), force=True)
 
+    def port_status(self, dpid: int, port_no: int, name: str, live: bool,
+                    deleted: bool = False) -> None:
+        """A switch port came, changed or went (OpenFlow port-status). A port that is down
+        or gone leaves the node's ports (floods skip it; a fabric switch with a dead port
+        stays a fabric switch) and takes with it what was learned behind it
+        (`Node.forget_port`) and its link to another switch; one that is up is probed for
+        such a link."""
+        node = self.nodes.get(dpid)
+        if node is None or port_no >= OFPP_MAX:
+            return
+        links = dict(self.links)
+        if live and not deleted:
+            node.port_names[port_no] = name
+            self._send_probes(node, [port_no])
+        else:
+            node.port_names.pop(port_no, None)
+            self._send(dpid, node.forget_port(port_no))
+            links = {a: b for a, b in links.items() if (dpid, port_no) not in (a, b)}
+        self._links_changed(links, force=True)
+
     # -- the fabric: links between switches, transit switches, routes between nodes -----
 
-    def _send_probes(self, node: Node) -> None:
+    def _send_probes(self, node: Node, ports=None) -> None:
         self._send(node.dpid, [
             PacketOut(frames.link_probe(node.mac, node.dpid, port), (("output", port),),
-                      OFPP_CONTROLLER) for port in sorted(node.port_names)])
+                      OFPP_CONTROLLER) for port in sorted(node.port_names if ports is None
+                                                          else ports)])
 
     def _link_seen(self, sender: Tuple[int, int], receiver: Tuple[int, int]) -> None:
         if self.links.get(sender) == receiver:

@@ -106,6 +106,23 @@ class Node:
             return []
         return [pipeline.reply_delete(key) for key in sorted(keys, key=str)]
 
+    def forget_port(self, port: int) -> list:
+        """A port went down or away: forget the hosts learned behind it, with their flows,
+        and end the sessions whose client or pod was there (their flows go too): if the
+        host comes back behind another port, it is learned there afresh."""
+        macs = [m for m, p in self.mac_ports.items() if p == port]
+        addresses = [a for a, h in self.hosts.items() if h.port == port]
+        for mac in macs:
+            del self.mac_ports[mac]
+        for address in addresses:
+            del self.hosts[address]
+        msgs: list = [pipeline.host_deletes(port)] if macs or addresses else []
+        for session in list(self.sessions):
+            if session.client_in_port == port or session.pod in addresses:
+                msgs += pipeline.session_deletes(session)
+                self.end_session(session)
+        return msgs
+
     def probe(self, addresses) -> list:
         """Ask for the MAC of this node's hosts we do not know yet (pods, mostly)."""
         if self.transit_gateways is not None:

@@ -46,7 +46,8 @@ def build(datapath, msg, kp_switch: bool) -> List:
         return [parser.OFPFlowMod(
             datapath, cookie=msg.cookie, cookie_mask=msg.cookie_mask,
             table_id=ofp.OFPTT_ALL if msg.table is None else msg.table,
-            command=ofp.OFPFC_DELETE, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+            command=ofp.OFPFC_DELETE, out_group=ofp.OFPG_ANY,
+            out_port=ofp.OFPP_ANY if msg.out_port is None else msg.out_port,
             match=parser.OFPMatch(**dict(msg.match)))]
     if isinstance(msg, PacketOut):
         in_port = ofp.OFPP_CONTROLLER if msg.in_port is None else msg.in_port

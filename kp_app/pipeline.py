@@ -109,6 +109,7 @@ class FlowDelete:
     cookie_mask: int
     table: Optional[int] = None     # None: every table
     match: Tuple = ()
+    out_port: Optional[int] = None  # only flows that output there
 
 
 @dataclass(frozen=True)
@@ -300,14 +301,6 @@ def session_flows(session, vip, pod_id: int, gateway_mac: str, pod_hop, idle_tim
     version = f.src.version
     pod_mac, pod_out = pod_hop
 
-    def exact(t) -> dict:
-        match = ip_match(version, t.proto)
-        match[addr_field(version, "src")] = str(t.src)
-        match[addr_field(version, "dst")] = str(t.dst)
-        match[port_field(t.proto, "src")] = t.src_port
-        match[port_field(t.proto, "dst")] = t.dst_port
-        return match
-
     def output(port: int) -> tuple:
         # OpenFlow drops a packet sent back out of its in_port unless told IN_PORT.
         return ("output", OFPP_IN_PORT if port == session.client_in_port else port)
@@ -330,14 +323,36 @@ def session_flows(session, vip, pod_id: int, gateway_mac: str, pod_hop, idle_tim
                  ("set_field", port_field(f.proto, "dst"), f.src_port)]
     snat.append(("output", session.client_in_port) if pod_out != session.client_in_port
                 else ("output", OFPP_IN_PORT))
-    reply_match = exact(r)
+    reply_match = _exact(r)
     if reply_in_port is not None:
         reply_match["in_port"] = reply_in_port
     common = dict(idle_timeout=idle_timeout, notify_removed=True)
-    return (flow(SESSIONS, PRIO_SESSION, exact(f), dnat,
+    return (flow(SESSIONS, PRIO_SESSION, _exact(f), dnat,
                  cookie=cookie(KIND_FORWARD, vip.id, pod_id), **common),
             flow(SESSIONS, PRIO_SESSION, reply_match, snat,
                  cookie=cookie(KIND_REVERSE, vip.id, pod_id), **common))
+
+
+def _exact(t) -> dict:
+    """A 5-tuple's match."""
+    match = ip_match(t.src.version, t.proto)
+    match[addr_field(t.src.version, "src")] = str(t.src)
+    match[addr_field(t.src.version, "dst")] = str(t.dst)
+    match[port_field(t.proto, "src")] = t.src_port
+    match[port_field(t.proto, "dst")] = t.dst_port
+    return match
+
+
+def session_deletes(session) -> list:
+    """A session's two flows (the reply flow whatever its in_port)."""
+    kinds = MASK_TAG | MASK_KIND
+    return [FlowDelete(cookie(KIND_FORWARD), kinds, SESSIONS, _items(_exact(session.forward))),
+            FlowDelete(cookie(KIND_REVERSE), kinds, SESSIONS, _items(_exact(session.reverse)))]
+
+
+def host_deletes(port: int) -> FlowDelete:
+    """The flows towards the hosts learned behind a port (L2 and routed)."""
+    return FlowDelete(cookie(KIND_HOST), MASK_TAG | MASK_KIND, out_port=port)
 
 
 def host_flow(mac: str, port: int) -> FlowAdd:

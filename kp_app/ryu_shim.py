@@ -73,6 +73,14 @@ class LiveService:
         return self._kp.sessions(limit, prefix, port)
 
 
+def _name(port) -> str:
+    return port.name.decode() if isinstance(port.name, bytes) else port.name
+
+
+def _live(ofp, port) -> bool:
+    return not (port.state & ofp.OFPPS_LINK_DOWN or port.config & ofp.OFPPC_PORT_DOWN)
+
+
 class KpRyuApp(app_manager.RyuApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
     _CONTEXTS = {"wsgi": WSGIApplication}
@@ -152,9 +160,16 @@ class KpRyuApp(app_manager.RyuApp):
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev) -> None:
-        names = {p.port_no: p.name.decode() if isinstance(p.name, bytes) else p.name
-                 for p in ev.msg.body}
-        self.kubeproxy.port_names(ev.msg.datapath.id, names)
+        ofp = ev.msg.datapath.ofproto
+        self.kubeproxy.port_names(ev.msg.datapath.id, {
+            p.port_no: _name(p) for p in ev.msg.body if _live(ofp, p)})
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev) -> None:
+        msg = ev.msg
+        ofp, desc = msg.datapath.ofproto, msg.desc
+        self.kubeproxy.port_status(msg.datapath.id, desc.port_no, _name(desc),
+                                   _live(ofp, desc), deleted=msg.reason == ofp.OFPPR_DELETE)
 
     # -- packets and flows ---------------------------------------------------------------
 

@@ -256,3 +256,31 @@ def test_udp_segment_senders_reach_the_service(kpnode, controller):
     assert len({r[2] for r in replies}) == 1                     # one session, one pod
     assert {r[3] for r in replies} == {kpnode.ip(c1.name)}
     assert sorted(r[4] for r in replies) == [500, 500] + [1000] * 6
+
+
+def test_a_pod_that_moves_to_another_port_is_found_there(kpnode, controller):
+    """A pod's port goes down and its address turns up behind another port (a pod
+    restarted with its address elsewhere, a VM moved): kp_app forgets what it had learned
+    behind the dead port, so new connections find the pod where it is now."""
+    configure(controller, kpnode, port=5000, target_port=5000, node_port=None)
+    serve(kpnode, "tcp", 5000)
+    client, mover, new_home = kpnode.clients[0], kpnode.pods[0], kpnode.clients[1]
+
+    def connect_all(first_port, count=24):
+        runs = [kp_lab.start_tcp_session(client, VIP, 5000, count=1, timeout=1.0,
+                                         src_port=first_port + i) for i in range(count)]
+        return [r["replies"][0]["name"] if r["ok"] else None
+                for r in (run.result() for run in runs)]
+
+    assert set(connect_all(41000)) == {p.name for p in kpnode.pods}
+    mover.cmd("ip link set %s down" % mover.defaultIntf())
+    new_home.cmd("ip addr add %s/24 dev %s" % (kpnode.ip(mover.name), new_home.defaultIntf()))
+    kp_lab.start_tcp_server(new_home, 5000, name="moved")
+    deadline = time.monotonic() + 20
+    attempt = 0
+    while True:      # until the switch has reported the port down (kp-switch polls links)
+        attempt += 1
+        names = connect_all(42000 + 100 * attempt)
+        if all(names) or time.monotonic() > deadline:
+            break
+    assert all(names) and "moved" in names and mover.name not in names, names

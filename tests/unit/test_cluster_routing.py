@@ -111,3 +111,20 @@ def test_ping_to_the_node_address_is_answered(cluster):
     (reply,) = [m for m in cluster.sent[1] if isinstance(m, PacketOut)]
     answer = frames.parse(reply.data)
     assert answer.icmp_type == 0 and str(answer.ip_src) == "10.0.1.1"
+
+
+def test_a_fabric_link_that_goes_down_takes_its_routes_and_comes_back(cluster):
+    cluster.port_status(1, 3, "s1-eth3", live=False)      # both ends see the link go
+    cluster.port_status(FABRIC, 1, "f0-eth1", live=False)
+    assert cluster.nodes[1].routes == [] and cluster.nodes[1].switch_ports == set()
+    assert (1, 3) not in cluster.links
+    assert [g for g, _ in cluster.nodes[FABRIC].transit_gateways] == [gateway_mac(2),
+                                                                      gateway_mac(3)]
+    cluster.sent[1].clear()
+    cluster.port_status(FABRIC, 1, "f0-eth1", live=True)
+    cluster.port_status(1, 3, "s1-eth3", live=True)
+    (probe,) = [m for m in cluster.sent[1] if isinstance(m, PacketOut)]
+    assert probe.actions == (("output", 3),)
+    cluster.packet_in(FABRIC, 1, probe.data)              # it arrives at the fabric again
+    assert [(str(s), port) for s, _, port in cluster.nodes[1].routes] == [
+        ("10.0.2.0/24", 3), ("10.0.3.0/24", 3)]

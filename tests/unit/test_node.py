@@ -319,3 +319,48 @@ def test_pods_show_their_share_of_the_table_and_a_draining_pod_none(kp):
               for p in kp.vip("10.96.0.10/32")["pods"]}
     assert shares.pop(pod) == ("draining", 0)
     assert sorted(shares.values()) == [("active", 512), ("active", 512)]
+
+
+def test_a_port_that_comes_is_named_probed_and_can_be_a_nat_interface(kp):
+    kp.packet_in(1, CLIENT_PORT, frames.arp(2, CLIENT_MAC, "10.0.0.11", GW, "10.0.0.1"))
+    kp.set_interface("nat4", "s1-eth9")
+    kp.add_pods("10.96.0.10/32", 80, ["10.0.0.109"])
+    kp.sent.clear()
+    kp.port_status(1, 9, "s1-eth9", live=True)           # a pod plugged in after connect
+    (probe,) = [m for m in kp.sent if isinstance(m, PacketOut)]
+    assert probe.actions == (("output", 9),) and frames.parse_link_probe(probe.data)
+    kp.packet_in(1, 9, frames.arp(2, "00:00:00:00:01:09", "10.0.0.109", GW, "10.0.0.1"))
+    for sport in range(43000, 43040):
+        kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", sport, "10.96.0.10", 80))
+    reverse = [f for f in flows(kp.sent, pipeline.KIND_REVERSE) if f.match_dict["in_port"] == 9]
+    assert reverse and all(("set_field", "ipv4_src", "10.96.0.10") in f.actions  # un-NATed
+                           for f in reverse)
+
+
+def test_a_port_that_goes_down_takes_its_hosts_and_their_sessions(kp):
+    kp.packet_in(1, CLIENT_PORT, frames.arp(2, CLIENT_MAC, "10.0.0.11", GW, "10.0.0.1"))
+    for sport in range(44000, 44012):
+        kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", sport, "10.96.0.10", 80))
+    on_port = {p: [s for s in kp.nodes[1].sessions if str(s.pod) == p] for p in PODS}
+    mac, port = PODS["10.0.0.101"]
+    assert on_port["10.0.0.101"] and kp.sessions()["count"] == 12
+    kp.sent.clear()
+    kp.port_status(1, port, "s1-eth3", live=False)
+    assert kp.sent[0] == FlowDelete(pipeline.cookie(pipeline.KIND_HOST),
+                                    pipeline.MASK_TAG | pipeline.MASK_KIND, out_port=port)
+    assert kp.sent[1:] == [d for s in on_port["10.0.0.101"] for d in pipeline.session_deletes(s)]
+    assert kp.sessions()["count"] == 12 - len(on_port["10.0.0.101"])
+    assert ipaddress.ip_address("10.0.0.101") not in kp.nodes[1].hosts
+    # The pod turns up behind another port: learned there, and new sessions go there.
+    kp.port_status(1, port, "s1-eth3", live=True)
+    kp.packet_in(1, 9, frames.arp(2, mac, "10.0.0.101", GW, "10.0.0.1"))
+    kp.sent.clear()
+    for sport in range(44000, 44012):
+        kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", sport, "10.96.0.10", 80))
+    moved = [f for f in flows(kp.sent, pipeline.KIND_FORWARD)
+             if ("set_field", "ipv4_dst", "10.0.0.101") in f.actions]
+    assert len(moved) == len(on_port["10.0.0.101"])
+    assert all(f.actions[-1] == ("output", 9) for f in moved)
+    kp.sent.clear()
+    kp.port_status(1, CLIENT_PORT, "s1-eth1", live=False, deleted=True)  # the client's
+    assert kp.sessions()["count"] == 0
