@@ -23,9 +23,13 @@ Invalidation (the cache must only ever give the answer the tables would give):
   went through T recorded that G (or T's miss id, below), and G then matched a packet
   M matches too, so G's match overlaps M: invalidating the ids of the entries of T with
   priority <= P overlapping M, plus T's miss id unless one of those entries covers M
-  (then no packet of M ever missed), invalidates exactly what F could change.  Adds
-  with more than MAX_PRECISE_INVALIDATIONS such ids invalidate everything instead (the
-  same effect, one command to the datapath instead of hundreds).
+  (then no packet of M ever missed), invalidates exactly what F could change.  Less is
+  needed when one of them, H, covers M: every packet of M matches H, so T decided it
+  with H or with an entry of priority >= H's, never with one below H.  Entries below
+  the highest such H keep their cached packets (so a new exact session flow does not
+  flush the packets of a broad flow that a narrower one above it already shields from
+  it).  Adds with more than MAX_PRECISE_INVALIDATIONS ids invalidate everything instead
+  (the same effect, one command to the datapath instead of hundreds).
 - a table miss (no entry matches, the packet is dropped) is recorded in the cache under
   a pseudo flow id per table, `miss_ids[table_id]`: the top `n_tables` ids of the id
   space, never given to a flow entry.  Its cache hits count as lookups of that table.
@@ -351,13 +355,14 @@ class FlowTables:
     def add_invalidations(self, table_id, match, priority):
         """The cache ids to invalidate when an entry (table_id, priority, match) is
         added next to the entries already there: the entries of the table with priority
-        <= `priority` overlapping `match`, and the table's miss id unless one of them
-        covers `match` (see the module docstring)."""
+        <= `priority` overlapping `match`, but none below the highest of them that
+        covers `match`, and the table's miss id unless one of them covers `match` (see
+        the module docstring)."""
         found = self.tables[table_id].overlapping(match, priority)
-        ids = [e.id for e in found]
-        if not any(match.covered_by(e.match) for e in found):
-            ids.append(self.miss_ids[table_id])
-        return ids
+        shield = max((e.priority for e in found if match.covered_by(e.match)), default=None)
+        if shield is None:
+            return [e.id for e in found] + [self.miss_ids[table_id]]
+        return [e.id for e in found if e.priority >= shield]
 
     def _add(self, fm, match, ins, now):
         table = self.tables[fm.table_id]

@@ -108,17 +108,37 @@ def test_add_invalidates_overlapping_lower_and_equal_priority_flows_only():
     subnet = t.add(M(eth_type=0x800, ipv4_dst=("10.0.0.0", "255.255.255.0")), priority=10,
                    actions=[out(2)])                                           # overlaps C
     dns = t.add(M(udp_dst=53, **UDP), priority=500, actions=[out(3)])          # overlaps C
-    tie = t.add(M(eth_type=0x800, ipv4_src="10.0.0.9"), priority=900, actions=[out(4)])  # overlaps, tie
+    tie = t.add(M(eth_type=0x800, ipv4_src="10.0.0.9", ip_dscp=46), priority=900,
+                actions=[out(4)])                                              # overlaps, tie
     higher = t.add(M(eth_type=0x800, ipv4_dst="10.0.0.2"), priority=1000, actions=[out(4)])  # higher
     tcp = t.add(M(eth_type=0x800, ip_proto=6), priority=5, actions=[out(4)])   # other protocol
     other_net = t.add(M(eth_type=0x800, ipv4_dst=("10.1.0.0", "255.255.0.0")), priority=10)
     arp = t.add(M(eth_type=0x806), priority=50, actions=[out(ofp.OFPP_FLOOD)])
     t1 = t.add(M(eth_type=0x800), priority=1, table_id=1)                      # another table
     got = t.invalidations_of_add(five("10.0.0.9", 2000), priority=900, actions=[out(2)])
-    assert got == {miss_entry, subnet, dns, tie}
+    assert got == {dns, tie}
     assert not got & {a, b, higher, tcp, other_net, arp, t1, "all"}
-    # the table-miss entry covers everything: no packet misses table 0, its miss id is spared
-    assert t.tables.miss_ids[0] not in got
+    # dns covers the new flow: its packets all met dns (or the tie) before the subnet
+    # flow or the table-miss entry, which keep their cached packets; and no packet of it
+    # missed table 0, so the table's miss id is spared too
+    assert not got & {subnet, miss_entry, t.tables.miss_ids[0]}
+
+
+def test_a_flow_below_one_that_covers_the_new_flow_keeps_its_cached_packets():
+    # kp_app's SESSIONS table: a pod's replies to this node's subnet go to the controller
+    # (400), all its other replies are routed on (300); a new session's reply flow (900)
+    # lies inside the first, so replies routed to other nodes stay cached.
+    t = Tables()
+    reply = dict(eth_type=0x800, ip_proto=17, ipv4_src="10.0.1.101", udp_src=53)
+    routed = t.add(M(**reply), priority=300, actions=[out(3)])
+    local = t.add(M(ipv4_dst=("10.0.1.0", "255.255.255.0"), **reply), priority=400,
+                  actions=[out(ofp.OFPP_CONTROLLER)])
+    got = t.invalidations_of_add(five("10.0.1.101", 53, "10.0.1.11", 40000), priority=900,
+                                 actions=[out(1)])
+    assert got == {local} and routed not in got
+    # a session to a client elsewhere is not inside the local flow: the routed one goes
+    assert t.invalidations_of_add(five("10.0.1.101", 53, "10.0.2.11", 40001), priority=900,
+                                  actions=[out(3)]) == {routed}
 
 
 def test_table_miss_pseudo_id_is_invalidated_unless_a_lower_entry_covers_the_match():
