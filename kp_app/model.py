@@ -389,9 +389,11 @@ class ServiceModel:
         if not addresses:
             raise InvalidInput("give at least one pod address", "addresses")
         parsed = [parse_address(a, "addresses", vip.version) for a in addresses]
-        twice = [a for i, a in enumerate(parsed) if a in parsed[:i]]
-        if twice:
-            raise InvalidInput(f"{twice[0]} is listed twice", "addresses")
+        seen = set()
+        for address in parsed:
+            if address in seen:
+                raise InvalidInput(f"{address} is listed twice", "addresses")
+            seen.add(address)
         return parsed
 
     # -- SNAT interfaces (the seed's `set interface nat4 in <intfc>`) ---------------------
