@@ -328,7 +328,7 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
          * goes to it as the sender's segments instead (the last may differ in flags). */
         struct miss_ctx mc = {dp, port->port_no};
 
-        if (!seg_size || !tcp_segment(frame, len, 65535, seg_size, port->gso_buf,
+        if (!seg_size || !tcp_segment(frame, len, SEG_ANY_MTU, seg_size, port->gso_buf,
                                       GSO_SCRATCH, push_segment_miss, &mc))
             miss_push(dp, port->port_no, &k, frame, len);
         return;

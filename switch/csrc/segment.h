@@ -20,6 +20,9 @@
 
 typedef void (*seg_emit_fn)(void *ctx, const uint8_t *seg, uint32_t len);
 
+/* tcp_segment's mtu when only the sender's segment size is to limit the segments. */
+#define SEG_ANY_MTU 65535u
+
 /* Bytes of scratch tcp_segment needs for an MTU. */
 #define SEG_SCRATCH(mtu) ((mtu) + 64u)
 

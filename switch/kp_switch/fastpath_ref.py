@@ -985,6 +985,7 @@ PACKET_AUXDATA = 8
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
 VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4 = 1, 4, 5
+SEG_ANY_MTU = 65535      # segment_tcp's mtu when only the sender's segment size limits
 _VNET = struct.Struct("=BBHHHH")     # flags, gso_type, hdr_len, gso_size, csum_start/offset
 TP_STATUS_CSUMNOTREADY = 1 << 3
 TP_STATUS_VLAN_VALID = 1 << 4
@@ -1251,7 +1252,7 @@ class Datapath:
             return
         # The slow path sends frames on cut only to fit the MTU: a TCP super-frame goes
         # to it as the sender's segments instead (the last may differ in flags).
-        segments = segment_tcp(data, 65535, seg_size) if seg_size else [data]
+        segments = segment_tcp(data, SEG_ANY_MTU, seg_size) if seg_size else [data]
         with self._miss_cv:
             for frame in segments:
                 if len(self._misses) >= MISS_QUEUE_LEN:
