@@ -255,8 +255,12 @@ class OvsDaemon:
     def ensure(self):
         if sh("ovs-vsctl", "--timeout=2", "show", check=False).returncode:
             sh("/usr/share/openvswitch/scripts/ovs-ctl", "start", timeout=120)
-        with open(self.PIDFILE) as f:
-            self.pid = int(f.read().strip())
+        self.pid = self.pid_now()
+
+    @classmethod
+    def pid_now(cls):
+        with open(cls.PIDFILE) as f:
+            return int(f.read().strip())
 
     def threads(self):
         return [int(t) for t in os.listdir("/proc/%d/task" % self.pid)]
@@ -654,11 +658,14 @@ class SessionsBench:
                 raise RuntimeError("%s: the first flow never reached the pod" % engine)
             n = int(args.session_rate * args.session_seconds)
             rx0 = read_counter(pod_root, "tx_packets")
+            sw_pid = sw.pid if sw is not None else OvsDaemon.pid_now()
+            cpu0 = (cpu_seconds(ctl.pid), cpu_seconds(sw_pid))
             t_send = time.monotonic()
             g = self._gen(cif, cli_mac, base_port, n, args.session_rate, once=True)
             out, err = g.communicate(timeout=args.session_seconds + 30)
             t_sent = time.monotonic()
             time.sleep(2.0)                                       # grace for held packets
+            cpu1 = (cpu_seconds(ctl.pid), cpu_seconds(sw_pid))
             sink.send_signal(signal.SIGTERM)
             res = json.loads(sink.communicate(timeout=10)[0].strip().splitlines()[-1])
             sink = None
@@ -672,6 +679,9 @@ class SessionsBench:
                  "send_seconds": t_sent - t_send,
                  "sessions_per_s": len(peers) / (end - t_send) if peers else 0.0,
                  "lost": n - len(peers),
+                 # CPU per session reached: both sides of the OpenFlow channel
+                 "controller_cpu_us": 1e6 * (cpu1[0] - cpu0[0]) / max(1, len(peers)),
+                 "switch_cpu_us": 1e6 * (cpu1[1] - cpu0[1]) / max(1, len(peers)),
                  "pod_link_packets": read_counter(pod_root, "tx_packets") - rx0}
             try:
                 vip = http("GET", api + "/vips/%s/32/%d" % (VIP, VIP_PORT))
@@ -782,12 +792,16 @@ def report(args, pps, sessions, mem, cpu_note):
     if sessions and sessions.results:
         log("\nNew sessions per second through kp_app (first packet of each new UDP flow "
             "counted at the pod)")
-        log("%-10s %14s %12s %12s" % ("switch", "sessions/s", "delivered", "offered"))
+        log("%-10s %12s %10s %10s %16s %12s" % ("switch", "sessions/s", "delivered", "offered",
+                                                 "controller CPU", "switch CPU"))
         sm = {}
         for e, runs in sessions.results.items():
             sm[e] = median([d["sessions_per_s"] for d in runs])
-            log("%-10s %14.0f %12d %12d" % (e, sm[e], median([d["delivered"] for d in runs]),
-                                             runs[0]["offered"]))
+            log("%-10s %12.0f %10d %10d %13.0f µs %9.0f µs" % (
+                e, sm[e], median([d["delivered"] for d in runs]), runs[0]["offered"],
+                median([d["controller_cpu_us"] for d in runs]),
+                median([d["switch_cpu_us"] for d in runs])))
+        log("(CPU: user + system time per session that reached the pod)")
         if sm.get("ovs"):
             log("kp/ovs: %.2f" % (sm["kp"] / sm["ovs"]))
         summary["sessions"] = {"median_sessions_per_s": sm, "runs": sessions.results,

@@ -1,7 +1,7 @@
 """The Ryu application: a thin shim between Ryu's events and KubeProxy.
 
 Each handler hands the event to KubeProxy (which reads the clock it was given), and
-KubeProxy's messages go out through ofmsg.build, the only place Ryu messages are built.
+KubeProxy's messages go out encoded by ofmsg, one buffer per batch.
 REST reads that show counters first refresh them from the switches (a flow-stats and
 cache-stats round trip, bounded in time); a pod change whose new-connection table is big
 has it built in a thread first, so that the controller goes on meanwhile.
@@ -73,6 +73,12 @@ class LiveService:
         return self._kp.sessions(limit, prefix, port)
 
 
+def _next_xid(datapath) -> int:
+    """The next transaction id, from the counter Ryu's own send_msg uses."""
+    datapath.xid = (datapath.xid + 1) & datapath.ofproto.MAX_XID
+    return datapath.xid
+
+
 def _name(port) -> str:
     return port.name.decode() if isinstance(port.name, bytes) else port.name
 
@@ -102,12 +108,10 @@ class KpRyuApp(app_manager.RyuApp):
         datapath = self.datapaths.get(dpid)
         if datapath is None:
             return
-        kp_switch = dpid in self.kp_switches
-        for msg in messages:
-            for ryu_msg in ofmsg.build(datapath, msg, kp_switch):
-                datapath.send_msg(ryu_msg)
-            if ofmsg.needs_barrier(msg):
-                datapath.send_msg(datapath.ofproto_parser.OFPBarrierRequest(datapath))
+        data = ofmsg.encode_batch(messages, lambda: _next_xid(datapath),
+                                  dpid in self.kp_switches)
+        if data:
+            datapath.send(data)
 
     def refresh_stats(self) -> None:
         """Ask every switch for kp's flow stats (and the cache's); wait a bounded time."""

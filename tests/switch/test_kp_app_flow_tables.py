@@ -1,20 +1,16 @@
-"""kp_app's programming as Ryu builds it, applied to kp-switch's flow tables: what a VIP's
-or a pod's deletes leave behind, by OpenFlow 1.3's own delete rules (cookie mask,
-non-strict match), not by what kp_app meant them to do."""
+"""kp_app's programming as it goes on the wire, decoded by kp-switch and applied to its
+flow tables: what a VIP's or a pod's deletes leave behind, by OpenFlow 1.3's own delete
+rules (cookie mask, non-strict match), not by what kp_app meant them to do."""
 import ipaddress
 import struct
-import types
-
-from ryu.ofproto import ofproto_v1_3 as ofp
-from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from kp_app import frames, ofmsg, pipeline
 from kp_app.kubeproxy import KubeProxy
 from kp_app.pipeline import FlowAdd, FlowDelete
+from kp_switch import wire
 from kp_switch.actions import Context
 from kp_switch.tables import FlowTables
 
-DATAPATH = types.SimpleNamespace(ofproto=ofp, ofproto_parser=parser)
 CLIENT_MAC, CLIENT_PORT = "00:00:00:00:00:11", 1
 PODS = ["10.0.0.101", "10.0.0.102"]
 
@@ -31,8 +27,8 @@ class Rig:
     def _send(self, dpid, msgs):
         for msg in msgs:
             if isinstance(msg, (FlowAdd, FlowDelete)):
-                for fm in ofmsg.build(DATAPATH, msg, kp_switch=True):
-                    self.tables.flow_mod(fm, Context(lambda p: True, lambda g: False, 3), 0.0)
+                fm = wire.decode(ofmsg.encode(msg, 1, kp_switch=True)).msg
+                self.tables.flow_mod(fm, Context(lambda p: True, lambda g: False, 3), 0.0)
 
     def flows(self, kind):
         return [e for e in self.tables.all_entries()
