@@ -2,12 +2,14 @@
 
 It imports neither Ryu nor eventlet nor any kp_app module that does, so it starts fast
 and runs anywhere that can reach the API. Exit status: 0 done, 1 the API refused the
-command or could not be reached, 2 the line is not a ku command (nothing was sent).
+command or could not be reached (or its file could not be read), 2 the line is not a ku
+command (nothing was sent).
 Errors are one line on stderr: "ku: <field>: <why>".
 """
 import json
 import os
 import sys
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence
 
 from kp_app import cli_tables
@@ -19,7 +21,8 @@ EXIT_USAGE = 2
 
 
 class ApiError(Exception):
-    """The API answered with an error, or could not be reached."""
+    """The API answered with an error or could not be reached, or the command's file
+    could not be read."""
 
 
 def _error_text(status: int, reason: str, raw: bytes, url: str) -> str:
@@ -40,7 +43,8 @@ def request(api: str, call: Call) -> Any:
     import urllib.request
 
     url = api.rstrip("/") + call.path
-    data = None if call.body is None else json.dumps(call.body).encode("utf-8")
+    # default=str: YAML reads an unquoted timestamp as a datetime, which JSON has not
+    data = None if call.body is None else json.dumps(call.body, default=str).encode("utf-8")
     req = urllib.request.Request(url, data=data, method=call.method,
                                  headers={"Accept": "application/json",
                                           "Content-Type": "application/json"})
@@ -63,6 +67,24 @@ def request(api: str, call: Call) -> Any:
         return json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise ApiError(f"{url} answered with something that is not JSON") from None
+
+
+def read_manifest(path: str) -> Dict[str, Any]:
+    """A file (or stdin for "-") of YAML or JSON documents, as one Kubernetes List."""
+    import yaml   # only here: the other commands need no YAML
+
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except (OSError, UnicodeDecodeError) as error:
+        raise ApiError(f"{path}: {getattr(error, 'strerror', None) or error}") from None
+    except yaml.YAMLError as error:
+        raise ApiError(f"{path}: not YAML or JSON ({' '.join(str(error).split())})") from None
+    return {"apiVersion": "v1", "kind": "List", "items": documents}
 
 
 def render(command: Command, answers: Dict[str, Any]) -> str:
@@ -112,6 +134,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"ku: KP_API: {api!r} is not an http:// or https:// URL", file=sys.stderr)
         return EXIT_USAGE
     try:
+        if command.manifest is not None:
+            body = read_manifest(command.manifest)
+            command = replace(command, calls=tuple((name, replace(call, body=body))
+                                                   for name, call in command.calls))
         answers = {name: request(api, call) for name, call in command.calls}
     except ApiError as error:
         print(f"ku: {error}", file=sys.stderr)

@@ -28,6 +28,9 @@ usage: ku [--api URL] [--json] <command>
   ku show sessions [<vip-prefix> [port <n>]] [limit <n>]
   ku show interfaces
   ku show counters
+  ku show services
+  ku apply -f <file>|-
+  ku delete -f <file>|-
 
   --api URL   the controller's REST API (default: $KP_API, else {default})
   --json      print the API's JSON answer instead of tables (for `ku show`, its three
@@ -35,6 +38,11 @@ usage: ku [--api URL] [--json] <command>
 
 A VIP without `port` (or `port 0`) takes every port. With `del`, only the prefix and
 `port` matter; without `port`, `del` removes the only VIP on that prefix.
+
+`apply -f` reads Kubernetes Services with their Endpoints or EndpointSlices (YAML or
+JSON, several documents or a List; `-` is standard input, e.g. from `kubectl get
+svc,endpointslices -o yaml`) and gives each Service the VIPs it asks for; applying again
+updates them. `delete -f` removes the VIPs of the Services named in the file.
 """.replace("{default}", DEFAULT_API)
 
 
@@ -60,6 +68,7 @@ class Command:
     view: str
     verbose: bool = False
     subject: str = ""  # what a delete removed, for its one-line confirmation
+    manifest: Optional[str] = None  # a file of Kubernetes objects: the calls' body
 
 
 @dataclass
@@ -179,7 +188,8 @@ def _prefix_word(command: str, words: _Words, keywords: Sequence[str]) -> str:
 def parse(words: Sequence[str]) -> Command:
     """The command a line (without its options) stands for; UsageError if it is none."""
     if not words:
-        raise UsageError("missing command (expected conf, vip, pod, set, show; see ku --help)")
+        raise UsageError("missing command (expected conf, vip, pod, set, show, apply, delete; "
+                         "see ku --help)")
     name, rest = words[0], _Words(words[0], words[1:])
     parser = _COMMANDS.get(name)
     if parser is None:
@@ -303,7 +313,7 @@ def _flag(words: _Words, command: str, flag: str) -> bool:
     return given
 
 
-_SHOW_WHAT = ("vip", "sessions", "interfaces", "counters")
+_SHOW_WHAT = ("vip", "sessions", "interfaces", "counters", "services")
 
 
 def _show(words: _Words) -> Command:
@@ -338,11 +348,28 @@ def _show(words: _Words) -> Command:
                 raise _unknown("show sessions", word, expected + ["limit"])
         path = "/v1/sessions" + (f"?{urlencode(query)}" if query else "")
         return Command((("sessions", Call("GET", path)),), "sessions")
-    if what in ("interfaces", "counters"):
+    if what in ("interfaces", "counters", "services"):
         if words:
             raise UsageError(f"show {what}: unexpected {words.next()!r}")
-        return Command(((what, Call("GET", f"/v1/{what}")),), what)
+        path = "/v1/kubernetes/services" if what == "services" else f"/v1/{what}"
+        return Command(((what, Call("GET", path)),), what)
     raise _unknown("show", what, _SHOW_WHAT)
 
 
-_COMMANDS = {"conf": _conf, "vip": _vip, "pod": _pod, "set": _set, "show": _show}
+def _manifest_command(action: str):
+    """`apply -f <file>` and `delete -f <file>`, as kubectl spells them."""
+    def parse_manifest(words: _Words) -> Command:
+        if not words or words.peek() != "-f":
+            got = repr(words.peek()) if words else "nothing"
+            raise UsageError(f"{action}: expected '-f <file>', got {got}")
+        words.next()
+        path = words.value("-f")
+        if words:
+            raise UsageError(f"{action}: unexpected {words.next()!r}")
+        call = Call("POST", f"/v1/kubernetes/{action}")
+        return Command((("kubernetes", call),), "applied", manifest=path)
+    return parse_manifest
+
+
+_COMMANDS = {"conf": _conf, "vip": _vip, "pod": _pod, "set": _set, "show": _show,
+             "apply": _manifest_command("apply"), "delete": _manifest_command("delete")}

@@ -93,6 +93,8 @@ def vips(answer: List[Dict[str, Any]], verbose: bool = False) -> str:
     lines = [header]
     for vip, vip_line in zip(answer, vip_lines):
         lines.append(vip_line)
+        if vip.get("service"):
+            lines.append(f"  service: {vip['service']}")
         if vip.get("external_ips"):
             lines.append(f"  external_ips: {', '.join(vip['external_ips'])}")
         pods = vip.get("pods", [])
@@ -120,6 +122,30 @@ def vip(answer: Dict[str, Any]) -> str:
 
 def deleted(subject: str) -> str:
     return f"deleted {subject}"
+
+
+# -- Kubernetes Services ------------------------------------------------------------------
+
+
+def applied(answer: Dict[str, Any]) -> str:
+    """What `ku apply -f` / `ku delete -f` did: a line per VIP, kubectl-like."""
+    rows = [[v.get("service"), v.get("vip"), v.get("action"),
+             " ".join([f"+{a}" for a in v.get("pods_added", [])]
+                      + [f"-{a}" for a in v.get("pods_removed", [])])]
+            for v in answer.get("vips", [])]
+    with_vips = {v.get("service") for v in answer.get("vips", [])}
+    rows += [[name, None, "no VIPs (headless, ExternalName or no ports)", ""]
+             for name in answer.get("services", []) if name not in with_vips]
+    if not rows:
+        return "no Services"
+    return "\n".join(table(["SERVICE", "VIP", "ACTION", "PODS"], rows))
+
+
+def services(answer: List[Dict[str, Any]]) -> str:
+    if not answer:
+        return "no Services applied"
+    return "\n".join(table(["SERVICE", "VIPS"], [[s.get("service"), s.get("vips")]
+                                                 for s in answer]))
 
 
 # -- SNAT interfaces, sessions ------------------------------------------------------------

@@ -9,8 +9,8 @@ import time
 from collections import deque
 from typing import Callable, Dict, List, Optional, Tuple
 
-from kp_app import frames, pipeline
-from kp_app.errors import InvalidInput, KpError
+from kp_app import frames, kubernetes, pipeline, service_sync
+from kp_app.errors import InvalidInput, KpError, NotFound
 from kp_app.maglev import MaglevTable
 from kp_app.model import ServiceModel, Vip, parse_int
 from kp_app.node import Node, gateway_mac
@@ -244,9 +244,9 @@ class KubeProxy:
         return self._vip_dict(self.model.find_vip(prefix, port))
 
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
-                nat=None, new_len=1024, external_ips=()) -> dict:
+                nat=None, new_len=1024, external_ips=(), service=None) -> dict:
         vip = self.model.add_vip(prefix, port, target_port, node_port, protocol, nat,
-                                 new_len, external_ips)
+                                 new_len, external_ips, service)
         self._broadcast(lambda n: n.vip_programming(vip))
         return self._vip_dict(vip)
 
@@ -275,6 +275,53 @@ class KubeProxy:
                         node.end_session(session)
         self._forget_drained_pods()
         return self._vip_dict(vip)
+
+    # -- Kubernetes Services ----------------------------------------------------------
+
+    def apply_kubernetes(self, document) -> dict:
+        """Services with their Endpoints or EndpointSlices (objects as the Kubernetes API
+        gives them) -> each Service's VIPs made, replaced, or given their new pods."""
+        desired = kubernetes.desired_services(kubernetes.objects(document))
+        plan = service_sync.plan(self.model, desired)
+        for change in plan.deletes:
+            self.del_vip(change.prefix, change.port)
+        for change in plan.makes:
+            spec = change.spec
+            self.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,
+                         spec.protocol, None, service_sync.new_len_for(len(spec.pods)),
+                         list(spec.external_ips), change.service)
+            if spec.pods:
+                self.add_pods(spec.prefix, spec.port, list(spec.pods))
+        for change in plan.updates:
+            if change.add:
+                self.add_pods(change.prefix, change.port, list(change.add))
+            if change.remove:
+                self.del_pods(change.prefix, change.port, list(change.remove))
+        self.model.services.update(desired)
+        return {"services": sorted(desired), "vips": [
+            {"service": c.service, "vip": c.label, "action": c.action,
+             "pods_added": list(c.add), "pods_removed": list(c.remove)}
+            for c in plan.changes()]}
+
+    def delete_kubernetes(self, document) -> dict:
+        """The Services named in `document` (other kinds are ignored) and their VIPs."""
+        names = kubernetes.service_names(kubernetes.objects(document))
+        unknown = [n for n in names if n not in self.model.services]
+        if unknown:
+            raise NotFound(f"no Service {', '.join(unknown)} was applied")
+        deleted = []
+        for vip in [v for v in self.model.vips.values() if v.service in names]:
+            self.del_vip(str(vip.prefix), vip.port)
+            deleted.append({"service": vip.service, "vip": vip.label(), "action": "deleted"})
+        self.model.services.difference_update(names)
+        return {"services": names, "vips": deleted}
+
+    def kubernetes_services(self) -> List[dict]:
+        owned: Dict[str, List[str]] = {name: [] for name in sorted(self.model.services)}
+        for vip in self.model.vips.values():
+            if vip.service in owned:
+                owned[vip.service].append(vip.label())
+        return [{"service": name, "vips": vips} for name, vips in owned.items()]
 
     def table_plan(self, prefix, port, addresses, remove: bool = False):
         """(pods, new_len) of the table a pod change would build, or None when the change
@@ -368,7 +415,7 @@ class KubeProxy:
         return {"prefix": str(vip.prefix), "port": vip.port, "target_port": vip.target_port,
                 "node_port": vip.node_port, "protocol": vip.protocol, "nat": vip.nat,
                 "new_len": vip.new_len, "external_ips": [str(a) for a in vip.external_ips],
-                "pods": pods, "counters": counters}
+                "service": vip.service, "pods": pods, "counters": counters}
 
     def _session_dict(self, dpid: int, s, now: float) -> dict:
         vip = self.model.vip_by_id(s.vip_id)

@@ -6,7 +6,7 @@ error (KpError) always leaves the model as it was.
 """
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from kp_app.errors import Conflict, InvalidInput, NotFound
 from kp_app.maglev import MaglevTable
@@ -161,6 +161,7 @@ class Vip:
     protocol: str
     new_len: int
     external_ips: Tuple[Address, ...] = ()
+    service: Optional[str] = None   # "namespace/name" of the Kubernetes Service it serves
     pods: Dict[Address, Pod] = field(default_factory=dict)
     table: Optional[MaglevTable] = None
     counters: Counters = field(default_factory=Counters)
@@ -211,6 +212,8 @@ class ServiceModel:
         self.nodes: Dict[int, NodeAddresses] = {}
         self.vips: Dict[Tuple[Network, int], Vip] = {}
         self.interfaces: Dict[str, List[str]] = {"nat4": [], "nat6": []}
+        # Kubernetes Services applied ("namespace/name"), with or without VIPs (headless)
+        self.services: Set[str] = set()
         self._next_vip_id = 1
         self._next_pod_id = 1
         self._offered: Optional[MaglevTable] = None
@@ -244,7 +247,7 @@ class ServiceModel:
     # -- VIPs ------------------------------------------------------------------------
 
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
-                nat=None, new_len=1024, external_ips=()) -> Vip:
+                nat=None, new_len=1024, external_ips=(), service=None) -> Vip:
         network = parse_prefix(prefix)
         port = parse_int(port, "port", 0, 65535)
         target_port = port if target_port is None else parse_int(
@@ -275,7 +278,7 @@ class ServiceModel:
             raise Conflict(f"VIP {network} port {port} already exists")
         self._check_overlaps(network, port, node_port, externals, protocol)
         vip = Vip(self._free_vip_id(), network, port, target_port, node_port, protocol,
-                  new_len, externals)
+                  new_len, externals, service)
         vip.rebuild_table()
         self.vips[vip.key] = vip
         return vip

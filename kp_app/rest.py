@@ -281,6 +281,25 @@ class KpRestController(ControllerBase):
     def pods_noport_delete(self, req, addr, plen, **_):
         return self._del_pods(req, addr, plen, None)
 
+    # -- Kubernetes Services ------------------------------------------------------------
+    # The body is Kubernetes objects as JSON: one object, a List (`kubectl get svc,
+    # endpointslices -o json`), or {"items": [...]}; kp_app.kubernetes checks them.
+
+    @route("kp_kubernetes_get", API + "/kubernetes/services", methods=["GET"])
+    @_api
+    def kubernetes_get(self, req, **_):
+        return json_response(200, self.service.kubernetes_services())
+
+    @route("kp_kubernetes_apply", API + "/kubernetes/apply", methods=["POST"])
+    @_api
+    def kubernetes_apply(self, req, **_):
+        return json_response(200, self.service.apply_kubernetes(parse_body(req)))
+
+    @route("kp_kubernetes_delete", API + "/kubernetes/delete", methods=["POST"])
+    @_api
+    def kubernetes_delete(self, req, **_):
+        return json_response(200, self.service.delete_kubernetes(parse_body(req)))
+
     # -- SNAT interfaces --------------------------------------------------------------
 
     @route("kp_interfaces_get", API + "/interfaces", methods=["GET"])

@@ -66,7 +66,7 @@ class Api:
         """Everything a client can observe, to compare before and after an error."""
         return {path: self.get(path) for path in
                 ("/v1/conf", "/v1/vips", "/v1/interfaces", "/v1/counters", "/v1/show",
-                 "/v1/sessions")}
+                 "/v1/sessions", "/v1/kubernetes/services")}
 
     def ku(self, *args: str, env: Optional[dict] = None) -> subprocess.CompletedProcess:
         """The real console script against this API."""

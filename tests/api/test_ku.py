@@ -243,8 +243,8 @@ def test_api_errors(web, args, stderr):
 
 
 @pytest.mark.parametrize("args, stderr", [
-    ([], "ku: missing command (expected conf, vip, pod, set, show; see ku --help)"),
-    (["frob"], "ku: unknown command 'frob' (expected conf, vip, pod, set, show)"),
+    ([], "ku: missing command (expected conf, vip, pod, set, show, apply, delete; see ku --help)"),
+    (["frob"], "ku: unknown command 'frob' (expected conf, vip, pod, set, show, apply, delete)"),
     (["vip", "10.96.0.11/32", "port", "8o"], "ku: port: '8o' is not an integer"),
     (["vip", "10.96.0.11/32", "port"], "ku: port: missing value"),
     (["vip", "10.96.0.11/32", "prot", "tcp"], None),

@@ -284,3 +284,36 @@ def test_a_pod_that_moves_to_another_port_is_found_there(kpnode, controller):
         if all(names) or time.monotonic() > deadline:
             break
     assert all(names) and "moved" in names and mover.name not in names, names
+
+
+def test_a_kubernetes_service_applied_with_ku_serves_and_follows_its_endpoints(
+        kpnode, controller, tmp_path):
+    manifest = os.path.join(os.path.dirname(os.path.dirname(__file__)), "manifests",
+                            "web.yaml")
+    assert ku(controller, "conf", "node_ip", "10.0.0.1").returncode == 0
+    applied = ku(controller, "apply", "-f", manifest)
+    assert applied.returncode == 0 and "created" in applied.stdout, applied.stderr
+    serve(kpnode, "http", 8080)       # the EndpointSlice's "http" port
+    seen = Counter()
+    for client in kpnode.clients:
+        for _ in range(12):
+            result = kp_lab.http_get(client, kp_lab.url_for(VIP, 80))
+            assert result["ok"], result
+            seen[result["body"]["name"]] += 1
+    assert set(seen) == {p.name for p in kpnode.pods}
+    result = kp_lab.http_get(kpnode.clients[0], kp_lab.url_for("10.0.0.1", 30080))
+    assert result["ok"], result                                  # its NodePort
+    # The endpoints change: p3 is no longer ready. Applying again takes it out.
+    with open(manifest) as f:
+        text = f.read()
+    (tmp_path / "web.yaml").write_text(text.replace(
+        "- addresses: [10.0.0.103]\n  conditions: {ready: true}",
+        "- addresses: [10.0.0.103]\n  conditions: {ready: false}"))
+    updated = ku(controller, "apply", "-f", tmp_path / "web.yaml")
+    assert updated.returncode == 0 and "-10.0.0.103" in updated.stdout, updated.stderr
+    after = {kp_lab.http_get(c, kp_lab.url_for(VIP, 80))["body"]["name"]
+             for c in kpnode.clients for _ in range(10)}
+    assert after == {"p1", "p2"}
+    deleted = ku(controller, "delete", "-f", manifest)
+    assert deleted.returncode == 0, deleted.stderr
+    assert api(controller, "GET", "/vips") == (200, [])

@@ -266,7 +266,7 @@ def test_show_forms():
 
 @pytest.mark.parametrize("words, message", [
     (["show", "vips"], "show: unknown keyword 'vips' (expected vip, sessions, interfaces, "
-                       "counters)"),
+                       "counters, services)"),
     (["show", "vip", "verbos"], "show vip: unknown keyword 'verbos' (expected verbose)"),
     (["show", "vip", "10.96.0.10"], "prefix: expected <address>/<length>, got '10.96.0.10'"),
     (["show", "vip", "10.96.0.10/32", "port"], "port: missing value"),
@@ -294,9 +294,9 @@ def test_show_errors(words, message):
 
 
 @pytest.mark.parametrize("words, message", [
-    ([], "missing command (expected conf, vip, pod, set, show; see ku --help)"),
-    (["kube-proxy"], "unknown command 'kube-proxy' (expected conf, vip, pod, set, show)"),
-    (["VIP", "10.0.0.0/8"], "unknown command 'VIP' (expected conf, vip, pod, set, show)"),
+    ([], "missing command (expected conf, vip, pod, set, show, apply, delete; see ku --help)"),
+    (["kube-proxy"], "unknown command 'kube-proxy' (expected conf, vip, pod, set, show, apply, delete)"),
+    (["VIP", "10.0.0.0/8"], "unknown command 'VIP' (expected conf, vip, pod, set, show, apply, delete)"),
 ])
 def test_command_errors(words, message):
     assert error(*words) == message

@@ -1,0 +1,141 @@
+"""What applying Kubernetes Services changes in the model, checked in full first.
+
+Each applied Service owns the VIPs it asks for (`Vip.service`). Applying it again brings
+them to what it asks for now: a VIP it no longer has goes, a new one comes, one whose
+target port, node port, protocol or external addresses changed is replaced, and one that
+only changed pods keeps its sessions (removed pods drain, as with `ku pod ... del`).
+VIPs made by hand, or owned by another Service, are never touched: asking for one is a
+conflict. The whole plan is tried on a scratch model before anything real changes.
+"""
+import dataclasses
+import ipaddress
+from typing import Dict, List, Optional, Tuple
+
+from kp_app.errors import Conflict, InvalidInput
+from kp_app.kubernetes import ServiceVip
+from kp_app.model import MAX_NEW_LEN, ServiceModel, Vip
+
+DEFAULT_NEW_LEN = 1024
+TABLE_PER_POD = 100     # new-connection table entries per pod a new VIP is given
+
+
+@dataclasses.dataclass(frozen=True)
+class VipChange:
+    service: str
+    prefix: str
+    port: int
+    action: str                     # created | replaced | updated | unchanged | deleted
+    spec: Optional[ServiceVip]      # None when deleted
+    add: Tuple[str, ...] = ()       # pods to add (all of a made VIP's)
+    remove: Tuple[str, ...] = ()    # pods to remove (updated)
+
+    @property
+    def label(self) -> str:
+        return f"{self.prefix} port {self.port}"
+
+
+def new_len_for(pods: int) -> int:
+    """A new VIP's table: 1024 entries, or 100 per pod (a power of 2) for big services,
+    so that the table stays balanced when pods come and go."""
+    length = DEFAULT_NEW_LEN
+    while length < TABLE_PER_POD * pods and length < MAX_NEW_LEN:
+        length *= 2
+    return length
+
+
+def _one_vip_per_port(service: str, vips: List[ServiceVip]) -> List[ServiceVip]:
+    """kp has one VIP per (address, port): a port served over TCP and UDP (DNS) becomes
+    one VIP of protocol "any", which needs both to go to the same pods and port."""
+    by_key: Dict[Tuple[str, int], List[ServiceVip]] = {}
+    for vip in vips:
+        by_key.setdefault((vip.prefix, vip.port), []).append(vip)
+    merged = []
+    for (prefix, port), same in sorted(by_key.items(), key=lambda kv: (_key(*kv[0]))):
+        first = same[0]
+        if len(same) > 1:
+            if any(dataclasses.replace(v, protocol=first.protocol) != first for v in same):
+                raise InvalidInput(
+                    f"{prefix} port {port} over TCP and UDP must have the same target port, "
+                    f"node port, external IPs and pods: kp has one VIP per address and port",
+                    f"Service {service}: spec.ports")
+            first = dataclasses.replace(first, protocol="any")
+        merged.append(first)
+    return merged
+
+
+def _key(prefix: str, port: int):
+    return (ipaddress.ip_network(prefix), port)
+
+
+def _same_service(vip: Vip, spec: ServiceVip) -> bool:
+    return (vip.target_port == spec.target_port and vip.node_port == spec.node_port
+            and vip.protocol == spec.protocol
+            and set(vip.external_ips) == {ipaddress.ip_address(a) for a in spec.external_ips})
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Made in this order: deletes (a replaced VIP's too) free node ports and addresses
+    for the makes; updates only change pods."""
+    deletes: List[VipChange]
+    makes: List[VipChange]
+    updates: List[VipChange]
+
+    def changes(self) -> List[VipChange]:
+        """Each VIP once, for the report."""
+        return ([c for c in self.deletes if c.action == "deleted"] + self.makes
+                + self.updates)
+
+
+def plan(model: ServiceModel, desired: Dict[str, List[ServiceVip]]) -> Plan:
+    """The changes that bring each Service's VIPs to `desired`. Raises InvalidInput or
+    Conflict, and changes nothing, when they cannot all be made."""
+    deletes, makes, updates = [], [], []
+    for service in sorted(desired):
+        owned = {v.key: v for v in model.vips.values() if v.service == service}
+        wanted = {_key(s.prefix, s.port): s for s in _one_vip_per_port(service, desired[service])}
+        for key, vip in owned.items():
+            if key not in wanted:
+                deletes.append(VipChange(service, str(key[0]), key[1], "deleted", None))
+        for key, spec in wanted.items():
+            vip = owned.get(key)
+            if vip is None:
+                other = model.vips.get(key)
+                if other is not None:
+                    owner = (f"Service {other.service}" if other.service
+                             else "no Service (it was made with ku vip)")
+                    raise Conflict(f"VIP {other.label()} already exists and belongs to {owner}",
+                                   f"Service {service}")
+                makes.append(VipChange(service, spec.prefix, spec.port, "created", spec,
+                                       spec.pods))
+            elif not _same_service(vip, spec):
+                deletes.append(VipChange(service, spec.prefix, spec.port, "replaced", spec,
+                                         spec.pods))
+                makes.append(deletes[-1])
+            else:
+                active = set(vip.active_pods())
+                pods = {ipaddress.ip_address(a) for a in spec.pods}
+                add = tuple(str(a) for a in sorted(pods - active))
+                remove = tuple(str(a) for a in sorted(active - pods))
+                updates.append(VipChange(service, spec.prefix, spec.port,
+                                         "updated" if add or remove else "unchanged", spec,
+                                         add, remove))
+    _try(model, deletes, makes)
+    return Plan(deletes, makes, updates)
+
+
+def _try(model: ServiceModel, deletes: List[VipChange], makes: List[VipChange]) -> None:
+    """Make the VIPs on a scratch model that has the real one's other VIPs (without
+    their pods): every value and conflict check add_vip and add_pods do, nothing real."""
+    scratch = ServiceModel()
+    gone = {_key(c.prefix, c.port) for c in deletes}
+    for key, vip in model.vips.items():
+        if key not in gone:
+            scratch.vips[key] = dataclasses.replace(vip, pods={}, table=None)
+    for change in makes:
+        spec = change.spec
+        vip = scratch.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,
+                              spec.protocol, None, new_len_for(len(spec.pods)),
+                              list(spec.external_ips), change.service)
+        if spec.pods:
+            scratch.add_pods(vip, list(spec.pods))

@@ -1,0 +1,45 @@
+"""Planning a Kubernetes apply against the model: table sizes, and what a plan that cannot
+be made leaves behind (nothing)."""
+import copy
+
+import pytest
+
+from kp_app import service_sync
+from kp_app.errors import Conflict
+from kp_app.kubeproxy import KubeProxy
+from kp_app.kubernetes import ServiceVip
+
+
+@pytest.mark.parametrize("pods, new_len", [(0, 1024), (10, 1024), (11, 2048), (100, 16384),
+                                           (20000, 1 << 20)])
+def test_a_new_vip_gets_100_table_entries_per_pod_and_at_least_1024(pods, new_len):
+    assert service_sync.new_len_for(pods) == new_len
+
+
+def spec(prefix="10.96.0.10/32", port=80, target=8080, node_port=None, pods=()):
+    return ServiceVip(prefix, port, target, node_port, "tcp", (), tuple(pods))
+
+
+def test_a_big_service_gets_a_table_big_enough_to_stay_balanced():
+    kp = KubeProxy(lambda dpid, msgs: None)
+    pods = [f"10.1.0.{i}" for i in range(1, 41)]
+    kp.apply_kubernetes({"kind": "List", "items": [
+        {"kind": "Service", "metadata": {"name": "big", "namespace": "shop"},
+         "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}},
+        {"kind": "Endpoints", "metadata": {"name": "big", "namespace": "shop"},
+         "subsets": [{"addresses": [{"ip": p} for p in pods], "ports": [{"port": 8080}]}]}]})
+    vip = kp.vip("10.96.0.10/32", 80)
+    assert (vip["new_len"], vip["target_port"], vip["service"]) == (4096, 8080, "shop/big")
+    assert sorted(p["table_entries"] for p in vip["pods"]) == [102] * 24 + [103] * 16
+
+
+def test_a_plan_that_fails_half_way_leaves_the_model_as_it_was():
+    kp = KubeProxy(lambda dpid, msgs: None)
+    kp.add_vip("10.96.0.99/32", 81, 8081, node_port=30081)
+    kp.model.services.add("shop/web")
+    kp.add_vip("10.96.0.10/32", 80, 8080, node_port=30080, service="shop/web")
+    before = copy.deepcopy(kp.vips())
+    # port 80 would go first (freeing 30080), then port 8000 fails on node port 30081
+    with pytest.raises(Conflict, match="node_port 30081"):
+        service_sync.plan(kp.model, {"shop/web": [spec(port=8000, node_port=30081)]})
+    assert kp.vips() == before
