@@ -3,11 +3,12 @@ KubeProxy: what each Service's VIPs become as it is applied again and again, and
 refused request (a bad object, a conflict, an unknown Service) changes nothing."""
 import copy
 import os
+import subprocess
 
 import pytest
 import yaml
 
-from conftest import ROOT, Api
+from conftest import KU, ROOT, Api
 
 WEB_YAML = os.path.join(ROOT, "tests", "manifests", "web.yaml")
 WEB = list(yaml.safe_load_all(open(WEB_YAML)))
@@ -182,9 +183,7 @@ def test_ku_apply_show_and_delete_with_a_file(api):
     assert api.get("/v1/vips") == []
 
 
-def test_ku_apply_reads_standard_input(api, tmp_path):
-    import subprocess
-    from conftest import KU
+def test_ku_apply_reads_standard_input(api):
     text = yaml.safe_dump_all(web(pods=("10.0.0.107",))["items"])
     result = subprocess.run([KU, "--api", api.url, "apply", "-f", "-"], input=text,
                             capture_output=True, text=True, timeout=30)

@@ -120,6 +120,18 @@ def test_ipv6_nat66():
     assert report['vip']['nat'] == 'nat66' and 25 <= report['vip']['new_sessions'] <= 30
 
 
+def test_kubernetes_service_applied_and_following_its_endpoints():
+    import kubernetes_service
+    report = kubernetes_service.run(switch='kpswitch')
+    assert_passed(report)
+    assert report['vip'] == {'target_port': 8080, 'node_port': 30080, 'service': 'shop/web'}
+    assert set(report['before']['clusterip']) == {'p1', 'p2', 'p3'}
+    assert set(report['p3_not_ready']['clusterip']) == {'p1', 'p2'}
+    assert report['p3_not_ready']['states']['10.0.0.103'] == 'draining'
+    assert set(report['p3_ready']['clusterip']) == {'p1', 'p2', 'p3'}
+    assert report['after_delete'] == {'vips': 0}
+
+
 def test_cluster():
     import cluster
     report = cluster.run(switch='kpswitch')
