@@ -20,7 +20,7 @@ usage: ku [--api URL] [--json] <command>
 
   ku conf [buckets <n>] [timeout <s>] [node_ip <v4>] [node_ip6 <v6>] [dpid <n>]
   ku vip <prefix> [protocol tcp|udp|any] [port <n>] [target_port <n>] [node_port <n>]
-         [nat44|nat66] [new_len <n>] [external_ip <addr>]... [del]
+         [nat44|nat66] [new_len <n>] [external_ip <addr>]... [affinity_timeout <s>] [del]
   ku pod <vip-prefix> [port <n>] <address>... [del [flush]]
   ku set interface nat4|nat6 in <interface> [del]
   ku show
@@ -36,6 +36,8 @@ usage: ku [--api URL] [--json] <command>
   --json      print the API's JSON answer instead of tables (for `ku show`, its three
               answers as {"show": .., "vips": .., "counters": ..})
 
+`affinity_timeout <s>` is kube-proxy's ClientIP session affinity: a client's new
+connections go to the pod of its last one, until <s> seconds pass without one.
 A VIP without `port` (or `port 0`) takes every port. With `del`, only the prefix and
 `port` matter; without `port`, `del` removes the only VIP on that prefix.
 
@@ -217,7 +219,7 @@ def _conf(words: _Words) -> Command:
     return Command((("conf", Call("PUT", "/v1/conf", body)),), "conf")
 
 
-_VIP_INT_KEYWORDS = ("port", "target_port", "node_port", "new_len")
+_VIP_INT_KEYWORDS = ("port", "target_port", "node_port", "new_len", "affinity_timeout")
 _NAT_FLAGS = {"nat44": "nat44", "nat66": "nat66", "nat4": "nat44", "nat6": "nat66"}
 _VIP_KEYWORDS = ("protocol",) + _VIP_INT_KEYWORDS + ("nat44", "nat66", "external_ip", "del")
 

@@ -95,6 +95,8 @@ def vips(answer: List[Dict[str, Any]], verbose: bool = False) -> str:
         lines.append(vip_line)
         if vip.get("service"):
             lines.append(f"  service: {vip['service']}")
+        if vip.get("affinity_timeout"):
+            lines.append(f"  affinity: client IP, {vip['affinity_timeout']} s")
         if vip.get("external_ips"):
             lines.append(f"  external_ips: {', '.join(vip['external_ips'])}")
         pods = vip.get("pods", [])

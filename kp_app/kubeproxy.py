@@ -244,9 +244,10 @@ class KubeProxy:
         return self._vip_dict(self.model.find_vip(prefix, port))
 
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
-                nat=None, new_len=1024, external_ips=(), service=None) -> dict:
+                nat=None, new_len=1024, external_ips=(), service=None,
+                affinity_timeout=0) -> dict:
         vip = self.model.add_vip(prefix, port, target_port, node_port, protocol, nat,
-                                 new_len, external_ips, service)
+                                 new_len, external_ips, service, affinity_timeout)
         self._broadcast(lambda n: n.vip_programming(vip))
         return self._vip_dict(vip)
 
@@ -289,10 +290,12 @@ class KubeProxy:
             spec = change.spec
             self.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,
                          spec.protocol, None, service_sync.new_len_for(len(spec.pods)),
-                         list(spec.external_ips), change.service)
+                         list(spec.external_ips), change.service, spec.affinity_timeout)
             if spec.pods:
                 self.add_pods(spec.prefix, spec.port, list(spec.pods))
         for change in plan.updates:
+            self.model.set_affinity(self.model.find_vip(change.prefix, change.port),
+                                    change.spec.affinity_timeout)
             if change.add:
                 self.add_pods(change.prefix, change.port, list(change.add))
             if change.remove:
@@ -415,7 +418,8 @@ class KubeProxy:
         return {"prefix": str(vip.prefix), "port": vip.port, "target_port": vip.target_port,
                 "node_port": vip.node_port, "protocol": vip.protocol, "nat": vip.nat,
                 "new_len": vip.new_len, "external_ips": [str(a) for a in vip.external_ips],
-                "service": vip.service, "pods": pods, "counters": counters}
+                "affinity_timeout": vip.affinity_timeout, "service": vip.service,
+                "pods": pods, "counters": counters}
 
     def _session_dict(self, dpid: int, s, now: float) -> dict:
         vip = self.model.vip_by_id(s.vip_id)

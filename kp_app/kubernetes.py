@@ -32,6 +32,8 @@ SLICE_VERSIONS = {"IPv4": 4, "IPv6": 6, "FQDN": None}
 # IANA_SVC_NAME: lowercase letters, digits and single inner '-', at least one letter.
 PORT_NAME = re.compile(r"(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*")
 MAX_NESTING = 8
+DEFAULT_AFFINITY_TIMEOUT = 10800    # Kubernetes' default for ClientIP: 3 hours
+MAX_AFFINITY_TIMEOUT = 86400
 TYPE_NAMES = {dict: "a mapping", list: "a list", str: "a string", bool: "true or false"}
 NOT_EXPORTED = "not set: {}; export the Service from the cluster (e.g. kubectl get svc -o yaml)"
 
@@ -46,6 +48,7 @@ class ServiceVip:
     protocol: str               # "tcp" or "udp"
     external_ips: Tuple[str, ...]   # externalIPs + load balancer ingress IPs of this family
     pods: Tuple[str, ...]       # ready endpoint addresses of this family
+    affinity_timeout: int = 0   # sessionAffinity ClientIP: its timeoutSeconds (0: None)
 
 
 class _Ident(NamedTuple):
@@ -75,6 +78,7 @@ class _Service(NamedTuple):
     cluster_ips: List[Address]      # empty when kube-proxy does not proxy it
     ports: List[_Port]
     external: List[Address]
+    affinity_timeout: int
 
 
 class _Group(NamedTuple):
@@ -196,7 +200,24 @@ def _parse_service(obj: dict, where: str) -> _Service:
     ports = _service_ports(spec, at, service_type in NODE_PORT_TYPES, node_port_required)
     external = _external_ips(obj, spec, where)
     cluster_ips = [] if service_type == "ExternalName" else _cluster_ips(spec, at)
-    return _Service(cluster_ips, ports, external)
+    return _Service(cluster_ips, ports, external, _affinity_timeout(spec, at))
+
+
+def _affinity_timeout(spec: dict, at: str) -> int:
+    affinity = _typed(spec, "sessionAffinity", str, f"{at}.sessionAffinity", "None")
+    if affinity not in ("None", "ClientIP"):
+        raise InvalidInput(f"{affinity!r} is not a session affinity: use None or ClientIP",
+                           f"{at}.sessionAffinity")
+    if affinity == "None":
+        return 0
+    config = _typed(spec, "sessionAffinityConfig", dict, f"{at}.sessionAffinityConfig", {})
+    at = f"{at}.sessionAffinityConfig.clientIP"
+    timeout = _typed(_typed(config, "clientIP", dict, at, {}), "timeoutSeconds", int,
+                     f"{at}.timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT)
+    if not 1 <= timeout <= MAX_AFFINITY_TIMEOUT:
+        raise InvalidInput(f"{timeout} is out of range 1-{MAX_AFFINITY_TIMEOUT}",
+                           f"{at}.timeoutSeconds")
+    return timeout
 
 
 def _cluster_ips(spec: dict, at: str) -> List[Address]:
@@ -414,7 +435,8 @@ def _vip(service: _Service, port: _Port, cluster_ip: Address, backends) -> Servi
         protocol=port.protocol,
         # kube-proxy drops external addresses of a family the Service has no cluster IP of.
         external_ips=_strings(a for a in service.external if a.version == version),
-        pods=_strings(address for address, _ in pods))
+        pods=_strings(address for address, _ in pods),
+        affinity_timeout=service.affinity_timeout)
 
 
 def _strings(addresses) -> Tuple[str, ...]:

@@ -19,6 +19,7 @@ NAT_FOR_VERSION = {4: "nat44", 6: "nat66"}
 MAX_BUCKETS = 1 << 24
 MAX_NEW_LEN = 1 << 20
 MAX_TIMEOUT = 86400
+MAX_AFFINITY_TIMEOUT = 86400
 MAX_VIPS = 0xFFFF
 
 
@@ -64,6 +65,11 @@ def parse_prefix(value, name: str = "prefix") -> Network:
         return ipaddress.ip_network(value.strip(), strict=True)
     except ValueError as error:
         raise InvalidInput(f"{value!r} is not an IP prefix ({error})", name) from None
+
+
+def parse_affinity(value) -> int:
+    """ClientIP affinity timeout in seconds, 0 for none (Kubernetes allows up to a day)."""
+    return parse_int(value, "affinity_timeout", 0, MAX_AFFINITY_TIMEOUT)
 
 
 @dataclass
@@ -162,6 +168,7 @@ class Vip:
     new_len: int
     external_ips: Tuple[Address, ...] = ()
     service: Optional[str] = None   # "namespace/name" of the Kubernetes Service it serves
+    affinity_timeout: int = 0       # ClientIP session affinity, seconds (0: none)
     pods: Dict[Address, Pod] = field(default_factory=dict)
     table: Optional[MaglevTable] = None
     counters: Counters = field(default_factory=Counters)
@@ -247,7 +254,8 @@ class ServiceModel:
     # -- VIPs ------------------------------------------------------------------------
 
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
-                nat=None, new_len=1024, external_ips=(), service=None) -> Vip:
+                nat=None, new_len=1024, external_ips=(), service=None,
+                affinity_timeout=0) -> Vip:
         network = parse_prefix(prefix)
         port = parse_int(port, "port", 0, 65535)
         target_port = port if target_port is None else parse_int(
@@ -270,6 +278,7 @@ class ServiceModel:
             raise InvalidInput(f"{nat} does not match the IPv{network.version} prefix "
                                f"{network} (use {expected_nat})", "nat")
         new_len = parse_power_of_2(new_len, "new_len", MAX_NEW_LEN)
+        affinity_timeout = parse_affinity(affinity_timeout)
         if isinstance(external_ips, str) or not isinstance(external_ips, (list, tuple)):
             raise InvalidInput("must be a list of addresses", "external_ips")
         externals = tuple(dict.fromkeys(
@@ -278,7 +287,7 @@ class ServiceModel:
             raise Conflict(f"VIP {network} port {port} already exists")
         self._check_overlaps(network, port, node_port, externals, protocol)
         vip = Vip(self._free_vip_id(), network, port, target_port, node_port, protocol,
-                  new_len, externals, service)
+                  new_len, externals, service, affinity_timeout)
         vip.rebuild_table()
         self.vips[vip.key] = vip
         return vip
@@ -325,6 +334,10 @@ class ServiceModel:
             raise InvalidInput(f"{network} has several VIPs (ports {ports}): give the port",
                                "port")
         return matches[0]
+
+    def set_affinity(self, vip: Vip, affinity_timeout) -> None:
+        """Sessions already open keep their pods; new ones follow the new setting."""
+        vip.affinity_timeout = parse_affinity(affinity_timeout)
 
     def del_vip(self, prefix, port=None) -> Vip:
         vip = self.find_vip(prefix, port)

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from kp_app import frames, pipeline
-from kp_app.model import ServiceModel, Vip
+from kp_app.model import Address, ServiceModel, Vip
 from kp_app.pipeline import (OFPP_CONTROLLER, OFPP_FLOOD, FlowDelete, PacketOut,
                              addr_field, port_field)
-from kp_app.sessions import FiveTuple, Session, SessionTable
+from kp_app.sessions import ClientAffinity, FiveTuple, Session, SessionTable, client_hash
 
 PENDING_PER_HOST = 16       # first packets held while a pod's MAC is being resolved
 PENDING_SECONDS = 3.0
@@ -42,6 +42,7 @@ class Node:
         self.mac_ports: Dict[str, int] = {}
         self.port_names: Dict[int, str] = {}
         self.sessions = SessionTable(model.conf.buckets)
+        self.affinity = ClientAffinity()
         self.pending: Dict[object, List[Tuple[float, int, bytes]]] = {}
         self.cache_stats: dict = {}
         # Set by KubeProxy from the discovered links: ports that lead to other switches,
@@ -293,7 +294,7 @@ class Node:
             refusal = (frames.tcp_reset(frame, self.mac) if key.proto == frames.TCP
                        else frames.port_unreachable(frame, self.mac))
             return [PacketOut(refusal, (("output", in_port),), OFPP_CONTROLLER)]
-        pod_address = vip.table.pick(key.flow_hash())
+        pod_address = self._pick_pod(vip, key, now)
         if self.resolve(pod_address) is None:
             return self._hold(pod_address, in_port, frame.raw, now)
         tracked = not self.sessions.full
@@ -310,6 +311,17 @@ class Node:
         vip.pods[pod_address].counters.new_sessions += 1
         self.sessions.add(session)
         return self._resume(session, frame, in_port, True, now)
+
+    def _pick_pod(self, vip: Vip, key: FiveTuple, now: float) -> Address:
+        """By the flow's hash; with ClientIP affinity, the client's pod of last time (if
+        it is still active and the affinity has not timed out), else by the client's."""
+        if not vip.affinity_timeout:
+            return vip.table.pick(key.flow_hash())
+        pod = self.affinity.pod_for(vip.id, key.src, now)
+        if pod is None or not (pod in vip.pods and vip.pods[pod].active):
+            pod = vip.table.pick(client_hash(key.src))
+        self.affinity.remember(vip.id, key.src, pod, now, vip.affinity_timeout)
+        return pod
 
     def _choose_snat(self, session: Session, node_port: bool) -> None:
         """Rewrite the client's source to this node when the reply would not come back

@@ -45,6 +45,41 @@ class FiveTuple:
         return FiveTuple(self.proto, self.dst, self.dst_port, self.src, self.src_port)
 
 
+def client_hash(client: Address) -> int:
+    """Keyed like flow_hash: a client with affinity starts on the same pod on every node."""
+    return int.from_bytes(hashlib.blake2b(client.packed.rjust(16, b"\0"), digest_size=8,
+                                          person=b"kp-client").digest(), "big")
+
+
+class ClientAffinity:
+    """kube-proxy's sessionAffinity ClientIP: the pod a client's last new session to a
+    VIP went to, which its next ones also go to for `timeout` seconds after it."""
+
+    def __init__(self) -> None:
+        # (vip id, client) -> (pod, deadline), the least recently used first
+        self._last: "OrderedDict[Tuple[int, Address], Tuple[Address, float]]" = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def pod_for(self, vip_id: int, client: Address, now: float) -> Optional[Address]:
+        entry = self._last.get((vip_id, client))
+        return entry[0] if entry is not None and now < entry[1] else None
+
+    def remember(self, vip_id: int, client: Address, pod: Address, now: float,
+                 timeout: float) -> None:
+        key = (vip_id, client)
+        self._last.pop(key, None)
+        self._last[key] = (pod, now + timeout)
+        # The oldest go first; one VIP's long timeout at the front may keep another's
+        # expired entries a while, but pod_for never returns an expired one.
+        while self._last:
+            key, (_, deadline) = next(iter(self._last.items()))
+            if deadline > now:
+                break
+            del self._last[key]
+
+
 @dataclass
 class Session:
     forward: FiveTuple          # client -> service address:port, as the client sent it

@@ -317,3 +317,20 @@ def test_a_kubernetes_service_applied_with_ku_serves_and_follows_its_endpoints(
     deleted = ku(controller, "delete", "-f", manifest)
     assert deleted.returncode == 0, deleted.stderr
     assert api(controller, "GET", "/vips") == (200, [])
+
+
+def test_client_ip_affinity_keeps_each_clients_connections_on_one_pod(kpnode, controller):
+    assert ku(controller, "conf", "node_ip", "10.0.0.1").returncode == 0
+    made = ku(controller, "vip", VIP + "/32", "protocol", "tcp", "port", 80, "target_port",
+              8080, "affinity_timeout", 60)
+    assert made.returncode == 0 and "affinity: client IP, 60 s" in made.stdout, made
+    assert ku(controller, "pod", VIP + "/32",
+              *[kpnode.ip(p.name) for p in kpnode.pods]).returncode == 0
+    serve(kpnode, "http", 8080)
+    by_client = {}
+    for client in kpnode.clients:
+        for _ in range(10):                   # 10 connections, 10 source ports
+            result = kp_lab.http_get(client, kp_lab.url_for(VIP, 80))
+            assert result["ok"], result
+            by_client.setdefault(client.name, set()).add(result["body"]["name"])
+    assert all(len(pods) == 1 for pods in by_client.values()), by_client

@@ -203,7 +203,21 @@ ERRORS = [
      SLICE + "endpoints[0].conditions.ready", "true or false"),
     ([service(), endpoints([{"addresses": [{"ip": None}]}])],
      "Endpoints default/web: subsets[0].addresses[0].ip", "not set"),
+    ([service(sessionAffinity="Sticky")], WEB + "spec.sessionAffinity", "None or ClientIP"),
+    ([service(sessionAffinity="ClientIP",
+              sessionAffinityConfig={"clientIP": {"timeoutSeconds": 0}})],
+     WEB + "spec.sessionAffinityConfig.clientIP.timeoutSeconds", "out of range 1-86400"),
 ]
+
+
+@pytest.mark.parametrize("config, timeout", [(None, 10800), ({"clientIP": {}}, 10800),
+                                             ({"clientIP": {"timeoutSeconds": 60}}, 60)])
+def test_client_ip_session_affinity_and_its_timeout(config, timeout):
+    extra = {} if config is None else {"sessionAffinityConfig": config}
+    (vip_,) = desired_services([service(sessionAffinity="ClientIP", **extra)])["default/web"]
+    assert vip_.affinity_timeout == timeout
+    (none,) = desired_services([service(sessionAffinity="None")])["default/web"]
+    assert none.affinity_timeout == 0
 
 
 @pytest.mark.parametrize("objs, field, words", ERRORS, ids=[e[1] for e in ERRORS])

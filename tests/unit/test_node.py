@@ -8,6 +8,7 @@ from kp_app import frames, pipeline
 from kp_app.kubeproxy import KubeProxy
 from kp_app.node import gateway_mac
 from kp_app.pipeline import FlowAdd, FlowDelete, PacketOut
+from kp_app.sessions import client_hash
 
 GW = gateway_mac(1)
 CLIENT_MAC, CLIENT_PORT = "00:00:00:00:00:01", 1
@@ -364,3 +365,46 @@ def test_a_port_that_goes_down_takes_its_hosts_and_their_sessions(kp):
     kp.sent.clear()
     kp.port_status(1, CLIENT_PORT, "s1-eth1", live=False, deleted=True)  # the client's
     assert kp.sessions()["count"] == 0
+
+
+def _pods_of_new_sessions(kp, client, sports, prefix="10.96.0.20/32"):
+    before = {s["client"] for s in kp.sessions(limit=10000)["sessions"]}
+    for sport in sports:
+        kp.packet_in(1, CLIENT_PORT, l4_packet(client, sport, prefix.split("/")[0], 80))
+    return {s["client"]: s["pod"].split(":")[0]
+            for s in kp.sessions(limit=10000)["sessions"] if s["client"] not in before}
+
+
+def test_client_ip_affinity_keeps_a_clients_new_sessions_on_one_pod(kp):
+    kp.add_vip("10.96.0.20/32", port=80, target_port=8080, protocol="tcp",
+               affinity_timeout=30)
+    kp.add_pods("10.96.0.20/32", 80, list(PODS)[:2])
+    clients = [f"10.0.0.{i}" for i in range(11, 31)]
+    firsts = {c: set(_pods_of_new_sessions(kp, c, range(30000, 30008)).values())
+              for c in clients}
+    assert all(len(pods) == 1 for pods in firsts.values()), firsts     # one pod per client
+    assert len({p for pods in firsts.values() for p in pods}) == 2        # clients spread
+    # A pod joins: clients stay where they were (the table alone would move a third).
+    kp.add_pods("10.96.0.20/32", 80, [list(PODS)[2]])
+    kp._clock.now += 20
+    for c in clients:
+        assert set(_pods_of_new_sessions(kp, c, [31000]).values()) == firsts[c]
+
+
+def test_affinity_ends_after_its_timeout_or_with_its_pod(kp):
+    kp.add_vip("10.96.0.20/32", port=80, target_port=8080, protocol="tcp",
+               affinity_timeout=30)
+    kp.add_pods("10.96.0.20/32", 80, list(PODS))
+    vip = kp.model.find_vip("10.96.0.20/32", 80)
+    client = ipaddress.ip_address("10.0.0.11")
+    by_client = str(vip.table.pick(client_hash(client)))
+    (first,) = set(_pods_of_new_sessions(kp, "10.0.0.11", [32000]).values())
+    assert first == by_client                    # every node starts a client on one pod
+    kp.del_pods("10.96.0.20/32", 80, [first])
+    (second,) = set(_pods_of_new_sessions(kp, "10.0.0.11", [32001, 32002]).values())
+    assert second != first
+    kp.add_pods("10.96.0.20/32", 80, [first])   # back, but the client stays on `second`
+    kp._clock.now += 29
+    assert set(_pods_of_new_sessions(kp, "10.0.0.11", [32003]).values()) == {second}
+    kp._clock.now += 31                              # 31 s after its last new session
+    assert set(_pods_of_new_sessions(kp, "10.0.0.11", [32004]).values()) == {by_client}
