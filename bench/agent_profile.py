@@ -17,6 +17,7 @@ measured time is the agent's):
     .venv/bin/python bench/agent_profile.py                       # both, 10,000 each
     .venv/bin/python bench/agent_profile.py --profile sessions    # + cProfile top 30
     .venv/bin/python bench/agent_profile.py --only add-flows -n 20000
+    .venv/bin/python bench/agent_profile.py --only sessions --reply-in-port
 
 Numbers are for comparing two versions of the agent on one machine, not OVS.
 """
@@ -175,13 +176,16 @@ def base_flows():
     return msgs
 
 
-def session_reply(sport):
+def session_reply(sport, reply_in_port=False):
     """kp_app's answer to the packet-in of one new session: 2 flow-mods, a packet-out
-    (bytes)."""
+    (bytes). `reply_in_port`: the reverse flow matches the pod's port too, as kp_app's
+    do once `ku set interface nat4 in <port>` lists the ports replies come in on."""
     fwd = {"eth_type": 0x0800, "ip_proto": 17, "ipv4_src": CLIENT_IP, "ipv4_dst": VIP,
            "udp_src": sport, "udp_dst": VIP_PORT}
     rev = {"eth_type": 0x0800, "ip_proto": 17, "ipv4_src": POD_IP, "ipv4_dst": CLIENT_IP,
            "udp_src": POD_PORT, "udp_dst": sport}
+    if reply_in_port:
+        rev["in_port"] = POD_OF_PORT
     dnat = [sf(eth_src=GW_MAC), sf(eth_dst=POD_MAC), sf(ipv4_dst=POD_IP), sf(udp_dst=POD_PORT),
             out(POD_OF_PORT)]
     snat = [sf(eth_src=GW_MAC), sf(eth_dst=CLIENT_MAC), sf(ipv4_src=VIP), sf(udp_src=VIP_PORT),
@@ -281,12 +285,12 @@ def wait_negotiated(agent):
     raise RuntimeError("no hello")
 
 
-def run_sessions(n, rate, queue_len):
+def run_sessions(n, rate, queue_len, reply_in_port=False):
     agent, dp, csock, th = make_agent(queue_len)
     replies, misses = {}, []
     for i in range(n):
         sport = SPORT0 + i
-        replies[sport] = session_reply(sport)
+        replies[sport] = session_reply(sport, reply_in_port)
         frame = udp_frame(sport)
         key, blob, _ = fastpath_ref.parse_blob(frame, CLIENT_PORT)
         misses.append((CLIENT_PORT, frame, key, blob))
@@ -369,12 +373,14 @@ def main():
     p.add_argument("--profile", choices=("sessions", "add-flows"),
                    help="run that workload under cProfile (all threads) and print the top")
     p.add_argument("--top", type=int, default=30)
+    p.add_argument("--reply-in-port", action="store_true",
+                   help="sessions: reverse flows match in_port (ku set interface nat4 in ...)")
     a = p.parse_args()
     work = [w for w in ("sessions", "add-flows") if a.only in (None, w)]
     for w in work:
         profiles = _profile_threads() if a.profile == w else None
         if w == "sessions":
-            r = run_sessions(a.n, a.rate, a.queue)
+            r = run_sessions(a.n, a.rate, a.queue, a.reply_in_port)
             print("sessions : %6d in %6.2f s = %7.0f /s  (miss drops %d, packet-in drops %d, packet-ins %d, flows %d, "
                   "invalidations %d)%s" % (r["delivered"], r["seconds"], r["per_s"], r["drops"], r["lost_pins"],
                                            r["packet_ins"], r["flows"], r["invalidations"],

@@ -117,13 +117,40 @@ class FlowEntry:
 
 
 class _Subtable:
-    __slots__ = ("sig", "buckets", "prio_count", "max_priority")
+    """The entries with one signature, by their values.  `partial` indexes the buckets by
+    the values of some of the fields (positions into `sig`): made the first time an
+    overlap query pins only those fields (a new session flow without the in_port that
+    the subtable's reply flows match on), then kept up to date, so such a query is a
+    dict probe instead of a scan of every bucket."""
+    __slots__ = ("sig", "buckets", "prio_count", "max_priority", "partial")
 
     def __init__(self, sig):
         self.sig = sig
         self.buckets = {}
         self.prio_count = collections.Counter()
         self.max_priority = -1
+        self.partial = {}   # positions -> {values at those positions: {bucket values}}
+
+    def add_bucket(self, vals):
+        for positions, index in self.partial.items():
+            index.setdefault(tuple(vals[i] for i in positions), set()).add(vals)
+
+    def drop_bucket(self, vals):
+        for positions, index in self.partial.items():
+            key = tuple(vals[i] for i in positions)
+            group = index[key]
+            group.discard(vals)
+            if not group:
+                del index[key]
+
+    def buckets_with(self, positions, values):
+        """The bucket values whose fields at `positions` are `values`."""
+        index = self.partial.get(positions)
+        if index is None:
+            index = self.partial[positions] = {}
+            for vals in self.buckets:
+                index.setdefault(tuple(vals[i] for i in positions), set()).add(vals)
+        return index.get(values, ())
 
 
 class FlowTable:
@@ -134,6 +161,7 @@ class FlowTable:
         self.max_entries = max_entries
         self.entries = {}  # id -> FlowEntry, insertion order
         self._subtables = {}
+        self._overlap_plans = {}   # (match signature, subtable signature) -> _overlap_plan
         self._order = []
         self._dirty = False
         self.lookup_count = 0
@@ -148,7 +176,11 @@ class FlowTable:
         st = self._subtables.get(sig)
         if st is None:
             st = self._subtables[sig] = _Subtable(sig)
-        lst = st.buckets.setdefault(entry.match.values(), [])
+        vals = entry.match.values()
+        lst = st.buckets.get(vals)
+        if lst is None:
+            lst = st.buckets[vals] = []
+            st.add_bucket(vals)
         i = 0
         while i < len(lst) and lst[i].priority >= entry.priority:
             i += 1
@@ -168,6 +200,7 @@ class FlowTable:
         lst.remove(entry)
         if not lst:
             del st.buckets[vals]
+            st.drop_bucket(vals)
         st.prio_count[entry.priority] -= 1
         if not st.prio_count[entry.priority]:
             del st.prio_count[entry.priority]
@@ -219,31 +252,49 @@ class FlowTable:
         masks cover; prerequisites are not considered, which can only add entries).
 
         Per subtable: when `match` pins down every bit the subtable looks at, the
-        overlapping entries are those of one bucket (a dict probe); otherwise the
-        buckets' value tuples are compared with the common bits."""
+        overlapping entries are those of one bucket (a dict probe); when it pins some of
+        its fields whole, those of the buckets a partial index gives for them, compared
+        with the remaining common bits; otherwise every bucket is compared."""
         out = []
         mf = match.fields
+        sig = match.signature()
         for st in self._subtables.values():
             if min(st.prio_count) > max_priority:
                 continue
-            common = []
-            pinned = True
-            for i, (name, smask) in enumerate(st.sig):
-                f = mf.get(name)
-                c = f[1] & smask if f is not None else 0
-                if c != smask:
-                    pinned = False
-                if c:
-                    common.append((i, c, f[0] & c))
-            if pinned:
-                lst = st.buckets.get(tuple(w for _, _, w in common))
+            plan = self._overlap_plans.get((sig, st.sig))
+            if plan is None:
+                plan = self._overlap_plans[(sig, st.sig)] = _overlap_plan(sig, st.sig)
+            positions, whole, partly = plan
+            common = [(i, c, mf[name][0] & c) for i, name, c in partly]
+            values = tuple(mf[name][0] & mask for name, mask in whole)
+            if len(whole) == len(st.sig):
+                lst = st.buckets.get(values)
                 lists = [lst] if lst else []
+            elif whole:
+                lists = [st.buckets[vals] for vals in st.buckets_with(positions, values)
+                         if all(vals[i] & c == w for i, c, w in common)]
             else:
                 lists = [lst for vals, lst in st.buckets.items()
                          if all(vals[i] & c == w for i, c, w in common)]
             for lst in lists:
                 out.extend(e for e in lst if e.priority <= max_priority)
         return out
+
+
+def _overlap_plan(match_sig, subtable_sig):
+    """For a match of signature `match_sig` and a subtable: the positions and (name,
+    mask) of the subtable's fields the match pins whole, and (position, name, common
+    mask) of those it constrains in part."""
+    masks = dict(match_sig)
+    positions, whole, partly = [], [], []
+    for i, (name, smask) in enumerate(subtable_sig):
+        c = masks.get(name, 0) & smask
+        if c == smask:
+            positions.append(i)
+            whole.append((name, smask))
+        elif c:
+            partly.append((i, name, c))
+    return tuple(positions), tuple(whole), tuple(partly)
 
 
 class Removed:
