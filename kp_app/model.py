@@ -210,6 +210,15 @@ class Vip:
         return f"{self.prefix} port {self.port}"
 
 
+def _unlist(index: dict, key, vip: Vip) -> None:
+    """Take `vip` itself (not an equal one) from index[key]; no empty lists are kept."""
+    kept = [v for v in index[key] if v is not vip]
+    if kept:
+        index[key] = kept
+    else:
+        del index[key]
+
+
 class ServiceModel:
     """Conf, node addresses, VIPs: validated mutations, lookups for the data path."""
 
@@ -224,6 +233,12 @@ class ServiceModel:
         self._next_vip_id = 1
         self._next_pod_id = 1
         self._offered: Optional[MaglevTable] = None
+        # Indexes of self.vips, so that a packet finds its VIP in the time of a dict probe
+        # however many Services there are (a Kubernetes cluster has thousands).
+        self._by_id: Dict[int, Vip] = {}
+        self._by_address: Dict[Address, List[Vip]] = {}   # host prefixes, external IPs
+        self._wide: List[Vip] = []                        # prefixes of several addresses
+        self._by_node_port: Dict[int, List[Vip]] = {}
 
     # -- conf and node addresses ------------------------------------------------------
 
@@ -289,12 +304,46 @@ class ServiceModel:
         vip = Vip(self._free_vip_id(), network, port, target_port, node_port, protocol,
                   new_len, externals, service, affinity_timeout)
         vip.rebuild_table()
-        self.vips[vip.key] = vip
+        self.adopt(vip)
         return vip
+
+    def adopt(self, vip: Vip) -> None:
+        """Add a VIP that is already whole (add_vip's, or a copy of another model's)."""
+        self.vips[vip.key] = vip
+        self._by_id[vip.id] = vip
+        for address in self._addresses_of(vip):
+            self._by_address.setdefault(address, []).append(vip)
+        if vip.prefix.prefixlen != vip.prefix.max_prefixlen:
+            self._wide.append(vip)
+        if vip.node_port is not None:
+            self._by_node_port.setdefault(vip.node_port, []).append(vip)
+
+    def _drop(self, vip: Vip) -> None:
+        del self.vips[vip.key]
+        del self._by_id[vip.id]
+        for address in self._addresses_of(vip):
+            _unlist(self._by_address, address, vip)
+        self._wide = [v for v in self._wide if v is not vip]
+        if vip.node_port is not None:
+            _unlist(self._by_node_port, vip.node_port, vip)
+
+    @staticmethod
+    def _addresses_of(vip: Vip) -> List[Address]:
+        own = ([vip.prefix.network_address]
+               if vip.prefix.prefixlen == vip.prefix.max_prefixlen else [])
+        return list(dict.fromkeys(own + list(vip.external_ips)))
+
+    def _vips_for(self, address: Address) -> List[Vip]:
+        """The VIPs whose prefix or external IPs hold `address` (of its family)."""
+        return self._by_address.get(address, []) + [
+            v for v in self._wide if v.version == address.version and address in v.prefix]
+
+    def serves(self, address: Address) -> bool:
+        return bool(self._vips_for(address))
 
     def _free_vip_id(self) -> int:
         """The VIP id travels in 16 bits of every flow cookie: reuse freed ids."""
-        used = {v.id for v in self.vips.values()}
+        used = self._by_id
         if len(used) >= MAX_VIPS:
             raise Conflict(f"already {MAX_VIPS} VIPs")
         while self._next_vip_id in used:
@@ -305,15 +354,20 @@ class ServiceModel:
 
     def _check_overlaps(self, network, port, node_port, externals, protocol) -> None:
         protos = set(PROTOCOLS[protocol])
-        for other in self.vips.values():
-            if not protos & set(other.ip_protos):
-                continue
-            if node_port is not None and other.node_port == node_port:
-                raise Conflict(f"node_port {node_port} is already used by VIP {other.label()}")
+
+        def sharing(others):
+            return [o for o in others if protos & set(o.ip_protos)]
+        for other in sharing(self._by_node_port.get(node_port, [])):
+            raise Conflict(f"node_port {node_port} is already used by VIP {other.label()}")
+        # A prefix of several addresses may hold any other; one address, only those.
+        others = (self.vips.values() if network.prefixlen != network.max_prefixlen
+                  else self._vips_for(network.network_address))
+        for other in sharing(others):
             if other.port == port and other.prefix.version == network.version and (
                     other.prefix.overlaps(network)) and other.prefix != network:
                 raise Conflict(f"{network} port {port} overlaps VIP {other.label()}")
-            for address in externals:
+        for address in externals:
+            for other in sharing(self._by_address.get(address, [])):
                 if other.port == port and address in other.external_ips:
                     raise Conflict(f"external_ip {address} port {port} is already used by "
                                    f"VIP {other.label()}")
@@ -341,7 +395,7 @@ class ServiceModel:
 
     def del_vip(self, prefix, port=None) -> Vip:
         vip = self.find_vip(prefix, port)
-        del self.vips[vip.key]
+        self._drop(vip)
         return vip
 
     # -- pods ------------------------------------------------------------------------
@@ -434,28 +488,22 @@ class ServiceModel:
     # -- data-path lookups -----------------------------------------------------------
 
     def vip_for_destination(self, ip_proto: int, dst: Address, dst_port: int) -> Optional[Vip]:
-        """The VIP a client packet is for (most specific prefix wins), or None."""
-        best = None
-        for vip in self.vips.values():
-            if ip_proto not in vip.ip_protos or vip.version != dst.version:
+        """The VIP a client packet is for, or None: the most specific prefix, then a VIP
+        of that port over one of every port (as the switch's flow priorities rank them)."""
+        best, best_rank = None, None
+        for vip in self._vips_for(dst):
+            if ip_proto not in vip.ip_protos or (vip.port and vip.port != dst_port):
                 continue
-            if vip.port and vip.port != dst_port:
-                continue
-            if dst in vip.prefix or dst in vip.external_ips:
-                if best is None or vip.prefix.prefixlen > best.prefix.prefixlen or (
-                        vip.port and not best.port):
-                    best = vip
+            rank = (vip.prefix.prefixlen, bool(vip.port))
+            if best is None or rank > best_rank:
+                best, best_rank = vip, rank
         return best
 
     def vip_for_node_port(self, version: int, ip_proto: int, node_port: int) -> Optional[Vip]:
-        for vip in self.vips.values():
-            if (vip.node_port == node_port and ip_proto in vip.ip_protos
-                    and vip.version == version):
+        for vip in self._by_node_port.get(node_port, []):
+            if ip_proto in vip.ip_protos and vip.version == version:
                 return vip
         return None
 
     def vip_by_id(self, vip_id: int) -> Optional[Vip]:
-        for vip in self.vips.values():
-            if vip.id == vip_id:
-                return vip
-        return None
+        return self._by_id.get(vip_id)

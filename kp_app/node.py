@@ -212,13 +212,7 @@ class Node:
     def _is_ours(self, address) -> bool:
         """Addresses the node answers for: its own, and every service address."""
         node = self.model.node_addresses(self.dpid)
-        if address in (node.ipv4, node.ipv6):
-            return True
-        for vip in self.model.vips.values():
-            if vip.version == address.version and (
-                    address in vip.prefix or address in vip.external_ips):
-                return True
-        return False
+        return address in (node.ipv4, node.ipv6) or self.model.serves(address)
 
     def _arp(self, frame: frames.Frame, in_port: int) -> list:
         if frame.arp_op == 1 and frame.arp_tpa is not None and self._is_ours(frame.arp_tpa):

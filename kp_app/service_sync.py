@@ -133,7 +133,7 @@ def _try(model: ServiceModel, deletes: List[VipChange], makes: List[VipChange]) 
     gone = {_key(c.prefix, c.port) for c in deletes}
     for key, vip in model.vips.items():
         if key not in gone:
-            scratch.vips[key] = dataclasses.replace(vip, pods={}, table=None)
+            scratch.adopt(dataclasses.replace(vip, pods={}, table=None))
     for change in makes:
         spec = change.spec
         vip = scratch.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,

@@ -138,3 +138,50 @@ def test_a_table_built_ahead_is_taken_only_by_the_change_it_is_for(kp):
     assert kp.table_plan("10.96.0.10/32", 80, ["10.0.0.3"], remove=True) == ([], 64)
     assert kp.table_plan("10.96.0.10/32", 80, ["not an address"]) is None
     assert kp.table_plan("10.96.0.99/32", 80, ["10.0.0.3"]) is None
+
+
+def _brute_destination(model, ip_proto, dst, dst_port):
+    """vip_for_destination by looking at every VIP: the most specific prefix, then a VIP
+    of that port over one of every port."""
+    fits = [v for v in model.vips.values()
+            if ip_proto in v.ip_protos and v.version == dst.version
+            and (not v.port or v.port == dst_port)
+            and (dst in v.prefix or dst in v.external_ips)]
+    return max(fits, key=lambda v: (v.prefix.prefixlen, bool(v.port)), default=None)
+
+
+def test_indexed_lookups_agree_with_looking_at_every_vip():
+    import random
+    from kp_app.model import ServiceModel
+    rng = random.Random(5)
+    model = ServiceModel()
+    addresses = [ip(f"10.96.{a}.{b}") for a in (0, 1) for b in (1, 2, 3)] + [ip("fd00::1")]
+    prefixes = ["10.96.0.0/24", "10.96.0.0/16", "10.96.1.0/30", "10.96.0.2/31", "fd00::/64"]
+    for step in range(600):
+        if model.vips and rng.random() < 0.35:
+            network, port = rng.choice(list(model.vips))
+            model.del_vip(str(network), port)
+            continue
+        address = rng.choice(addresses)
+        prefix = rng.choice(prefixes + [f"{address}/{address.max_prefixlen}"] * 3)
+        externals = [str(a) for a in rng.sample(addresses, 2)
+                     if a.version == ipaddress.ip_network(prefix).version]
+        try:
+            model.add_vip(prefix, rng.choice([0, 80, 443]), None,
+                          rng.choice([None, 30080, 30081]), rng.choice(["tcp", "udp", "any"]),
+                          external_ips=externals if rng.random() < 0.3 else [])
+        except (Conflict, InvalidInput, NotFound):
+            pass
+        for dst in addresses:
+            for proto, port in ((6, 80), (17, 443), (6, 22)):
+                assert model.vip_for_destination(proto, dst, port) is \
+                    _brute_destination(model, proto, dst, port), step
+            assert model.serves(dst) == any(
+                dst in v.prefix or dst in v.external_ips for v in model.vips.values()
+                if v.version == dst.version)
+        for node_port in (30080, 30081):
+            want = [v for v in model.vips.values() if v.node_port == node_port and 6 in
+                    v.ip_protos and v.version == 4]
+            assert model.vip_for_node_port(4, 6, node_port) is (want[0] if want else None)
+        for vip in model.vips.values():
+            assert model.vip_by_id(vip.id) is vip
