@@ -292,6 +292,7 @@ class KubeProxy:
                          spec.protocol, None, service_sync.new_len_for(len(spec.pods)),
                          list(spec.external_ips), change.service, spec.affinity_timeout)
             if spec.pods:
+                self.model.offer_table(plan.tables[(change.prefix, change.port)])
                 self.add_pods(spec.prefix, spec.port, list(spec.pods))
         for change in plan.updates:
             self.model.set_affinity(self.model.find_vip(change.prefix, change.port),

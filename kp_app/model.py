@@ -488,8 +488,9 @@ class ServiceModel:
     # -- data-path lookups -----------------------------------------------------------
 
     def vip_for_destination(self, ip_proto: int, dst: Address, dst_port: int) -> Optional[Vip]:
-        """The VIP a client packet is for, or None: the most specific prefix, then a VIP
-        of that port over one of every port (as the switch's flow priorities rank them)."""
+        """The VIP a client packet is for, or None: the most specific prefix (as the
+        switch's flow priorities rank them), then a VIP of that port over one of every
+        port."""
         best, best_rank = None, None
         for vip in self._vips_for(dst):
             if ip_proto not in vip.ip_protos or (vip.port and vip.port != dst_port):

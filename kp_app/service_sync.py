@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 from kp_app.errors import Conflict, InvalidInput
 from kp_app.kubernetes import ServiceVip
+from kp_app.maglev import MaglevTable
 from kp_app.model import MAX_NEW_LEN, ServiceModel, Vip
 
 DEFAULT_NEW_LEN = 1024
@@ -81,6 +82,9 @@ class Plan:
     deletes: List[VipChange]
     makes: List[VipChange]
     updates: List[VipChange]
+    # the made VIPs' new-connection tables, built when the plan was tried: the real
+    # change takes them instead of building them again
+    tables: Dict[Tuple[str, int], MaglevTable] = dataclasses.field(default_factory=dict)
 
     def changes(self) -> List[VipChange]:
         """Each VIP once, for the report."""
@@ -122,13 +126,15 @@ def plan(model: ServiceModel, desired: Dict[str, List[ServiceVip]]) -> Plan:
                 updates.append(VipChange(service, spec.prefix, spec.port,
                                          "updated" if changed else "unchanged", spec,
                                          add, remove))
-    _try(model, deletes, makes)
-    return Plan(deletes, makes, updates)
+    return Plan(deletes, makes, updates, _try(model, deletes, makes))
 
 
-def _try(model: ServiceModel, deletes: List[VipChange], makes: List[VipChange]) -> None:
+def _try(model: ServiceModel, deletes: List[VipChange],
+         makes: List[VipChange]) -> Dict[Tuple[str, int], MaglevTable]:
     """Make the VIPs on a scratch model that has the real one's other VIPs (without
-    their pods): every value and conflict check add_vip and add_pods do, nothing real."""
+    their pods): every value and conflict check add_vip and add_pods do, nothing real.
+    Returns the tables of the VIPs made with pods."""
+    tables = {}
     scratch = ServiceModel()
     gone = {_key(c.prefix, c.port) for c in deletes}
     for key, vip in model.vips.items():
@@ -141,3 +147,5 @@ def _try(model: ServiceModel, deletes: List[VipChange], makes: List[VipChange]) 
                               list(spec.external_ips), change.service, spec.affinity_timeout)
         if spec.pods:
             scratch.add_pods(vip, list(spec.pods))
+            tables[(change.prefix, change.port)] = vip.table
+    return tables

@@ -43,3 +43,24 @@ def test_a_plan_that_fails_half_way_leaves_the_model_as_it_was():
     with pytest.raises(Conflict, match="node_port 30081"):
         service_sync.plan(kp.model, {"shop/web": [spec(port=8000, node_port=30081)]})
     assert kp.vips() == before
+
+
+def test_the_tables_built_to_try_the_plan_are_the_ones_the_vips_get(monkeypatch):
+    import kp_app.model
+    built = []
+
+    class Counted(kp_app.model.MaglevTable):
+        def __init__(self, pods, new_len):
+            super().__init__(pods, new_len)
+            if pods:
+                built.append(self)
+    monkeypatch.setattr(kp_app.model, "MaglevTable", Counted)
+    kp = KubeProxy(lambda dpid, msgs: None)
+    kp.apply_kubernetes({"kind": "List", "items": [
+        {"kind": "Service", "metadata": {"name": "web"},
+         "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}},
+        {"kind": "Endpoints", "metadata": {"name": "web"},
+         "subsets": [{"addresses": [{"ip": "10.1.0.1"}, {"ip": "10.1.0.2"}],
+                      "ports": [{"port": 8080}]}]}]})
+    vip = kp.model.find_vip("10.96.0.10/32", 80)
+    assert built == [vip.table]          # built once, on the scratch model, and kept
