@@ -97,13 +97,17 @@ def vips(answer: List[Dict[str, Any]], verbose: bool = False) -> str:
             lines.append(f"  service: {vip['service']}")
         if vip.get("affinity_timeout"):
             lines.append(f"  affinity: client IP, {vip['affinity_timeout']} s")
+        if vip.get("external_policy") == "local":
+            lines.append("  external_policy: local (node port and external IPs: this "
+                         "node's pods only)")
         if vip.get("external_ips"):
             lines.append(f"  external_ips: {', '.join(vip['external_ips'])}")
         pods = vip.get("pods", [])
         if verbose:
             counters = vip.get("counters") or {}
             lines.append("  " + "  ".join(f"{name} {cell(counters.get(name))}"
-                                          for name in ("no_pod", "untracked", "table_full")))
+                                          for name in ("no_pod", "untracked", "table_full",
+                                                       "no_local_pod")))
             if pods:
                 lines += table(["POD", "STATE", "ENTRIES", "SESSIONS", "NEW", "PACKETS",
                                 "BYTES"],

@@ -245,9 +245,10 @@ class KubeProxy:
 
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
                 nat=None, new_len=1024, external_ips=(), service=None,
-                affinity_timeout=0) -> dict:
+                affinity_timeout=0, external_policy="cluster") -> dict:
         vip = self.model.add_vip(prefix, port, target_port, node_port, protocol, nat,
-                                 new_len, external_ips, service, affinity_timeout)
+                                 new_len, external_ips, service, affinity_timeout,
+                                 external_policy)
         self._broadcast(lambda n: n.vip_programming(vip))
         return self._vip_dict(vip)
 
@@ -290,13 +291,14 @@ class KubeProxy:
             spec = change.spec
             self.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,
                          spec.protocol, None, service_sync.new_len_for(len(spec.pods)),
-                         list(spec.external_ips), change.service, spec.affinity_timeout)
+                         list(spec.external_ips), change.service, spec.affinity_timeout,
+                         spec.external_policy)
             if spec.pods:
                 self.model.offer_table(plan.tables[(change.prefix, change.port)])
                 self.add_pods(spec.prefix, spec.port, list(spec.pods))
         for change in plan.updates:
-            self.model.set_affinity(self.model.find_vip(change.prefix, change.port),
-                                    change.spec.affinity_timeout)
+            self.model.set_policies(self.model.find_vip(change.prefix, change.port),
+                                    change.spec.affinity_timeout, change.spec.external_policy)
             if change.add:
                 self.add_pods(change.prefix, change.port, list(change.add))
             if change.remove:
@@ -400,6 +402,7 @@ class KubeProxy:
                 "new_sessions": c.new_sessions, "active_sessions": active,
                 "packets": c.packets + packets, "bytes": c.bytes + byte_count,
                 "no_pod": c.no_pod, "untracked": c.untracked, "table_full": c.table_full,
+                "no_local_pod": c.no_local_pod,
                 "pods": [self._pod_dict(vip, a) for a in sorted(vip.pods, key=int)]}
 
     def _pod_dict(self, vip: Vip, address) -> dict:
@@ -419,7 +422,8 @@ class KubeProxy:
         return {"prefix": str(vip.prefix), "port": vip.port, "target_port": vip.target_port,
                 "node_port": vip.node_port, "protocol": vip.protocol, "nat": vip.nat,
                 "new_len": vip.new_len, "external_ips": [str(a) for a in vip.external_ips],
-                "affinity_timeout": vip.affinity_timeout, "service": vip.service,
+                "affinity_timeout": vip.affinity_timeout,
+                "external_policy": vip.external_policy, "service": vip.service,
                 "pods": pods, "counters": counters}
 
     def _session_dict(self, dpid: int, s, now: float) -> dict:

@@ -49,6 +49,7 @@ class ServiceVip:
     external_ips: Tuple[str, ...]   # externalIPs + load balancer ingress IPs of this family
     pods: Tuple[str, ...]       # ready endpoint addresses of this family
     affinity_timeout: int = 0   # sessionAffinity ClientIP: its timeoutSeconds (0: None)
+    external_policy: str = "cluster"    # externalTrafficPolicy, lowercase
 
 
 class _Ident(NamedTuple):
@@ -79,6 +80,7 @@ class _Service(NamedTuple):
     ports: List[_Port]
     external: List[Address]
     affinity_timeout: int
+    external_policy: str
 
 
 class _Group(NamedTuple):
@@ -200,7 +202,12 @@ def _parse_service(obj: dict, where: str) -> _Service:
     ports = _service_ports(spec, at, service_type in NODE_PORT_TYPES, node_port_required)
     external = _external_ips(obj, spec, where)
     cluster_ips = [] if service_type == "ExternalName" else _cluster_ips(spec, at)
-    return _Service(cluster_ips, ports, external, _affinity_timeout(spec, at))
+    policy = _typed(spec, "externalTrafficPolicy", str, f"{at}.externalTrafficPolicy",
+                    "Cluster")
+    if policy.lower() not in ("cluster", "local"):
+        raise InvalidInput(f"{policy!r} is not a traffic policy: use Cluster or Local",
+                           f"{at}.externalTrafficPolicy")
+    return _Service(cluster_ips, ports, external, _affinity_timeout(spec, at), policy.lower())
 
 
 def _affinity_timeout(spec: dict, at: str) -> int:
@@ -436,7 +443,8 @@ def _vip(service: _Service, port: _Port, cluster_ip: Address, backends) -> Servi
         # kube-proxy drops external addresses of a family the Service has no cluster IP of.
         external_ips=_strings(a for a in service.external if a.version == version),
         pods=_strings(address for address, _ in pods),
-        affinity_timeout=service.affinity_timeout)
+        affinity_timeout=service.affinity_timeout,
+        external_policy=service.external_policy)
 
 
 def _strings(addresses) -> Tuple[str, ...]:

@@ -72,6 +72,15 @@ def parse_affinity(value) -> int:
     return parse_int(value, "affinity_timeout", 0, MAX_AFFINITY_TIMEOUT)
 
 
+EXTERNAL_POLICIES = ("cluster", "local")
+
+
+def parse_external_policy(value) -> str:
+    if value not in EXTERNAL_POLICIES:
+        raise InvalidInput(f"{value!r} is not cluster or local", "external_policy")
+    return value
+
+
 @dataclass
 class Conf:
     buckets: int = 1024
@@ -142,6 +151,7 @@ class Counters:
     no_pod: int = 0
     untracked: int = 0
     table_full: int = 0
+    no_local_pod: int = 0   # externalTrafficPolicy local, entering a node with none
 
 
 @dataclass
@@ -169,6 +179,9 @@ class Vip:
     external_ips: Tuple[Address, ...] = ()
     service: Optional[str] = None   # "namespace/name" of the Kubernetes Service it serves
     affinity_timeout: int = 0       # ClientIP session affinity, seconds (0: none)
+    # externalTrafficPolicy: "local" sends NodePort and external-IP clients only to the
+    # pods of the node they entered (no SNAT: the pod sees the client), "cluster" anywhere
+    external_policy: str = "cluster"
     pods: Dict[Address, Pod] = field(default_factory=dict)
     table: Optional[MaglevTable] = None
     counters: Counters = field(default_factory=Counters)
@@ -270,7 +283,7 @@ class ServiceModel:
 
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
                 nat=None, new_len=1024, external_ips=(), service=None,
-                affinity_timeout=0) -> Vip:
+                affinity_timeout=0, external_policy="cluster") -> Vip:
         network = parse_prefix(prefix)
         port = parse_int(port, "port", 0, 65535)
         target_port = port if target_port is None else parse_int(
@@ -294,6 +307,7 @@ class ServiceModel:
                                f"{network} (use {expected_nat})", "nat")
         new_len = parse_power_of_2(new_len, "new_len", MAX_NEW_LEN)
         affinity_timeout = parse_affinity(affinity_timeout)
+        external_policy = parse_external_policy(external_policy)
         if isinstance(external_ips, str) or not isinstance(external_ips, (list, tuple)):
             raise InvalidInput("must be a list of addresses", "external_ips")
         externals = tuple(dict.fromkeys(
@@ -302,7 +316,7 @@ class ServiceModel:
             raise Conflict(f"VIP {network} port {port} already exists")
         self._check_overlaps(network, port, node_port, externals, protocol)
         vip = Vip(self._free_vip_id(), network, port, target_port, node_port, protocol,
-                  new_len, externals, service, affinity_timeout)
+                  new_len, externals, service, affinity_timeout, external_policy)
         vip.rebuild_table()
         self.adopt(vip)
         return vip
@@ -389,9 +403,12 @@ class ServiceModel:
                                "port")
         return matches[0]
 
-    def set_affinity(self, vip: Vip, affinity_timeout) -> None:
-        """Sessions already open keep their pods; new ones follow the new setting."""
-        vip.affinity_timeout = parse_affinity(affinity_timeout)
+    def set_policies(self, vip: Vip, affinity_timeout, external_policy) -> None:
+        """Session affinity and external traffic policy, which a VIP may change in place:
+        sessions already open keep their pods; new ones follow the new settings."""
+        affinity_timeout = parse_affinity(affinity_timeout)
+        vip.external_policy = parse_external_policy(external_policy)
+        vip.affinity_timeout = affinity_timeout
 
     def del_vip(self, prefix, port=None) -> Vip:
         vip = self.find_vip(prefix, port)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from kp_app import frames, pipeline
+from kp_app.maglev import MaglevTable
 from kp_app.model import Address, ServiceModel, Vip
 from kp_app.pipeline import (OFPP_CONTROLLER, OFPP_FLOOD, FlowDelete, PacketOut,
                              addr_field, port_field)
@@ -43,6 +44,8 @@ class Node:
         self.port_names: Dict[int, str] = {}
         self.sessions = SessionTable(model.conf.buckets)
         self.affinity = ClientAffinity()
+        # vip id -> (the VIP's table, this node's subnets, the table of its local pods)
+        self._local_tables: Dict[int, Tuple[MaglevTable, tuple, MaglevTable]] = {}
         self.pending: Dict[object, List[Tuple[float, int, bytes]]] = {}
         self.cache_stats: dict = {}
         # Set by KubeProxy from the discovered links: ports that lead to other switches,
@@ -274,21 +277,28 @@ class Node:
             vip = self.model.vip_for_node_port(frame.ip_dst.version, frame.ip_proto,
                                                frame.dst_port)
             if vip is not None:
-                return self._new_session(vip, key, frame, in_port, now)
+                return self._new_session(vip, key, frame, in_port, now, external=True)
         vip = self.model.vip_for_destination(frame.ip_proto, frame.ip_dst, frame.dst_port)
         if vip is not None:
-            return self._new_session(vip, key, frame, in_port, now)
+            external = frame.ip_dst not in vip.prefix     # one of its external IPs
+            return self._new_session(vip, key, frame, in_port, now, external)
         if frame.eth_dst == self.mac:
             return self._route(frame, in_port, now)
         return self._stray_reply(frame, in_port)
 
-    def _new_session(self, vip: Vip, key: FiveTuple, frame, in_port: int, now: float) -> list:
+    def _new_session(self, vip: Vip, key: FiveTuple, frame, in_port: int, now: float,
+                     external: bool = False) -> list:
         if vip.table is None or not vip.table.slots:
             vip.counters.no_pod += 1
             refusal = (frames.tcp_reset(frame, self.mac) if key.proto == frames.TCP
                        else frames.port_unreachable(frame, self.mac))
             return [PacketOut(refusal, (("output", in_port),), OFPP_CONTROLLER)]
-        pod_address = self._pick_pod(vip, key, now)
+        table = self._local_table(vip) if external and vip.external_policy == "local" \
+            else vip.table
+        if not table.slots:     # as kube-proxy: dropped, so a load balancer's health
+            vip.counters.no_local_pod += 1      # check sends clients to other nodes
+            return []
+        pod_address = self._pick_pod(vip, table, key, now)
         if self.resolve(pod_address) is None:
             return self._hold(pod_address, in_port, frame.raw, now)
         tracked = not self.sessions.full
@@ -306,16 +316,29 @@ class Node:
         self.sessions.add(session)
         return self._resume(session, frame, in_port, True, now)
 
-    def _pick_pod(self, vip: Vip, key: FiveTuple, now: float) -> Address:
+    def _pick_pod(self, vip: Vip, table: MaglevTable, key: FiveTuple, now: float) -> Address:
         """By the flow's hash; with ClientIP affinity, the client's pod of last time (if
-        it is still active and the affinity has not timed out), else by the client's."""
+        the table still has it and the affinity has not timed out), else by the client's."""
         if not vip.affinity_timeout:
-            return vip.table.pick(key.flow_hash())
+            return table.pick(key.flow_hash())
         pod = self.affinity.pod_for(vip.id, key.src, now)
-        if pod is None or not (pod in vip.pods and vip.pods[pod].active):
-            pod = vip.table.pick(client_hash(key.src))
+        if pod is None or not table.entries_of(pod):
+            pod = table.pick(client_hash(key.src))
         self.affinity.remember(vip.id, key.src, pod, now, vip.affinity_timeout)
         return pod
+
+    def _local_table(self, vip: Vip) -> MaglevTable:
+        """The table of the VIP's active pods on this node's subnets, built again only
+        when the VIP's table or the node's subnets change."""
+        subnets = tuple(self.model.node_addresses(self.dpid).subnets())
+        cached = self._local_tables.get(vip.id)
+        if cached is not None and cached[0] is vip.table and cached[1] == subnets:
+            return cached[2]
+        local = [p for p in vip.active_pods()
+                 if any(p.version == s.version and p in s for s in subnets)]
+        table = MaglevTable(local, vip.new_len)
+        self._local_tables[vip.id] = (vip.table, subnets, table)
+        return table
 
     def _choose_snat(self, session: Session, node_port: bool) -> None:
         """Rewrite the client's source to this node when the reply would not come back

@@ -3,7 +3,7 @@
 Each applied Service owns the VIPs it asks for (`Vip.service`). Applying it again brings
 them to what it asks for now: a VIP it no longer has goes, a new one comes, one whose
 target port, node port, protocol or external addresses changed is replaced, and one that
-only changed pods or session affinity keeps its sessions (removed pods drain, as with
+only changed pods, session affinity or external traffic policy keeps its sessions (removed pods drain, as with
 `ku pod ... del`).
 VIPs made by hand, or owned by another Service, are never touched: asking for one is a
 conflict. The whole plan is tried on a scratch model before anything real changes.
@@ -122,7 +122,8 @@ def plan(model: ServiceModel, desired: Dict[str, List[ServiceVip]]) -> Plan:
                 pods = {ipaddress.ip_address(a) for a in spec.pods}
                 add = tuple(str(a) for a in sorted(pods - active))
                 remove = tuple(str(a) for a in sorted(active - pods))
-                changed = add or remove or vip.affinity_timeout != spec.affinity_timeout
+                changed = add or remove or (vip.affinity_timeout, vip.external_policy) != (
+                    spec.affinity_timeout, spec.external_policy)
                 updates.append(VipChange(service, spec.prefix, spec.port,
                                          "updated" if changed else "unchanged", spec,
                                          add, remove))
@@ -144,7 +145,8 @@ def _try(model: ServiceModel, deletes: List[VipChange],
         spec = change.spec
         vip = scratch.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,
                               spec.protocol, None, new_len_for(len(spec.pods)),
-                              list(spec.external_ips), change.service, spec.affinity_timeout)
+                              list(spec.external_ips), change.service, spec.affinity_timeout,
+                              spec.external_policy)
         if spec.pods:
             scratch.add_pods(vip, list(spec.pods))
             tables[(change.prefix, change.port)] = vip.table

@@ -100,7 +100,7 @@ def test_a_new_target_port_replaces_the_vip_and_a_dropped_port_deletes_it(api):
     assert [v["port"] for v in api.get("/v1/vips")] == [8000]
 
 
-def test_client_ip_affinity_is_set_and_changed_without_replacing_the_vip(api):
+def test_affinity_and_traffic_policy_change_without_replacing_the_vip(api):
     apply(api, web(sessionAffinity="ClientIP"))
     vip = api.get("/v1/vips/10.96.0.10/32/80")
     assert vip["affinity_timeout"] == 10800
@@ -112,6 +112,10 @@ def test_client_ip_affinity_is_set_and_changed_without_replacing_the_vip(api):
     assert api.get("/v1/vips/10.96.0.10/32/80")["affinity_timeout"] == 60
     apply(api, web())
     assert api.get("/v1/vips/10.96.0.10/32/80")["affinity_timeout"] == 0
+    assert actions(apply(api, web(externalTrafficPolicy="Local"))) == {
+        "10.96.0.10/32 port 80": "updated"}
+    assert api.service.model.find_vip("10.96.0.10/32", 80) is same
+    assert api.get("/v1/vips/10.96.0.10/32/80")["external_policy"] == "local"
 
 
 def test_a_port_over_tcp_and_udp_is_one_vip_of_both_protocols(api):

@@ -100,3 +100,25 @@ def test_the_same_flow_picks_the_same_pod_again(cluster, controller):
     again = kp_lab.udp_request(client, VIP, 80, count=1, src_port=41000)
     assert first["ok"] and again["ok"], (first, again)
     assert first["replies"][0]["name"] == again["replies"][0]["name"]
+
+
+def test_external_policy_local_keeps_node_port_clients_on_the_entry_nodes_pods(
+        cluster, controller):
+    assert api(controller, "DELETE", f"/vips/{VIP}/32/80")[0] == 204
+    status, body = api(controller, "POST", "/vips", {
+        "prefix": VIP + "/32", "port": 80, "target_port": 8080, "node_port": 30080,
+        "protocol": "tcp", "external_policy": "local"})
+    assert status == 201, body
+    add_pods(controller, cluster, ["n1p1", "n3p1"])
+    client = cluster.host("n2c1")
+    for n in (1, 3):
+        for _ in range(3):
+            result = kp_lab.http_get(client, kp_lab.url_for(f"10.0.{n}.1", 30080))
+            assert result["ok"], (n, result)
+            # the entry node's own pod, and it sees the client itself (no SNAT)
+            assert (result["body"]["name"], result["body"]["peer"]) == (
+                f"n{n}p1", cluster.ip("n2c1")), (n, result)
+    result = kp_lab.http_get(client, kp_lab.url_for("10.0.2.1", 30080), timeout=2)
+    assert not result["ok"], result            # node 2 has none of the pods: dropped
+    status, vip = api(controller, "GET", f"/vips/{VIP}/32/80")
+    assert vip["counters"]["no_local_pod"] >= 1

@@ -128,3 +128,34 @@ def test_a_fabric_link_that_goes_down_takes_its_routes_and_comes_back(cluster):
     cluster.packet_in(FABRIC, 1, probe.data)              # it arrives at the fabric again
     assert [(str(s), port) for s, _, port in cluster.nodes[1].routes] == [
         ("10.0.2.0/24", 3), ("10.0.3.0/24", 3)]
+
+
+def _node_port_syn(cluster, n, sport):
+    for msgs in cluster.sent.values():
+        msgs.clear()
+    cluster.packet_in(n, 1, l4_packet(f"10.0.{n}.11", sport, f"10.0.{n}.1", 30080,
+                                      eth_src=f"00:00:00:0{n}:00:11", eth_dst=gateway_mac(n)))
+    return cluster.sent.get(n, [])
+
+
+def _session_or_packet(msgs):
+    return flows_of(msgs, pipeline.KIND_FORWARD) + [m for m in msgs if isinstance(m, PacketOut)]
+
+
+def test_external_policy_local_keeps_node_port_clients_on_the_nodes_own_pods(cluster):
+    cluster.del_vip("10.96.0.10/32", 80)
+    cluster.add_vip("10.96.0.10/32", port=80, target_port=8080, node_port=30080,
+                    protocol="tcp", external_policy="local")
+    cluster.add_pods("10.96.0.10/32", 80, ["10.0.2.101", "10.0.3.101"])
+    for sport in range(41000, 41010):          # node 2: its own pod, and no SNAT
+        (fwd,) = flows_of(_node_port_syn(cluster, 2, sport), pipeline.KIND_FORWARD)
+        sets = dict(a[1:] for a in fwd.actions if a[0] == "set_field")
+        assert sets["ipv4_dst"] == "10.0.2.101" and "ipv4_src" not in sets
+    assert not _session_or_packet(_node_port_syn(cluster, 1, 41100))   # none on 1: dropped
+    vip = cluster.vip("10.96.0.10/32", 80)
+    assert vip["external_policy"] == "local" and vip["counters"]["no_local_pod"] == 1
+    cluster.packet_in(1, 1, l4_packet("10.0.1.11", 41200, "10.96.0.10", 80,
+                                      eth_src="00:00:00:01:00:11", eth_dst=gateway_mac(1)))
+    assert flows_of(cluster.sent[1], pipeline.KIND_FORWARD)   # the ClusterIP: any node's
+    cluster.del_pods("10.96.0.10/32", 80, ["10.0.2.101"])
+    assert not _session_or_packet(_node_port_syn(cluster, 2, 41300))   # gone from 2 too

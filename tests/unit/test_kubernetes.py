@@ -204,6 +204,8 @@ ERRORS = [
     ([service(), endpoints([{"addresses": [{"ip": None}]}])],
      "Endpoints default/web: subsets[0].addresses[0].ip", "not set"),
     ([service(sessionAffinity="Sticky")], WEB + "spec.sessionAffinity", "None or ClientIP"),
+    ([service(externalTrafficPolicy="Nearest")], WEB + "spec.externalTrafficPolicy",
+     "Cluster or Local"),
     ([service(sessionAffinity="ClientIP",
               sessionAffinityConfig={"clientIP": {"timeoutSeconds": 0}})],
      WEB + "spec.sessionAffinityConfig.clientIP.timeoutSeconds", "out of range 1-86400"),
@@ -263,3 +265,12 @@ def test_malformed_values_anywhere_raise_only_invalid_input():
                 assert isinstance(error.field, str)
                 rejected += 1
     assert rejected > 100
+
+
+def test_external_traffic_policy():
+    (local,) = desired_services([service(type="NodePort", externalTrafficPolicy="Local",
+                                         ports=[port(targetPort=8080, nodePort=30080)])]
+                                )["default/web"]
+    assert local.external_policy == "local" and local.node_port == 30080
+    (default,) = desired_services([service()])["default/web"]
+    assert default.external_policy == "cluster"
