@@ -3,10 +3,10 @@
 Each applied Service owns the VIPs it asks for (`Vip.service`). Applying it again brings
 them to what it asks for now: a VIP it no longer has goes, a new one comes, one whose
 target port, node port, protocol or external addresses changed is replaced, and one that
-only changed pods, session affinity or external traffic policy keeps its sessions (removed pods drain, as with
-`ku pod ... del`).
-VIPs made by hand, or owned by another Service, are never touched: asking for one is a
-conflict. The whole plan is tried on a scratch model before anything real changes.
+only changed pods, session affinity or external traffic policy keeps its sessions
+(removed pods drain, as with `ku pod ... del`). VIPs made by hand, or owned by another
+Service, are never touched: asking for one is a conflict. The whole plan is tried on a
+scratch model before anything real changes.
 """
 import dataclasses
 import ipaddress

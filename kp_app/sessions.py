@@ -74,10 +74,10 @@ class ClientAffinity:
         # The oldest go first; one VIP's long timeout at the front may keep another's
         # expired entries a while, but pod_for never returns an expired one.
         while self._last:
-            key, (_, deadline) = next(iter(self._last.items()))
+            oldest, (_, deadline) = next(iter(self._last.items()))
             if deadline > now:
                 break
-            del self._last[key]
+            del self._last[oldest]
 
 
 @dataclass
