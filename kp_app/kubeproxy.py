@@ -5,9 +5,10 @@ event methods. Both end in the same place: the model changes, and the switch pro
 that follows from the change goes out through `send(dpid, messages)`, as data. Nothing
 here imports Ryu; the clock is injected.
 """
+import ipaddress
 import time
 from collections import deque
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from kp_app import frames, kubernetes, pipeline, service_sync
 from kp_app.errors import InvalidInput, KpError, NotFound
@@ -280,11 +281,12 @@ class KubeProxy:
 
     # -- Kubernetes Services ----------------------------------------------------------
 
-    def apply_kubernetes(self, document) -> dict:
+    def apply_kubernetes(self, document, built: Sequence[MaglevTable] = ()) -> dict:
         """Services with their Endpoints or EndpointSlices (objects as the Kubernetes API
-        gives them) -> each Service's VIPs made, replaced, or given their new pods."""
+        gives them) -> each Service's VIPs made, replaced, or given their new pods.
+        `built`: tables built ahead from `kubernetes_tables`, taken where they fit."""
         desired = kubernetes.desired_services(kubernetes.objects(document))
-        plan = service_sync.plan(self.model, desired)
+        plan = service_sync.plan(self.model, desired, built)
         for change in plan.deletes:
             self.del_vip(change.prefix, change.port)
         for change in plan.makes:
@@ -297,17 +299,38 @@ class KubeProxy:
                 self.model.offer_table(plan.tables[(change.prefix, change.port)])
                 self.add_pods(spec.prefix, spec.port, list(spec.pods))
         for change in plan.updates:
-            self.model.set_policies(self.model.find_vip(change.prefix, change.port),
-                                    change.spec.affinity_timeout, change.spec.external_policy)
-            if change.add:
-                self.add_pods(change.prefix, change.port, list(change.add))
-            if change.remove:
-                self.del_pods(change.prefix, change.port, list(change.remove))
+            vip = self.model.find_vip(change.prefix, change.port)
+            self.model.set_policies(vip, change.spec.affinity_timeout,
+                                    change.spec.external_policy)
+            if change.add or change.remove:
+                pods = [ipaddress.ip_address(a) for a in change.spec.pods]
+                ahead = service_sync.built_for(built, pods, vip.new_len)
+                if ahead is not None:
+                    self.model.offer_table(ahead)
+                self._change_pods(vip, change.add, change.remove)
         self.model.services.update(desired)
         return {"services": sorted(desired), "vips": [
             {"service": c.service, "vip": c.label, "action": c.action,
              "pods_added": list(c.add), "pods_removed": list(c.remove)}
             for c in plan.changes()]}
+
+    def kubernetes_tables(self, document) -> List[Tuple[list, int]]:
+        """(pods, new_len) of the tables applying `document` would build ([] if it would
+        fail: apply_kubernetes says why)."""
+        try:
+            desired = kubernetes.desired_services(kubernetes.objects(document))
+            return service_sync.tables_to_build(self.model,
+                                                service_sync.changes(self.model, desired))
+        except KpError:
+            return []
+
+    def _change_pods(self, vip: Vip, add, remove) -> None:
+        """Pods in and out of a VIP in one change (one new table); the removed drain."""
+        added, _ = self.model.change_pods(vip, list(add), list(remove))
+        if added:
+            self._broadcast(lambda n: n.pod_programming(vip, added))
+        if remove:
+            self._forget_drained_pods()
 
     def delete_kubernetes(self, document) -> dict:
         """The Services named in `document` (other kinds are ignored) and their VIPs."""

@@ -418,32 +418,40 @@ class ServiceModel:
     # -- pods ------------------------------------------------------------------------
 
     def add_pods(self, vip: Vip, addresses: Iterable) -> List[Address]:
-        parsed = self._parse_pod_list(vip, addresses)
-        for address in parsed:
+        return self._change_pods(vip, self._parse_pod_list(vip, addresses), [])[0]
+
+    def del_pods(self, vip: Vip, addresses: Iterable) -> List[Address]:
+        """Stop choosing these pods; they stay (draining) while they have sessions."""
+        return self._change_pods(vip, [], self._parse_pod_list(vip, addresses))[1]
+
+    def change_pods(self, vip: Vip, add: Iterable, remove: Iterable
+                    ) -> Tuple[List[Address], List[Address]]:
+        """Add some pods and remove others (as del_pods) in one change: one new table.
+        Either list may be empty; both are checked in full before any change."""
+        return self._change_pods(vip, self._parse_pod_list(vip, add, empty_ok=True),
+                                 self._parse_pod_list(vip, remove, empty_ok=True))
+
+    def _change_pods(self, vip: Vip, added: List[Address], removed: List[Address]
+                     ) -> Tuple[List[Address], List[Address]]:
+        for address in added:
             pod = vip.pods.get(address)
             if pod is not None and pod.active:
                 raise Conflict(f"{address} is already a pod of VIP {vip.label()}")
-        for address in parsed:
+        for address in removed:
+            pod = vip.pods.get(address)
+            if pod is None or not pod.active:
+                raise NotFound(f"{address} is not a pod of VIP {vip.label()}")
+        for address in added:
             pod = vip.pods.get(address)
             if pod is not None:  # a draining pod comes back with its counters
                 pod.active = True
             else:
                 vip.pods[address] = Pod(address, self._next_pod_id)
                 self._next_pod_id = self._next_pod_id % 0xFFFFFF + 1
-        vip.rebuild_table(self._take_offered())
-        return parsed
-
-    def del_pods(self, vip: Vip, addresses: Iterable) -> List[Address]:
-        """Stop choosing these pods; they stay (draining) while they have sessions."""
-        parsed = self._parse_pod_list(vip, addresses)
-        for address in parsed:
-            pod = vip.pods.get(address)
-            if pod is None or not pod.active:
-                raise NotFound(f"{address} is not a pod of VIP {vip.label()}")
-        for address in parsed:
+        for address in removed:
             vip.pods[address].active = False
         vip.rebuild_table(self._take_offered())
-        return parsed
+        return added, removed
 
     def pods_after(self, vip: Vip, addresses, remove: bool = False) -> Optional[List[Address]]:
         """The active pods a pod change would leave (None when the list is invalid: the
@@ -470,10 +478,10 @@ class ServiceModel:
         if pod is not None and not pod.active:
             del vip.pods[address]
 
-    def _parse_pod_list(self, vip: Vip, addresses) -> List[Address]:
+    def _parse_pod_list(self, vip: Vip, addresses, empty_ok: bool = False) -> List[Address]:
         if isinstance(addresses, str) or not isinstance(addresses, (list, tuple)):
             raise InvalidInput("must be a list of addresses", "addresses")
-        if not addresses:
+        if not addresses and not empty_ok:
             raise InvalidInput("give at least one pod address", "addresses")
         parsed = [parse_address(a, "addresses", vip.version) for a in addresses]
         seen = set()

@@ -56,6 +56,12 @@ class LiveService:
         if plan is not None and plan[1] >= BUILD_ASIDE_MIN:
             self._kp.offer_table(tpool.execute(MaglevTable, *plan))
 
+    def apply_kubernetes(self, document) -> dict:
+        """As add_pods: the big tables the apply will need are built in a thread first."""
+        wanted = [t for t in self._kp.kubernetes_tables(document) if t[1] >= BUILD_ASIDE_MIN]
+        built = tpool.execute(_build_tables, wanted) if wanted else []
+        return self._kp.apply_kubernetes(document, built)
+
     def counters(self) -> dict:
         self._refresh()
         return self._kp.counters()
@@ -71,6 +77,10 @@ class LiveService:
     def sessions(self, limit=100, prefix=None, port=None) -> dict:
         self._refresh()
         return self._kp.sessions(limit, prefix, port)
+
+
+def _build_tables(wanted) -> list:
+    return [MaglevTable(pods, new_len) for pods, new_len in wanted]
 
 
 def _next_xid(datapath) -> int:

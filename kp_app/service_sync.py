@@ -10,12 +10,12 @@ scratch model before anything real changes.
 """
 import dataclasses
 import ipaddress
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from kp_app.errors import Conflict, InvalidInput
 from kp_app.kubernetes import ServiceVip
 from kp_app.maglev import MaglevTable
-from kp_app.model import MAX_NEW_LEN, ServiceModel, Vip
+from kp_app.model import MAX_NEW_LEN, Address, ServiceModel, Vip
 
 DEFAULT_NEW_LEN = 1024
 TABLE_PER_POD = 100     # new-connection table entries per pod a new VIP is given
@@ -92,12 +92,24 @@ class Plan:
                 + self.updates)
 
 
-def plan(model: ServiceModel, desired: Dict[str, List[ServiceVip]]) -> Plan:
-    """The changes that bring each Service's VIPs to `desired`. Raises InvalidInput or
-    Conflict, and changes nothing, when they cannot all be made."""
+def plan(model: ServiceModel, desired: Dict[str, List[ServiceVip]],
+         built: Sequence[MaglevTable] = ()) -> Plan:
+    """The changes that bring each Service's VIPs to `desired`, tried. Raises
+    InvalidInput or Conflict, and changes nothing, when they cannot all be made.
+    `built`: tables built ahead (`tables_to_build`), taken instead of building them."""
+    untried = changes(model, desired)
+    return dataclasses.replace(untried, tables=_try(model, untried.deletes, untried.makes,
+                                                    built))
+
+
+def changes(model: ServiceModel, desired: Dict[str, List[ServiceVip]]) -> Plan:
+    """The changes, not tried yet (InvalidInput or Conflict for what is already clear)."""
     deletes, makes, updates = [], [], []
+    by_service: Dict[str, Dict] = {}
+    for vip in model.vips.values():
+        by_service.setdefault(vip.service, {})[vip.key] = vip
     for service in sorted(desired):
-        owned = {v.key: v for v in model.vips.values() if v.service == service}
+        owned = by_service.get(service, {})
         wanted = {_key(s.prefix, s.port): s for s in _one_vip_per_port(service, desired[service])}
         for key, vip in owned.items():
             if key not in wanted:
@@ -127,11 +139,32 @@ def plan(model: ServiceModel, desired: Dict[str, List[ServiceVip]]) -> Plan:
                 updates.append(VipChange(service, spec.prefix, spec.port,
                                          "updated" if changed else "unchanged", spec,
                                          add, remove))
-    return Plan(deletes, makes, updates, _try(model, deletes, makes))
+    return Plan(deletes, makes, updates)
 
 
-def _try(model: ServiceModel, deletes: List[VipChange],
-         makes: List[VipChange]) -> Dict[Tuple[str, int], MaglevTable]:
+def _pods(addresses) -> List[Address]:
+    return [ipaddress.ip_address(a) for a in addresses]
+
+
+def tables_to_build(model: ServiceModel, untried: Plan) -> List[Tuple[List[Address], int]]:
+    """(pods, new_len) of each table the plan's changes will build, so that big ones can
+    be built ahead, off the controller's loop."""
+    wanted = [(_pods(c.spec.pods), new_len_for(len(c.spec.pods)))
+              for c in untried.makes if c.spec.pods]
+    for change in untried.updates:
+        if change.add or change.remove:
+            vip = model.vips[_key(change.prefix, change.port)]
+            wanted.append((_pods(change.spec.pods), vip.new_len))
+    return wanted
+
+
+def built_for(built: Sequence[MaglevTable], pods: List[Address],
+              new_len: int) -> Optional[MaglevTable]:
+    return next((table for table in built if table.is_for(pods, new_len)), None)
+
+
+def _try(model: ServiceModel, deletes: List[VipChange], makes: List[VipChange],
+         built: Sequence[MaglevTable]) -> Dict[Tuple[str, int], MaglevTable]:
     """Make the VIPs on a scratch model that has the real one's other VIPs (without
     their pods): every value and conflict check add_vip and add_pods do, nothing real.
     Returns the tables of the VIPs made with pods."""
@@ -148,6 +181,9 @@ def _try(model: ServiceModel, deletes: List[VipChange],
                               list(spec.external_ips), change.service, spec.affinity_timeout,
                               spec.external_policy)
         if spec.pods:
+            ahead = built_for(built, _pods(spec.pods), vip.new_len)
+            if ahead is not None:
+                scratch.offer_table(ahead)
             scratch.add_pods(vip, list(spec.pods))
             tables[(change.prefix, change.port)] = vip.table
     return tables

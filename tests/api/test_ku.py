@@ -409,3 +409,36 @@ def test_a_big_table_builds_while_the_controller_answers(ryu_manager):
     # Before, the controller did nothing else until the table was built: a request
     # or two slipped in ahead of it at most.
     assert meanwhile >= 10
+
+
+def test_a_big_service_is_applied_while_the_controller_answers(ryu_manager):
+    """700 pods get 2**17 table entries (100 per pod): built in a thread, as for `ku pod`."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def call(method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(ryu_manager + path, data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with opener.open(req, timeout=60) as answer:
+            return json.loads(answer.read())
+
+    pods = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(700)]
+    document = {"kind": "List", "items": [
+        {"kind": "Service", "metadata": {"name": "big"},
+         "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}},
+        {"kind": "Endpoints", "metadata": {"name": "big"},
+         "subsets": [{"addresses": [{"ip": p} for p in pods], "ports": [{"port": 8080}]}]}]}
+    answered = []
+    posted = threading.Thread(target=lambda: answered.append(
+        call("POST", "/v1/kubernetes/apply", document)))
+    posted.start()
+    meanwhile = 0
+    while posted.is_alive():
+        call("GET", "/v1/conf")
+        meanwhile += posted.is_alive()
+    posted.join()
+    assert answered[0]["vips"][0]["action"] == "created"
+    vip = call("GET", "/v1/vips/10.96.0.10/32/80")
+    assert vip["new_len"] == 1 << 17
+    assert sorted({p["table_entries"] for p in vip["pods"]}) == [187, 188]
+    assert meanwhile >= 10

@@ -8,6 +8,7 @@ from kp_app import service_sync
 from kp_app.errors import Conflict
 from kp_app.kubeproxy import KubeProxy
 from kp_app.kubernetes import ServiceVip
+from kp_app.maglev import MaglevTable
 
 
 @pytest.mark.parametrize("pods, new_len", [(0, 1024), (10, 1024), (11, 2048), (100, 16384),
@@ -64,3 +65,47 @@ def test_the_tables_built_to_try_the_plan_are_the_ones_the_vips_get(monkeypatch)
                       "ports": [{"port": 8080}]}]}]})
     vip = kp.model.find_vip("10.96.0.10/32", 80)
     assert built == [vip.table]          # built once, on the scratch model, and kept
+
+
+def _web(pods, name="web"):
+    return {"kind": "List", "items": [
+        {"kind": "Service", "metadata": {"name": name},
+         "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}},
+        {"kind": "Endpoints", "metadata": {"name": name},
+         "subsets": [{"addresses": [{"ip": p} for p in pods], "ports": [{"port": 8080}]}]}]}
+
+
+def test_pods_in_and_out_in_one_apply_build_one_table(monkeypatch):
+    import kp_app.model
+    built = []
+
+    class Counted(kp_app.model.MaglevTable):
+        def __init__(self, pods, new_len):
+            super().__init__(pods, new_len)
+            if pods:
+                built.append(sorted(map(str, pods)))
+    monkeypatch.setattr(kp_app.model, "MaglevTable", Counted)
+    kp = KubeProxy(lambda dpid, msgs: None)
+    kp.apply_kubernetes(_web(["10.1.0.1", "10.1.0.2"]))
+    built.clear()
+    answer = kp.apply_kubernetes(_web(["10.1.0.2", "10.1.0.3"]))
+    assert [(v["pods_added"], v["pods_removed"]) for v in answer["vips"]] == [
+        (["10.1.0.3"], ["10.1.0.1"])]
+    assert built == [["10.1.0.2", "10.1.0.3"]]      # not also [.1, .2, .3] on the way
+
+
+def test_tables_built_ahead_are_the_ones_apply_takes():
+    kp = KubeProxy(lambda dpid, msgs: None)
+    kp.apply_kubernetes(_web(["10.1.0.1", "10.1.0.2"]))
+    document = _web(["10.1.0.2", "10.1.0.3"])
+    wanted = kp.kubernetes_tables(document)
+    assert [(sorted(map(str, pods)), n) for pods, n in wanted] == [
+        (["10.1.0.2", "10.1.0.3"], 1024)]
+    ahead = [MaglevTable(pods, n) for pods, n in wanted]
+    kp.apply_kubernetes(document, ahead)
+    assert kp.model.find_vip("10.96.0.10/32", 80).table is ahead[0]
+    assert kp.kubernetes_tables({"kind": "Pod"}) == []   # apply itself says why
+    new = _web(["10.1.0.5"], name="other")
+    new["items"][0]["spec"]["clusterIP"] = "10.96.0.11"
+    (pods, n), = kp.kubernetes_tables(new)
+    assert (list(map(str, pods)), n) == (["10.1.0.5"], 1024)
