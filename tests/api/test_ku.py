@@ -380,31 +380,38 @@ def test_ku_against_ryu_manager(ryu_manager):
     assert json.loads(ku("--json", "show", "vip").stdout) == []
 
 
-def test_a_big_table_builds_while_the_controller_answers(ryu_manager):
-    """2**20 slots take seconds to build: the controller keeps answering meanwhile (other
-    requests here; packet-ins and echo requests alike), and the change still gets it."""
+def _call(url, method, path, body=None):
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with opener.open(req, timeout=60) as answer:
+        return json.loads(answer.read())
 
-    def call(method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(ryu_manager + path, data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with opener.open(req, timeout=60) as answer:
-            return json.loads(answer.read())
 
-    call("POST", "/v1/vips", {"prefix": "10.96.0.10/32", "port": 80, "target_port": 8080,
-                              "new_len": 1 << 20})
-    pods = [f"10.1.0.{i}" for i in range(1, 11)]
+def _while_answering(url, method, path, body):
+    """The answer to one request, and how many others the controller answered while it
+    was being made."""
     answered = []
-    posted = threading.Thread(target=lambda: answered.append(
-        call("POST", "/v1/vips/10.96.0.10/32/80/pods", {"addresses": pods})))
+    posted = threading.Thread(target=lambda: answered.append(_call(url, method, path, body)))
     posted.start()
     meanwhile = 0
     while posted.is_alive():
-        call("GET", "/v1/conf")
+        _call(url, "GET", "/v1/conf")
         meanwhile += posted.is_alive()
     posted.join()
-    entries = sorted(p["table_entries"] for p in answered[0]["pods"])
+    return answered[0], meanwhile
+
+
+def test_a_big_table_builds_while_the_controller_answers(ryu_manager):
+    """2**20 slots take seconds to build: the controller keeps answering meanwhile (other
+    requests here; packet-ins and echo requests alike), and the change still gets it."""
+    _call(ryu_manager, "POST", "/v1/vips", {"prefix": "10.96.0.10/32", "port": 80,
+                                            "target_port": 8080, "new_len": 1 << 20})
+    pods = [f"10.1.0.{i}" for i in range(1, 11)]
+    vip, meanwhile = _while_answering(ryu_manager, "POST", "/v1/vips/10.96.0.10/32/80/pods",
+                                      {"addresses": pods})
+    entries = sorted(p["table_entries"] for p in vip["pods"])
     assert entries == [104857] * 4 + [104858] * 6
     # Before, the controller did nothing else until the table was built: a request
     # or two slipped in ahead of it at most.
@@ -413,32 +420,16 @@ def test_a_big_table_builds_while_the_controller_answers(ryu_manager):
 
 def test_a_big_service_is_applied_while_the_controller_answers(ryu_manager):
     """700 pods get 2**17 table entries (100 per pod): built in a thread, as for `ku pod`."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def call(method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(ryu_manager + path, data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with opener.open(req, timeout=60) as answer:
-            return json.loads(answer.read())
-
     pods = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(700)]
     document = {"kind": "List", "items": [
         {"kind": "Service", "metadata": {"name": "big"},
          "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}},
         {"kind": "Endpoints", "metadata": {"name": "big"},
          "subsets": [{"addresses": [{"ip": p} for p in pods], "ports": [{"port": 8080}]}]}]}
-    answered = []
-    posted = threading.Thread(target=lambda: answered.append(
-        call("POST", "/v1/kubernetes/apply", document)))
-    posted.start()
-    meanwhile = 0
-    while posted.is_alive():
-        call("GET", "/v1/conf")
-        meanwhile += posted.is_alive()
-    posted.join()
-    assert answered[0]["vips"][0]["action"] == "created"
-    vip = call("GET", "/v1/vips/10.96.0.10/32/80")
+    changes, meanwhile = _while_answering(ryu_manager, "POST", "/v1/kubernetes/apply",
+                                          document)
+    assert changes["vips"][0]["action"] == "created"
+    vip = _call(ryu_manager, "GET", "/v1/vips/10.96.0.10/32/80")
     assert vip["new_len"] == 1 << 17
     assert sorted({p["table_entries"] for p in vip["pods"]}) == [187, 188]
     assert meanwhile >= 10

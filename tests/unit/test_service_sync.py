@@ -46,7 +46,17 @@ def test_a_plan_that_fails_half_way_leaves_the_model_as_it_was():
     assert kp.vips() == before
 
 
-def test_the_tables_built_to_try_the_plan_are_the_ones_the_vips_get(monkeypatch):
+def _web(pods, name="web"):
+    return {"kind": "List", "items": [
+        {"kind": "Service", "metadata": {"name": name},
+         "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}},
+        {"kind": "Endpoints", "metadata": {"name": name},
+         "subsets": [{"addresses": [{"ip": p} for p in pods], "ports": [{"port": 8080}]}]}]}
+
+
+@pytest.fixture
+def builds(monkeypatch):
+    """Every table of pods the model builds, from here on."""
     import kp_app.model
     built = []
 
@@ -56,42 +66,25 @@ def test_the_tables_built_to_try_the_plan_are_the_ones_the_vips_get(monkeypatch)
             if pods:
                 built.append(self)
     monkeypatch.setattr(kp_app.model, "MaglevTable", Counted)
-    kp = KubeProxy(lambda dpid, msgs: None)
-    kp.apply_kubernetes({"kind": "List", "items": [
-        {"kind": "Service", "metadata": {"name": "web"},
-         "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}},
-        {"kind": "Endpoints", "metadata": {"name": "web"},
-         "subsets": [{"addresses": [{"ip": "10.1.0.1"}, {"ip": "10.1.0.2"}],
-                      "ports": [{"port": 8080}]}]}]})
-    vip = kp.model.find_vip("10.96.0.10/32", 80)
-    assert built == [vip.table]          # built once, on the scratch model, and kept
+    return built
 
 
-def _web(pods, name="web"):
-    return {"kind": "List", "items": [
-        {"kind": "Service", "metadata": {"name": name},
-         "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}},
-        {"kind": "Endpoints", "metadata": {"name": name},
-         "subsets": [{"addresses": [{"ip": p} for p in pods], "ports": [{"port": 8080}]}]}]}
-
-
-def test_pods_in_and_out_in_one_apply_build_one_table(monkeypatch):
-    import kp_app.model
-    built = []
-
-    class Counted(kp_app.model.MaglevTable):
-        def __init__(self, pods, new_len):
-            super().__init__(pods, new_len)
-            if pods:
-                built.append(sorted(map(str, pods)))
-    monkeypatch.setattr(kp_app.model, "MaglevTable", Counted)
+def test_the_tables_built_to_try_the_plan_are_the_ones_the_vips_get(builds):
     kp = KubeProxy(lambda dpid, msgs: None)
     kp.apply_kubernetes(_web(["10.1.0.1", "10.1.0.2"]))
-    built.clear()
+    vip = kp.model.find_vip("10.96.0.10/32", 80)
+    assert builds == [vip.table]         # built once, on the scratch model, and kept
+
+
+def test_pods_in_and_out_in_one_apply_build_one_table(builds):
+    kp = KubeProxy(lambda dpid, msgs: None)
+    kp.apply_kubernetes(_web(["10.1.0.1", "10.1.0.2"]))
+    builds.clear()
     answer = kp.apply_kubernetes(_web(["10.1.0.2", "10.1.0.3"]))
     assert [(v["pods_added"], v["pods_removed"]) for v in answer["vips"]] == [
         (["10.1.0.3"], ["10.1.0.1"])]
-    assert built == [["10.1.0.2", "10.1.0.3"]]      # not also [.1, .2, .3] on the way
+    # not also [.1, .2, .3] on the way
+    assert [[str(p) for p in t.pods] for t in builds] == [["10.1.0.2", "10.1.0.3"]]
 
 
 def test_tables_built_ahead_are_the_ones_apply_takes():
