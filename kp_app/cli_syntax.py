@@ -30,7 +30,7 @@ usage: ku [--api URL] [--json] <command>
   ku show interfaces
   ku show counters
   ku show services
-  ku apply -f <file>|-
+  ku apply -f <file>|- [prune]
   ku delete -f <file>|-
 
   --api URL   the controller's REST API (default: $KP_API, else {default})
@@ -47,7 +47,10 @@ A VIP without `port` (or `port 0`) takes every port. With `del`, only the prefix
 `apply -f` reads Kubernetes Services with their Endpoints or EndpointSlices (YAML or
 JSON, several documents or a List; `-` is standard input, e.g. from `kubectl get
 svc,endpointslices -o yaml`) and gives each Service the VIPs it asks for; applying again
-updates them. `delete -f` removes the VIPs of the Services named in the file.
+updates them. With `prune`, the file is every Service there is: the applied Services it
+does not have are deleted (`kubectl get svc,endpointslices -A -o yaml | ku apply -f -
+prune`, run again and again, keeps kp in step with a cluster). `delete -f` removes the
+VIPs of the Services named in the file.
 """.replace("{default}", DEFAULT_API)
 
 
@@ -370,9 +373,10 @@ def _manifest_command(action: str):
             raise UsageError(f"{action}: expected '-f <file>', got {got}")
         words.next()
         path = words.value("-f")
+        prune = action == "apply" and _flag(words, "apply -f <file>", "prune")
         if words:
             raise UsageError(f"{action}: unexpected {words.next()!r}")
-        call = Call("POST", f"/v1/kubernetes/{action}")
+        call = Call("POST", f"/v1/kubernetes/{action}" + ("?prune=true" if prune else ""))
         return Command((("kubernetes", call),), "applied", manifest=path)
     return parse_manifest
 

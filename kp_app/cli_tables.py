@@ -142,6 +142,8 @@ def applied(answer: Dict[str, Any]) -> str:
     with_vips = {v.get("service") for v in answer.get("vips", [])}
     rows += [[name, None, "no VIPs (headless, ExternalName or no ports)", ""]
              for name in answer.get("services", []) if name not in with_vips]
+    rows += [[name, None, "pruned", ""] for name in answer.get("pruned", [])
+             if name not in with_vips]
     if not rows:
         return "no Services"
     return "\n".join(table(["SERVICE", "VIP", "ACTION", "PODS"], rows))

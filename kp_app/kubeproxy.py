@@ -281,11 +281,18 @@ class KubeProxy:
 
     # -- Kubernetes Services ----------------------------------------------------------
 
-    def apply_kubernetes(self, document, built: Sequence[MaglevTable] = ()) -> dict:
+    def apply_kubernetes(self, document, built: Sequence[MaglevTable] = (),
+                         prune: bool = False) -> dict:
         """Services with their Endpoints or EndpointSlices (objects as the Kubernetes API
         gives them) -> each Service's VIPs made, replaced, or given their new pods.
+        `prune`: the document is every Service there is (a whole `kubectl get` of the
+        cluster): the applied Services it does not have go, with their VIPs.
         `built`: tables built ahead from `kubernetes_tables`, taken where they fit."""
+        if not isinstance(prune, bool):
+            raise InvalidInput(f"{prune!r} is not true or false", "prune")
         desired = kubernetes.desired_services(kubernetes.objects(document))
+        pruned = sorted(self.model.services - set(desired)) if prune else []
+        desired.update({name: [] for name in pruned})     # keep no VIP of theirs
         plan = service_sync.plan(self.model, desired, built)
         for change in plan.deletes:
             self.del_vip(change.prefix, change.port)
@@ -309,7 +316,8 @@ class KubeProxy:
                     self.model.offer_table(ahead)
                 self._change_pods(vip, change.add, change.remove)
         self.model.services.update(desired)
-        return {"services": sorted(desired), "vips": [
+        self.model.services.difference_update(pruned)
+        return {"services": sorted(set(desired) - set(pruned)), "pruned": pruned, "vips": [
             {"service": c.service, "vip": c.label, "action": c.action,
              "pods_added": list(c.add), "pods_removed": list(c.remove)}
             for c in plan.changes()]}

@@ -178,6 +178,7 @@ PODS_ADD_SPEC: Spec = {"addresses": (_STR_LIST, False)}
 PODS_DEL_SPEC: Spec = {"addresses": (_STR_LIST, False), "flush": (_BOOL, False)}
 SESSIONS_QUERY = {"limit": _INT, "prefix": _STR, "port": _INT}
 PODS_DEL_QUERY = {"address": _STR, "flush": _BOOL}
+APPLY_QUERY = {"prune": _BOOL}
 
 
 class KpRestController(ControllerBase):
@@ -285,6 +286,7 @@ class KpRestController(ControllerBase):
     # -- Kubernetes Services ------------------------------------------------------------
     # The body is Kubernetes objects as JSON: one object, a List (`kubectl get svc,
     # endpointslices -o json`), or {"items": [...]}; kp_app.kubernetes checks them.
+    # apply?prune=true also deletes the applied Services the body does not have.
 
     @route("kp_kubernetes_get", API + "/kubernetes/services", methods=["GET"])
     @_api
@@ -294,7 +296,8 @@ class KpRestController(ControllerBase):
     @route("kp_kubernetes_apply", API + "/kubernetes/apply", methods=["POST"])
     @_api
     def kubernetes_apply(self, req, **_):
-        return json_response(200, self.service.apply_kubernetes(parse_body(req)))
+        query = parse_query(req, APPLY_QUERY)
+        return json_response(200, self.service.apply_kubernetes(parse_body(req), **query))
 
     @route("kp_kubernetes_delete", API + "/kubernetes/delete", methods=["POST"])
     @_api

@@ -56,11 +56,11 @@ class LiveService:
         if plan is not None and plan[1] >= BUILD_ASIDE_MIN:
             self._kp.offer_table(tpool.execute(MaglevTable, *plan))
 
-    def apply_kubernetes(self, document) -> dict:
+    def apply_kubernetes(self, document, prune=False) -> dict:
         """As add_pods: the big tables the apply will need are built in a thread first."""
         wanted = [t for t in self._kp.kubernetes_tables(document) if t[1] >= BUILD_ASIDE_MIN]
         built = tpool.execute(_build_tables, wanted) if wanted else []
-        return self._kp.apply_kubernetes(document, built)
+        return self._kp.apply_kubernetes(document, built, prune)
 
     def counters(self) -> dict:
         self._refresh()

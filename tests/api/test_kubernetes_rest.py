@@ -174,11 +174,35 @@ def test_delete_removes_the_services_vips_and_an_unknown_service_changes_nothing
     assert [s["service"] for s in api.get("/v1/kubernetes/services")] == ["kube-system/dns"]
 
 
+def test_prune_deletes_the_applied_services_the_body_does_not_have(api):
+    apply(api, web())
+    apply(api, dns())
+    answer = apply(api, web())                         # without prune: dns stays
+    assert [s["service"] for s in api.get("/v1/kubernetes/services")] == [
+        "kube-system/dns", "shop/web"]
+    status, answer, _ = api.call("POST", "/v1/kubernetes/apply?prune=true", web())
+    assert status == 200, answer
+    assert (answer["services"], answer["pruned"]) == (["shop/web"], ["kube-system/dns"])
+    assert actions(answer) == {"10.96.0.53/32 port 53": "deleted",
+                               "10.96.0.10/32 port 80": "unchanged"}
+    assert [v["service"] for v in api.get("/v1/vips")] == ["shop/web"]
+    assert [s["service"] for s in api.get("/v1/kubernetes/services")] == ["shop/web"]
+    refused(api, "/v1/kubernetes/apply?prune=maybe", web(), 400, "prune", "not a boolean")
+
+
+def test_ku_apply_prune(api, tmp_path):
+    apply(api, dns())
+    result = api.ku("apply", "-f", WEB_YAML, "prune")
+    assert result.returncode == 0, result.stderr
+    assert "kube-system/dns" in result.stdout and "deleted" in result.stdout
+    assert [s["service"] for s in api.get("/v1/kubernetes/services")] == ["shop/web"]
+
+
 def test_a_headless_service_is_applied_with_no_vip_and_can_be_deleted(api):
     headless = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
                 "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}}
     answer = apply(api, headless)
-    assert answer == {"services": ["default/db"], "vips": []}
+    assert answer == {"services": ["default/db"], "pruned": [], "vips": []}
     assert api.get("/v1/vips") == []
     status, _, _ = api.call("POST", "/v1/kubernetes/delete", headless)
     assert status == 200 and api.get("/v1/kubernetes/services") == []
@@ -229,6 +253,9 @@ def test_ku_apply_of_a_file_it_cannot_read_sends_nothing(api, tmp_path, content,
     (("apply",), "apply: expected '-f <file>', got nothing"),
     (("apply", "-f"), "-f: missing value"),
     (("delete", "web.yaml"), "delete: expected '-f <file>', got 'web.yaml'"),
+    (("apply", "-f", "web.yaml", "prun"),
+     "apply -f <file>: unknown keyword 'prun' (expected prune)"),
+    (("delete", "-f", "web.yaml", "prune"), "delete: unexpected 'prune'"),
 ])
 def test_ku_apply_usage_errors(api, args, says):
     result = api.ku(*args)
