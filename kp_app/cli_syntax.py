@@ -21,7 +21,7 @@ usage: ku [--api URL] [--json] <command>
   ku conf [buckets <n>] [timeout <s>] [node_ip <v4>] [node_ip6 <v6>] [dpid <n>]
   ku vip <prefix> [protocol tcp|udp|any] [port <n>] [target_port <n>] [node_port <n>]
          [nat44|nat66] [new_len <n>] [external_ip <addr>]... [affinity_timeout <s>]
-         [external_policy cluster|local] [del]
+         [external_policy cluster|local] [internal_policy cluster|local] [del]
   ku pod <vip-prefix> [port <n>] <address>... [del [flush]]
   ku set interface nat4|nat6 in <interface> [del]
   ku show
@@ -40,7 +40,8 @@ usage: ku [--api URL] [--json] <command>
 `affinity_timeout <s>` is kube-proxy's ClientIP session affinity: a client's new
 connections go to the pod of its last one, until <s> seconds pass without one.
 `external_policy local` is externalTrafficPolicy Local: clients of the node port and
-external IPs reach only the pods of the node they entered, and the pods see them.
+external IPs reach only the pods of the node they entered, and the pods see them;
+`internal_policy local`, internalTrafficPolicy Local, the same for the ClusterIP.
 A VIP without `port` (or `port 0`) takes every port. With `del`, only the prefix and
 `port` matter; without `port`, `del` removes the only VIP on that prefix.
 
@@ -228,7 +229,8 @@ def _conf(words: _Words) -> Command:
 _VIP_INT_KEYWORDS = ("port", "target_port", "node_port", "new_len", "affinity_timeout")
 _NAT_FLAGS = {"nat44": "nat44", "nat66": "nat66", "nat4": "nat44", "nat6": "nat66"}
 _VIP_KEYWORDS = ("protocol",) + _VIP_INT_KEYWORDS + ("nat44", "nat66", "external_ip",
-                                                     "external_policy", "del")
+                                                     "external_policy", "internal_policy",
+                                                     "del")
 
 
 def _vip(words: _Words) -> Command:
@@ -239,7 +241,7 @@ def _vip(words: _Words) -> Command:
         word = words.next()
         if word in _VIP_INT_KEYWORDS:
             _set_once(body, word, words.integer(word))
-        elif word in ("protocol", "external_policy"):
+        elif word in ("protocol", "external_policy", "internal_policy"):
             _set_once(body, word, words.value(word))
         elif word in _NAT_FLAGS:  # the seed spells them nat44/nat66 and nat4/nat6
             _set_once(body, "nat", _NAT_FLAGS[word])

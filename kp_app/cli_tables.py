@@ -100,6 +100,8 @@ def vips(answer: List[Dict[str, Any]], verbose: bool = False) -> str:
         if vip.get("external_policy") == "local":
             lines.append("  external_policy: local (node port and external IPs: this "
                          "node's pods only)")
+        if vip.get("internal_policy") == "local":
+            lines.append("  internal_policy: local (ClusterIP: this node's pods only)")
         if vip.get("external_ips"):
             lines.append(f"  external_ips: {', '.join(vip['external_ips'])}")
         pods = vip.get("pods", [])

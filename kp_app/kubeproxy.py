@@ -246,10 +246,13 @@ class KubeProxy:
 
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
                 nat=None, new_len=1024, external_ips=(), service=None,
-                affinity_timeout=0, external_policy="cluster") -> dict:
+                affinity_timeout=0, external_policy="cluster",
+                internal_policy="cluster") -> dict:
         vip = self.model.add_vip(prefix, port, target_port, node_port, protocol, nat,
-                                 new_len, external_ips, service, affinity_timeout,
-                                 external_policy)
+                                 new_len, external_ips, service,
+                                 affinity_timeout=affinity_timeout,
+                                 external_policy=external_policy,
+                                 internal_policy=internal_policy)
         self._broadcast(lambda n: n.vip_programming(vip))
         return self._vip_dict(vip)
 
@@ -300,15 +303,13 @@ class KubeProxy:
             spec = change.spec
             self.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,
                          spec.protocol, None, service_sync.new_len_for(len(spec.pods)),
-                         list(spec.external_ips), change.service, spec.affinity_timeout,
-                         spec.external_policy)
+                         list(spec.external_ips), change.service, **spec.policies())
             if spec.pods:
                 self.model.offer_table(plan.tables[(change.prefix, change.port)])
                 self.add_pods(spec.prefix, spec.port, list(spec.pods))
         for change in plan.updates:
             vip = self.model.find_vip(change.prefix, change.port)
-            self.model.set_policies(vip, change.spec.affinity_timeout,
-                                    change.spec.external_policy)
+            self.model.set_policies(vip, **change.spec.policies())
             if change.add or change.remove:
                 pods = [ipaddress.ip_address(a) for a in change.spec.pods]
                 ahead = service_sync.built_for(built, pods, vip.new_len)
@@ -453,8 +454,7 @@ class KubeProxy:
         return {"prefix": str(vip.prefix), "port": vip.port, "target_port": vip.target_port,
                 "node_port": vip.node_port, "protocol": vip.protocol, "nat": vip.nat,
                 "new_len": vip.new_len, "external_ips": [str(a) for a in vip.external_ips],
-                "affinity_timeout": vip.affinity_timeout,
-                "external_policy": vip.external_policy, "service": vip.service,
+                **vip.policies(), "service": vip.service,
                 "pods": pods, "counters": counters}
 
     def _session_dict(self, dpid: int, s, now: float) -> dict:

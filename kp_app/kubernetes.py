@@ -50,6 +50,13 @@ class ServiceVip:
     pods: Tuple[str, ...]       # ready endpoint addresses of this family
     affinity_timeout: int = 0   # sessionAffinity ClientIP: its timeoutSeconds (0: None)
     external_policy: str = "cluster"    # externalTrafficPolicy, lowercase
+    internal_policy: str = "cluster"    # internalTrafficPolicy, lowercase
+
+    def policies(self) -> dict:
+        """As kp_app.model.Vip.policies(): what a VIP may change in place."""
+        return {"affinity_timeout": self.affinity_timeout,
+                "external_policy": self.external_policy,
+                "internal_policy": self.internal_policy}
 
 
 class _Ident(NamedTuple):
@@ -81,6 +88,7 @@ class _Service(NamedTuple):
     external: List[Address]
     affinity_timeout: int
     external_policy: str
+    internal_policy: str
 
 
 class _Group(NamedTuple):
@@ -202,12 +210,17 @@ def _parse_service(obj: dict, where: str) -> _Service:
     ports = _service_ports(spec, at, service_type in NODE_PORT_TYPES, node_port_required)
     external = _external_ips(obj, spec, where)
     cluster_ips = [] if service_type == "ExternalName" else _cluster_ips(spec, at)
-    policy = _typed(spec, "externalTrafficPolicy", str, f"{at}.externalTrafficPolicy",
-                    "Cluster")
+    return _Service(cluster_ips, ports, external, _affinity_timeout(spec, at),
+                    _traffic_policy(spec, "externalTrafficPolicy", at),
+                    _traffic_policy(spec, "internalTrafficPolicy", at))
+
+
+def _traffic_policy(spec: dict, name: str, at: str) -> str:
+    policy = _typed(spec, name, str, f"{at}.{name}", "Cluster")
     if policy.lower() not in ("cluster", "local"):
         raise InvalidInput(f"{policy!r} is not a traffic policy: use Cluster or Local",
-                           f"{at}.externalTrafficPolicy")
-    return _Service(cluster_ips, ports, external, _affinity_timeout(spec, at), policy.lower())
+                           f"{at}.{name}")
+    return policy.lower()
 
 
 def _affinity_timeout(spec: dict, at: str) -> int:
@@ -444,7 +457,8 @@ def _vip(service: _Service, port: _Port, cluster_ip: Address, backends) -> Servi
         external_ips=_strings(a for a in service.external if a.version == version),
         pods=_strings(address for address, _ in pods),
         affinity_timeout=service.affinity_timeout,
-        external_policy=service.external_policy)
+        external_policy=service.external_policy,
+        internal_policy=service.internal_policy)
 
 
 def _strings(addresses) -> Tuple[str, ...]:

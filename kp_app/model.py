@@ -72,13 +72,17 @@ def parse_affinity(value) -> int:
     return parse_int(value, "affinity_timeout", 0, MAX_AFFINITY_TIMEOUT)
 
 
-EXTERNAL_POLICIES = ("cluster", "local")
+TRAFFIC_POLICIES = ("cluster", "local")
 
 
-def parse_external_policy(value) -> str:
-    if value not in EXTERNAL_POLICIES:
-        raise InvalidInput(f"{value!r} is not cluster or local", "external_policy")
-    return value
+def parse_policies(affinity_timeout, external_policy, internal_policy) -> dict:
+    """The keywords of Vip.policies(), checked."""
+    for name, value in (("external_policy", external_policy),
+                        ("internal_policy", internal_policy)):
+        if value not in TRAFFIC_POLICIES:
+            raise InvalidInput(f"{value!r} is not cluster or local", name)
+    return {"affinity_timeout": parse_affinity(affinity_timeout),
+            "external_policy": external_policy, "internal_policy": internal_policy}
 
 
 @dataclass
@@ -182,6 +186,8 @@ class Vip:
     # externalTrafficPolicy: "local" sends NodePort and external-IP clients only to the
     # pods of the node they entered (no SNAT: the pod sees the client), "cluster" anywhere
     external_policy: str = "cluster"
+    # internalTrafficPolicy: "local" does the same for clients of the ClusterIP itself
+    internal_policy: str = "cluster"
     pods: Dict[Address, Pod] = field(default_factory=dict)
     table: Optional[MaglevTable] = None
     counters: Counters = field(default_factory=Counters)
@@ -201,6 +207,12 @@ class Vip:
     @property
     def ip_protos(self) -> Tuple[int, ...]:
         return PROTOCOLS[self.protocol]
+
+    def policies(self) -> dict:
+        """What may change in place (set_policies): the keywords add_vip takes them as."""
+        return {"affinity_timeout": self.affinity_timeout,
+                "external_policy": self.external_policy,
+                "internal_policy": self.internal_policy}
 
     def active_pods(self) -> List[Address]:
         return [a for a, p in self.pods.items() if p.active]
@@ -283,7 +295,8 @@ class ServiceModel:
 
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
                 nat=None, new_len=1024, external_ips=(), service=None,
-                affinity_timeout=0, external_policy="cluster") -> Vip:
+                affinity_timeout=0, external_policy="cluster",
+                internal_policy="cluster") -> Vip:
         network = parse_prefix(prefix)
         port = parse_int(port, "port", 0, 65535)
         target_port = port if target_port is None else parse_int(
@@ -306,8 +319,7 @@ class ServiceModel:
             raise InvalidInput(f"{nat} does not match the IPv{network.version} prefix "
                                f"{network} (use {expected_nat})", "nat")
         new_len = parse_power_of_2(new_len, "new_len", MAX_NEW_LEN)
-        affinity_timeout = parse_affinity(affinity_timeout)
-        external_policy = parse_external_policy(external_policy)
+        policies = parse_policies(affinity_timeout, external_policy, internal_policy)
         if isinstance(external_ips, str) or not isinstance(external_ips, (list, tuple)):
             raise InvalidInput("must be a list of addresses", "external_ips")
         externals = tuple(dict.fromkeys(
@@ -316,7 +328,7 @@ class ServiceModel:
             raise Conflict(f"VIP {network} port {port} already exists")
         self._check_overlaps(network, port, node_port, externals, protocol)
         vip = Vip(self._free_vip_id(), network, port, target_port, node_port, protocol,
-                  new_len, externals, service, affinity_timeout, external_policy)
+                  new_len, externals, service, **policies)
         vip.rebuild_table()
         self.adopt(vip)
         return vip
@@ -403,12 +415,13 @@ class ServiceModel:
                                "port")
         return matches[0]
 
-    def set_policies(self, vip: Vip, affinity_timeout, external_policy) -> None:
-        """Session affinity and external traffic policy, which a VIP may change in place:
+    def set_policies(self, vip: Vip, affinity_timeout=0, external_policy="cluster",
+                     internal_policy="cluster") -> None:
+        """Session affinity and traffic policies, which a VIP may change in place:
         sessions already open keep their pods; new ones follow the new settings."""
-        affinity_timeout = parse_affinity(affinity_timeout)
-        vip.external_policy = parse_external_policy(external_policy)
-        vip.affinity_timeout = affinity_timeout
+        for name, value in parse_policies(affinity_timeout, external_policy,
+                                          internal_policy).items():
+            setattr(vip, name, value)
 
     def del_vip(self, prefix, port=None) -> Vip:
         vip = self.find_vip(prefix, port)

@@ -293,10 +293,10 @@ class Node:
             refusal = (frames.tcp_reset(frame, self.mac) if key.proto == frames.TCP
                        else frames.port_unreachable(frame, self.mac))
             return [PacketOut(refusal, (("output", in_port),), OFPP_CONTROLLER)]
-        table = self._local_table(vip) if external and vip.external_policy == "local" \
-            else vip.table
-        if not table.slots:     # as kube-proxy: dropped, so a load balancer's health
-            vip.counters.no_local_pod += 1      # check sends clients to other nodes
+        policy = vip.external_policy if external else vip.internal_policy
+        table = self._local_table(vip) if policy == "local" else vip.table
+        if not table.slots:     # as kube-proxy: dropped (a load balancer's health
+            vip.counters.no_local_pod += 1      # check sends its clients elsewhere)
             return []
         pod_address = self._pick_pod(vip, table, key, now)
         if self.resolve(pod_address) is None:

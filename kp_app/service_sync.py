@@ -3,7 +3,7 @@
 Each applied Service owns the VIPs it asks for (`Vip.service`). Applying it again brings
 them to what it asks for now: a VIP it no longer has goes, a new one comes, one whose
 target port, node port, protocol or external addresses changed is replaced, and one that
-only changed pods, session affinity or external traffic policy keeps its sessions
+only changed pods, session affinity or traffic policies keeps its sessions
 (removed pods drain, as with `ku pod ... del`). VIPs made by hand, or owned by another
 Service, are never touched: asking for one is a conflict. The whole plan is tried on a
 scratch model before anything real changes.
@@ -134,8 +134,7 @@ def changes(model: ServiceModel, desired: Dict[str, List[ServiceVip]]) -> Plan:
                 pods = {ipaddress.ip_address(a) for a in spec.pods}
                 add = tuple(str(a) for a in sorted(pods - active))
                 remove = tuple(str(a) for a in sorted(active - pods))
-                changed = add or remove or (vip.affinity_timeout, vip.external_policy) != (
-                    spec.affinity_timeout, spec.external_policy)
+                changed = add or remove or vip.policies() != spec.policies()
                 updates.append(VipChange(service, spec.prefix, spec.port,
                                          "updated" if changed else "unchanged", spec,
                                          add, remove))
@@ -178,8 +177,7 @@ def _try(model: ServiceModel, deletes: List[VipChange], makes: List[VipChange],
         spec = change.spec
         vip = scratch.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,
                               spec.protocol, None, new_len_for(len(spec.pods)),
-                              list(spec.external_ips), change.service, spec.affinity_timeout,
-                              spec.external_policy)
+                              list(spec.external_ips), change.service, **spec.policies())
         if spec.pods:
             ahead = built_for(built, _pods(spec.pods), vip.new_len)
             if ahead is not None:

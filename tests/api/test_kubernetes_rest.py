@@ -116,6 +116,11 @@ def test_affinity_and_traffic_policy_change_without_replacing_the_vip(api):
         "10.96.0.10/32 port 80": "updated"}
     assert api.service.model.find_vip("10.96.0.10/32", 80) is same
     assert api.get("/v1/vips/10.96.0.10/32/80")["external_policy"] == "local"
+    assert actions(apply(api, web(internalTrafficPolicy="Local"))) == {
+        "10.96.0.10/32 port 80": "updated"}
+    vip = api.get("/v1/vips/10.96.0.10/32/80")
+    assert (vip["external_policy"], vip["internal_policy"]) == ("cluster", "local")
+    assert api.service.model.find_vip("10.96.0.10/32", 80) is same
 
 
 def test_a_port_over_tcp_and_udp_is_one_vip_of_both_protocols(api):

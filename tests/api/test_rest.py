@@ -108,8 +108,8 @@ def test_vip_create_get_list_delete(api):
 def test_vip_defaults_every_port(api):
     vip = add_vip(api, prefix="10.97.0.0/24")
     assert (vip["port"], vip["target_port"], vip["protocol"], vip["new_len"],
-            vip["affinity_timeout"], vip["external_policy"], vip["service"]) == (
-        0, 0, "any", 1024, 0, "cluster", None)
+            vip["affinity_timeout"], vip["external_policy"], vip["internal_policy"],
+            vip["service"]) == (0, 0, "any", 1024, 0, "cluster", "cluster", None)
 
 
 def test_vip_with_client_ip_affinity(api):
@@ -166,6 +166,7 @@ def test_unknown_vip_is_404(api, path):
     (dict(VIP4, affinity_timeout=86401), "affinity_timeout", "out of range 0-86400"),
     (dict(VIP4, affinity_timeout="60"), "affinity_timeout", "expected an integer"),
     (dict(VIP4, external_policy="nearest"), "external_policy", "not cluster or local"),
+    (dict(VIP4, internal_policy="Local"), "internal_policy", "not cluster or local"),
     (dict(VIP4, external_ips="192.0.2.1"), "external_ips", "expected a list of strings"),
     (dict(VIP4, external_ips=["fd00::1"]), "external_ips", "expected IPv4"),
     (dict(VIP4, target_port=None, node_port=70000), "node_port", "out of range"),

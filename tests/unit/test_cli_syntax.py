@@ -153,7 +153,7 @@ def test_vip_del():
     (["vip", "10.96.0.10/32", "nat44", "nat66"], "nat: given twice"),
     (["vip", "10.96.0.10/32", "port", "80", "dle"],
      "vip: unknown keyword 'dle' (expected protocol, port, target_port, node_port, new_len, "
-     "affinity_timeout, nat44, nat66, external_ip, external_policy, del)"),
+     "affinity_timeout, nat44, nat66, external_ip, external_policy, internal_policy, del)"),
 ])
 def test_vip_errors(words, message):
     assert error(*words) == message
@@ -295,8 +295,10 @@ def test_show_errors(words, message):
 
 @pytest.mark.parametrize("words, message", [
     ([], "missing command (expected conf, vip, pod, set, show, apply, delete; see ku --help)"),
-    (["kube-proxy"], "unknown command 'kube-proxy' (expected conf, vip, pod, set, show, apply, delete)"),
-    (["VIP", "10.0.0.0/8"], "unknown command 'VIP' (expected conf, vip, pod, set, show, apply, delete)"),
+    (["kube-proxy"],
+     "unknown command 'kube-proxy' (expected conf, vip, pod, set, show, apply, delete)"),
+    (["VIP", "10.0.0.0/8"],
+     "unknown command 'VIP' (expected conf, vip, pod, set, show, apply, delete)"),
 ])
 def test_command_errors(words, message):
     assert error(*words) == message

@@ -159,3 +159,25 @@ def test_external_policy_local_keeps_node_port_clients_on_the_nodes_own_pods(clu
     assert flows_of(cluster.sent[1], pipeline.KIND_FORWARD)   # the ClusterIP: any node's
     cluster.del_pods("10.96.0.10/32", 80, ["10.0.2.101"])
     assert not _session_or_packet(_node_port_syn(cluster, 2, 41300))   # gone from 2 too
+
+
+def test_internal_policy_local_keeps_cluster_ip_clients_on_the_nodes_own_pods(cluster):
+    cluster.del_vip("10.96.0.10/32", 80)
+    cluster.add_vip("10.96.0.10/32", port=80, target_port=8080, node_port=30080,
+                    protocol="tcp", internal_policy="local")
+    cluster.add_pods("10.96.0.10/32", 80, ["10.0.2.101", "10.0.3.101"])
+
+    def cluster_ip_syn(n, sport):
+        for msgs in cluster.sent.values():
+            msgs.clear()
+        cluster.packet_in(n, 1, l4_packet(f"10.0.{n}.11", sport, "10.96.0.10", 80,
+                                          eth_src=f"00:00:00:0{n}:00:11",
+                                          eth_dst=gateway_mac(n)))
+        return cluster.sent.get(n, [])
+    for sport in range(42000, 42010):
+        (fwd,) = flows_of(cluster_ip_syn(3, sport), pipeline.KIND_FORWARD)
+        assert ("set_field", "ipv4_dst", "10.0.3.101") in fwd.actions
+    assert not _session_or_packet(cluster_ip_syn(1, 42100))      # none on node 1
+    assert cluster.vip("10.96.0.10/32", 80)["counters"]["no_local_pod"] == 1
+    # the node port is external traffic: any node's pods, as before
+    assert flows_of(_node_port_syn(cluster, 1, 42200), pipeline.KIND_FORWARD)

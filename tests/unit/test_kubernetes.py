@@ -206,6 +206,7 @@ ERRORS = [
     ([service(sessionAffinity="Sticky")], WEB + "spec.sessionAffinity", "None or ClientIP"),
     ([service(externalTrafficPolicy="Nearest")], WEB + "spec.externalTrafficPolicy",
      "Cluster or Local"),
+    ([service(internalTrafficPolicy=1)], WEB + "spec.internalTrafficPolicy", "a string"),
     ([service(sessionAffinity="ClientIP",
               sessionAffinityConfig={"clientIP": {"timeoutSeconds": 0}})],
      WEB + "spec.sessionAffinityConfig.clientIP.timeoutSeconds", "out of range 1-86400"),
@@ -273,4 +274,6 @@ def test_external_traffic_policy():
                                 )["default/web"]
     assert local.external_policy == "local" and local.node_port == 30080
     (default,) = desired_services([service()])["default/web"]
-    assert default.external_policy == "cluster"
+    assert default.external_policy == default.internal_policy == "cluster"
+    (internal,) = desired_services([service(internalTrafficPolicy="Local")])["default/web"]
+    assert internal.internal_policy == "local" and internal.external_policy == "cluster"
