@@ -315,7 +315,7 @@ class KubeProxy:
                 ahead = service_sync.built_for(built, pods, vip.new_len)
                 if ahead is not None:
                     self.model.offer_table(ahead)
-                self._change_pods(vip, change.add, change.remove)
+                self._change_pods(vip, change.add, change.remove, end_udp=True)
         self.model.services.update(desired)
         self.model.services.difference_update(pruned)
         return {"services": sorted(set(desired) - set(pruned)), "pruned": pruned, "vips": [
@@ -333,12 +333,25 @@ class KubeProxy:
         except KpError:
             return []
 
-    def _change_pods(self, vip: Vip, add, remove) -> None:
-        """Pods in and out of a VIP in one change (one new table); the removed drain."""
-        added, _ = self.model.change_pods(vip, list(add), list(remove))
+    def _change_pods(self, vip: Vip, add, remove, end_udp: bool = False) -> None:
+        """Pods in and out of a VIP in one change (one new table); the removed drain.
+        `end_udp`: the removed pods' UDP sessions end now, as kube-proxy clears their
+        conntrack entries when an endpoint goes: UDP has no end of its own, and its
+        clients would go on sending to a pod that may be gone until they were idle."""
+        added, removed = self.model.change_pods(vip, list(add), list(remove))
         if added:
             self._broadcast(lambda n: n.pod_programming(vip, added))
-        if remove:
+        if end_udp and removed:
+            gone = set(removed)
+            for node in self.nodes.values():
+                msgs = []
+                for session in node.sessions_of(vip.id):
+                    if session.pod in gone and session.forward.proto == frames.UDP:
+                        msgs += pipeline.session_deletes(session)
+                        node.end_session(session)
+                if msgs:
+                    self._send(node.dpid, msgs)
+        if removed:
             self._forget_drained_pods()
 
     def delete_kubernetes(self, document) -> dict:

@@ -4,7 +4,8 @@ Each applied Service owns the VIPs it asks for (`Vip.service`). Applying it agai
 them to what it asks for now: a VIP it no longer has goes, a new one comes, one whose
 target port, node port, protocol or external addresses changed is replaced, and one that
 only changed pods, session affinity or traffic policies keeps its sessions
-(removed pods drain, as with `ku pod ... del`). VIPs made by hand, or owned by another
+(removed pods drain their TCP sessions, as with `ku pod ... del`; their UDP sessions end,
+as kube-proxy clears their conntrack entries). VIPs made by hand, or owned by another
 Service, are never touched: asking for one is a conflict. The whole plan is tried on a
 scratch model before anything real changes.
 """

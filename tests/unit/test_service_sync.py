@@ -102,3 +102,42 @@ def test_tables_built_ahead_are_the_ones_apply_takes():
     new["items"][0]["spec"]["clusterIP"] = "10.96.0.11"
     (pods, n), = kp.kubernetes_tables(new)
     assert (list(map(str, pods)), n) == (["10.1.0.5"], 1024)
+
+
+def test_an_endpoint_that_goes_ends_its_udp_sessions_and_drains_its_tcp_ones():
+    from kp_app import frames, pipeline
+    from kp_app.node import gateway_mac
+    from kp_app.pipeline import FlowDelete
+    from test_node import l4_packet
+    sent = []
+    kp = KubeProxy(lambda dpid, msgs: sent.extend(msgs))
+    kp.set_conf(node_ip="10.0.0.1")
+    kp.switch_connected(1, {1: "c1", 2: "p1", 3: "p2"})
+    gw = gateway_mac(1)
+
+    def dns(pods):
+        return {"kind": "List", "items": [
+            {"kind": "Service", "metadata": {"name": "dns"},
+             "spec": {"clusterIP": "10.96.0.53", "ports": [
+                 {"name": "tcp", "port": 53, "protocol": "TCP"},
+                 {"name": "udp", "port": 53, "protocol": "UDP"}]}},
+            {"kind": "Endpoints", "metadata": {"name": "dns"}, "subsets": [{
+                "addresses": [{"ip": p} for p in pods],
+                "ports": [{"name": "tcp", "port": 53, "protocol": "TCP"},
+                          {"name": "udp", "port": 53, "protocol": "UDP"}]}]}]}
+    kp.apply_kubernetes(dns(["10.0.0.101"]))
+    kp.packet_in(1, 2, frames.arp(2, "00:00:00:00:01:01", "10.0.0.101", gw, "10.0.0.1"))
+    kp.packet_in(1, 3, frames.arp(2, "00:00:00:00:01:02", "10.0.0.102", gw, "10.0.0.1"))
+    kp.packet_in(1, 1, frames.arp(2, "00:00:00:00:00:11", "10.0.0.11", gw, "10.0.0.1"))
+    for proto in (frames.TCP, frames.UDP):
+        kp.packet_in(1, 1, l4_packet("10.0.0.11", 40000, "10.96.0.53", 53, proto=proto,
+                                     eth_src="00:00:00:00:00:11", eth_dst=gw))
+    assert sorted(s["protocol"] for s in kp.sessions()["sessions"]) == ["tcp", "udp"]
+    sent.clear()
+    kp.apply_kubernetes(dns(["10.0.0.102"]))          # .101 is no longer an endpoint
+    assert [s["protocol"] for s in kp.sessions()["sessions"]] == ["tcp"]
+    deleted = [m for m in sent if isinstance(m, FlowDelete)
+               and pipeline.cookie_parts(m.cookie)[0] == pipeline.KIND_FORWARD]
+    assert [dict(m.match)["ip_proto"] for m in deleted] == [17]
+    pods = {p["address"]: p["state"] for p in kp.vip("10.96.0.53/32", 53)["pods"]}
+    assert pods == {"10.0.0.101": "draining", "10.0.0.102": "active"}
