@@ -42,6 +42,7 @@ connections go to the pod of its last one, until <s> seconds pass without one.
 `external_policy local` is externalTrafficPolicy Local: clients of the node port and
 external IPs reach only the pods of the node they entered, and the pods see them;
 `internal_policy local`, internalTrafficPolicy Local, the same for the ClusterIP.
+
 A VIP without `port` (or `port 0`) takes every port. With `del`, only the prefix and
 `port` matter; without `port`, `del` removes the only VIP on that prefix.
 
