@@ -20,8 +20,9 @@ usage: ku [--api URL] [--json] <command>
 
   ku conf [buckets <n>] [timeout <s>] [node_ip <v4>] [node_ip6 <v6>] [dpid <n>]
   ku vip <prefix> [protocol tcp|udp|any] [port <n>] [target_port <n>] [node_port <n>]
-         [nat44|nat66] [new_len <n>] [external_ip <addr>]... [affinity_timeout <s>]
-         [external_policy cluster|local] [internal_policy cluster|local] [del]
+         [nat44|nat66] [new_len <n>] [external_ip <addr>]... [source_range <prefix>]...
+         [affinity_timeout <s>] [external_policy cluster|local]
+         [internal_policy cluster|local] [del]
   ku pod <vip-prefix> [port <n>] <address>... [del [flush]]
   ku set interface nat4|nat6 in <interface> [del]
   ku show
@@ -42,6 +43,8 @@ connections go to the pod of its last one, until <s> seconds pass without one.
 `external_policy local` is externalTrafficPolicy Local: clients of the node port and
 external IPs reach only the pods of the node they entered, and the pods see them;
 `internal_policy local`, internalTrafficPolicy Local, the same for the ClusterIP.
+`source_range <prefix>` (loadBalancerSourceRanges): only clients in these prefixes reach
+the external IPs.
 
 A VIP without `port` (or `port 0`) takes every port. With `del`, only the prefix and
 `port` matter; without `port`, `del` removes the only VIP on that prefix.
@@ -230,8 +233,8 @@ def _conf(words: _Words) -> Command:
 _VIP_INT_KEYWORDS = ("port", "target_port", "node_port", "new_len", "affinity_timeout")
 _NAT_FLAGS = {"nat44": "nat44", "nat66": "nat66", "nat4": "nat44", "nat6": "nat66"}
 _VIP_KEYWORDS = ("protocol",) + _VIP_INT_KEYWORDS + ("nat44", "nat66", "external_ip",
-                                                     "external_policy", "internal_policy",
-                                                     "del")
+                                                     "source_range", "external_policy",
+                                                     "internal_policy", "del")
 
 
 def _vip(words: _Words) -> Command:
@@ -248,6 +251,8 @@ def _vip(words: _Words) -> Command:
             _set_once(body, "nat", _NAT_FLAGS[word])
         elif word == "external_ip":
             body.setdefault("external_ips", []).append(words.value(word))
+        elif word == "source_range":
+            body.setdefault("source_ranges", []).append(words.value(word))
         elif word == "del":
             delete = True
         else:

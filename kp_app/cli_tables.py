@@ -104,12 +104,14 @@ def vips(answer: List[Dict[str, Any]], verbose: bool = False) -> str:
             lines.append("  internal_policy: local (ClusterIP: this node's pods only)")
         if vip.get("external_ips"):
             lines.append(f"  external_ips: {', '.join(vip['external_ips'])}")
+        if vip.get("source_ranges"):
+            lines.append(f"  source_ranges: {', '.join(vip['source_ranges'])}")
         pods = vip.get("pods", [])
         if verbose:
             counters = vip.get("counters") or {}
             lines.append("  " + "  ".join(f"{name} {cell(counters.get(name))}"
                                           for name in ("no_pod", "untracked", "table_full",
-                                                       "no_local_pod")))
+                                                       "no_local_pod", "filtered")))
             if pods:
                 lines += table(["POD", "STATE", "ENTRIES", "SESSIONS", "NEW", "PACKETS",
                                 "BYTES"],

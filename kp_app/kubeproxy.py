@@ -246,13 +246,13 @@ class KubeProxy:
 
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
                 nat=None, new_len=1024, external_ips=(), service=None,
-                affinity_timeout=0, external_policy="cluster",
-                internal_policy="cluster") -> dict:
+                affinity_timeout=0, external_policy="cluster", internal_policy="cluster",
+                source_ranges=()) -> dict:
         vip = self.model.add_vip(prefix, port, target_port, node_port, protocol, nat,
                                  new_len, external_ips, service,
                                  affinity_timeout=affinity_timeout,
                                  external_policy=external_policy,
-                                 internal_policy=internal_policy)
+                                 internal_policy=internal_policy, source_ranges=source_ranges)
         self._broadcast(lambda n: n.vip_programming(vip))
         return self._vip_dict(vip)
 
@@ -447,7 +447,7 @@ class KubeProxy:
                 "new_sessions": c.new_sessions, "active_sessions": active,
                 "packets": c.packets + packets, "bytes": c.bytes + byte_count,
                 "no_pod": c.no_pod, "untracked": c.untracked, "table_full": c.table_full,
-                "no_local_pod": c.no_local_pod,
+                "no_local_pod": c.no_local_pod, "filtered": c.filtered,
                 "pods": [self._pod_dict(vip, a) for a in sorted(vip.pods, key=int)]}
 
     def _pod_dict(self, vip: Vip, address) -> dict:

@@ -51,12 +51,14 @@ class ServiceVip:
     affinity_timeout: int = 0   # sessionAffinity ClientIP: its timeoutSeconds (0: None)
     external_policy: str = "cluster"    # externalTrafficPolicy, lowercase
     internal_policy: str = "cluster"    # internalTrafficPolicy, lowercase
+    source_ranges: Tuple[str, ...] = ()   # loadBalancerSourceRanges of this family, sorted
 
     def policies(self) -> dict:
         """As kp_app.model.Vip.policies(): what a VIP may change in place."""
         return {"affinity_timeout": self.affinity_timeout,
                 "external_policy": self.external_policy,
-                "internal_policy": self.internal_policy}
+                "internal_policy": self.internal_policy,
+                "source_ranges": list(self.source_ranges)}
 
 
 class _Ident(NamedTuple):
@@ -89,6 +91,7 @@ class _Service(NamedTuple):
     affinity_timeout: int
     external_policy: str
     internal_policy: str
+    source_ranges: List[ipaddress.IPv4Network]     # or IPv6
 
 
 class _Group(NamedTuple):
@@ -212,7 +215,20 @@ def _parse_service(obj: dict, where: str) -> _Service:
     cluster_ips = [] if service_type == "ExternalName" else _cluster_ips(spec, at)
     return _Service(cluster_ips, ports, external, _affinity_timeout(spec, at),
                     _traffic_policy(spec, "externalTrafficPolicy", at),
-                    _traffic_policy(spec, "internalTrafficPolicy", at))
+                    _traffic_policy(spec, "internalTrafficPolicy", at),
+                    _source_ranges(spec, at))
+
+
+def _source_ranges(spec: dict, at: str) -> list:
+    at = f"{at}.loadBalancerSourceRanges"
+    ranges = []
+    for i, value in enumerate(_typed(spec, "loadBalancerSourceRanges", list, at, [])):
+        try:
+            ranges.append(ipaddress.ip_network(_expect(value, str, f"{at}[{i}]").strip(),
+                                               strict=False))
+        except ValueError:
+            raise InvalidInput(f"{value!r} is not a CIDR", f"{at}[{i}]") from None
+    return ranges
 
 
 def _traffic_policy(spec: dict, name: str, at: str) -> str:
@@ -458,7 +474,10 @@ def _vip(service: _Service, port: _Port, cluster_ip: Address, backends) -> Servi
         pods=_strings(address for address, _ in pods),
         affinity_timeout=service.affinity_timeout,
         external_policy=service.external_policy,
-        internal_policy=service.internal_policy)
+        internal_policy=service.internal_policy,
+        # kube-proxy applies them to the load balancer's IPs; kp to all external IPs
+        source_ranges=tuple(str(n) for n in sorted(
+            {n for n in service.source_ranges if n.version == version})))
 
 
 def _strings(addresses) -> Tuple[str, ...]:

@@ -75,14 +75,20 @@ def parse_affinity(value) -> int:
 TRAFFIC_POLICIES = ("cluster", "local")
 
 
-def parse_policies(affinity_timeout, external_policy, internal_policy) -> dict:
-    """The keywords of Vip.policies(), checked."""
+def parse_policies(affinity_timeout, external_policy, internal_policy,
+                   source_ranges=()) -> dict:
+    """The keywords of Vip.policies(), checked (source_ranges as networks)."""
     for name, value in (("external_policy", external_policy),
                         ("internal_policy", internal_policy)):
         if value not in TRAFFIC_POLICIES:
             raise InvalidInput(f"{value!r} is not cluster or local", name)
+    if isinstance(source_ranges, str) or not isinstance(source_ranges, (list, tuple)):
+        raise InvalidInput("must be a list of prefixes", "source_ranges")
+    ranges = sorted({parse_prefix(r, "source_ranges") for r in source_ranges},
+                    key=lambda n: (n.version, n))
     return {"affinity_timeout": parse_affinity(affinity_timeout),
-            "external_policy": external_policy, "internal_policy": internal_policy}
+            "external_policy": external_policy, "internal_policy": internal_policy,
+            "source_ranges": tuple(ranges)}
 
 
 @dataclass
@@ -156,6 +162,7 @@ class Counters:
     untracked: int = 0
     table_full: int = 0
     no_local_pod: int = 0   # externalTrafficPolicy local, entering a node with none
+    filtered: int = 0       # new sessions to an external IP from outside source_ranges
 
 
 @dataclass
@@ -188,6 +195,8 @@ class Vip:
     external_policy: str = "cluster"
     # internalTrafficPolicy: "local" does the same for clients of the ClusterIP itself
     internal_policy: str = "cluster"
+    # loadBalancerSourceRanges: the clients its external IPs take (none: every client)
+    source_ranges: Tuple[Network, ...] = ()
     pods: Dict[Address, Pod] = field(default_factory=dict)
     table: Optional[MaglevTable] = None
     counters: Counters = field(default_factory=Counters)
@@ -212,7 +221,13 @@ class Vip:
         """What may change in place (set_policies): the keywords add_vip takes them as."""
         return {"affinity_timeout": self.affinity_timeout,
                 "external_policy": self.external_policy,
-                "internal_policy": self.internal_policy}
+                "internal_policy": self.internal_policy,
+                "source_ranges": [str(n) for n in self.source_ranges]}
+
+    def admits(self, client: Address) -> bool:
+        """May `client` reach the external IPs (loadBalancerSourceRanges)?"""
+        return not self.source_ranges or any(
+            client.version == n.version and client in n for n in self.source_ranges)
 
     def active_pods(self) -> List[Address]:
         return [a for a, p in self.pods.items() if p.active]
@@ -296,7 +311,7 @@ class ServiceModel:
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
                 nat=None, new_len=1024, external_ips=(), service=None,
                 affinity_timeout=0, external_policy="cluster",
-                internal_policy="cluster") -> Vip:
+                internal_policy="cluster", source_ranges=()) -> Vip:
         network = parse_prefix(prefix)
         port = parse_int(port, "port", 0, 65535)
         target_port = port if target_port is None else parse_int(
@@ -319,7 +334,8 @@ class ServiceModel:
             raise InvalidInput(f"{nat} does not match the IPv{network.version} prefix "
                                f"{network} (use {expected_nat})", "nat")
         new_len = parse_power_of_2(new_len, "new_len", MAX_NEW_LEN)
-        policies = parse_policies(affinity_timeout, external_policy, internal_policy)
+        policies = parse_policies(affinity_timeout, external_policy, internal_policy,
+                                  source_ranges)
         if isinstance(external_ips, str) or not isinstance(external_ips, (list, tuple)):
             raise InvalidInput("must be a list of addresses", "external_ips")
         externals = tuple(dict.fromkeys(
@@ -416,11 +432,12 @@ class ServiceModel:
         return matches[0]
 
     def set_policies(self, vip: Vip, affinity_timeout=0, external_policy="cluster",
-                     internal_policy="cluster") -> None:
-        """Session affinity and traffic policies, which a VIP may change in place:
-        sessions already open keep their pods; new ones follow the new settings."""
+                     internal_policy="cluster", source_ranges=()) -> None:
+        """Session affinity, traffic policies and source ranges, which a VIP may change
+        in place: sessions already open keep their pods; new ones follow the new
+        settings."""
         for name, value in parse_policies(affinity_timeout, external_policy,
-                                          internal_policy).items():
+                                          internal_policy, source_ranges).items():
             setattr(vip, name, value)
 
     def del_vip(self, prefix, port=None) -> Vip:

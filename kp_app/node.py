@@ -281,6 +281,9 @@ class Node:
         vip = self.model.vip_for_destination(frame.ip_proto, frame.ip_dst, frame.dst_port)
         if vip is not None:
             external = frame.ip_dst not in vip.prefix     # one of its external IPs
+            if external and not vip.admits(frame.ip_src):
+                vip.counters.filtered += 1                 # loadBalancerSourceRanges
+                return []
             return self._new_session(vip, key, frame, in_port, now, external)
         if frame.eth_dst == self.mac:
             return self._route(frame, in_port, now)

@@ -174,7 +174,7 @@ VIP_SPEC: Spec = {"prefix": (_STR, False), "port": (_INT, False),
                   "protocol": (_STR, False), "nat": (_STR, True),
                   "new_len": (_INT, False), "external_ips": (_STR_LIST, False),
                   "affinity_timeout": (_INT, False), "external_policy": (_STR, False),
-                  "internal_policy": (_STR, False)}
+                  "internal_policy": (_STR, False), "source_ranges": (_STR_LIST, False)}
 PODS_ADD_SPEC: Spec = {"addresses": (_STR_LIST, False)}
 PODS_DEL_SPEC: Spec = {"addresses": (_STR_LIST, False), "flush": (_BOOL, False)}
 SESSIONS_QUERY = {"limit": _INT, "prefix": _STR, "port": _INT}

@@ -121,6 +121,10 @@ def test_affinity_and_traffic_policy_change_without_replacing_the_vip(api):
     vip = api.get("/v1/vips/10.96.0.10/32/80")
     assert (vip["external_policy"], vip["internal_policy"]) == ("cluster", "local")
     assert api.service.model.find_vip("10.96.0.10/32", 80) is same
+    assert actions(apply(api, web(loadBalancerSourceRanges=["192.0.2.0/24"]))) == {
+        "10.96.0.10/32 port 80": "updated"}
+    assert api.get("/v1/vips/10.96.0.10/32/80")["source_ranges"] == ["192.0.2.0/24"]
+    assert api.service.model.find_vip("10.96.0.10/32", 80) is same
 
 
 def test_a_port_over_tcp_and_udp_is_one_vip_of_both_protocols(api):

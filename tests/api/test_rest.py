@@ -167,6 +167,8 @@ def test_unknown_vip_is_404(api, path):
     (dict(VIP4, affinity_timeout="60"), "affinity_timeout", "expected an integer"),
     (dict(VIP4, external_policy="nearest"), "external_policy", "not cluster or local"),
     (dict(VIP4, internal_policy="Local"), "internal_policy", "not cluster or local"),
+    (dict(VIP4, source_ranges=["10.0.0.1/8"]), "source_ranges", "host bits set"),
+    (dict(VIP4, source_ranges="10.0.0.0/8"), "source_ranges", "expected a list of strings"),
     (dict(VIP4, external_ips="192.0.2.1"), "external_ips", "expected a list of strings"),
     (dict(VIP4, external_ips=["fd00::1"]), "external_ips", "expected IPv4"),
     (dict(VIP4, target_port=None, node_port=70000), "node_port", "out of range"),

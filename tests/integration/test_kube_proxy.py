@@ -338,3 +338,20 @@ def test_client_ip_affinity_keeps_each_clients_connections_on_one_pod(kpnode, co
             assert result["ok"], result
             by_client.setdefault(client.name, set()).add(result["body"]["name"])
     assert all(len(pods) == 1 for pods in by_client.values()), by_client
+
+
+def test_source_ranges_let_only_their_clients_reach_the_external_ip(kpnode, controller):
+    assert ku(controller, "conf", "node_ip", "10.0.0.1").returncode == 0
+    c1, c2 = kpnode.clients
+    made = ku(controller, "vip", VIP + "/32", "protocol", "tcp", "port", 80, "target_port",
+              8080, "external_ip", "192.0.2.10", "source_range", kpnode.ip(c1.name) + "/32")
+    assert made.returncode == 0, made.stderr
+    assert ku(controller, "pod", VIP + "/32",
+              *[kpnode.ip(p.name) for p in kpnode.pods]).returncode == 0
+    serve(kpnode, "http", 8080)
+    assert kp_lab.http_get(c1, kp_lab.url_for("192.0.2.10", 80))["ok"]
+    refused = kp_lab.http_get(c2, kp_lab.url_for("192.0.2.10", 80), timeout=2)
+    assert not refused["ok"], refused                          # outside: dropped
+    assert kp_lab.http_get(c2, kp_lab.url_for(VIP, 80))["ok"]  # the ClusterIP is open
+    status, vip = api(controller, "GET", f"/vips/{VIP}/32/80")
+    assert vip["counters"]["filtered"] >= 1

@@ -153,7 +153,8 @@ def test_vip_del():
     (["vip", "10.96.0.10/32", "nat44", "nat66"], "nat: given twice"),
     (["vip", "10.96.0.10/32", "port", "80", "dle"],
      "vip: unknown keyword 'dle' (expected protocol, port, target_port, node_port, new_len, "
-     "affinity_timeout, nat44, nat66, external_ip, external_policy, internal_policy, del)"),
+     "affinity_timeout, nat44, nat66, external_ip, source_range, external_policy, "
+     "internal_policy, del)"),
 ])
 def test_vip_errors(words, message):
     assert error(*words) == message

@@ -207,6 +207,8 @@ ERRORS = [
     ([service(externalTrafficPolicy="Nearest")], WEB + "spec.externalTrafficPolicy",
      "Cluster or Local"),
     ([service(internalTrafficPolicy=1)], WEB + "spec.internalTrafficPolicy", "a string"),
+    ([service(loadBalancerSourceRanges=["10.0.0.0/33"])],
+     WEB + "spec.loadBalancerSourceRanges[0]", "not a CIDR"),
     ([service(sessionAffinity="ClientIP",
               sessionAffinityConfig={"clientIP": {"timeoutSeconds": 0}})],
      WEB + "spec.sessionAffinityConfig.clientIP.timeoutSeconds", "out of range 1-86400"),
@@ -277,3 +279,12 @@ def test_external_traffic_policy():
     assert default.external_policy == default.internal_policy == "cluster"
     (internal,) = desired_services([service(internalTrafficPolicy="Local")])["default/web"]
     assert internal.internal_policy == "local" and internal.external_policy == "cluster"
+
+
+def test_load_balancer_source_ranges_go_with_their_family():
+    (v4, v6) = desired_services([service(
+        clusterIPs=["10.96.0.10", "fd00::a"],
+        loadBalancerSourceRanges=["fd00:1::/64", "10.1.0.7/16", "10.2.0.0/16"])]
+    )["default/web"]
+    assert v4.source_ranges == ("10.1.0.0/16", "10.2.0.0/16")    # as networks, sorted
+    assert v6.source_ranges == ("fd00:1::/64",)

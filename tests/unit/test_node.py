@@ -408,3 +408,20 @@ def test_affinity_ends_after_its_timeout_or_with_its_pod(kp):
     assert set(_pods_of_new_sessions(kp, "10.0.0.11", [32003]).values()) == {second}
     kp._clock.now += 31                              # 31 s after its last new session
     assert set(_pods_of_new_sessions(kp, "10.0.0.11", [32004]).values()) == {by_client}
+
+
+def test_source_ranges_limit_who_reaches_the_external_ips_only(kp):
+    kp.add_vip("10.96.0.30/32", port=80, target_port=8080, protocol="tcp", node_port=30090,
+               external_ips=["192.0.2.30"], source_ranges=["10.0.0.0/28"])
+    kp.add_pods("10.96.0.30/32", 80, list(PODS)[:1])
+
+    def opened(client, dst, dport):
+        kp.sent.clear()
+        kp.packet_in(1, CLIENT_PORT, l4_packet(client, 41000, dst, dport))
+        return bool(flows(kp.sent, pipeline.KIND_FORWARD))
+    assert opened("10.0.0.11", "192.0.2.30", 80)          # inside 10.0.0.0/28
+    assert not opened("10.0.0.21", "192.0.2.30", 80)      # outside: dropped
+    assert opened("10.0.0.21", "10.96.0.30", 80)          # the ClusterIP: anyone
+    assert opened("10.0.0.22", "10.0.0.1", 30090)         # the node port: anyone
+    vip = kp.vip("10.96.0.30/32", 80)
+    assert vip["source_ranges"] == ["10.0.0.0/28"] and vip["counters"]["filtered"] == 1
