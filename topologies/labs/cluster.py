@@ -202,10 +202,8 @@ def scenario(s):
 
 
 def run(switch='kpswitch', cli=False, out=None):
-    session = labkit.LabSession('kpcluster', switch=switch, out=out,
-                                title='a three-node cluster on %s' % switch,
-                                nodes=3, pods=2, clients=1)
-    return session.execute(scenario, cli=cli)
+    return labkit.run_lab(scenario, 'a three-node cluster on %s',
+                          switch, cli, out, topo='kpcluster', nodes=3, pods=2, clients=1)
 
 
 def main(argv=None):

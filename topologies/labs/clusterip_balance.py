@@ -80,10 +80,9 @@ def scenario(s, requests_per_client):
 
 
 def run(switch='kpswitch', cli=False, out=None, requests_per_client=30):
-    session = labkit.LabSession('kpnode', switch=switch, out=out,
-                                title='ClusterIP load balancing on %s' % switch,
-                                clients=2, pods=3)
-    return session.execute(lambda s: scenario(s, requests_per_client), cli=cli)
+    return labkit.run_lab(lambda s: scenario(s, requests_per_client),
+                          'ClusterIP load balancing on %s',
+                          switch, cli, out, clients=2, pods=3)
 
 
 def main(argv=None):

@@ -136,10 +136,10 @@ def scenario(s, requests_per_client=20):
 
 def run(switch='kpswitch', cli=False, out=None, requests_per_client=20):
     """Run the demo; returns its report (JSON-able), 'passed' is the verdict."""
-    session = labkit.LabSession('kpnode', switch=switch, out=out,
-                                title='kp demo (ClusterIP, stickiness, NodePort) on %s' % switch,
-                                prefer_default_ports=True, plain_names=True, clients=2, pods=3)
-    return session.execute(lambda s: scenario(s, requests_per_client), cli=cli)
+    return labkit.run_lab(lambda s: scenario(s, requests_per_client),
+                          'kp demo (ClusterIP, stickiness, NodePort) on %s',
+                          switch, cli, out, prefer_default_ports=True, plain_names=True,
+                          clients=2, pods=3)
 
 
 def main(argv=None):

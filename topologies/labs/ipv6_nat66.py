@@ -86,10 +86,8 @@ def scenario(s):
 
 
 def run(switch='kpswitch', cli=False, out=None):
-    session = labkit.LabSession('kpnode', switch=switch, out=out,
-                                title='IPv6 ClusterIP with NAT66 on %s' % switch,
-                                clients=2, pods=3)
-    return session.execute(scenario, cli=cli)
+    return labkit.run_lab(scenario, 'IPv6 ClusterIP with NAT66 on %s',
+                          switch, cli, out, clients=2, pods=3)
 
 
 def main(argv=None):

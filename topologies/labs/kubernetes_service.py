@@ -110,10 +110,8 @@ def steps(s, not_ready):
 
 
 def run(switch='kpswitch', cli=False, out=None):
-    session = labkit.LabSession('kpnode', switch=switch, out=out,
-                                title='a Kubernetes Service applied with ku on %s' % switch,
-                                clients=2, pods=3)
-    return session.execute(scenario, cli=cli)
+    return labkit.run_lab(scenario, 'a Kubernetes Service applied with ku on %s',
+                          switch, cli, out, clients=2, pods=3)
 
 
 def main(argv=None):

@@ -8,7 +8,8 @@ checks a lab reports.
         s.checks.check('every pod answered', len(seen) == 3, seen)
         s.report                                                         # the JSON-able report
 
-A lab script defines ``run(switch='kpswitch', cli=False, out=None, ...) -> dict`` and
+A lab script defines ``run(switch='kpswitch', cli=False, out=None, ...) -> dict`` (which
+``run_lab(scenario, title, switch, cli, out, **topology)`` does) and
 ``main(argv=None) -> int``; ``lab_main(run, doc, argv)`` is that main: it reads
 ``--switch kpswitch|ovs``, ``--cli`` and ``--json`` (the report on stdout, the account on
 stderr), and exits 0 only if every check passed.
@@ -499,6 +500,14 @@ def sessions_of(bodies):
 
 
 # ---------------------------------------------------------------------------- main
+
+def run_lab(scenario, title, switch='kpswitch', cli=False, out=None, topo='kpnode',
+            **session_args):
+    """What a lab's run() does: its scenario in a LabSession of `topo` (`title` names the
+    switch where it says %s), optionally the CLI after it; returns the report."""
+    session = LabSession(topo, switch=switch, out=out, title=title % switch, **session_args)
+    return session.execute(scenario, cli=cli)
+
 
 def lab_main(run, doc, argv=None, extra_args=None):
     """The command line of a lab: --switch, --cli, --json; exit 0 iff every check passed."""

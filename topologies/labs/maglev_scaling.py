@@ -111,10 +111,8 @@ def scenario(s):
 
 
 def run(switch='kpswitch', cli=False, out=None):
-    session = labkit.LabSession('kpnode', switch=switch, out=out,
-                                title='Maglev: scaling pods up and down on %s' % switch,
-                                clients=2, pods=4)
-    return session.execute(scenario, cli=cli)
+    return labkit.run_lab(scenario, 'Maglev: scaling pods up and down on %s',
+                          switch, cli, out, clients=2, pods=4)
 
 
 def main(argv=None):

@@ -95,10 +95,8 @@ def scenario(s):
 
 
 def run(switch='kpswitch', cli=False, out=None):
-    session = labkit.LabSession('kpnode', switch=switch, out=out,
-                                title='NodePort over TCP and UDP on %s' % switch,
-                                clients=2, pods=3)
-    return session.execute(scenario, cli=cli)
+    return labkit.run_lab(scenario, 'NodePort over TCP and UDP on %s',
+                          switch, cli, out, clients=2, pods=3)
 
 
 def main(argv=None):

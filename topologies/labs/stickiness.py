@@ -111,10 +111,8 @@ def scenario(s):
 
 
 def run(switch='kpswitch', cli=False, out=None):
-    session = labkit.LabSession('kpnode', switch=switch, out=out,
-                                title='session stickiness and the idle timeout on %s' % switch,
-                                clients=2, pods=4)
-    return session.execute(scenario, cli=cli)
+    return labkit.run_lab(scenario, 'session stickiness and the idle timeout on %s',
+                          switch, cli, out, clients=2, pods=4)
 
 
 def main(argv=None):
