@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from kp_app import frames, kubernetes, pipeline, service_sync
 from kp_app.errors import InvalidInput, KpError, NotFound
 from kp_app.maglev import MaglevTable
-from kp_app.model import ServiceModel, Vip, parse_int
+from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
 from kp_app.node import Node, gateway_mac
 from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
 
@@ -245,7 +245,7 @@ class KubeProxy:
         return self._vip_dict(self.model.find_vip(prefix, port))
 
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
-                nat=None, new_len=1024, external_ips=(), service=None,
+                nat=None, new_len=DEFAULT_NEW_LEN, external_ips=(), service=None,
                 affinity_timeout=0, external_policy="cluster", internal_policy="cluster",
                 source_ranges=()) -> dict:
         vip = self.model.add_vip(prefix, port, target_port, node_port, protocol, nat,

@@ -18,6 +18,7 @@ PROTOCOLS = {"tcp": (6,), "udp": (17,), "any": (6, 17)}
 NAT_FOR_VERSION = {4: "nat44", 6: "nat66"}
 MAX_BUCKETS = 1 << 24
 MAX_NEW_LEN = 1 << 20
+DEFAULT_NEW_LEN = 1024      # as VPP's
 MAX_TIMEOUT = 86400
 MAX_AFFINITY_TIMEOUT = 86400
 MAX_VIPS = 0xFFFF
@@ -309,7 +310,7 @@ class ServiceModel:
     # -- VIPs ------------------------------------------------------------------------
 
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
-                nat=None, new_len=1024, external_ips=(), service=None,
+                nat=None, new_len=DEFAULT_NEW_LEN, external_ips=(), service=None,
                 affinity_timeout=0, external_policy="cluster",
                 internal_policy="cluster", source_ranges=()) -> Vip:
         network = parse_prefix(prefix)

@@ -16,9 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from kp_app.errors import Conflict, InvalidInput
 from kp_app.kubernetes import ServiceVip
 from kp_app.maglev import MaglevTable
-from kp_app.model import MAX_NEW_LEN, Address, ServiceModel, Vip
+from kp_app.model import DEFAULT_NEW_LEN, MAX_NEW_LEN, Address, ServiceModel, Vip
 
-DEFAULT_NEW_LEN = 1024
 TABLE_PER_POD = 100     # new-connection table entries per pod a new VIP is given
 
 
@@ -38,7 +37,7 @@ class VipChange:
 
 
 def new_len_for(pods: int) -> int:
-    """A new VIP's table: 1024 entries, or 100 per pod (a power of 2) for big services,
+    """A new VIP's table: the default 1024 entries, or 100 per pod (a power of 2) for big services,
     so that the table stays balanced when pods come and go."""
     length = DEFAULT_NEW_LEN
     while length < TABLE_PER_POD * pods and length < MAX_NEW_LEN:
