@@ -15,6 +15,7 @@
 #include "flow_key.h"
 #include "parse.h"
 #include "segment.h"
+#include "session_hash.h"
 
 /* ------------------------------------------------------------------ formatting */
 
@@ -753,6 +754,27 @@ static PyObject *fp_key_hash(PyObject *self, PyObject *args)
     return PyLong_FromUnsignedLong(flow_key_hash(&k));
 }
 
+static PyObject *fp_session_hash(PyObject *self, PyObject *args)
+{
+    PyObject *blob;
+    struct flow_key k;
+    unsigned long basis;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Ok:session_hash", &blob, &basis) || key_of(blob, &k))
+        return NULL;
+    if (basis > SESSION_HASH_MAX_BASIS) {
+        PyErr_Format(PyExc_ValueError, "hash basis %lu is not 0..%u", basis,
+                     SESSION_HASH_MAX_BASIS);
+        return NULL;
+    }
+    if (!(k.present & (FK_IPV4 | FK_IPV6))) {
+        PyErr_SetString(PyExc_ValueError, "session_hash: not an IPv4 or IPv6 key");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(session_hash(&k, (uint32_t)basis));
+}
+
 /* ------------------------------------------------------------------ _CacheForTest */
 
 typedef struct {
@@ -1345,6 +1367,8 @@ static PyMethodDef module_methods[] = {
     {"segment_udp", fp_segment_udp, METH_VARARGS,
      "segment_udp(frame, gso_size) -> [frame]"},
     {"key_hash", fp_key_hash, METH_VARARGS, NULL},
+    {"session_hash", fp_session_hash, METH_VARARGS,
+     "session_hash(key_blob, basis) -> Open vSwitch's symmetric_l3l4+udp hash"},
     {NULL, NULL, 0, NULL},
 };
 

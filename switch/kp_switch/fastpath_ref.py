@@ -16,6 +16,7 @@ Shared with the C code byte for byte:
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import select
 import socket
@@ -23,6 +24,8 @@ import struct
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from kp_proto.session_hash import session_hash as _session_hash
 
 WAYS = 4
 MAX_FLOW_IDS = 1 << 18
@@ -683,6 +686,21 @@ def key_hash(blob: bytes) -> int:
     (multiply-xorshift per word, the murmur3 64-bit finalizer; low 32 bits)."""
     ck, v6, _ = _cache_key(blob)
     return _ckey_hash(ck, v6)
+
+
+def session_hash(blob: bytes, basis: int) -> int:
+    """Open vSwitch's symmetric_l3l4+udp hash of the key's 5-tuple: the C twin's
+    definition is kp_proto.session_hash, which kp_app's model uses too."""
+    (_, present, _, _, _, _, _, proto, _, _, _, _, _, tp_src, tp_dst, nw_src, nw_dst,
+     *_rest) = _KEY.unpack(blob)
+    if present & F_IPV4:
+        src, dst = ipaddress.IPv4Address(nw_src[:4]), ipaddress.IPv4Address(nw_dst[:4])
+    elif present & F_IPV6:
+        src, dst = ipaddress.IPv6Address(nw_src), ipaddress.IPv6Address(nw_dst)
+    else:
+        raise ValueError("session_hash: not an IPv4 or IPv6 key")
+    ported = bool(present & (F_TCP | F_UDP))   # a later fragment's key has no ports
+    return _session_hash(proto, src, tp_src, dst, tp_dst, basis, fragment=not ported)
 
 
 def _is_pow2(n: Any) -> bool:
