@@ -14,10 +14,11 @@ leave with the pod's address.
 """
 import hashlib
 import ipaddress
-import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple, Union
+
+from kp_proto.session_hash import session_hash
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -34,19 +35,18 @@ class FiveTuple:
     dst: Address
     dst_port: int
 
-    def flow_hash(self) -> int:
-        """Keyed, not salted per process: every node picks the same pod for a flow."""
-        data = struct.pack("!B16sH16sH", self.proto, self.src.packed.rjust(16, b"\0"),
-                           self.src_port, self.dst.packed.rjust(16, b"\0"), self.dst_port)
-        return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=b"kp-5tuple").digest(),
-                              "big")
+    def flow_hash(self, basis: int = 0) -> int:
+        """Open vSwitch's symmetric_l3l4+udp hash (kp_proto.session_hash): the index
+        every kind of switch computes, so every node picks the same pod for a flow."""
+        return session_hash(self.proto, self.src, self.src_port, self.dst, self.dst_port,
+                            basis)
 
     def reversed(self) -> "FiveTuple":
         return FiveTuple(self.proto, self.dst, self.dst_port, self.src, self.src_port)
 
 
 def client_hash(client: Address) -> int:
-    """Keyed like flow_hash: a client with affinity starts on the same pod on every node."""
+    """Unsalted, like flow_hash: a client with affinity starts on the same pod on every node."""
     return int.from_bytes(hashlib.blake2b(client.packed.rjust(16, b"\0"), digest_size=8,
                                           person=b"kp-client").digest(), "big")
 

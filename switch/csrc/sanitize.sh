@@ -27,7 +27,7 @@ rc=0
 "$py" -m pytest -q -p no:cacheprovider -k "not ref" \
     tests/switch/test_fastpath_parse.py tests/switch/test_fastpath_actions.py \
     tests/switch/test_fastpath_cache.py tests/switch/test_fastpath_datapath.py \
-    tests/switch/test_gso.py "$@" || rc=$?
+    tests/switch/test_gso.py tests/switch/test_session_hash.py "$@" || rc=$?
 if compgen -G "$out/[au]*san.*" >/dev/null; then
     cat "$out"/[au]*san.* >&2
     [ "$rc" != 0 ] || rc=1
