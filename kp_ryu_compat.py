@@ -37,7 +37,22 @@ def _mend_ryu_utils(module) -> None:
     module.import_module = import_module
 
 
-_MENDS = {"eventlet.wsgi": _mend_eventlet_wsgi, "ryu.utils": _mend_ryu_utils}
+def _register_kp_options(module) -> None:
+    """kp's own ryu-manager options. They must be known before ryu-manager parses its
+    command line, which happens before it imports any application, so they are
+    registered as soon as ryu.flags (the module of Ryu's own options) is loaded."""
+    from oslo_config import cfg
+
+    module.CONF.register_cli_opts([
+        cfg.StrOpt("kp-mode", default="auto", choices=["auto", "packet-in", "ct"],
+                   help="where kp_app's switches make new sessions: ct (Open vSwitch's "
+                        "conntrack), packet-in (the controller, any OpenFlow 1.3 switch), "
+                        "or auto: ct on Open vSwitch, packet-in elsewhere"),
+    ])
+
+
+_MENDS = {"eventlet.wsgi": _mend_eventlet_wsgi, "ryu.utils": _mend_ryu_utils,
+          "ryu.flags": _register_kp_options}
 
 
 class _MendingFinder(importlib.abc.MetaPathFinder):

@@ -226,6 +226,12 @@ def counters(answer: Dict[str, Any]) -> str:
 # -- show ---------------------------------------------------------------------------------
 
 
+def _with_mode(dpid: Any, modes: Dict[str, str]) -> str:
+    """A switch, and where it makes new sessions ("1 (ct)")."""
+    mode = modes.get(str(dpid))
+    return f"{dpid} ({mode})" if mode else str(dpid)
+
+
 def show(answers: Dict[str, Any]) -> str:
     """`ku show`: conf, totals, SNAT interfaces, the VIPs with pods and counters, and the
     switches' cache figures (answers of GET /v1/show, /v1/vips, /v1/counters)."""
@@ -238,7 +244,7 @@ def show(answers: Dict[str, Any]) -> str:
         f"node_ip {cell(conf_.get('node_ip'))}, node_ip6 {cell(conf_.get('node_ip6'))}",
         f"{summary.get('vips', 0)} VIPs, {summary.get('pods', 0)} pods, "
         f"{summary.get('sessions', 0)} sessions; switches: "
-        f"{', '.join(str(s) for s in switches) or 'none connected'}",
+        f"{', '.join(_with_mode(s, summary.get('modes') or {}) for s in switches) or 'none connected'}",
         "SNAT interfaces: " + ("; ".join(f"{nat} {', '.join(names) or '-'}"
                                           for nat, names in sorted(ifaces.items())) or "-"),
         "",

@@ -14,7 +14,7 @@ from kp_app import frames, kubernetes, pipeline, service_sync
 from kp_app.errors import InvalidInput, KpError, NotFound
 from kp_app.maglev import MaglevTable
 from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
-from kp_app.node import Node, gateway_mac
+from kp_app.node import MODE_PACKET_IN, MODES, Node, gateway_mac
 from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
 
 Sender = Callable[[int, list], None]
@@ -39,10 +39,15 @@ class KubeProxy:
 
     # -- switch events -------------------------------------------------------------
 
-    def switch_connected(self, dpid: int, port_names: Optional[Dict[int, str]] = None) -> None:
+    def switch_connected(self, dpid: int, port_names: Optional[Dict[int, str]] = None,
+                         mode: str = MODE_PACKET_IN) -> None:
+        """`mode`: where the switch's new sessions are made (kp_app.node.MODES)."""
+        if mode not in MODES:
+            raise InvalidInput(f"{mode!r} is not one of {', '.join(MODES)}", "mode")
         node = self.nodes.get(dpid)
         if node is None:
             node = self.nodes[dpid] = Node(dpid, self.model)
+        node.mode = mode
         node.port_names = dict(port_names or {})
         self._apply_topology(node)
         self._send(dpid, node.full_programming())
@@ -61,6 +66,7 @@ class KubeProxy:
         node = self.nodes.get(dpid)
         if node is None:
             return
+        node.packet_ins += 1
         probe = frames.parse_link_probe(data)
         if probe is not None:
             self._link_seen(probe, (dpid, in_port))
@@ -193,6 +199,7 @@ class KubeProxy:
                     self.model.forget_pod(vip, address)
                     self._delete_flows(pipeline.cookie(0, vip.id, pod.id), MASK_POD, vip,
                                        [address])
+                    self._sync_compiled(vip)
 
     def _delete_flows(self, cookie: int, mask: int, vip: Vip, addresses) -> None:
         """Delete a VIP's or a pod's flows (already out of the model), and the reply flows
@@ -201,6 +208,11 @@ class KubeProxy:
                     for proto in vip.ip_protos} if vip.target_port else set()
         unused = released - self._reply_keys()
         self._broadcast(lambda n: [FlowDelete(cookie, mask)] + n.reply_deletes(unused))
+
+    def _sync_compiled(self, vip: Vip) -> None:
+        """After a change of a VIP's pods, table or policies: the switches that make
+        sessions themselves get what changes in their copy of it."""
+        self._broadcast(lambda n: n.compiled_programming(vip))
 
     def _reply_keys(self) -> set:
         return {pipeline.reply_key(vip, a, proto) for vip in self.model.vips.values()
@@ -258,7 +270,9 @@ class KubeProxy:
 
     def del_vip(self, prefix, port=None) -> None:
         vip = self.model.del_vip(prefix, port)
+        self._broadcast(lambda n: n.conntrack_flushes(vip))
         for node in self.nodes.values():
+            node.forget_compiled(vip.id)
             for session in node.sessions_of(vip.id):
                 node.sessions.remove(session)
         self._delete_flows(pipeline.cookie(0, vip.id), MASK_VIP, vip, list(vip.pods))
@@ -267,6 +281,7 @@ class KubeProxy:
         vip = self.model.find_vip(prefix, port)
         added = self.model.add_pods(vip, addresses)
         self._broadcast(lambda n: n.pod_programming(vip, added))
+        self._sync_compiled(vip)
         return self._vip_dict(vip)
 
     def del_pods(self, prefix, port, addresses, flush=False) -> dict:
@@ -274,11 +289,13 @@ class KubeProxy:
         if not isinstance(flush, bool):
             raise InvalidInput(f"{flush!r} is not true or false", "flush")
         removed = self.model.del_pods(vip, addresses)
+        self._sync_compiled(vip)
         if flush:   # with no session left, the pod is forgotten below, its flows with it
             for address in removed:
                 for node in self.nodes.values():
                     for session in node.sessions_of(vip.id, address):
                         node.end_session(session)
+            self._broadcast(lambda n: n.conntrack_flushes(vip, removed))
         self._forget_drained_pods()
         return self._vip_dict(vip)
 
@@ -310,6 +327,7 @@ class KubeProxy:
         for change in plan.updates:
             vip = self.model.find_vip(change.prefix, change.port)
             self.model.set_policies(vip, **change.spec.policies())
+            self._sync_compiled(vip)
             if change.add or change.remove:
                 pods = [ipaddress.ip_address(a) for a in change.spec.pods]
                 ahead = service_sync.built_for(built, pods, vip.new_len)
@@ -341,6 +359,9 @@ class KubeProxy:
         added, removed = self.model.change_pods(vip, list(add), list(remove))
         if added:
             self._broadcast(lambda n: n.pod_programming(vip, added))
+        self._sync_compiled(vip)
+        if end_udp and removed and frames.UDP in vip.ip_protos:
+            self._broadcast(lambda n: n.conntrack_flushes(vip, removed, (frames.UDP,)))
         if end_udp and removed:
             gone = set(removed)
             for node in self.nodes.values():
@@ -417,14 +438,16 @@ class KubeProxy:
     def counters(self) -> dict:
         self._expire_idle()
         return {"vips": [self._vip_counters(v) for v in self.model.vips.values()],
-                "switches": {str(d): dict(n.cache_stats) for d, n in sorted(self.nodes.items())}}
+                "switches": {str(d): {**n.cache_stats, "packet_ins": n.packet_ins}
+                             for d, n in sorted(self.nodes.items())}}
 
     def show(self) -> dict:
         self._expire_idle()
         return {"conf": self.conf(), "vips": len(self.model.vips),
                 "pods": sum(len(v.pods) for v in self.model.vips.values()),
                 "sessions": sum(len(n.sessions) for n in self.nodes.values()),
-                "switches": sorted(self.nodes), "interfaces": self.interfaces()}
+                "switches": sorted(self.nodes), "interfaces": self.interfaces(),
+                "modes": {str(d): n.mode for d, n in sorted(self.nodes.items())}}
 
     def _expire_idle(self) -> float:
         """Untracked sessions have no switch flow to time out: they end here, or on the
@@ -440,11 +463,18 @@ class KubeProxy:
         byte_count = sum(s.totals()[1] for s in sessions)
         return len(sessions), packets, byte_count
 
+    def _compiled(self, vip: Vip, pod=None) -> Tuple[int, int, int]:
+        """(new sessions, packets, bytes) the switches made and carried themselves."""
+        counts = [n.compiled_counts(vip, pod) for n in self.nodes.values()]
+        return tuple(sum(c[i] for c in counts) for i in range(3))
+
     def _vip_counters(self, vip: Vip) -> dict:
         active, packets, byte_count = self._live(vip)
+        new, compiled_packets, compiled_bytes = self._compiled(vip)
+        packets, byte_count = packets + compiled_packets, byte_count + compiled_bytes
         c = vip.counters
         return {"prefix": str(vip.prefix), "port": vip.port, "protocol": vip.protocol,
-                "new_sessions": c.new_sessions, "active_sessions": active,
+                "new_sessions": c.new_sessions + new, "active_sessions": active,
                 "packets": c.packets + packets, "bytes": c.bytes + byte_count,
                 "no_pod": c.no_pod, "untracked": c.untracked, "table_full": c.table_full,
                 "no_local_pod": c.no_local_pod, "filtered": c.filtered,
@@ -455,7 +485,8 @@ class KubeProxy:
         active, packets, byte_count = self._live(vip, address)
         return {"address": str(address), "state": "active" if pod.active else "draining",
                 "table_entries": vip.table.entries_of(address) if vip.table else 0,
-                "new_sessions": pod.counters.new_sessions, "active_sessions": active,
+                "new_sessions": pod.counters.new_sessions + self._compiled(vip, address)[0],
+                "active_sessions": active,
                 "packets": pod.counters.packets + packets,
                 "bytes": pod.counters.bytes + byte_count}
 

@@ -8,12 +8,13 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from kp_app import frames, pipeline
+from kp_app import ct_pipeline, frames, pipeline
 from kp_app.maglev import MaglevTable
 from kp_app.model import Address, ServiceModel, Vip
 from kp_app.pipeline import (OFPP_CONTROLLER, OFPP_FLOOD, FlowDelete, PacketOut,
                              addr_field, port_field)
 from kp_app.sessions import ClientAffinity, FiveTuple, Session, SessionTable, client_hash
+from kp_proto.session_hash import DEFAULT_BASIS as HASH_BASIS
 
 PENDING_PER_HOST = 16       # first packets held while a pod's MAC is being resolved
 PENDING_SECONDS = 3.0
@@ -21,6 +22,10 @@ PENDING_SECONDS = 3.0
 # address belongs to no host, so any range works; this one avoids well-known ports.
 SNAT_PORT_FIRST, SNAT_PORT_LAST = 32768, 60999
 ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST = 8, 128
+# Where a switch's new sessions are made: by the controller on a packet-in (any OpenFlow
+# 1.3 switch), or by the switch itself with conntrack (Open vSwitch: kp_app.ct_pipeline).
+MODE_PACKET_IN, MODE_CT = "packet-in", "ct"
+MODES = (MODE_PACKET_IN, MODE_CT)
 
 
 @dataclass
@@ -55,6 +60,16 @@ class Node:
         self.routes: list = []
         self.transit_gateways: Optional[list] = None
         self._snat_next = SNAT_PORT_FIRST
+        self.mode = MODE_PACKET_IN
+        self.packet_ins = 0     # every one this switch sent (link probes, ARP/ND included)
+        # vip id -> the compiled flows the switch holds for it (ct mode), to send only
+        # what a change changes
+        self._compiled: Dict[int, frozenset] = {}
+        # vip id -> (packets, bytes) its compiled classifier flows passed, and
+        # vip id -> {table index: new sessions its LB entry made}, from the last flow
+        # stats (a session the switch makes is known to the controller only as counts)
+        self._compiled_traffic: Dict[int, Tuple[int, int]] = {}
+        self._compiled_new: Dict[int, Dict[int, int]] = {}
 
     # -- programming derived from the model ------------------------------------------
 
@@ -66,6 +81,9 @@ class Node:
             return pipeline.transit_flows(self.transit_gateways)
         msgs: list = [FlowDelete(pipeline.COOKIE_TAG << 56, pipeline.MASK_TAG)]
         msgs += pipeline.base_flows(self.mac)
+        self._compiled = {}
+        if self.mode == MODE_CT:
+            msgs += ct_pipeline.base_flows()
         msgs.append(pipeline.SetCacheBuckets(self.model.conf.buckets))
         msgs += pipeline.route_flows(self.mac, self.routes)
         for vip in self.model.vips.values():
@@ -87,9 +105,67 @@ class Node:
     def vip_programming(self, vip: Vip) -> list:
         if self.transit_gateways is not None:
             return []
-        msgs: list = pipeline.vip_flows(vip, self.model.node_addresses(self.dpid))
+        compiled = self.mode == MODE_CT and ct_pipeline.why_not_compiled(vip) is None
+        msgs: list = pipeline.vip_flows(vip, self.model.node_addresses(self.dpid), compiled,
+                                        ct_pipeline.external_compiled(vip),
+                                        tracked=self.mode == MODE_CT)
+        sent = set(msgs)
+        msgs += [m for m in self.compiled_programming(vip) if m not in sent]
         msgs += self.probe(list(vip.pods))
         return msgs
+
+    def compiled_programming(self, vip: Vip) -> list:
+        """In ct mode, what the switch needs after a change of the VIP's table or
+        policies: its classifier flows (compiled or not) and the changed entries of its
+        CONNTRACK and LB flows. An entry whose pod changes is replaced in place (an add
+        with the same match), so new connections never find the table half-written."""
+        if self.mode != MODE_CT or self.transit_gateways is not None:
+            return []
+        compiled = ct_pipeline.why_not_compiled(vip) is None
+        wanted = frozenset(ct_pipeline.vip_flows(vip, HASH_BASIS) if compiled else ())
+        held = self._compiled.get(vip.id, frozenset())
+        if wanted == held:
+            return []
+        self._compiled[vip.id] = wanted
+        msgs: list = []
+        if held - wanted and not wanted:
+            msgs += ct_pipeline.vip_deletes(vip.id)
+        elif held - wanted:
+            # Entries left over from a bigger table, and hairpin flows of pods gone.
+            kept = {(f.table, f.priority, f.match) for f in wanted}
+            msgs += [FlowDelete(f.cookie, pipeline.MASK_ALL, f.table, f.match)
+                     for f in held - wanted if (f.table, f.priority, f.match) not in kept]
+        classifier = [m for m in pipeline.vip_flows(
+            vip, self.model.node_addresses(self.dpid), compiled,
+            ct_pipeline.external_compiled(vip), tracked=True)
+            if m.table == pipeline.SERVICES and m.cookie == pipeline.cookie(
+                pipeline.KIND_VIP, vip.id)]
+        return msgs + sorted(wanted - held, key=_flow_order) + classifier
+
+    def conntrack_flushes(self, vip: Vip, pods=None, protos=None) -> list:
+        """In ct mode, end what the switch keeps of the VIP's sessions: those of `pods`
+        (their replies come from the pod and target port), or all of them (pods None:
+        those sent to its address, or external IPs, and port)."""
+        if self.mode != MODE_CT or self.transit_gateways is not None:
+            return []
+        single = vip.prefix.prefixlen == vip.prefix.max_prefixlen
+        addresses = ([str(vip.prefix.network_address)] if single else []) + \
+            [str(a) for a in vip.external_ips]
+        msgs = []
+        for proto in protos or vip.ip_protos:
+            if pods is None:
+                msgs += [pipeline.ConntrackFlush(pipeline.CT_ZONE, proto, a, vip.port)
+                         for a in addresses]
+                continue
+            for pod in pods:
+                msgs.append(pipeline.ConntrackFlush(
+                    pipeline.CT_ZONE, proto, addresses[0] if single else None,
+                    vip.port if single else 0, str(pod), vip.target_port))
+        return msgs
+
+    def forget_compiled(self, vip_id: int) -> None:
+        """The VIP is gone (its flows went with one cookie-masked delete)."""
+        self._compiled.pop(vip_id, None)
 
     def pod_programming(self, vip: Vip, added) -> list:
         """New pods of a VIP: their reply flows, and a probe for their MACs."""
@@ -101,14 +177,22 @@ class Node:
             for address in added:
                 for proto in vip.ip_protos:
                     msgs += pipeline.reply_flows(pipeline.reply_key(vip, address, proto),
-                                                 subnet)
+                                                 subnet, tracked=self.mode == MODE_CT)
         return msgs + self.probe(added)
 
     def reply_deletes(self, keys) -> list:
-        """Remove the reply flows of `pipeline.reply_key`s that no VIP has any more."""
+        """Remove the reply flows of `pipeline.reply_key`s that no VIP has any more. In
+        ct mode the pod's sessions live on in conntrack, and need its reply flows: they
+        stay until idle for the session timeout."""
         if self.transit_gateways is not None:
             return []
-        return [pipeline.reply_delete(key) for key in sorted(keys, key=str)]
+        ordered = sorted(keys, key=str)
+        if self.mode == MODE_CT:
+            node = self.model.node_addresses(self.dpid)
+            return [m for key in ordered for m in pipeline.reply_flows(
+                key, node.subnet(key[0].version), tracked=True,
+                idle_timeout=self.model.conf.timeout)]
+        return [pipeline.reply_delete(key) for key in ordered]
 
     def forget_port(self, port: int) -> list:
         """A port went down or away: forget the hosts learned behind it, with their flows,
@@ -474,17 +558,43 @@ class Node:
 
     def flow_stats(self, stats: list) -> None:
         """[(cookie, match dict, packets, bytes)] from a flow-stats reply."""
+        self._compiled_traffic, self._compiled_new = {}, {}
         for cookie, match, packets, byte_count in stats:
             parts = pipeline.cookie_parts(cookie)
+            if parts is not None and parts[1] in self._compiled and self._compiled[parts[1]]:
+                if parts[0] == pipeline.KIND_VIP:
+                    seen = self._compiled_traffic.get(parts[1], (0, 0))
+                    self._compiled_traffic[parts[1]] = (seen[0] + packets, seen[1] + byte_count)
+                elif parts[0] == pipeline.KIND_LB and "reg0" in match:
+                    self._compiled_new.setdefault(parts[1], {})[int(match["reg0"])] = packets
             if parts is None or parts[0] not in (pipeline.KIND_FORWARD, pipeline.KIND_REVERSE):
                 continue
             session = self._session_of_flow(parts[0], match)
             if session is not None:
                 session.live_counts[parts[0]] = (packets, byte_count)
 
+    def compiled_counts(self, vip: Vip, pod=None) -> Tuple[int, int, int]:
+        """(new sessions, packets, bytes) of the sessions this switch made itself, for
+        the VIP or one of its pods, as of the last flow stats. New sessions are counted
+        by the LB entries, each for the pod it holds now; packets and bytes are those of
+        the client-to-service direction (replies share their flows among VIPs)."""
+        new = self._compiled_new.get(vip.id, {})
+        if pod is not None:
+            table = vip.table
+            held = [i for i, slot in enumerate(table.slots) if table.pods[slot] == pod] \
+                if table is not None and pod in table.pods else []
+            return sum(new.get(i, 0) for i in held), 0, 0
+        packets, byte_count = self._compiled_traffic.get(vip.id, (0, 0))
+        return sum(new.values()), packets, byte_count
+
     def sessions_of(self, vip_id: int, pod=None) -> List[Session]:
         return [s for s in self.sessions
                 if s.vip_id == vip_id and (pod is None or s.pod == pod)]
+
+
+def _flow_order(f) -> tuple:
+    """LB entries before the CONNTRACK flow that leads to them."""
+    return (f.table != pipeline.LB, f.table, f.priority, f.match)
 
 
 def _five_tuple(match: dict) -> Optional[FiveTuple]:

@@ -8,10 +8,10 @@ switch gets a session's messages in one write.
 """
 import socket
 import struct
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
-from kp_app.pipeline import (CacheStatsRequest, FlowAdd, FlowDelete, FlowStatsRequest,
-                             PacketOut, SetCacheBuckets)
+from kp_app.pipeline import (CacheStatsRequest, ConntrackFlush, FlowAdd, FlowDelete,
+                             FlowStatsRequest, PacketOut, SetCacheBuckets)
 
 KP_EXPERIMENTER = 0x004B5000
 KP_SET_BUCKETS, KP_CACHE_STATS_REQUEST, KP_CACHE_STATS_REPLY = 1, 2, 3
@@ -44,6 +44,8 @@ ACTION_OUTPUT = struct.Struct("!HHIH6x")
 GOTO_TABLE = struct.Struct("!HHB3x")
 
 # OXM name -> (field number, value length): the fields kp's pipeline matches and sets.
+# Open vSwitch's own fields (registers, conntrack state) are of its NXM_1 class, in
+# NXM_FIELDS; the pipeline uses them only on Open vSwitch (kp_app.ct_pipeline).
 OXM_FIELDS = {
     "in_port": (0, 4), "eth_dst": (3, 6), "eth_src": (4, 6), "eth_type": (5, 2),
     "ip_proto": (10, 1), "ipv4_src": (11, 4), "ipv4_dst": (12, 4),
@@ -52,6 +54,28 @@ OXM_FIELDS = {
     "arp_spa": (22, 4), "arp_tpa": (23, 4), "arp_sha": (24, 6), "arp_tha": (25, 6),
     "ipv6_src": (26, 16), "ipv6_dst": (27, 16), "icmpv6_type": (29, 1), "icmpv6_code": (30, 1),
 }
+NXM_1 = 0x0001
+NXM_FIELDS = {"reg0": (0, 4), "reg1": (1, 4), "ct_state": (105, 4)}
+
+# Open vSwitch's action extensions (include/openflow/nicira-ext.h), for its conntrack.
+NX_VENDOR_ID = 0x00002320
+OFPAT_EXPERIMENTER = 0xFFFF
+NXAST_RESUBMIT_TABLE, NXAST_MULTIPATH, NXAST_CT, NXAST_NAT = 14, 10, 35, 36
+NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP = 3
+NX_MP_ALG_MODULO_N = 0
+NX_CT_F_COMMIT = 1
+NX_CT_RECIRC_NONE = 0xFF
+NX_NAT_F_DST = 2
+NX_NAT_RANGE_IPV4_MIN, NX_NAT_RANGE_IPV6_MIN, NX_NAT_RANGE_PROTO_MIN = 1, 4, 16
+OFPP_IN_PORT = 0xFFFFFFF8
+NX_HEADER = struct.Struct("!HHIH")
+NX_MULTIPATH = struct.Struct("!HH2xHHI2xHI")
+NX_CT = struct.Struct("!HIHB3xH")
+NX_NAT = struct.Struct("!2xHH")
+NX_RESUBMIT_TABLE = struct.Struct("!HB3x")
+NXT_CT_FLUSH = 32
+NXT_CT_ORIG_TUPLE, NXT_CT_REPLY_TUPLE, NXT_CT_ZONE_ID = 0, 1, 2
+NXT_CT_TUPLE_SRC, NXT_CT_TUPLE_DST, NXT_CT_TUPLE_SRC_PORT, NXT_CT_TUPLE_DST_PORT = 0, 1, 2, 3
 
 
 _FAMILY = {4: socket.AF_INET, 16: socket.AF_INET6}
@@ -71,22 +95,28 @@ def _value(name: str, length: int, value) -> bytes:
 
 
 def _field(name: str):
-    try:
-        return OXM_FIELDS[name]
-    except KeyError:
-        raise ValueError(f"unknown OXM field {name!r}") from None
+    """(OXM class, field number, value length)."""
+    if name in OXM_FIELDS:
+        return (OFPXMC_OPENFLOW_BASIC,) + OXM_FIELDS[name]
+    if name in NXM_FIELDS:
+        return (NXM_1,) + NXM_FIELDS[name]
+    raise ValueError(f"unknown OXM field {name!r}")
+
+
+def _oxm_header(name: str, has_mask: int = 0) -> int:
+    oxm_class, number, length = _field(name)
+    return (oxm_class << 16) | (number << 9) | (has_mask << 8) | (length << has_mask)
 
 
 def _oxm(name: str, value) -> bytes:
-    number, length = _field(name)
+    _, _, length = _field(name)
     if isinstance(value, tuple):
         body = _value(name, length, value[0]) + _value(name, length, value[1])
         has_mask = 1
     else:
         body = _value(name, length, value)
         has_mask = 0
-    header = (OFPXMC_OPENFLOW_BASIC << 16) | (number << 9) | (has_mask << 8) | len(body)
-    return header.to_bytes(4, "big") + body
+    return _oxm_header(name, has_mask).to_bytes(4, "big") + body
 
 
 def _pad8(data: bytes) -> bytes:
@@ -95,7 +125,7 @@ def _pad8(data: bytes) -> bytes:
 
 def encode_match(items: Iterable) -> bytes:
     """An OXM ofp_match, fields in OXM order (prerequisites first), as Ryu orders them."""
-    fields = sorted(items, key=lambda item: _field(item[0])[0])
+    fields = sorted(items, key=lambda item: _field(item[0])[0] << 7 | _field(item[0])[1])
     oxms = b"".join(_oxm(name, value) for name, value in fields)
     return _pad8(struct.pack("!HH", OFPMT_OXM, 4 + len(oxms)) + oxms)
 
@@ -112,9 +142,53 @@ def encode_actions(items: Iterable) -> bytes:
             oxm = _oxm(action[1], action[2])
             length = 4 + len(oxm)
             out.append(_pad8(struct.pack("!HH", OFPAT_SET_FIELD, length + -length % 8) + oxm))
+        elif action[0] in _NX_ACTIONS:
+            out.append(_NX_ACTIONS[action[0]](*action[1:]))
         else:
             raise ValueError(f"unknown action {action!r}")
     return b"".join(out)
+
+
+def _nx_action(subtype: int, body: bytes) -> bytes:
+    length = NX_HEADER.size + len(body)
+    return _pad8(NX_HEADER.pack(OFPAT_EXPERIMENTER, length + -length % 8, NX_VENDOR_ID,
+                                subtype) + body)
+
+
+def _multipath(basis: int, n_links: int) -> bytes:
+    """multipath(symmetric_l3l4+udp, basis, modulo_n, n_links, 0, reg0[0..15])."""
+    return _nx_action(NXAST_MULTIPATH, NX_MULTIPATH.pack(
+        NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP, basis, NX_MP_ALG_MODULO_N, n_links - 1, 0,
+        15, _oxm_header("reg0")))
+
+
+def _resubmit(table: int) -> bytes:
+    return _nx_action(NXAST_RESUBMIT_TABLE, NX_RESUBMIT_TABLE.pack(OFPP_IN_PORT & 0xFFFF,
+                                                                   table))
+
+
+def _nat(nat: tuple) -> bytes:
+    """("nat",): apply a tracked connection's translation; ("dnat", address, port):
+    translate a new one's destination (port 0: keep the port)."""
+    if nat[0] == "nat":
+        return _nx_action(NXAST_NAT, NX_NAT.pack(0, 0))
+    _, address, port = nat
+    packed = _value("nat", 4 if ":" not in address else 16, address)
+    present = NX_NAT_RANGE_IPV4_MIN if len(packed) == 4 else NX_NAT_RANGE_IPV6_MIN
+    if port:
+        present |= NX_NAT_RANGE_PROTO_MIN
+        packed += port.to_bytes(2, "big")
+    return _nx_action(NXAST_NAT, NX_NAT.pack(NX_NAT_F_DST, present) + packed)
+
+
+def _ct(commit: bool, zone: int, table, nat) -> bytes:
+    """ct(commit?, zone=Z, table=T?, nat...?)."""
+    body = NX_CT.pack(NX_CT_F_COMMIT if commit else 0, 0, zone,
+                      NX_CT_RECIRC_NONE if table is None else table, 0)
+    return _nx_action(NXAST_CT, body + (_nat(nat) if nat else b""))
+
+
+_NX_ACTIONS = {"multipath": _multipath, "resubmit": _resubmit, "ct": _ct}
 
 
 def _flow_mod(xid: int, body: bytes, cookie: int, cookie_mask: int, table: int, command: int,
@@ -153,6 +227,8 @@ def encode(msg, xid: int, kp_switch: bool) -> bytes:
             VERSION, OFPT_MULTIPART_REQUEST, FLOW_STATS_REQUEST.size + len(empty), xid,
             OFPMP_FLOW, 0, OFPTT_ALL if msg.table is None else msg.table, OFPP_ANY, OFPG_ANY,
             msg.cookie, msg.cookie_mask) + empty
+    if isinstance(msg, ConntrackFlush):
+        return _ct_flush(xid, msg, kp_switch)
     if isinstance(msg, SetCacheBuckets):
         return _experimenter(xid, KP_SET_BUCKETS, struct.pack("!I", msg.buckets), kp_switch)
     if isinstance(msg, CacheStatsRequest):
@@ -165,6 +241,40 @@ def _experimenter(xid: int, exp_type: int, data: bytes, kp_switch: bool) -> byte
         return b""
     return EXPERIMENTER.pack(VERSION, OFPT_EXPERIMENTER, EXPERIMENTER.size + len(data), xid,
                              KP_EXPERIMENTER, exp_type) + data
+
+
+def _prop(kind: int, value: bytes) -> bytes:
+    """An OpenFlow property (type, length, value, padded to 8 bytes)."""
+    return _pad8(struct.pack("!HH", kind, 4 + len(value)) + value)
+
+
+def _ct_address(address: str) -> bytes:
+    """NXT_CT_FLUSH's addresses are IPv6, IPv4 mapped into it."""
+    if ":" in address:
+        return socket.inet_pton(socket.AF_INET6, address)
+    return bytes(10) + b"\xff\xff" + socket.inet_pton(socket.AF_INET, address)
+
+
+def _ct_tuple(kind: int, address: Optional[str], port: int, address_type: int,
+              port_type: int) -> bytes:
+    if address is None and not port:
+        return b""
+    inner = b"" if address is None else _prop(address_type, _ct_address(address))
+    if port:
+        inner += _prop(port_type, port.to_bytes(2, "big"))
+    return _prop(kind, bytes(4) + inner)     # nested properties start 8-byte aligned
+
+
+def _ct_flush(xid: int, msg: ConntrackFlush, kp_switch: bool) -> bytes:
+    if kp_switch:
+        return b""
+    body = struct.pack("!II", NX_VENDOR_ID, NXT_CT_FLUSH) + struct.pack("!B7x", msg.proto)
+    body += _ct_tuple(NXT_CT_ORIG_TUPLE, msg.orig_dst, msg.orig_dst_port,
+                      NXT_CT_TUPLE_DST, NXT_CT_TUPLE_DST_PORT)
+    body += _ct_tuple(NXT_CT_REPLY_TUPLE, msg.reply_src, msg.reply_src_port,
+                      NXT_CT_TUPLE_SRC, NXT_CT_TUPLE_SRC_PORT)
+    body += _prop(NXT_CT_ZONE_ID, msg.zone.to_bytes(2, "big"))
+    return HEADER.pack(VERSION, OFPT_EXPERIMENTER, HEADER.size + len(body), xid) + body
 
 
 def barrier_request(xid: int) -> bytes:

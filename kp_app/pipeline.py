@@ -45,6 +45,8 @@ from typing import Optional, Tuple
 from kp_app.frames import LINK_PROBE_ETHERTYPE
 
 SERVICES, SESSIONS, FORWARDING = 0, 1, 2
+# Only on a switch that makes sessions itself with conntrack (kp_app.ct_pipeline).
+CONNTRACK, LB = 3, 4
 
 PRIO_CONTROL = 1000
 PRIO_SESSION = 900
@@ -57,7 +59,7 @@ PRIO_MISS = 0
 
 COOKIE_TAG = 0x6B
 (KIND_BASE, KIND_VIP, KIND_FORWARD, KIND_REVERSE, KIND_HOST, KIND_REPLY_MISS, KIND_NODE_PORT,
- KIND_ROUTE) = range(1, 9)
+ KIND_ROUTE, KIND_CT, KIND_LB) = range(1, 11)
 PRIO_HOST_ROUTE = 310
 PRIO_ROUTE = 300
 PRIO_GATEWAY = 150
@@ -70,6 +72,13 @@ MASK_ALL = (1 << 64) - 1
 OFPP_CONTROLLER = 0xFFFFFFFD
 OFPP_FLOOD = 0xFFFFFFFB
 OFPP_IN_PORT = 0xFFFFFFF8
+
+# Every session Open vSwitch keeps for kp is in one conntrack zone: both directions must
+# meet the same entry. TO_CONNTRACK looks a packet up there, applies the translation of
+# the connection it belongs to, and continues in CONNTRACK (kp_app.ct_pipeline).
+CT_ZONE = 0x6B
+TO_CONNTRACK = ("ct", False, CT_ZONE, CONNTRACK, ("nat",))
+PRIO_REPLY_TRACKED = PRIO_REPLY + 1
 
 
 def cookie(kind: int, vip_id: int = 0, pod_id: int = 0) -> int:
@@ -123,6 +132,20 @@ class PacketOut:
 class SetCacheBuckets:
     """For the bundled switch's flow cache (an experimenter message; others ignore it)."""
     buckets: int
+
+
+@dataclass(frozen=True)
+class ConntrackFlush:
+    """End the sessions a switch keeps in its conntrack (Open vSwitch's NXT_CT_FLUSH;
+    others ignore it): those of `proto` in `zone` whose original direction went to
+    `orig_dst` (and port), or whose replies come from `reply_src` (and port); a port of
+    0 is any port."""
+    zone: int
+    proto: int
+    orig_dst: Optional[str] = None
+    orig_dst_port: int = 0
+    reply_src: Optional[str] = None
+    reply_src_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -213,11 +236,18 @@ def network_match(network) -> object:
     return (str(network.network_address), str(network.netmask))
 
 
-def vip_flows(vip, node_addresses) -> list:
+def vip_flows(vip, node_addresses, compiled: bool = False, compile_external: bool = False,
+              tracked: bool = False) -> list:
     """The classifier flows that take a VIP's packets (and its pods' replies) to SESSIONS,
-    where a packet no session flow takes goes to the controller."""
+    where a packet no session flow takes goes to the controller.
+
+    On a switch that makes sessions itself (`tracked`, kp_app.ct_pipeline), a `compiled`
+    VIP's ClusterIP (and, with `compile_external`, its external IPs) go to conntrack
+    instead, tagged with the VIP's id in reg1, and the pods' replies meet conntrack first.
+    """
     flows = []
     to_sessions = dict(goto=SESSIONS)
+    to_conntrack = dict(actions=(("set_field", "reg1", vip.id), TO_CONNTRACK))
     for proto in vip.ip_protos:
         destinations = [network_match(vip.prefix)] + [str(a) for a in vip.external_ips]
         for index, destination in enumerate(destinations):
@@ -226,8 +256,10 @@ def vip_flows(vip, node_addresses) -> list:
             if vip.port:
                 match[port_field(proto, "dst")] = vip.port
             prefixlen = vip.prefix.prefixlen if index == 0 else vip.prefix.max_prefixlen
+            to_switch = compiled and (index == 0 or compile_external)
             flows.append(flow(SERVICES, PRIO_VIP + prefixlen, match,
-                              cookie=cookie(KIND_VIP, vip.id), **to_sessions))
+                              cookie=cookie(KIND_VIP, vip.id),
+                              **(to_conntrack if to_switch else to_sessions)))
         node_address = node_addresses.for_version(vip.version)
         if vip.node_port and node_address is not None:
             match = ip_match(vip.version, proto)
@@ -238,7 +270,7 @@ def vip_flows(vip, node_addresses) -> list:
         if vip.target_port:  # a port-0 VIP would send all of a pod's traffic up
             for address in vip.pods:
                 flows += reply_flows(reply_key(vip, address, proto),
-                                     node_addresses.subnet(vip.version))
+                                     node_addresses.subnet(vip.version), tracked=tracked)
     return flows
 
 
@@ -256,27 +288,31 @@ def _reply_match(key) -> dict:
     return match
 
 
-def reply_flows(key, local_subnet=None) -> list:
+def reply_flows(key, local_subnet=None, tracked: bool = False, idle_timeout: int = 0) -> list:
     """A pod's packets from a service's target port (`reply_key`): to SESSIONS, where
     those that no session flow takes go to the controller if they are for this node's
     own subnet, and are routed on otherwise (the session, and its SNAT flow, lives
-    where they go).
+    where they go). With `tracked` (a switch that makes sessions itself), those for this
+    node's subnet meet conntrack first, which gives a session's replies their VIP back.
 
     They carry no VIP or pod in their cookie: every VIP that has the key adds the same
     flows, deleting a VIP leaves them, and `reply_delete` removes them once no VIP has
-    the key any more.
+    the key any more (with conntrack, `idle_timeout` lets them outlive that while the
+    pod's sessions are in use).
     """
     match = _reply_match(key)
-    owner = cookie(KIND_REPLY_MISS)
-    flows = [flow(SERVICES, PRIO_REPLY, match, goto=SESSIONS, cookie=owner)]
-    if local_subnet is None:
-        return flows + [flow(SESSIONS, PRIO_REPLY, match, (("output", OFPP_CONTROLLER),),
-                             cookie=owner)]
+    owner = dict(cookie=cookie(KIND_REPLY_MISS), idle_timeout=idle_timeout)
+    flows = [flow(SERVICES, PRIO_REPLY, match, goto=SESSIONS, **owner)]
     local = dict(match)
-    local[addr_field(key[0].version, "dst")] = network_match(local_subnet)
-    return flows + [flow(SESSIONS, PRIO_REPLY, local, (("output", OFPP_CONTROLLER),),
-                         cookie=owner),
-                    flow(SESSIONS, PRIO_REPLY_ROUTED, match, goto=FORWARDING, cookie=owner)]
+    if local_subnet is not None:
+        local[addr_field(key[0].version, "dst")] = network_match(local_subnet)
+    if tracked:
+        flows.append(flow(SERVICES, PRIO_REPLY_TRACKED, local, (TO_CONNTRACK,), **owner))
+    to_controller = (("output", OFPP_CONTROLLER),)
+    if local_subnet is None:
+        return flows + [flow(SESSIONS, PRIO_REPLY, match, to_controller, **owner)]
+    return flows + [flow(SESSIONS, PRIO_REPLY, local, to_controller, **owner),
+                    flow(SESSIONS, PRIO_REPLY_ROUTED, match, goto=FORWARDING, **owner)]
 
 
 def reply_delete(key) -> FlowDelete:

@@ -11,6 +11,7 @@ import time
 
 from eventlet import tpool
 
+from ryu import cfg
 from ryu.app.wsgi import WSGIApplication
 from ryu.base import app_manager
 from ryu.controller import ofp_event
@@ -22,6 +23,7 @@ from ryu.ofproto import ofproto_v1_3
 from kp_app import ofmsg, pipeline
 from kp_app.kubeproxy import KubeProxy
 from kp_app.maglev import MaglevTable
+from kp_app.node import MODE_CT, MODE_PACKET_IN
 
 LOG = logging.getLogger("kp_app")
 STATS_WAIT_SECONDS = 1.0
@@ -93,6 +95,18 @@ def _name(port) -> str:
     return port.name.decode() if isinstance(port.name, bytes) else port.name
 
 
+def _text(value) -> str:
+    return (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)).strip("\0 ")
+
+
+def session_mode(option: str, manufacturer: str) -> str:
+    """--kp-mode, or for "auto" what the switch can do: Open vSwitch (manufacturer
+    "Nicira, Inc.") makes sessions with its conntrack, others send packet-ins."""
+    if option != "auto":
+        return option
+    return MODE_CT if manufacturer.startswith("Nicira") else MODE_PACKET_IN
+
+
 def _live(ofp, port) -> bool:
     return not (port.state & ofp.OFPPS_LINK_DOWN or port.config & ofp.OFPPC_PORT_DOWN)
 
@@ -153,9 +167,10 @@ class KpRyuApp(app_manager.RyuApp):
             LOG.info("switch %016x connected", datapath.id)
             self.datapaths[datapath.id] = datapath
             parser = datapath.ofproto_parser
+            # The switch is programmed once its description says what it is (the
+            # replies come in this order).
             datapath.send_msg(parser.OFPDescStatsRequest(datapath, 0))
             datapath.send_msg(parser.OFPPortDescStatsRequest(datapath, 0))
-            self.kubeproxy.switch_connected(datapath.id)
         elif self.datapaths.get(datapath.id) is datapath:
             LOG.info("switch %016x disconnected", datapath.id)
             del self.datapaths[datapath.id]
@@ -167,10 +182,14 @@ class KpRyuApp(app_manager.RyuApp):
         body = ev.msg.body
         text = b" ".join(x if isinstance(x, bytes) else str(x).encode() for x in (
             body.mfr_desc, body.hw_desc, body.sw_desc, body.dp_desc)).lower()
+        dpid = ev.msg.datapath.id
         if b"kp-switch" in text:
-            dpid = ev.msg.datapath.id
             self.kp_switches.add(dpid)
-            self._send(dpid, [pipeline.SetCacheBuckets(self.kubeproxy.model.conf.buckets)])
+        # (the option exists when kp_ryu_compat registered it: always under ryu-manager)
+        mode = session_mode(getattr(cfg.CONF, "kp_mode", "auto"), _text(body.mfr_desc))
+        LOG.info("switch %016x: %s, new sessions made in %s mode", dpid,
+                 _text(body.sw_desc) or "no description", mode)
+        self.kubeproxy.switch_connected(dpid, mode=mode)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev) -> None:

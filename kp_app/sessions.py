@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
-from kp_proto.session_hash import session_hash
+from kp_proto.session_hash import DEFAULT_BASIS, session_hash
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -35,7 +35,7 @@ class FiveTuple:
     dst: Address
     dst_port: int
 
-    def flow_hash(self, basis: int = 0) -> int:
+    def flow_hash(self, basis: int = DEFAULT_BASIS) -> int:
         """Open vSwitch's symmetric_l3l4+udp hash (kp_proto.session_hash): the index
         every kind of switch computes, so every node picks the same pod for a flow."""
         return session_hash(self.proto, self.src, self.src_port, self.dst, self.dst_port,

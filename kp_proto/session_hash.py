@@ -29,6 +29,9 @@ Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 # most this many entries.
 MAX_OVS_TABLE = 1 << 16
 MAX_BASIS = 0xFFFF
+# The basis every node uses until configuration gives another (it must be the same on
+# every node of a cluster).
+DEFAULT_BASIS = 0
 TCP, UDP, SCTP = 6, 17, 132
 _PORTED = (TCP, UDP, SCTP)
 _M32 = 0xFFFFFFFF
@@ -60,7 +63,7 @@ def _finish(h: int) -> int:
 
 
 def session_hash(proto: int, src: Address, src_port: int, dst: Address, dst_port: int,
-                 basis: int = 0, fragment: bool = False) -> int:
+                 basis: int = DEFAULT_BASIS, fragment: bool = False) -> int:
     """Open vSwitch's symmetric_l3l4+udp hash of a 5-tuple (32 bits)."""
     if not 0 <= basis <= MAX_BASIS:
         raise ValueError(f"hash basis {basis} is not 0..{MAX_BASIS}")

@@ -113,12 +113,13 @@ def test_show(web):
     ok(web, "set", "interface", "nat4", "in", "s1-eth1")
     out = ok(web, "show")
     assert "conf: buckets 1024, timeout 40 s" in out
-    assert "2 VIPs, 3 pods, 1 sessions; switches: 1" in out
+    assert "2 VIPs, 3 pods, 1 sessions; switches: 1 (packet-in)" in out
     assert "SNAT interfaces: nat4 s1-eth1; nat6 -" in out
     assert lines_with(out, "10.96.0.10/32")[0][:9] == [
         "10.96.0.10/32", "80", "tcp", "8080", "30080", "nat44", "1024", "2", "1"]
     assert "pods: 10.1.0.1, 10.1.0.2" in out and "pods: fd00:1::1" in out
-    assert out.splitlines()[-3:] == ["switch caches:", "DPID  HITS  MISSES", "1      100       3"]
+    assert out.splitlines()[-3:] == ["switch caches:", "DPID  HITS  MISSES  PACKET_INS",
+                                     "1      100       3           3"]
 
 
 def test_show_vip_and_verbose(web):

@@ -2,8 +2,9 @@
 
 - ``ovs`` (session): Open vSwitch in userspace, started if needed, stopped at the end
   only if this session started it (and no bridge of anyone else is left).
-- ``switch_kind`` (parametrized 'kpswitch', 'ovs'): every test that uses it runs on both
-  switches with the same assertions. When kp-switch fails its contract probe
+- ``switch_kind`` ('kpswitch' or 'ovs'; parametrized over SWITCH_CASES: kp-switch, Open
+  vSwitch making sessions itself, Open vSwitch in packet-in mode): every test that uses
+  it runs in each case with the same assertions. When kp-switch fails its contract probe
   (``kp_lab.kp_switch_works``) the kpswitch case is reported XFAIL with the reason;
   ``KP_REQUIRE_KPSWITCH=1`` turns that into a failure.
 - ``controller_app`` (default 'kp_app') and ``controller_rest`` (default: whether the app
@@ -48,6 +49,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
             if _why_not:
                 item.add_marker(pytest.mark.skip(reason=_why_not))
+    _deselect_switch_kept_sessions(config, items)
 
 
 @pytest.fixture(scope='session')
@@ -64,9 +66,39 @@ def kpswitch_status():
     return kp_lab.kp_switch_works()
 
 
-@pytest.fixture(params=['kpswitch', 'ovs'])
+# The switches and the modes kp_app runs them in: Open vSwitch makes sessions itself
+# with its conntrack ('ovs', kp_app's default there) or leaves them to the controller
+# ('ovs-packet-in', as any OpenFlow 1.3 switch).
+SWITCH_CASES = {'kpswitch': ('kpswitch', None), 'ovs': ('ovs', 'ct'),
+                'ovs-packet-in': ('ovs', 'packet-in')}
+
+
+def pytest_generate_tests(metafunc):
+    if 'switch_kind' in metafunc.fixturenames:
+        metafunc.parametrize('switch_kind', list(SWITCH_CASES), indirect=True)
+
+
+def _case(item):
+    callspec = getattr(item, 'callspec', None)
+    return callspec.params.get('switch_kind') if callspec is not None else None
+
+
+def _deselect_switch_kept_sessions(config, items):
+    """Tests of what the controller's own session table shows (`packet_in_sessions`) do
+    not run where the switch keeps the sessions: deselected, and counted as such."""
+    kept, dropped = [], []
+    for item in items:
+        wants = item.get_closest_marker('packet_in_sessions') is not None
+        mode = SWITCH_CASES.get(_case(item), (None, None))[1]
+        (dropped if wants and mode == 'ct' else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture
 def switch_kind(request):
-    kind = request.param
+    kind, _ = SWITCH_CASES[request.param]
     request.node.add_marker(getattr(pytest.mark, kind))
     if kind == 'ovs':
         request.getfixturevalue('ovs')
@@ -92,8 +124,16 @@ def controller_rest(controller_app):
 
 
 @pytest.fixture
-def controller(controller_app, controller_rest, request):
-    ctl = kp_lab.ControllerProcess(controller_app, rest=controller_rest)
+def controller_mode(request):
+    """kp_app's --kp-mode for this test's switch case (None: kp_app's default)."""
+    return SWITCH_CASES.get(_case(request.node), (None, None))[1]
+
+
+@pytest.fixture
+def controller(controller_app, controller_rest, controller_mode, request):
+    extra = ['--kp-mode', controller_mode] if controller_mode and controller_app == 'kp_app' \
+        else []
+    ctl = kp_lab.ControllerProcess(controller_app, rest=controller_rest, extra_args=extra)
     ctl.start()
     yield ctl
     ctl.stop()

@@ -125,6 +125,7 @@ def test_nat66_over_ipv6(kpnode, controller):
     assert len(seen) >= 2
 
 
+@pytest.mark.packet_in_sessions
 def test_removing_a_pod_leaves_other_pods_connections_working(kpnode, controller):
     configure(controller, kpnode, port=5000, target_port=5000, node_port=None)
     serve(kpnode, "tcp", 5000)
@@ -205,6 +206,7 @@ def test_conf_buckets_reaches_the_switch_cache(kpnode, controller, switch_kind):
         assert cache == {}          # Open vSwitch has no such cache: nothing to show
 
 
+@pytest.mark.packet_in_sessions
 def test_sessions_beyond_the_table_still_work_through_the_controller(kpnode, controller):
     configure(controller, kpnode, port=5000, target_port=5000, node_port=None)
     status, conf = api(controller, "PUT", "/conf", {"buckets": 1})   # 4 tracked sessions
