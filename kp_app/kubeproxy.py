@@ -438,7 +438,8 @@ class KubeProxy:
     def counters(self) -> dict:
         self._expire_idle()
         return {"vips": [self._vip_counters(v) for v in self.model.vips.values()],
-                "switches": {str(d): {**n.cache_stats, "packet_ins": n.packet_ins}
+                "switches": {str(d): {**n.cache_stats, "packet_ins": n.packet_ins,
+                                      "service_packet_ins": n.service_packet_ins}
                              for d, n in sorted(self.nodes.items())}}
 
     def show(self) -> dict:

@@ -62,6 +62,7 @@ class Node:
         self._snat_next = SNAT_PORT_FIRST
         self.mode = MODE_PACKET_IN
         self.packet_ins = 0     # every one this switch sent (link probes, ARP/ND included)
+        self.service_packet_ins = 0     # of those, TCP/UDP packets: sessions to decide
         # vip id -> the compiled flows the switch holds for it (ct mode), to send only
         # what a change changes
         self._compiled: Dict[int, frozenset] = {}
@@ -80,7 +81,7 @@ class Node:
         if self.transit_gateways is not None:
             return pipeline.transit_flows(self.transit_gateways)
         msgs: list = [FlowDelete(pipeline.COOKIE_TAG << 56, pipeline.MASK_TAG)]
-        msgs += pipeline.base_flows(self.mac)
+        msgs += pipeline.base_flows(self.mac, switch_forwards_neighbours=self.mode == MODE_CT)
         self._compiled = {}
         if self.mode == MODE_CT:
             msgs += ct_pipeline.base_flows()
@@ -262,6 +263,7 @@ class Node:
         elif frame.is_nd:
             msgs += self._nd(frame, in_port)
         elif frame.has_ports and frame.ip_src is not None:
+            self.service_packet_ins += 1
             msgs += self._service_packet(frame, in_port, now)
         elif frame.ip_dst is not None and frame.eth_dst == self.mac:
             msgs += self._route(frame, in_port, now)
@@ -305,14 +307,18 @@ class Node:
         if frame.arp_op == 1 and frame.arp_tpa is not None and self._is_ours(frame.arp_tpa):
             return [PacketOut(frames.arp_reply(frame, self.mac), (("output", in_port),),
                               OFPP_CONTROLLER)]
-        return self._forward(frame, in_port)
+        return self._forward_neighbour(frame, in_port)
 
     def _nd(self, frame: frames.Frame, in_port: int) -> list:
         if (frame.icmp_type == frames.ND_NS and frame.nd_target is not None
                 and self._is_ours(frame.nd_target)):
             return [PacketOut(frames.neighbor_advert(frame, self.mac), (("output", in_port),),
                               OFPP_CONTROLLER)]
-        return self._forward(frame, in_port)
+        return self._forward_neighbour(frame, in_port)
+
+    def _forward_neighbour(self, frame: frames.Frame, in_port: int) -> list:
+        """ARP and ND between hosts: a switch in ct mode forwards them itself."""
+        return [] if self.mode == MODE_CT else self._forward(frame, in_port)
 
     def _forward(self, frame: frames.Frame, in_port: int) -> list:
         """Not for a service: switch it like the FORWARDING table would."""

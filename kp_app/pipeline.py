@@ -164,19 +164,34 @@ def flow(table: int, priority: int, match: dict, actions=(), **kw) -> FlowAdd:
     return FlowAdd(table, priority, _items(match), tuple(actions), **kw)
 
 
-def base_flows(gateway_mac: str) -> list:
-    """What every node switch gets on connect, before any service."""
+NEIGHBOUR_MATCHES = ({"eth_type": 0x0806},
+                     {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 135},
+                     {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 136})
+
+
+def base_flows(gateway_mac: str, switch_forwards_neighbours: bool = False) -> list:
+    """What every node switch gets on connect, before any service.
+
+    ARP and neighbour discovery go to the controller, which learns the hosts, answers for
+    the node's and the services' addresses and forwards the rest. A switch that makes
+    sessions itself (`switch_forwards_neighbours`) must go on without the controller, so
+    it forwards them too (the controller gets a copy, and then forwards nothing).
+    """
     to_controller = (("output", OFPP_CONTROLLER),)
     base = cookie(KIND_BASE)
-    return [
+    neighbours = dict(goto=FORWARDING) if switch_forwards_neighbours else {}
+    flows = [
         flow(SERVICES, PRIO_CONTROL, {"eth_type": LINK_PROBE_ETHERTYPE}, to_controller,
              cookie=base),
         flow(FORWARDING, PRIO_GATEWAY, {"eth_dst": gateway_mac}, to_controller, cookie=base),
-        flow(SERVICES, PRIO_CONTROL, {"eth_type": 0x0806}, to_controller, cookie=base),
-        flow(SERVICES, PRIO_CONTROL, {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 135},
-             to_controller, cookie=base),
-        flow(SERVICES, PRIO_CONTROL, {"eth_type": 0x86DD, "ip_proto": 58, "icmpv6_type": 136},
-             to_controller, cookie=base),
+    ]
+    for match in NEIGHBOUR_MATCHES:
+        flows.append(flow(SERVICES, PRIO_CONTROL, match, to_controller, cookie=base,
+                          **neighbours))
+        if switch_forwards_neighbours:  # to the node itself: the copy was enough
+            flows.append(flow(FORWARDING, PRIO_CONTROL, {"eth_dst": gateway_mac, **match},
+                              cookie=base))
+    return flows + [
         flow(SERVICES, PRIO_MISS, {}, goto=FORWARDING, cookie=base),
         flow(SESSIONS, PRIO_MISS, {}, to_controller, cookie=base),
         flow(FORWARDING, PRIO_MISS, {}, (("output", OFPP_FLOOD),), cookie=base),

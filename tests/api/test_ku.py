@@ -118,8 +118,9 @@ def test_show(web):
     assert lines_with(out, "10.96.0.10/32")[0][:9] == [
         "10.96.0.10/32", "80", "tcp", "8080", "30080", "nat44", "1024", "2", "1"]
     assert "pods: 10.1.0.1, 10.1.0.2" in out and "pods: fd00:1::1" in out
-    assert out.splitlines()[-3:] == ["switch caches:", "DPID  HITS  MISSES  PACKET_INS",
-                                     "1      100       3           3"]
+    assert out.splitlines()[-3:] == [
+        "switch caches:", "DPID  HITS  MISSES  PACKET_INS  SERVICE_PACKET_INS",
+        "1      100       3           3                   1"]
 
 
 def test_show_vip_and_verbose(web):

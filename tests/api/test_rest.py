@@ -321,7 +321,8 @@ def test_counters_and_show(api):
     (vip,) = counters["vips"]
     assert (vip["prefix"], vip["port"], vip["new_sessions"]) == ("10.96.0.10/32", 80, 1)
     assert vip["pods"][0]["address"] == "10.1.0.1"
-    assert counters["switches"] == {"1": {"hits": 10, "misses": 2, "packet_ins": 2}}
+    assert counters["switches"] == {"1": {"hits": 10, "misses": 2, "packet_ins": 2,
+                                           "service_packet_ins": 1}}
     show = api.get("/v1/show")
     assert (show["vips"], show["pods"], show["sessions"], show["switches"]) == (1, 1, 1, [1])
     assert show["conf"] == api.get("/v1/conf")

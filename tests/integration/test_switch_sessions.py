@@ -1,0 +1,101 @@
+"""Sessions the switch makes and keeps itself (Open vSwitch's conntrack, chosen by kp_app
+on its own): new connections raise no packet-in, and neither established sessions nor
+new connections need the controller to be there.
+
+The kpnode topology: clients c1, c2 (10.0.0.11, .12), pods p1..p3 (10.0.0.101..103)."""
+import os
+import signal
+import time
+
+import pytest
+
+import kp_lab
+from test_kube_proxy import VIP, api, configure, serve
+
+
+@pytest.fixture
+def ovs_node(ovs, controller):
+    """kpnode on Open vSwitch, kp_app left to choose the mode (it must choose ct)."""
+    lab = kp_lab.build_net('kpnode', switch='ovs', controller_port=controller.of_port,
+                           clients=2, pods=3)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+def packet_ins(controller) -> int:
+    status, counters = api(controller, "GET", "/counters")
+    assert status == 200
+    return counters["switches"]["1"]["service_packet_ins"]
+
+
+def test_kp_app_lets_open_vswitch_make_the_sessions(ovs_node, controller):
+    configure(controller, ovs_node, port=5000, target_port=5000, node_port=None)
+    serve(ovs_node, "tcp", 5000)
+    status, show = api(controller, "GET", "/show")
+    assert show["modes"] == {"1": "ct"}
+    c1, c2 = ovs_node.clients
+    assert kp_lab.tcp_session(c1, VIP, 5000, count=1)["ok"]
+    assert kp_lab.tcp_session(c2, VIP, 5000, count=1)["ok"]
+    before = packet_ins(controller)
+    names = set()
+    for client in (c1, c2) * 10:
+        result = kp_lab.tcp_session(client, VIP, 5000, count=2, interval=0.05)
+        assert result["ok"], result
+        names.add(result["replies"][0]["name"])
+    # 20 new sessions, and no packet-in for any of them.
+    assert packet_ins(controller) == before
+    assert names == {p.name for p in ovs_node.pods}
+    status, counters = api(controller, "GET", "/counters")
+    assert counters["vips"][0]["new_sessions"] >= 22    # counted from the switch's flows
+
+
+def test_sessions_and_new_connections_go_on_without_the_controller(ovs_node, controller):
+    configure(controller, ovs_node, protocol="any", port=5000, target_port=5000,
+              node_port=None)
+    serve(ovs_node, "tcp", 5000)
+    serve(ovs_node, "udp", 5000)
+    c1, c2 = ovs_node.clients
+    # The clients know the node's MAC (the controller answers ARP for the node's address,
+    # and is not going to be there).
+    for client in (c1, c2):
+        assert kp_lab.tcp_session(client, VIP, 5000, count=1)["ok"]
+    tcp = kp_lab.start_tcp_session(c1, VIP, 5000, count=8, interval=0.5)
+    udp = kp_lab.start_udp_requests(c1, VIP, 5000, count=8, interval=0.5, src_port=40200)
+    time.sleep(1.0)
+    os.kill(controller.pid, signal.SIGKILL)     # mid-session, with no goodbye
+    controller.proc.wait(5)
+    for _ in range(5):      # new connections, with nobody to ask
+        result = kp_lab.tcp_session(c2, VIP, 5000, count=1)
+        assert result["ok"], result
+    tcp, udp = tcp.result(), udp.result()
+    assert tcp["ok"] and len({r["name"] for r in tcp["replies"]}) == 1, tcp
+    assert udp["ok"] and len({r["name"] for r in udp["replies"]}) == 1, udp
+
+
+def test_a_removed_pod_drains_and_flush_ends_its_sessions(ovs_node, controller):
+    configure(controller, ovs_node, port=5000, target_port=5000, node_port=None)
+    serve(ovs_node, "tcp", 5000)
+    c1, c2 = ovs_node.clients
+    assert kp_lab.tcp_session(c1, VIP, 5000, count=1)["ok"]
+    long = kp_lab.start_tcp_session(c1, VIP, 5000, count=10, interval=0.4)
+    status, vip = api(controller, "GET", f"/vips/{VIP}/32/5000")
+    pods = [p["address"] for p in vip["pods"]]
+    status, body = api(controller, "DELETE", f"/vips/{VIP}/32/5000/pods",
+                       {"addresses": pods[:2]})        # drain two of the three
+    assert status == 200, body
+    for _ in range(4):      # new sessions reach the one pod left
+        result = kp_lab.tcp_session(c2, VIP, 5000, count=1)
+        assert result["ok"] and ovs_node.ip(result["replies"][0]["name"]) == pods[2], result
+    drained = long.result()
+    assert drained["ok"], drained      # whichever pod it had, it kept it to the end
+    # flush: the switch's sessions of the last pod end at once (its next packet finds no
+    # session, and a VIP with no pods left, which refuses it).
+    long = kp_lab.start_tcp_session(c1, VIP, 5000, count=10, interval=0.4)
+    time.sleep(1.0)
+    status, body = api(controller, "DELETE", f"/vips/{VIP}/32/5000/pods",
+                       {"addresses": [pods[2]], "flush": True})
+    assert status == 200, body
+    flushed = long.result()
+    assert not flushed["ok"] and 1 <= len(flushed["replies"]) < 10, flushed
