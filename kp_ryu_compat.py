@@ -48,6 +48,9 @@ def _register_kp_options(module) -> None:
                    help="where kp_app's switches make new sessions: ct (Open vSwitch's "
                         "conntrack), packet-in (the controller, any OpenFlow 1.3 switch), "
                         "or auto: ct on Open vSwitch, packet-in elsewhere"),
+        cfg.StrOpt("kp-state-file", default=None,
+                   help="keep kp_app's configuration in this JSON file: restored at start, "
+                        "written after every change (default: in memory only)"),
     ])
 
 

@@ -40,8 +40,9 @@ class KubeProxy:
     # -- switch events -------------------------------------------------------------
 
     def switch_connected(self, dpid: int, port_names: Optional[Dict[int, str]] = None,
-                         mode: str = MODE_PACKET_IN) -> None:
-        """`mode`: where the switch's new sessions are made (kp_app.node.MODES)."""
+                         mode: str = MODE_PACKET_IN, held: Optional[list] = None) -> None:
+        """`mode`: where the switch's new sessions are made (kp_app.node.MODES); `held`:
+        the kp flows it has, when known (Node.full_programming reconciles with them)."""
         if mode not in MODES:
             raise InvalidInput(f"{mode!r} is not one of {', '.join(MODES)}", "mode")
         node = self.nodes.get(dpid)
@@ -50,7 +51,7 @@ class KubeProxy:
         node.mode = mode
         node.port_names = dict(port_names or {})
         self._apply_topology(node)
-        self._send(dpid, node.full_programming())
+        self._send(dpid, node.full_programming(held))
         if port_names:
             self._send_probes(node)
 

@@ -74,14 +74,54 @@ class Node:
 
     # -- programming derived from the model ------------------------------------------
 
-    def full_programming(self) -> list:
+    def full_programming(self, held: Optional[list] = None) -> list:
         """Everything the switch should hold, from scratch (connect, reconnect, role or
-        address change). The switch's session flows go with it, so the sessions restart."""
+        address change). The switch's session flows go with it, so the sessions restart.
+
+        `held`: the kp flows the switch has (FlowAdds, as it reported them when it
+        connected): then nothing is deleted first. The flows it lacks or holds otherwise
+        are added over what is there (traffic never meets an empty table), the ones it
+        holds as they should be are left alone (their counters too), and only those it
+        holds beyond the program are deleted, one by one. So the sessions a switch keeps
+        itself (ct mode) go on through a controller restart or a reconnect."""
         self.sessions = SessionTable(self.model.conf.buckets)
         if self.transit_gateways is not None:
             return pipeline.transit_flows(self.transit_gateways)
-        msgs: list = [FlowDelete(pipeline.COOKIE_TAG << 56, pipeline.MASK_TAG)]
-        msgs += pipeline.base_flows(self.mac, switch_forwards_neighbours=self.mode == MODE_CT)
+        if held is not None:
+            self._adopt_hosts(held)
+        msgs = self._programming()
+        if held is None:
+            return [FlowDelete(pipeline.COOKIE_TAG << 56, pipeline.MASK_TAG)] + msgs
+        have = set(held)
+        wanted = {(m.table, m.priority, m.match) for m in msgs if isinstance(m, pipeline.FlowAdd)}
+        stale = [FlowDelete(f.cookie, pipeline.MASK_ALL, f.table, f.match, priority=f.priority)
+                 for f in held if (f.table, f.priority, f.match) not in wanted]
+        return [m for m in msgs if m not in have] + stale
+
+    def _adopt_hosts(self, held: list) -> None:
+        """The hosts the switch's flows say were learned (by this controller before a
+        restart), as if learned again: their flows stay as they are."""
+        for f in held:
+            parts = pipeline.cookie_parts(f.cookie)
+            outputs = [a[1] for a in f.actions if a[0] == "output"]
+            if parts is None or parts[0] != pipeline.KIND_HOST or len(outputs) != 1:
+                continue
+            match = f.match_dict
+            if f.priority == pipeline.PRIO_HOST and "eth_dst" in match:
+                self.mac_ports.setdefault(match["eth_dst"], outputs[0])
+                continue
+            macs = [a[2] for a in f.actions if a[:2] == ("set_field", "eth_dst")]
+            target = match.get("ipv4_dst") or match.get("ipv6_dst")
+            if f.priority == pipeline.PRIO_HOST_ROUTE and macs and isinstance(target, str):
+                try:
+                    address = ipaddress.ip_address(target)
+                except ValueError:
+                    continue
+                self.hosts.setdefault(address, Host(macs[0], outputs[0]))
+
+    def _programming(self) -> list:
+        msgs: list = pipeline.base_flows(self.mac,
+                                         switch_forwards_neighbours=self.mode == MODE_CT)
         self._compiled = {}
         if self.mode == MODE_CT:
             msgs += ct_pipeline.base_flows()

@@ -21,7 +21,7 @@ CACHE_STATS_FIELDS = ("hits", "misses", "inserts", "insert_failures", "evictions
 VERSION = 4
 OFPT_EXPERIMENTER, OFPT_PACKET_OUT, OFPT_FLOW_MOD = 4, 13, 14
 OFPT_MULTIPART_REQUEST, OFPT_BARRIER_REQUEST = 18, 20
-OFPFC_ADD, OFPFC_DELETE = 0, 3
+OFPFC_ADD, OFPFC_DELETE, OFPFC_DELETE_STRICT = 0, 3, 4
 OFPFF_SEND_FLOW_REM = 1
 OFPIT_GOTO_TABLE, OFPIT_APPLY_ACTIONS = 1, 4
 OFPAT_OUTPUT, OFPAT_SET_FIELD = 0, 25
@@ -211,10 +211,12 @@ def encode(msg, xid: int, kp_switch: bool) -> bytes:
         return _flow_mod(xid, body, msg.cookie, 0, msg.table, OFPFC_ADD, msg.idle_timeout,
                          msg.priority, 0, 0, OFPFF_SEND_FLOW_REM if msg.notify_removed else 0)
     if isinstance(msg, FlowDelete):
+        strict = msg.priority is not None
         return _flow_mod(xid, encode_match(msg.match), msg.cookie, msg.cookie_mask,
-                         OFPTT_ALL if msg.table is None else msg.table, OFPFC_DELETE, 0,
-                         OFP_DEFAULT_PRIORITY, OFPP_ANY if msg.out_port is None else msg.out_port,
-                         OFPG_ANY, 0)
+                         OFPTT_ALL if msg.table is None else msg.table,
+                         OFPFC_DELETE_STRICT if strict else OFPFC_DELETE, 0,
+                         msg.priority if strict else OFP_DEFAULT_PRIORITY,
+                         OFPP_ANY if msg.out_port is None else msg.out_port, OFPG_ANY, 0)
     if isinstance(msg, PacketOut):
         acts = encode_actions(msg.actions)
         in_port = OFPP_CONTROLLER if msg.in_port is None else msg.in_port
@@ -298,6 +300,44 @@ def decode_cache_stats(data: bytes) -> dict:
     count = min(len(data) // 8, len(CACHE_STATS_FIELDS))
     values = struct.unpack_from(f"!{count}Q", data)
     return dict(zip(CACHE_STATS_FIELDS, values))
+
+
+def flow_from_stats(stats) -> FlowAdd:
+    """A flow as a switch reports it (a Ryu OFPFlowStats) in the pipeline's terms, so that
+    it compares equal to the FlowAdd that made it. An action kp never sends decodes to
+    something no FlowAdd holds: such a flow is never taken for one of kp's."""
+    actions, goto = [], None
+    for instruction in stats.instructions:
+        if hasattr(instruction, "actions"):
+            actions += [_action_from_ryu(a) for a in instruction.actions]
+        elif hasattr(instruction, "table_id"):
+            goto = instruction.table_id
+    return FlowAdd(stats.table_id, stats.priority, tuple(sorted(match_dict(stats.match).items())),
+                   tuple(actions), goto, stats.cookie, stats.idle_timeout,
+                   bool(stats.flags & OFPFF_SEND_FLOW_REM))
+
+
+def _action_from_ryu(action) -> tuple:
+    name = type(action).__name__
+    if name == "OFPActionOutput":
+        return ("output", action.port)
+    if name == "OFPActionSetField":
+        return ("set_field", action.key, action.value)
+    if name == "NXActionMultipath":
+        return ("multipath", action.basis, action.max_link + 1)
+    if name == "NXActionResubmitTable":
+        return ("resubmit", action.table_id)
+    if name == "NXActionCT":
+        table = None if action.recirc_table == NX_CT_RECIRC_NONE else action.recirc_table
+        nat = None
+        if len(action.actions) == 1 and type(action.actions[0]).__name__ == "NXActionNAT":
+            n = action.actions[0]
+            if not n.flags and not n.range_ipv4_min and not n.range_ipv6_min:
+                nat = ("nat",)
+            elif n.flags & NX_NAT_F_DST:
+                nat = ("dnat", n.range_ipv4_min or n.range_ipv6_min, n.range_proto_min or 0)
+        return ("ct", bool(action.flags & NX_CT_F_COMMIT), action.zone_ofs_nbits, table, nat)
+    return ("unknown", name)
 
 
 def match_dict(match) -> dict:

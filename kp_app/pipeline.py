@@ -119,6 +119,7 @@ class FlowDelete:
     table: Optional[int] = None     # None: every table
     match: Tuple = ()
     out_port: Optional[int] = None  # only flows that output there
+    priority: Optional[int] = None  # set: only the flow of exactly this match and priority
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ cache-stats round trip, bounded in time); a pod change whose new-connection tabl
 has it built in a thread first, so that the controller goes on meanwhile.
 """
 import logging
+import os
 import time
+from typing import Optional
 
 from eventlet import tpool
 
@@ -20,7 +22,8 @@ from ryu.controller.handler import set_ev_cls
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
-from kp_app import ofmsg, pipeline
+from kp_app import ofmsg, pipeline, state_file
+from kp_app.errors import KpError
 from kp_app.kubeproxy import KubeProxy
 from kp_app.maglev import MaglevTable
 from kp_app.node import MODE_CT, MODE_PACKET_IN
@@ -35,20 +38,39 @@ class LiveService:
     show counters refreshed from the switches first, and the pod changes that need a big
     new-connection table built off the event loop."""
 
-    def __init__(self, kubeproxy: KubeProxy, refresh) -> None:
+    def __init__(self, kubeproxy: KubeProxy, refresh, state_path: Optional[str] = None) -> None:
         self._kp = kubeproxy
         self._refresh = refresh
+        self._state_path = state_path
 
     def __getattr__(self, name):
-        return getattr(self._kp, name)
+        attribute = getattr(self._kp, name)
+        if name in state_file.CHANGES and self._state_path:
+            return self._saving(attribute)
+        return attribute
+
+    def _saving(self, change):
+        def changed(*args, **kwargs):
+            answer = change(*args, **kwargs)
+            self.save_state()
+            return answer
+        return changed
+
+    def save_state(self) -> None:
+        if self._state_path:
+            state_file.save(self._state_path, state_file.dump(self._kp))
 
     def add_pods(self, prefix, port, addresses) -> dict:
         self._build_table_aside(prefix, port, addresses, remove=False)
-        return self._kp.add_pods(prefix, port, addresses)
+        answer = self._kp.add_pods(prefix, port, addresses)
+        self.save_state()
+        return answer
 
     def del_pods(self, prefix, port, addresses, flush=False) -> dict:
         self._build_table_aside(prefix, port, addresses, remove=True)
-        return self._kp.del_pods(prefix, port, addresses, flush)
+        answer = self._kp.del_pods(prefix, port, addresses, flush)
+        self.save_state()
+        return answer
 
     def _build_table_aside(self, prefix, port, addresses, remove: bool) -> None:
         """Build the table in a thread of its own while the controller goes on (a 2**20
@@ -62,7 +84,9 @@ class LiveService:
         """As add_pods: the big tables the apply will need are built in a thread first."""
         wanted = [t for t in self._kp.kubernetes_tables(document) if t[1] >= BUILD_ASIDE_MIN]
         built = tpool.execute(_build_tables, wanted) if wanted else []
-        return self._kp.apply_kubernetes(document, built, prune)
+        answer = self._kp.apply_kubernetes(document, built, prune)
+        self.save_state()
+        return answer
 
     def counters(self) -> dict:
         self._refresh()
@@ -79,6 +103,20 @@ class LiveService:
     def sessions(self, limit=100, prefix=None, port=None) -> dict:
         self._refresh()
         return self._kp.sessions(limit, prefix, port)
+
+
+def _restore(kubeproxy: KubeProxy, path: str) -> None:
+    """The configuration of the state file, tried on a scratch controller first: a file
+    that does not check out stops the start, with the field and the reason."""
+    try:
+        data = state_file.load(path)
+        state_file.restore(KubeProxy(lambda dpid, msgs: None), data)
+    except (OSError, ValueError, KpError) as e:
+        field = getattr(e, "field", None)
+        raise SystemExit(f"kp_app: state file {path}: " + (f"{field}: " if field else "")
+                         + str(e)) from None
+    state_file.restore(kubeproxy, data)
+    LOG.info("configuration restored from %s: %d VIPs", path, len(kubeproxy.model.vips))
 
 
 def _build_tables(wanted) -> list:
@@ -120,9 +158,16 @@ class KpRyuApp(app_manager.RyuApp):
         self.datapaths = {}
         self.kp_switches = set()
         self.kubeproxy = KubeProxy(self._send)
-        self.service = LiveService(self.kubeproxy, self.refresh_stats)
+        state_path = getattr(cfg.CONF, "kp_state_file", None)
+        if state_path and os.path.exists(state_path):
+            _restore(self.kubeproxy, state_path)
+        self.service = LiveService(self.kubeproxy, self.refresh_stats, state_path)
         self._stats_pending = {}
         self._flow_stats_parts = {}
+        # (dpid, xid of its flow-stats request) -> (mode, the kp flows it holds): a switch
+        # between its description and its programming
+        self._connecting = {}
+        self._early_port_names = {}
         from kp_app import rest
         rest.register(kwargs["wsgi"], self.service)
 
@@ -189,13 +234,26 @@ class KpRyuApp(app_manager.RyuApp):
         mode = session_mode(getattr(cfg.CONF, "kp_mode", "auto"), _text(body.mfr_desc))
         LOG.info("switch %016x: %s, new sessions made in %s mode", dpid,
                  _text(body.sw_desc) or "no description", mode)
-        self.kubeproxy.switch_connected(dpid, mode=mode)
+        # What the switch holds already (it may have kept kp's flows through a controller
+        # restart): programmed once that is known, see Node.full_programming.
+        datapath = ev.msg.datapath
+        ofp, parser = datapath.ofproto, datapath.ofproto_parser
+        request = parser.OFPFlowStatsRequest(
+            datapath, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+            pipeline.COOKIE_TAG << 56, pipeline.MASK_TAG, parser.OFPMatch())
+        datapath.set_xid(request)
+        self._connecting[(dpid, request.xid)] = (mode, [])
+        datapath.send_msg(request)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev) -> None:
         ofp = ev.msg.datapath.ofproto
-        self.kubeproxy.port_names(ev.msg.datapath.id, {
-            p.port_no: _name(p) for p in ev.msg.body if _live(ofp, p)})
+        dpid = ev.msg.datapath.id
+        names = {p.port_no: _name(p) for p in ev.msg.body if _live(ofp, p)}
+        if any(d == dpid for d, _ in self._connecting):
+            self._early_port_names[dpid] = names     # for when it is programmed
+        else:
+            self.kubeproxy.port_names(dpid, names)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev) -> None:
@@ -220,6 +278,16 @@ class KpRyuApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats_reply(self, ev) -> None:
         dpid = ev.msg.datapath.id
+        connecting = self._connecting.get((dpid, ev.msg.xid))
+        if connecting is not None:
+            connecting[1].extend(ofmsg.flow_from_stats(s) for s in ev.msg.body)
+            if not ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+                mode, held = self._connecting.pop((dpid, ev.msg.xid))
+                self.kubeproxy.switch_connected(dpid, mode=mode, held=held)
+                names = self._early_port_names.pop(dpid, None)
+                if names is not None:
+                    self.kubeproxy.port_names(dpid, names)
+            return
         collected = self._flow_stats_parts.setdefault(dpid, [])
         collected += [(s.cookie, ofmsg.match_dict(s.match), s.packet_count, s.byte_count)
                       for s in ev.msg.body]

@@ -4,6 +4,7 @@ new connections need the controller to be there.
 
 The kpnode topology: clients c1, c2 (10.0.0.11, .12), pods p1..p3 (10.0.0.101..103)."""
 import os
+import re
 import signal
 import time
 
@@ -99,3 +100,57 @@ def test_a_removed_pod_drains_and_flush_ends_its_sessions(ovs_node, controller):
     assert status == 200, body
     flushed = long.result()
     assert not flushed["ok"] and 1 <= len(flushed["replies"]) < 10, flushed
+
+
+def test_a_restarted_controller_takes_over_without_disturbing_the_sessions(ovs, tmp_path):
+    """kp_app stopped and started again with its state file: the same configuration,
+    the switch's flows reconciled in place, its sessions untouched."""
+    state = str(tmp_path / "kp-state.json")
+    first = kp_lab.ControllerProcess(extra_args=["--kp-state-file", state]).start()
+    second = None
+    lab = kp_lab.build_net('kpnode', switch='ovs', controller_port=first.of_port,
+                           clients=2, pods=3)
+    try:
+        configure(first, lab, protocol="any", port=5000, target_port=5000, node_port=None)
+        serve(lab, "tcp", 5000)
+        serve(lab, "udp", 5000)
+        c1, c2 = lab.clients
+        for client in (c1, c2):
+            assert kp_lab.tcp_session(client, VIP, 5000, count=1)["ok"]
+        status, before = api(first, "GET", "/vips")
+        tcp = kp_lab.start_tcp_session(c1, VIP, 5000, count=12, interval=0.5)
+        udp = kp_lab.start_udp_requests(c1, VIP, 5000, count=12, interval=0.5, src_port=40300)
+        time.sleep(1.0)
+        first.stop()
+        restarted = time.monotonic()
+        second = kp_lab.ControllerProcess(of_port=first.of_port, wsapi_port=first.wsapi_port,
+                                          extra_args=["--kp-state-file", state]).start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status, show = api(second, "GET", "/show")
+            if show.get("modes") == {"1": "ct"}:
+                break
+            time.sleep(0.2)
+        assert show["modes"] == {"1": "ct"}, show
+        # Nothing of kp's was deleted or added again: every flow is older than the restart.
+        switch = lab.net.switches[0]
+        dump = switch.cmd("ovs-ofctl -O OpenFlow13 dump-flows", switch.name)
+        ages = [float(a) for a in re.findall(r"cookie=0x6b[0-9a-f]*, duration=([0-9.]+)s", dump)]
+        since = time.monotonic() - restarted
+        assert len(ages) > 1024 and min(ages) > since, \
+            [line for line in dump.splitlines() if "cookie=0x6b" in line][:20]
+        status, after = api(second, "GET", "/vips")
+        strip = lambda vips: [{k: v for k, v in vip.items() if k != "counters"} |
+                              {"pods": [p["address"] for p in vip["pods"]]} for vip in vips]
+        assert strip(after) == strip(before)
+        for _ in range(4):
+            result = kp_lab.tcp_session(c2, VIP, 5000, count=1)
+            assert result["ok"], result
+        tcp, udp = tcp.result(), udp.result()
+        assert tcp["ok"] and len({r["name"] for r in tcp["replies"]}) == 1, tcp
+        assert udp["ok"] and len({r["name"] for r in udp["replies"]}) == 1, udp
+    finally:
+        lab.close()
+        for ctl in (first, second):
+            if ctl is not None:
+                ctl.stop()

@@ -184,3 +184,25 @@ def test_counters_come_from_the_switchs_flow_stats(kp):
     assert (counters["new_sessions"], counters["packets"], counters["bytes"]) == (7, 40, 4000)
     by_pod = {p["address"]: p["new_sessions"] for p in counters["pods"]}
     assert by_pod[str(pod)] == 7 and sum(by_pod.values()) == 7
+
+
+def test_a_reconnecting_switch_keeps_what_it_holds_as_it_should(kp):
+    """Programming with what the switch reports: the same flows are not sent again, a
+    changed one is, one the program does not have goes (strictly: that flow alone), and
+    nothing is deleted wholesale first."""
+    node = kp.nodes[1]
+    def flow_mods(msgs):
+        return [m for m in msgs if isinstance(m, (FlowAdd, FlowDelete))]
+    held = [m for m in node.full_programming() if isinstance(m, FlowAdd)]
+    assert flow_mods(node.full_programming(held)) == []
+    vip = kp.model.find_vip(VIP, 80)
+    entry = next(m for m in held if m.table == LB and m.match_dict.get("reg0") == 0)
+    moved = FlowAdd(entry.table, entry.priority, entry.match,
+                    (("ct", True, pipeline.CT_ZONE, pipeline.FORWARDING,
+                      ("dnat", "10.0.0.199", 8080)),), entry.goto, entry.cookie)
+    extra = pipeline.flow(pipeline.SESSIONS, pipeline.PRIO_SESSION,
+                          {"eth_type": 0x0800, "ip_proto": 6, "ipv4_src": "10.0.0.11"},
+                          (("output", 3),), cookie=pipeline.cookie(pipeline.KIND_FORWARD, vip.id))
+    msgs = flow_mods(node.full_programming([moved if m is entry else m for m in held] + [extra]))
+    assert msgs == [entry, FlowDelete(extra.cookie, pipeline.MASK_ALL, extra.table,
+                                      extra.match, priority=extra.priority)]
