@@ -26,6 +26,11 @@ Table 2, FORWARDING (L2 among the node's hosts, L3 between nodes):
      100  eth_dst = a learned host                 -> output to its port
        0  -> flood
 
+On a switch that makes sessions itself (Open vSwitch, "ct" mode), a compiled VIP's
+classifier flow goes to conntrack instead, and tables 3 (CONNTRACK) and 4 (LB) pick the
+pod and commit the session there: kp_app.ct_pipeline describes them. What they leave to
+the controller still comes here, to SESSIONS, as on any switch.
+
 Session flows have a table of their own so that adding one overlaps nothing but that
 table's few entries: a switch that caches its decisions (kp-switch) then keeps the rest
 of the node's traffic cached while sessions come and go.
