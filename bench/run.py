@@ -19,10 +19,12 @@ What it measures, all in one run on a topology it builds and removes itself:
    Also the CPU time (user + system, from /proc) the switch process spent per packet
    it forwarded: a cost the generator's limit does not hide (the kernel's share of
    receiving and sending is in it, as it is for every engine).
-2. New sessions per second through kp_app (ryu-manager) with kp-switch and with OVS:
-   distinct UDP flows to a VIP offered at a fixed rate (more than either keeps up
-   with), counted at the pod; and the CPU time the controller and the switch spent
-   per session.
+2. New sessions per second: distinct UDP flows to a VIP offered at a fixed rate (more
+   than any keeps up with), counted at the pod, through kp_app (ryu-manager) with
+   kp-switch, with Open vSwitch making the sessions itself (ct) and in packet-in mode,
+   and through the kernel's own forwarding with kube-proxy's iptables chains (DNAT +
+   conntrack, in a router namespace); and the CPU time the controller and the switch
+   spent per session.
 3. Bytes of kp-switch flow cache per cached flow, from the structure sizes the compiler
    gives (switch/csrc/flow_cache.h) and the live cache statistics.
 
@@ -584,23 +586,62 @@ class SessionsBench:
         self.results = {}
         self.ovs_br = None
 
+    # engine -> (the switch, kp_app's --kp-mode); "kernel" is the kernel's own forwarding
+    # with kube-proxy's iptables rules (DNAT + conntrack) in a router namespace.
+    ENGINES = {"kp": ("kp", None), "ovs": ("ovs", "ct"), "ovs-pi": ("ovs", "packet-in"),
+               "kernel": ("kernel", None)}
+
     def setup(self):
         t = self.topo
         self.ns_cli = t.ns("cli")
         self.ns_pod = t.ns("pod")
-        for ns in (self.ns_cli, self.ns_pod):
+        self.ns_rt = t.ns("rt")
+        for ns in (self.ns_cli, self.ns_pod, self.ns_rt):
             t.nsexec(ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
         self.links = {}
-        for e, c in (("kp", "k"), ("ovs", "o")):
+        for e, c in (("kp", "k"), ("ovs", "o"), ("kernel", "n")):
             cli = t.link("c" + c, self.ns_cli, ["%s/24" % self.CLIENT] if c == "k" else [])
             pod = t.link("p" + c, self.ns_pod, ["%s/24" % a for a in self.PODS] if c == "k" else [])
             self.links[e] = (cli, pod, "c" + c, "p" + c)
+        self.links["ovs-pi"] = self.links["ovs"]
+        self._kernel_router(*self.links["kernel"][:2])
+
+    def _kernel_router(self, cli_end, pod_end):
+        """The kernel peer: the router namespace takes both root ends and forwards with
+        kube-proxy's iptables chains for the VIP (a statistic rule per pod, DNAT)."""
+        t, rt = self.topo, self.ns_rt
+        for end in (cli_end, pod_end):
+            sh("ip", "link", "set", end, "netns", rt)
+            t.links.remove(end)         # the namespace's deletion takes it
+        t.nsexec(rt, "ip", "link", "set", cli_end, "address", GW_MAC)
+        t.nsexec(rt, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for end in (cli_end, pod_end):
+            t.nsexec(rt, "sysctl", "-qw", "net.ipv4.conf.%s.rp_filter=0" % end)
+            t.nsexec(rt, "ip", "addr", "add", "10.0.0.1/32", "dev", end)
+            t.nsexec(rt, "ip", "link", "set", end, "up")
+        t.nsexec(rt, "ip", "route", "add", self.CLIENT + "/32", "dev", cli_end)
+        for pod in self.PODS:
+            t.nsexec(rt, "ip", "route", "add", pod + "/32", "dev", pod_end)
+        rules = ["-N KUBE-SERVICES", "-A PREROUTING -j KUBE-SERVICES", "-N KUBE-SVC-BENCH",
+                 "-A KUBE-SERVICES -d %s/32 -p udp --dport %d -j KUBE-SVC-BENCH"
+                 % (VIP, VIP_PORT)]
+        for i, pod in enumerate(self.PODS):
+            rules += ["-N KUBE-SEP-%d" % i, "-A KUBE-SEP-%d -p udp -j DNAT --to-destination "
+                      "%s:%d" % (i, pod, POD_PORT)]
+        for i, pod in enumerate(self.PODS):
+            left = len(self.PODS) - i
+            rules.append("-A KUBE-SVC-BENCH " + ("-m statistic --mode random --probability "
+                                                 "%.5f " % (1.0 / left) if left > 1 else "")
+                         + "-j KUBE-SEP-%d" % i)
+        for rule in rules:
+            t.nsexec(rt, "iptables", "-t", "nat", *rule.split())
 
     def _use(self, engine):
         """Give the client and pod addresses to this engine's interfaces only."""
         t = self.topo
-        for e, (_, _, cif, pif) in self.links.items():
-            op = "add" if e == engine else "del"
+        ends = {link[2:] for link in self.links.values()}     # (some engines share theirs)
+        for cif, pif in sorted(ends, key=lambda e: e == self.links[engine][2:]):
+            op = "add" if (cif, pif) == self.links[engine][2:] else "del"
             for ns, ifn, addrs in ((self.ns_cli, cif, [self.CLIENT]), (self.ns_pod, pif, self.PODS)):
                 for a in addrs:
                     t.nsexec(ns, "ip", "addr", op, "%s/24" % a, "dev", ifn, check=False)
@@ -610,7 +651,10 @@ class SessionsBench:
                  "dev", self.links[engine][3])
 
     def run_one(self, engine, base_port):
+        if engine == "kernel":
+            return self._run_kernel(base_port)
         args = self.args
+        switch, mode = self.ENGINES[engine]
         cli_root, pod_root, cif, pif = self.links[engine]
         self._use(engine)
         of_port, ws_port = free_port(), free_port()
@@ -619,10 +663,10 @@ class SessionsBench:
         ctl = self.procs.start(
             ["taskset", "-c", str(GEN_CPU), os.path.join(VENV_BIN, "ryu-manager"), "kp_app",
              "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(of_port),
-             "--wsapi-host", "127.0.0.1", "--wsapi-port", str(ws_port), "--log-file", ryu_log],
+             "--wsapi-host", "127.0.0.1", "--wsapi-port", str(ws_port), "--log-file", ryu_log]
+            + (["--kp-mode", mode] if mode else []),
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         sw = None
-        sink = None
         try:
             wait_listening(of_port, ctl)
             wait_listening(ws_port, ctl)
@@ -633,13 +677,37 @@ class SessionsBench:
             http("POST", api + "/vips/%s/32/%d/pods" % (VIP, VIP_PORT),
                  {"addresses": list(self.PODS)})
             controller = "tcp:127.0.0.1:%d" % of_port
-            if engine == "kp":
+            if switch == "kp":
                 sw = start_kp_switch(self.procs, [cli_root, pod_root], free_port(), 16384,
                                      os.path.join(self.tmp, "kp-switch-sessions.log"),
                                      controller=controller)
             else:
                 self.ovs_br = OvsBridge(self.topo.tag + "bs", [cli_root, pod_root],
                                         controller=controller)
+            sw_pid = sw.pid if sw is not None else OvsDaemon.pid_now()
+            d = self._measure(engine, cif, lambda: read_counter(pod_root, "tx_packets"),
+                              base_port, (ctl.pid, sw_pid))
+            try:
+                vip = http("GET", api + "/vips/%s/32/%d" % (VIP, VIP_PORT))
+                d["kp_app_new_sessions"] = vip["counters"]["new_sessions"]
+                d["kp_app_table_full"] = vip["counters"]["table_full"]
+            except Exception:
+                pass
+            return d
+        finally:
+            if sw is not None:
+                self.procs.stop(sw)
+            if self.ovs_br is not None:
+                self.ovs_br.close()
+                self.ovs_br = None
+            self.procs.stop(ctl)
+
+    def _measure(self, engine, cif, pod_packets, base_port, cpu_pids):
+        """Offer the new flows and count what reaches the pod; the figures. cpu_pids:
+        (controller, switch), 0 for none."""
+        args = self.args
+        sink = None
+        try:
             sink = self.procs.start(["ip", "netns", "exec", self.ns_pod, "taskset", "-c",
                                      str(GEN_CPU), sys.executable, "-c", SINK, str(POD_PORT)],
                                     stdout=subprocess.PIPE, text=True)
@@ -659,15 +727,14 @@ class SessionsBench:
             if not ready:
                 raise RuntimeError("%s: the first flow never reached the pod" % engine)
             n = int(args.session_rate * args.session_seconds)
-            rx0 = read_counter(pod_root, "tx_packets")
-            sw_pid = sw.pid if sw is not None else OvsDaemon.pid_now()
-            cpu0 = (cpu_seconds(ctl.pid), cpu_seconds(sw_pid))
+            rx0 = pod_packets()
+            cpu0 = tuple(cpu_seconds(p) if p else 0.0 for p in cpu_pids)
             t_send = time.monotonic()
             g = self._gen(cif, cli_mac, base_port, n, args.session_rate, once=True)
             out, err = g.communicate(timeout=args.session_seconds + 30)
             t_sent = time.monotonic()
             time.sleep(2.0)                                       # grace for held packets
-            cpu1 = (cpu_seconds(ctl.pid), cpu_seconds(sw_pid))
+            cpu1 = tuple(cpu_seconds(p) if p else 0.0 for p in cpu_pids)
             sink.send_signal(signal.SIGTERM)
             res = json.loads(sink.communicate(timeout=10)[0].strip().splitlines()[-1])
             sink = None
@@ -684,23 +751,26 @@ class SessionsBench:
                  # CPU per session reached: both sides of the OpenFlow channel
                  "controller_cpu_us": 1e6 * (cpu1[0] - cpu0[0]) / max(1, len(peers)),
                  "switch_cpu_us": 1e6 * (cpu1[1] - cpu0[1]) / max(1, len(peers)),
-                 "pod_link_packets": read_counter(pod_root, "tx_packets") - rx0}
-            try:
-                vip = http("GET", api + "/vips/%s/32/%d" % (VIP, VIP_PORT))
-                d["kp_app_new_sessions"] = vip["counters"]["new_sessions"]
-                d["kp_app_table_full"] = vip["counters"]["table_full"]
-            except Exception:
-                pass
+                 "pod_link_packets": pod_packets() - rx0}
             return d
         finally:
             if sink is not None:
                 self.procs.stop(sink)
-            if sw is not None:
-                self.procs.stop(sw)
-            if self.ovs_br is not None:
-                self.ovs_br.close()
-                self.ovs_br = None
-            self.procs.stop(ctl)
+
+    def _run_kernel(self, base_port):
+        """The kernel peer: no controller, no switch process; the router namespace's
+        kernel forwards with kube-proxy's rules (its CPU is the senders' softirq time,
+        not a process's: not counted)."""
+        cli_root, pod_root, cif, pif = self.links["kernel"]
+        self._use("kernel")
+
+        def pod_packets():
+            out = self.topo.nsexec(self.ns_rt, "cat", "/sys/class/net/%s/statistics/"
+                                   "tx_packets" % pod_root, capture=True)
+            return int(out)
+        d = self._measure("kernel", cif, pod_packets, base_port, (0, 0))
+        d["controller_cpu_us"] = d["switch_cpu_us"] = None
+        return d
 
     def _gen(self, ifname, mac, sport, flows, rate, once):
         args = ["ip", "netns", "exec", self.ns_cli, "taskset", "-c", str(GEN_CPU),
@@ -714,8 +784,9 @@ class SessionsBench:
 
     def run(self):
         self.setup()
+        engines = list(self.ENGINES)
         for r in range(self.args.session_rounds):
-            for e in (("kp", "ovs") if r % 2 == 0 else ("ovs", "kp")):
+            for e in (engines if r % 2 == 0 else engines[::-1]):
                 d = self.run_one(e, 20000)
                 self.results.setdefault(e, []).append(d)
                 log("  round %d  %-4s %7.0f new sessions/s  (%d of %d offered at %d/s reached "
@@ -792,22 +863,31 @@ def report(args, pps, sessions, mem, cpu_note):
             summary["cpu_ns_per_packet"][str(flows)] = {"median": c, "runs": by}
         summary["pps_runs"] = pps.details
     if sessions and sessions.results:
-        log("\nNew sessions per second through kp_app (first packet of each new UDP flow "
-            "counted at the pod)")
-        log("%-10s %12s %10s %10s %16s %12s" % ("switch", "sessions/s", "delivered", "offered",
+        log("\nNew sessions per second (first packet of each new UDP flow counted at the "
+            "pod): kp = kp_app + kp-switch (packet-in), ovs = kp_app + Open vSwitch making "
+            "the sessions (ct), ovs-pi = kp_app + Open vSwitch in packet-in mode, kernel = "
+            "the kernel's forwarding with kube-proxy's iptables DNAT + conntrack")
+        log("%-10s %12s %10s %10s %16s %12s" % ("engine", "sessions/s", "delivered", "offered",
                                                  "controller CPU", "switch CPU"))
         sm = {}
+
+        def cpu(runs, key):
+            values = [d[key] for d in runs if d[key] is not None]
+            return "%13.0f µs" % median(values) if values else "%16s" % "-"
         for e, runs in sessions.results.items():
             sm[e] = median([d["sessions_per_s"] for d in runs])
-            log("%-10s %12.0f %10d %10d %13.0f µs %9.0f µs" % (
+            log("%-10s %12.0f %10d %10d %s %s" % (
                 e, sm[e], median([d["delivered"] for d in runs]), runs[0]["offered"],
-                median([d["controller_cpu_us"] for d in runs]),
-                median([d["switch_cpu_us"] for d in runs])))
-        log("(CPU: user + system time per session that reached the pod)")
-        if sm.get("ovs"):
-            log("kp/ovs: %.2f" % (sm["kp"] / sm["ovs"]))
+                cpu(runs, "controller_cpu_us"), cpu(runs, "switch_cpu_us")[3:]))
+        log("(CPU: user + system time per session that reached the pod; the kernel's is "
+            "softirq time of the senders, not counted)")
+        ratios = {"%s/%s" % (a, b): sm[a] / sm[b] for a, b in (
+            ("kp", "ovs"), ("kp", "kernel"), ("ovs", "kernel"), ("ovs", "ovs-pi"))
+            if sm.get(a) is not None and sm.get(b)}
+        log("  ".join("%s: %.2f" % kv for kv in ratios.items()))
         summary["sessions"] = {"median_sessions_per_s": sm, "runs": sessions.results,
-                               "kp_over_ovs": sm["kp"] / sm["ovs"] if sm.get("ovs") else None}
+                               "ratios": ratios,
+                               "kp_over_ovs": ratios.get("kp/ovs")}
     log("\nkp-switch flow cache memory (switch/csrc/flow_cache.h, sizes from the compiler)")
     s = mem["sizes"]
     log("  bucket %d B / %d ways = %.0f B per slot in the bucket line, + out-of-line entry "
@@ -833,7 +913,7 @@ def report(args, pps, sessions, mem, cpu_note):
                v["paired_kp_over_bare"]))
     if "sessions" in summary:
         sm = summary["sessions"]["median_sessions_per_s"]
-        log("  new sessions/s: kp %.0f, ovs %.0f" % (sm.get("kp", 0), sm.get("ovs", 0)))
+        log("  new sessions/s: " + ", ".join("%s %.0f" % kv for kv in sm.items()))
     for c in summary["checks"]:
         log("  %s  %-32s %.2f" % (verdict(c["pass"]), c["goal"], c["value"]))
     log("  (verdicts on the ratio of medians)")
@@ -854,8 +934,9 @@ def parse_args(argv):
     p.add_argument("--flows", type=int, default=10000, help="the many-flows case")
     p.add_argument("--buckets", type=int, default=16384,
                    help="kp-switch cache buckets for the pps runs (power of 2)")
-    # Above what either side keeps up with here, so that the figure is the capacity.
-    p.add_argument("--session-rate", type=int, default=8000, help="new flows offered per second")
+    # Above what the packet-in engines keep up with, so that their figure is the capacity;
+    # the kernel and Open vSwitch's conntrack may deliver all of it.
+    p.add_argument("--session-rate", type=int, default=30000, help="new flows offered per second")
     p.add_argument("--session-seconds", type=float, default=4.0)
     p.add_argument("--session-rounds", type=int, default=2)
     p.add_argument("--rx-on-switch-core", action="store_true",
