@@ -197,7 +197,12 @@ class Connection:
                     self.last_rx = time.monotonic()
                     self.echo_sent = 0.0
                     self.agent.handle(self, data)
-                if bad:
+                if bad:  # no way to find the next message: send the error, then close
+                    try:
+                        self.outq.put(None, timeout=2)  # the writer stops after the error
+                    except queue.Full:
+                        pass
+                    self.writer.join(2)
                     break
                 if off:
                     buf = buf[off:]
@@ -387,15 +392,7 @@ class Agent:
             conn.send(wire.error(xid, ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN, data))
 
     def on_hello(self, conn, version, data):
-        theirs = None
-        off = 8
-        while off + 4 <= len(data):
-            etype, elen = struct.unpack_from("!HH", data, off)
-            if elen < 4:
-                break
-            if etype == ofp.OFPHET_VERSIONBITMAP and elen >= 8:
-                (theirs,) = struct.unpack_from("!I", data, off + 4)
-            off += (elen + 7) // 8 * 8
+        theirs = wire.hello_version_bitmap(data)
         ok = (theirs >> wire.VERSION) & 1 if theirs is not None else version >= wire.VERSION
         if not ok:
             LOG.warning("%r: no common OpenFlow version (they speak %#x)", conn, version)
