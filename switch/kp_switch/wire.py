@@ -380,6 +380,9 @@ def _decode_group_mod(data, n):
     return parser.OFPGroupMod(None, command, gtype, gid, buckets)
 
 
+DECODER_BUG = "decoder bug:"  # starts the text of an error only the catch-all raises
+
+
 def decode(data):
     """A whole message (bytes) -> Raw with per-type fields; OFError when malformed."""
     n = len(data)
@@ -442,8 +445,9 @@ def decode(data):
             m.body = bytes(data[8:])
     except OFError:
         raise
-    except Exception as e:  # a bug: the checks above should have caught it
-        raise OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN, "%s: %s" % (type(e).__name__, e))
+    except Exception as e:  # a bug: the checks above should have caught it (the fuzz test looks)
+        raise OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN,
+                      "%s %s: %s" % (DECODER_BUG, type(e).__name__, e))
     return m
 
 
