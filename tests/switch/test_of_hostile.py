@@ -439,3 +439,80 @@ def test_switch_fuzz_answers_every_message_and_stays_up(switch):
     finally:
         ch.close()
     assert switch.proc.poll() is None
+
+
+# -- group chains: bounded depth and copies (issue #13) ------------------------------
+
+def _group(ch, gid, buckets, gtype=ofp.OFPGT_ALL, command=ofp.OFPGC_ADD):
+    """Send a group-mod; the (type, code) of its error, or None."""
+    e = ch.check(parser.OFPGroupMod(DP, command, gtype, gid, buckets))
+    return None if e is None else (e.type, e.code)
+
+
+def _to(*actions, **kw):
+    return parser.OFPBucket(actions=list(actions), **kw)
+
+
+@pytest.fixture
+def mgmt(switch):
+    ch = connect(switch.listen_port)
+    try:
+        yield ch
+        ch.send(parser.OFPGroupMod(DP, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, ofp.OFPG_ALL, []))
+        assert ch.barrier() == []
+        assert echo_answered(ch)
+    finally:
+        ch.close()
+
+
+def test_a_group_chain_deeper_than_the_bound_is_refused(mgmt):
+    from kp_switch.groups import MAX_CHAIN_DEPTH
+    assert _group(mgmt, 100, [_to(parser.OFPActionOutput(1))]) is None
+    for gid in range(101, 100 + MAX_CHAIN_DEPTH):
+        assert _group(mgmt, gid, [_to(parser.OFPActionGroup(gid - 1))]) is None
+    top = 100 + MAX_CHAIN_DEPTH
+    assert _group(mgmt, top, [_to(parser.OFPActionGroup(top - 1))]) == \
+        (ofp.OFPET_GROUP_MOD_FAILED, ofp.OFPGMFC_CHAINING_UNSUPPORTED)
+    # nor can a modify deepen a chain from below: the leaf may not grow a level
+    assert _group(mgmt, 99, [_to(parser.OFPActionOutput(1))]) is None
+    assert _group(mgmt, 100, [_to(parser.OFPActionGroup(99))], command=ofp.OFPGC_MODIFY) == \
+        (ofp.OFPET_GROUP_MOD_FAILED, ofp.OFPGMFC_CHAINING_UNSUPPORTED)
+
+
+def test_a_group_fan_out_beyond_the_copy_bound_is_refused(mgmt):
+    """An ALL group of k buckets, each into an ALL group of 16, runs k * (1 + 16)
+    buckets per packet: 15 * 17 is within MAX_GROUP_COPIES (256), 16 * 17 is not."""
+    from kp_switch.groups import MAX_GROUP_COPIES
+    assert 15 * 17 <= MAX_GROUP_COPIES < 16 * 17
+    assert _group(mgmt, 1, [_to(parser.OFPActionOutput(1))] * 16) is None
+    assert _group(mgmt, 2, [_to(parser.OFPActionGroup(1))] * 15) is None
+    assert _group(mgmt, 3, [_to(parser.OFPActionGroup(1))] * 16) == \
+        (ofp.OFPET_GROUP_MOD_FAILED, ofp.OFPGMFC_OUT_OF_BUCKETS)
+    assert echo_answered(mgmt)
+
+
+def test_a_loop_of_watched_groups_is_refused(mgmt):
+    assert _group(mgmt, 10, [_to(parser.OFPActionOutput(1), watch_port=1)], ofp.OFPGT_FF) is None
+    assert _group(mgmt, 11, [_to(parser.OFPActionOutput(1), watch_group=10)], ofp.OFPGT_FF) is None
+    assert _group(mgmt, 10, [_to(parser.OFPActionOutput(1), watch_group=11)], ofp.OFPGT_FF,
+                  ofp.OFPGC_MODIFY) == (ofp.OFPET_GROUP_MOD_FAILED, ofp.OFPGMFC_BAD_WATCH)
+    # the groups still forward: a packet through 11 leaves by port 1
+    before = _tx(mgmt, 1)
+    mgmt.send_raw(packet_out(struct.pack("!HHI", ofp.OFPAT_GROUP, 8, 11)))
+    assert mgmt.barrier() == []
+    assert _tx(mgmt, 1) - before == 1
+
+
+def _tx(ch, port_no):
+    return [s for s in ch.stats(parser.OFPPortStatsRequest(DP, 0, port_no))][0].tx_packets
+
+
+def test_one_packet_runs_at_most_the_copy_bound_of_buckets(mgmt):
+    """Each group is within the bounds, but a packet-out naming it 8 times would make
+    8 * 64 copies: the switch sends MAX_GROUP_COPIES of them and drops the rest."""
+    from kp_switch.groups import MAX_GROUP_COPIES
+    assert _group(mgmt, 20, [_to(parser.OFPActionOutput(1))] * 64) is None
+    before = _tx(mgmt, 1)
+    mgmt.send_raw(packet_out(struct.pack("!HHI", ofp.OFPAT_GROUP, 8, 20) * 8))
+    assert mgmt.barrier() == []
+    assert _tx(mgmt, 1) - before == MAX_GROUP_COPIES
