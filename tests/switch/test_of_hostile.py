@@ -516,3 +516,17 @@ def test_one_packet_runs_at_most_the_copy_bound_of_buckets(mgmt):
     mgmt.send_raw(packet_out(struct.pack("!HHI", ofp.OFPAT_GROUP, 8, 20) * 8))
     assert mgmt.barrier() == []
     assert _tx(mgmt, 1) - before == MAX_GROUP_COPIES
+
+
+def test_the_management_listener_binds_loopback_unless_told(switch):
+    """`--listen ptcp:PORT` (no address) accepts on 127.0.0.1 only."""
+    import socket as _socket
+    bound = set()
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            local, state = line.split()[1], line.split()[3]
+            addr, port = local.split(":")
+            if state == "0A" and int(port, 16) == switch.listen_port:
+                bound.add(_socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
+    assert bound == {"127.0.0.1"}
