@@ -1,6 +1,7 @@
 """Lets Ryu 4.34 run kp on Python 3.10+, loaded at start-up by kp_ryu_compat.pth.
 
-Two things in Ryu break `ryu-manager kp_app` before any of kp's code can run:
+Two things in Ryu break `ryu-manager kp_app` before any of kp's code can run, and one
+needs doing before it does:
 
 - eventlet 0.30.2, the last release with ``eventlet.wsgi.ALREADY_HANDLED``, does not
   import on Python 3.10+, and ``ryu/app/wsgi.py`` imports that name while ryu-manager
@@ -9,6 +10,10 @@ Two things in Ryu break `ryu-manager kp_app` before any of kp's code can run:
 - ``ryu.utils.import_module`` treats an application name that is also a path in the
   current directory as a file to load, so from the project's root (where ``kp_app/`` is a
   directory) it fails with IsADirectoryError. A directory is a package: import it by name.
+
+- kp_app's command-line options (--auth-token-file) must be known to Ryu's
+  configuration before ryu-manager parses its command line, which is before it imports
+  kp_app: they are registered when ``ryu.flags`` is.
 
 A .pth file runs at interpreter start, long before those imports; this installs a finder
 that waits for each module to be imported and then mends it. Nothing is imported early,
@@ -37,7 +42,21 @@ def _mend_ryu_utils(module) -> None:
     module.import_module = import_module
 
 
-_MENDS = {"eventlet.wsgi": _mend_eventlet_wsgi, "ryu.utils": _mend_ryu_utils}
+def _mend_ryu_flags(module) -> None:
+    """kp_app's own command-line options. ryu-manager parses its command line before it
+    imports any application, so they are registered with Ryu's flags (kp_app reads them
+    from ryu.cfg.CONF; see kp_app/rest.py and SECURITY.md)."""
+    from ryu import cfg
+
+    cfg.CONF.register_cli_opts([
+        cfg.StrOpt("auth-token-file", default=None,
+                   help="kp_app: a file holding the bearer token every REST request must "
+                        "carry (Authorization: Bearer <token>); default: no token"),
+    ])
+
+
+_MENDS = {"eventlet.wsgi": _mend_eventlet_wsgi, "ryu.utils": _mend_ryu_utils,
+          "ryu.flags": _mend_ryu_flags}
 
 
 class _MendingFinder(importlib.abc.MetaPathFinder):

@@ -66,3 +66,43 @@ def test_kp_app_listens_on_loopback_by_default():
 def test_kp_app_listens_where_it_is_told():
     assert run_kp_app("--ofp-listen-host", "127.0.0.2", "--wsapi-host", "127.0.0.3") == \
         ({"127.0.0.2"}, {"127.0.0.3"})
+
+
+def test_kp_app_takes_auth_token_file(tmp_path):
+    """ryu-manager kp_app --auth-token-file F: REST answers 401 without the token."""
+    import json
+    import urllib.error
+    import urllib.request
+    token = tmp_path / "token"
+    token.write_text("s3cret-kp\n")
+    of_port, rest_port = free_port(), free_port()
+    proc = subprocess.Popen([RYU_MANAGER, "--ofp-tcp-listen-port", str(of_port),
+                             "--wsapi-port", str(rest_port), "--auth-token-file", str(token),
+                             "kp_app"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def status(headers):
+        req = urllib.request.Request("http://127.0.0.1:%d/v1/show" % rest_port, headers=headers)
+        try:
+            with opener.open(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        deadline = time.monotonic() + 30
+        while not listening(rest_port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("ryu-manager did not serve: %s" % proc.stderr.read()[-2000:])
+            time.sleep(0.2)
+        code, body = status({})
+        assert code == 401 and body["field"] == "Authorization"
+        assert status({"Authorization": "Bearer s3cret-kp"})[0] == 200
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
