@@ -171,10 +171,12 @@ class AccessPolicy:
         if given_port != port:
             return False
         ip = _host_ip(name)
-        listen = _host_ip(self.listen_host) if self.listen_host not in WILDCARD_HOSTS else None
         if self.listen_host in WILDCARD_HOSTS:
             return ip is not None or name in LOOPBACK_NAMES
-        if listen is None:   # a name given to --wsapi-host: only that name
+        listen = _host_ip(self.listen_host)
+        if listen is None and self.listen_host.lower() in LOOPBACK_NAMES:
+            listen = ipaddress.ip_address("127.0.0.1")
+        if listen is None:   # another name given to --wsapi-host: only that name
             return name == self.listen_host.lower()
         if listen.is_loopback:
             return name in LOOPBACK_NAMES or (ip is not None and ip.is_loopback)

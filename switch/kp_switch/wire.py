@@ -297,7 +297,9 @@ def fast_match_items(buf, offset):
     return items
 
 
-_PARSED_MAX = 4096
+_PARSED_MAX = 4096       # lists remembered, per kind
+_PARSED_KEY_MAX = 1024   # bytes: a longer list is decoded each time, not remembered, so
+#                          that the caches stay small whatever a controller sends
 _parsed_instructions = {}
 _parsed_actions = {}
 
@@ -313,6 +315,8 @@ def _cached(cache, decoder, buf, offset, end):
     """decoder(buf, offset, end) (a checked list of Ryu objects), once per distinct byte
     string: a list seen before was checked when it was first decoded."""
     key = bytes(buf[offset:end])
+    if len(key) > _PARSED_KEY_MAX:
+        return decoder(key, 0, len(key))
     got = cache.get(key)
     if got is None:
         got = _remember(cache, key, tuple(decoder(key, 0, len(key))))

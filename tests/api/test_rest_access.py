@@ -265,3 +265,13 @@ def test_ku_sends_the_token_from_its_file_or_the_environment(with_token, tmp_pat
 def test_ku_help_says_where_the_token_comes_from():
     r = subprocess.run([KU, "--help"], capture_output=True, text=True, timeout=30)
     assert "--token-file FILE" in r.stdout and "$KP_TOKEN_FILE" in r.stdout
+
+
+def test_an_api_on_localhost_is_on_loopback():
+    s = Server(rest.AccessPolicy("localhost"))
+    try:
+        for host in ("127.0.0.1:%d", "localhost:%d"):
+            assert s.call("GET", "/v1/show", host=host % s.port)[0] == 200, host
+        refused(s.call("GET", "/v1/show", host="10.0.0.1:%d" % s.port), 403, "Host")
+    finally:
+        s.close()

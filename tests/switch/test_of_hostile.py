@@ -530,3 +530,14 @@ def test_the_management_listener_binds_loopback_unless_told(switch):
             if state == "0A" and int(port, 16) == switch.listen_port:
                 bound.add(_socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
     assert bound == {"127.0.0.1"}
+
+
+def test_long_action_lists_are_decoded_each_time_not_remembered():
+    """The decoder remembers short lists only: a controller sending many distinct
+    64 KB lists cannot grow its caches past _PARSED_MAX short entries."""
+    from kp_switch import wire
+    before = len(wire._parsed_actions)
+    long_list = b"".join(struct.pack("!HH4x", ofp.OFPAT_POP_VLAN, 8) for _ in range(1000)) + output()
+    m = wire.decode(packet_out(long_list))
+    assert len(m.actions) == 1001
+    assert len(wire._parsed_actions) == before
