@@ -12,7 +12,7 @@ from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
 from kp_switch import tls as kptls
-from of_harness import DP, Channel, Hosts, SwitchProcess, flow_mod, free_port, handshake, out
+from of_harness import DP, KP_SWITCH, Channel, Hosts, SwitchProcess, flow_mod, free_port, handshake, out
 
 pytestmark = pytest.mark.kpswitch
 
@@ -161,3 +161,43 @@ def test_ssl_without_its_files_is_a_usage_error(hosts, extra):
         assert "--private-key, --certificate and --ca-cert" in sw.proc.stderr.read()
     finally:
         sw.stop()
+
+
+def test_kp_app_over_tls_as_security_md_says(pki, hosts):
+    """The recipe of SECURITY.md: ryu-manager with --ofp-ssl-listen-port, --ctl-privkey,
+    --ctl-cert, --ca-certs, and kp-switch with ssl:; kp_app sees the switch."""
+    import json
+    import urllib.request
+    of_port, rest_port = free_port(), free_port()
+    ryu = subprocess.Popen([os.path.join(os.path.dirname(KP_SWITCH), "ryu-manager"),
+                            "--ofp-ssl-listen-port", str(of_port), "--wsapi-port", str(rest_port),
+                            "--ctl-privkey", os.path.join(pki, "controller-key.pem"),
+                            "--ctl-cert", os.path.join(pki, "controller.pem"),
+                            "--ca-certs", os.path.join(pki, "ca.pem"), "kp_app"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sw = None
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        sw = SwitchProcess([h.port_if for h in hosts], controller="ssl:127.0.0.1:%d" % of_port,
+                           dpid=0x2B, extra=switch_args(pki))
+        deadline = time.monotonic() + 30
+        switches = []
+        while time.monotonic() < deadline and 0x2B not in switches:
+            try:
+                with opener.open("http://127.0.0.1:%d/v1/show" % rest_port, timeout=2) as r:
+                    switches = json.loads(r.read())["switches"]
+            except OSError:
+                pass
+            if ryu.poll() is not None:
+                pytest.fail("ryu-manager exited: %s" % ryu.stderr.read()[-2000:])
+            time.sleep(0.3)
+        assert 0x2B in switches, sw.log()[-2000:]
+    finally:
+        if sw is not None:
+            sw.stop()
+        ryu.terminate()
+        try:
+            ryu.wait(10)
+        except subprocess.TimeoutExpired:
+            ryu.kill()
+            ryu.wait()
