@@ -1,6 +1,7 @@
 """Lets Ryu 4.34 run kp on Python 3.10+, loaded at start-up by kp_ryu_compat.pth.
 
-Two things in Ryu break `ryu-manager kp_app` before any of kp's code can run:
+Two things in Ryu break `ryu-manager kp_app` before any of kp's code can run, and one
+needs doing before it does:
 
 - eventlet 0.30.2, the last release with ``eventlet.wsgi.ALREADY_HANDLED``, does not
   import on Python 3.10+, and ``ryu/app/wsgi.py`` imports that name while ryu-manager
@@ -9,6 +10,10 @@ Two things in Ryu break `ryu-manager kp_app` before any of kp's code can run:
 - ``ryu.utils.import_module`` treats an application name that is also a path in the
   current directory as a file to load, so from the project's root (where ``kp_app/`` is a
   directory) it fails with IsADirectoryError. A directory is a package: import it by name.
+
+- kp_app's command-line options (--kp-mode, --kp-state-file, --auth-token-file) must be
+  known to Ryu's configuration before ryu-manager parses its command line, which is
+  before it imports kp_app: they are registered when ``ryu.flags`` is.
 
 A .pth file runs at interpreter start, long before those imports; this installs a finder
 that waits for each module to be imported and then mends it. Nothing is imported early,
@@ -40,7 +45,8 @@ def _mend_ryu_utils(module) -> None:
 def _register_kp_options(module) -> None:
     """kp's own ryu-manager options. They must be known before ryu-manager parses its
     command line, which happens before it imports any application, so they are
-    registered as soon as ryu.flags (the module of Ryu's own options) is loaded."""
+    registered as soon as ryu.flags (the module of Ryu's own options) is loaded (kp_app
+    reads them from ryu.cfg.CONF; see kp_app/rest.py and SECURITY.md)."""
     from oslo_config import cfg
 
     module.CONF.register_cli_opts([
@@ -51,6 +57,9 @@ def _register_kp_options(module) -> None:
         cfg.StrOpt("kp-state-file", default=None,
                    help="keep kp_app's configuration in this JSON file: restored at start, "
                         "written after every change (default: in memory only)"),
+        cfg.StrOpt("auth-token-file", default=None,
+                   help="kp_app: a file holding the bearer token every REST request must "
+                        "carry (Authorization: Bearer <token>); default: no token"),
     ])
 
 

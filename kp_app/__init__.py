@@ -12,8 +12,11 @@ if "ryu.base.app_manager" in sys.modules:
 
     from kp_app.ryu_shim import KpRyuApp
 
-    # REST listens on loopback unless --wsapi-host says otherwise.
-    cfg.CONF.set_default("wsapi_host", "127.0.0.1")
+    # OpenFlow and REST listen on loopback unless --ofp-listen-host / --wsapi-host say
+    # otherwise (Ryu's own defaults are every address; see SECURITY.md).
+    LISTEN_DEFAULT = "127.0.0.1"
+    cfg.CONF.set_default("ofp_listen_host", LISTEN_DEFAULT)
+    cfg.CONF.set_default("wsapi_host", LISTEN_DEFAULT)
 
     class KpApp(KpRyuApp):
         """The kube-proxy controller (see kp_app.ryu_shim)."""

@@ -36,7 +36,22 @@ def _error_text(status: int, reason: str, raw: bytes, url: str) -> str:
     return f"{field}: {message}" if field else str(message)
 
 
-def request(api: str, call: Call) -> Any:
+TOKEN_FILE_ENV = "KP_TOKEN_FILE"
+
+
+def read_token(path: str) -> str:
+    """The bearer token in a file (--token-file, $KP_TOKEN_FILE)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ApiError(f"{path}: {getattr(error, 'strerror', None) or error}") from None
+    if not token:
+        raise ApiError(f"{path}: the token file is empty")
+    return token
+
+
+def request(api: str, call: Call, token: Optional[str] = None) -> Any:
     """Sends one call; returns the decoded JSON answer (None for 204)."""
     # Imported here, not at the top: usage errors and --help need no HTTP machinery.
     import urllib.error
@@ -45,9 +60,10 @@ def request(api: str, call: Call) -> Any:
     url = api.rstrip("/") + call.path
     # default=str: YAML reads an unquoted timestamp as a datetime, which JSON has not
     data = None if call.body is None else json.dumps(call.body, default=str).encode("utf-8")
-    req = urllib.request.Request(url, data=data, method=call.method,
-                                 headers={"Accept": "application/json",
-                                          "Content-Type": "application/json"})
+    headers = {"Accept": "application/json", "Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=call.method, headers=headers)
     # The controller is usually on this node: a proxy configured for the outside world
     # (http_proxy) must not intercept it.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -133,12 +149,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not api.startswith(("http://", "https://")):
         print(f"ku: KP_API: {api!r} is not an http:// or https:// URL", file=sys.stderr)
         return EXIT_USAGE
+    token_file = options.token_file or os.environ.get(TOKEN_FILE_ENV) or None
     try:
+        token = read_token(token_file) if token_file else None
         if command.manifest is not None:
             body = read_manifest(command.manifest)
             command = replace(command, calls=tuple((name, replace(call, body=body))
                                                    for name, call in command.calls))
-        answers = {name: request(api, call) for name, call in command.calls}
+        answers = {name: request(api, call, token) for name, call in command.calls}
     except ApiError as error:
         print(f"ku: {error}", file=sys.stderr)
         return EXIT_API_ERROR

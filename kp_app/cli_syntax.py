@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode
 DEFAULT_API = "http://127.0.0.1:8080"
 
 USAGE = """\
-usage: ku [--api URL] [--json] <command>
+usage: ku [--api URL] [--token-file FILE] [--json] <command>
 
   ku conf [buckets <n>] [timeout <s>] [node_ip <v4>] [node_ip6 <v6>] [dpid <n>]
   ku vip <prefix> [protocol tcp|udp|any] [port <n>] [target_port <n>] [node_port <n>]
@@ -35,6 +35,9 @@ usage: ku [--api URL] [--json] <command>
   ku delete -f <file>|-
 
   --api URL   the controller's REST API (default: $KP_API, else {default})
+  --token-file FILE
+              send the bearer token in FILE, for a controller started with
+              --auth-token-file (default: $KP_TOKEN_FILE, else no token)
   --json      print the API's JSON answer instead of tables (for `ku show`, its three
               answers as {"show": .., "vips": .., "counters": ..})
 
@@ -88,12 +91,14 @@ class Command:
 class Options:
     words: List[str] = field(default_factory=list)
     api: Optional[str] = None
+    token_file: Optional[str] = None
     json: bool = False
     help: bool = False
 
 
 def split_options(argv: Sequence[str]) -> Options:
-    """Takes `--api URL`, `--api=URL`, `--json` and `-h/--help` from anywhere on the line."""
+    """Takes `--api URL`, `--token-file FILE` (or `--opt=value`), `--json` and
+    `-h/--help` from anywhere on the line."""
     options = Options()
     args = list(argv)
     while args:
@@ -112,8 +117,16 @@ def split_options(argv: Sequence[str]) -> Options:
             if not url.startswith(("http://", "https://")):
                 raise UsageError(f"--api: {url!r} is not an http:// or https:// URL")
             options.api = url
+        elif arg == "--token-file" or arg.startswith("--token-file="):
+            if arg == "--token-file":
+                if not args:
+                    raise UsageError("--token-file: missing file name")
+                options.token_file = args.pop(0)
+            else:
+                options.token_file = arg[len("--token-file="):]
         elif arg.startswith("--"):
-            raise UsageError(f"unknown option {arg!r} (expected --api, --json, --help)")
+            raise UsageError(f"unknown option {arg!r} (expected --api, --token-file, --json, "
+                             f"--help)")
         else:
             options.words.append(arg)
     return options

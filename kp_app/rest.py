@@ -12,11 +12,20 @@ is to blame), with 400 for bad input, 404 for an unknown resource, 405 for a met
 path does not allow (with an Allow header), 409 for a duplicate. docs/openapi.yaml
 describes every route.
 
+Before any handler runs, `AccessPolicy.check` decides whether the request may be served
+at all (issue #13: a web page could POST text/plain to /v1/kubernetes/apply?prune=true,
+and DNS rebinding reached the API from a browser): 403 for a Host or Origin that is not
+an address the API listens on, 401 without the bearer token when one is configured
+(--auth-token-file), 415 for a body that is not application/json, 413 for a body over
+MAX_BODY_BYTES; a body nested deeper than MAX_JSON_DEPTH is a 400.
+
 Ryu's `WSGIApplication.register` connects a controller's routes in the alphabetical
 order of its method names, and Routes returns the first route that matches; so the
 405/404 fallbacks are connected by `register` below, after all real routes.
 """
 import functools
+import hmac
+import ipaddress
 import json
 import logging
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
@@ -82,17 +91,176 @@ def check_fields(body: Dict[str, Any], spec: Spec, required: Iterable[str] = ())
     return body
 
 
+# -- who may call, with what ------------------------------------------------------------
+
+MAX_BODY_BYTES = 8 << 20   # a Kubernetes List of a few thousand Services fits
+MAX_JSON_DEPTH = 64        # a Kubernetes List nests about 10 deep
+JSON_MEDIA_TYPE = "application/json"
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")
+LOOPBACK_NAMES = ("localhost",)
+
+
+class Forbidden(KpError):
+    status = 403
+
+
+class Unauthorized(KpError):
+    status = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="kp"'}
+
+
+class TooLarge(KpError):
+    status = 413
+
+
+class UnsupportedMediaType(KpError):
+    status = 415
+
+
+def _host_ip(name: str) -> Optional[Any]:
+    """The address of a Host name that is an IP literal ("10.0.0.1", "[fd00::1]")."""
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def _split_host(value: str) -> Tuple[str, Optional[str]]:
+    """("name", "port" or None) of a Host header value."""
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return value, None
+        rest = value[end + 1:]
+        return value[:end + 1], (rest[1:] if rest.startswith(":") else None)
+    name, sep, port = value.rpartition(":")
+    return (name, port) if sep else (value, None)
+
+
+class AccessPolicy:
+    """Which requests the API serves.
+
+    - Host (and Origin, when a browser sends one) must name the API by an address it
+      listens on, with the port the request came in on: an IP literal, or localhost
+      when it listens on loopback.  When it listens on every address (--wsapi-host
+      0.0.0.0), any IP literal.  Names that DNS resolves are refused: that is what DNS
+      rebinding sends.
+    - With a token, every request carries `Authorization: Bearer <token>`.
+    - A POST, and any request with a body, says Content-Type: application/json: the
+      types a web page may send without asking (text/plain, forms) are refused.
+    """
+
+    def __init__(self, listen_host: str = "127.0.0.1", token: Optional[str] = None) -> None:
+        self.listen_host = listen_host
+        self.token = token.encode("utf-8") if token else None
+
+    @classmethod
+    def from_ryu_conf(cls) -> "AccessPolicy":
+        """The policy for ryu-manager's --wsapi-host and kp_app's --auth-token-file."""
+        from ryu import cfg
+        conf = cfg.CONF
+        path = getattr(conf, "auth_token_file", None)
+        return cls(conf.wsapi_host, read_token_file(path) if path else None)
+
+    def _host_ok(self, value: str, port: str) -> bool:
+        name, given_port = _split_host(value.strip().lower())
+        if given_port is None:
+            given_port = "80"
+        if given_port != port:
+            return False
+        ip = _host_ip(name)
+        if self.listen_host in WILDCARD_HOSTS:
+            return ip is not None or name in LOOPBACK_NAMES
+        listen = _host_ip(self.listen_host)
+        if listen is None and self.listen_host.lower() in LOOPBACK_NAMES:
+            listen = ipaddress.ip_address("127.0.0.1")
+        if listen is None:   # another name given to --wsapi-host: only that name
+            return name == self.listen_host.lower()
+        if listen.is_loopback:
+            return name in LOOPBACK_NAMES or (ip is not None and ip.is_loopback)
+        return ip == listen
+
+    def check(self, req) -> None:
+        """Raises the KpError a request is refused with (nothing is read or changed)."""
+        port = str(req.environ.get("SERVER_PORT", ""))
+        host = req.environ.get("HTTP_HOST")
+        if host is None or not self._host_ok(host, port):
+            raise Forbidden(f"Host {host!r} is not an address this API listens on", "Host")
+        origin = req.environ.get("HTTP_ORIGIN")
+        if origin is not None:
+            scheme, sep, rest = origin.partition("://")
+            if not sep or scheme.lower() not in ("http", "https") or not self._host_ok(rest, port):
+                raise Forbidden(f"Origin {origin!r} is not this API", "Origin")
+        if self.token is not None:
+            auth = req.environ.get("HTTP_AUTHORIZATION", "")
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    given.strip().encode("utf-8"), self.token):
+                raise Unauthorized("a valid bearer token is required (ku --token-file)",
+                                   "Authorization")
+        length = req.content_length
+        has_body = bool(length) or "chunked" in req.environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if req.method == "POST" or has_body:
+            media = (req.content_type or "").split(";")[0].strip().lower()
+            if media != JSON_MEDIA_TYPE:
+                raise UnsupportedMediaType(
+                    f"Content-Type must be {JSON_MEDIA_TYPE}, not {media or 'missing'!r}",
+                    "Content-Type")
+        if length is not None and length > MAX_BODY_BYTES:
+            raise TooLarge(f"a body of {length} bytes; at most {MAX_BODY_BYTES}", "body")
+
+
+def read_token_file(path: str) -> str:
+    """The token in a file (surrounding whitespace dropped); ValueError when empty."""
+    with open(path, encoding="utf-8") as f:
+        token = f.read().strip()
+    if not token:
+        raise ValueError(f"{path}: the token file is empty")
+    return token
+
+
+def _read_body(req) -> bytes:
+    """The body, at most MAX_BODY_BYTES of it (also without a Content-Length)."""
+    if req.content_length is not None:
+        return req.body
+    if not req.is_body_readable:
+        return b""
+    raw = req.body_file_raw.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise TooLarge(f"a body over {MAX_BODY_BYTES} bytes", "body")
+    return raw
+
+
+def _json_depth_ok(value: Any) -> bool:
+    """Is `value` nested at most MAX_JSON_DEPTH arrays/objects deep? (iterative)"""
+    todo = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                return False
+            todo.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return True
+
+
 def parse_body(req, optional: bool = False) -> Dict[str, Any]:
     """The request's JSON object ({} if `optional` and the body is empty)."""
-    raw = req.body
+    raw = _read_body(req)
     if not raw.strip():
         if optional:
             return {}
         raise InvalidInput("a JSON object is required", "body")
+    too_deep = InvalidInput(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", "body")
     try:
         body = json.loads(raw.decode("utf-8"))
+    except RecursionError:  # deeper than the interpreter's stack: deeper than the cap
+        raise too_deep from None
     except (UnicodeDecodeError, ValueError) as error:
         raise InvalidInput(f"invalid JSON ({error})", "body") from None
+    if not _json_depth_ok(body):
+        raise too_deep
     if not isinstance(body, dict):
         raise InvalidInput(f"expected a JSON object, got {_json_type(body)}", "body")
     return body
@@ -147,9 +315,10 @@ def _api(handler: Callable) -> Callable:
     @functools.wraps(handler)
     def wrapped(self, req, **kwargs):
         try:
+            self.policy.check(req)
             return handler(self, req, **kwargs)
         except KpError as error:
-            return json_response(error.status, error.to_dict())
+            return json_response(error.status, error.to_dict(), getattr(error, "headers", None))
         except Exception as error:  # a bug: say so, keep serving
             LOG.exception("REST %s %s failed", req.method, req.path)
             return json_response(500, {"error": f"internal error: {type(error).__name__}: "
@@ -183,11 +352,13 @@ APPLY_QUERY = {"prune": _BOOL}
 
 
 class KpRestController(ControllerBase):
-    """The /v1 routes; `data` is {"service": KubeProxy} (see `register`)."""
+    """The /v1 routes; `data` is {"service": KubeProxy, "policy": AccessPolicy} (see
+    `register`)."""
 
     def __init__(self, req, link, data, **config) -> None:
         super().__init__(req, link, data, **config)
         self.service = data["service"]
+        self.policy = data["policy"]
 
     # -- conf -------------------------------------------------------------------------
 
@@ -363,9 +534,12 @@ def _allowed_methods() -> List[Tuple[str, Dict[str, str], str]]:
     return [(path, req, ", ".join(sorted(methods))) for path, (req, methods) in paths.items()]
 
 
-def register(wsgi_app: WSGIApplication, service) -> None:
-    """Serve the /v1 API of `service` (a KubeProxy) on Ryu's WSGI application."""
-    wsgi_app.register(KpRestController, {"service": service})
+def register(wsgi_app: WSGIApplication, service, policy: Optional[AccessPolicy] = None) -> None:
+    """Serve the /v1 API of `service` (a KubeProxy) on Ryu's WSGI application, to the
+    requests `policy` allows (default: from ryu-manager's configuration)."""
+    if policy is None:
+        policy = AccessPolicy.from_ryu_conf()
+    wsgi_app.register(KpRestController, {"service": service, "policy": policy})
     # After every real route (first match wins): a known path with another method ...
     for index, (path, requirements, allow) in enumerate(_allowed_methods()):
         wsgi_app.mapper.connect(f"kp_405_{index}", path, controller=KpFallbackController,

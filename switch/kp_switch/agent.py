@@ -26,6 +26,7 @@ import collections
 import logging
 import queue
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -34,6 +35,7 @@ from ryu.ofproto import ofproto_v1_3 as ofp
 
 from . import datapath as dpimpl
 from . import experimenter as kpexp
+from . import tls as kptls
 from . import wire
 from .actions import Context, compile_actions
 from .errors import OFError
@@ -72,14 +74,14 @@ ACTIONS_BITMAP = ((1 << ofp.OFPAT_OUTPUT) | (1 << ofp.OFPAT_GROUP) | (1 << ofp.O
 
 
 def parse_target(spec, passive):
-    """'tcp:HOST:PORT' / 'ptcp:PORT[:IP]' -> (host, port)."""
+    """'tcp:HOST:PORT' / 'ssl:HOST:PORT' / 'ptcp:PORT[:IP]' -> (host, port)."""
     parts = spec.split(":")
     if passive:
         if parts[0] != "ptcp" or len(parts) not in (2, 3):
             raise ValueError("listen address must be ptcp:PORT[:IP], not %r" % spec)
         return (parts[2] if len(parts) == 3 else "127.0.0.1", int(parts[1]))
-    if parts[0] != "tcp" or len(parts) not in (2, 3):
-        raise ValueError("controller must be tcp:HOST[:PORT], not %r" % spec)
+    if parts[0] not in ("tcp", "ssl") or len(parts) not in (2, 3):
+        raise ValueError("controller must be tcp:HOST[:PORT] or ssl:HOST[:PORT], not %r" % spec)
     return (parts[1], int(parts[2]) if len(parts) == 3 else 6653)
 
 
@@ -197,7 +199,12 @@ class Connection:
                     self.last_rx = time.monotonic()
                     self.echo_sent = 0.0
                     self.agent.handle(self, data)
-                if bad:
+                if bad:  # no way to find the next message: send the error, then close
+                    try:
+                        self.outq.put(None, timeout=2)  # the writer stops after the error
+                    except queue.Full:
+                        pass
+                    self.writer.join(2)
                     break
                 if off:
                     buf = buf[off:]
@@ -224,9 +231,11 @@ class Connection:
 
 class Agent:
     def __init__(self, dp, ports, dpid=1, n_tables=N_TABLES, n_buffers=N_BUFFERS,
-                 clock=time.monotonic, link_reader=read_link):
-        """`dp`: a fast path Datapath; `ports`: [(port_no, ifname)]."""
+                 clock=time.monotonic, link_reader=read_link, tls_context=None):
+        """`dp`: a fast path Datapath; `ports`: [(port_no, ifname)]; `tls_context`: the
+        ssl.SSLContext of ssl: controllers (tls.client_context)."""
         self.dp = dp
+        self.tls_context = tls_context
         self.dpid = dpid
         self.clock = clock
         self.link_reader = link_reader
@@ -292,7 +301,10 @@ class Agent:
             self.listen_socks.append(s)
             self._thread(self._accept_loop, "kp-of-listen", s)
         for spec in controllers:
-            self._thread(self._connect_loop, "kp-of-connect", parse_target(spec, False))
+            target, tls = parse_target(spec, False), spec.startswith("ssl:")
+            if tls and self.tls_context is None:
+                raise ValueError("%s needs --private-key, --certificate and --ca-cert" % spec)
+            self._thread(self._connect_loop, "kp-of-connect", target, tls)
         self._thread(self._slow_path_loop, "kp-slow-path")
         self._thread(self._tick_loop, "kp-tick")
 
@@ -322,19 +334,25 @@ class Agent:
             threading.Thread(target=self._serve, args=(s, peer, True), name="kp-of-mgmt",
                              daemon=True).start()
 
-    def _connect_loop(self, target):
+    def _connect_loop(self, target, tls=False):
         backoff = 1.0
         while not self.stopping.is_set():
             try:
                 s = socket.create_connection(target, timeout=5)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if tls:
+                    try:
+                        s = kptls.connect(s, self.tls_context)  # handshake in the 5 s
+                    except OSError:
+                        s.close()
+                        raise
             except OSError as e:
-                LOG.debug("controller %s:%d: %s; retry in %.0fs", target[0], target[1], e, backoff)
+                (LOG.warning if isinstance(e, ssl.SSLError) else LOG.debug)("controller %s:%d: %s; retry in %.0fs", target[0], target[1], e, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 8.0)
                 continue
             s.settimeout(None)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            LOG.info("connected to controller %s:%d", *target)
+            LOG.info("connected to controller %s:%d%s", target[0], target[1], " (TLS)" if tls else "")
             started = time.monotonic()
             self._serve(s, target, False)
             LOG.info("controller %s:%d went away; keeping %d flows", target[0], target[1],
@@ -387,15 +405,7 @@ class Agent:
             conn.send(wire.error(xid, ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN, data))
 
     def on_hello(self, conn, version, data):
-        theirs = None
-        off = 8
-        while off + 4 <= len(data):
-            etype, elen = struct.unpack_from("!HH", data, off)
-            if elen < 4:
-                break
-            if etype == ofp.OFPHET_VERSIONBITMAP and elen >= 8:
-                (theirs,) = struct.unpack_from("!I", data, off + 4)
-            off += (elen + 7) // 8 * 8
+        theirs = wire.hello_version_bitmap(data)
         ok = (theirs >> wire.VERSION) & 1 if theirs is not None else version >= wire.VERSION
         if not ok:
             LOG.warning("%r: no common OpenFlow version (they speak %#x)", conn, version)

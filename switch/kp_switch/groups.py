@@ -3,6 +3,15 @@
 Pure Python, no I/O.  Buckets hold compiled pipeline actions (see actions.py) and the
 Ryu bucket objects (for group-desc replies).  Counters count the packets the slow path
 sent through a group; packets the cache forwards are counted on flows, not groups.
+
+What one packet may cost is bounded (issue #13: chained ALL groups multiplied a packet
+as fan-out^depth while the agent held its lock).  A group-mod is refused when, with it,
+a chain of groups (forwarding or fast-failover watch references) would be deeper than
+MAX_CHAIN_DEPTH (OFPGMFC_CHAINING_UNSUPPORTED), when one packet could run more than
+MAX_GROUP_COPIES buckets through a group (OFPGMFC_OUT_OF_BUCKETS), or when it would
+close a loop (OFPGMFC_LOOP; a loop of watch references: OFPGMFC_BAD_WATCH).  The
+pipeline stops at the same bounds when it runs a packet (several group actions in one
+flow can still add up), so they hold whatever the tables say.
 """
 from ryu.ofproto import ofproto_v1_3 as ofp
 
@@ -10,6 +19,8 @@ from .actions import compile_actions
 from .errors import OFError
 
 TYPES = (ofp.OFPGT_ALL, ofp.OFPGT_SELECT, ofp.OFPGT_INDIRECT, ofp.OFPGT_FF)
+MAX_CHAIN_DEPTH = 8      # groups one packet can pass through in a row, the first included
+MAX_GROUP_COPIES = 256   # buckets one packet can run, over all the groups it reaches
 
 
 class Bucket:
@@ -35,7 +46,24 @@ class Group:
         self.packet_count = self.byte_count = 0
 
     def chained(self):
+        """The groups this group's buckets forward to."""
         return {a[1] for b in self.buckets for a in b.actions if a[0] == "group"}
+
+    def watched(self):
+        """The groups whose liveness this group's buckets watch."""
+        return {b.watch_group for b in self.buckets if b.watch_group != ofp.OFPG_ANY}
+
+    def references(self):
+        return self.chained() | self.watched()
+
+    def worst_copies(self, copies_of):
+        """The most buckets one packet can run through this group, given copies_of(gid)
+        for the groups it forwards to: every bucket of an ALL group, one otherwise."""
+        per_bucket = [1 + sum(copies_of(a[1]) for a in b.actions if a[0] == "group")
+                      for b in self.buckets]
+        if not per_bucket:
+            return 0
+        return sum(per_bucket) if self.type == ofp.OFPGT_ALL else max(per_bucket)
 
 
 def _gm_error(code, text=""):
@@ -76,9 +104,9 @@ class GroupTable:
             buckets.append(Bucket(b.weight, b.watch_port, b.watch_group, actions, b))
         return Group(gm.group_id, gm.type, buckets, now)
 
-    def _reaches(self, start, target, extra=None):
-        """Does forwarding from group `start` reach group `target`? (`extra` overrides
-        one group's chained set, for a group being modified.)"""
+    def _reaches(self, start, target, new, edges):
+        """Does group `start` reach group `target` along `edges` (Group -> ids), with
+        `new` in place of the group of its id?"""
         seen, todo = set(), [start]
         while todo:
             g = todo.pop()
@@ -87,11 +115,51 @@ class GroupTable:
             if g in seen:
                 continue
             seen.add(g)
-            if extra is not None and g == extra[0]:
-                todo.extend(extra[1])
-            elif g in self.groups:
-                todo.extend(self.groups[g].chained())
+            group = new if g == new.group_id else self.groups.get(g)
+            if group is not None:
+                todo.extend(edges(group))
         return False
+
+    def _check_bounds(self, new):
+        """Refuse `new` (to be added or to replace the group of its id) when it, or a
+        group that reaches it, would break MAX_CHAIN_DEPTH or MAX_GROUP_COPIES.  No
+        loops: the caller checked."""
+        def group(gid):
+            return new if gid == new.group_id else self.groups.get(gid)
+
+        depth, copies = {}, {}
+
+        def depth_of(gid):
+            if gid not in depth:
+                g = group(gid)
+                depth[gid] = 1 + max((depth_of(r) for r in g.references()), default=0) if g else 0
+            return depth[gid]
+
+        def copies_of(gid):
+            if gid not in copies:
+                g = group(gid)
+                copies[gid] = g.worst_copies(copies_of) if g else 0
+            return copies[gid]
+
+        gid = new.group_id
+        users = {}  # group id -> the groups that reference it
+        for g in self.groups.values():
+            if g.group_id != gid:
+                for r in g.references():
+                    users.setdefault(r, []).append(g.group_id)
+        reached, todo = {gid}, [gid]
+        while todo:
+            for u in users.get(todo.pop(), ()):
+                if u not in reached:
+                    reached.add(u)
+                    todo.append(u)
+        for g in sorted(reached):
+            if depth_of(g) > MAX_CHAIN_DEPTH:
+                raise _gm_error(ofp.OFPGMFC_CHAINING_UNSUPPORTED, "group %d: a chain of %d groups, at most %d"
+                                % (g, depth_of(g), MAX_CHAIN_DEPTH))
+            if copies_of(g) > MAX_GROUP_COPIES:
+                raise _gm_error(ofp.OFPGMFC_OUT_OF_BUCKETS, "group %d: up to %d buckets per packet, at most %d"
+                                % (g, copies_of(g), MAX_GROUP_COPIES))
 
     def group_mod(self, gm, ctx, now):
         """Apply a group-mod (Ryu OFPGroupMod).  Returns the ids of the groups added,
@@ -105,6 +173,7 @@ class GroupTable:
             if len(self.groups) >= self.max_groups:
                 raise _gm_error(ofp.OFPGMFC_OUT_OF_GROUPS)
             group = self._compile(gm, ctx, now)
+            self._check_bounds(group)
             self.groups[gid] = group
             return [gid]
         if gm.command == ofp.OFPGC_MODIFY:
@@ -113,8 +182,11 @@ class GroupTable:
             if gid not in self.groups:
                 raise _gm_error(ofp.OFPGMFC_UNKNOWN_GROUP, "group %d" % gid)
             group = self._compile(gm, ctx, now)
-            if any(self._reaches(c, gid, (gid, group.chained())) for c in group.chained()):
+            if any(self._reaches(c, gid, group, Group.chained) for c in group.chained()):
                 raise _gm_error(ofp.OFPGMFC_LOOP, "group %d" % gid)
+            if any(self._reaches(r, gid, group, Group.references) for r in group.references()):
+                raise _gm_error(ofp.OFPGMFC_BAD_WATCH, "group %d: a loop of watched groups" % gid)
+            self._check_bounds(group)
             old = self.groups[gid]
             group.installed = old.installed
             group.packet_count, group.byte_count = old.packet_count, old.byte_count

@@ -24,7 +24,11 @@ def build_parser():
     p = argparse.ArgumentParser(prog="kp-switch", description=__doc__.split("\n\n")[0])
     p.add_argument("--dpid", type=_dpid, default=1, help="datapath id (decimal, or 0x... hex)")
     p.add_argument("--controller", action="append", default=[], metavar="tcp:HOST:PORT",
-                   help="controller to connect to (repeatable); reconnects with backoff")
+                   help="controller to connect to (repeatable; ssl:HOST:PORT for TLS); "
+                        "reconnects with backoff")
+    p.add_argument("--private-key", help="TLS: the switch's private key (PEM), for ssl: controllers")
+    p.add_argument("--certificate", help="TLS: the switch's certificate (PEM)")
+    p.add_argument("--ca-cert", help="TLS: the CA certificate controllers must be signed by (PEM)")
     p.add_argument("--listen", action="append", default=[], metavar="ptcp:PORT[:IP]",
                    help="accept OpenFlow management connections (default IP 127.0.0.1)")
     p.add_argument("--buckets", type=int, default=1024, help="flow cache buckets (power of 2)")
@@ -59,6 +63,23 @@ def main(argv=None):
         print("kp-switch: --buckets must be a power of 2", file=sys.stderr)
         return 2
 
+    tls_files = (args.certificate, args.private_key, args.ca_cert)
+    tls_context = None
+    if any(tls_files):
+        if not all(tls_files):
+            print("kp-switch: TLS needs --private-key, --certificate and --ca-cert", file=sys.stderr)
+            return 2
+        from .tls import client_context
+        try:
+            tls_context = client_context(*tls_files)
+        except (OSError, ValueError) as e:
+            print("kp-switch: TLS: %s" % e, file=sys.stderr)
+            return 2
+    if any(c.startswith("ssl:") for c in args.controller) and tls_context is None:
+        print("kp-switch: ssl: controllers need --private-key, --certificate and --ca-cert",
+              file=sys.stderr)
+        return 2
+
     from . import datapath as dpimpl
     from .agent import Agent
 
@@ -68,7 +89,7 @@ def main(argv=None):
     except OSError as e:
         print("kp-switch: cannot open the ports: %s (run as root)" % e, file=sys.stderr)
         return 1
-    agent = Agent(dp, ports, dpid=args.dpid)
+    agent = Agent(dp, ports, dpid=args.dpid, tls_context=tls_context)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: done.set())

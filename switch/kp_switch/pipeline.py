@@ -26,12 +26,12 @@ from ryu.ofproto import ofproto_v1_3 as ofp
 
 from . import datapath as dpimpl
 from .actions import action_set_in_order, write_to_action_set
+from .groups import MAX_CHAIN_DEPTH, MAX_GROUP_COPIES
 from .match import to_int
 
 # The ids a cache entry can record: the fast path's MAX_IDS_PER_ENTRY (8 today); a
 # longer walk is not cached (the fast path would refuse the insert anyway).
 MAX_CACHED_FLOWS = getattr(dpimpl.impl, "MAX_IDS_PER_ENTRY", 8)
-MAX_GROUP_DEPTH = 16
 # Fields a select group hashes: a connection's identity (not TCP flags, not TTL...).
 SELECT_HASH_FIELDS = ("eth_src", "eth_dst", "eth_type", "vlan_vid", "ip_proto",
                       "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "tcp_src", "tcp_dst",
@@ -94,6 +94,8 @@ class _Run:
         self.count = count
         self.res = Result()
         self.entry = None  # the flow entry whose instructions are running
+        self.buckets_run = 0  # over all groups: at most MAX_GROUP_COPIES
+        self.group_live = {}  # group id -> has a live bucket (once per packet)
 
     # -- key bookkeeping ----------------------------------------------------------
 
@@ -166,7 +168,7 @@ class _Run:
 
     def group(self, group_id, restore, depth):
         group = self.p.groups.get(group_id)
-        if group is None or depth > MAX_GROUP_DEPTH:
+        if group is None or depth >= MAX_CHAIN_DEPTH:
             return
         if self.count:
             group.packet_count += 1
@@ -188,6 +190,9 @@ class _Run:
         else:  # fast failover: the first live bucket
             buckets = [b for b in group.buckets if self.bucket_live(b)][:1]
         for i, b in enumerate(buckets):
+            if self.buckets_run >= MAX_GROUP_COPIES:
+                return  # what is left of the packet's copies is dropped
+            self.buckets_run += 1
             if self.count:
                 b.packet_count += 1
                 b.byte_count += self.length
@@ -233,14 +238,25 @@ class _Run:
             if name != "in_port" and self.key.get(name, value) != value:
                 self.emit(("set_field", name, value))
 
-    def bucket_live(self, b):
+    def bucket_live(self, b, depth=0):
         if b.watch_port != ofp.OFPP_ANY and not self.p.ports.is_live(b.watch_port):
             return False
         if b.watch_group != ofp.OFPG_ANY:
-            g = self.p.groups.get(b.watch_group)
-            if g is None or not any(self.bucket_live(x) for x in g.buckets):
-                return False
+            return self._group_live(b.watch_group, depth + 1)
         return True
+
+    def _group_live(self, group_id, depth):
+        """Has the group a live bucket?  Each group is asked once per packet, and a
+        group met again while it is being asked (a loop) or past MAX_CHAIN_DEPTH is
+        not live."""
+        live = self.group_live.get(group_id)
+        if live is None:
+            self.group_live[group_id] = False
+            g = self.p.groups.get(group_id)
+            live = g is not None and depth < MAX_CHAIN_DEPTH and \
+                any(self.bucket_live(x, depth) for x in g.buckets)
+            self.group_live[group_id] = live
+        return live
 
     # -- tables -------------------------------------------------------------------
 

@@ -5,8 +5,10 @@ send; a switch needs the reverse.  This module reuses Ryu's pieces wherever they
 (OFPFlowMod's parser, OFPMatch / OFPInstruction / OFPAction / OFPBucket parsers and
 serializers, the ofproto constants and pack strings) and packs the rest with struct.
 
-Decoding raises OFError with the code the spec prescribes for malformed requests, after
-checking instruction and action lists itself (Ryu asserts on unknown types).
+Decoding raises OFError with the code the spec prescribes for malformed requests.  It
+walks every list itself and checks each length before using it (see "decoding" below):
+Ryu's list parsers trust the lengths they read, assert on unknown types and loop forever
+on some lengths, so they are never handed a list, only single items already checked.
 """
 import struct
 
@@ -17,6 +19,7 @@ from .errors import OFError
 
 VERSION = ofp.OFP_VERSION
 HEADER = struct.Struct("!BBHI")
+_U32 = struct.Struct("!I")
 MAX_MSG = 0xFFFF
 _KNOWN_INSTRUCTIONS = {ofp.OFPIT_GOTO_TABLE, ofp.OFPIT_WRITE_METADATA, ofp.OFPIT_WRITE_ACTIONS,
                        ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_CLEAR_ACTIONS, ofp.OFPIT_METER,
@@ -34,69 +37,195 @@ class Raw:
 
 
 # -- decoding -------------------------------------------------------------------------
+# Every list on the wire (actions, instructions, OXM fields, buckets, hello elements) is
+# walked here, and each item's declared length is checked before it is used to advance
+# or handed to Ryu.  Ryu's own list parsers advance by the length of the object they
+# built (an OUTPUT is always 16 bytes to them, a SET_FIELD whatever the wire says, 0
+# included) and read past the item into whatever follows, so an action list with an
+# OUTPUT that declares 32 bytes and hides a SET_FIELD of length 0 made them loop forever,
+# allocating until memory ran out.  So Ryu parses only single items here, each from a
+# copy of exactly its own bytes, after its length was checked against its type.
 
 def _tlvs(buf, offset, end, min_left, err_type, bad_len, what):
-    """(type, offset, length) of each type-length item in buf[offset:end], after the
-    length checks both action and instruction lists need."""
+    """(type, offset, length) of each type-length item in buf[offset:end]: each length at
+    least 8, a multiple of 8 and within `end` (what action and instruction lists need)."""
     while offset < end:
         if end - offset < min_left:
-            raise OFError(err_type, bad_len)
+            raise OFError(err_type, bad_len, "%d bytes left after the last %s" % (end - offset, what))
         type_, len_ = struct.unpack_from("!HH", buf, offset)
         if len_ < 8 or len_ % 8 or offset + len_ > end:
-            raise OFError(err_type, bad_len, "%s len %d" % (what, len_))
+            raise OFError(err_type, bad_len, "%s type %d len %d" % (what, type_, len_))
         yield type_, offset, len_
         offset += len_
 
 
-def check_actions(buf, offset, end):
-    """Refuse unknown action types and bad lengths before Ryu parses the list."""
-    for type_, _, _ in _tlvs(buf, offset, end, 8, ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_LEN,
-                             "action"):
+def _oxm_sizes():
+    """{OXM class<<7 | field: value size} of every non-experimenter OXM Ryu knows."""
+    return {f.num: f.type.size for f in ofp.oxm_types
+            if isinstance(getattr(f, "num", None), int) and getattr(f.type, "size", None)}
+
+
+_OXM_SIZE = _oxm_sizes()
+_OXM_EXPERIMENTER_CLASS = 0xFFFF
+
+
+def _bad_action(code, text=""):
+    return OFError(ofp.OFPET_BAD_ACTION, code, text)
+
+
+def _check_set_field(item):
+    """A SET_FIELD action's bytes (length >= 8 already checked): one unmasked OXM of a
+    known field with its exact value size, padded to the action's length."""
+    (header,) = _U32.unpack_from(item, 4)
+    oxm_len = header & 0xFF
+    if oxm_len == 0 or (8 + oxm_len + 7) // 8 * 8 != len(item):
+        raise _bad_action(ofp.OFPBAC_BAD_SET_LEN, "set_field len %d, OXM len %d" % (len(item), oxm_len))
+    if header >> 16 == _OXM_EXPERIMENTER_CLASS:
+        raise _bad_action(ofp.OFPBAC_BAD_SET_TYPE, "experimenter OXM %#x" % header)
+    if header & 0x100:
+        raise _bad_action(ofp.OFPBAC_BAD_SET_ARGUMENT, "masked set_field")
+    size = _OXM_SIZE.get(header >> 9)
+    if size is None:
+        raise _bad_action(ofp.OFPBAC_BAD_SET_TYPE, "OXM %#x" % header)
+    if oxm_len != size:
+        raise _bad_action(ofp.OFPBAC_BAD_SET_LEN, "OXM %#x len %d, want %d" % (header, oxm_len, size))
+
+
+def decode_actions(buf, offset, end):
+    """The Ryu OFPAction objects of the action list buf[offset:end]; OFError
+    (OFPET_BAD_ACTION) for an unknown type or any length that is wrong for its type."""
+    out = []
+    for type_, at, len_ in _tlvs(buf, offset, end, 8, ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_LEN,
+                                 "action"):
         if type_ == ofp.OFPAT_EXPERIMENTER:
-            raise OFError(ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_EXPERIMENTER)
-        if type_ not in parser.OFPAction._ACTION_TYPES:
-            raise OFError(ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_TYPE, "action type %d" % type_)
+            raise _bad_action(ofp.OFPBAC_BAD_EXPERIMENTER)
+        cls = parser.OFPAction._ACTION_TYPES.get(type_)
+        if cls is None:
+            raise _bad_action(ofp.OFPBAC_BAD_TYPE, "action type %d" % type_)
+        item = bytes(buf[at:at + len_])
+        if type_ == ofp.OFPAT_SET_FIELD:
+            _check_set_field(item)
+        elif len_ != cls.cls_action_len:
+            raise _bad_action(ofp.OFPBAC_BAD_LEN, "action type %d len %d, want %d"
+                              % (type_, len_, cls.cls_action_len))
+        try:
+            action = cls.parser(item, 0)
+        except Exception as e:  # a value Ryu cannot turn into its user form
+            raise _bad_action(ofp.OFPBAC_BAD_SET_ARGUMENT if type_ == ofp.OFPAT_SET_FIELD
+                              else ofp.OFPBAC_BAD_ARGUMENT, "%s: %s" % (type(e).__name__, e))
+        action.len = len_
+        out.append(action)
+    return out
 
 
-def check_instructions(buf, offset, end):
+# Instruction lengths (OpenFlow 1.3 section 7.2.4): exact for the fixed ones, a minimum
+# for the action lists.
+_INSTRUCTION_LEN = {ofp.OFPIT_GOTO_TABLE: ofp.OFP_INSTRUCTION_GOTO_TABLE_SIZE,
+                    ofp.OFPIT_WRITE_METADATA: ofp.OFP_INSTRUCTION_WRITE_METADATA_SIZE}
+_ACTION_INSTRUCTIONS = (ofp.OFPIT_WRITE_ACTIONS, ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_CLEAR_ACTIONS)
+
+
+def _decode_instructions(buf, offset, end):
+    out = []
     for type_, at, len_ in _tlvs(buf, offset, end, 4, ofp.OFPET_BAD_INSTRUCTION,
                                  ofp.OFPBIC_BAD_LEN, "instruction"):
         if type_ not in _KNOWN_INSTRUCTIONS:
             raise OFError(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_UNKNOWN_INST, "instruction %d" % type_)
         if type_ in (ofp.OFPIT_METER, ofp.OFPIT_EXPERIMENTER):
             raise OFError(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_UNSUP_INST, "instruction %d" % type_)
-        if type_ in (ofp.OFPIT_WRITE_ACTIONS, ofp.OFPIT_APPLY_ACTIONS, ofp.OFPIT_CLEAR_ACTIONS):
-            check_actions(buf, at + 8, at + len_)
+        if type_ in _ACTION_INSTRUCTIONS:
+            ins = parser.OFPInstructionActions(
+                type_, decode_actions(buf, at + ofp.OFP_INSTRUCTION_ACTIONS_SIZE, at + len_))
+        else:
+            if len_ != _INSTRUCTION_LEN[type_]:
+                raise OFError(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_BAD_LEN,
+                              "instruction %d len %d, want %d" % (type_, len_, _INSTRUCTION_LEN[type_]))
+            ins = parser.OFPInstruction._INSTRUCTION_TYPES[type_].parser(bytes(buf[at:at + len_]), 0)
+        ins.len = len_
+        out.append(ins)
+    return out
 
 
-def check_match(buf, offset, end):
-    """Returns the offset after the (padded) match."""
+def _bad_match_len(text):
+    return OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_LEN, text)
+
+
+def _match_extent(buf, offset, end):
+    """The offset after the (padded) ofp_match at `offset`, its header checked."""
     if end - offset < 4:
-        raise OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_LEN)
+        raise _bad_match_len("%d bytes for a match" % (end - offset))
     type_, len_ = struct.unpack_from("!HH", buf, offset)
     if type_ != ofp.OFPMT_OXM:
         raise OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_TYPE, "match type %d" % type_)
     padded = (len_ + 7) // 8 * 8
     if len_ < 4 or offset + padded > end:
-        raise OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_LEN)
+        raise _bad_match_len("match len %d in %d bytes" % (len_, end - offset))
     return offset + padded
 
 
+def _check_oxms(buf, offset):
+    """Every OXM of the ofp_match at `offset` (header checked) fits, and has its field's
+    length (experimenter OXMs: room for the experimenter id and a value)."""
+    (len_,) = struct.unpack_from("!H", buf, offset + 2)
+    off, stop = offset + 4, offset + len_
+    while off < stop:
+        if stop - off < 4:
+            raise _bad_match_len("%d bytes left after the last OXM" % (stop - off))
+        (header,) = _U32.unpack_from(buf, off)
+        oxm_len = header & 0xFF
+        if oxm_len == 0 or off + 4 + oxm_len > stop:
+            raise _bad_match_len("OXM %#x len %d" % (header, oxm_len))
+        if header >> 16 == _OXM_EXPERIMENTER_CLASS:
+            if oxm_len <= 4:
+                raise _bad_match_len("experimenter OXM %#x len %d" % (header, oxm_len))
+        else:
+            size = _OXM_SIZE.get(header >> 9)
+            if size is None:
+                raise OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_FIELD, "OXM %#x" % header)
+            if oxm_len != (2 * size if header & 0x100 else size):
+                raise _bad_match_len("OXM %#x len %d" % (header, oxm_len))
+        off += 4 + oxm_len
+
+
+def check_match(buf, offset, end):
+    """Check the ofp_match at `offset` (header, padding, every OXM's length against its
+    field); returns the offset after the (padded) match."""
+    after = _match_extent(buf, offset, end)
+    _check_oxms(buf, offset)
+    return after
+
+
 def parse_match(buf, offset, end):
+    """(Ryu OFPMatch, offset after it) of the ofp_match at `offset`."""
     after = check_match(buf, offset, end)
+    return _ryu_match(buf, offset, after), after
+
+
+def _ryu_match(buf, offset, after):
+    """Ryu's parse of the match checked by check_match, from a copy of its bytes only."""
     try:
-        return parser.OFPMatch.parser(buf, offset), after
-    except Exception as e:  # unknown experimenter OXM classes, bad lengths
-        raise OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_FIELD, str(e))
+        return parser.OFPMatch.parser(bytes(buf[offset:after]), 0)
+    except Exception as e:  # an experimenter OXM Ryu does not know, a value it refuses
+        raise OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_FIELD, "%s: %s" % (type(e).__name__, e))
 
 
 def _bad_len(text=""):
     return OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN, text)
 
 
-def parse_actions(buf, offset, end):
-    check_actions(buf, offset, end)
-    return _decode_list(_parsed_actions, parser.OFPAction, buf, offset, end)
+def hello_version_bitmap(data):
+    """The first version bitmap word of a hello's elements, or None when it has none.
+    Elements are read leniently (a hello is not refused for its padding): the walk stops
+    at an element shorter than its header or running past the message."""
+    off, n = 8, len(data)
+    while off + 4 <= n:
+        etype, elen = struct.unpack_from("!HH", data, off)
+        if elen < 4 or off + elen > n:
+            return None
+        if etype == ofp.OFPHET_VERSIONBITMAP and elen >= 8:
+            return _U32.unpack_from(data, off + 4)[0]
+        off += (elen + 7) // 8 * 8
+    return None
 
 
 # -- the fast decoders ----------------------------------------------------------------
@@ -106,8 +235,8 @@ def parse_actions(buf, offset, end):
 # - a match whose OXMs are all plain OpenFlow-basic fields of kp's (FIELDS), with the
 #   exact value (and mask) length, is read straight into the (name, int | (int, int))
 #   items Match.from_user takes, in wire order as Ryu gives them (anything else, e.g.
-#   an unknown or experimenter field or an odd length, goes through Ryu as before, so
-#   the errors are Ryu's path's);
+#   an unknown or experimenter field or an odd length, is checked by _check_oxms and
+#   then parsed by Ryu);
 # - instruction and action lists are parsed by Ryu once per distinct byte string (the
 #   controller sends the same few lists again and again: a pod's DNAT, a client's SNAT)
 #   and the parsed objects are shared.  Nothing changes them after parsing (serializing
@@ -126,8 +255,6 @@ def _oxm_table():
 
 
 _OXM_BASIC = _oxm_table()
-_U32 = struct.Struct("!I")
-_HH = struct.Struct("!HH")
 
 
 class FastMatch:
@@ -170,7 +297,9 @@ def fast_match_items(buf, offset):
     return items
 
 
-_PARSED_MAX = 4096
+_PARSED_MAX = 4096       # lists remembered, per kind
+_PARSED_KEY_MAX = 1024   # bytes: a longer list is decoded each time, not remembered, so
+#                          that the caches stay small whatever a controller sends
 _parsed_instructions = {}
 _parsed_actions = {}
 
@@ -182,30 +311,30 @@ def _remember(cache, key, value):
     return value
 
 
-def parse_instructions(buf, offset, end):
-    """Ryu OFPInstruction objects for buf[offset:end] (checked by check_instructions)."""
-    return _decode_list(_parsed_instructions, parser.OFPInstruction, buf, offset, end)
-
-
-def _decode_list(cache, cls, buf, offset, end):
-    """Ryu objects of `cls` (OFPAction, OFPInstruction) packed in buf[offset:end],
-    decoded once per distinct byte string."""
+def _cached(cache, decoder, buf, offset, end):
+    """decoder(buf, offset, end) (a checked list of Ryu objects), once per distinct byte
+    string: a list seen before was checked when it was first decoded."""
     key = bytes(buf[offset:end])
+    if len(key) > _PARSED_KEY_MAX:
+        return decoder(key, 0, len(key))
     got = cache.get(key)
-    if got is not None:
-        return list(got)
-    out = []
-    off = 0
-    while off < len(key):
-        item = cls.parser(key, off)
-        out.append(item)
-        off += item.len
-    _remember(cache, key, tuple(out))
-    return out
+    if got is None:
+        got = _remember(cache, key, tuple(decoder(key, 0, len(key))))
+    return list(got)
+
+
+def parse_actions(buf, offset, end):
+    """Ryu OFPAction objects of the action list buf[offset:end]; OFError when malformed."""
+    return _cached(_parsed_actions, decode_actions, buf, offset, end)
+
+
+def parse_instructions(buf, offset, end):
+    """Ryu OFPInstruction objects of buf[offset:end]; OFError when malformed."""
+    return _cached(_parsed_instructions, _decode_instructions, buf, offset, end)
 
 
 class FlowMod:
-    """A decoded flow-mod: OFPFlowMod's attributes (match: a FastMatch)."""
+    """A decoded flow-mod: OFPFlowMod's attributes (match: a FastMatch or Ryu's OFPMatch)."""
 
     __slots__ = ("cookie", "cookie_mask", "table_id", "command", "idle_timeout",
                  "hard_timeout", "priority", "buffer_id", "out_port", "out_group", "flags",
@@ -213,63 +342,73 @@ class FlowMod:
 
 
 _FLOW_MOD0 = struct.Struct(ofp.OFP_FLOW_MOD_PACK_STR0)
+_FLOW_MOD_MATCH = ofp.OFP_FLOW_MOD_SIZE - ofp.OFP_MATCH_SIZE  # 48: where the match starts
 
 
-def _decode_flow_mod(data, after, n):
-    """A FlowMod, or None for Ryu's parser to do it."""
-    items = fast_match_items(data, 48)
+def _decode_flow_mod(data, n):
+    if n < ofp.OFP_FLOW_MOD_SIZE:
+        raise _bad_len("flow-mod of %d bytes" % n)
+    after = _match_extent(data, _FLOW_MOD_MATCH, n)
+    items = fast_match_items(data, _FLOW_MOD_MATCH)
     if items is None:
-        return None
+        _check_oxms(data, _FLOW_MOD_MATCH)
+        match = _ryu_match(data, _FLOW_MOD_MATCH, after)
+    else:
+        match = FastMatch(items)
     fm = FlowMod()
     (fm.cookie, fm.cookie_mask, fm.table_id, fm.command, fm.idle_timeout, fm.hard_timeout,
      fm.priority, fm.buffer_id, fm.out_port, fm.out_group, fm.flags) = _FLOW_MOD0.unpack_from(data, 8)
-    fm.match = FastMatch(items)
+    fm.match = match
     fm.instructions = parse_instructions(data, after, n) if after < n else []
     return fm
 
 
+def _decode_group_mod(data, n):
+    """A Ryu OFPGroupMod; each bucket's length checked before its actions are read."""
+    if n < ofp.OFP_GROUP_MOD_SIZE:
+        raise _bad_len("group-mod of %d bytes" % n)
+    command, gtype, gid = struct.unpack_from(ofp.OFP_GROUP_MOD_PACK_STR, data, 8)
+    buckets, off = [], ofp.OFP_GROUP_MOD_SIZE
+    while off < n:
+        if n - off < ofp.OFP_BUCKET_SIZE:
+            raise OFError(ofp.OFPET_GROUP_MOD_FAILED, ofp.OFPGMFC_BAD_BUCKET,
+                          "%d bytes left after the last bucket" % (n - off))
+        blen, weight, watch_port, watch_group = struct.unpack_from(ofp.OFP_BUCKET_PACK_STR, data, off)
+        if blen < ofp.OFP_BUCKET_SIZE or blen % 8 or off + blen > n:
+            raise OFError(ofp.OFPET_GROUP_MOD_FAILED, ofp.OFPGMFC_BAD_BUCKET, "bucket len %d" % blen)
+        b = parser.OFPBucket(weight, watch_port, watch_group,
+                             parse_actions(data, off + ofp.OFP_BUCKET_SIZE, off + blen))
+        b.len = blen
+        buckets.append(b)
+        off += blen
+    return parser.OFPGroupMod(None, command, gtype, gid, buckets)
+
+
+DECODER_BUG = "decoder bug:"  # starts the text of an error only the catch-all raises
+
+
 def decode(data):
     """A whole message (bytes) -> Raw with per-type fields; OFError when malformed."""
-    version, type_, length, xid = HEADER.unpack_from(data)
-    m = Raw(type_, xid, data, version=version)
     n = len(data)
+    if n < HEADER.size:
+        raise _bad_len("%d bytes for a header" % n)
+    version, type_, length, xid = HEADER.unpack_from(data)
+    if length != n:
+        raise _bad_len("header says %d bytes, message has %d" % (length, n))
+    m = Raw(type_, xid, data, version=version)
     try:
         if type_ == ofp.OFPT_FLOW_MOD:
-            if n < ofp.OFP_FLOW_MOD_SIZE:
-                raise _bad_len()
-            after = check_match(data, 48, n)
-            check_instructions(data, after, n)
-            try:
-                m.msg = (length == n and _decode_flow_mod(data, after, n)) or \
-                    parser.OFPFlowMod.parser(None, version, type_, length, xid, data)
-            except OFError:
-                raise
-            except Exception as e:
-                raise OFError(ofp.OFPET_BAD_MATCH, ofp.OFPBMC_BAD_FIELD, str(e))
+            m.msg = _decode_flow_mod(data, n)
         elif type_ == ofp.OFPT_PACKET_OUT:
             if n < ofp.OFP_PACKET_OUT_SIZE:
                 raise _bad_len()
             m.buffer_id, m.in_port, alen = struct.unpack_from(ofp.OFP_PACKET_OUT_PACK_STR, data, 8)
-            if 24 + alen > n:
-                raise _bad_len()
-            m.actions = parse_actions(data, 24, 24 + alen)
-            m.packet = bytes(data[24 + alen:])
+            if ofp.OFP_PACKET_OUT_SIZE + alen > n:
+                raise _bad_len("actions_len %d in a packet-out of %d bytes" % (alen, n))
+            m.actions = parse_actions(data, ofp.OFP_PACKET_OUT_SIZE, ofp.OFP_PACKET_OUT_SIZE + alen)
+            m.packet = bytes(data[ofp.OFP_PACKET_OUT_SIZE + alen:])
         elif type_ == ofp.OFPT_GROUP_MOD:
-            if n < ofp.OFP_GROUP_MOD_SIZE:
-                raise _bad_len()
-            command, gtype, gid = struct.unpack_from(ofp.OFP_GROUP_MOD_PACK_STR, data, 8)
-            buckets, off = [], 16
-            while off < n:
-                if n - off < ofp.OFP_BUCKET_SIZE:
-                    raise OFError(ofp.OFPET_GROUP_MOD_FAILED, ofp.OFPGMFC_BAD_BUCKET)
-                (blen,) = struct.unpack_from("!H", data, off)
-                if blen < ofp.OFP_BUCKET_SIZE or off + blen > n:
-                    raise OFError(ofp.OFPET_GROUP_MOD_FAILED, ofp.OFPGMFC_BAD_BUCKET)
-                check_actions(data, off + ofp.OFP_BUCKET_SIZE, off + blen)
-                b = parser.OFPBucket.parser(data, off)
-                buckets.append(b)
-                off += blen
-            m.msg = parser.OFPGroupMod(None, command, gtype, gid, buckets)
+            m.msg = _decode_group_mod(data, n)
         elif type_ == ofp.OFPT_SET_CONFIG:
             if n < ofp.OFP_SWITCH_CONFIG_SIZE:
                 raise _bad_len()
@@ -310,8 +449,9 @@ def decode(data):
             m.body = bytes(data[8:])
     except OFError:
         raise
-    except Exception as e:  # struct errors, Ryu's truncated messages
-        raise OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN, "%s: %s" % (type(e).__name__, e))
+    except Exception as e:  # a bug: the checks above should have caught it (the fuzz test looks)
+        raise OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN,
+                      "%s %s: %s" % (DECODER_BUG, type(e).__name__, e))
     return m
 
 

@@ -260,7 +260,7 @@ def test_api_errors(web, args, stderr):
      "ku: set interface: expected nat4 or nat6, got 'nat5'"),
     (["show", "vips"], None),
     (["show", "sessions", "limit", "ten"], "ku: limit: 'ten' is not an integer"),
-    (["--jsno", "show"], "ku: unknown option '--jsno' (expected --api, --json, --help)"),
+    (["--jsno", "show"], "ku: unknown option '--jsno' (expected --api, --token-file, --json, --help)"),
 ])
 def test_usage_errors_send_nothing(web, args, stderr):
     if stderr is None:   # the message lists every keyword; its start is what matters

@@ -45,7 +45,7 @@ def test_help(argv):
     (["--api", "localhost:8080", "show"],
      "--api: 'localhost:8080' is not an http:// or https:// URL"),
     (["--api=", "show"], "--api: '' is not an http:// or https:// URL"),
-    (["--yaml", "show"], "unknown option '--yaml' (expected --api, --json, --help)"),
+    (["--yaml", "show"], "unknown option '--yaml' (expected --api, --token-file, --json, --help)"),
 ])
 def test_option_errors(argv, message):
     with pytest.raises(UsageError, match=f"^{message}$".replace("(", r"\(").replace(")", r"\)")):
