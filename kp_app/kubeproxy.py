@@ -6,17 +6,19 @@ that follows from the change goes out through `send(dpid, messages)`, as data. N
 here imports Ryu; the clock is injected.
 """
 import ipaddress
+import logging
 import time
 from collections import deque
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from kp_app import frames, kubernetes, pipeline, service_sync
+from kp_app import frames, kubernetes, node_announcement, pipeline, service_sync
 from kp_app.errors import InvalidInput, KpError, NotFound
 from kp_app.maglev import MaglevTable
 from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
 from kp_app.node import Node, gateway_mac
 from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
 
+LOG = logging.getLogger("kp_app")
 Sender = Callable[[int, list], None]
 MAX_SESSION_LIST = 10000
 OFPP_MAX = 0xFFFFFF00
@@ -56,6 +58,21 @@ class KubeProxy:
                 node.end_session(session)
             self._links_changed({k: v for k, v in self.links.items()
                                  if k[0] != dpid and v[0] != dpid})
+
+    def switch_described(self, dpid: int, dp_desc) -> None:
+        """The switch's description (OFPMP_DESC dp_desc): the node addresses it announces
+        (kp_app.node_announcement) become its own unless set by hand. A malformed
+        announcement is ignored, with one log line, and changes nothing."""
+        try:
+            announced = node_announcement.parse_announcement(dp_desc)
+        except ValueError as error:
+            LOG.warning("switch %016x: ignoring its node announcement %r: %s", dpid,
+                        dp_desc, error)
+            return
+        if self.model.announce_node(dpid, *(announced or (None, None))):
+            LOG.info("switch %016x: node addresses %s", dpid,
+                     self.model.node_addresses(dpid).to_dict())
+            self._node_addresses_changed()
 
     def packet_in(self, dpid: int, in_port: int, data: bytes) -> None:
         node = self.nodes.get(dpid)
@@ -212,7 +229,8 @@ class KubeProxy:
         m = self.model
         return {"buckets": m.conf.buckets, "timeout": m.conf.timeout,
                 **m.default_node.to_dict(),
-                "nodes": {str(dpid): a.to_dict() for dpid, a in sorted(m.nodes.items())}}
+                "nodes": {str(dpid): a.to_dict_with_source()
+                          for dpid, a in sorted(m.nodes.items())}}
 
     def set_conf(self, buckets=None, timeout=None, node_ip=None, node_ip6=None,
                  dpid=None) -> dict:
@@ -228,11 +246,14 @@ class KubeProxy:
                 node.sessions.resize(self.model.conf.buckets)
             self._broadcast(lambda n: [pipeline.SetCacheBuckets(self.model.conf.buckets)])
         if node_ip is not None or node_ip6 is not None:
-            # Node addresses shape NodePort flows, reply flows and every node's routes.
-            for node in self.nodes.values():
-                self._apply_topology(node)
-            self._broadcast(lambda n: n.full_programming())
+            self._node_addresses_changed()
         return self.conf()
+
+    def _node_addresses_changed(self) -> None:
+        # Node addresses shape NodePort flows, reply flows and every node's routes.
+        for node in self.nodes.values():
+            self._apply_topology(node)
+        self._broadcast(lambda n: n.full_programming())
 
     # -- VIPs and pods ------------------------------------------------------------------
 

@@ -165,12 +165,13 @@ class KpRyuApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPDescStatsReply, MAIN_DISPATCHER)
     def _desc(self, ev) -> None:
         body = ev.msg.body
-        text = b" ".join(x if isinstance(x, bytes) else str(x).encode() for x in (
-            body.mfr_desc, body.hw_desc, body.sw_desc, body.dp_desc)).lower()
-        if b"kp-switch" in text:
-            dpid = ev.msg.datapath.id
+        fields = [x if isinstance(x, bytes) else str(x).encode() for x in (
+            body.mfr_desc, body.hw_desc, body.sw_desc, body.dp_desc)]
+        dpid = ev.msg.datapath.id
+        if b"kp-switch" in b" ".join(fields).lower():
             self.kp_switches.add(dpid)
             self._send(dpid, [pipeline.SetCacheBuckets(self.kubeproxy.model.conf.buckets)])
+        self.kubeproxy.switch_described(dpid, fields[3])
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev) -> None:

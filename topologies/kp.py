@@ -85,8 +85,10 @@ answers an OpenFlow 1.3 HELLO/FEATURES_REQUEST with the right dpid, and it holds
 established TCP connection to the controller.
 """
 
+import importlib.util
 import ipaddress
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -96,11 +98,36 @@ import sys
 import time
 
 from mininet.log import debug, error, info, warn
-from mininet.node import Host, Switch
+from mininet.node import Host, OVSSwitch, Switch
 from mininet.topo import Topo
 
 # `mn --custom` exec()s this file without __file__; the code object knows its file.
 KP_CUSTOM_FILE = os.path.abspath(sys._getframe(0).f_code.co_filename)
+KP_REPO = os.path.dirname(os.path.dirname(KP_CUSTOM_FILE))
+
+
+def _load_node_announcement():
+    """kp_app's node announcement format (one definition, kp_app/node_announcement.py):
+    kp_app's own module where kp_app imports (the venv), else that file by its path
+    (``mn`` runs Debian's python3, which does not see the venv)."""
+    try:
+        from kp_app import node_announcement
+        return node_announcement
+    except ImportError:
+        pass
+    path = os.path.join(KP_REPO, 'kp_app', 'node_announcement.py')
+    try:
+        spec = importlib.util.spec_from_file_location('kp_node_announcement', path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except (OSError, ImportError, AttributeError) as e:
+        # SystemExit, not an Exception: mn answers those with `mn -c` (see KpSwitchMissing).
+        raise SystemExit('kp.py: cannot load %s (%s): keep kp.py in the kp repository'
+                         % (path, e))
+    return module
+
+
+node_announcement = _load_node_announcement()
 
 # ---------------------------------------------------------------------------
 # The address plan
@@ -128,6 +155,15 @@ def kp_addr4(node, h):
 def kp_addr6(node, h):
     """IPv6 address of host number h on node `node`, h in decimal digits."""
     return str(ipaddress.ip_address('fd00:0:0:%d::%d' % (node, h)))
+
+
+def kp_node_ip4(node):
+    """The node's address on its pod subnet, as kp_app takes it: '10.0.n.1/24'."""
+    return '%s/24' % kp_addr4(node, 1)
+
+
+def kp_node_ip6(node):
+    return '%s/64' % kp_addr6(node, 1)
 
 
 def kp_mac(node, h):
@@ -236,8 +272,10 @@ class _KpTopo(Topo):
                 'service_cidrs': [SERVICE_CIDR4, SERVICE_CIDR6]}
 
     def _add_node(self, node, sw_name, clients, pods, host_fmt):
+        # node_ip/node_ip6: what the switch announces to kp_app (KpSwitch, OVSNodeSwitch).
         sw = self.addSwitch(sw_name, dpid=kp_dpid(max(node, 1)), kp_role='node',
-                            kp_node=node)
+                            kp_node=node, node_ip=kp_node_ip4(node),
+                            node_ip6=kp_node_ip6(node))
         for i in range(1, clients + 1):
             name = host_fmt % ('c', i)
             self.addHost(name, **kp_host_params(node, CLIENT_BASE + i, 'client'))
@@ -366,8 +404,7 @@ def kp_switch_binary():
     found = shutil.which('kp-switch')
     if found:
         return found
-    repo = os.path.dirname(os.path.dirname(KP_CUSTOM_FILE))
-    venv = os.path.join(repo, '.venv', 'bin', 'kp-switch')
+    venv = os.path.join(KP_REPO, '.venv', 'bin', 'kp-switch')
     return venv if os.access(venv, os.X_OK) else None
 
 
@@ -385,8 +422,10 @@ class KpSwitch(Switch):
     _next_index = 0
     stop_timeout = 5.0
 
-    def __init__(self, name, logFile=None, logDir='/tmp', **params):
+    def __init__(self, name, logFile=None, logDir='/tmp', node_ip=None, node_ip6=None,
+                 **params):
         Switch.__init__(self, name, **params)
+        self.node_ip, self.node_ip6 = node_ip, node_ip6
         self.index = KpSwitch._next_index
         KpSwitch._next_index += 1
         self.listen = self.listenPort or (6634 + self.index)
@@ -421,6 +460,9 @@ class KpSwitch(Switch):
             if len(controllers) > 1:
                 warn('*** %s: kp-switch takes one controller; using %s\n' % (self, c))
             cmd += ['--controller', 'tcp:%s:%d' % (c.IP(), c.port)]
+        for option, value in (('--node-ip', self.node_ip), ('--node-ip6', self.node_ip6)):
+            if value:
+                cmd += [option, value]
         cmd += ['--listen', 'ptcp:%d' % self.listen, '--log-file', self.logFile] + intfs
         debug('*** %s: %s\n' % (self, ' '.join(cmd)))
         with open(self.logFile, 'ab') as log:
@@ -460,6 +502,36 @@ class KpSwitch(Switch):
                         'tcp:127.0.0.1:%d' % self.listen, *args[1:])
 
 
+class OVSNodeSwitch(OVSSwitch):
+    """Mininet's OVSSwitch, and the node addresses the topology gives it (node_ip=,
+    node_ip6=) announced to the controller: Open vSwitch sends the bridge's
+    ``other_config:dp-desc`` as its OpenFlow description, which OVSSwitch sets to the
+    switch name; here it is the name then the announcement (kp_app.node_announcement).
+    Without node addresses (the fabric switch, other topologies) it is OVSSwitch."""
+
+    def __init__(self, name, node_ip=None, node_ip6=None, **params):
+        OVSSwitch.__init__(self, name, **params)
+        try:
+            self.node_announcement = node_announcement.format_announcement(node_ip, node_ip6)
+        except ValueError as e:
+            raise SystemExit('%s: node_ip/node_ip6: %s' % (name, e))
+
+    def bridgeOpts(self):
+        opts = OVSSwitch.bridgeOpts(self)
+        if not self.node_announcement:
+            return opts
+        desc = node_announcement.with_announcement(self.name, self.node_announcement)
+        # ovs-vsctl reads a value with spaces as a double-quoted string; the command line
+        # goes through a shell (Switch.cmd, or batchStartup's shell=True).
+        ours = ' other-config:dp-desc=%s' % shlex.quote('"%s"' % desc)
+        plain = ' other-config:dp-desc=%s' % self.name
+        if plain in opts:
+            return opts.replace(plain, ours)
+        return opts + ours
+
+
 topos = {'kpnode': KpNodeTopo, 'kpcluster': KpClusterTopo}
-switches = {'kpswitch': KpSwitch}
+# 'ovs' replaces Mininet's own under `mn --custom` (which merges this dict into its
+# switches): plain `--switch ovs,datapath=user` then announces the node addresses.
+switches = {'kpswitch': KpSwitch, 'ovs': OVSNodeSwitch}
 hosts = {'kphost': KpHost}
