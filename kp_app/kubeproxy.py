@@ -72,7 +72,20 @@ class KubeProxy:
         if self.model.announce_node(dpid, *(announced or (None, None))):
             LOG.info("switch %016x: node addresses %s", dpid,
                      self.model.node_addresses(dpid).to_dict())
-            self._node_addresses_changed()
+            self._node_announced(dpid)
+
+    def _node_announced(self, dpid: int) -> None:
+        """Reprogram what one node's new addresses change: that node whole (its NodePort
+        and reply flows), and the routes of the others whose routes changed. Not every
+        node from scratch, as set_conf does: switches announce as they connect, while the
+        others' link probes are in flight, and a switch being reprogrammed loses them."""
+        for node in list(self.nodes.values()):
+            before = (node.transit_gateways, list(node.routes))
+            self._apply_topology(node)
+            if node.dpid == dpid:
+                self._send(dpid, node.full_programming())
+            elif (node.transit_gateways, node.routes) != before:
+                self._send(node.dpid, node.route_programming())
 
     def packet_in(self, dpid: int, in_port: int, data: bytes) -> None:
         node = self.nodes.get(dpid)

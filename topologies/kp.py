@@ -1,23 +1,48 @@
 """kp's Mininet custom file: the kp-switch Switch class and the kp topologies.
 
-Use it with ``mn`` (Debian's /usr/bin/python3, which does not see the venv, so this file
-imports only Mininet and the standard library)::
+Run it with ``mn`` (Debian's /usr/bin/python3, which does not see the venv, so this file
+imports only Mininet, the standard library and kp_app/node_announcement.py by its path)
+against plain ``ryu-manager kp_app``, with nothing configured by hand: each node switch
+announces its node address and pod subnet (see "Node addresses" below). From the
+repository root, as root, with the venv active (``source .venv/bin/activate``), in one
+terminal::
+
+    ryu-manager kp_app
+
+and in another, one of (kp-switch, then Open vSwitch's userspace datapath)::
 
     mn --custom topologies/kp.py --topo kpnode,clients=2,pods=3 \\
-       --switch kpswitch --controller remote,ip=127.0.0.1,port=6653
-    mn --custom topologies/kp.py --topo kpcluster,nodes=3,pods=2 \\
-       --switch ovs,datapath=user,protocols=OpenFlow13 --controller remote
+       --switch kpswitch --controller remote,ip=127.0.0.1,port=6653 --test pingall
+    mn --custom topologies/kp.py --topo kpnode,clients=2,pods=3 \\
+       --switch ovs,datapath=user --controller remote,ip=127.0.0.1,port=6653 --test pingall
 
-(for OVS's userspace datapath the hosts also need ``ethtool -K <intf> tx off``, see
-``tx_offload_off``; kp-switch needs no such thing). Beware: when anything in ``mn`` fails
-(or on ^C outside its CLI) it runs ``mn -c``, which kills processes and deletes interfaces
-and bridges by name pattern, other people's included; on a shared machine use the labs
-(``kp_lab.build_net``, ``./run demo``), which only ever stop what they started. The Python runtime that labs and
-tests use (controller process, OVS service, traffic helpers) is ``kp_lab``, which loads
-this very file, so there is one definition of every class below.
+Expect ``*** Results: 0% dropped (20/20 received)``: the 5 hosts of node 0 reach each
+other. For a cluster, the same with ``--topo kpcluster,nodes=3,pods=2``: ``0% dropped
+(72/72 received)``, 9 hosts on 3 nodes, the traffic between nodes routed by kp_app
+across the fabric switch f0; ``--topo kpcluster,nodes=4,pods=3``: ``0% dropped (240/240
+received)``. Leave out ``--test pingall`` for Mininet's CLI. ``ku conf`` then shows each
+node's address, marked announced (``ku conf node_ip ... dpid N`` still overrides it).
+pingall is IPv4; the hosts have their IPv6 addresses and routes too (``n1c1 ping
+fd00:0:0:2::101``). For TCP and UDP through Open vSwitch's userspace datapath the hosts
+also need ``ethtool -K <intf> tx off`` (see ``tx_offload_off``); kp-switch needs no such
+thing.
+
+``--switch ovs`` here is this file's ``OVSNodeSwitch``, not Mininet's own: ``mn --custom``
+merges the file's ``switches`` into Mininet's, and this one is exported as ``ovs``. It is
+Mininet's OVSSwitch in every way but one: the bridge's ``other_config:dp-desc`` (the
+OpenFlow description Open vSwitch sends) carries the node announcement after the switch
+name.
+
+Beware: when anything in ``mn`` fails (or on ^C outside its CLI) it runs ``mn -c``, which
+kills processes and deletes interfaces and bridges by name pattern, other people's
+included; on a shared machine use the labs (``kp_lab.build_net``, ``./run demo``), which
+only ever stop what they started, or the wrapper in tests/integration/test_mn_pingall.py.
+The Python runtime that labs and tests use (controller process, OVS service, traffic
+helpers) is ``kp_lab``, which loads this very file, so there is one definition of every
+class below.
 
 Contract names: ``topos = {'kpnode': KpNodeTopo, 'kpcluster': KpClusterTopo}``,
-``switches = {'kpswitch': KpSwitch}``, ``hosts = {'kphost': KpHost}``.
+``switches = {'kpswitch': KpSwitch, 'ovs': OVSNodeSwitch}``, ``hosts = {'kphost': KpHost}``.
 
 Address plan
 ============
@@ -67,12 +92,25 @@ own namespaces and keep their plain names. Dpids do not depend on the prefix.
 
 ``topo.plan()`` returns all of the above as plain data (JSON-able).
 
+Node addresses
+--------------
+
+Each node switch gets ``node_ip='10.0.n.1/24', node_ip6='fd00:0:0:n::1/64'`` (node 0:
+``10.0.0.1/24``, ``fd00::1/64``) from the topology, and announces them to the controller
+in its OpenFlow description (OFPMP_DESC ``dp_desc``, e.g. ``kpt3s1 kp-node
+ipv4=10.0.1.1/24 ipv6=fd00:0:0:1::1/64``; the format is kp_app/node_announcement.py):
+KpSwitch passes them to kp-switch as ``--node-ip``/``--node-ip6``, OVSNodeSwitch writes
+them into the bridge's ``other_config:dp-desc``. kp_app takes them as if ``ku conf node_ip
+10.0.n.1/24 node_ip6 fd00:0:0:n::1/64 dpid n`` had been typed, except that what is
+typed wins. The fabric switch announces nothing.
+
 KpSwitch
 --------
 
 Runs the bundled switch on the Mininet interfaces of the switch, in the root namespace::
 
-    kp-switch --dpid <dpid as int> --controller tcp:<ip>:<port> --listen ptcp:<port>
+    kp-switch --dpid <dpid as int> --controller tcp:<ip>:<port>
+              [--node-ip <node_ip>] [--node-ip6 <node_ip6>] --listen ptcp:<port>
               --log-file /tmp/kp-switch-<name>.log <intf for port 1> <intf for port 2> ...
 
 (``logDir=`` or ``logFile=`` move the log; kp_lab puts it in a directory per lab.)

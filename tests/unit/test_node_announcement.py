@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from kp_app import frames
+from kp_app import frames, pipeline
 from kp_app.kubeproxy import KubeProxy
 from kp_app.node import gateway_mac
 from kp_app.node_announcement import (format_announcement, parse_announcement,
@@ -165,3 +165,24 @@ def test_announced_addresses_route_a_cluster_with_no_hand_configuration():
         ("fd00:0:0:2::/64", gateway_mac(2), 3), ("fd00:0:0:3::/64", gateway_mac(3), 3)]
     assert str(kp.model.node_addresses(2).ipv4) == "10.0.2.1"
     assert sent[1], "node 1 was reprogrammed with its routes"
+
+
+def test_an_announcement_reprograms_its_node_and_only_the_routes_of_the_others():
+    """Switches announce as they connect: the fabric (no route of its own changes) is
+    left alone, so that the link probes crossing it are not lost to a reprogramming."""
+    sent = {}
+    kp = KubeProxy(lambda dpid, msgs: sent.setdefault(dpid, []).extend(msgs), clock=lambda: 5.0)
+    for n in (1, 2):
+        kp.switch_connected(n, {1: f"s{n}-eth1", 2: f"s{n}-eth2", 3: f"s{n}-eth3"})
+    kp.switch_connected(FABRIC, {1: "f0-eth1", 2: "f0-eth2"})
+    for n in (1, 2):
+        kp.packet_in(FABRIC, n, frames.link_probe(gateway_mac(n), n, 3))
+    kp.switch_described(1, "kp-node ipv4=10.0.1.1/24")
+    sent.clear()
+    kp.switch_described(2, "kp-node ipv4=10.0.2.1/24")
+    assert FABRIC not in sent
+    # Node 1 gets its new route alone; node 2 all of its programming.
+    assert [m.cookie_mask for m in sent[1] if hasattr(m, "cookie_mask")] == [
+        pipeline.MASK_TAG | pipeline.MASK_KIND]
+    assert any(getattr(m, "cookie_mask", None) == pipeline.MASK_TAG for m in sent[2])
+    assert [str(s) for s, _, _ in kp.nodes[1].routes] == ["10.0.2.0/24"]
