@@ -29,8 +29,9 @@ def kpswitch_works(kpswitch_status):
 
 
 def test_demo_and_a_lab_pass_without_a_reachable_resolver(kpswitch_works):
+    env = dict(os.environ, KP_OUTER_NETNS=os.readlink('/proc/self/ns/net'))
     out = subprocess.run(['unshare', '--mount', '--net', sys.executable, DRIVER],
-                         capture_output=True, text=True, timeout=1500)
+                         capture_output=True, text=True, timeout=1500, env=env)
     lines = [l for l in out.stdout.splitlines() if l.startswith('KP-REPORT ')]
     assert out.returncode == 0 and lines, out.stdout[-3000:] + out.stderr[-3000:]
     report = json.loads(lines[-1][len('KP-REPORT '):])
