@@ -259,14 +259,11 @@ class KubeProxy:
                 node.sessions.resize(self.model.conf.buckets)
             self._broadcast(lambda n: [pipeline.SetCacheBuckets(self.model.conf.buckets)])
         if node_ip is not None or node_ip6 is not None:
-            self._node_addresses_changed()
+            # Node addresses shape NodePort flows, reply flows and every node's routes.
+            for node in self.nodes.values():
+                self._apply_topology(node)
+            self._broadcast(lambda n: n.full_programming())
         return self.conf()
-
-    def _node_addresses_changed(self) -> None:
-        # Node addresses shape NodePort flows, reply flows and every node's routes.
-        for node in self.nodes.values():
-            self._apply_topology(node)
-        self._broadcast(lambda n: n.full_programming())
 
     # -- VIPs and pods ------------------------------------------------------------------
 
