@@ -550,21 +550,23 @@ class OVSNodeSwitch(OVSSwitch):
     def __init__(self, name, node_ip=None, node_ip6=None, **params):
         OVSSwitch.__init__(self, name, **params)
         try:
-            self.node_announcement = node_announcement.format_announcement(node_ip, node_ip6)
+            announcement = node_announcement.format_announcement(node_ip, node_ip6)
+            self.dp_desc = (node_announcement.with_announcement(name, announcement)
+                            if announcement else None)
         except ValueError as e:
+            # SystemExit, not an Exception: mn answers those with `mn -c`.
             raise SystemExit('%s: node_ip/node_ip6: %s' % (name, e))
 
     def bridgeOpts(self):
         opts = OVSSwitch.bridgeOpts(self)
-        if not self.node_announcement:
+        if not self.dp_desc:
             return opts
-        desc = node_announcement.with_announcement(self.name, self.node_announcement)
         # ovs-vsctl reads a value with spaces as a double-quoted string; the command line
         # goes through a shell (Switch.cmd, or batchStartup's shell=True).
-        ours = ' other-config:dp-desc=%s' % shlex.quote('"%s"' % desc)
+        ours = ' other-config:dp-desc=%s' % shlex.quote('"%s"' % self.dp_desc)
         plain = ' other-config:dp-desc=%s' % self.name
-        if plain in opts:
-            return opts.replace(plain, ours)
+        if opts.endswith(plain):
+            return opts[:-len(plain)] + ours
         return opts + ours
 
 
