@@ -61,8 +61,9 @@ def conf(answer: Dict[str, Any]) -> str:
     nodes = answer.get("nodes") or {}
     if nodes:
         lines.append("")
-        lines += table(["DPID", "NODE_IP", "NODE_IP6"],
-                       [[dpid, n.get("node_ip"), n.get("node_ip6")]
+        lines += table(["DPID", "NODE_IP", "NODE_IP6", "ANNOUNCED"],
+                       [[dpid, n.get("node_ip"), n.get("node_ip6"),
+                         ",".join(n.get("announced") or []) or "-"]
                         for dpid, n in sorted(nodes.items(), key=lambda kv: int(kv[0]))])
     return "\n".join(lines)
 

@@ -6,6 +6,7 @@ that follows from the change goes out through `send(dpid, messages)`, as data. N
 here imports Ryu; the clock is injected.
 """
 import ipaddress
+import logging
 import time
 from collections import deque
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -16,7 +17,9 @@ from kp_app.maglev import MaglevTable
 from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
 from kp_app.node import MODE_PACKET_IN, MODES, Node, gateway_mac
 from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
+from kp_proto import node_announcement
 
+LOG = logging.getLogger("kp_app")
 Sender = Callable[[int, list], None]
 MAX_SESSION_LIST = 10000
 OFPP_MAX = 0xFFFFFF00
@@ -62,6 +65,34 @@ class KubeProxy:
                 node.end_session(session)
             self._links_changed({k: v for k, v in self.links.items()
                                  if k[0] != dpid and v[0] != dpid})
+
+    def switch_described(self, dpid: int, dp_desc) -> None:
+        """The switch's description (OFPMP_DESC dp_desc): the node addresses it announces
+        (kp_proto.node_announcement) become its own unless set by hand. A malformed
+        announcement is ignored, with one log line, and changes nothing."""
+        try:
+            announced = node_announcement.parse_announcement(dp_desc)
+        except ValueError as error:
+            LOG.warning("switch %016x: ignoring its node announcement %r: %s", dpid,
+                        dp_desc, error)
+            return
+        if self.model.announce_node(dpid, *(announced or (None, None))):
+            LOG.info("switch %016x: node addresses %s", dpid,
+                     self.model.node_addresses(dpid).to_dict())
+            self._node_announced(dpid)
+
+    def _node_announced(self, dpid: int) -> None:
+        """Reprogram what one node's new addresses change: that node whole (its NodePort
+        and reply flows), and the routes of the others whose routes changed. Not every
+        node from scratch, as set_conf does: switches announce as they connect, while the
+        others' link probes are in flight, and a switch being reprogrammed loses them."""
+        for node in list(self.nodes.values()):
+            before = (node.transit_gateways, list(node.routes))
+            self._apply_topology(node)
+            if node.dpid == dpid:
+                self._send(dpid, node.full_programming())
+            elif (node.transit_gateways, node.routes) != before:
+                self._send(node.dpid, node.route_programming())
 
     def packet_in(self, dpid: int, in_port: int, data: bytes) -> None:
         node = self.nodes.get(dpid)
@@ -225,7 +256,8 @@ class KubeProxy:
         m = self.model
         return {"buckets": m.conf.buckets, "timeout": m.conf.timeout,
                 **m.default_node.to_dict(),
-                "nodes": {str(dpid): a.to_dict() for dpid, a in sorted(m.nodes.items())}}
+                "nodes": {str(dpid): a.to_dict_with_source()
+                          for dpid, a in sorted(m.nodes.items())}}
 
     def set_conf(self, buckets=None, timeout=None, node_ip=None, node_ip6=None,
                  dpid=None) -> dict:

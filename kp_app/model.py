@@ -121,9 +121,12 @@ def parse_node_address(value, name: str, version: int):
 
 @dataclass
 class NodeAddresses:
-    """A node's own address per family, on its pod subnet (the interface's network)."""
+    """A node's own address per family, on its pod subnet (the interface's network).
+    `announced`: the families (4, 6) whose address the switch announced, rather than
+    someone set by hand (see ServiceModel.announce_node)."""
     ipv4_if: Optional[ipaddress.IPv4Interface] = None
     ipv6_if: Optional[ipaddress.IPv6Interface] = None
+    announced: Set[int] = field(default_factory=set)
 
     @property
     def ipv4(self) -> Optional[ipaddress.IPv4Address]:
@@ -146,6 +149,12 @@ class NodeAddresses:
     def to_dict(self) -> dict:
         return {"node_ip": _str(self.ipv4), "node_ip6": _str(self.ipv6),
                 "node_subnet": _str(self.subnet(4)), "node_subnet6": _str(self.subnet(6))}
+
+    def to_dict_with_source(self) -> dict:
+        """to_dict, and `announced`: which of node_ip, node_ip6 the switch announced."""
+        return {**self.to_dict(), "announced": [
+            name for version, name in ((4, "node_ip"), (6, "node_ip6"))
+            if version in self.announced]}
 
 
 def _str(value) -> Optional[str]:
@@ -299,8 +308,37 @@ class ServiceModel:
             dpid, NodeAddresses())
         if ipv4 is not None:
             target.ipv4_if = ipv4
+            target.announced.discard(4)
         if ipv6 is not None:
             target.ipv6_if = ipv6
+            target.announced.discard(6)
+
+    def announce_node(self, dpid: int, ipv4_if: Optional[ipaddress.IPv4Interface],
+                      ipv6_if: Optional[ipaddress.IPv6Interface]) -> bool:
+        """What switch `dpid` announces as its node addresses now (None: nothing for that
+        family), taken where `set_node(..., dpid=dpid)` puts them, but never over an
+        address set by hand; an address it announced before and no longer does goes.
+        True if the node's addresses changed."""
+        target = self.nodes.get(dpid, NodeAddresses())
+        changed = False
+        for version, attr, value in ((4, "ipv4_if", ipv4_if), (6, "ipv6_if", ipv6_if)):
+            current = getattr(target, attr)
+            if current is not None and version not in target.announced:
+                continue                       # set by hand: that wins
+            if value is None:
+                if version in target.announced:
+                    setattr(target, attr, None)
+                    target.announced.discard(version)
+                    changed = True
+            elif value != current or version not in target.announced:
+                setattr(target, attr, value)
+                target.announced.add(version)
+                changed = True
+        if target.ipv4_if is None and target.ipv6_if is None:
+            self.nodes.pop(dpid, None)
+        elif changed:
+            self.nodes[dpid] = target
+        return changed
 
     def node_addresses(self, dpid: int) -> NodeAddresses:
         own = self.nodes.get(dpid, NodeAddresses())

@@ -225,11 +225,12 @@ class KpRyuApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPDescStatsReply, MAIN_DISPATCHER)
     def _desc(self, ev) -> None:
         body = ev.msg.body
-        text = b" ".join(x if isinstance(x, bytes) else str(x).encode() for x in (
-            body.mfr_desc, body.hw_desc, body.sw_desc, body.dp_desc)).lower()
+        fields = [x if isinstance(x, bytes) else str(x).encode() for x in (
+            body.mfr_desc, body.hw_desc, body.sw_desc, body.dp_desc)]
         dpid = ev.msg.datapath.id
-        if b"kp-switch" in text:
+        if b"kp-switch" in b" ".join(fields).lower():
             self.kp_switches.add(dpid)
+        self.kubeproxy.switch_described(dpid, fields[3])     # its node addresses
         # (the option exists when kp_ryu_compat registered it: always under ryu-manager)
         mode = session_mode(getattr(cfg.CONF, "kp_mode", "auto"), _text(body.mfr_desc))
         LOG.info("switch %016x: %s, new sessions made in %s mode", dpid,

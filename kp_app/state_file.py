@@ -5,7 +5,8 @@ it, so a controller that comes back with the same configuration gives every swit
 same flows, and the sessions a switch keeps itself (Open vSwitch's conntrack) go on. What
 is kept is what was configured: conf and node addresses, SNAT interfaces, VIPs with their
 active pods, and which Services `ku apply` owns. Not kept: sessions (they belong to the
-switches), counters, draining pods (their sessions end with the restart).
+switches), counters, draining pods (their sessions end with the restart), node addresses
+a switch announced (it announces them again when it connects).
 
 The file is written whole to a temporary file and renamed over the old one after each
 change, so a crash never leaves half a file; restoring goes through the same checked
@@ -45,11 +46,19 @@ def dump(kubeproxy) -> Dict[str, Any]:
     return {"version": VERSION,
             "conf": {"buckets": conf["buckets"], "timeout": conf["timeout"],
                      "node_ip": _interface(conf, ""), "node_ip6": _interface(conf, "6")},
-            "nodes": {dpid: {"node_ip": _interface(a, ""), "node_ip6": _interface(a, "6")}
-                      for dpid, a in conf["nodes"].items()},
+            "nodes": {dpid: kept for dpid, kept in (
+                (dpid, _configured(addresses)) for dpid, addresses in conf["nodes"].items())
+                if any(kept.values())},
             "interfaces": kubeproxy.interfaces(),
             "services": sorted(kubeproxy.model.services),
             "vips": vips}
+
+
+def _configured(addresses: dict) -> dict:
+    """A node's addresses set by hand: what a switch announces it announces again."""
+    announced = addresses.get("announced", [])
+    return {name: None if name in announced else _interface(addresses, name[len("node_ip"):])
+            for name in ("node_ip", "node_ip6")}
 
 
 def _interface(addresses: dict, family: str):

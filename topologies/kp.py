@@ -1,23 +1,48 @@
 """kp's Mininet custom file: the kp-switch Switch class and the kp topologies.
 
-Use it with ``mn`` (Debian's /usr/bin/python3, which does not see the venv, so this file
-imports only Mininet and the standard library)::
+Run it with ``mn`` (Debian's /usr/bin/python3, which does not see the venv, so this file
+imports only Mininet, the standard library and kp_proto/node_announcement.py by its path)
+against plain ``ryu-manager kp_app``, with nothing configured by hand: each node switch
+announces its node address and pod subnet (see "Node addresses" below). From the
+repository root, as root, with the venv active (``source .venv/bin/activate``), in one
+terminal::
+
+    ryu-manager kp_app
+
+and in another, one of (kp-switch, then Open vSwitch's userspace datapath)::
 
     mn --custom topologies/kp.py --topo kpnode,clients=2,pods=3 \\
-       --switch kpswitch --controller remote,ip=127.0.0.1,port=6653
-    mn --custom topologies/kp.py --topo kpcluster,nodes=3,pods=2 \\
-       --switch ovs,datapath=user,protocols=OpenFlow13 --controller remote
+       --switch kpswitch --controller remote,ip=127.0.0.1,port=6653 --test pingall
+    mn --custom topologies/kp.py --topo kpnode,clients=2,pods=3 \\
+       --switch ovs,datapath=user --controller remote,ip=127.0.0.1,port=6653 --test pingall
 
-(for OVS's userspace datapath the hosts also need ``ethtool -K <intf> tx off``, see
-``tx_offload_off``; kp-switch needs no such thing). Beware: when anything in ``mn`` fails
-(or on ^C outside its CLI) it runs ``mn -c``, which kills processes and deletes interfaces
-and bridges by name pattern, other people's included; on a shared machine use the labs
-(``kp_lab.build_net``, ``./run demo``), which only ever stop what they started. The Python runtime that labs and
-tests use (controller process, OVS service, traffic helpers) is ``kp_lab``, which loads
-this very file, so there is one definition of every class below.
+Expect ``*** Results: 0% dropped (20/20 received)``: the 5 hosts of node 0 reach each
+other. For a cluster, the same with ``--topo kpcluster,nodes=3,pods=2``: ``0% dropped
+(72/72 received)``, 9 hosts on 3 nodes, the traffic between nodes routed by kp_app
+across the fabric switch f0; ``--topo kpcluster,nodes=4,pods=3``: ``0% dropped (240/240
+received)``. Leave out ``--test pingall`` for Mininet's CLI. ``ku conf`` then shows each
+node's address, marked announced (``ku conf node_ip ... dpid N`` still overrides it).
+pingall is IPv4; the hosts have their IPv6 addresses and routes too (``n1c1 ping
+fd00:0:0:2::101``). For TCP and UDP through Open vSwitch's userspace datapath the hosts
+also need ``ethtool -K <intf> tx off`` (see ``tx_offload_off``); kp-switch needs no such
+thing.
+
+``--switch ovs`` here is this file's ``OVSNodeSwitch``, not Mininet's own: ``mn --custom``
+merges the file's ``switches`` into Mininet's, and this one is exported as ``ovs``. It is
+Mininet's OVSSwitch in every way but one: the bridge's ``other_config:dp-desc`` (the
+OpenFlow description Open vSwitch sends) carries the node announcement after the switch
+name.
+
+Beware: when anything in ``mn`` fails (or on ^C outside its CLI) it runs ``mn -c``, which
+kills processes and deletes interfaces and bridges by name pattern, other people's
+included; on a shared machine use the labs (``kp_lab.build_net``, ``./run demo``), which
+only ever stop what they started, or the wrapper in tests/integration/test_mn_pingall.py.
+The Python runtime that labs and tests use (controller process, OVS service, traffic
+helpers) is ``kp_lab``, which loads this very file, so there is one definition of every
+class below.
 
 Contract names: ``topos = {'kpnode': KpNodeTopo, 'kpcluster': KpClusterTopo}``,
-``switches = {'kpswitch': KpSwitch}``, ``hosts = {'kphost': KpHost}``.
+``switches = {'kpswitch': KpSwitch, 'ovs': OVSNodeSwitch}``, ``hosts = {'kphost': KpHost}``.
 
 Address plan
 ============
@@ -67,12 +92,25 @@ own namespaces and keep their plain names. Dpids do not depend on the prefix.
 
 ``topo.plan()`` returns all of the above as plain data (JSON-able).
 
+Node addresses
+--------------
+
+Each node switch gets ``node_ip='10.0.n.1/24', node_ip6='fd00:0:0:n::1/64'`` (node 0:
+``10.0.0.1/24``, ``fd00::1/64``) from the topology, and announces them to the controller
+in its OpenFlow description (OFPMP_DESC ``dp_desc``, e.g. ``kpt3s1 kp-node
+ipv4=10.0.1.1/24 ipv6=fd00:0:0:1::1/64``; the format is kp_proto/node_announcement.py):
+KpSwitch passes them to kp-switch as ``--node-ip``/``--node-ip6``, OVSNodeSwitch writes
+them into the bridge's ``other_config:dp-desc``. kp_app takes them as if ``ku conf node_ip
+10.0.n.1/24 node_ip6 fd00:0:0:n::1/64 dpid n`` had been typed, except that what is
+typed wins. The fabric switch announces nothing.
+
 KpSwitch
 --------
 
 Runs the bundled switch on the Mininet interfaces of the switch, in the root namespace::
 
-    kp-switch --dpid <dpid as int> --controller tcp:<ip>:<port> --listen ptcp:<port>
+    kp-switch --dpid <dpid as int> --controller tcp:<ip>:<port>
+              [--node-ip <node_ip>] [--node-ip6 <node_ip6>] --listen ptcp:<port>
               --log-file /tmp/kp-switch-<name>.log <intf for port 1> <intf for port 2> ...
 
 (``logDir=`` or ``logFile=`` move the log; kp_lab puts it in a directory per lab.)
@@ -85,8 +123,10 @@ answers an OpenFlow 1.3 HELLO/FEATURES_REQUEST with the right dpid, and it holds
 established TCP connection to the controller.
 """
 
+import importlib.util
 import ipaddress
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -96,11 +136,36 @@ import sys
 import time
 
 from mininet.log import debug, error, info, warn
-from mininet.node import Host, Switch
+from mininet.node import Host, OVSSwitch, Switch
 from mininet.topo import Topo
 
 # `mn --custom` exec()s this file without __file__; the code object knows its file.
 KP_CUSTOM_FILE = os.path.abspath(sys._getframe(0).f_code.co_filename)
+KP_REPO = os.path.dirname(os.path.dirname(KP_CUSTOM_FILE))
+
+
+def _load_node_announcement():
+    """kp's node announcement format (one definition, kp_proto/node_announcement.py):
+    kp_proto's module where it imports (the venv), else that file by its path
+    (``mn`` runs Debian's python3, which does not see the venv)."""
+    try:
+        from kp_proto import node_announcement
+        return node_announcement
+    except ImportError:
+        pass
+    path = os.path.join(KP_REPO, 'kp_proto', 'node_announcement.py')
+    try:
+        spec = importlib.util.spec_from_file_location('kp_node_announcement', path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except (OSError, ImportError, AttributeError) as e:
+        # SystemExit, not an Exception: mn answers those with `mn -c` (see KpSwitchMissing).
+        raise SystemExit('kp.py: cannot load %s (%s): keep kp.py in the kp repository'
+                         % (path, e))
+    return module
+
+
+node_announcement = _load_node_announcement()
 
 # ---------------------------------------------------------------------------
 # The address plan
@@ -128,6 +193,15 @@ def kp_addr4(node, h):
 def kp_addr6(node, h):
     """IPv6 address of host number h on node `node`, h in decimal digits."""
     return str(ipaddress.ip_address('fd00:0:0:%d::%d' % (node, h)))
+
+
+def kp_node_ip4(node):
+    """The node's address on its pod subnet, as kp_app takes it: '10.0.n.1/24'."""
+    return '%s/24' % kp_addr4(node, 1)
+
+
+def kp_node_ip6(node):
+    return '%s/64' % kp_addr6(node, 1)
 
 
 def kp_mac(node, h):
@@ -236,8 +310,10 @@ class _KpTopo(Topo):
                 'service_cidrs': [SERVICE_CIDR4, SERVICE_CIDR6]}
 
     def _add_node(self, node, sw_name, clients, pods, host_fmt):
+        # node_ip/node_ip6: what the switch announces to kp_app (KpSwitch, OVSNodeSwitch).
         sw = self.addSwitch(sw_name, dpid=kp_dpid(max(node, 1)), kp_role='node',
-                            kp_node=node)
+                            kp_node=node, node_ip=kp_node_ip4(node),
+                            node_ip6=kp_node_ip6(node))
         for i in range(1, clients + 1):
             name = host_fmt % ('c', i)
             self.addHost(name, **kp_host_params(node, CLIENT_BASE + i, 'client'))
@@ -366,8 +442,7 @@ def kp_switch_binary():
     found = shutil.which('kp-switch')
     if found:
         return found
-    repo = os.path.dirname(os.path.dirname(KP_CUSTOM_FILE))
-    venv = os.path.join(repo, '.venv', 'bin', 'kp-switch')
+    venv = os.path.join(KP_REPO, '.venv', 'bin', 'kp-switch')
     return venv if os.access(venv, os.X_OK) else None
 
 
@@ -385,8 +460,10 @@ class KpSwitch(Switch):
     _next_index = 0
     stop_timeout = 5.0
 
-    def __init__(self, name, logFile=None, logDir='/tmp', **params):
+    def __init__(self, name, logFile=None, logDir='/tmp', node_ip=None, node_ip6=None,
+                 **params):
         Switch.__init__(self, name, **params)
+        self.node_ip, self.node_ip6 = node_ip, node_ip6
         self.index = KpSwitch._next_index
         KpSwitch._next_index += 1
         self.listen = self.listenPort or (6634 + self.index)
@@ -421,6 +498,9 @@ class KpSwitch(Switch):
             if len(controllers) > 1:
                 warn('*** %s: kp-switch takes one controller; using %s\n' % (self, c))
             cmd += ['--controller', 'tcp:%s:%d' % (c.IP(), c.port)]
+        for option, value in (('--node-ip', self.node_ip), ('--node-ip6', self.node_ip6)):
+            if value:
+                cmd += [option, value]
         cmd += ['--listen', 'ptcp:%d' % self.listen, '--log-file', self.logFile] + intfs
         debug('*** %s: %s\n' % (self, ' '.join(cmd)))
         with open(self.logFile, 'ab') as log:
@@ -460,6 +540,38 @@ class KpSwitch(Switch):
                         'tcp:127.0.0.1:%d' % self.listen, *args[1:])
 
 
+class OVSNodeSwitch(OVSSwitch):
+    """Mininet's OVSSwitch, and the node addresses the topology gives it (node_ip=,
+    node_ip6=) announced to the controller: Open vSwitch sends the bridge's
+    ``other_config:dp-desc`` as its OpenFlow description, which OVSSwitch sets to the
+    switch name; here it is the name then the announcement (kp_proto.node_announcement).
+    Without node addresses (the fabric switch, other topologies) it is OVSSwitch."""
+
+    def __init__(self, name, node_ip=None, node_ip6=None, **params):
+        OVSSwitch.__init__(self, name, **params)
+        try:
+            announcement = node_announcement.format_announcement(node_ip, node_ip6)
+            self.dp_desc = (node_announcement.with_announcement(name, announcement)
+                            if announcement else None)
+        except ValueError as e:
+            # SystemExit, not an Exception: mn answers those with `mn -c`.
+            raise SystemExit('%s: node_ip/node_ip6: %s' % (name, e))
+
+    def bridgeOpts(self):
+        opts = OVSSwitch.bridgeOpts(self)
+        if not self.dp_desc:
+            return opts
+        # ovs-vsctl reads a value with spaces as a double-quoted string; the command line
+        # goes through a shell (Switch.cmd, or batchStartup's shell=True).
+        ours = ' other-config:dp-desc=%s' % shlex.quote('"%s"' % self.dp_desc)
+        plain = ' other-config:dp-desc=%s' % self.name
+        if opts.endswith(plain):
+            return opts[:-len(plain)] + ours
+        return opts + ours
+
+
 topos = {'kpnode': KpNodeTopo, 'kpcluster': KpClusterTopo}
-switches = {'kpswitch': KpSwitch}
+# 'ovs' replaces Mininet's own under `mn --custom` (which merges this dict into its
+# switches): plain `--switch ovs,datapath=user` then announces the node addresses.
+switches = {'kpswitch': KpSwitch, 'ovs': OVSNodeSwitch}
 hosts = {'kphost': KpHost}

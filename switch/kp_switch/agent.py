@@ -231,12 +231,15 @@ class Connection:
 
 class Agent:
     def __init__(self, dp, ports, dpid=1, n_tables=N_TABLES, n_buffers=N_BUFFERS,
-                 clock=time.monotonic, link_reader=read_link, tls_context=None):
+                 clock=time.monotonic, link_reader=read_link, tls_context=None,
+                 node_announcement=""):
         """`dp`: a fast path Datapath; `ports`: [(port_no, ifname)]; `tls_context`: the
-        ssl.SSLContext of ssl: controllers (tls.client_context)."""
+        ssl.SSLContext of ssl: controllers (tls.client_context); `node_announcement`:
+        appended to the DESC reply's dp_desc (kp_proto.node_announcement)."""
         self.dp = dp
         self.tls_context = tls_context
         self.dpid = dpid
+        self.node_announcement = node_announcement
         self.clock = clock
         self.link_reader = link_reader
         self.n_buffers = n_buffers
@@ -708,7 +711,9 @@ class Agent:
         with self.lock:
             if t == ofp.OFPMP_DESC:
                 items = [wire.desc_bytes("kp", "kp-switch userspace datapath (%s fast path)" % dpimpl.NAME,
-                                         "kp-switch 0.1", "None", "dpid %016x" % self.dpid)]
+                                         "kp-switch 0.1", "None",
+                                         " ".join(filter(None, ("dpid %016x" % self.dpid,
+                                                                self.node_announcement))))]
             elif t == ofp.OFPMP_FLOW:
                 entries = self.tables.stats(m.table_id, m.match, m.out_port, m.out_group,
                                             m.cookie, m.cookie_mask)

@@ -2,7 +2,10 @@
 
     kp-switch --dpid 1 --controller tcp:127.0.0.1:6653 --listen ptcp:6634 IFACE [IFACE ...]
 
-The interfaces are its ports, numbered 1, 2, ... in the order given.
+The interfaces are its ports, numbered 1, 2, ... in the order given. With
+``--node-ip 10.0.1.1/24`` (and/or ``--node-ip6 fd00:0:0:1::1/64``) it announces those node
+addresses to the controller in its OpenFlow description (kp_proto.node_announcement), so
+that kp_app knows the node's address and pod subnet without ``ku conf ... dpid N``.
 """
 import argparse
 import logging
@@ -32,6 +35,10 @@ def build_parser():
     p.add_argument("--listen", action="append", default=[], metavar="ptcp:PORT[:IP]",
                    help="accept OpenFlow management connections (default IP 127.0.0.1)")
     p.add_argument("--buckets", type=int, default=1024, help="flow cache buckets (power of 2)")
+    p.add_argument("--node-ip", metavar="ADDR/LEN",
+                   help="announce this IPv4 node address on its pod subnet, e.g. 10.0.1.1/24")
+    p.add_argument("--node-ip6", metavar="ADDR/LEN",
+                   help="announce this IPv6 node address, e.g. fd00:0:0:1::1/64")
     p.add_argument("--log-file", help="log here instead of stderr")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     p.add_argument("ifaces", nargs="+", metavar="IFACE", help="ports 1, 2, ... in this order")
@@ -62,6 +69,12 @@ def main(argv=None):
     if args.buckets < 1 or args.buckets & (args.buckets - 1):
         print("kp-switch: --buckets must be a power of 2", file=sys.stderr)
         return 2
+    from kp_proto.node_announcement import format_announcement
+    try:
+        announcement = format_announcement(args.node_ip, args.node_ip6)
+    except ValueError as e:
+        print("kp-switch: --node-ip/--node-ip6: %s" % e, file=sys.stderr)
+        return 2
 
     tls_files = (args.certificate, args.private_key, args.ca_cert)
     tls_context = None
@@ -89,7 +102,8 @@ def main(argv=None):
     except OSError as e:
         print("kp-switch: cannot open the ports: %s (run as root)" % e, file=sys.stderr)
         return 1
-    agent = Agent(dp, ports, dpid=args.dpid, tls_context=tls_context)
+    agent = Agent(dp, ports, dpid=args.dpid, tls_context=tls_context,
+                  node_announcement=announcement)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: done.set())
@@ -99,9 +113,10 @@ def main(argv=None):
         print("kp-switch: %s" % e, file=sys.stderr)
         agent.stop()
         return 1
-    log.info("dpid %016x, %s fast path, ports %s, controllers %s, listening on %s",
+    log.info("dpid %016x, %s fast path, ports %s, controllers %s, listening on %s, %s",
              args.dpid, dpimpl.NAME, ", ".join("%d=%s" % p for p in ports),
-             args.controller or "none", args.listen or "nothing")
+             args.controller or "none", args.listen or "nothing",
+             announcement or "announcing no node address")
     while not done.wait(1.0):
         pass
     log.info("stopping")

@@ -56,7 +56,7 @@ def test_conf(api):
     assert ["buckets", "2048"] in [line.split() for line in out.splitlines()]
     assert ["node_ip6", "fd00::1"] in [line.split() for line in out.splitlines()]
     out = ok(api, "conf", "node_ip", "192.168.1.2", "dpid", "0x2")
-    assert ["2", "192.168.1.2", "-"] in [line.split() for line in out.splitlines()]
+    assert ["2", "192.168.1.2", "-", "-"] in [line.split() for line in out.splitlines()]
     assert api.service.conf()["timeout"] == 30
 
 

@@ -57,7 +57,8 @@ def test_conf_per_switch_node_address(api):
     assert status == 200
     assert conf["node_ip"] is None
     assert conf["nodes"] == {"2": {"node_ip": "192.168.1.2", "node_ip6": None,
-                                   "node_subnet": "192.168.1.0/24", "node_subnet6": None}}
+                                   "node_subnet": "192.168.1.0/24", "node_subnet6": None,
+                                   "announced": []}}
 
 
 @pytest.mark.parametrize("body, field, says", [

@@ -127,3 +127,25 @@ def test_external_policy_local_keeps_node_port_clients_on_the_entry_nodes_pods(
     assert not result["ok"], result            # node 2 has none of the pods: dropped
     status, vip = api(controller, "GET", f"/vips/{VIP}/32/80")
     assert vip["counters"]["no_local_pod"] >= 1
+
+
+def test_nodes_route_to_each_other_with_nothing_configured_by_hand(lab_factory, controller):
+    """The switches announce their node addresses (topologies/kp.py): kp_app routes
+    between the node subnets, IPv4 and IPv6, with no `ku conf` at all; a hand setting
+    then replaces the announced one."""
+    lab = lab_factory("kpcluster", nodes=2, pods=1)
+    src = lab.host("n1p1")
+    for dst in ("n2p1", "n2c1"):
+        for family in (4, 6):
+            # The first packets may meet a fabric not yet discovered (link probes).
+            assert kp_lab.procs.wait_until(
+                lambda: kp_lab.ping(src, lab.ip(dst, family), timeout=1), 15), (dst, family)
+    status, conf = api(controller, "GET", "/conf")
+    assert status == 200
+    assert conf["nodes"] == {str(n): {
+        "node_ip": f"10.0.{n}.1", "node_ip6": f"fd00:0:0:{n}::1",
+        "node_subnet": f"10.0.{n}.0/24", "node_subnet6": f"fd00:0:0:{n}::/64",
+        "announced": ["node_ip", "node_ip6"]} for n in (1, 2)}, conf
+    status, conf = api(controller, "PUT", "/conf", {"node_ip": "10.0.2.1/24", "dpid": 2})
+    assert status == 200 and conf["nodes"]["2"]["announced"] == ["node_ip6"], conf
+    assert kp_lab.ping(src, lab.ip("n2p1"), timeout=1)

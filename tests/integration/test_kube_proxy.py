@@ -18,6 +18,7 @@ import kp_lab
 
 VIP, VIP6 = "10.96.0.10", "fd00:96::10"
 KU = os.path.join(os.path.dirname(sys.executable), "ku")
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # no http_proxy
 
 
 def api(controller, method, path, body=None):
@@ -26,7 +27,7 @@ def api(controller, method, path, body=None):
         data=None if body is None else json.dumps(body).encode(),
         headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with DIRECT.open(request, timeout=10) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")

@@ -93,10 +93,16 @@ def test_custom_file_loads_like_mn_does():
         "f = sys.argv[1]; d = {}\n"
         "exec(compile(open(f).read(), f, 'exec'), d, d)\n"
         "assert sorted(d['topos']) == ['kpcluster', 'kpnode'], d['topos']\n"
-        "assert sorted(d['switches']) == ['kpswitch']\n"
+        "assert sorted(d['switches']) == ['kpswitch', 'ovs']\n"
         "from mininet.util import buildTopo, customClass\n"
+        "from mininet.node import OVSSwitch\n"
         "t = buildTopo(d['topos'], 'kpnode,clients=1,pods=2')\n"
         "assert customClass(d['switches'], 'kpswitch').__name__ == 'KpSwitch'\n"
+        "assert issubclass(d['switches']['ovs'], OVSSwitch)\n"
+        "assert d['node_announcement'].format_announcement('10.0.1.1/24') == \\\n"
+        "    'kp-node ipv4=10.0.1.1/24'\n"
+        "assert t.nodeInfo('s1')['node_ip'] == '10.0.0.1/24'\n"
+        "assert t.nodeInfo('s1')['node_ip6'] == 'fd00::1/64'\n"
         "print(sorted(t.plan()['hosts']), d['KP_CUSTOM_FILE'] == f)\n")
     kp_file = os.path.join(os.path.dirname(kp_lab.topo.KP_FILE), 'kp.py')
     out = subprocess.run(['/usr/bin/python3', '-I', '-c', script, kp_file],

@@ -101,7 +101,8 @@ def test_conf_is_validated_whole(kp):
     assert (conf["buckets"], conf["timeout"], conf["node_ip"]) == (2048, 5, "10.0.0.1")
     conf = kp.set_conf(node_ip="10.0.2.1", dpid=2)
     assert conf["nodes"] == {"2": {"node_ip": "10.0.2.1", "node_ip6": None,
-                                   "node_subnet": "10.0.2.0/24", "node_subnet6": None}}
+                                   "node_subnet": "10.0.2.0/24", "node_subnet6": None,
+                                   "announced": []}}
     assert kp.model.node_addresses(2).ipv4.exploded == "10.0.2.1"
     assert kp.model.node_addresses(1).ipv4.exploded == "10.0.0.1"
 

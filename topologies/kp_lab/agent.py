@@ -10,6 +10,11 @@ Clients (print one JSON line per reply, then {"done": true, ...}):
     agent.py tcp-session ADDR PORT [--count 5] [--interval 1] [--timeout 2] [--src-port N]
     agent.py udp-request ADDR PORT [--count 1] [--interval 0] [--timeout 2] [--src-port N]
 Every server exits after --lifetime seconds (default 900) even if nobody stops it.
+
+Nothing here looks a name up: addresses are numeric, the HTTP server does not ask for its
+own name (http.server's server_bind would call getfqdn, which waits for the resolver:
+seconds, or a failed start, where the resolver cannot be reached), and the HTTP client
+goes to the address in the URL, never through a proxy from the environment.
 """
 import argparse
 import http.server
@@ -56,8 +61,12 @@ class DualStackHTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def server_bind(self):
+        """socketserver's bind, then the numeric address as the server's name, where
+        http.server's own server_bind would look the name up (getfqdn)."""
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = host, port
 
 
 def http_server(args):
@@ -130,10 +139,13 @@ def udp_server(args):
 
 # --------------------------------------------------------------------------- clients
 
+# Straight to the URL's address: no http_proxy from the environment.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 def http_get(args):
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(args.url, timeout=args.timeout) as r:
+        with DIRECT.open(args.url, timeout=args.timeout) as r:
             raw = r.read().decode(errors='replace')
             status = r.status
     except urllib.error.HTTPError as e:

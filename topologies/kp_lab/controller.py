@@ -113,8 +113,12 @@ class ControllerProcess:
             if self.ready():
                 return
             time.sleep(0.1)
-        raise RuntimeError('ryu-manager %s not listening on %s within %ss:\n%s'
-                           % (' '.join(self.apps), self.of_port, timeout, self.log_tail()))
+        want = ['%d (OpenFlow)' % self.of_port] + (['%d (REST)' % self.wsapi_port]
+                                                   if self.rest else [])
+        raise RuntimeError('ryu-manager %s did not start: waited %ss for it to listen on %s;'
+                           ' it listens on %s; its log ends:\n%s'
+                           % (' '.join(self.apps), timeout, ' and '.join(want),
+                              sorted(self.listening()) or 'nothing', self.log_tail()))
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

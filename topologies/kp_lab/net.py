@@ -24,12 +24,12 @@ import weakref
 
 from mininet.log import warn, setLogLevel
 from mininet.net import Mininet
-from mininet.node import OVSSwitch, RemoteController
+from mininet.node import RemoteController
 
 from . import ovs as ovs_service
 from . import procs, traffic
 from .controller import free_port, free_port_range
-from .topo import TOPOS, KpHost, KpSwitch, kp_post_start, tx_offload_off
+from .topo import TOPOS, KpHost, KpSwitch, OVSNodeSwitch, kp_post_start, tx_offload_off
 
 log = logging.getLogger('kp_lab.net')
 SWITCH_KINDS = ('kpswitch', 'ovs')
@@ -51,14 +51,15 @@ class ListeningController(RemoteController):
             warn('Unable to contact the remote controller at %s:%d\n' % (self.ip, self.port))
 
 
-class KpOVSSwitch(OVSSwitch):
-    """Open vSwitch with the userspace datapath (no kernel module here), OpenFlow 1.3."""
+class KpOVSSwitch(OVSNodeSwitch):
+    """Open vSwitch with the userspace datapath (no kernel module here), OpenFlow 1.3,
+    announcing its node addresses as `mn --switch ovs` does with topologies/kp.py."""
 
     def __init__(self, name, **params):
         params.setdefault('datapath', 'user')
         params.setdefault('protocols', 'OpenFlow13')
         params.setdefault('failMode', 'secure')
-        OVSSwitch.__init__(self, name, **params)
+        OVSNodeSwitch.__init__(self, name, **params)
 
 
 class LabError(RuntimeError):

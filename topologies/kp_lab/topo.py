@@ -29,6 +29,7 @@ def _load():
 kp = _load()
 
 KpSwitch = kp.KpSwitch
+OVSNodeSwitch = kp.OVSNodeSwitch
 KpSwitchMissing = kp.KpSwitchMissing
 KpHost = kp.KpHost
 KpNodeTopo = kp.KpNodeTopo
@@ -40,6 +41,8 @@ FABRIC_DPID = kp.FABRIC_DPID
 kp_addr4 = kp.kp_addr4
 kp_addr6 = kp.kp_addr6
 kp_mac = kp.kp_mac
+kp_node_ip4 = kp.kp_node_ip4
+kp_node_ip6 = kp.kp_node_ip6
 kp_post_start = kp.kp_post_start
 post_start = kp.kp_post_start
 tx_offload_off = kp.tx_offload_off

@@ -76,11 +76,23 @@ def start_server(host, kind, port, name=None, timeout=10.0, lifetime=900):
     proc = agent_popen(host, '%s-server' % kind, '--port', port, '--name', name,
                        '--lifetime', lifetime)
     line = _read_line(proc, timeout)
-    if not line or not json.loads(line).get('ready'):
+    try:
+        ready = bool(line) and json.loads(line).get('ready') is True
+    except (ValueError, AttributeError):
+        ready = False
+    if not ready:
+        exited = proc.poll()
         stop_process(proc)
-        err = proc.stderr.read() if proc.stderr else ''
-        raise RuntimeError('%s server on %s:%d did not start: %r %s'
-                           % (kind, host, port, line, err))
+        err = (proc.stderr.read() if proc.stderr else '').strip()
+        if line:
+            seen = 'it printed %r' % line.strip()
+        elif exited is not None:
+            seen = 'it exited with %s' % exited
+        else:
+            seen = 'it printed nothing in %gs' % timeout
+        raise RuntimeError('%s server on %s:%d did not start: waited %gs for its '
+                           '{"ready": true} line (it prints that once bound); %s; its '
+                           'stderr: %s' % (kind, host, port, timeout, seen, err or '(empty)'))
     return Server(host, kind, port, name, proc)
 
 

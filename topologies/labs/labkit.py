@@ -37,6 +37,9 @@ if TOPOLOGIES not in sys.path:
 
 import kp_lab  # noqa: E402  (after the path set-up above)
 
+# kp_app's REST API on loopback, never through an http_proxy from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 
 def ku_binary():
     """`ku` of this interpreter's venv, else the repo's venv, else PATH."""
@@ -252,7 +255,7 @@ class LabSession:
             data=None if body is None else json.dumps(body).encode(),
             headers={'Content-Type': 'application/json'})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with _DIRECT.open(request, timeout=timeout) as response:
                 return response.status, json.loads(response.read() or b'null')
         except urllib.error.HTTPError as error:
             raw = error.read()
