@@ -3,6 +3,7 @@ on its own): new connections raise no packet-in, and neither established session
 new connections need the controller to be there.
 
 The kpnode topology: clients c1, c2 (10.0.0.11, .12), pods p1..p3 (10.0.0.101..103)."""
+import ipaddress
 import os
 import re
 import signal
@@ -11,6 +12,8 @@ import time
 import pytest
 
 import kp_lab
+from kp_app.maglev import MaglevTable
+from kp_proto.session_hash import session_hash
 from test_kube_proxy import VIP, api, configure, serve
 
 
@@ -154,3 +157,25 @@ def test_a_restarted_controller_takes_over_without_disturbing_the_sessions(ovs, 
         for ctl in (first, second):
             if ctl is not None:
                 ctl.stop()
+
+
+def test_every_switch_and_mode_picks_the_pod_the_model_picks(kpnode, controller, switch_kind):
+    """kp-switch (the controller picks), Open vSwitch picking itself (multipath over its
+    own hash) and Open vSwitch in packet-in mode: a 5-tuple reaches the pod that
+    kp_proto.session_hash and the VIP's Maglev table give, the same on every node."""
+    configure(controller, kpnode, port=5000, target_port=5000, node_port=None)
+    serve(kpnode, "tcp", 5000)
+    status, vip = api(controller, "GET", f"/vips/{VIP}/32/5000")
+    table = MaglevTable([ipaddress.ip_address(p["address"]) for p in vip["pods"]],
+                        vip["new_len"])
+    client = kpnode.clients[0]
+    src = ipaddress.ip_address(kpnode.ip(client.name))
+    seen = set()
+    for sport in range(41000, 41012):
+        result = kp_lab.tcp_session(client, VIP, 5000, count=1, src_port=sport)
+        assert result["ok"], result
+        picked = kpnode.ip(result["replies"][0]["name"])
+        h = session_hash(6, src, sport, ipaddress.ip_address(VIP), 5000)
+        assert picked == str(table.pick(h)), (sport, picked)
+        seen.add(picked)
+    assert len(seen) >= 2
