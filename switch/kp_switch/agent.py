@@ -34,6 +34,7 @@ from ryu.ofproto import ofproto_v1_3 as ofp
 
 from . import datapath as dpimpl
 from . import experimenter as kpexp
+from . import megaflow
 from . import wire
 from .actions import Context, compile_actions
 from .errors import OFError
@@ -644,7 +645,8 @@ class Agent:
             self._execute(in_port, packet, res)
             if res.cacheable:
                 try:
-                    self.dp.cache_insert(blob, res.actions, res.cache_ids)
+                    mask = None if res.megaflow is None else megaflow.mask_blob(res.megaflow)
+                    self.dp.cache_insert(blob, res.actions, res.cache_ids, mask)
                 except ValueError as e:
                     LOG.debug("not cached: %s", e)
             if res.packet_ins:

@@ -221,9 +221,12 @@ class FlowTable:
                 return e
         return None
 
-    def lookup(self, kv):
+    def lookup(self, kv, wc=None):
         """The highest-priority entry matching key ints `kv` (of equal priorities, the
-        one added first), or None."""
+        one added first), or None.  With a dict `wc` (megaflow wildcards), ORs into it
+        the (field, mask) of every subtable the lookup probed: the bits of the key the
+        answer depended on (the answer is the same for every key equal to this one on
+        them: the probed subtables give the same buckets, the others were not needed)."""
         if self._dirty:
             self._order = sorted(self._subtables.values(), key=lambda s: -s.max_priority)
             self._dirty = False
@@ -231,6 +234,9 @@ class FlowTable:
         for st in self._order:
             if best is not None and st.max_priority < best.priority:
                 break
+            if wc is not None:
+                for name, mask in st.sig:
+                    wc[name] = wc.get(name, 0) | mask
             vals = []
             for name, mask in st.sig:
                 v = kv.get(name)

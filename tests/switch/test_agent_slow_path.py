@@ -14,6 +14,7 @@ class FakeDatapath:
     def __init__(self):
         self.calls = []
         self.counters = {}
+        self.masks = []  # the mask_blob of each insert (None: exact only)
 
     def start(self):
         pass
@@ -24,8 +25,9 @@ class FakeDatapath:
     def execute(self, in_port, packet, actions):
         self.calls.append(("execute", in_port, list(actions)))
 
-    def cache_insert(self, blob, actions, ids):
+    def cache_insert(self, blob, actions, ids, mask_blob=None):
         self.calls.append(("insert", blob, list(actions), list(ids)))
+        self.masks.append(mask_blob)
 
     def invalidate_flow(self, i):
         self.calls.append(("invalidate_flow", i))
