@@ -397,6 +397,16 @@ def test_experimenter_set_buckets_and_cache_stats(sw):
     assert r.exp_type == kpexp.KP_CACHE_STATS_REPLY
     st = kpexp.decode_cache_stats(r.data)
     assert st["hits"] >= 1 and st["misses"] >= 1 and st["inserts"] >= 1 and st["buckets"] == 1024
+    # The megaflow counters come after the original ten (old readers stop at ten): the
+    # L2 flows match eth_dst only: every ICMP packet that was not an exact hit went in
+    # with a megaflow (in_port, eth_dst and eth_type: the ARP flow was probed first).
+    assert len(r.data) == 8 * len(kpexp.CACHE_STATS_FIELDS) == 120
+    assert st["mf_inserts"] >= 1 and st["mf_entries"] >= 1 and st["mf_subtables"] >= 1
+    old = kpexp.decode_cache_stats(r.data[:80])
+    assert old == {k: st[k] for k in kpexp.CACHE_STATS_FIELDS[:10]}
+    from kp_app import ofmsg
+    assert ofmsg.decode_cache_stats(r.data) == st
+    assert ofmsg.decode_cache_stats(r.data[:80]) == old
     assert ch.check(parser.OFPExperimenter(DP, kpexp.KP_EXPERIMENTER_ID, kpexp.KP_SET_BUCKETS,
                                            kpexp.encode_set_buckets(4096))) is None
     r = ch.request(parser.OFPExperimenter(DP, kpexp.KP_EXPERIMENTER_ID, kpexp.KP_CACHE_STATS_REQUEST, b""))[0]
