@@ -8,7 +8,8 @@ Threads (plain threads and blocking sockets; no eventlet):
 - per connection a reader (decodes and handles requests) and a writer (a bounded queue,
   so a slow controller never blocks the slow path: packet-ins beyond it are dropped);
 - the slow path: `dp.next_misses()` -> pipeline -> `dp.execute()` (+ `dp.cache_insert()`
-  when cacheable) -> packet-ins;
+  when cacheable, with the megaflow mask the pipeline computed unless the answer cannot
+  be one: FASTPATH.md "Megaflows") -> packet-ins;
 - a housekeeping tick about once a second: flow timeouts (cache hits count as use),
   link state of the ports (port-status), echo keepalives.
 

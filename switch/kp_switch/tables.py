@@ -30,6 +30,16 @@ Invalidation (the cache must only ever give the answer the tables would give):
   flush the packets of a broad flow that a narrower one above it already shields from
   it).  Adds with more than MAX_PRECISE_INVALIDATIONS ids invalidate everything instead
   (the same effect, one command to the datapath instead of hundreds).
+- megaflow entries (FASTPATH.md, "Megaflows": one cached answer for every packet equal
+  on the bits the lookups probed) need nothing more.  Every packet a megaflow answers
+  went the same way through the tables (that is what its mask guarantees), so it
+  recorded the same entries G.  An added F can change the answer of one of those
+  packets only if the packet matches M and T decided it with a G of priority <= P (or
+  the miss): G overlaps M as above.  The exception for an H covering M holds too: if G
+  is below H, H's subtable ranks above G's and was probed, its bits are in the mask,
+  and the classified packet did not match H, so no packet of the megaflow matches H,
+  hence none matches M.  Modify, delete and timeouts invalidate the entries' own ids,
+  which the megaflow recorded like an exact entry.
 - a table miss (no entry matches, the packet is dropped) is recorded in the cache under
   a pseudo flow id per table, `miss_ids[table_id]`: the top `n_tables` ids of the id
   space, never given to a flow entry.  Its cache hits count as lookups of that table.
