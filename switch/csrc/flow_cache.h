@@ -21,7 +21,8 @@
  * Memory per cached flow: 64 bytes = a quarter of the 64-byte bucket line (hash,
  * last use, program, epoch) + the 48-byte out-of-line entry (key + flow ids).  Not
  * counted (fixed per cache, independent of the number of buckets): the program pool,
- * the IPv6 address pool and the per-flow-id invalidation epochs.
+ * the IPv6 address pool, the per-flow-id invalidation epochs (8 bytes each) and the
+ * megaflow tier (megaflow.h: 96 bytes per megaflow, 1.5 MiB).
  *
  * Layout: a power-of-2 number of buckets (run time) of WAYS slots (compile time).  A
  * key has two candidate buckets, like OVS's EMC with its two hash positions: the first

@@ -6,6 +6,7 @@ empty tables and groups.
 """
 import os
 import struct
+import sys
 import time
 
 import pytest
@@ -541,3 +542,55 @@ def test_roles_slave_is_read_only(sw):
         assert r.role == ofp.OFPCR_ROLE_EQUAL
     finally:
         mgmt.close()
+
+
+UDP_SINK = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(3); print("ready", flush=True)
+seen = set()
+try:
+    while len(seen) < int(sys.argv[2]):
+        _, peer = s.recvfrom(2048)
+        seen.add(peer[1])
+except socket.timeout:
+    pass
+print(len(seen), flush=True)
+"""
+UDP_SOURCES = r"""
+import socket, sys, time
+for i in range(int(sys.argv[3])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("", int(sys.argv[4]) + i))
+    s.sendto(b"x", (sys.argv[1], int(sys.argv[2])))
+    s.close()
+    time.sleep(0.005)
+"""
+
+
+def cache_stats(ch):
+    r = ch.request(parser.OFPExperimenter(DP, kpexp.KP_EXPERIMENTER_ID,
+                                          kpexp.KP_CACHE_STATS_REQUEST, b""))[0]
+    return kpexp.decode_cache_stats(r.data)
+
+
+def test_new_sessions_through_a_wildcard_flow_are_megaflow_hits(sw):
+    """The L2 flows look at eth_dst (and ARP's eth_type) only: after the first datagram
+    of one UDP session is classified in Python, the next sessions' first datagrams are
+    answered by its megaflow in the C fast path, not the slow path."""
+    hosts, _, _, ch = sw
+    l2_flows(ch, hosts)
+    assert hosts[0].ping(hosts[1].ip4, count=1)          # ARP learnt both ways
+    sink = hosts[1].popen(sys.executable, "-c", UDP_SINK, "7100", "40")
+    try:
+        assert sink.stdout.readline().strip() == "ready"
+        s0 = cache_stats(ch)
+        hosts[0].run(sys.executable, "-c", UDP_SOURCES, hosts[1].ip4, "7100", "40", "31000")
+        got = int(sink.stdout.readline())
+    finally:
+        sink.kill()
+        sink.wait()
+    s1 = cache_stats(ch)
+    d = {k: s1[k] - s0[k] for k in ("hits", "mf_hits", "misses")}
+    assert got == 40
+    assert d["mf_hits"] >= 38 and d["misses"] <= 2, d
