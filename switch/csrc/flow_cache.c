@@ -4,9 +4,9 @@
 #include "flow_cache.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "megaflow.h"
-#include <string.h>
 
 #define STAT_ADD(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
 
@@ -72,27 +72,24 @@ bool cache_key_of(const struct flow_key *fk, struct cache_key *k)
     return ok;
 }
 
-#define mix cache_mix
-#define fmix cache_fmix
-
 uint32_t cache_key_hash(const struct cache_key *k, const uint8_t *v6)
 {
     uint64_t h = 0, a[4];
 
-    h = mix(h, k->w[0]);
-    h = mix(h, k->w[1]);
-    h = mix(h, k->w[2]);
-    h = mix(h, k->w[3]);
+    h = cache_mix(h, k->w[0]);
+    h = cache_mix(h, k->w[1]);
+    h = cache_mix(h, k->w[2]);
+    h = cache_mix(h, k->w[3]);
     if (v6) {
         memcpy(a, v6, sizeof a);
-        h = mix(h, a[0]);
-        h = mix(h, a[1]);
-        h = mix(h, a[2]);
-        h = mix(h, a[3]);
+        h = cache_mix(h, a[0]);
+        h = cache_mix(h, a[1]);
+        h = cache_mix(h, a[2]);
+        h = cache_mix(h, a[3]);
     } else {
-        h = mix(h, k->w[4]);
+        h = cache_mix(h, k->w[4]);
     }
-    return fmix(h);
+    return cache_fmix(h);
 }
 
 uint32_t flow_key_hash(const struct flow_key *fk)
@@ -108,7 +105,7 @@ static uint32_t addr_hash(const uint8_t *a)
     uint64_t x[2];
 
     memcpy(x, a, sizeof x);
-    return fmix(mix(mix(0, x[0]), x[1]));
+    return cache_fmix(cache_mix(cache_mix(0, x[0]), x[1]));
 }
 
 
