@@ -645,8 +645,13 @@ class Agent:
                                                    self.miss_send_len, in_port, 0, []))
             self._execute(in_port, packet, res)
             if res.cacheable:
+                mask = None
+                if res.megaflow is not None:
+                    try:
+                        mask = megaflow.mask_blob(res.megaflow)
+                    except ValueError as e:  # cannot happen for a pipeline's mask
+                        LOG.warning("no megaflow for %r: %s", res.megaflow, e)
                 try:
-                    mask = None if res.megaflow is None else megaflow.mask_blob(res.megaflow)
                     self.dp.cache_insert(blob, res.actions, res.cache_ids, mask)
                 except ValueError as e:
                     LOG.debug("not cached: %s", e)
