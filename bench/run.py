@@ -25,8 +25,13 @@ What it measures, all in one run on a topology it builds and removes itself:
    and through the kernel's own forwarding with kube-proxy's iptables chains (DNAT +
    conntrack, in a router namespace); and the CPU time the controller and the switch
    spent per session.
-3. Bytes of kp-switch flow cache per cached flow, from the structure sizes the compiler
-   gives (switch/csrc/flow_cache.h) and the live cache statistics.
+3. New flows per second through a static flow: one wildcard DNAT flow (udp to
+   VIP:80 from anywhere) and one frame per new UDP 5-tuple, offered above what either
+   switch keeps up with, counted at the sink (kp-switch answers them from its megaflow
+   cache in C after the first; before megaflows each one went to the Python agent).
+   `--skip-pps --skip-sessions` runs only this (and 4).
+4. Bytes of kp-switch flow cache per cached flow, from the structure sizes the compiler
+   gives (switch/csrc/flow_cache.h, megaflow.h) and the live cache statistics.
 
 Results: a table on stdout and bench/results/latest.json.
 """
@@ -91,7 +96,8 @@ def build():
                         ("cache_sizes", ["-I", os.path.join(REPO, "switch", "csrc")])):
         src = os.path.join(HERE, name + ".c")
         exe = os.path.join(BUILD, name)
-        deps = [src] + ([os.path.join(REPO, "switch", "csrc", "flow_cache.h")]
+        deps = [src] + ([os.path.join(REPO, "switch", "csrc", h)
+                         for h in ("flow_cache.h", "megaflow.h")]
                         if name == "cache_sizes" else [])
         if not os.path.exists(exe) or any(os.path.getmtime(d) > os.path.getmtime(exe)
                                           for d in deps):
@@ -329,7 +335,8 @@ class KpCacheStats:
     (FASTPATH.md: experimenter 0x004B5000, exp_type 2; reply exp_type 3, 10 x u64)."""
 
     NAMES = ("hits", "misses", "inserts", "insert_failures", "evictions", "expired",
-             "invalidated", "entries", "buckets", "parse_errors")
+             "invalidated", "entries", "buckets", "parse_errors",
+             "mf_hits", "mf_inserts", "mf_insert_failures", "mf_entries", "mf_subtables")
 
     def __init__(self, port):
         self.port = port
@@ -347,7 +354,8 @@ class KpCacheStats:
                         break
                     msg, buf = buf[:length], buf[length:]
                     if typ == 4 and xid == 77 and length >= 16 + 80:
-                        vals = struct.unpack("!10Q", msg[16:96])
+                        n = min((length - 16) // 8, len(self.NAMES))
+                        vals = struct.unpack("!%dQ" % n, msg[16:16 + 8 * n])
                         return dict(zip(self.NAMES, vals))
                     if typ == 1:
                         raise RuntimeError("kp-switch refused the cache stats request")
@@ -532,6 +540,117 @@ print(ok, bad)
                            d["cpu_ns_per_packet"], extra))
                 order = order[1:] + order[:1]       # rotate who goes first
         self.bare_counters = None
+
+    def close(self):
+        if getattr(self, "ovs", None):
+            self.ovs.close()
+
+
+# --------------------------------------------------------------------------- new flows
+
+def static_flow_line(out_port=2):
+    """One wildcard DNAT flow (any client, any source port, to VIP:80): a static
+    service flow, so that new 5-tuples need no controller."""
+    return ("table=0,priority=100,udp,nw_dst=%s,tp_dst=%d "
+            "actions=set_field:%s->eth_src,set_field:%s->eth_dst,set_field:%s->ip_dst,"
+            "set_field:%d->udp_dst,output:%d"
+            % (VIP, VIP_PORT, GW_MAC, POD_MAC, POD_IP, POD_PORT, out_port))
+
+
+class NewFlowsBench:
+    """New flows per second through a static flow: the switch holds one wildcard DNAT
+    flow; the generator sends one frame per new UDP 5-tuple (each run from fresh
+    client addresses) at a rate above what either switch keeps up with; the figure is
+    the frames forwarded to the sink per second until its counter settles.  Every frame
+    is the first of its flow, so an exact-match cache never helps: kp-switch either
+    classifies each in Python (no megaflows) or answers it from a megaflow in C."""
+
+    def __init__(self, args, exe, topo, procs, tmpdir):
+        self.args, self.exe, self.topo, self.procs, self.tmp = args, exe, topo, procs, tmpdir
+        self.results = {"kp": [], "ovs": []}
+        self.details = []
+        self.run_no = 0
+
+    def setup(self):
+        t = self.topo
+        self.ns_src = t.ns("nfsrc")
+        self.ns_dst = t.ns("nfdst")
+        self.links = {}
+        for e, c in (("kp", "k"), ("ovs", "o")):
+            a = t.link("wg" + c, self.ns_src)       # not "no": an `ip link` keyword
+            b = t.link("ws" + c, self.ns_dst)
+            self.links[e] = (a, b, "wg" + c)
+        a, b, _ = self.links["kp"]
+        self.kp_port = free_port()
+        self.kp = start_kp_switch(self.procs, [a, b], self.kp_port, self.args.buckets,
+                                  os.path.join(self.tmp, "kp-switch-newflows.log"))
+        self.kp_cache = KpCacheStats(self.kp_port)
+        a, b, _ = self.links["ovs"]
+        self.ovs = OvsBridge(t.tag + "nf", [a, b])
+        targets = {"kp": "tcp:127.0.0.1:%d" % self.kp_port, "ovs": self.ovs.target}
+        for e, target in targets.items():
+            sh("ovs-ofctl", "-O", "OpenFlow13", "add-flow", target, static_flow_line())
+            out = sh("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", target, capture=True)
+            if "priority=100" not in out:
+                raise RuntimeError("%s: the static flow did not go in" % e)
+
+    def measure(self, engine):
+        a, b, gen_if = self.links[engine]
+        n = int(self.args.newflow_rate * self.args.newflow_seconds)
+        self.run_no += 1
+        src = "10.%d.0.1" % (100 + self.run_no)        # fresh 5-tuples every run
+        kp0 = self.kp_cache.get() if engine == "kp" else None
+        c0, t0 = read_counter(b, "tx_packets"), time.monotonic()
+        g = self.procs.start(
+            ["ip", "netns", "exec", self.ns_src, "taskset", "-c", str(GEN_CPU),
+             self.exe["pktgen"], gen_if, "--dst-mac", GW_MAC, "--src-ip", src,
+             "--dst-ip", VIP, "--dport", str(VIP_PORT), "--sport", "10000",
+             "--flows", str(n), "--pps", str(self.args.newflow_rate), "--once"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        last, t_last = c0, t0
+        try:
+            # Until the generator is done and the sink's counter has not moved for 0.5 s
+            # (the slow path may still be working through its queue).
+            while True:
+                time.sleep(0.05)
+                c, now = read_counter(b, "tx_packets"), time.monotonic()
+                if c != last:
+                    last, t_last = c, now
+                elif g.poll() is not None and now - t_last > 0.5:
+                    break
+                if now - t0 > self.args.newflow_seconds + 60:
+                    break
+            out, err = g.communicate(timeout=30)
+        finally:
+            self.procs.stop(g)
+        if g.returncode:
+            raise RuntimeError("pktgen: %s" % err.strip())
+        gen = json.loads(out)
+        delivered = last - c0
+        d = {"engine": engine, "offered": n, "offered_rate": self.args.newflow_rate,
+             "generator_seconds": gen["seconds"], "delivered": delivered,
+             "new_flows_per_s": delivered / max(1e-9, t_last - t0)}
+        if kp0 is not None:
+            kp1 = self.kp_cache.get()
+            d["kp_cache"] = {k: kp1.get(k, 0) - kp0.get(k, 0)
+                             for k in ("hits", "mf_hits", "misses", "inserts", "mf_inserts")}
+        self.details.append(d)
+        return d
+
+    def run(self):
+        self.setup()
+        for r in range(self.args.newflow_rounds):
+            for e in (("kp", "ovs") if r % 2 == 0 else ("ovs", "kp")):
+                d = self.measure(e)
+                self.results[e].append(d["new_flows_per_s"])
+                extra = ""
+                if "kp_cache" in d:
+                    kc = d["kp_cache"]
+                    extra = "  cache: %d megaflow hits, %d exact hits, %d misses" % (
+                        kc["mf_hits"], kc["hits"], kc["misses"])
+                log("  round %d  %-4s %9.0f new flows/s  (%d of %d offered at %d/s)%s"
+                    % (r + 1, e, d["new_flows_per_s"], d["delivered"], d["offered"],
+                       d["offered_rate"], extra))
 
     def close(self):
         if getattr(self, "ovs", None):
@@ -802,11 +921,13 @@ def cache_memory(exe, kp_stats, buckets):
     slot = sizes["bucket"] / sizes["ways"] + sizes["entry"]
     table = buckets * (sizes["bucket"] + sizes["ways"] * sizes["entry"])
     fixed = (sizes["flow_cache"] + (sizes["prog_pool"] + 1) * sizes["prog_slot"]
-             + sizes["max_flow_ids"] * 4
-             + (sizes.get("addr_pool", -1) + 1) * (sizes.get("addr_slot", 0) + 8))
+             + sizes["max_flow_ids"] * sizes.get("flow_inval", 4)
+             + (sizes.get("addr_pool", -1) + 1) * (sizes.get("addr_slot", 0) + 8)
+             + sizes.get("megaflows", 0))
     out = {"sizes": sizes, "bytes_per_cached_flow": slot,
            "bucket_share_per_flow": sizes["bucket"] / sizes["ways"],
            "entry_per_flow": sizes["entry"],
+           "megaflow_bytes_per_flow": sizes.get("mf_bytes_per_flow"),
            "table_bytes": table, "fixed_bytes": fixed, "buckets": buckets}
     if kp_stats and kp_stats.get("entries"):
         out["entries_live"] = kp_stats["entries"]
@@ -820,7 +941,7 @@ def verdict(ok):
     return "PASS" if ok else "MISS"
 
 
-def report(args, pps, sessions, mem, cpu_note):
+def report(args, pps, sessions, mem, cpu_note, newflows=None):
     summary = {"goals": GOALS, "pps": {}, "checks": []}
     log("\n" + "=" * 78)
     log("Packets per second, 64-byte UDP, kube-proxy DNAT flow (switch side on core %d, "
@@ -888,15 +1009,28 @@ def report(args, pps, sessions, mem, cpu_note):
         summary["sessions"] = {"median_sessions_per_s": sm, "runs": sessions.results,
                                "ratios": ratios,
                                "kp_over_ovs": ratios.get("kp/ovs")}
+    if newflows and newflows.details:
+        nm = {e: median(v) for e, v in newflows.results.items() if v}
+        log("\nNew flows per second through a static DNAT flow (one frame per new UDP "
+            "5-tuple, offered at %d/s)" % args.newflow_rate)
+        for e, v in sorted(nm.items()):
+            log("  %-10s %10.0f new flows/s   (runs: %s)"
+                % (e, v, ", ".join("%.0f" % x for x in newflows.results[e])))
+        if nm.get("ovs"):
+            log("  kp/ovs: %.2f" % (nm["kp"] / nm["ovs"]))
+        summary["new_flows"] = {"median_new_flows_per_s": nm, "runs": newflows.details,
+                                "kp_over_ovs": nm["kp"] / nm["ovs"] if nm.get("ovs") else None}
     log("\nkp-switch flow cache memory (switch/csrc/flow_cache.h, sizes from the compiler)")
     s = mem["sizes"]
     log("  bucket %d B / %d ways = %.0f B per slot in the bucket line, + out-of-line entry "
         "%d B (key %d B, flow ids)" % (s["bucket"], s["ways"], mem["bucket_share_per_flow"],
                                        s["entry"], s["key"]))
     log("  = %.0f bytes per cached flow (goal <= %d); table of %d buckets: %.1f MiB, "
-        "fixed part (program and IPv6 address pools, invalidation epochs): %.1f MiB"
+        "fixed part (program and IPv6 address pools, invalidation epochs, megaflow "
+        "tier of %d x %d B): %.1f MiB"
         % (mem["bytes_per_cached_flow"], GOALS["cache_bytes_per_flow"], mem["buckets"],
-           mem["table_bytes"] / 2**20, mem["fixed_bytes"] / 2**20))
+           mem["table_bytes"] / 2**20, s.get("mf_entries", 0), s.get("mf_bytes_per_flow", 0),
+           mem["fixed_bytes"] / 2**20))
     if "allocated_per_live_flow" in mem:
         log("  with %d live entries: %.0f bytes allocated per live flow"
             % (mem["entries_live"], mem["allocated_per_live_flow"]))
@@ -911,6 +1045,10 @@ def report(args, pps, sessions, mem, cpu_note):
             % (flows, v["median_pps"]["kp"], v["kp_over_ovs"], GOALS["kp_over_ovs"],
                v["kp_over_bare"], GOALS["kp_over_bare"], v["paired_kp_over_ovs"],
                v["paired_kp_over_bare"]))
+    if "new_flows" in summary:
+        nm = summary["new_flows"]["median_new_flows_per_s"]
+        log("  new flows/s through a static flow: kp %.0f, ovs %.0f"
+            % (nm.get("kp", 0), nm.get("ovs", 0)))
     if "sessions" in summary:
         sm = summary["sessions"]["median_sessions_per_s"]
         log("  new sessions/s: " + ", ".join("%s %.0f" % kv for kv in sm.items()))
@@ -942,13 +1080,19 @@ def parse_args(argv):
     p.add_argument("--rx-on-switch-core", action="store_true",
                    help="steer the kernel's receive work for the switch ports to the switch "
                         "core (RPS); by default it runs on the generator's core")
+    p.add_argument("--newflow-rate", type=int, default=200000,
+                   help="new flows offered per second through the static flow")
+    p.add_argument("--newflow-seconds", type=float, default=2.0)
+    p.add_argument("--newflow-rounds", type=int, default=3)
     p.add_argument("--skip-pps", action="store_true")
     p.add_argument("--skip-sessions", action="store_true")
+    p.add_argument("--skip-newflows", action="store_true")
     p.add_argument("--json", default=os.path.join(RESULTS, "latest.json"))
     a = p.parse_args(argv)
     if a.quick:
         a.rounds, a.seconds, a.warmup = 2, 2.0, 1.5
         a.session_seconds, a.session_rounds = 2.0, 1
+        a.newflow_seconds, a.newflow_rounds = 1.0, 2
     if a.seconds < 1.0:
         p.error("--seconds must be at least 1")
     return a
@@ -968,7 +1112,7 @@ def main(argv=None):
     topo = Topology()
     ovsd = OvsDaemon()
     tmp = tempfile.mkdtemp(prefix="kpb-")
-    pps = sessions = None
+    pps = sessions = newflows = None
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt("signal %d" % signum)
@@ -985,6 +1129,15 @@ def main(argv=None):
                 pps.run()
             finally:
                 pps.close()
+        if not args.skip_newflows:
+            log("\n== new flows per second through a static flow ==")
+            newflows = NewFlowsBench(args, exe, topo, procs, tmp)
+            try:
+                newflows.run()
+            except Exception as e:
+                log("new-flows benchmark failed: %s" % e)
+            finally:
+                newflows.close()
         if not args.skip_sessions:
             log("\n== new sessions per second through kp_app ==")
             sessions = SessionsBench(args, exe, topo, procs, tmp)
@@ -996,7 +1149,7 @@ def main(argv=None):
         load = os.getloadavg()[0]
         note = ("load average %.1f during the run (other work on this machine adds noise)"
                 % load) if load > 2.5 else ""
-        summary = report(args, pps, sessions, mem, note)
+        summary = report(args, pps, sessions, mem, note, newflows)
         summary["config"] = {k: v for k, v in vars(args).items()}
         summary["elapsed_s"] = time.monotonic() - t_start
         summary["machine"] = {"cpus": os.cpu_count(), "kernel": os.uname().release,

@@ -15,8 +15,11 @@ from kp_app.pipeline import (CacheStatsRequest, ConntrackFlush, FlowAdd, FlowDel
 
 KP_EXPERIMENTER = 0x004B5000
 KP_SET_BUCKETS, KP_CACHE_STATS_REQUEST, KP_CACHE_STATS_REPLY = 1, 2, 3
+# kp-switch's KP_CACHE_STATS_REPLY (switch/FASTPATH.md): the megaflow counters were
+# appended after the first ten; a reply from an older switch just has fewer fields.
 CACHE_STATS_FIELDS = ("hits", "misses", "inserts", "insert_failures", "evictions", "expired",
-                      "invalidated", "entries", "buckets", "parse_errors")
+                      "invalidated", "entries", "buckets", "parse_errors",
+                      "mf_hits", "mf_inserts", "mf_insert_failures", "mf_entries", "mf_subtables")
 
 VERSION = 4
 OFPT_EXPERIMENTER, OFPT_PACKET_OUT, OFPT_FLOW_MOD = 4, 13, 14

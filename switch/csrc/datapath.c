@@ -44,7 +44,8 @@ static void apply_cmd(struct datapath *dp, struct dp_cmd *c, uint32_t now_ms)
 {
     switch (c->kind) {
     case CMD_INSERT:
-        flow_cache_insert(dp->cache, &c->key, c->ops, c->n_ops, c->ids, c->n_ids, now_ms);
+        flow_cache_insert(dp->cache, &c->key, c->ops, c->n_ops, c->ids, c->n_ids, now_ms,
+                          c->has_mask ? &c->mask : NULL);
         break;
     case CMD_INVALIDATE_FLOW:
         flow_cache_invalidate_flow(dp->cache, c->flow_id);
@@ -108,12 +109,14 @@ static int push_cmd(struct datapath *dp, const struct dp_cmd *c, int wait)
 
 void dp_cache_insert(struct datapath *dp, const struct flow_key *k,
                      const struct action_op *ops, uint32_t n_ops, const uint32_t *ids,
-                     uint32_t n_ids)
+                     uint32_t n_ids, const struct mf_key *mask)
 {
     struct dp_cmd c;
 
     if (n_ops > MAX_OPS || n_ids > MAX_IDS_PER_INSERT) {
         ATOMIC_ADD(dp->cmd_queue_drops, 1);   /* uncacheable: counted, like a full pool */
+        if (mask)
+            ATOMIC_ADD(dp->mf_cmd_drops, 1);
         return;
     }
     memset(&c, 0, sizeof c);
@@ -123,8 +126,15 @@ void dp_cache_insert(struct datapath *dp, const struct flow_key *k,
     c.n_ids = n_ids;
     memcpy(c.ops, ops, n_ops * sizeof *ops);
     memcpy(c.ids, ids, n_ids * sizeof *ids);
-    if (push_cmd(dp, &c, 0))
+    if (mask) {
+        c.has_mask = 1;
+        c.mask = *mask;
+    }
+    if (push_cmd(dp, &c, 0)) {
         ATOMIC_ADD(dp->cmd_queue_drops, 1);
+        if (mask)
+            ATOMIC_ADD(dp->mf_cmd_drops, 1);
+    }
 }
 
 void dp_invalidate_flow(struct datapath *dp, uint32_t flow_id)
@@ -292,8 +302,8 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
                           uint32_t now, uint64_t now_ns)
 {
     struct emit_ctx ctx = {dp, 0, seg_size};
-    const struct cache_entry *e;
     const struct action_prog *prog;
+    uint64_t ids = 0;
     struct pkt_buf pb;
     struct flow_key k;
     struct cache_key ck;
@@ -318,7 +328,7 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
     if (cache_key_of(&k, &ck)) {
         const uint8_t *v6 = (k.present & FK_IPV6) ? k.nw_src : NULL;
 
-        prog = flow_cache_lookup(dp->cache, &ck, v6, cache_key_hash(&ck, v6), now, &e, NULL);
+        prog = flow_cache_lookup(dp->cache, &k, &ck, v6, cache_key_hash(&ck, v6), now, &ids);
     } else {
         flow_cache_miss(dp->cache);
         prog = NULL;
@@ -333,7 +343,7 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
             miss_push(dp, port->port_no, &k, frame, len);
         return;
     }
-    for (i = 0; i < MAX_IDS_PER_ENTRY && (id = cache_entry_id(e, i)) != IDS_NONE; i++) {
+    for (i = 0; i < MAX_IDS_PER_ENTRY && (id = cache_ids_get(ids, i)) != IDS_NONE; i++) {
         struct flow_counter *fc = &dp->counters[id];
 
         OWNER_ADD(fc->packets, 1);

@@ -20,6 +20,7 @@
 #include "actions.h"
 #include "flow_cache.h"
 #include "flow_key.h"
+#include "megaflow.h"
 #include "port_io.h"
 
 #define MISS_RING_BYTES (8u << 20)
@@ -49,6 +50,8 @@ struct dp_cmd {
     struct flow_key key;
     struct action_op ops[MAX_OPS];
     uint32_t ids[MAX_IDS_PER_INSERT];
+    uint32_t has_mask;                 /* insert: the megaflow too, with mask */
+    struct mf_key mask;
     struct flow_cache *cache;
 };
 
@@ -57,7 +60,7 @@ struct datapath {
     struct dp_port *ports;
     struct flow_cache *cache;
     struct cache_stats cst;
-    uint64_t parse_errors, malformed, miss_queue_drops, cmd_queue_drops;
+    uint64_t parse_errors, malformed, miss_queue_drops, cmd_queue_drops, mf_cmd_drops;
     struct flow_counter *counters;     /* MAX_FLOW_IDS */
 
     pthread_t thread;
@@ -89,10 +92,11 @@ void dp_stop(struct datapath *dp);
 uint8_t *dp_next_misses(struct datapath *dp, int timeout_ms, uint32_t max_count, uint32_t *n,
                         size_t *len);
 
-/* Lossy: a full command queue drops the insert (counted as an insert failure). */
+/* Lossy: a full command queue drops the insert (counted as an insert failure, and a
+ * megaflow insert failure with a mask).  mask: NULL, or the megaflow's (mf_mask_of). */
 void dp_cache_insert(struct datapath *dp, const struct flow_key *k,
                      const struct action_op *ops, uint32_t n_ops, const uint32_t *ids,
-                     uint32_t n_ids);
+                     uint32_t n_ids, const struct mf_key *mask);
 /* These wait for room in the queue: an invalidation is never lost. */
 void dp_invalidate_flow(struct datapath *dp, uint32_t flow_id);
 void dp_invalidate_all(struct datapath *dp);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "megaflow.h"
+
 #define STAT_ADD(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
 
 static inline uint32_t rotl32(uint32_t x, int r) { return x << r | x >> (32 - r); }
@@ -70,41 +72,24 @@ bool cache_key_of(const struct flow_key *fk, struct cache_key *k)
     return ok;
 }
 
-static inline uint64_t mix(uint64_t h, uint64_t w)
-{
-    h ^= w;
-    h *= 0x9e3779b97f4a7c15ull;
-    return h ^ (h >> 29);
-}
-
-static inline uint32_t fmix(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return (uint32_t)h;
-}
-
 uint32_t cache_key_hash(const struct cache_key *k, const uint8_t *v6)
 {
     uint64_t h = 0, a[4];
 
-    h = mix(h, k->w[0]);
-    h = mix(h, k->w[1]);
-    h = mix(h, k->w[2]);
-    h = mix(h, k->w[3]);
+    h = cache_mix(h, k->w[0]);
+    h = cache_mix(h, k->w[1]);
+    h = cache_mix(h, k->w[2]);
+    h = cache_mix(h, k->w[3]);
     if (v6) {
         memcpy(a, v6, sizeof a);
-        h = mix(h, a[0]);
-        h = mix(h, a[1]);
-        h = mix(h, a[2]);
-        h = mix(h, a[3]);
+        h = cache_mix(h, a[0]);
+        h = cache_mix(h, a[1]);
+        h = cache_mix(h, a[2]);
+        h = cache_mix(h, a[3]);
     } else {
-        h = mix(h, k->w[4]);
+        h = cache_mix(h, k->w[4]);
     }
-    return fmix(h);
+    return cache_fmix(h);
 }
 
 uint32_t flow_key_hash(const struct flow_key *fk)
@@ -120,7 +105,7 @@ static uint32_t addr_hash(const uint8_t *a)
     uint64_t x[2];
 
     memcpy(x, a, sizeof x);
-    return fmix(mix(mix(0, x[0]), x[1]));
+    return cache_fmix(cache_mix(cache_mix(0, x[0]), x[1]));
 }
 
 
@@ -141,12 +126,13 @@ struct flow_cache *flow_cache_new(uint32_t n_buckets, struct cache_stats *st)
     c->buckets = aligned_alloc(64, (size_t)n_buckets * sizeof *c->buckets);
     c->entries = calloc((size_t)n_buckets * WAYS, sizeof *c->entries);
     c->flow_inval = calloc(MAX_FLOW_IDS, sizeof *c->flow_inval);
+    c->mf = mf_new();
     c->progs = calloc(PROG_POOL + 1, sizeof *c->progs);
     c->addrs = calloc(ADDR_POOL + 1, sizeof *c->addrs);
     c->addr_heads = calloc(ADDR_HASH, sizeof *c->addr_heads);
     c->free_addrs = calloc(ADDR_POOL, sizeof *c->free_addrs);
     if (!c->buckets || !c->entries || !c->flow_inval || !c->progs || !c->addrs ||
-        !c->addr_heads || !c->free_addrs) {
+        !c->addr_heads || !c->free_addrs || !c->mf) {
         flow_cache_free(c);
         return NULL;
     }
@@ -162,6 +148,8 @@ void flow_cache_adopt(struct flow_cache *c)
 {
     __atomic_store_n(&c->st->entries, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&c->st->buckets, c->n_buckets, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->st->mf_entries, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->st->mf_subtables, 0, __ATOMIC_RELAXED);
 }
 
 void flow_cache_free(struct flow_cache *c)
@@ -175,6 +163,7 @@ void flow_cache_free(struct flow_cache *c)
     free(c->addrs);
     free(c->addr_heads);
     free(c->free_addrs);
+    mf_free(c->mf);
     free(c);
 }
 
@@ -230,7 +219,7 @@ static void addr_unref(struct flow_cache *c, uint32_t ai)
     c->n_addrs--;
 }
 
-static void prog_unref(struct flow_cache *c, uint32_t pi)
+void flow_cache_prog_unref(struct flow_cache *c, uint32_t pi)
 {
     struct prog_slot *ps = &c->progs[pi];
     uint32_t *link;
@@ -254,25 +243,36 @@ static void free_slot(struct flow_cache *c, uint32_t bi, int w)
 
     b->prog[w] = 0;
     STAT_ADD(c->st->entries, -1);
-    prog_unref(c, pi);
+    flow_cache_prog_unref(c, pi);
     if (e->key.present & FK_IPV6) {
         addr_unref(c, e->key.nw_src);
         addr_unref(c, e->key.nw_dst);
     }
 }
 
+bool flow_cache_ids_live(const struct flow_cache *c, uint64_t epoch, uint64_t ids)
+{
+    uint32_t id;
+    unsigned i;
+
+    if (epoch < c->all_inval)
+        return false;
+    for (i = 0; i < MAX_IDS_PER_ENTRY && (id = cache_ids_get(ids, i)) != IDS_NONE; i++)
+        if (epoch < c->flow_inval[id])
+            return false;
+    return true;
+}
+
+/* A slot's full insert epoch from its low 32 bits (exact below 2^32 old: see the top). */
+static inline uint64_t slot_epoch(const struct flow_cache *c, uint32_t low)
+{
+    return c->epoch - (uint32_t)((uint32_t)c->epoch - low);
+}
+
 static bool slot_live(const struct flow_cache *c, const struct cache_bucket *b, int w,
                       const struct cache_entry *e)
 {
-    uint32_t ep = b->epoch[w], id;
-    unsigned i;
-
-    if (sdiff(ep, c->all_inval) < 0)
-        return false;
-    for (i = 0; i < MAX_IDS_PER_ENTRY && (id = cache_entry_id(e, i)) != IDS_NONE; i++)
-        if (sdiff(ep, c->flow_inval[id]) < 0)
-            return false;
-    return true;
+    return flow_cache_ids_live(c, slot_epoch(c, b->epoch[w]), e->ids);
 }
 
 /* Frees slot w if it is dead (idle too long, or invalidated); true if it is free. */
@@ -322,10 +322,10 @@ static inline int find_way(const struct flow_cache *c, uint32_t bi, const struct
     return -1;
 }
 
-const struct action_prog *flow_cache_lookup(struct flow_cache *c, const struct cache_key *k,
-                                            const uint8_t *v6, uint32_t hash, uint32_t now,
-                                            const struct cache_entry **ent,
-                                            uint32_t *prog_index)
+/* The exact tier: the program index of the live slot holding k, or 0 (a dead one is
+ * reaped).  Sets *ids. */
+static uint32_t exact_lookup(struct flow_cache *c, const struct cache_key *k, const uint8_t *v6,
+                             uint32_t hash, uint32_t now, uint64_t *ids)
 {
     uint32_t mask = c->n_buckets - 1, bi = hash & mask, b2;
     struct cache_bucket *b;
@@ -340,17 +340,38 @@ const struct action_prog *flow_cache_lookup(struct flow_cache *c, const struct c
     }
     /* A key is in at most one slot of its two buckets (insert sees to it), so a dead
      * one is a miss. */
-    if (w < 0 || reap(c, bi, w, now)) {
-        STAT_ADD(c->st->misses, 1);
-        return NULL;
-    }
+    if (w < 0 || reap(c, bi, w, now))
+        return 0;
     b = &c->buckets[bi];
     b->used[w] = now;
-    STAT_ADD(c->st->hits, 1);
-    *ent = &c->entries[bi * WAYS + w];
-    if (prog_index)
-        *prog_index = b->prog[w];
-    return &c->progs[b->prog[w]].prog;
+    *ids = c->entries[bi * WAYS + w].ids;
+    return b->prog[w];
+}
+
+const struct action_prog *flow_cache_lookup(struct flow_cache *c, const struct flow_key *fk,
+                                            const struct cache_key *k, const uint8_t *v6,
+                                            uint32_t hash, uint32_t now, uint64_t *ids)
+{
+    struct mf_key mk;
+    uint32_t pi = exact_lookup(c, k, v6, hash, now, ids);
+
+    if (pi) {
+        STAT_ADD(c->st->hits, 1);
+        return &c->progs[pi].prog;
+    }
+    if (c->st->mf_entries) {
+        mf_key_of(fk, k, &mk);
+        pi = mf_lookup(c, &mk, now, ids);
+    }
+    if (pi) {
+        STAT_ADD(c->st->mf_hits, 1);
+        c->progs[pi].refcnt++;        /* held while the exact copy goes in (EMC insert) */
+        flow_cache_place(c, k, v6, hash, pi, *ids, now);
+        flow_cache_prog_unref(c, pi);
+        return &c->progs[pi].prog;
+    }
+    STAT_ADD(c->st->misses, 1);
+    return NULL;
 }
 
 static void reclaim(struct flow_cache *c, uint32_t now)
@@ -365,6 +386,7 @@ static void reclaim(struct flow_cache *c, uint32_t now)
         for (w = 0; w < WAYS; w++)
             reap(c, bi, w, now);
     }
+    mf_sweep(c, RECLAIM_BUCKETS, now);
 }
 
 /* The pool index of a program equal to ops (interning it if new), or 0 if the pool is
@@ -398,27 +420,46 @@ static uint32_t intern(struct flow_cache *c, const struct action_op *ops, uint32
 
 bool flow_cache_insert(struct flow_cache *c, const struct flow_key *fk,
                        const struct action_op *ops, uint32_t n_ops,
-                       const uint32_t *flow_ids, uint32_t n_ids, uint32_t now)
+                       const uint32_t *flow_ids, uint32_t n_ids, uint32_t now,
+                       const struct mf_key *mask)
 {
     struct cache_key k;
     const uint8_t *v6 = (fk->present & FK_IPV6) ? fk->nw_src : NULL;
-    uint32_t h, bi = 0, bis[2], pi, src = 0, dst = 0, i;
-    uint64_t ids = ~(uint64_t)0;
+    uint32_t pi = 0;
+    uint64_t ids;
+    bool done;
+
+    if (cache_key_of(fk, &k) && n_ops <= MAX_OPS && n_ids <= MAX_IDS_PER_ENTRY)
+        pi = intern(c, ops, n_ops, now);
+    if (!pi) {
+        STAT_ADD(c->st->insert_failures, 1);
+        if (mask)
+            STAT_ADD(c->st->mf_insert_failures, 1);
+        return false;
+    }
+    ids = cache_pack_ids(flow_ids, n_ids);
+    c->progs[pi].refcnt++;      /* held until both inserts are done */
+    done = flow_cache_place(c, &k, v6, cache_key_hash(&k, v6), pi, ids, now);
+    if (mask) {
+        struct mf_key mk;
+
+        mf_key_of(fk, &k, &mk);
+        mf_insert(c, &mk, mask, pi, ids, now);
+    }
+    flow_cache_prog_unref(c, pi);
+    return done;
+}
+
+bool flow_cache_place(struct flow_cache *c, const struct cache_key *key, const uint8_t *v6,
+                      uint32_t h, uint32_t pi, uint64_t ids, uint32_t now)
+{
+    struct cache_key k = *key;
+    uint32_t bi = 0, bis[2], src = 0, dst = 0;
     struct cache_bucket *b;
     struct cache_entry *e;
     int j, nb, w, slot = -1;
 
-    if (!cache_key_of(fk, &k) || n_ops > MAX_OPS || n_ids > MAX_IDS_PER_ENTRY) {
-        STAT_ADD(c->st->insert_failures, 1);
-        return false;
-    }
-    h = cache_key_hash(&k, v6);
-    pi = intern(c, ops, n_ops, now);
-    if (!pi) {
-        STAT_ADD(c->st->insert_failures, 1);
-        return false;
-    }
-    c->progs[pi].refcnt++;      /* held from here on, so the frees below cannot drop it */
+    c->progs[pi].refcnt++;      /* the slot's reference */
     if (v6) {
         src = addr_intern(c, v6, now);
         if (src)
@@ -429,7 +470,7 @@ bool flow_cache_insert(struct flow_cache *c, const struct flow_key *fk,
         if (!dst) {
             if (src)
                 addr_unref(c, src);
-            prog_unref(c, pi);
+            flow_cache_prog_unref(c, pi);
             STAT_ADD(c->st->insert_failures, 1);
             return false;
         }
@@ -480,17 +521,33 @@ bool flow_cache_insert(struct flow_cache *c, const struct flow_key *fk,
     b->hash[slot] = h;
     b->used[slot] = now;
     b->prog[slot] = pi;
-    b->epoch[slot] = c->epoch;
+    b->epoch[slot] = (uint32_t)c->epoch;
     e = &c->entries[bi * WAYS + slot];
     e->key = k;
-    for (i = 0; i < n_ids; i++) {
-        ids &= ~((uint64_t)IDS_NONE << (i * IDS_BITS));
-        ids |= (uint64_t)flow_ids[i] << (i * IDS_BITS);
-    }
     e->ids = ids;
     STAT_ADD(c->st->inserts, 1);
     STAT_ADD(c->st->entries, 1);
     return true;
+}
+
+/* Drops the slots of n buckets (from age_cursor) AGE_LIMIT or more epochs old. */
+static void age_sweep(struct flow_cache *c, uint32_t n)
+{
+    uint32_t i, bi;
+    int w;
+
+    for (i = 0; i < n; i++) {
+        bi = c->age_cursor;
+        c->age_cursor = (bi + 1) & (c->n_buckets - 1);
+        for (w = 0; w < WAYS; w++) {
+            struct cache_bucket *b = &c->buckets[bi];
+
+            if (b->prog[w] && (uint32_t)((uint32_t)c->epoch - b->epoch[w]) >= AGE_LIMIT) {
+                STAT_ADD(c->st->invalidated, 1);
+                free_slot(c, bi, w);
+            }
+        }
+    }
 }
 
 void flow_cache_invalidate_flow(struct flow_cache *c, uint32_t flow_id)
@@ -499,10 +556,18 @@ void flow_cache_invalidate_flow(struct flow_cache *c, uint32_t flow_id)
         return;
     c->epoch++;
     c->flow_inval[flow_id] = c->epoch;
+    age_sweep(c, 1);
 }
 
 void flow_cache_invalidate_all(struct flow_cache *c)
 {
     c->epoch++;
     c->all_inval = c->epoch;
+    age_sweep(c, 1);
+}
+
+void flow_cache_advance_epoch(struct flow_cache *c, uint64_t n)
+{
+    c->epoch += n;
+    age_sweep(c, c->n_buckets);
 }

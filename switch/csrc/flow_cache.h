@@ -21,7 +21,8 @@
  * Memory per cached flow: 64 bytes = a quarter of the 64-byte bucket line (hash,
  * last use, program, epoch) + the 48-byte out-of-line entry (key + flow ids).  Not
  * counted (fixed per cache, independent of the number of buckets): the program pool,
- * the IPv6 address pool and the per-flow-id invalidation epochs.
+ * the IPv6 address pool, the per-flow-id invalidation epochs (8 bytes each) and the
+ * megaflow tier (megaflow.h: 96 bytes per megaflow, 1.5 MiB).
  *
  * Layout: a power-of-2 number of buckets (run time) of WAYS slots (compile time).  A
  * key has two candidate buckets, like OVS's EMC with its two hash positions: the first
@@ -50,7 +51,22 @@
  * epoch and record it as the epoch of "everything" or of that flow id.  A slot is live
  * only if it was inserted no earlier than both its flow ids' and the global
  * invalidation epochs (this is the per-flow-id generation scheme, with one stamp per
- * slot instead of one per flow id).  32-bit epochs compared with wrap-around.
+ * slot instead of one per flow id).
+ *
+ * Epochs are 64-bit and never wrap (2^64 invalidations: 584 years at 10^9 a second).
+ * (With 32-bit epochs compared with wrap-around, a flow id's stamp from 2^31
+ * invalidations back looked newer than every insert, so every entry with that id was
+ * dead at birth: after about 17 hours at 8,000 sessions a second nothing was cached.)
+ * The bucket line has room for only 32 bits of a slot's insert epoch, so it keeps the
+ * low half and the full epoch is the current one minus the 32-bit distance: exact for
+ * a slot younger than 2^32 invalidations.  The age sweep keeps every slot younger:
+ * each invalidation looks at one bucket (age_cursor, round the table in at most
+ * MAX_BUCKETS = 2^20 invalidations) and drops the slots AGE_LIMIT (2^31) or more
+ * invalidations old, counted as invalidated (dropping is always safe).
+ *
+ * Below the exact slots is the megaflow tier (megaflow.h): an exact miss probes it, and
+ * a megaflow hit inserts the exact key here.  flow_cache_lookup does both; its counters
+ * say which tier answered (hits, mf_hits) or neither (misses).
  *
  * Threads: a flow_cache belongs to one thread (the datapath thread, or whoever holds
  * the datapath's command lock while that thread is not running).  Other threads never
@@ -79,11 +95,13 @@
 
 _Static_assert((WAYS & (WAYS - 1)) == 0, "WAYS must be a power of 2");
 
+#define AGE_LIMIT (1u << 31)     /* an exact slot this many invalidations old is dropped */
+
 struct cache_bucket {
     uint32_t hash[WAYS];
     uint32_t used[WAYS];      /* last hit, ms on the datapath's 32-bit clock */
     uint32_t prog[WAYS];      /* index into the program pool; 0 = empty slot */
-    uint32_t epoch[WAYS];     /* epoch of the insert */
+    uint32_t epoch[WAYS];     /* low 32 bits of the epoch of the insert (see the top) */
 } __attribute__((aligned(64)));
 _Static_assert(sizeof(struct cache_bucket) == 64, "a bucket is one cache line");
 
@@ -124,9 +142,46 @@ _Static_assert(sizeof(struct cache_bucket) / WAYS + sizeof(struct cache_entry) <
                "a cached flow costs at most 64 bytes");
 #define BYTES_PER_FLOW (sizeof(struct cache_bucket) / WAYS + sizeof(struct cache_entry))
 
+/* Flow id i of a packed ids word (IDS_NONE past the last). */
+static inline uint32_t cache_ids_get(uint64_t ids, unsigned i)
+{
+    return (uint32_t)(ids >> (i * IDS_BITS)) & IDS_NONE;
+}
+
 static inline uint32_t cache_entry_id(const struct cache_entry *e, unsigned i)
 {
-    return (uint32_t)(e->ids >> (i * IDS_BITS)) & IDS_NONE;
+    return cache_ids_get(e->ids, i);
+}
+
+/* n (<= MAX_IDS_PER_ENTRY) flow ids packed, the unused places IDS_NONE. */
+static inline uint64_t cache_pack_ids(const uint32_t *ids, uint32_t n)
+{
+    uint64_t w = ~(uint64_t)0;
+    uint32_t i;
+
+    for (i = 0; i < n; i++) {
+        w &= ~((uint64_t)IDS_NONE << (i * IDS_BITS));
+        w |= (uint64_t)ids[i] << (i * IDS_BITS);
+    }
+    return w;
+}
+
+/* The hash steps the cache and the megaflows share (fastpath_ref _mix, _fmix). */
+static inline uint64_t cache_mix(uint64_t h, uint64_t w)
+{
+    h ^= w;
+    h *= 0x9e3779b97f4a7c15ull;
+    return h ^ (h >> 29);
+}
+
+static inline uint32_t cache_fmix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return (uint32_t)h;
 }
 
 struct addr_slot {
@@ -147,7 +202,11 @@ struct prog_slot {
 struct cache_stats {          /* written by the owner, read by anyone (relaxed) */
     uint64_t hits, misses, inserts, insert_failures, evictions, expired, invalidated;
     uint64_t entries, buckets;
+    uint64_t mf_hits, mf_inserts, mf_insert_failures, mf_entries, mf_subtables;
 };
+
+struct megaflows;             /* megaflow.h */
+struct mf_key;
 
 #define PROG_HASH 8192        /* intern table heads; a power of 2 >= PROG_POOL */
 
@@ -155,8 +214,10 @@ struct flow_cache {
     uint32_t n_buckets;
     struct cache_bucket *buckets;
     struct cache_entry *entries;
-    uint32_t epoch, all_inval;
-    uint32_t *flow_inval;     /* MAX_FLOW_IDS invalidation epochs */
+    uint64_t epoch, all_inval;
+    uint64_t *flow_inval;     /* MAX_FLOW_IDS invalidation epochs */
+    uint32_t age_cursor;      /* the next bucket the age sweep looks at */
+    struct megaflows *mf;
     struct prog_slot *progs;  /* PROG_POOL + 1; index 0 means "none" */
     uint32_t prog_heads[PROG_HASH];
     uint32_t free_progs[PROG_POOL];
@@ -201,15 +262,15 @@ void flow_cache_free(struct flow_cache *c);
 /* The owner, on putting c in service: its stats now describe c (entries 0). */
 void flow_cache_adopt(struct flow_cache *c);
 
-/* k from cache_key_of (cacheable), v6 its IPv6 addresses (NULL unless FK_IPV6), hash
- * from cache_key_hash.  A hit returns the program and sets *ent to the slot's entry
- * (for its flow ids); NULL is a miss.  Counts a hit or a miss.  flow_cache_miss counts
- * a miss for a packet that is not cacheable. */
-const struct action_prog *flow_cache_lookup(struct flow_cache *c, const struct cache_key *k,
-                                            const uint8_t *v6,
-                                            uint32_t hash, uint32_t now_ms,
-                                            const struct cache_entry **ent,
-                                            uint32_t *prog_index);
+/* fk the parsed key, k its cache_key_of (cacheable), v6 its IPv6 addresses (NULL
+ * unless FK_IPV6), hash from cache_key_hash.  The exact slots, then the megaflows (a
+ * megaflow hit also inserts the exact key).  A hit returns the program and sets *ids
+ * to the entry's packed flow ids; NULL is a miss.  Counts one of hits, mf_hits,
+ * misses.  The program stays valid until the next insert (the datapath runs it at
+ * once).  flow_cache_miss counts a miss for a packet that is not cacheable. */
+const struct action_prog *flow_cache_lookup(struct flow_cache *c, const struct flow_key *fk,
+                                            const struct cache_key *k, const uint8_t *v6,
+                                            uint32_t hash, uint32_t now_ms, uint64_t *ids);
 
 void flow_cache_miss(struct flow_cache *c);
 
@@ -218,13 +279,28 @@ void flow_cache_miss(struct flow_cache *c);
  * addresses) is full of live entries.  Where it goes: the slot already holding the key
  * (in either bucket), else the first free or dead way of the first bucket, then of the
  * second, else (both full of live slots) the least recently used way of the two, which
- * is evicted (ties: the first bucket's, the lower way). */
+ * is evicted (ties: the first bucket's, the lower way).  With a mask (mf_mask_of), the
+ * megaflow entry (mask, key & mask) goes in too (megaflow.h; mf_inserts or
+ * mf_insert_failures).  Returns whether the exact entry went in. */
 bool flow_cache_insert(struct flow_cache *c, const struct flow_key *k,
                        const struct action_op *ops, uint32_t n_ops,
-                       const uint32_t *flow_ids, uint32_t n_ids, uint32_t now_ms);
+                       const uint32_t *flow_ids, uint32_t n_ids, uint32_t now_ms,
+                       const struct mf_key *mask);
 
 void flow_cache_invalidate_flow(struct flow_cache *c, uint32_t flow_id);
 void flow_cache_invalidate_all(struct flow_cache *c);
+
+/* Test hook: the epoch as after n more invalidations of no entry (the age sweep then
+ * covers the whole table, as n real ones would have by then). */
+void flow_cache_advance_epoch(struct flow_cache *c, uint64_t n);
+
+/* For megaflow.c: the program pool and the liveness rule both tiers share. */
+void flow_cache_prog_unref(struct flow_cache *c, uint32_t pi);
+bool flow_cache_ids_live(const struct flow_cache *c, uint64_t epoch, uint64_t ids);
+/* The exact key fk (cacheable; k, v6, hash as for lookup) -> program pi, which the
+ * caller holds; counts inserts or insert_failures. */
+bool flow_cache_place(struct flow_cache *c, const struct cache_key *k, const uint8_t *v6,
+                      uint32_t hash, uint32_t pi, uint64_t ids, uint32_t now_ms);
 
 /* A key's first and second bucket indices, for tests that need collisions. */
 uint32_t flow_cache_bucket_of(const struct flow_cache *c, const struct flow_key *k);

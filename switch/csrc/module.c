@@ -13,6 +13,7 @@
 #include "datapath.h"
 #include "flow_cache.h"
 #include "flow_key.h"
+#include "megaflow.h"
 #include "parse.h"
 #include "segment.h"
 #include "session_hash.h"
@@ -783,16 +784,57 @@ typedef struct {
     struct cache_stats st;
 } CacheObject;
 
-static PyObject *cache_stats_dict(const struct cache_stats *st, uint64_t extra_failures)
+static PyObject *cache_stats_dict(const struct cache_stats *st, uint64_t extra_failures,
+                                  uint64_t extra_mf_failures)
 {
     return Py_BuildValue(
-        "{sKsKsKsKsKsKsKsKsKsi}", "hits", (unsigned long long)st->hits, "misses",
+        "{sKsKsKsKsKsKsKsKsKsisKsKsKsKsK}", "hits", (unsigned long long)st->hits, "misses",
         (unsigned long long)st->misses, "inserts", (unsigned long long)st->inserts,
         "insert_failures", (unsigned long long)(st->insert_failures + extra_failures),
         "evictions", (unsigned long long)st->evictions, "expired",
         (unsigned long long)st->expired, "invalidated", (unsigned long long)st->invalidated,
         "entries", (unsigned long long)st->entries, "buckets",
-        (unsigned long long)st->buckets, "ways", WAYS);
+        (unsigned long long)st->buckets, "ways", WAYS,
+        "mf_hits", (unsigned long long)st->mf_hits,
+        "mf_inserts", (unsigned long long)st->mf_inserts,
+        "mf_insert_failures", (unsigned long long)(st->mf_insert_failures + extra_mf_failures),
+        "mf_entries", (unsigned long long)st->mf_entries,
+        "mf_subtables", (unsigned long long)st->mf_subtables);
+}
+
+/* An optional mask_blob argument: 0 with *has = 0 for None, 0 with the megaflow mask in
+ * *m, or -1 with ValueError. */
+static int mask_arg(PyObject *o, struct mf_key *m, int *has)
+{
+    struct flow_key k;
+
+    *has = 0;
+    if (!o || o == Py_None)
+        return 0;
+    if (PyObject_CheckBuffer(o) == 0) {
+        PyErr_SetString(PyExc_ValueError, "mask_blob must be bytes or None");
+        return -1;
+    }
+    {
+        Py_buffer b;
+
+        if (PyObject_GetBuffer(o, &b, PyBUF_SIMPLE))
+            return -1;
+        if (b.len != FLOW_KEY_SIZE) {
+            PyBuffer_Release(&b);
+            PyErr_Format(PyExc_ValueError, "mask_blob must be %d bytes", FLOW_KEY_SIZE);
+            return -1;
+        }
+        memcpy(&k, b.buf, FLOW_KEY_SIZE);
+        PyBuffer_Release(&b);
+    }
+    if (!mf_mask_of(&k, m)) {
+        PyErr_SetString(PyExc_ValueError, "not a megaflow mask (a field's bits out of range "
+                                          "or one that no cacheable packet has)");
+        return -1;
+    }
+    *has = 1;
+    return 0;
 }
 
 static int Cache_init(CacheObject *self, PyObject *args, PyObject *kw)
@@ -825,17 +867,25 @@ static void Cache_dealloc(CacheObject *self)
 static PyObject *Cache_insert(CacheObject *self, PyObject *args)
 {
     Py_buffer b;
-    PyObject *actions, *ids_o;
+    PyObject *actions, *ids_o, *mask_o = NULL;
     unsigned long long now;
     struct flow_key k;
+    struct mf_key mask;
     struct action_op *ops = NULL;
     uint32_t n_ops, ids[MAX_IDS_PER_INSERT], n_ids;
+    int has_mask;
     bool ok;
 
-    if (!PyArg_ParseTuple(args, "y*OOK:insert", &b, &actions, &ids_o, &now) ||
-        insert_args(&b, actions, ids_o, &k, &ops, &n_ops, ids, &n_ids))
+    if (!PyArg_ParseTuple(args, "y*OOK|O:insert", &b, &actions, &ids_o, &now, &mask_o))
         return NULL;
-    ok = flow_cache_insert(self->c, &k, ops, n_ops, ids, n_ids, (uint32_t)now);
+    if (mask_arg(mask_o, &mask, &has_mask)) {
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    if (insert_args(&b, actions, ids_o, &k, &ops, &n_ops, ids, &n_ids))
+        return NULL;
+    ok = flow_cache_insert(self->c, &k, ops, n_ops, ids, n_ids, (uint32_t)now,
+                           has_mask ? &mask : NULL);
     PyMem_Free(ops);
     return PyBool_FromLong(ok);
 }
@@ -846,7 +896,7 @@ static PyObject *Cache_lookup(CacheObject *self, PyObject *args)
     unsigned long long now;
     struct flow_key k;
     struct cache_key ck;
-    const struct cache_entry *e;
+    uint64_t packed = 0;
     const struct action_prog *p;
     PyObject *acts, *ids;
     uint32_t i, n_ids;
@@ -865,12 +915,13 @@ static PyObject *Cache_lookup(CacheObject *self, PyObject *args)
     {
         const uint8_t *v6 = (k.present & FK_IPV6) ? k.nw_src : NULL;
 
-        p = flow_cache_lookup(self->c, &ck, v6, cache_key_hash(&ck, v6), (uint32_t)now, &e,
-                              NULL);
+        p = flow_cache_lookup(self->c, &k, &ck, v6, cache_key_hash(&ck, v6), (uint32_t)now,
+                              &packed);
     }
     if (!p)
         Py_RETURN_NONE;
-    for (n_ids = 0; n_ids < MAX_IDS_PER_ENTRY && cache_entry_id(e, n_ids) != IDS_NONE; n_ids++)
+    for (n_ids = 0; n_ids < MAX_IDS_PER_ENTRY && cache_ids_get(packed, n_ids) != IDS_NONE;
+         n_ids++)
         ;
     acts = PyList_New(p->n_ops);
     ids = PyList_New(n_ids);
@@ -884,7 +935,7 @@ static PyObject *Cache_lookup(CacheObject *self, PyObject *args)
         PyList_SET_ITEM(acts, i, t);
     }
     for (i = 0; i < n_ids; i++) {
-        PyObject *x = PyLong_FromUnsignedLong(cache_entry_id(e, i));
+        PyObject *x = PyLong_FromUnsignedLong(cache_ids_get(packed, i));
 
         if (!x)
             goto fail;
@@ -914,6 +965,17 @@ static PyObject *Cache_invalidate_all(CacheObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *Cache_advance_epoch(CacheObject *self, PyObject *arg)
+{
+    int overflow;
+    long long n = is_int(arg) ? PyLong_AsLongLongAndOverflow(arg, &overflow) : -1;
+
+    if (!is_int(arg) || overflow || n < 0 || n >= (1ll << 62))
+        return PyErr_Format(PyExc_ValueError, "epoch step out of range: %R", arg);
+    flow_cache_advance_epoch(self->c, (uint64_t)n);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Cache_bucket_of(CacheObject *self, PyObject *arg)
 {
     struct flow_key k;
@@ -934,14 +996,16 @@ static PyObject *Cache_buckets_of(CacheObject *self, PyObject *arg)
 static PyObject *Cache_stats(CacheObject *self, PyObject *unused)
 {
     (void)unused;
-    return cache_stats_dict(&self->st, 0);
+    return cache_stats_dict(&self->st, 0, 0);
 }
 
 static PyMethodDef Cache_methods[] = {
-    {"insert", (PyCFunction)Cache_insert, METH_VARARGS, "insert(key_blob, actions, flow_ids, now_ms) -> bool"},
+    {"insert", (PyCFunction)Cache_insert, METH_VARARGS, "insert(key_blob, actions, flow_ids, now_ms, mask_blob=None) -> bool"},
     {"lookup", (PyCFunction)Cache_lookup, METH_VARARGS, "lookup(key_blob, now_ms) -> (actions, flow_ids) | None"},
     {"invalidate_flow", (PyCFunction)Cache_invalidate_flow, METH_O, NULL},
     {"invalidate_all", (PyCFunction)Cache_invalidate_all, METH_NOARGS, NULL},
+    {"advance_epoch", (PyCFunction)Cache_advance_epoch, METH_O,
+     "advance_epoch(n): test hook, the epoch as after n invalidations of no entry"},
     {"bucket_of", (PyCFunction)Cache_bucket_of, METH_O, "bucket_of(key_blob) -> first bucket"},
     {"buckets_of", (PyCFunction)Cache_buckets_of, METH_O, "buckets_of(key_blob) -> (first, second)"},
     {"stats", (PyCFunction)Cache_stats, METH_NOARGS, NULL},
@@ -1156,17 +1220,24 @@ static PyObject *Datapath_cache_insert(DatapathObject *self, PyObject *args)
 {
     struct datapath *dp = self->dp;
     Py_buffer b;
-    PyObject *actions, *ids_o;
+    PyObject *actions, *ids_o, *mask_o = NULL;
     struct flow_key k;
+    struct mf_key mask;
     struct action_op *ops = NULL;
     uint32_t n_ops, ids[MAX_IDS_PER_INSERT], n_ids;
+    int has_mask;
 
     NEED_DP(self);
-    if (!PyArg_ParseTuple(args, "y*OO:cache_insert", &b, &actions, &ids_o) ||
-        insert_args(&b, actions, ids_o, &k, &ops, &n_ops, ids, &n_ids))
+    if (!PyArg_ParseTuple(args, "y*OO|O:cache_insert", &b, &actions, &ids_o, &mask_o))
+        return NULL;
+    if (mask_arg(mask_o, &mask, &has_mask)) {
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    if (insert_args(&b, actions, ids_o, &k, &ops, &n_ops, ids, &n_ids))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    dp_cache_insert(dp, &k, ops, n_ops, ids, n_ids);
+    dp_cache_insert(dp, &k, ops, n_ops, ids, n_ids, has_mask ? &mask : NULL);
     Py_END_ALLOW_THREADS
     PyMem_Free(ops);
     Py_RETURN_NONE;
@@ -1271,7 +1342,12 @@ static PyObject *Datapath_stats(DatapathObject *self, PyObject *unused)
     st.invalidated = LD(dp->cst.invalidated);
     st.entries = LD(dp->cst.entries);
     st.buckets = LD(dp->cst.buckets);
-    d = cache_stats_dict(&st, LD(dp->cmd_queue_drops));
+    st.mf_hits = LD(dp->cst.mf_hits);
+    st.mf_inserts = LD(dp->cst.mf_inserts);
+    st.mf_insert_failures = LD(dp->cst.mf_insert_failures);
+    st.mf_entries = LD(dp->cst.mf_entries);
+    st.mf_subtables = LD(dp->cst.mf_subtables);
+    d = cache_stats_dict(&st, LD(dp->cmd_queue_drops), LD(dp->mf_cmd_drops));
     ports = PyDict_New();
     if (!d || !ports)
         goto fail;
@@ -1330,7 +1406,7 @@ static PyMethodDef Datapath_methods[] = {
     {"execute", (PyCFunction)Datapath_execute, METH_VARARGS,
      "execute(in_port, packet, actions): run actions and transmit now."},
     {"cache_insert", (PyCFunction)Datapath_cache_insert, METH_VARARGS,
-     "cache_insert(key_blob, actions, flow_ids): lossy."},
+     "cache_insert(key_blob, actions, flow_ids, mask_blob=None): lossy."},
     {"invalidate_flow", (PyCFunction)Datapath_invalidate_flow, METH_O, NULL},
     {"invalidate_all", (PyCFunction)Datapath_invalidate_all, METH_NOARGS, NULL},
     {"flow_counters", (PyCFunction)Datapath_flow_counters, METH_O,
@@ -1399,6 +1475,12 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         PyModule_AddIntConstant(m, "PROG_POOL", PROG_POOL) ||
         PyModule_AddIntConstant(m, "ADDR_POOL", ADDR_POOL) ||
         PyModule_AddIntConstant(m, "BYTES_PER_FLOW", (long)BYTES_PER_FLOW) ||
+        PyModule_AddIntConstant(m, "MF_SUBTABLES", MF_SUBTABLES) ||
+        PyModule_AddIntConstant(m, "MF_BUCKETS", MF_BUCKETS) ||
+        PyModule_AddIntConstant(m, "MF_WAYS", MF_WAYS) ||
+        PyModule_AddIntConstant(m, "MF_SWEEP_BUCKETS", MF_SWEEP_BUCKETS) ||
+        PyModule_AddIntConstant(m, "MF_BYTES_PER_FLOW", (long)MF_BYTES_PER_FLOW) ||
+        PyModule_AddIntConstant(m, "AGE_LIMIT", (long)AGE_LIMIT) ||
         PyModule_AddIntConstant(m, "MISS_QUEUE_LEN", MISS_QUEUE_LEN) ||
         PyModule_AddIntConstant(m, "KEY_SIZE", FLOW_KEY_SIZE) ||
         PyModule_AddIntConstant(m, "MAX_BUCKETS", MAX_BUCKETS)) {

@@ -8,7 +8,8 @@ Threads (plain threads and blocking sockets; no eventlet):
 - per connection a reader (decodes and handles requests) and a writer (a bounded queue,
   so a slow controller never blocks the slow path: packet-ins beyond it are dropped);
 - the slow path: `dp.next_misses()` -> pipeline -> `dp.execute()` (+ `dp.cache_insert()`
-  when cacheable) -> packet-ins;
+  when cacheable, with the megaflow mask the pipeline computed unless the answer cannot
+  be one: FASTPATH.md "Megaflows") -> packet-ins;
 - a housekeeping tick about once a second: flow timeouts (cache hits count as use),
   link state of the ports (port-status), echo keepalives.
 
@@ -35,6 +36,7 @@ from ryu.ofproto import ofproto_v1_3 as ofp
 
 from . import datapath as dpimpl
 from . import experimenter as kpexp
+from . import megaflow
 from . import tls as kptls
 from . import wire
 from .actions import Context, compile_actions
@@ -656,8 +658,14 @@ class Agent:
                                                    self.miss_send_len, in_port, 0, []))
             self._execute(in_port, packet, res)
             if res.cacheable:
+                mask = None
+                if res.megaflow is not None:
+                    try:
+                        mask = megaflow.mask_blob(res.megaflow)
+                    except ValueError as e:  # cannot happen for a pipeline's mask
+                        LOG.warning("no megaflow for %r: %s", res.megaflow, e)
                 try:
-                    self.dp.cache_insert(blob, res.actions, res.cache_ids)
+                    self.dp.cache_insert(blob, res.actions, res.cache_ids, mask)
                 except ValueError as e:
                     LOG.debug("not cached: %s", e)
             if res.packet_ins:

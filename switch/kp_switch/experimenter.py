@@ -6,7 +6,10 @@ encode/decode helpers directly.  All integers are network order.
 - KP_SET_BUCKETS (exp_type 1): data = u32 number of cache buckets (a power of 2).
   A bad value or a short message is refused with OFPET_BAD_REQUEST / OFPBRC_BAD_LEN.
 - KP_CACHE_STATS_REQUEST (exp_type 2): no data.  The switch answers with
-- KP_CACHE_STATS_REPLY (exp_type 3), same xid: 10 x u64, in CACHE_STATS_FIELDS order.
+- KP_CACHE_STATS_REPLY (exp_type 3), same xid: 15 x u64, in CACHE_STATS_FIELDS order
+  (the first 10 are the original reply; the megaflow counters were appended, so a
+  reader that knows only the first 10 still works, and `decode_cache_stats` accepts a
+  10-field reply from an older switch).
 """
 import struct
 
@@ -17,7 +20,10 @@ KP_CACHE_STATS_REQUEST = 2
 KP_CACHE_STATS_REPLY = 3
 
 CACHE_STATS_FIELDS = ("hits", "misses", "inserts", "insert_failures", "evictions",
-                      "expired", "invalidated", "entries", "buckets", "parse_errors")
+                      "expired", "invalidated", "entries", "buckets", "parse_errors",
+                      "mf_hits", "mf_inserts", "mf_insert_failures", "mf_entries",
+                      "mf_subtables")
+CACHE_STATS_MIN_FIELDS = 10   # the reply before the megaflow counters
 _STATS = struct.Struct("!%dQ" % len(CACHE_STATS_FIELDS))
 _U32 = struct.Struct("!I")
 
@@ -43,7 +49,10 @@ def encode_cache_stats(stats):
 
 
 def decode_cache_stats(data):
-    """The dict of a KP_CACHE_STATS_REPLY's data; ValueError when short."""
-    if len(data) < _STATS.size:
-        raise ValueError("KP_CACHE_STATS_REPLY: %d bytes of data, want %d" % (len(data), _STATS.size))
-    return dict(zip(CACHE_STATS_FIELDS, _STATS.unpack_from(data)))
+    """The dict of a KP_CACHE_STATS_REPLY's data (the fields it has: 10 from an older
+    switch, more are ignored); ValueError when shorter than 10 fields."""
+    n = min(len(data) // 8, len(CACHE_STATS_FIELDS))
+    if n < CACHE_STATS_MIN_FIELDS:
+        raise ValueError("KP_CACHE_STATS_REPLY: %d bytes of data, want at least %d"
+                         % (len(data), 8 * CACHE_STATS_MIN_FIELDS))
+    return dict(zip(CACHE_STATS_FIELDS, struct.unpack_from("!%dQ" % n, data)))

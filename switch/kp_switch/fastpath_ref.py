@@ -37,6 +37,12 @@ PROG_POOL = 4096        # distinct cached action programs (shared between entrie
 ADDR_POOL = 65536       # distinct IPv6 addresses in cached keys (shared between entries)
 RECLAIM_BUCKETS = 64    # buckets swept for dead slots when a pool is full
 BYTES_PER_FLOW = 64     # 64-byte bucket line / WAYS + 48-byte entry (key 40, ids 8)
+MF_SUBTABLES = 32       # distinct megaflow masks (one subtable each)
+MF_BUCKETS = 4096       # megaflow hash buckets (a power of 2), shared by the subtables
+MF_WAYS = 4             # megaflow slots per bucket
+MF_SWEEP_BUCKETS = 4    # megaflow buckets reaped per megaflow insert
+MF_BYTES_PER_FLOW = 96  # 64-byte bucket line / MF_WAYS + 80-byte entry (key 64, epoch, ids)
+AGE_LIMIT = 1 << 31     # an exact slot this many invalidations old is dropped (wrap-safe)
 MISS_QUEUE_LEN = 1024
 MAX_BUCKETS = 1 << 20
 KEY_SIZE = 100
@@ -731,6 +737,22 @@ class FlowCache:
     cached: a lookup is a miss, an insert a failure.  Invalidation is by epochs: a slot
     is live while its insert epoch is not older than the global invalidation epoch
     and the invalidation epoch of each of its flow ids.
+
+    Epochs are 64-bit (never wrap); an exact slot keeps the low 32 bits of its insert
+    epoch (the bucket line has no room for more) and its full epoch is the current
+    one minus the 32-bit distance.  That is exact while a slot is younger than 2^32
+    invalidations, which the age sweep guarantees: every invalidation looks at one
+    bucket (``age_cursor``) and drops the slots AGE_LIMIT (2^31) or more
+    invalidations old, so a full round of the table takes at most MAX_BUCKETS (2^20)
+    invalidations.  Dropping a slot is always safe (counted as invalidated).
+
+    Below the exact slots, the megaflow tier (``_mf_*``, csrc/megaflow.h): entries
+    (mask, masked key) -> program and flow ids, one subtable per distinct mask
+    (tuple-space search), in a shared table of MF_BUCKETS buckets of MF_WAYS slots.
+    An exact miss probes the subtables in ``mf_order`` (ranked by hits: a hit moves
+    its subtable one place up when it has more hits than the one before); a hit also
+    inserts the exact key into the exact tier.  Megaflow entries keep their full
+    64-bit insert epoch, and are live under the same rule as exact slots.
     """
 
     def __init__(self, buckets: int) -> None:
@@ -744,9 +766,24 @@ class FlowCache:
         self.epoch = [0] * n
         self.key: List[bytes] = [b""] * n
         self.ids: List[Tuple[int, ...]] = [()] * n
-        self.cur_epoch = 0
+        self.cur_epoch = 0           # 64-bit, never wraps
         self.all_inval = 0
         self.flow_inval: Dict[int, int] = {}
+        self.age_cursor = 0
+        # Megaflows: slots of MF_BUCKETS x MF_WAYS, subtables by index.
+        m = MF_BUCKETS * MF_WAYS
+        self.mf_hash = [0] * m
+        self.mf_used = [0] * m
+        self.mf_prog = [0] * m        # 0: empty slot
+        self.mf_sub = [0] * m
+        self.mf_key: List[Tuple[int, ...]] = [()] * m
+        self.mf_epoch = [0] * m
+        self.mf_ids: List[Tuple[int, ...]] = [()] * m
+        self.sub_mask: List[Optional[Tuple[int, ...]]] = [None] * MF_SUBTABLES
+        self.sub_hits = [0] * MF_SUBTABLES
+        self.sub_n = [0] * MF_SUBTABLES
+        self.mf_order: List[int] = []  # subtables in probe order
+        self.mf_cursor = 0
         # Program pool: index 1..PROG_POOL; free list pops the lowest index first.
         self.progs: Dict[int, Tuple[Any, ...]] = {}
         self.prog_ref: Dict[int, int] = {}
@@ -756,14 +793,21 @@ class FlowCache:
         self.addr_ref: Dict[bytes, int] = {}
         self.reclaim_cursor = 0
         self.st = dict(hits=0, misses=0, inserts=0, insert_failures=0, evictions=0,
-                       expired=0, invalidated=0, entries=0)
+                       expired=0, invalidated=0, entries=0, mf_hits=0, mf_inserts=0,
+                       mf_insert_failures=0, mf_entries=0)
 
     # -- helpers
-    def _live(self, s: int) -> bool:
-        e = self.epoch[s]
-        if _sdiff(e, self.all_inval) < 0:
+    def _slot_epoch(self, s: int) -> int:
+        """Slot s's full insert epoch from its low 32 bits (exact below 2^32 old)."""
+        return self.cur_epoch - ((self.cur_epoch - self.epoch[s]) & 0xFFFFFFFF)
+
+    def _ids_live(self, epoch: int, ids: Tuple[int, ...]) -> bool:
+        if epoch < self.all_inval:
             return False
-        return all(_sdiff(e, self.flow_inval.get(i, 0)) >= 0 for i in self.ids[s])
+        return all(epoch >= self.flow_inval.get(i, 0) for i in ids)
+
+    def _live(self, s: int) -> bool:
+        return self._ids_live(self._slot_epoch(s), self.ids[s])
 
     def _expired(self, s: int, now: int) -> bool:
         return _sdiff(now, self.used[s]) > CACHE_IDLE_MS
@@ -832,6 +876,7 @@ class FlowCache:
             self.reclaim_cursor = (b + 1) & (self.buckets - 1)
             for w in range(WAYS):
                 self._reap(b * WAYS + w, now)
+        self._mf_sweep(RECLAIM_BUCKETS, now)
 
     def bucket_of(self, blob: bytes) -> int:
         return key_hash(blob) & (self.buckets - 1)
@@ -849,39 +894,66 @@ class FlowCache:
 
     # -- the API the datapath uses
     def lookup(self, blob: bytes, now: int) -> Optional[Tuple[Tuple[Any, ...], Tuple[int, ...]]]:
+        """The exact tier, then the megaflow tier; counts one of hits, mf_hits, misses."""
         ck, v6, ok = _cache_key(blob)
         if not ok:
             self.st["misses"] += 1
             return None
         h = _ckey_hash(ck, v6)
+        found = self._exact_lookup(blob, h, now)
+        if found is not None:
+            self.st["hits"] += 1
+            return found
+        found = self._mf_lookup(blob, ck, h, now)
+        if found is not None:
+            self.st["mf_hits"] += 1
+            return found
+        self.st["misses"] += 1
+        return None
+
+    def _exact_lookup(self, blob: bytes, h: int,
+                      now: int) -> Optional[Tuple[Tuple[Any, ...], Tuple[int, ...]]]:
         for base in self._bases(h):              # first bucket, then second
             for s in range(base, base + WAYS):
                 if self.prog[s] and self.hash[s] == h and self.key[s] == blob:
                     # A key is in at most one slot: a dead one is a miss.
                     if self._reap(s, now):
-                        self.st["misses"] += 1
                         return None
                     self.used[s] = now
-                    self.st["hits"] += 1
                     return self.progs[self.prog[s]], self.ids[s]
-        self.st["misses"] += 1
         return None
 
     def insert(self, blob: bytes, prog: Tuple[Any, ...], flow_ids: Sequence[int],
-               now: int) -> bool:
+               now: int, mask: Optional[Tuple[int, ...]] = None) -> bool:
+        """The exact entry (True if it went in) and, with `mask` (from ``_mf_mask``),
+        the megaflow entry (mf_inserts or mf_insert_failures)."""
         if len(blob) != KEY_SIZE:
             raise ValueError("key blob must be %d bytes" % KEY_SIZE)
         ids = _check_ids(flow_ids)
         ck, v6, ok = _cache_key(blob)
         if not ok or len(prog) > MAX_OPS or len(ids) > MAX_IDS_PER_ENTRY:
             self.st["insert_failures"] += 1
+            if mask is not None:
+                self.st["mf_insert_failures"] += 1
             return False
         h = _ckey_hash(ck, v6)
         pi = self._intern(prog, now)
         if not pi:
             self.st["insert_failures"] += 1
+            if mask is not None:
+                self.st["mf_insert_failures"] += 1
             return False
-        self.prog_ref[pi] += 1                  # held from here on: frees below are safe
+        self.prog_ref[pi] += 1                  # held until the inserts below are done
+        done = self._exact_place(blob, v6, h, pi, ids, now)
+        if mask is not None:
+            self._mf_insert(blob, ck, mask, pi, ids, now)
+        self._unref_prog(pi)
+        return done
+
+    def _exact_place(self, blob: bytes, v6: Optional[bytes], h: int, pi: int,
+                     ids: Tuple[int, ...], now: int) -> bool:
+        """Puts the cacheable key in a slot with program pi (which the caller holds)."""
+        self.prog_ref[pi] += 1                  # the slot's reference
         if v6 is not None:
             src, dst = v6[:16], v6[16:]
             src_ok = self._intern_addr(src, now)
@@ -914,23 +986,152 @@ class FlowCache:
             self.st["evictions"] += 1
             self._free(slot)
         self.hash[slot], self.used[slot], self.prog[slot] = h, now, pi
-        self.epoch[slot], self.key[slot], self.ids[slot] = self.cur_epoch, blob, ids
+        self.epoch[slot] = self.cur_epoch & 0xFFFFFFFF
+        self.key[slot], self.ids[slot] = blob, ids
         self.st["inserts"] += 1
         self.st["entries"] += 1
         return True
 
     def invalidate_flow(self, flow_id: int) -> None:
         _check_ids([flow_id])
-        self.cur_epoch = (self.cur_epoch + 1) & 0xFFFFFFFF
+        self.cur_epoch += 1
         self.flow_inval[flow_id] = self.cur_epoch
+        self._age_sweep(1)
 
     def invalidate_all(self) -> None:
-        self.cur_epoch = (self.cur_epoch + 1) & 0xFFFFFFFF
+        self.cur_epoch += 1
         self.all_inval = self.cur_epoch
+        self._age_sweep(1)
+
+    def _age_sweep(self, n: int) -> None:
+        """Drop the slots of n buckets (from age_cursor) AGE_LIMIT or more epochs old."""
+        for _ in range(n):
+            b = self.age_cursor
+            self.age_cursor = (b + 1) & (self.buckets - 1)
+            for s in range(b * WAYS, b * WAYS + WAYS):
+                if self.prog[s] and (self.cur_epoch - self.epoch[s]) & 0xFFFFFFFF >= AGE_LIMIT:
+                    self.st["invalidated"] += 1
+                    self._free(s)
+
+    def advance_epoch(self, n: int) -> None:
+        """Test hook: the epoch as after n more invalidations of no entry (the age sweep
+        then covers the whole table, as n real ones would have by then)."""
+        if not isinstance(n, int) or not 0 <= n < 1 << 62:
+            raise ValueError("epoch step out of range: %r" % (n,))
+        self.cur_epoch += n
+        self._age_sweep(self.buckets)
+
+    # -- megaflows
+    def _mf_free(self, s: int) -> None:
+        pi, sub = self.mf_prog[s], self.mf_sub[s]
+        self.mf_prog[s] = 0
+        self.st["mf_entries"] -= 1
+        self._unref_prog(pi)
+        self.sub_n[sub] -= 1
+        if not self.sub_n[sub]:                  # the last entry: the subtable goes
+            self.sub_mask[sub] = None
+            self.mf_order.remove(sub)
+
+    def _mf_reap(self, s: int, now: int) -> bool:
+        if not self.mf_prog[s]:
+            return True
+        if _sdiff(now, self.mf_used[s]) > CACHE_IDLE_MS:
+            self.st["expired"] += 1
+        elif not self._ids_live(self.mf_epoch[s], self.mf_ids[s]):
+            self.st["invalidated"] += 1
+        else:
+            return False
+        self._mf_free(s)
+        return True
+
+    def _mf_sweep(self, n: int, now: int) -> None:
+        for _ in range(n):
+            b = self.mf_cursor
+            self.mf_cursor = (b + 1) & (MF_BUCKETS - 1)
+            for s in range(b * MF_WAYS, b * MF_WAYS + MF_WAYS):
+                self._mf_reap(s, now)
+
+    def _mf_lookup(self, blob: bytes, ck: bytes, h: int,
+                   now: int) -> Optional[Tuple[Tuple[Any, ...], Tuple[int, ...]]]:
+        """The first live megaflow entry matching the key, probing the subtables in
+        mf_order; a hit also puts the exact key in the exact tier.  Dead entries are
+        skipped, not reaped (the sweeps and inserts reap them), so the probe order never
+        changes under the probe."""
+        key = _mf_words(blob, ck)
+        for pos, sub in enumerate(self.mf_order):
+            mask = self.sub_mask[sub]
+            mk = tuple(k & m for k, m in zip(key, mask))
+            mh = _mf_hash(sub, mk)
+            base = (mh & (MF_BUCKETS - 1)) * MF_WAYS
+            for s in range(base, base + MF_WAYS):
+                if not (self.mf_prog[s] and self.mf_hash[s] == mh and self.mf_sub[s] == sub
+                        and self.mf_key[s] == mk):
+                    continue
+                if _sdiff(now, self.mf_used[s]) > CACHE_IDLE_MS or \
+                        not self._ids_live(self.mf_epoch[s], self.mf_ids[s]):
+                    break                        # dead: a later subtable may match
+                self.mf_used[s] = now
+                self.sub_hits[sub] += 1
+                if pos and self.sub_hits[sub] > self.sub_hits[self.mf_order[pos - 1]]:
+                    self.mf_order[pos - 1], self.mf_order[pos] = sub, self.mf_order[pos - 1]
+                pi, ids = self.mf_prog[s], self.mf_ids[s]
+                _, v6, _ = _cache_key(blob)
+                prog = self.progs[pi]
+                self.prog_ref[pi] += 1           # held while the exact copy goes in
+                self._exact_place(blob, v6, h, pi, ids, now)
+                self._unref_prog(pi)
+                return prog, ids
+        return None
+
+    def _mf_insert(self, blob: bytes, ck: bytes, mask: Tuple[int, ...], pi: int,
+                   ids: Tuple[int, ...], now: int) -> bool:
+        """The megaflow entry (mask, key & mask) -> program pi (held by the caller)."""
+        self._mf_sweep(MF_SWEEP_BUCKETS, now)
+        sub = next((i for i in self.mf_order if self.sub_mask[i] == mask), -1)
+        if sub < 0:
+            free = [i for i in range(MF_SUBTABLES) if self.sub_mask[i] is None]
+            if not free:
+                self.st["mf_insert_failures"] += 1
+                return False
+            sub = free[0]
+            self.sub_mask[sub], self.sub_hits[sub], self.sub_n[sub] = mask, 0, 0
+            self.mf_order.append(sub)
+        self.sub_n[sub] += 1                     # held: the frees below cannot drop it
+        self.prog_ref[pi] += 1                   # the slot's reference
+        mk = tuple(k & m for k, m in zip(_mf_words(blob, ck), mask))
+        mh = _mf_hash(sub, mk)
+        base = (mh & (MF_BUCKETS - 1)) * MF_WAYS
+        slots = range(base, base + MF_WAYS)
+        slot = -1
+        for s in slots:                          # the same entry: replaced in place
+            if self.mf_prog[s] and self.mf_hash[s] == mh and self.mf_sub[s] == sub \
+                    and self.mf_key[s] == mk:
+                self._mf_free(s)
+                slot = s
+                break
+        if slot < 0:
+            for s in slots:                      # the first free or dead way
+                if self._mf_reap(s, now):
+                    slot = s
+                    break
+        if slot < 0:                             # all live: evict the least recently used
+            slot = base                          # (ties: the lower way)
+            for s in slots[1:]:
+                if _sdiff(now, self.mf_used[s]) > _sdiff(now, self.mf_used[slot]):
+                    slot = s
+            self.st["evictions"] += 1
+            self._mf_free(slot)
+        self.mf_hash[slot], self.mf_used[slot], self.mf_prog[slot] = mh, now, pi
+        self.mf_sub[slot], self.mf_key[slot] = sub, mk
+        self.mf_epoch[slot], self.mf_ids[slot] = self.cur_epoch, ids
+        self.st["mf_inserts"] += 1
+        self.st["mf_entries"] += 1
+        return True
 
     def stats(self) -> Dict[str, int]:
         d = dict(self.st)
         d["buckets"], d["ways"] = self.buckets, WAYS
+        d["mf_subtables"] = len(self.mf_order)
         return d
 
 
@@ -947,6 +1148,41 @@ def _sdiff(a: int, b: int) -> int:
     return d - (1 << 32) if d & 0x80000000 else d
 
 
+def _mf_words(blob: bytes, ck: bytes) -> Tuple[int, ...]:
+    """The megaflow form of a cacheable key (struct mf_key): the compact key's first
+    four words, then the 16 bytes of nw_src and of nw_dst as the blob has them (an
+    IPv4 address in the first four, the rest 0), eight 64-bit little-endian words."""
+    return struct.unpack("<4Q", ck[:32]) + struct.unpack("<4Q", blob[40:72])
+
+
+def _mf_mask(mask_blob: bytes) -> Tuple[int, ...]:
+    """A megaflow mask (``mask_blob``: a struct flow_key whose fields hold the bits the
+    classification looked at) in megaflow form; `present` is always matched whole
+    (which headers a packet has is part of every answer).  ValueError for a mask no
+    cacheable key can use: wrong size, bits beyond a field's width, a non-zero pad,
+    or neighbour discovery / ARP-only fields."""
+    mask_blob = bytes(mask_blob)
+    if len(mask_blob) != KEY_SIZE:
+        raise ValueError("mask_blob must be %d bytes" % KEY_SIZE)
+    (in_port, _present, eth_dst, eth_src, eth_type, vid, pcp, proto, dscp, ecn, tcp_flags,
+     pad, flabel, tp_src, tp_dst, nw_src, nw_dst, nd_target, sha, tha) = _KEY.unpack(mask_blob)
+    if vid > 0x1FFF or pcp > 7 or dscp > 63 or ecn > 3 or pad or any(nd_target) \
+            or any(sha) or any(tha):
+        raise ValueError("not a megaflow mask (a field's bits out of range or one that "
+                         "no cacheable packet has)")
+    ck = _CKEY.pack(in_port & 0xFFFF, 0xFFFF, eth_dst, eth_src, eth_type, vid | pcp << 13,
+                    proto, dscp << 2 | ecn, tcp_flags, tp_src, tp_dst, flabel, 0, 0)
+    return struct.unpack("<4Q", ck[:32]) + struct.unpack("<4Q", nw_src + nw_dst)
+
+
+def _mf_hash(sub: int, words: Tuple[int, ...]) -> int:
+    """A masked key's hash in subtable `sub` (csrc/megaflow.c mf_hash)."""
+    h = _mix(0, sub)
+    for w in words:
+        h = _mix(h, w)
+    return _fmix(h)
+
+
 class CacheForTest:
     """Test-only view of FlowCache with explicit time (mirrors _fastpath._CacheForTest)."""
 
@@ -954,9 +1190,15 @@ class CacheForTest:
         self._c = FlowCache(buckets)
 
     def insert(self, key_blob: bytes, actions: list, flow_ids: List[int],
-               now_ms: int) -> bool:
+               now_ms: int, mask_blob: Optional[bytes] = None) -> bool:
+        """The exact entry (True if it went in) and, with mask_blob, the megaflow one."""
+        mask = None if mask_blob is None else _mf_mask(mask_blob)
         return self._c.insert(bytes(key_blob), tuple(compile_actions(actions)), flow_ids,
-                              now_ms & 0xFFFFFFFF)
+                              now_ms & 0xFFFFFFFF, mask)
+
+    def advance_epoch(self, n: int) -> None:
+        """Test hook: as after n invalidations of no entry (see FlowCache.advance_epoch)."""
+        self._c.advance_epoch(n)
 
     def lookup(self, key_blob: bytes, now_ms: int) -> Optional[Tuple[list, List[int]]]:
         r = self._c.lookup(bytes(key_blob), now_ms & 0xFFFFFFFF)
@@ -1317,13 +1559,15 @@ class Datapath:
         prog = compile_actions(actions)
         self._transmit(_run(bytearray(packet), in_port, prog))
 
-    def cache_insert(self, key_blob: bytes, actions: list, flow_ids: List[int]) -> None:
+    def cache_insert(self, key_blob: bytes, actions: list, flow_ids: List[int],
+                     mask_blob: Optional[bytes] = None) -> None:
         prog = tuple(compile_actions(actions))
         if len(key_blob) != KEY_SIZE:
             raise ValueError("key_blob must be %d bytes" % KEY_SIZE)
         _check_ids(flow_ids)
+        mask = None if mask_blob is None else _mf_mask(mask_blob)
         with self._lock:
-            self._cache.insert(bytes(key_blob), prog, flow_ids, _now_ms())
+            self._cache.insert(bytes(key_blob), prog, flow_ids, _now_ms(), mask)
 
     def invalidate_flow(self, flow_id: int) -> None:
         with self._lock:
@@ -1350,7 +1594,8 @@ class Datapath:
             old = self._cache.st
             self._cache = FlowCache(n)
             for k in ("hits", "misses", "inserts", "insert_failures", "evictions",
-                      "expired", "invalidated"):
+                      "expired", "invalidated", "mf_hits", "mf_inserts",
+                      "mf_insert_failures"):
                 self._cache.st[k] = old[k]      # counters stay monotonic across resizes
 
     def stats(self) -> Dict[str, Any]:

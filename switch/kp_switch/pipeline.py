@@ -14,7 +14,19 @@ and returns a `Result`:
 - `cache_ids`: what a cache entry for this packet records (`flow_ids`, plus the pseudo
   id of the table whose miss ended the walk: `FlowTables.miss_ids`), so that adding an
   entry to that table can invalidate the cached miss alone;
-- `packet_ins`: `PacketIn` requests for the agent to send.
+- `packet_ins`: `PacketIn` requests for the agent to send;
+- `megaflow`: `{field: mask}`, the bits of the packet's key the answer depended on (the
+  union of the subtables every table lookup probed, plus `in_port`, which every output
+  depends on), for a megaflow entry (megaflow.py); None when the answer is not one a
+  mask can express: not cacheable, or a group ran (select buckets are chosen by a hash
+  of the packet; a bucket's undo writes back the packet's own values), or the packet
+  has fields no megaflow holds (ARP, neighbour discovery).  The mask is the packet's
+  original fields, even for a field an action rewrote before a later table looked at
+  it: more bits than needed, never fewer.  Which headers the packet has is always part
+  of a megaflow (the fast path matches its `present` bits whole), so an absent field
+  never needs bits.  dec_ttl needs none either: the TTL is not in the key, the fast path
+  drops at TTL <= 1 itself, and with invalid-TTL-to-controller the answer is not
+  cacheable at all.
 
 A set-field makes later tables see the rewritten value: the key is updated as actions
 run.  Group buckets act on a clone of the packet: after a bucket, the fields it changed
@@ -28,6 +40,7 @@ from . import datapath as dpimpl
 from .actions import action_set_in_order, write_to_action_set
 from .groups import MAX_CHAIN_DEPTH, MAX_GROUP_COPIES
 from .match import to_int
+from .megaflow import IN_PORT_MASK, MASKABLE
 
 # The ids a cache entry can record: the fast path's MAX_IDS_PER_ENTRY (8 today); a
 # longer walk is not cached (the fast path would refuse the insert anyway).
@@ -59,7 +72,8 @@ class PacketIn:
 
 
 class Result:
-    __slots__ = ("actions", "copies", "cacheable", "flow_ids", "cache_ids", "packet_ins")
+    __slots__ = ("actions", "copies", "cacheable", "flow_ids", "cache_ids", "packet_ins",
+                 "megaflow")
 
     def __init__(self):
         self.actions = []
@@ -68,11 +82,12 @@ class Result:
         self.flow_ids = []
         self.cache_ids = []
         self.packet_ins = []
+        self.megaflow = None
 
     def __repr__(self):
-        return "Result(actions=%r copies=%r cacheable=%r flows=%r cache_ids=%r pins=%r)" % (
+        return "Result(actions=%r copies=%r cacheable=%r flows=%r cache_ids=%r pins=%r mf=%r)" % (
             self.actions, self.copies, self.cacheable, self.flow_ids, self.cache_ids,
-            self.packet_ins)
+            self.packet_ins, self.megaflow)
 
 
 def select_hash(key):
@@ -96,6 +111,20 @@ class _Run:
         self.entry = None  # the flow entry whose instructions are running
         self.buckets_run = 0  # over all groups: at most MAX_GROUP_COPIES
         self.group_live = {}  # group id -> has a live bucket (once per packet)
+        self.wc = {}  # megaflow wildcards: field -> the bits the lookups looked at
+        self.grouped = False  # a group ran: no megaflow
+        # The fields the packet came with (vlan_vid: lookups see 0 when untagged).
+        self.orig_fields = frozenset(self.key) | {"vlan_vid"}
+
+    def megaflow(self):
+        """{field: mask} for the megaflow entry, or None (see the module docstring)."""
+        if self.grouped or not self.orig_fields <= MASKABLE:
+            return None
+        masks = {"in_port": IN_PORT_MASK}
+        for name, mask in self.wc.items():
+            if name in self.orig_fields:  # absent ones: the present bits decided
+                masks[name] = masks.get(name, 0) | mask
+        return masks
 
     # -- key bookkeeping ----------------------------------------------------------
 
@@ -167,6 +196,7 @@ class _Run:
             self.emit(("output", port))
 
     def group(self, group_id, restore, depth):
+        self.grouped = True
         group = self.p.groups.get(group_id)
         if group is None or depth >= MAX_CHAIN_DEPTH:
             return
@@ -265,7 +295,7 @@ class _Run:
         tables = self.p.tables.tables
         while True:
             table = tables[table_id]
-            entry = table.lookup(self.kv())
+            entry = table.lookup(self.kv(), self.wc)
             if self.count:
                 table.lookup_count += 1
             if entry is None:
@@ -307,6 +337,8 @@ class Pipeline:
         res = r.res
         if len(res.cache_ids) > MAX_CACHED_FLOWS or res.copies:
             res.cacheable = False
+        if res.cacheable:
+            res.megaflow = r.megaflow()
         return res
 
     def packet_out(self, in_port, key, actions, length, now):

@@ -30,6 +30,16 @@ Invalidation (the cache must only ever give the answer the tables would give):
   flush the packets of a broad flow that a narrower one above it already shields from
   it).  Adds with more than MAX_PRECISE_INVALIDATIONS ids invalidate everything instead
   (the same effect, one command to the datapath instead of hundreds).
+- megaflow entries (FASTPATH.md, "Megaflows": one cached answer for every packet equal
+  on the bits the lookups probed) need nothing more.  Every packet a megaflow answers
+  went the same way through the tables (that is what its mask guarantees), so it
+  recorded the same entries G.  An added F can change the answer of one of those
+  packets only if the packet matches M and T decided it with a G of priority <= P (or
+  the miss): G overlaps M as above.  The exception for an H covering M holds too: if G
+  is below H, H's subtable ranks above G's and was probed, its bits are in the mask,
+  and the classified packet did not match H, so no packet of the megaflow matches H,
+  hence none matches M.  Modify, delete and timeouts invalidate the entries' own ids,
+  which the megaflow recorded like an exact entry.
 - a table miss (no entry matches, the packet is dropped) is recorded in the cache under
   a pseudo flow id per table, `miss_ids[table_id]`: the top `n_tables` ids of the id
   space, never given to a flow entry.  Its cache hits count as lookups of that table.
@@ -221,9 +231,12 @@ class FlowTable:
                 return e
         return None
 
-    def lookup(self, kv):
+    def lookup(self, kv, wc=None):
         """The highest-priority entry matching key ints `kv` (of equal priorities, the
-        one added first), or None."""
+        one added first), or None.  With a dict `wc` (megaflow wildcards), ORs into it
+        the (field, mask) of every subtable the lookup probed: the bits of the key the
+        answer depended on (the answer is the same for every key equal to this one on
+        them: the probed subtables give the same buckets, the others were not needed)."""
         if self._dirty:
             self._order = sorted(self._subtables.values(), key=lambda s: -s.max_priority)
             self._dirty = False
@@ -231,6 +244,9 @@ class FlowTable:
         for st in self._order:
             if best is not None and st.max_priority < best.priority:
                 break
+            if wc is not None:
+                for name, mask in st.sig:
+                    wc[name] = wc.get(name, 0) | mask
             vals = []
             for name, mask in st.sig:
                 v = kv.get(name)

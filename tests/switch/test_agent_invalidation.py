@@ -29,6 +29,11 @@ from kp_switch.pipeline import Pipeline
 from kp_switch.ports import Port, PortSet
 from kp_switch.tables import MAX_PRECISE_INVALIDATIONS, FlowTables
 
+sys.path.insert(0, os.path.dirname(__file__))
+from conftest import IMPLS  # noqa: E402  (the C cache when built, and the twin)
+
+CACHE_IMPLS = [IMPLS[k] for k in sorted(IMPLS)]
+
 APPLY = ofp.OFPIT_APPLY_ACTIONS
 M = parser.OFPMatch
 UDP = dict(eth_type=0x0800, ip_proto=17)
@@ -390,6 +395,136 @@ def test_a_new_session_keeps_the_other_sessions_cached():
         cache.insert(sport, r.actions, r.cache_ids)
     t.add(five("10.0.0.1", 1003), priority=900, actions=[out(2)])
     assert sorted(k for k, _ in cache.alive()) == [1001, 1002]
+
+
+# -- the same with megaflows, the agent's own slow path and both real caches ---------
+
+class TwinCaches:
+    """A fast path stand-in for the Agent: the C cache and the twin (`_CacheForTest`)
+    side by side, fed the same inserts (with the agent's megaflow masks) and
+    invalidations; every lookup must give both the same answer."""
+
+    def __init__(self, buckets=64):
+        self.impls = [impl._CacheForTest(buckets) for impl in CACHE_IMPLS]
+        self.now = 0
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def execute(self, in_port, packet, actions):
+        pass
+
+    def cache_insert(self, blob, actions, ids, mask_blob=None):
+        got = {c.insert(blob, actions, ids, self.now, mask_blob) for c in self.impls}
+        assert len(got) == 1
+
+    def lookup(self, blob):
+        self.now += 1
+        got = [c.lookup(blob, self.now) for c in self.impls]
+        assert all(g == got[0] for g in got), got
+        return got[0]
+
+    def invalidate_flow(self, i):
+        for c in self.impls:
+            c.invalidate_flow(i)
+
+    def invalidate_all(self):
+        for c in self.impls:
+            c.invalidate_all()
+
+    def flow_counters(self, ids):
+        return [(0, 0, 0)] * len(ids)
+
+    def stats(self):
+        st = [c.stats() for c in self.impls]
+        assert all(x == st[0] for x in st), st
+        return st[0]
+
+
+def _frame(key):
+    """The UDP/TCP over IPv4 frame of a random_key() key."""
+    import ipaddress
+    import struct
+    proto = key["ip_proto"]
+    l4 = "udp" if proto == 17 else "tcp"
+    sport, dport = key[l4 + "_src"], key[l4 + "_dst"]
+    seg = struct.pack("!HHHH", sport, dport, 8, 0) if proto == 17 else \
+        struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 0x50, key["tcp_flags"], 1000, 0, 0)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(seg), 1, 0, 64, proto, 0,
+                     ipaddress.IPv4Address(key["ipv4_src"]).packed,
+                     ipaddress.IPv4Address(key["ipv4_dst"]).packed)
+    return bytes.fromhex("020000000002" "020000000001" "0800") + ip + seg
+
+
+def _normal(actions):
+    from kp_switch import fastpath_ref
+    return fastpath_ref.compile_actions(actions)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_flow_mods_never_leave_a_stale_megaflow_answer(seed):
+    """Random flow tables (two tables, goto, set-field, wildcards, controller outputs)
+    and random packets through the agent's slow path, which inserts exact entries and
+    megaflows into the C cache and the twin at once: both always answer alike, and
+    every answer a cache gives equals a fresh classification by the tables."""
+    from kp_switch import fastpath_ref
+    from kp_switch.agent import Agent
+    rng = random.Random(seed)
+    dp = TwinCaches()
+    agent = Agent(dp, [(i, "p%d" % i) for i in (1, 2, 3, 4)], clock=lambda: 100.0,
+                  link_reader=lambda name: ("02:00:00:00:00:0%s" % name[-1], True, 10000000))
+    keys = [random_key(rng) for _ in range(80)]
+    checked = 0
+
+    def mod(command, match, priority=100, table_id=0, actions=(), goto=None):
+        ins = [parser.OFPInstructionActions(APPLY, list(actions))]
+        if goto is not None:
+            ins.append(parser.OFPInstructionGotoTable(goto))
+        fm = parser.OFPFlowMod(None, table_id=table_id, priority=priority, command=command,
+                               match=match, instructions=ins, out_port=ofp.OFPP_ANY,
+                               out_group=ofp.OFPG_ANY)
+        with agent.lock:
+            agent.tables.flow_mod(fm, agent.context(), 100.0)
+
+    for step in range(200):
+        op = rng.random()
+        table_id = rng.choice([0, 0, 1])
+        actions = [rng.choice([out(2), out(3), out(4), out(ofp.OFPP_IN_PORT),
+                               out(ofp.OFPP_CONTROLLER),
+                               parser.OFPActionSetField(ipv4_dst=rng.choice(IPS))])]
+        goto = 1 if table_id == 0 and rng.random() < 0.4 else None
+        try:
+            if op < 0.55:
+                mod(ofp.OFPFC_ADD, random_match(rng), rng.choice([0, 5, 10, 900, 1000]),
+                    table_id, actions, goto)
+            elif op < 0.7:
+                mod(ofp.OFPFC_MODIFY, random_match(rng), table_id=table_id, actions=actions)
+            elif op < 0.8:
+                mod(ofp.OFPFC_DELETE, random_match(rng), table_id=table_id)
+            elif op < 0.9:
+                entries = list(agent.tables.all_entries())
+                if entries:
+                    e = rng.choice(entries)
+                    mod(ofp.OFPFC_DELETE_STRICT, e.match.to_ryu(), e.priority, e.table_id)
+        except OFError:
+            pass
+        for in_port, key in rng.sample(keys, 20):
+            frame = _frame(key)
+            parsed, blob, _ = fastpath_ref.parse_blob(frame, in_port)
+            got = dp.lookup(blob)
+            if got is None:
+                agent.slow_path(in_port, frame, parsed, blob)
+                continue
+            fresh = agent.pipeline.run(in_port, parsed, len(frame), 100.0, count=False)
+            assert fresh.cacheable, "a cached answer for %r at step %d" % (key, step)
+            assert (_normal(got[0]), got[1]) == (_normal(fresh.actions), fresh.cache_ids), \
+                "stale answer for %r at step %d" % (key, step)
+            checked += 1
+    st = dp.stats()
+    assert checked > 0 and st["mf_hits"] > 0 and st["mf_inserts"] > 0, st
 
 
 # -- real traffic ----------------------------------------------------------------------

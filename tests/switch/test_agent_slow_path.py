@@ -14,6 +14,7 @@ class FakeDatapath:
     def __init__(self):
         self.calls = []
         self.counters = {}
+        self.masks = []  # the mask_blob of each insert (None: exact only)
 
     def start(self):
         pass
@@ -24,8 +25,9 @@ class FakeDatapath:
     def execute(self, in_port, packet, actions):
         self.calls.append(("execute", in_port, list(actions)))
 
-    def cache_insert(self, blob, actions, ids):
+    def cache_insert(self, blob, actions, ids, mask_blob=None):
         self.calls.append(("insert", blob, list(actions), list(ids)))
+        self.masks.append(mask_blob)
 
     def invalidate_flow(self, i):
         self.calls.append(("invalidate_flow", i))
@@ -138,3 +140,80 @@ def test_flow_mods_invalidate_the_cache():
     dp.calls.clear()
     flow(agent, M(in_port=1), [parser.OFPActionOutput(1)], command=ofp.OFPFC_MODIFY)
     assert dp.calls == [("invalidate_flow", entry.id)]
+
+
+# -- megaflow masks: what the slow path tells the fast path its answer depended on ----
+
+def udp_frame(dst=(10, 0, 0, 2), sport=1000, dport=53):
+    import struct
+    eth = bytes.fromhex("020000000002" "020000000001" "0800")
+    ip = bytes([0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0]) + bytes([10, 0, 0, 1]) + bytes(dst)
+    return eth + ip + struct.pack("!HHHH", sport, dport, 8, 0)
+
+
+FULL_PORT = {"in_port": 0xFFFFFFFF}
+
+
+def last_mask(dp):
+    from kp_switch.megaflow import mask_blob
+    return dp.masks[-1], mask_blob
+
+
+def test_megaflow_mask_is_the_probed_subtables_plus_in_port():
+    agent, dp, _ = make_agent()
+    flow(agent, M(in_port=1), [parser.OFPActionOutput(2)])
+    agent.slow_path(*miss(icmp_frame()))
+    got, mask_blob = last_mask(dp)
+    assert got == mask_blob(FULL_PORT)
+
+
+def test_megaflow_mask_stops_where_the_lookup_stopped():
+    """A high-priority DNS flow decides a DNS packet before the eth_src subtable is
+    probed: eth_src is not in its mask; a packet that goes on to that subtable has it."""
+    agent, dp, _ = make_agent()
+    flow(agent, M(eth_type=0x800, ip_proto=17, udp_dst=53), [parser.OFPActionOutput(2)],
+         priority=100)
+    flow(agent, M(eth_src="02:00:00:00:00:01"), [parser.OFPActionOutput(1)], priority=1)
+    agent.slow_path(*miss(udp_frame(dport=53)))
+    got, mask_blob = last_mask(dp)
+    dns = dict(FULL_PORT, eth_type=0xFFFF, ip_proto=0xFF, udp_dst=0xFFFF)
+    assert got == mask_blob(dns)
+    agent.slow_path(*miss(udp_frame(dport=54)))
+    got, _ = last_mask(dp)
+    assert got == mask_blob(dict(dns, eth_src=(1 << 48) - 1))
+
+
+def test_megaflow_mask_spans_every_table_traversed():
+    """DNAT in table 0 (match the VIP, rewrite it), route in table 1 on the rewritten
+    address: the mask holds both tables' fields (the original packet's bits of
+    ipv4_dst, more than needed for table 1, never fewer)."""
+    agent, dp, _ = make_agent()
+    fm = parser.OFPFlowMod(None, table_id=0, priority=10,
+                           match=M(eth_type=0x800, ipv4_dst="10.96.0.10"),
+                           instructions=[parser.OFPInstructionActions(
+                               APPLY, [parser.OFPActionSetField(ipv4_dst="10.0.0.2")]),
+                               parser.OFPInstructionGotoTable(1)])
+    with agent.lock:
+        agent.tables.flow_mod(fm, agent.context(), agent.clock())
+        agent.tables.flow_mod(parser.OFPFlowMod(
+            None, table_id=1, priority=10, match=M(eth_type=0x800, ip_proto=17),
+            instructions=[parser.OFPInstructionActions(APPLY, [parser.OFPActionOutput(2)])]),
+            agent.context(), agent.clock())
+    agent.slow_path(*miss(udp_frame(dst=(10, 96, 0, 10))))
+    got, mask_blob = last_mask(dp)
+    assert got == mask_blob(dict(FULL_PORT, eth_type=0xFFFF, ipv4_dst=0xFFFFFFFF, ip_proto=0xFF))
+    assert dp.calls[-1][2] == [("set_field", "ipv4_dst", "10.0.0.2"), ("output", 2)]
+
+
+def test_no_megaflow_through_a_group():
+    """A select group picks its bucket by a hash of the packet: exact entry only."""
+    agent, dp, _ = make_agent()
+    gm = parser.OFPGroupMod(None, ofp.OFPGC_ADD, ofp.OFPGT_SELECT, 1, [
+        parser.OFPBucket(weight=1, actions=[parser.OFPActionOutput(1)]),
+        parser.OFPBucket(weight=1, actions=[parser.OFPActionOutput(2)])])
+    with agent.lock:
+        agent.groups.group_mod(gm, agent.context(), agent.clock())
+    flow(agent, M(in_port=1), [parser.OFPActionGroup(1)])
+    agent.slow_path(*miss(udp_frame()))
+    inserts = [c for c in dp.calls if c[0] == "insert"]
+    assert len(inserts) == 1 and dp.masks == [None]

@@ -36,9 +36,12 @@ class MiniController:
                     decision = self.policy(key)
                     if decision is None:
                         continue
-                    actions, ids = decision
+                    actions, ids = decision[:2]
                     self.dp.execute(in_port, pkt, actions)
-                    self.dp.cache_insert(blob, actions, ids)
+                    if len(decision) > 2:       # and a megaflow mask
+                        self.dp.cache_insert(blob, actions, ids, decision[2])
+                    else:
+                        self.dp.cache_insert(blob, actions, ids)
         except BaseException as e:     # surfaced by stop()
             self.errors.append(e)
 
@@ -142,6 +145,56 @@ def test_l2_misses_then_cached_hits(fp, hosts3):
     # h2 saw only the floods (ARP), never the unicast datagrams.
     assert st["ports"][3]["tx_packets"] < 5
     assert {k["in_port"] for k in ctl.misses if k} <= {1, 2, 3}
+
+
+MANY_SOURCES_CLIENT = """
+import socket, sys
+got = 0
+for i in range(int(sys.argv[3])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(('', int(sys.argv[4]) + i))
+    s.settimeout(0.5)
+    for attempt in range(10):
+        s.sendto(b'ping%d' % i, (sys.argv[1], int(sys.argv[2])))
+        try:
+            s.recv(65535)
+        except socket.timeout:
+            continue
+        got += 1
+        break
+    s.close()
+print(got)
+sys.exit(0 if got == int(sys.argv[3]) else 1)
+"""
+
+
+def test_megaflows_answer_new_sessions_without_misses(fp, hosts3):
+    """The L2 policy's answer depends only on in_port and eth_dst: given as a megaflow
+    mask, one miss per direction serves every later source port (each a megaflow hit,
+    then exact hits), and the counters still add up to the packets received."""
+    from kp_switch.megaflow import IN_PORT_MASK, mask_blob
+    h0, h1, h2 = hosts3
+    mask = mask_blob({"in_port": IN_PORT_MASK, "eth_dst": (1 << 48) - 1})
+    l2 = l2_policy(hosts3)
+    dp = fp.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=64)
+    server = h1.popen(PY, "-c", UDP_ECHO_SERVER, h1.ip4, "7000")
+    try:
+        _wait_ready(h1, 7000)
+        with MiniController(dp, lambda key: l2(key) + (mask,)) as ctl:
+            r = h0.run(PY, "-c", MANY_SOURCES_CLIENT, h1.ip4, "7000", "20", "20000")
+            assert r.returncode == 0, r.stdout + r.stderr
+        st = dp.stats()
+    finally:
+        server.kill()
+        server.wait()
+    udp_misses = [k for k in ctl.misses if k and k.get("ip_proto") == 17]
+    assert len(udp_misses) <= 4, udp_misses          # the first datagram each way
+    assert st["mf_hits"] >= 30, st                    # 19 new sources, both directions
+    assert st["mf_inserts"] >= 2 and st["mf_entries"] >= 2 and st["mf_subtables"] == 1
+    assert st["hits"] + st["mf_hits"] + st["misses"] + st["parse_errors"] == \
+        sum(p["rx_packets"] for p in st["ports"].values())
+    # cache hits count against the flow ids (the first datagram each way took the slow path)
+    assert dp.flow_counters([102])[0][0] >= 19 and dp.flow_counters([101])[0][0] >= 19
 
 
 def test_invalidate_and_port_down(fp, hosts3):

@@ -6,6 +6,7 @@ empty tables and groups.
 """
 import os
 import struct
+import sys
 import time
 
 import pytest
@@ -397,6 +398,16 @@ def test_experimenter_set_buckets_and_cache_stats(sw):
     assert r.exp_type == kpexp.KP_CACHE_STATS_REPLY
     st = kpexp.decode_cache_stats(r.data)
     assert st["hits"] >= 1 and st["misses"] >= 1 and st["inserts"] >= 1 and st["buckets"] == 1024
+    # The megaflow counters come after the original ten (old readers stop at ten): the
+    # L2 flows match eth_dst only: every ICMP packet that was not an exact hit went in
+    # with a megaflow (in_port, eth_dst and eth_type: the ARP flow was probed first).
+    assert len(r.data) == 8 * len(kpexp.CACHE_STATS_FIELDS) == 120
+    assert st["mf_inserts"] >= 1 and st["mf_entries"] >= 1 and st["mf_subtables"] >= 1
+    old = kpexp.decode_cache_stats(r.data[:80])
+    assert old == {k: st[k] for k in kpexp.CACHE_STATS_FIELDS[:10]}
+    from kp_app import ofmsg
+    assert ofmsg.decode_cache_stats(r.data) == st
+    assert ofmsg.decode_cache_stats(r.data[:80]) == old
     assert ch.check(parser.OFPExperimenter(DP, kpexp.KP_EXPERIMENTER_ID, kpexp.KP_SET_BUCKETS,
                                            kpexp.encode_set_buckets(4096))) is None
     r = ch.request(parser.OFPExperimenter(DP, kpexp.KP_EXPERIMENTER_ID, kpexp.KP_CACHE_STATS_REQUEST, b""))[0]
@@ -531,3 +542,55 @@ def test_roles_slave_is_read_only(sw):
         assert r.role == ofp.OFPCR_ROLE_EQUAL
     finally:
         mgmt.close()
+
+
+UDP_SINK = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(3); print("ready", flush=True)
+seen = set()
+try:
+    while len(seen) < int(sys.argv[2]):
+        _, peer = s.recvfrom(2048)
+        seen.add(peer[1])
+except socket.timeout:
+    pass
+print(len(seen), flush=True)
+"""
+UDP_SOURCES = r"""
+import socket, sys, time
+for i in range(int(sys.argv[3])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("", int(sys.argv[4]) + i))
+    s.sendto(b"x", (sys.argv[1], int(sys.argv[2])))
+    s.close()
+    time.sleep(0.005)
+"""
+
+
+def cache_stats(ch):
+    r = ch.request(parser.OFPExperimenter(DP, kpexp.KP_EXPERIMENTER_ID,
+                                          kpexp.KP_CACHE_STATS_REQUEST, b""))[0]
+    return kpexp.decode_cache_stats(r.data)
+
+
+def test_new_sessions_through_a_wildcard_flow_are_megaflow_hits(sw):
+    """The L2 flows look at eth_dst (and ARP's eth_type) only: after the first datagram
+    of one UDP session is classified in Python, the next sessions' first datagrams are
+    answered by its megaflow in the C fast path, not the slow path."""
+    hosts, _, _, ch = sw
+    l2_flows(ch, hosts)
+    assert hosts[0].ping(hosts[1].ip4, count=1)          # ARP learnt both ways
+    sink = hosts[1].popen(sys.executable, "-c", UDP_SINK, "7100", "40")
+    try:
+        assert sink.stdout.readline().strip() == "ready"
+        s0 = cache_stats(ch)
+        hosts[0].run(sys.executable, "-c", UDP_SOURCES, hosts[1].ip4, "7100", "40", "31000")
+        got = int(sink.stdout.readline())
+    finally:
+        sink.kill()
+        sink.wait()
+    s1 = cache_stats(ch)
+    d = {k: s1[k] - s0[k] for k in ("hits", "mf_hits", "misses")}
+    assert got == 40
+    assert d["mf_hits"] >= 38 and d["misses"] <= 2, d
