@@ -12,14 +12,12 @@ from typing import Callable, Iterable, Optional
 
 from kp_app.pipeline import (CacheStatsRequest, ConntrackFlush, FlowAdd, FlowDelete,
                              FlowStatsRequest, PacketOut, SetCacheBuckets)
+from kp_proto import experimenter as kpexp
 
-KP_EXPERIMENTER = 0x004B5000
-KP_SET_BUCKETS, KP_CACHE_STATS_REQUEST, KP_CACHE_STATS_REPLY = 1, 2, 3
-# kp-switch's KP_CACHE_STATS_REPLY (switch/FASTPATH.md): the megaflow counters were
-# appended after the first ten; a reply from an older switch just has fewer fields.
-CACHE_STATS_FIELDS = ("hits", "misses", "inserts", "insert_failures", "evictions", "expired",
-                      "invalidated", "entries", "buckets", "parse_errors",
-                      "mf_hits", "mf_inserts", "mf_insert_failures", "mf_entries", "mf_subtables")
+# kp's experimenter messages to kp-switch: defined once, in kp_proto.experimenter.
+KP_EXPERIMENTER = kpexp.KP_EXPERIMENTER_ID
+KP_SET_BUCKETS, KP_CACHE_STATS_REQUEST, KP_CACHE_STATS_REPLY = (
+    kpexp.KP_SET_BUCKETS, kpexp.KP_CACHE_STATS_REQUEST, kpexp.KP_CACHE_STATS_REPLY)
 
 VERSION = 4
 OFPT_EXPERIMENTER, OFPT_PACKET_OUT, OFPT_FLOW_MOD = 4, 13, 14
@@ -235,7 +233,8 @@ def encode(msg, xid: int, kp_switch: bool) -> bytes:
     if isinstance(msg, ConntrackFlush):
         return _ct_flush(xid, msg, kp_switch)
     if isinstance(msg, SetCacheBuckets):
-        return _experimenter(xid, KP_SET_BUCKETS, struct.pack("!I", msg.buckets), kp_switch)
+        return _experimenter(xid, KP_SET_BUCKETS, kpexp.encode_set_buckets(msg.buckets),
+                             kp_switch)
     if isinstance(msg, CacheStatsRequest):
         return _experimenter(xid, KP_CACHE_STATS_REQUEST, b"", kp_switch)
     raise TypeError(f"not a pipeline message: {msg!r}")
@@ -300,9 +299,11 @@ def encode_batch(messages: Iterable, next_xid: Callable[[], int], kp_switch: boo
 
 
 def decode_cache_stats(data: bytes) -> dict:
-    count = min(len(data) // 8, len(CACHE_STATS_FIELDS))
-    values = struct.unpack_from(f"!{count}Q", data)
-    return dict(zip(CACHE_STATS_FIELDS, values))
+    """A KP_CACHE_STATS_REPLY's figures ({} for a reply too short to hold them)."""
+    try:
+        return kpexp.decode_cache_stats(data)
+    except ValueError:
+        return {}
 
 
 def flow_from_stats(stats) -> FlowAdd:

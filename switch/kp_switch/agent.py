@@ -34,8 +34,9 @@ import time
 
 from ryu.ofproto import ofproto_v1_3 as ofp
 
+from kp_proto import experimenter as kpexp
+
 from . import datapath as dpimpl
-from . import experimenter as kpexp
 from . import megaflow
 from . import tls as kptls
 from . import wire

@@ -20,7 +20,7 @@ import pytest
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
-from kp_switch import experimenter as kpexp
+from kp_proto import experimenter as kpexp
 from kp_switch.actions import Context
 from kp_switch.errors import OFError
 from kp_switch.groups import GroupTable

@@ -13,7 +13,7 @@ import pytest
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
-from kp_switch import experimenter as kpexp
+from kp_proto import experimenter as kpexp
 from of_harness import (DP, Hosts, SwitchProcess, TestController, close_rig, connect, delete_all,
                         flow_mod, out, sh)
 

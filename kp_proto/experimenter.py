@@ -1,7 +1,7 @@
-"""kp's OpenFlow experimenter messages (see switch/FASTPATH.md, bottom).
+"""kp's OpenFlow experimenter messages (see switch/FASTPATH.md, bottom): the one
+definition, which kp-switch (answering them) and kp_app (sending them) both import.
 
-Imports nothing heavy so that kp_app (or `ku`) can use the constants and the
-encode/decode helpers directly.  All integers are network order.
+Standard library only.  All integers are network order.
 
 - KP_SET_BUCKETS (exp_type 1): data = u32 number of cache buckets (a power of 2).
   A bad value or a short message is refused with OFPET_BAD_REQUEST / OFPBRC_BAD_LEN.
