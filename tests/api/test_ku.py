@@ -1,16 +1,15 @@
 """The real `ku` console script (.venv/bin/ku) against the real API over HTTP."""
 import json
-import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
 import pytest
 
-from conftest import KU, ROOT, Api, open_session
+import kp_lab
+
+from conftest import KU, Api, open_session
 
 
 def ok(api: Api, *args: str) -> str:
@@ -272,7 +271,7 @@ def test_usage_errors_send_nothing(web, args, stderr):
 
 
 def test_unreachable_controller():
-    port = _free_port()     # free a moment ago: nobody listens there
+    port = kp_lab.free_port()     # free a moment ago: nobody listens there
     result = subprocess.run([KU, "--api", f"http://127.0.0.1:{port}", "show"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and result.stdout == ""
@@ -323,43 +322,11 @@ def test_ku_imports_neither_ryu_nor_eventlet():
 # -- the real controller: ryu-manager serves the API with eventlet's WSGI server ----------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def ryu_manager():
     """`ryu-manager kp_app` on free ports (no switch connects); its API URL."""
-    wsapi, ofp = _free_port(), _free_port()
-    ryu = os.path.join(os.path.dirname(KU), "ryu-manager")
-    proc = subprocess.Popen([ryu, "kp_app", "--wsapi-host", "127.0.0.1", "--wsapi-port",
-                             str(wsapi), "--ofp-listen-host", "127.0.0.1",
-                             "--ofp-tcp-listen-port", str(ofp)],
-                            cwd=ROOT,   # Ryu finds the kp_app directory from here
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{wsapi}"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                opener.open(url + "/v1/conf", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("ryu-manager did not serve the API: "
-                                         + proc.stderr.read().decode()[-2000:]) from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with kp_lab.ControllerProcess() as ctl:
+        yield ctl.url("").rstrip("/")
 
 
 def test_ku_against_ryu_manager(ryu_manager):

@@ -52,10 +52,11 @@ class ControllerProcess:
     """``ryu-manager <apps>`` listening for OpenFlow on 127.0.0.1:of_port and (rest=True)
     for REST on 127.0.0.1:wsapi_port. Ports default to free ones; pass 6653/8080 for the
     demo. Ready when the process listens on both ports (rest=False: on the OF port only;
-    Ryu only opens the wsapi port when an app uses WSGI)."""
+    Ryu only opens the wsapi port when an app uses WSGI). listen_host=None leaves both
+    listen addresses to the app's defaults (kp_app's: loopback) and `extra_args`."""
 
     def __init__(self, app='kp_app', of_port=None, wsapi_port=None, rest=True,
-                 log_file=None, extra_args=(), env=None):
+                 log_file=None, extra_args=(), env=None, listen_host='127.0.0.1'):
         self.apps = [app] if isinstance(app, str) else list(app)
         self.of_port = of_port or free_port()
         self.wsapi_port = wsapi_port or free_port()
@@ -67,6 +68,7 @@ class ControllerProcess:
         self.log_file = log_file
         self.extra_args = list(extra_args)
         self.env = env
+        self.listen_host = listen_host
         self.proc = None
 
     @property
@@ -74,9 +76,11 @@ class ControllerProcess:
         return self.proc.pid if self.proc else None
 
     def command(self):
-        return ([ryu_manager()] + self.apps +
-                ['--ofp-listen-host', '127.0.0.1', '--ofp-tcp-listen-port', str(self.of_port),
-                 '--wsapi-host', '127.0.0.1', '--wsapi-port', str(self.wsapi_port),
+        hosts = ['--ofp-listen-host', self.listen_host, '--wsapi-host', self.listen_host] \
+            if self.listen_host is not None else []
+        return ([ryu_manager()] + self.apps + hosts +
+                ['--ofp-tcp-listen-port', str(self.of_port),
+                 '--wsapi-port', str(self.wsapi_port),
                  '--log-file', self.log_file] + self.extra_args)
 
     def url(self, path='/'):
