@@ -95,29 +95,38 @@ def _value(name: str, length: int, value) -> bytes:
     return packed
 
 
-def _field(name: str):
-    """(OXM class, field number, value length)."""
-    if name in OXM_FIELDS:
-        return (OFPXMC_OPENFLOW_BASIC,) + OXM_FIELDS[name]
-    if name in NXM_FIELDS:
-        return (NXM_1,) + NXM_FIELDS[name]
-    raise ValueError(f"unknown OXM field {name!r}")
-
-
-def _oxm_header(name: str, has_mask: int = 0) -> int:
-    oxm_class, number, length = _field(name)
+def _header(oxm_class: int, number: int, length: int, has_mask: int) -> int:
     return (oxm_class << 16) | (number << 9) | (has_mask << 8) | (length << has_mask)
 
 
+# name -> (value length, OXM header, OXM header with a mask, sort key), made once: a new
+# session's two flow-mods look up some twenty fields.
+_FIELDS = {name: (length, _header(oxm_class, number, length, 0),
+                  _header(oxm_class, number, length, 1), oxm_class << 7 | number)
+           for oxm_class, table in ((OFPXMC_OPENFLOW_BASIC, OXM_FIELDS), (NXM_1, NXM_FIELDS))
+           for name, (number, length) in table.items()}
+
+
+def _field(name: str):
+    """(value length, OXM header, masked OXM header, sort key) of a field kp uses."""
+    try:
+        return _FIELDS[name]
+    except KeyError:
+        raise ValueError(f"unknown OXM field {name!r}") from None
+
+
+def _oxm_header(name: str, has_mask: int = 0) -> int:
+    return _field(name)[1 + has_mask]
+
+
 def _oxm(name: str, value) -> bytes:
-    _, _, length = _field(name)
+    length, header, masked_header, _ = _field(name)
     if isinstance(value, tuple):
         body = _value(name, length, value[0]) + _value(name, length, value[1])
-        has_mask = 1
+        header = masked_header
     else:
         body = _value(name, length, value)
-        has_mask = 0
-    return _oxm_header(name, has_mask).to_bytes(4, "big") + body
+    return header.to_bytes(4, "big") + body
 
 
 def _pad8(data: bytes) -> bytes:
@@ -126,7 +135,7 @@ def _pad8(data: bytes) -> bytes:
 
 def encode_match(items: Iterable) -> bytes:
     """An OXM ofp_match, fields in OXM order (prerequisites first), as Ryu orders them."""
-    fields = sorted(items, key=lambda item: _field(item[0])[0] << 7 | _field(item[0])[1])
+    fields = sorted(items, key=lambda item: _field(item[0])[3])
     oxms = b"".join(_oxm(name, value) for name, value in fields)
     return _pad8(struct.pack("!HH", OFPMT_OXM, 4 + len(oxms)) + oxms)
 
