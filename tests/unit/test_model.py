@@ -4,9 +4,18 @@ import ipaddress
 import pytest
 
 from kp_app.errors import Conflict, InvalidInput, NotFound
+from kp_app.kubeproxy import KubeProxy
 from kp_app.maglev import MaglevTable
 
 ip = ipaddress.ip_address
+
+
+@pytest.fixture
+def kp():
+    sent = []
+    proxy = KubeProxy(lambda dpid, msgs: sent.append((dpid, msgs)), clock=lambda: 100.0)
+    proxy.sent = sent
+    return proxy
 
 
 def snapshot(kp):

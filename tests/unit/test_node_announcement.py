@@ -74,6 +74,14 @@ def test_a_too_long_description_is_refused():
 
 # --------------------------------------------------------------------------- the model
 
+@pytest.fixture
+def kp():
+    sent = []
+    proxy = KubeProxy(lambda dpid, msgs: sent.append((dpid, msgs)), clock=lambda: 100.0)
+    proxy.sent = sent
+    return proxy
+
+
 def test_an_announcement_fills_what_ku_conf_dpid_fills(kp):
     kp.switch_described(1, b"dpid 0000000000000001 kp-node ipv4=10.0.1.1/24 "
                            b"ipv6=fd00:0:0:1::1/64\0\0")
