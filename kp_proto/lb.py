@@ -59,6 +59,9 @@ KP_LB_VIP_DELETE = 8
 KP_LB_FLUSH = 9
 KP_LB_STATS_REQUEST = 10
 KP_LB_STATS_REPLY = 11
+# What a switch answers (the reply is the switch's).
+MESSAGE_TYPES = frozenset((KP_LB_CONF, KP_LB_TABLE, KP_LB_PODS, KP_LB_VIP, KP_LB_VIP_DELETE,
+                           KP_LB_FLUSH, KP_LB_STATS_REQUEST))
 
 KP_ACTION_LB = 1
 

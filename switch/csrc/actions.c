@@ -200,7 +200,7 @@ static bool dec_ttl(uint8_t *f, const struct flow_key *k, const struct pkt_layou
 }
 
 void actions_run(struct pkt_buf *pb, uint32_t in_port, const struct action_op *ops,
-                 uint32_t n_ops, emit_fn emit, void *ctx)
+                 uint32_t n_ops, const struct action_env *env)
 {
     struct flow_key k;
     struct pkt_layout lay;
@@ -213,8 +213,13 @@ void actions_run(struct pkt_buf *pb, uint32_t in_port, const struct action_op *o
 
         switch (op->kind) {
         case OP_OUTPUT:
-            emit(ctx, op->arg, pb->data, pb->len);
+            if (env->emit)
+                env->emit(env->ctx, op->arg, pb->data, pb->len);
             break;
+        case OP_LB:
+            if (env->lb)
+                env->lb(env->ctx, pb, in_port, op->arg);
+            return;
         case OP_SET_FIELD:
             set_field(pb->data, &k, &lay, op);
             break;

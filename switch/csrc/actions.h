@@ -7,7 +7,9 @@
 #define MAX_OPS 16           /* ops in a cached program; execute() takes longer lists */
 #define ACTION_HEADROOM 64   /* bytes a packet buffer needs before the frame (push_vlan) */
 
-enum op_kind { OP_OUTPUT = 1, OP_SET_FIELD, OP_PUSH_VLAN, OP_POP_VLAN, OP_DEC_TTL };
+/* OP_LB (kp_lb, kp_proto/lb.py): the in-switch load balancer takes the packet (arg: the
+ * VIP id); it ends the program. */
+enum op_kind { OP_OUTPUT = 1, OP_SET_FIELD, OP_PUSH_VLAN, OP_POP_VLAN, OP_DEC_TTL, OP_LB };
 
 enum field_id {
     FLD_ETH_DST = 1, FLD_ETH_SRC, FLD_VLAN_VID, FLD_VLAN_PCP, FLD_IP_DSCP, FLD_IP_ECN,
@@ -41,12 +43,21 @@ struct pkt_buf {
 };
 
 typedef void (*emit_fn)(void *ctx, uint32_t port_no, const uint8_t *frame, uint32_t len);
+typedef void (*lb_fn)(void *ctx, struct pkt_buf *pb, uint32_t in_port, uint32_t vip_id);
 
-/* Runs ops in order on pb (in place), calling emit at each output with the frame as
- * it is at that point.  Stops early when dec_ttl finds a TTL of 0 or 1 (the packet is
- * dropped) or when a push_vlan has no headroom left. */
+/* Where a program's packets go: emit at each output, lb at OP_LB (NULL: dropped). */
+struct action_env {
+    emit_fn emit;
+    lb_fn lb;
+    void *ctx;
+};
+
+/* Runs ops in order on pb (in place), calling env->emit at each output with the frame
+ * as it is at that point, and env->lb at OP_LB, which ends the program.  Stops early
+ * when dec_ttl finds a TTL of 0 or 1 (the packet is dropped) or when a push_vlan has no
+ * headroom left. */
 void actions_run(struct pkt_buf *pb, uint32_t in_port, const struct action_op *ops,
-                 uint32_t n_ops, emit_fn emit, void *ctx);
+                 uint32_t n_ops, const struct action_env *env);
 
 /* Finishes a CHECKSUM_PARTIAL TCP/UDP frame (the checksum field holds the
  * pseudo-header sum, as the sender's stack left it for the NIC).  l4/l3_end as

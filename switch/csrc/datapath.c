@@ -263,6 +263,10 @@ struct emit_ctx {
     struct datapath *dp;
     int direct;               /* execute(): send now, from the caller's thread */
     uint32_t seg_size;        /* the sender's TCP GSO size, or 0 */
+    struct dp_port *port;     /* the packet's port (the datapath thread's packets) */
+    uint32_t now;
+    uint64_t now_ns;
+    int depth;                /* times the load balancer has handed it back */
 };
 
 static void emit_out(void *ctx_, uint32_t port_no, const uint8_t *frame, uint32_t len)
@@ -297,20 +301,85 @@ static void push_segment_miss(void *ctx_, const uint8_t *seg, uint32_t len)
         miss_push(ctx->dp, ctx->in_port, &k, seg, len);
 }
 
+static void lookup_and_run(struct emit_ctx *ctx, struct pkt_buf *pb, struct flow_key *k);
+
+/* kp_lb: the load balancer translates the packet, which then goes through the tables
+ * again (the cache first).  Only once: a program that hands a translated packet to
+ * the load balancer again drops it. */
+static void lb_recirculate(void *ctx_, struct pkt_buf *pb, uint32_t in_port, uint32_t vip_id)
+{
+    struct emit_ctx *ctx = ctx_;
+    struct datapath *dp = ctx->dp;
+    struct pkt_layout lay;
+    struct flow_key k;
+
+    if (ctx->depth || parse_packet(pb->data, pb->len, in_port, &k, &lay) == PARSE_RUNT) {
+        dp->lb->c.dropped++;
+        return;
+    }
+    if (!lb_select(dp->lb, pb, &k, vip_id, ctx->now_ns / 1000000u, pb->len))
+        return;
+    parse_packet(pb->data, pb->len, in_port, &k, &lay);
+    if (ctx->direct) {    /* execute(): the slow path's thread must not touch the cache */
+        miss_push(dp, in_port, &k, pb->data, pb->len);
+        return;
+    }
+    ctx->depth++;
+    lookup_and_run(ctx, pb, &k);
+}
+
+/* The cache's answer for the packet (or the slow path's, as a miss), run. */
+static void lookup_and_run(struct emit_ctx *ctx, struct pkt_buf *pb, struct flow_key *k)
+{
+    struct datapath *dp = ctx->dp;
+    struct action_env env = {emit_out, lb_recirculate, ctx};
+    const struct action_prog *prog;
+    uint64_t ids = 0;
+    struct cache_key ck;
+    uint32_t id, port_no = ctx->port->port_no;
+    unsigned i;
+
+    if (cache_key_of(k, &ck)) {
+        const uint8_t *v6 = (k->present & FK_IPV6) ? k->nw_src : NULL;
+
+        prog = flow_cache_lookup(dp->cache, k, &ck, v6, cache_key_hash(&ck, v6), ctx->now,
+                                 &ids);
+    } else {
+        flow_cache_miss(dp->cache);
+        prog = NULL;
+    }
+    if (!prog) {
+        /* The slow path sends frames on cut only to fit the MTU: a TCP super-frame
+         * goes to it as the sender's segments instead (the last may differ in flags). */
+        struct miss_ctx mc = {dp, port_no};
+
+        if (!ctx->seg_size || !tcp_segment(pb->data, pb->len, SEG_ANY_MTU, ctx->seg_size,
+                                           ctx->port->gso_buf, GSO_SCRATCH, push_segment_miss,
+                                           &mc))
+            miss_push(dp, port_no, k, pb->data, pb->len);
+        return;
+    }
+    for (i = 0; i < MAX_IDS_PER_ENTRY && (id = cache_ids_get(ids, i)) != IDS_NONE; i++) {
+        struct flow_counter *fc = &dp->counters[id];
+
+        OWNER_ADD(fc->packets, 1);
+        OWNER_ADD(fc->bytes, pb->len);
+        __atomic_store_n(&fc->last_hit_ns, ctx->now_ns, __ATOMIC_RELAXED);
+    }
+    /* OP_LB ends the program: nothing reads prog after a recirculation (whose cache
+     * insert may have released it). */
+    actions_run(pb, port_no, prog->ops, prog->n_ops, &env);
+}
+
 static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *frame,
                           uint32_t len, uint32_t headroom, uint32_t status, uint32_t seg_size,
                           uint32_t now, uint64_t now_ns)
 {
-    struct emit_ctx ctx = {dp, 0, seg_size};
-    const struct action_prog *prog;
-    uint64_t ids = 0;
-    struct pkt_buf pb;
+    struct emit_ctx ctx = {dp, 0, seg_size, port, now, now_ns, 0};
+    struct pkt_buf pb = {frame, len, headroom};
     struct flow_key k;
-    struct cache_key ck;
     struct pkt_layout lay;
     enum parse_result pr;
-    uint32_t id;
-    unsigned i;
 
     PSTAT_ADD(port, rx_packets, 1);
     PSTAT_ADD(port, rx_bytes, len);
@@ -325,35 +394,9 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
      * checksum offload): finish it, or every receiver would drop the packet. */
     if ((status & TP_STATUS_CSUMNOTREADY) && (k.present & (FK_TCP | FK_UDP)))
         csum_complete_partial(frame, lay.l4, lay.l3_end, !!(k.present & FK_UDP));
-    if (cache_key_of(&k, &ck)) {
-        const uint8_t *v6 = (k.present & FK_IPV6) ? k.nw_src : NULL;
-
-        prog = flow_cache_lookup(dp->cache, &k, &ck, v6, cache_key_hash(&ck, v6), now, &ids);
-    } else {
-        flow_cache_miss(dp->cache);
-        prog = NULL;
-    }
-    if (!prog) {
-        /* The slow path sends frames on cut only to fit the MTU: a TCP super-frame
-         * goes to it as the sender's segments instead (the last may differ in flags). */
-        struct miss_ctx mc = {dp, port->port_no};
-
-        if (!seg_size || !tcp_segment(frame, len, SEG_ANY_MTU, seg_size, port->gso_buf,
-                                      GSO_SCRATCH, push_segment_miss, &mc))
-            miss_push(dp, port->port_no, &k, frame, len);
-        return;
-    }
-    for (i = 0; i < MAX_IDS_PER_ENTRY && (id = cache_ids_get(ids, i)) != IDS_NONE; i++) {
-        struct flow_counter *fc = &dp->counters[id];
-
-        OWNER_ADD(fc->packets, 1);
-        OWNER_ADD(fc->bytes, len);
-        __atomic_store_n(&fc->last_hit_ns, now_ns, __ATOMIC_RELAXED);
-    }
-    pb.data = frame;
-    pb.len = len;
-    pb.headroom = headroom;
-    actions_run(&pb, port->port_no, prog->ops, prog->n_ops, emit_out, &ctx);
+    /* A session's packets are translated before the tables see them (lb.h). */
+    lb_translate(dp->lb, &pb, &k, &lay, now_ns / 1000000u, len);
+    lookup_and_run(&ctx, &pb, &k);
 }
 
 struct gso_ctx {
@@ -438,6 +481,7 @@ static void *dp_thread(void *arg)
     }
     pfd[dp->n_ports].fd = dp->wake_fd;
     pfd[dp->n_ports].events = POLLIN;
+    pthread_mutex_lock(&dp->lb->lock);     /* held but while polling: see lb.h */
     while (!__atomic_load_n(&dp->stopping, __ATOMIC_ACQUIRE)) {
         uint64_t now_ns = mono_ns();
         uint32_t now = (uint32_t)(now_ns / 1000000u), got = 0;
@@ -463,12 +507,17 @@ static void *dp_thread(void *arg)
         if (!got) {
             uint64_t v;
 
+            pthread_mutex_unlock(&dp->lb->lock);
             if (poll(pfd, dp->n_ports + 1, IDLE_POLL_MS) > 0 && (pfd[dp->n_ports].revents & POLLIN))
                 if (read(dp->wake_fd, &v, sizeof v) < 0) {
                     /* EAGAIN: another reader (none) took it; nothing to do */
                 }
+            pthread_mutex_lock(&dp->lb->lock);
+        } else {
+            lb_yield(dp->lb);
         }
     }
+    pthread_mutex_unlock(&dp->lb->lock);
     free(pfd);
     return NULL;
 }
@@ -514,9 +563,15 @@ void dp_stop(struct datapath *dp)
 int dp_execute(struct datapath *dp, uint32_t in_port, const uint8_t *frame, uint32_t len,
                const struct action_op *ops, uint32_t n_ops)
 {
-    struct emit_ctx ctx = {dp, 1, 0};
+    struct emit_ctx ctx = {dp, 1, 0, NULL, 0, mono_ns(), 0};
+    struct action_env env = {emit_out, lb_recirculate, &ctx};
     struct pkt_buf pb;
     uint8_t *buf = malloc((size_t)len + ACTION_HEADROOM);   /* slow path */
+    int lb = 0;
+    uint32_t i;
+
+    for (i = 0; i < n_ops; i++)
+        lb |= ops[i].kind == OP_LB;
 
     if (!buf)
         return ENOMEM;
@@ -524,7 +579,11 @@ int dp_execute(struct datapath *dp, uint32_t in_port, const uint8_t *frame, uint
     pb.data = buf + ACTION_HEADROOM;
     pb.len = len;
     pb.headroom = ACTION_HEADROOM;
-    actions_run(&pb, in_port, ops, n_ops, emit_out, &ctx);
+    if (lb)
+        lb_lock(dp->lb);
+    actions_run(&pb, in_port, ops, n_ops, &env);
+    if (lb)
+        lb_unlock(dp->lb);
     free(buf);
     return 0;
 }
@@ -554,7 +613,9 @@ struct datapath *dp_new(const uint32_t *port_nos, const char *const *ifnames, ui
     dp->counters = calloc(MAX_FLOW_IDS, sizeof *dp->counters);
     dp->miss_buf = malloc(MISS_RING_BYTES);
     dp->cache = flow_cache_new(buckets, &dp->cst);
-    if (dp->wake_fd < 0 || !dp->ports || !dp->counters || !dp->miss_buf || !dp->cache) {
+    dp->lb = lb_new(LB_DEFAULT_BUCKETS);
+    if (dp->wake_fd < 0 || !dp->ports || !dp->counters || !dp->miss_buf || !dp->cache ||
+        !dp->lb) {
         snprintf(err, errlen, "out of memory");
         dp_free(dp);
         errno = ENOMEM;
@@ -586,6 +647,7 @@ void dp_free(struct datapath *dp)
     if (dp->wake_fd >= 0)
         close(dp->wake_fd);
     flow_cache_free(dp->cache);
+    lb_free(dp->lb);
     free(dp->ports);
     free(dp->counters);
     free(dp->miss_buf);

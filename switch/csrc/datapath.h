@@ -20,6 +20,7 @@
 #include "actions.h"
 #include "flow_cache.h"
 #include "flow_key.h"
+#include "lb.h"
 #include "megaflow.h"
 #include "port_io.h"
 
@@ -62,6 +63,7 @@ struct datapath {
     struct cache_stats cst;
     uint64_t parse_errors, malformed, miss_queue_drops, cmd_queue_drops, mf_cmd_drops;
     struct flow_counter *counters;     /* MAX_FLOW_IDS */
+    struct lb *lb;                     /* VIPs and sessions: its lock, see lb.h */
 
     pthread_t thread;
     int running;                       /* under cmd_lock */

@@ -13,6 +13,7 @@
 #include "datapath.h"
 #include "flow_cache.h"
 #include "flow_key.h"
+#include "lb_binding.h"
 #include "megaflow.h"
 #include "parse.h"
 #include "segment.h"
@@ -336,6 +337,15 @@ static int compile_actions(PyObject *actions, struct action_op **ops, uint32_t *
             op->kind = OP_POP_VLAN;
         } else if (!strcmp(k, "dec_ttl") && an == 1) {
             op->kind = OP_DEC_TTL;
+        } else if (!strcmp(k, "kp_lb") && an == 2 && is_int(PyTuple_GET_ITEM(a, 1))) {
+            long v = PyLong_AsLong(PyTuple_GET_ITEM(a, 1));
+
+            if (v <= 0 || v >= (long)LB_MAX_VIPS) {
+                PyErr_Clear();
+                goto bad;
+            }
+            op->kind = OP_LB;
+            op->arg = (uint32_t)v;
         } else {
             goto bad;
         }
@@ -367,6 +377,8 @@ static PyObject *op_tuple(const struct action_op *op)
         return Py_BuildValue("(s)", "pop_vlan");
     case OP_DEC_TTL:
         return Py_BuildValue("(s)", "dec_ttl");
+    case OP_LB:
+        return Py_BuildValue("(sk)", "kp_lb", (unsigned long)op->arg);
     default:
         break;
     }
@@ -622,7 +634,11 @@ static PyObject *fp_apply_actions(PyObject *self, PyObject *args, PyObject *kw)
     pb.data = buf + ACTION_HEADROOM;
     pb.len = (uint32_t)b.len;
     pb.headroom = ACTION_HEADROOM;
-    actions_run(&pb, (uint32_t)in_port, ops, n, collect_emit, &c);
+    {
+        struct action_env env = {collect_emit, NULL, &c};   /* kp_lb: no switch, dropped */
+
+        actions_run(&pb, (uint32_t)in_port, ops, n, &env);
+    }
     PyMem_Free(buf);
     PyMem_Free(ops);
     PyBuffer_Release(&b);
@@ -1397,7 +1413,31 @@ static PyObject *Datapath_set_port_state(DatapathObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+#define LB_METHOD(name)                                                                    \
+    static PyObject *Datapath_lb_##name(DatapathObject *self, PyObject *a)                 \
+    {                                                                                      \
+        NEED_DP(self);                                                                     \
+        return lb_py_##name(self->dp, a);                                                  \
+    }
+LB_METHOD(configure)
+LB_METHOD(set_vip)
+LB_METHOD(delete_vip)
+LB_METHOD(flush)
+LB_METHOD(set_hash_key)
+LB_METHOD(stats)
+LB_METHOD(sessions)
+
 static PyMethodDef Datapath_methods[] = {
+    {"lb_configure", (PyCFunction)Datapath_lb_configure, METH_VARARGS,
+     "lb_configure(buckets, (tcp_established, tcp_closing, tcp_opening, udp))"},
+    {"lb_set_vip", (PyCFunction)Datapath_lb_set_vip, METH_VARARGS,
+     "lb_set_vip(vip_id, version, basis, table_u16be, pods_20byte_records)"},
+    {"lb_delete_vip", (PyCFunction)Datapath_lb_delete_vip, METH_O, NULL},
+    {"lb_flush", (PyCFunction)Datapath_lb_flush, METH_VARARGS,
+     "lb_flush(vip_id, pod_addr16=None, version=0, port=0) -> sessions ended"},
+    {"lb_set_hash_key", (PyCFunction)Datapath_lb_set_hash_key, METH_VARARGS, NULL},
+    {"lb_stats", (PyCFunction)Datapath_lb_stats, METH_NOARGS, NULL},
+    {"lb_sessions", (PyCFunction)Datapath_lb_sessions, METH_VARARGS, NULL},
     {"start", (PyCFunction)Datapath_start, METH_NOARGS, "Start the datapath thread."},
     {"stop", (PyCFunction)Datapath_stop, METH_NOARGS, "Stop and join it (idempotent)."},
     {"next_misses", (PyCFunction)(void (*)(void))Datapath_next_misses,

@@ -8,11 +8,17 @@ Pipeline actions, before the pipeline resolves ports and groups:
     ("group", group_id)
     ("set_field", name, value)  value as parse() prints it (str for addresses)
     ("push_vlan", ethertype) / ("pop_vlan",) / ("dec_ttl",)
+    ("kp_lb", vip_id)           kp's in-switch load balancer (kp_proto.lb): only at the
+                                end of apply-actions, with no goto and no write-actions
+                                (it ends the packet's way through the tables)
 
 What kp-switch does not support is refused with the error the spec prescribes.
 """
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
+
+from kp_proto import lb as kplb
+from kp_proto.experimenter import KP_EXPERIMENTER_ID
 
 from .errors import OFError
 from .match import FIELDS, SETTABLE, Match, to_int, to_user
@@ -103,7 +109,13 @@ def compile_actions(actions, ctx, match=None):
         elif isinstance(a, parser.OFPActionDecNwTtl):
             out.append(("dec_ttl",))
         elif isinstance(a, parser.OFPActionExperimenter):
-            raise _bad_action(ofp.OFPBAC_BAD_EXPERIMENTER, "experimenter action")
+            if getattr(a, "experimenter", None) != KP_EXPERIMENTER_ID:
+                raise _bad_action(ofp.OFPBAC_BAD_EXPERIMENTER, "experimenter action")
+            try:
+                vip_id = kplb.decode_lb_action(bytes(getattr(a, "data", b"")))
+            except ValueError as e:
+                raise _bad_action(ofp.OFPBAC_BAD_EXP_TYPE, str(e))
+            out.append(("kp_lb", vip_id))
         else:
             raise _bad_action(ofp.OFPBAC_BAD_TYPE, type(a).__name__)
     return out
@@ -160,7 +172,20 @@ def compile_instructions(instructions, ctx, table_id, match):
                 raise OFError(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_UNKNOWN_INST, str(i.type))
         else:
             raise OFError(ofp.OFPET_BAD_INSTRUCTION, ofp.OFPBIC_UNSUP_INST, type(i).__name__)
+    _check_kp_lb(ins)
     return ins
+
+
+def _check_kp_lb(ins):
+    """kp_lb hands the packet to the switch's load balancer, which runs it through the
+    tables again: nothing may follow it."""
+    if any(a[0] == "kp_lb" for a in ins.write or ()):
+        raise _bad_action(ofp.OFPBAC_BAD_ARGUMENT, "kp_lb in write-actions")
+    apply = ins.apply or ()
+    at = [i for i, a in enumerate(apply) if a[0] == "kp_lb"]
+    if at and (at != [len(apply) - 1] or ins.goto is not None or ins.write):
+        raise _bad_action(ofp.OFPBAC_BAD_ARGUMENT,
+                          "kp_lb must end the flow's instructions (last action, no goto)")
 
 
 def action_set_key(action):

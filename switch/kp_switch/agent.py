@@ -35,6 +35,7 @@ import time
 from ryu.ofproto import ofproto_v1_3 as ofp
 
 from kp_proto import experimenter as kpexp
+from kp_proto import lb as kplb
 
 from . import datapath as dpimpl
 from . import megaflow
@@ -43,6 +44,7 @@ from . import wire
 from .actions import Context, compile_actions
 from .errors import OFError
 from .groups import GroupTable
+from .lb_messages import LbMessages
 from .match import FIELDS, SETTABLE
 from .pipeline import Pipeline
 from .ports import SUPPORTED_CONFIG, Port, PortSet, read_link
@@ -247,6 +249,7 @@ class Agent:
         self.link_reader = link_reader
         self.n_buffers = n_buffers
         self.lock = threading.RLock()
+        self.lb = LbMessages(dp)
         now = clock()
         plist = []
         for port_no, ifname in ports:
@@ -498,6 +501,15 @@ class Agent:
         elif m.exp_type == kpexp.KP_CACHE_STATS_REQUEST:
             conn.send(wire.experimenter(m.xid, kpexp.KP_EXPERIMENTER_ID, kpexp.KP_CACHE_STATS_REPLY,
                                         kpexp.encode_cache_stats(self.dp.stats())))
+        elif m.exp_type in kplb.MESSAGE_TYPES:
+            try:
+                with self.lock:
+                    reply = self.lb.handle(m.exp_type, m.body)
+            except ValueError as e:
+                raise OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN, str(e))
+            if reply is not None:
+                conn.send(wire.experimenter(m.xid, kpexp.KP_EXPERIMENTER_ID,
+                                            kplb.KP_LB_STATS_REPLY, reply))
         else:
             raise OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_EXP_TYPE)
 

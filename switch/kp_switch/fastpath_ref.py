@@ -25,7 +25,10 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from kp_proto.lb import MAX_VIPS as LB_MAX_VIPS
 from kp_proto.session_hash import session_hash as _session_hash
+
+from .lb_ref import LoadBalancer
 
 WAYS = 4
 MAX_FLOW_IDS = 1 << 18
@@ -496,6 +499,9 @@ def compile_actions(actions: Sequence[Action]) -> List[Action]:
             out.append(("push_vlan", a[1]))
         elif kind in ("pop_vlan", "dec_ttl") and len(a) == 1:
             out.append((kind,))
+        elif kind == "kp_lb" and len(a) == 2 and isinstance(a[1], int) \
+                and not isinstance(a[1], bool) and 0 < a[1] < LB_MAX_VIPS:
+            out.append(("kp_lb", a[1]))
         else:
             raise ValueError("bad action %r" % (a,))
     return out
@@ -604,8 +610,11 @@ def _dec_ttl(buf: bytearray, p: _Parsed) -> bool:
     return True
 
 
-def _run(buf: bytearray, in_port: int, prog: Sequence[Action]) -> List[Tuple[int, bytes]]:
-    """Apply a compiled program; return the (port, frame) outputs in order."""
+def _run(buf: bytearray, in_port: int, prog: Sequence[Action],
+         lb_hook: Any = None) -> List[Tuple[int, bytes]]:
+    """Apply a compiled program; return the (port, frame) outputs in order.  kp_lb ends
+    the program: lb_hook(buf, vip_id) returns the outputs of the translated packet's
+    second pass (no hook: dropped)."""
     outs: List[Tuple[int, bytes]] = []
     p = _parse(bytes(buf), in_port)
     if p is None:
@@ -627,8 +636,39 @@ def _run(buf: bytearray, in_port: int, prog: Sequence[Action]) -> List[Tuple[int
         elif kind == "dec_ttl":
             if not _dec_ttl(buf, p):
                 break
+        elif kind == "kp_lb":
+            if lb_hook is not None:
+                outs.extend(lb_hook(buf, a[1]))
+            break
         assert p is not None
     return outs
+
+
+def _lb_key(p: Optional[_Parsed]):
+    """The load balancer's session key of a parsed packet (lb_ref.Key), or None."""
+    if p is None or not p.present & (F_IPV4 | F_IPV6) or not p.present & (F_TCP | F_UDP):
+        return None
+    n = 16 if p.present & F_IPV6 else 4
+    return (p.ip_proto, 6 if n == 16 else 4, p.nw_src[:n], p.tp_src, p.nw_dst[:n], p.tp_dst)
+
+
+def _lb_rewrite(buf: bytearray, p: _Parsed, dst, src) -> None:
+    """Rewrite the destination and/or source (address bytes, port or None), with
+    checksums, as csrc/lb.c does."""
+    v6 = bool(p.present & F_IPV6)
+    fam = "ipv6" if v6 else "ipv4"
+    l4 = "tcp" if p.present & F_TCP else "udp" if p.present & F_UDP else None
+    acts: List[Action] = []
+    for which, new in (("dst", dst), ("src", src)):
+        if new is None:
+            continue
+        addr, port = new
+        acts.append(("set_field", "%s_%s" % (fam, which),
+                     str(ipaddress.ip_address(bytes(addr[:16 if v6 else 4])))))
+        if port is not None and l4:
+            acts.append(("set_field", "%s_%s" % (l4, which), port))
+    if acts:
+        _run(buf, p.in_port, compile_actions(acts))
 
 
 def apply_actions(packet: bytes, actions: Sequence[Action],
@@ -1393,6 +1433,7 @@ class Datapath:
             raise
         self._lock = threading.Lock()
         self._cache = FlowCache(buckets)
+        self._lb = LoadBalancer()
         self._counters: Dict[int, List[int]] = {}
         self._misses: List[Miss] = []
         self._miss_cv = threading.Condition(threading.Lock())
@@ -1498,6 +1539,20 @@ class Datapath:
                 return
             if p.error:
                 self._st["malformed"] += 1
+            # A session's packets are translated before the tables see them (lb_ref).
+            e = self._lb.translate(_lb_key(p), p.tcp_flags)
+            if e is not None:
+                self._lb.count(e.vip_id, len(data))
+                buf = bytearray(data)
+                _lb_rewrite(buf, p, (e.new_dst, e.new_dport) if e.new_dst else None,
+                            (e.new_src, e.new_sport) if e.new_src else None)
+                data = bytes(buf)
+                p = _parse(data, port.port_no)
+        self._lookup_and_run(port, data, p, seg_size, 0)
+
+    def _lookup_and_run(self, port: _Port, data: bytes, p: "_Parsed", seg_size: int,
+                        depth: int) -> None:
+        with self._lock:
             blob = p.blob()
             hit = self._cache.lookup(blob, _now_ms())
             if hit is not None:
@@ -1508,21 +1563,51 @@ class Datapath:
                     c[1] += len(data)
                     c[2] = now_ns
         if hit is not None:
-            self._transmit(_run(bytearray(data), port.port_no, hit[0]), seg_size)
+            hook = self._lb_hook(port.port_no, seg_size, depth, port)
+            self._transmit(_run(bytearray(data), port.port_no, hit[0], hook), seg_size)
             return
         # The slow path sends frames on cut only to fit the MTU: a TCP super-frame goes
         # to it as the sender's segments instead (the last may differ in flags).
         segments = segment_tcp(data, SEG_ANY_MTU, seg_size) if seg_size else [data]
+        for frame in segments:
+            self._push_miss(port.port_no, frame, p if len(segments) == 1 else None)
+
+    def _push_miss(self, in_port: int, frame: bytes, p: Optional["_Parsed"]) -> None:
+        if p is None:
+            p = _parse(frame, in_port)
         with self._miss_cv:
-            for frame in segments:
-                if len(self._misses) >= MISS_QUEUE_LEN:
-                    self._st["miss_queue_drops"] += 1
-                    continue
-                if len(segments) > 1:
-                    p = _parse(frame, port.port_no)
-                    blob = p.blob()
-                self._misses.append((port.port_no, frame, _key_dict(p), blob))
+            if len(self._misses) >= MISS_QUEUE_LEN:
+                self._st["miss_queue_drops"] += 1
+                return
+            self._misses.append((in_port, frame, _key_dict(p), p.blob()))
             self._miss_cv.notify()
+
+    def _lb_hook(self, in_port: int, seg_size: int, depth: int, port: Optional[_Port]):
+        """kp_lb: translate, then the tables again (once); from execute(), the second
+        pass is the slow path's (a miss), as the C datapath does."""
+        def hook(buf: bytearray, vip_id: int) -> List[Tuple[int, bytes]]:
+            p = _parse(bytes(buf), in_port)
+            with self._lock:
+                if depth or p is None:
+                    self._lb.c["dropped"] += 1
+                    return []
+                v6 = bool(p.present & F_IPV6)
+                if not p.present & (F_IPV4 | F_IPV6):
+                    self._lb.c["dropped"] += 1
+                    return []
+                tr = self._lb.select(vip_id, _lb_key(p), 6 if v6 else 4, p.ip_proto,
+                                     p.tcp_flags, p.blob(), len(buf))
+            if tr is None:
+                return []
+            _lb_rewrite(buf, p, tr[0], tr[1])
+            frame = bytes(buf)
+            q = _parse(frame, in_port)
+            if port is None:
+                self._push_miss(in_port, frame, q)
+            else:
+                self._lookup_and_run(port, frame, q, seg_size, depth + 1)
+            return []
+        return hook
 
     def _transmit(self, outs: List[Tuple[int, bytes]], seg_size: int = 0) -> None:
         for port_no, frame in outs:
@@ -1557,7 +1642,8 @@ class Datapath:
 
     def execute(self, in_port: int, packet: bytes, actions: list) -> None:
         prog = compile_actions(actions)
-        self._transmit(_run(bytearray(packet), in_port, prog))
+        self._transmit(_run(bytearray(packet), in_port, prog,
+                            self._lb_hook(in_port, 0, 0, None)))
 
     def cache_insert(self, key_blob: bytes, actions: list, flow_ids: List[int],
                      mask_blob: Optional[bytes] = None) -> None:
@@ -1604,6 +1690,36 @@ class Datapath:
             d.update(self._st)
             d["ports"] = {n: dict(p.st) for n, p in self._ports.items()}
         return d
+
+    # -- the load balancer (csrc/lb.h; the twin is lb_ref.LoadBalancer)
+    def lb_configure(self, buckets: int, timeouts: Tuple[int, int, int, int]) -> None:
+        with self._lock:
+            self._lb.configure(buckets, tuple(timeouts))
+
+    def lb_set_vip(self, vip_id: int, version: int, basis: int, table: bytes,
+                   pods: bytes) -> None:
+        with self._lock:
+            self._lb.set_vip(vip_id, version, basis, bytes(table), bytes(pods))
+
+    def lb_delete_vip(self, vip_id: int) -> None:
+        with self._lock:
+            self._lb.delete_vip(vip_id)
+
+    def lb_flush(self, vip_id: int, pod: Optional[bytes] = None, version: int = 0,
+                 port: int = 0) -> int:
+        with self._lock:
+            return self._lb.flush(vip_id, pod, version, port)
+
+    def lb_set_hash_key(self, k0: int, k1: int) -> None:
+        pass        # the twin's table is a dict: nothing to key
+
+    def lb_stats(self) -> Dict[str, Any]:
+        with self._lock:
+            return self._lb.stats()
+
+    def lb_sessions(self, max_count: int = 1000) -> List[tuple]:
+        with self._lock:
+            return self._lb.sessions(max_count)
 
     def set_port_state(self, port_no: int, up: bool) -> None:
         port = self._ports.get(port_no)

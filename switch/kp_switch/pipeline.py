@@ -113,6 +113,7 @@ class _Run:
         self.group_live = {}  # group id -> has a live bucket (once per packet)
         self.wc = {}  # megaflow wildcards: field -> the bits the lookups looked at
         self.grouped = False  # a group ran: no megaflow
+        self.ended = False  # kp_lb took the packet
         # The fields the packet came with (vlan_vid: lookups see 0 when untagged).
         self.orig_fields = frozenset(self.key) | {"vlan_vid"}
 
@@ -170,6 +171,13 @@ class _Run:
                     self.emit(a)
             elif kind == "dec_ttl":
                 self.emit(a)
+            elif kind == "kp_lb":
+                # The load balancer takes the packet and sends it through the tables
+                # again, translated: its way ends here (compile_instructions keeps
+                # anything from following it).
+                self.emit(a)
+                self.ended = True
+                return
             else:  # compile_actions never produces anything else
                 raise ValueError("unknown pipeline action %r" % (a,))
 
@@ -311,6 +319,8 @@ class _Run:
             ins = entry.instructions
             if ins.apply:
                 self.run_actions(ins.apply)
+                if self.ended:
+                    return
             if ins.clear:
                 action_set.clear()
             if ins.write:

@@ -12,6 +12,9 @@ on some lengths, so they are never handed a list, only single items already chec
 """
 import struct
 
+from kp_proto import lb as kplb
+from kp_proto.experimenter import KP_EXPERIMENTER_ID
+
 from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
@@ -91,6 +94,26 @@ def _check_set_field(item):
         raise _bad_action(ofp.OFPBAC_BAD_SET_LEN, "OXM %#x len %d, want %d" % (header, oxm_len, size))
 
 
+def _kp_action(item):
+    """kp's experimenter action (kp_proto.lb: kp_lb), as Ryu's OFPActionExperimenterUnknown;
+    OFError for any other experimenter or a wrong length or subtype."""
+    if len(item) < 8:
+        raise _bad_action(ofp.OFPBAC_BAD_LEN, "experimenter action len %d" % len(item))
+    (experimenter,) = struct.unpack_from("!I", item, 4)
+    if experimenter != KP_EXPERIMENTER_ID:
+        raise _bad_action(ofp.OFPBAC_BAD_EXPERIMENTER, "experimenter %#x" % experimenter)
+    if len(item) != 8 + kplb.ACTION.size:
+        raise _bad_action(ofp.OFPBAC_BAD_LEN, "kp action len %d, want %d"
+                          % (len(item), 8 + kplb.ACTION.size))
+    try:
+        kplb.decode_lb_action(item[8:])
+    except ValueError as e:
+        raise _bad_action(ofp.OFPBAC_BAD_EXP_TYPE, str(e))
+    action = parser.OFPActionExperimenterUnknown(experimenter, data=item[8:])
+    action.len = len(item)
+    return action
+
+
 def decode_actions(buf, offset, end):
     """The Ryu OFPAction objects of the action list buf[offset:end]; OFError
     (OFPET_BAD_ACTION) for an unknown type or any length that is wrong for its type."""
@@ -98,7 +121,8 @@ def decode_actions(buf, offset, end):
     for type_, at, len_ in _tlvs(buf, offset, end, 8, ofp.OFPET_BAD_ACTION, ofp.OFPBAC_BAD_LEN,
                                  "action"):
         if type_ == ofp.OFPAT_EXPERIMENTER:
-            raise _bad_action(ofp.OFPBAC_BAD_EXPERIMENTER)
+            out.append(_kp_action(bytes(buf[at:at + len_])))
+            continue
         cls = parser.OFPAction._ACTION_TYPES.get(type_)
         if cls is None:
             raise _bad_action(ofp.OFPBAC_BAD_TYPE, "action type %d" % type_)

@@ -1,0 +1,574 @@
+/* The in-switch load balancer (see lb.h; twin: fastpath_ref.LoadBalancer). */
+#define _GNU_SOURCE
+#include "lb.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "csum.h"
+#include "session_hash.h"
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+#define NO_SLOT 0xFFFFFFFFu
+
+static const uint32_t default_timeouts_s[LB_N_TIMEOUTS] = {86400, 120, 120, 30};
+
+/* ------------------------------------------------------------------ the bucket hash */
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                           \
+    do {                                                                                   \
+        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                          \
+        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                             \
+        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                             \
+        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                          \
+    } while (0)
+
+/* SipHash-1-3 of the key's five 64-bit words (little-endian, as memcpy reads them). */
+static uint64_t key_hash(const struct lb *lb, const struct lb_key *key)
+{
+    uint64_t v0 = 0x736f6d6570736575ULL ^ lb->k0, v1 = 0x646f72616e646f6dULL ^ lb->k1;
+    uint64_t v2 = 0x6c7967656e657261ULL ^ lb->k0, v3 = 0x7465646279746573ULL ^ lb->k1;
+    uint64_t w[5], b = (uint64_t)sizeof *key << 56;
+    int i;
+
+    _Static_assert(sizeof(struct lb_key) == 40, "five words");
+    memcpy(w, key, sizeof w);
+    for (i = 0; i < 5; i++) {
+        v3 ^= w[i];
+        SIPROUND;
+        v0 ^= w[i];
+    }
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+static void candidates(const struct lb *lb, uint64_t h, uint32_t *b1, uint32_t *b2)
+{
+    *b1 = (uint32_t)h & (lb->n_buckets - 1);
+    *b2 = (uint32_t)(h >> 32) & (lb->n_buckets - 1);
+}
+
+void lb_buckets_of(const struct lb *lb, const struct lb_key *key, uint32_t *b1, uint32_t *b2)
+{
+    candidates(lb, key_hash(lb, key), b1, b2);
+}
+
+void lb_set_hash_key(struct lb *lb, uint64_t k0, uint64_t k1)
+{
+    lb->k0 = k0;
+    lb->k1 = k1;
+}
+
+/* ------------------------------------------------------------------ life cycle */
+
+static int alloc_table(uint32_t buckets, uint32_t **hashes, struct lb_entry **entries)
+{
+    *hashes = calloc((size_t)buckets * LB_WAYS, sizeof **hashes);
+    *entries = calloc((size_t)buckets * LB_WAYS, sizeof **entries);
+    if (*hashes && *entries)
+        return 0;
+    free(*hashes);
+    free(*entries);
+    return ENOMEM;
+}
+
+struct lb *lb_new(uint32_t buckets)
+{
+    struct lb *lb = calloc(1, sizeof *lb);
+    uint64_t key[2] = {0, 0};
+
+    if (!lb)
+        return NULL;
+    pthread_mutex_init(&lb->lock, NULL);
+    lb->vips = calloc(LB_MAX_VIPS, sizeof *lb->vips);
+    if (!lb->vips || alloc_table(buckets, &lb->hashes, &lb->entries)) {
+        free(lb->vips);
+        free(lb);
+        return NULL;
+    }
+    lb->n_buckets = buckets;
+    lb->next_sid = 1;
+    if (getrandom(key, sizeof key, 0) != sizeof key) {
+        /* no entropy yet: a weaker key from the clock and the heap's address */
+        key[0] = (uint64_t)(uintptr_t)lb ^ 0x9e3779b97f4a7c15ULL;
+        key[1] = (uint64_t)(uintptr_t)&key;
+    }
+    lb->k0 = key[0];
+    lb->k1 = key[1];
+    memcpy(lb->timeout_ms, default_timeouts_s, sizeof lb->timeout_ms);
+    for (int i = 0; i < LB_N_TIMEOUTS; i++)
+        lb->timeout_ms[i] *= 1000u;
+    return lb;
+}
+
+static void vip_free(struct lb_vip *v)
+{
+    if (!v)
+        return;
+    free(v->table);
+    free(v->pods);
+    free(v->pod_sessions);
+    free(v);
+}
+
+void lb_free(struct lb *lb)
+{
+    uint32_t i;
+
+    if (!lb)
+        return;
+    for (i = 0; i < LB_MAX_VIPS; i++)
+        vip_free(lb->vips[i]);
+    free(lb->vips);
+    free(lb->hashes);
+    free(lb->entries);
+    pthread_mutex_destroy(&lb->lock);
+    free(lb);
+}
+
+void lb_lock(struct lb *lb)
+{
+    __atomic_add_fetch(&lb->waiters, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&lb->lock);
+    __atomic_sub_fetch(&lb->waiters, 1, __ATOMIC_RELAXED);
+}
+
+void lb_unlock(struct lb *lb) { pthread_mutex_unlock(&lb->lock); }
+
+void lb_yield(struct lb *lb)
+{
+    int spins;
+
+    /* A mutex is not fair: without stepping aside, a busy datapath thread would take
+     * it back before the waiter ever ran. */
+    for (spins = 0; spins < 100 && __atomic_load_n(&lb->waiters, __ATOMIC_RELAXED); spins++) {
+        pthread_mutex_unlock(&lb->lock);
+        sched_yield();
+        pthread_mutex_lock(&lb->lock);
+    }
+}
+
+int lb_configure(struct lb *lb, uint32_t buckets, const uint32_t timeouts_s[LB_N_TIMEOUTS])
+{
+    int i;
+
+    if (buckets == 0 || buckets > LB_MAX_BUCKETS || (buckets & (buckets - 1)))
+        return EINVAL;
+    for (i = 0; i < LB_N_TIMEOUTS; i++)
+        if (timeouts_s[i] == 0 || timeouts_s[i] > 864000u)
+            return EINVAL;
+    if (buckets != lb->n_buckets) {
+        uint32_t *hashes;
+        struct lb_entry *entries;
+
+        if (alloc_table(buckets, &hashes, &entries))
+            return ENOMEM;
+        free(lb->hashes);
+        free(lb->entries);
+        lb->hashes = hashes;
+        lb->entries = entries;
+        lb->n_buckets = buckets;
+        lb->live = 0;
+    }
+    for (i = 0; i < LB_N_TIMEOUTS; i++)
+        lb->timeout_ms[i] = timeouts_s[i] * 1000u;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ VIPs */
+
+struct lb_vip *lb_vip_build(uint32_t id, uint32_t version, uint32_t new_len, uint32_t basis,
+                            const uint8_t *table, const uint8_t *pods, uint32_t n_pods,
+                            char *err, size_t errlen)
+{
+    struct lb_vip *v;
+    uint32_t i;
+
+    if (id == 0 || id >= LB_MAX_VIPS || (version != 4 && version != 6) || new_len == 0 ||
+        new_len > LB_MAX_TABLE || n_pods == 0 || n_pods > LB_MAX_PODS || basis > 0xFFFF) {
+        snprintf(err, errlen, "VIP %u: version %u, %u entries, %u pods, basis %u", id,
+                 version, new_len, n_pods, basis);
+        return NULL;
+    }
+    v = calloc(1, sizeof *v);
+    if (!v || !(v->table = malloc((size_t)new_len * sizeof *v->table)) ||
+        !(v->pods = calloc(n_pods, sizeof *v->pods)) ||
+        !(v->pod_sessions = calloc(n_pods, sizeof *v->pod_sessions))) {
+        vip_free(v);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    v->id = id;
+    v->version = version;
+    v->new_len = new_len;
+    v->basis = basis;
+    v->n_pods = n_pods;
+    for (i = 0; i < new_len; i++) {
+        v->table[i] = rd16(table + 2 * i);
+        if (v->table[i] >= n_pods) {
+            snprintf(err, errlen, "VIP %u: entry %u names pod %u of %u", id, i, v->table[i],
+                     n_pods);
+            vip_free(v);
+            return NULL;
+        }
+    }
+    for (i = 0; i < n_pods; i++) {
+        const uint8_t *r = pods + 20 * i;
+        static const uint8_t zero[12];
+
+        if (version == 4 && memcmp(r + 4, zero, 12)) {
+            snprintf(err, errlen, "VIP %u: pod %u is not an IPv4 address", id, i);
+            vip_free(v);
+            return NULL;
+        }
+        memcpy(v->pods[i].addr, r, 16);
+        v->pods[i].port = rd16(r + 16);
+    }
+    return v;
+}
+
+void lb_vip_set(struct lb *lb, uint32_t id, struct lb_vip *vip)
+{
+    struct lb_vip *old;
+    uint32_t i, j;
+
+    if (id == 0 || id >= LB_MAX_VIPS)
+        return;
+    old = lb->vips[id];
+    if (vip && old) {
+        vip->packets = old->packets;
+        vip->bytes = old->bytes;
+        vip->sessions = old->sessions;
+        vip->untracked = old->untracked;
+        for (i = 0; i < vip->n_pods; i++)
+            for (j = 0; j < old->n_pods; j++)
+                if (!memcmp(&vip->pods[i], &old->pods[j], sizeof vip->pods[i])) {
+                    vip->pod_sessions[i] = old->pod_sessions[j];
+                    break;
+                }
+    }
+    lb->vips[id] = vip;
+    vip_free(old);
+}
+
+/* ------------------------------------------------------------------ sessions */
+
+int lb_key_of(const struct flow_key *k, struct lb_key *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!(k->present & (FK_IPV4 | FK_IPV6)) || !(k->present & (FK_TCP | FK_UDP)))
+        return 0;
+    out->v6 = !!(k->present & FK_IPV6);
+    memcpy(out->src, k->nw_src, out->v6 ? 16 : 4);
+    memcpy(out->dst, k->nw_dst, out->v6 ? 16 : 4);
+    out->sport = k->tp_src;
+    out->dport = k->tp_dst;
+    out->proto = k->ip_proto;
+    return 1;
+}
+
+static int entry_live(const struct lb *lb, const struct lb_entry *e, uint64_t now)
+{
+    return e->sid && now - e->last_ms < lb->timeout_ms[e->state];
+}
+
+static void entry_free(struct lb *lb, uint32_t slot)
+{
+    if (lb->entries[slot].sid) {
+        lb->entries[slot].sid = 0;
+        lb->live--;
+    }
+}
+
+/* The other entry of slot's session, or NO_SLOT when it is gone. */
+static uint32_t partner_of(const struct lb *lb, uint32_t slot)
+{
+    const struct lb_entry *e = &lb->entries[slot];
+    uint32_t p = e->partner;
+
+    return p < lb->n_buckets * LB_WAYS && lb->entries[p].sid == e->sid ? p : NO_SLOT;
+}
+
+static uint32_t tag_of(uint64_t h) { return (uint32_t)(h ^ (h >> 32)); }
+
+/* The live entry of key, or NO_SLOT; a dead one met on the way is reclaimed. */
+static uint32_t find(struct lb *lb, const struct lb_key *key, uint64_t h, uint64_t now)
+{
+    uint32_t b[2], tag = tag_of(h), i, w;
+
+    candidates(lb, h, &b[0], &b[1]);
+    for (i = 0; i < 2; i++) {
+        for (w = 0; w < LB_WAYS; w++) {
+            uint32_t s = b[i] * LB_WAYS + w;
+            struct lb_entry *e = &lb->entries[s];
+
+            if (lb->hashes[s] != tag || !e->sid || memcmp(&e->key, key, sizeof *key))
+                continue;
+            if (entry_live(lb, e, now))
+                return s;
+            entry_free(lb, s);
+            lb->c.expired++;
+        }
+        if (b[1] == b[0])
+            break;
+    }
+    return NO_SLOT;
+}
+
+/* A free (or dead) slot for key, or NO_SLOT when both its buckets are full of live
+ * entries. */
+static uint32_t free_slot(struct lb *lb, uint64_t h, uint64_t now)
+{
+    uint32_t b[2], i, w;
+
+    candidates(lb, h, &b[0], &b[1]);
+    for (i = 0; i < 2; i++)
+        for (w = 0; w < LB_WAYS; w++) {
+            uint32_t s = b[i] * LB_WAYS + w;
+
+            if (!lb->entries[s].sid)
+                return s;
+            if (!entry_live(lb, &lb->entries[s], now)) {
+                entry_free(lb, s);
+                lb->c.expired++;
+                return s;
+            }
+        }
+    return NO_SLOT;
+}
+
+/* Rewrites the packet's destination and/or source, with checksums. */
+static void rewrite(struct pkt_buf *pb, uint32_t in_port, int v6, int tcp, uint8_t flags,
+                    const uint8_t *dst, uint16_t dport, const uint8_t *src, uint16_t sport)
+{
+    struct action_op ops[4];
+    struct action_env env = {0};
+    uint32_t n = 0;
+
+    memset(ops, 0, sizeof ops);
+    if (flags & LB_E_DST) {
+        ops[n].kind = OP_SET_FIELD;
+        ops[n].field = v6 ? FLD_IPV6_DST : FLD_IPV4_DST;
+        memcpy(ops[n++].bytes, dst, v6 ? 16 : 4);
+        ops[n].kind = OP_SET_FIELD;
+        ops[n].field = tcp ? FLD_TCP_DST : FLD_UDP_DST;
+        ops[n++].arg = dport;
+    }
+    if (flags & LB_E_SRC) {
+        ops[n].kind = OP_SET_FIELD;
+        ops[n].field = v6 ? FLD_IPV6_SRC : FLD_IPV4_SRC;
+        memcpy(ops[n++].bytes, src, v6 ? 16 : 4);
+        ops[n].kind = OP_SET_FIELD;
+        ops[n].field = tcp ? FLD_TCP_SRC : FLD_UDP_SRC;
+        ops[n++].arg = sport;
+    }
+    actions_run(pb, in_port, ops, n, &env);
+}
+
+static void count_vip(struct lb *lb, uint32_t vip_id, uint32_t len)
+{
+    struct lb_vip *v = vip_id < LB_MAX_VIPS ? lb->vips[vip_id] : NULL;
+
+    if (v) {
+        v->packets++;
+        v->bytes += len;
+    }
+}
+
+int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k, struct pkt_layout *lay,
+                 uint64_t now, uint32_t len)
+{
+    struct lb_key key;
+    struct lb_entry *e;
+    uint32_t s, p;
+    uint16_t fl = k->tcp_flags;
+    int tcp = !!(k->present & FK_TCP);
+
+    if (!lb->live || !lb_key_of(k, &key))
+        return 0;
+    s = find(lb, &key, key_hash(lb, &key), now);
+    if (s == NO_SLOT)
+        return 0;
+    e = &lb->entries[s];
+    p = partner_of(lb, s);
+    if (tcp && (e->flags & LB_E_FORWARD) && e->state == LB_TO_TCP_CLOSING &&
+        (fl & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) == TCP_SYN) {
+        /* A new connection on a closed one's ports: a new session, as conntrack does. */
+        if (p != NO_SLOT)
+            entry_free(lb, p);
+        entry_free(lb, s);
+        return 0;
+    }
+    if (tcp) {
+        uint8_t st = e->state;
+
+        if (fl & (TCP_FIN | TCP_RST))
+            st = LB_TO_TCP_CLOSING;
+        else if (st == LB_TO_TCP_OPENING && !(e->flags & LB_E_FORWARD) && (fl & TCP_ACK))
+            st = LB_TO_TCP_ESTABLISHED;
+        e->state = st;
+        if (p != NO_SLOT)
+            lb->entries[p].state = st;
+    }
+    e->last_ms = now;
+    if (p != NO_SLOT)
+        lb->entries[p].last_ms = now;
+    count_vip(lb, e->vip_id, len);
+    rewrite(pb, k->in_port, key.v6, tcp, e->flags, e->new_dst, e->new_dport, e->new_src,
+            e->new_sport);
+    parse_packet(pb->data, pb->len, k->in_port, k, lay);
+    return 1;
+}
+
+static int starts_session(const struct flow_key *k)
+{
+    if (k->present & FK_TCP)
+        return (k->tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) == TCP_SYN;
+    return !!(k->present & FK_UDP);
+}
+
+/* Inserts both entries of a new session; 0 when the table has no room for them. */
+static int insert_session(struct lb *lb, const struct lb_entry *fwd, const struct lb_entry *rev,
+                          uint64_t now)
+{
+    uint64_t hf = key_hash(lb, &fwd->key), hr = key_hash(lb, &rev->key);
+    uint32_t sf, sr, sid;
+
+    /* The reply's 5-tuple taken by another session (the same client port to two VIPs
+     * with the same pod): this one cannot have its replies told apart. */
+    if (find(lb, &rev->key, hr, now) != NO_SLOT || (sf = free_slot(lb, hf, now)) == NO_SLOT)
+        return 0;
+    lb->entries[sf] = *fwd;          /* claimed, so free_slot cannot hand it out again */
+    lb->entries[sf].sid = 1;
+    if ((sr = free_slot(lb, hr, now)) == NO_SLOT) {
+        lb->entries[sf].sid = 0;
+        return 0;
+    }
+    sid = lb->next_sid++;
+    if (!lb->next_sid)
+        lb->next_sid = 1;
+    lb->entries[sf].sid = sid;
+    lb->entries[sf].partner = sr;
+    lb->hashes[sf] = tag_of(hf);
+    lb->entries[sr] = *rev;
+    lb->entries[sr].sid = sid;
+    lb->entries[sr].partner = sf;
+    lb->hashes[sr] = tag_of(hr);
+    lb->live += 2;
+    return 1;
+}
+
+int lb_select(struct lb *lb, struct pkt_buf *pb, const struct flow_key *k, uint32_t vip_id,
+           uint64_t now, uint32_t len)
+{
+    struct lb_vip *v = vip_id < LB_MAX_VIPS ? lb->vips[vip_id] : NULL;
+    int v6 = !!(k->present & FK_IPV6), tcp = !!(k->present & FK_TCP), alen = v6 ? 16 : 4;
+    struct lb_entry fwd, rev;
+    const struct lb_pod *pod;
+    struct lb_key key;
+    uint32_t pi;
+    int keyed;
+
+    if (!v || !(k->present & (FK_IPV4 | FK_IPV6)) || (v->version == 6) != v6) {
+        lb->c.dropped++;
+        return 0;
+    }
+    pi = v->table[session_hash(k, v->basis) % v->new_len];
+    pod = &v->pods[pi];
+    keyed = lb_key_of(k, &key);
+    memset(&fwd, 0, sizeof fwd);
+    memset(&rev, 0, sizeof rev);
+    fwd.key = key;
+    fwd.flags = LB_E_DST | LB_E_FORWARD;
+    memcpy(fwd.new_dst, pod->addr, 16);
+    fwd.new_dport = pod->port ? pod->port : key.dport;
+    if (keyed && !memcmp(pod->addr, key.src, 16)) {
+        /* Hairpin: a pod reaching itself through its VIP.  Its replies would go straight
+         * back to its own address, untranslated; seen from the VIP they come back. */
+        fwd.flags |= LB_E_SRC;
+        memcpy(fwd.new_src, key.dst, 16);
+        fwd.new_sport = key.sport;
+    }
+    fwd.vip_id = vip_id;
+    fwd.last_ms = now;
+    fwd.state = tcp ? LB_TO_TCP_OPENING : LB_TO_UDP;
+    rev = fwd;
+    rev.flags = LB_E_SRC | (fwd.flags & LB_E_SRC ? LB_E_DST : 0);
+    memcpy(rev.key.src, pod->addr, 16);
+    memcpy(rev.key.dst, fwd.flags & LB_E_SRC ? key.dst : key.src, 16);
+    rev.key.sport = fwd.new_dport;
+    rev.key.dport = key.sport;
+    memcpy(rev.new_src, key.dst, 16);
+    rev.new_sport = key.dport;
+    memcpy(rev.new_dst, key.src, 16);
+    rev.new_dport = key.sport;
+    if (keyed && starts_session(k) && insert_session(lb, &fwd, &rev, now)) {
+        lb->c.created++;
+        v->sessions++;
+        v->pod_sessions[pi]++;
+    } else {
+        if (keyed && starts_session(k))
+            lb->c.table_full++;
+        lb->c.untracked++;
+        v->untracked++;
+    }
+    v->packets++;
+    v->bytes += len;
+    if (!keyed) {     /* no ports (a protocol without them): the address alone */
+        struct action_op op;
+        struct action_env env = {0};
+
+        memset(&op, 0, sizeof op);
+        op.kind = OP_SET_FIELD;
+        op.field = v6 ? FLD_IPV6_DST : FLD_IPV4_DST;
+        memcpy(op.bytes, pod->addr, (size_t)alen);
+        actions_run(pb, k->in_port, &op, 1, &env);
+        return 1;
+    }
+    rewrite(pb, k->in_port, v6, tcp, fwd.flags & (LB_E_DST | LB_E_SRC), fwd.new_dst,
+            fwd.new_dport, fwd.new_src, fwd.new_sport);
+    return 1;
+}
+
+uint64_t lb_flush(struct lb *lb, uint32_t vip_id, const uint8_t *pod, uint32_t version,
+                  uint16_t port)
+{
+    uint64_t n = 0;
+    uint32_t s, total = lb->n_buckets * LB_WAYS;
+
+    for (s = 0; s < total; s++) {
+        struct lb_entry *e = &lb->entries[s];
+        uint32_t p;
+
+        if (!e->sid || !(e->flags & LB_E_FORWARD))
+            continue;
+        if (vip_id != LB_ALL_VIPS && e->vip_id != vip_id)
+            continue;
+        if (pod && (e->key.v6 != (version == 6) || memcmp(e->new_dst, pod, 16) ||
+                    (port && e->new_dport != port)))
+            continue;
+        p = partner_of(lb, s);
+        if (p != NO_SLOT)
+            entry_free(lb, p);
+        entry_free(lb, s);
+        n++;
+    }
+    lb->c.flushed += n;
+    return n;
+}
+
+uint64_t lb_sessions(const struct lb *lb) { return lb->live / 2; }

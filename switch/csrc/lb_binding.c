@@ -1,0 +1,307 @@
+/* CPython glue for the in-switch load balancer (lb.h): the Datapath's lb_* methods.
+ * Each takes the load balancer's lock with the GIL released; nothing here touches a
+ * packet.  Twin: fastpath_ref.LoadBalancer. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "datapath.h"
+#include "lb_binding.h"
+
+static const char *const timeout_names[LB_N_TIMEOUTS] = {"tcp_established", "tcp_closing",
+                                                         "tcp_opening", "udp"};
+
+PyObject *lb_py_configure(struct datapath *dp, PyObject *args)
+{
+    unsigned long buckets;
+    unsigned long t[LB_N_TIMEOUTS];
+    uint32_t ts[LB_N_TIMEOUTS];
+    int r, i;
+
+    if (!PyArg_ParseTuple(args, "k(kkkk):lb_configure", &buckets, &t[0], &t[1], &t[2], &t[3]))
+        return NULL;
+    for (i = 0; i < LB_N_TIMEOUTS; i++) {
+        if (t[i] == 0 || t[i] > 864000u)
+            return PyErr_Format(PyExc_ValueError, "%s timeout %lu s out of 1..864000",
+                                timeout_names[i], t[i]);
+        ts[i] = (uint32_t)t[i];
+    }
+    if (buckets == 0 || buckets > LB_MAX_BUCKETS || (buckets & (buckets - 1)))
+        return PyErr_Format(PyExc_ValueError, "%lu session buckets: want a power of 2 in 1..%u",
+                            buckets, LB_MAX_BUCKETS);
+    Py_BEGIN_ALLOW_THREADS
+    lb_lock(dp->lb);
+    r = lb_configure(dp->lb, (uint32_t)buckets, ts);
+    lb_unlock(dp->lb);
+    Py_END_ALLOW_THREADS
+    if (r == ENOMEM)
+        return PyErr_NoMemory();
+    if (r)
+        return PyErr_Format(PyExc_ValueError, "bad load balancer configuration");
+    Py_RETURN_NONE;
+}
+
+PyObject *lb_py_set_vip(struct datapath *dp, PyObject *args)
+{
+    unsigned long id, version, basis;
+    Py_buffer table, pods;
+    struct lb_vip *v = NULL;
+    char err[160] = "";
+
+    if (!PyArg_ParseTuple(args, "kkky*y*:lb_set_vip", &id, &version, &basis, &table, &pods))
+        return NULL;
+    if (table.len % 2 || pods.len % 20 || id > 0xFFFFFFFFul || version > 255 ||
+        basis > 0xFFFFFFFFul || (size_t)table.len / 2 > LB_MAX_TABLE ||
+        (size_t)pods.len / 20 > LB_MAX_PODS)
+        snprintf(err, sizeof err, "lb_set_vip: %zd table bytes, %zd pod bytes", table.len,
+                 pods.len);
+    else
+        v = lb_vip_build((uint32_t)id, (uint32_t)version, (uint32_t)(table.len / 2),
+                         (uint32_t)basis, table.buf, pods.buf, (uint32_t)(pods.len / 20), err,
+                         sizeof err);
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&pods);
+    if (!v)
+        return PyErr_Format(PyExc_ValueError, "%s", err);
+    Py_BEGIN_ALLOW_THREADS
+    lb_lock(dp->lb);
+    lb_vip_set(dp->lb, (uint32_t)id, v);
+    lb_unlock(dp->lb);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyObject *lb_py_delete_vip(struct datapath *dp, PyObject *arg)
+{
+    unsigned long id = PyLong_AsUnsignedLong(arg);
+
+    if (PyErr_Occurred())
+        return NULL;
+    if (id == 0 || id >= LB_MAX_VIPS)
+        return PyErr_Format(PyExc_ValueError, "VIP id %lu out of 1..%u", id, LB_MAX_VIPS - 1);
+    Py_BEGIN_ALLOW_THREADS
+    lb_lock(dp->lb);
+    lb_vip_set(dp->lb, (uint32_t)id, NULL);
+    lb_unlock(dp->lb);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyObject *lb_py_flush(struct datapath *dp, PyObject *args)
+{
+    unsigned long id, version = 0, port = 0;
+    PyObject *addr = Py_None;
+    uint8_t pod[16];
+    int has_pod = 0;
+    uint64_t n;
+
+    if (!PyArg_ParseTuple(args, "k|Okk:lb_flush", &id, &addr, &version, &port))
+        return NULL;
+    if (addr != Py_None) {
+        char *buf;
+        Py_ssize_t len;
+
+        if (PyBytes_AsStringAndSize(addr, &buf, &len))
+            return NULL;
+        if (len != 16 || (version != 4 && version != 6) || port > 0xFFFF)
+            return PyErr_Format(PyExc_ValueError, "lb_flush: a pod is 16 address bytes, "
+                                "version 4 or 6, a port");
+        memcpy(pod, buf, 16);
+        has_pod = 1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    lb_lock(dp->lb);
+    n = lb_flush(dp->lb, (uint32_t)id, has_pod ? pod : NULL, (uint32_t)version, (uint16_t)port);
+    lb_unlock(dp->lb);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+PyObject *lb_py_set_hash_key(struct datapath *dp, PyObject *args)
+{
+    unsigned long long k0, k1;
+
+    if (!PyArg_ParseTuple(args, "KK:lb_set_hash_key", &k0, &k1))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    lb_lock(dp->lb);
+    lb_set_hash_key(dp->lb, k0, k1);
+    lb_unlock(dp->lb);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* A snapshot taken under the lock, turned into Python objects after it. */
+struct vip_snap {
+    uint32_t id, n_pods;
+    uint64_t packets, bytes, sessions, untracked;
+    uint64_t *pods;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int take_snapshot(struct lb *lb, struct vip_snap **out, uint32_t *n_out,
+                         uint64_t totals[6], uint64_t now)
+{
+    uint32_t i, n = 0, s, total;
+    struct vip_snap *snap;
+    uint64_t live = 0;
+
+    for (i = 1; i < LB_MAX_VIPS; i++)
+        n += lb->vips[i] != NULL;
+    snap = calloc(n ? n : 1, sizeof *snap);
+    if (!snap)
+        return -1;
+    for (i = 1, n = 0; i < LB_MAX_VIPS; i++) {
+        struct lb_vip *v = lb->vips[i];
+
+        if (!v)
+            continue;
+        snap[n].id = v->id;
+        snap[n].n_pods = v->n_pods;
+        snap[n].packets = v->packets;
+        snap[n].bytes = v->bytes;
+        snap[n].sessions = v->sessions;
+        snap[n].untracked = v->untracked;
+        snap[n].pods = malloc((size_t)v->n_pods * sizeof *snap[n].pods);
+        if (snap[n].pods)
+            memcpy(snap[n].pods, v->pod_sessions, (size_t)v->n_pods * sizeof *snap[n].pods);
+        else
+            snap[n].n_pods = 0;
+        n++;
+    }
+    /* Live sessions, counted now (entries wait for an insert to reclaim them). */
+    total = lb->n_buckets * LB_WAYS;
+    for (s = 0; s < total; s++) {
+        const struct lb_entry *e = &lb->entries[s];
+
+        live += e->sid && (e->flags & LB_E_FORWARD) && now - e->last_ms < lb->timeout_ms[e->state];
+    }
+    totals[0] = live;
+    totals[1] = (uint64_t)total / 2;
+    totals[2] = lb->c.created;
+    totals[3] = lb->c.untracked;
+    totals[4] = lb->c.dropped;
+    totals[5] = lb->c.table_full;
+    *out = snap;
+    *n_out = n;
+    return 0;
+}
+
+PyObject *lb_py_stats(struct datapath *dp, PyObject *unused)
+{
+    struct vip_snap *snap = NULL;
+    uint64_t totals[6];
+    uint32_t n = 0, i, j;
+    PyObject *vips = NULL, *out = NULL;
+    uint64_t now = now_ms();
+    int r;
+
+    (void)unused;
+    Py_BEGIN_ALLOW_THREADS
+    lb_lock(dp->lb);
+    r = take_snapshot(dp->lb, &snap, &n, totals, now);
+    lb_unlock(dp->lb);
+    Py_END_ALLOW_THREADS
+    if (r)
+        return PyErr_NoMemory();
+    vips = PyList_New(0);
+    if (!vips)
+        goto done;
+    for (i = 0; i < n; i++) {
+        PyObject *pods = PyList_New(snap[i].n_pods), *d;
+
+        if (!pods)
+            goto fail;
+        for (j = 0; j < snap[i].n_pods; j++)
+            PyList_SET_ITEM(pods, j, PyLong_FromUnsignedLongLong(snap[i].pods[j]));
+        d = Py_BuildValue("{sksKsKsKsKsN}", "vip_id", (unsigned long)snap[i].id, "packets",
+                          (unsigned long long)snap[i].packets, "bytes",
+                          (unsigned long long)snap[i].bytes, "sessions",
+                          (unsigned long long)snap[i].sessions, "untracked",
+                          (unsigned long long)snap[i].untracked, "pods", pods);
+        if (!d || PyList_Append(vips, d)) {
+            Py_XDECREF(d);
+            goto fail;
+        }
+        Py_DECREF(d);
+    }
+    out = Py_BuildValue("{sKsKsKsKsKsKsO}", "sessions", (unsigned long long)totals[0],
+                        "capacity", (unsigned long long)totals[1], "created",
+                        (unsigned long long)totals[2], "untracked",
+                        (unsigned long long)totals[3], "dropped", (unsigned long long)totals[4],
+                        "table_full", (unsigned long long)totals[5], "vips", vips);
+fail:
+    Py_XDECREF(vips);
+done:
+    for (i = 0; i < n; i++)
+        free(snap[i].pods);
+    free(snap);
+    return out;
+}
+
+/* Up to max forward entries: (proto, version, client, client port, VIP address, VIP
+ * port, pod, pod port, VIP id, state, idle ms). */
+PyObject *lb_py_sessions(struct datapath *dp, PyObject *args)
+{
+    unsigned long max = 1000;
+    struct lb_entry *copy;
+    uint64_t now = now_ms(), *idle;
+    uint32_t n = 0, s, total, i;
+    PyObject *out;
+    static const char *const states[LB_N_TIMEOUTS] = {"established", "closing", "opening",
+                                                      "udp"};
+
+    if (!PyArg_ParseTuple(args, "|k:lb_sessions", &max))
+        return NULL;
+    if (max > 1u << 20)
+        max = 1u << 20;
+    copy = malloc((max ? max : 1) * sizeof *copy);
+    idle = malloc((max ? max : 1) * sizeof *idle);
+    if (!copy || !idle) {
+        free(copy);
+        free(idle);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    lb_lock(dp->lb);
+    total = dp->lb->n_buckets * LB_WAYS;
+    for (s = 0; s < total && n < max; s++) {
+        const struct lb_entry *e = &dp->lb->entries[s];
+
+        if (e->sid && (e->flags & LB_E_FORWARD) &&
+            now - e->last_ms < dp->lb->timeout_ms[e->state]) {
+            copy[n] = *e;
+            idle[n++] = now - e->last_ms;
+        }
+    }
+    lb_unlock(dp->lb);
+    Py_END_ALLOW_THREADS
+    out = PyList_New(0);
+    for (i = 0; out && i < n; i++) {
+        const struct lb_entry *e = &copy[i];
+        int alen = e->key.v6 ? 16 : 4;
+        PyObject *t = Py_BuildValue("(iiy#iy#iy#ikskK)", e->key.proto, e->key.v6 ? 6 : 4,
+                                    (const char *)e->key.src, (Py_ssize_t)alen, e->key.sport,
+                                    (const char *)e->key.dst, (Py_ssize_t)alen, e->key.dport,
+                                    (const char *)e->new_dst, (Py_ssize_t)alen, e->new_dport,
+                                    (unsigned long)e->vip_id, states[e->state],
+                                    (unsigned long long)idle[i]);
+
+        if (!t || PyList_Append(out, t))
+            Py_CLEAR(out);
+        Py_XDECREF(t);
+    }
+    free(copy);
+    free(idle);
+    return out;
+}

@@ -1,0 +1,199 @@
+"""kp-switch's in-switch load balancer (kp_proto.lb, csrc/lb.h), driven over a real
+OpenFlow connection with real traffic between network namespaces: VIPs programmed with
+kp's experimenter messages, sessions made by the switch with no controller on the path,
+the pod the switch picks equal to kp's model, table full, flush, and bad messages
+refused without a change.
+"""
+import ipaddress
+import os
+import struct
+import time
+
+import pytest
+from ryu.ofproto import ofproto_v1_3 as ofp
+from ryu.ofproto import ofproto_v1_3_parser as parser
+
+from kp_proto import lb as kplb
+from kp_proto.experimenter import KP_EXPERIMENTER_ID
+from kp_proto.session_hash import session_hash, table_index
+from of_harness import DP, Hosts, SwitchProcess, TestController, close_rig, delete_all, flow_mod, out
+
+pytestmark = pytest.mark.kpswitch
+M = parser.OFPMatch
+IP = 0x0800
+VIP, VIP_MAC, VIP_ID, PORT, TPORT = "10.79.0.100", "02:00:00:00:01:00", 7, 53, 5353
+# A UDP echo server that answers with its own name, and a client that sends one
+# datagram from a given source port and prints what came back and from where.
+ECHO = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1]))); print("ready", flush=True)
+while True:
+    d, a = s.recvfrom(2048)
+    s.sendto(sys.argv[2].encode() + b" " + d, a)
+"""
+ASK = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.bind(("0.0.0.0", int(sys.argv[3])))
+s.sendto(b"hi", (sys.argv[1], int(sys.argv[2])))
+try:
+    d, a = s.recvfrom(2048)
+    print(d.decode(), "%s:%d" % a)
+except socket.timeout:
+    print("TIMEOUT")
+"""
+
+
+def exp(exp_type, data):
+    return parser.OFPExperimenter(DP, KP_EXPERIMENTER_ID, exp_type, data)
+
+
+def kp_lb(vip_id):
+    return parser.OFPActionExperimenterUnknown(KP_EXPERIMENTER_ID, data=kplb.encode_lb_action(vip_id))
+
+
+def program_vip(ch, vip_id, pods, table, basis=0):
+    for exp_type, data in kplb.encode_vip(vip_id, 4, table, pods, basis):
+        ch.send(exp(exp_type, data))
+    assert ch.barrier() == []
+
+
+def lb_stats(ch):
+    r = ch.request(exp(kplb.KP_LB_STATS_REQUEST, kplb.encode_stats_request(0)))[0]
+    assert r.exp_type == kplb.KP_LB_STATS_REPLY
+    totals, vips, _ = kplb.decode_stats_reply(r.data)
+    return totals, {v["vip_id"]: v for v in vips}
+
+
+@pytest.fixture(scope="module")
+def rig():
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network namespaces")
+    hosts = Hosts(3, net=79)
+    ctl = sw = ch = None
+    servers = []
+    try:
+        ctl = TestController()
+        sw = SwitchProcess([h.port_if for h in hosts], controller=ctl.target, dpid=0x2B)
+        ch = ctl.accept()
+        for i, h in enumerate(hosts[1:]):
+            p = h.popen("/usr/bin/python3", "-c", ECHO, str(TPORT), "pod%d" % (i + 1))
+            assert p.stdout.readline().strip() == "ready"
+            servers.append(p)
+        yield hosts, ch, sw
+    finally:
+        for p in servers:
+            p.kill()
+            p.wait()
+        close_rig(ch, sw, ctl, hosts)
+
+
+@pytest.fixture
+def lb(rig):
+    """The VIP's flow (kp_lb), routes to each host by address, and VIP_ID's two pods."""
+    hosts, ch, sw = rig
+    ch.send(delete_all())
+    ch.send(exp(kplb.KP_LB_CONF, kplb.encode_conf(1024)))
+    ch.send(exp(kplb.KP_LB_FLUSH, kplb.encode_flush(kplb.ALL_VIPS)))
+    ch.send(flow_mod(M(eth_type=IP, ip_proto=17, ipv4_dst=VIP, udp_dst=PORT), [kp_lb(VIP_ID)],
+                     priority=500))
+    ch.send(flow_mod(M(eth_type=0x0806), [out(ofp.OFPP_FLOOD)], priority=50))
+    for i, h in enumerate(hosts):
+        ch.send(flow_mod(M(eth_type=IP, ipv4_dst=h.ip4), [parser.OFPActionSetField(eth_dst=h.mac),
+                                                          out(i + 1)], priority=100))
+    assert ch.barrier() == []
+    hosts[0].run("ip", "neigh", "replace", VIP, "lladdr", VIP_MAC, "dev", "eth0")
+    pods = [(hosts[1].ip4, TPORT), (hosts[2].ip4, TPORT)]
+    table = [0, 1, 1, 0, 1, 0, 0]
+    program_vip(ch, VIP_ID, pods, table)
+    return hosts, ch, sw, pods, table
+
+
+def ask(host, sport, dst=VIP, port=PORT):
+    return host.run("/usr/bin/python3", "-c", ASK, dst, str(port), str(sport), timeout=10).stdout.strip()
+
+
+def expected_pod(client, sport, table):
+    return table[table_index(session_hash(17, ipaddress.ip_address(client), sport,
+                                          ipaddress.ip_address(VIP), PORT, 0), len(table))]
+
+
+def test_switch_makes_sessions_on_the_pod_kps_model_picks(lb):
+    hosts, ch, sw, pods, table = lb
+    picked = set()
+    for sport in range(40000, 40012):
+        want = expected_pod(hosts[0].ip4, sport, table)
+        picked.add(want)
+        got = ask(hosts[0], sport)
+        # the pod the hash picks answers, and the reply comes from the VIP and its port
+        assert got == "pod%d hi %s:%d" % (want + 1, VIP, PORT), (sport, got, sw.log()[-1500:])
+        assert ask(hosts[0], sport).startswith("pod%d " % (want + 1))   # the session's pod
+    assert picked == {0, 1}
+    totals, vips = lb_stats(ch)
+    assert totals["created"] >= 12 and totals["sessions"] >= 12 and totals["dropped"] == 0
+    assert vips[VIP_ID]["sessions"] == sum(vips[VIP_ID]["pods"]) >= 12
+    # the controller saw none of it
+    assert ch.drain(ofp.OFPT_PACKET_IN) == []
+
+
+def test_a_session_keeps_its_pod_when_the_table_changes_and_flush_ends_it(lb):
+    hosts, ch, sw, pods, table = lb
+    sport = 41000
+    first = expected_pod(hosts[0].ip4, sport, table)
+    assert ask(hosts[0], sport).startswith("pod%d " % (first + 1))
+    program_vip(ch, VIP_ID, pods, [1 - first] * 7)        # every new session elsewhere
+    assert ask(hosts[0], sport).startswith("pod%d " % (first + 1))   # kept
+    assert ask(hosts[0], sport + 1).startswith("pod%d " % (2 - first))
+    ch.send(exp(kplb.KP_LB_FLUSH, kplb.encode_flush(VIP_ID, (pods[first][0], 0))))
+    assert ch.barrier() == []
+    assert ask(hosts[0], sport).startswith("pod%d " % (2 - first))   # a new session
+
+
+def test_a_full_table_still_reaches_the_tables_pod_untracked(lb):
+    hosts, ch, sw, pods, table = lb
+    ch.send(exp(kplb.KP_LB_CONF, kplb.encode_conf(1)))     # 4 entries: 2 sessions
+    assert ch.barrier() == []
+    before, before_vips = lb_stats(ch)
+    for sport in range(42000, 42004):
+        want = expected_pod(hosts[0].ip4, sport, table)
+        got = ask(hosts[0], sport)
+        if sport < 42002:
+            assert got == "pod%d hi %s:%d" % (want + 1, VIP, PORT)
+        else:     # untracked: the pod gets it; its reply is not the switch's to translate
+            assert got == "TIMEOUT" or got.startswith("pod%d " % (want + 1)), got
+    totals, vips = lb_stats(ch)
+    assert totals["capacity"] == 2 and totals["sessions"] == 2
+    assert totals["untracked"] - before["untracked"] >= 2
+    assert vips[VIP_ID]["untracked"] - before_vips[VIP_ID]["untracked"] >= 2
+
+
+def test_bad_messages_and_flows_are_refused_and_change_nothing(lb):
+    hosts, ch, sw, pods, table = lb
+    bad = [
+        exp(kplb.KP_LB_VIP, kplb.VIP.pack(VIP_ID, 4, 0, 0, 7, 0, 2)),   # nothing staged
+        exp(kplb.KP_LB_CONF, kplb.CONF.pack(3, 1, 1, 1, 1)),             # not a power of 2
+        exp(kplb.KP_LB_TABLE, struct.pack("!II", VIP_ID, 5) + b"\0\0"),  # a gap
+        exp(kplb.KP_LB_VIP_DELETE, b"\0"),                               # short
+    ]
+    for msg in bad:
+        err = ch.request(msg)
+        assert err and err[0].type == ofp.OFPET_BAD_REQUEST, (msg, err)
+    # a table naming a pod the VIP does not have
+    msgs = kplb.encode_vip(VIP_ID, 4, [0, 2], pods, 0)
+    for exp_type, data in msgs[:-1]:
+        ch.send(exp(exp_type, data))
+    err = ch.request(exp(*msgs[-1]))
+    assert err and err[0].type == ofp.OFPET_BAD_REQUEST
+    # kp_lb must end the flow
+    err = ch.request(flow_mod(M(eth_type=IP, ip_proto=17, ipv4_dst="10.79.0.101", udp_dst=1),
+                              [kp_lb(VIP_ID), out(1)], priority=500))
+    assert err and err[0].type == ofp.OFPET_BAD_ACTION
+    err = ch.request(flow_mod(M(), [parser.OFPActionExperimenterUnknown(KP_EXPERIMENTER_ID,
+                                                                        data=b"\0\2\0\0\0\0\0\7")]))
+    assert err and err[0].type == ofp.OFPET_BAD_ACTION
+    # the VIP is as it was
+    sport = 43000
+    want = expected_pod(hosts[0].ip4, sport, table)
+    assert ask(hosts[0], sport).startswith("pod%d " % (want + 1))
+    time.sleep(0)
