@@ -135,6 +135,14 @@ def test_switch_makes_sessions_on_the_pod_kps_model_picks(lb):
     assert vips[VIP_ID]["sessions"] == sum(vips[VIP_ID]["pods"]) >= 12
     # the controller saw none of it
     assert ch.drain(ofp.OFPT_PACKET_IN) == []
+    # the VIP's flow reads back with its kp_lb action (a restarted controller compares)
+    stats = ch.stats(parser.OFPFlowStatsRequest(DP, 0, 0, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0,
+                                                M(eth_type=IP, ip_proto=17, ipv4_dst=VIP,
+                                                  udp_dst=PORT)))
+    (action,) = [a for s in stats for i in s.instructions for a in i.actions]
+    assert action.experimenter == KP_EXPERIMENTER_ID
+    assert kplb.decode_lb_action(action.data) == VIP_ID
+    assert stats[0].packet_count >= 12
 
 
 def test_a_session_keeps_its_pod_when_the_table_changes_and_flush_ends_it(lb):
