@@ -2,6 +2,7 @@
 from the VIP tables kp_app sends it): the programming as data, with no switch. The wire
 encoding of these messages is in tests/unit/test_ofmsg_lb.py."""
 import ipaddress
+import struct
 import types
 
 import pytest
@@ -12,6 +13,7 @@ from kp_app.node import MODE_LB, MODES
 from kp_app.pipeline import (CONNTRACK, LB, SERVICES, SESSIONS, ConntrackFlush, FlowAdd,
                              FlowDelete, LbConf, LbFlush, LbVip, LbVipDelete,
                              SetCacheBuckets)
+from kp_app.ryu_shim import session_mode
 from kp_proto import lb as kplb
 from kp_proto.session_hash import session_hash
 
@@ -260,5 +262,53 @@ def test_counters_come_from_the_switchs_session_stats(kp):
     assert mine["new_sessions"] == 12 and all(p["new_sessions"] == 0 for p in mine["pods"])
 
 
-def test_lb_is_a_mode(kp):
+def test_modes_and_how_auto_picks_them(kp):
     assert "lb" in MODES and kp.show()["modes"] == {"1": "lb"}
+    assert session_mode("auto", "kp", kp_switch=True) == MODE_LB
+    assert session_mode("auto", "Nicira, Inc.") == "ct"
+    assert session_mode("auto", "someone") == "packet-in"
+    assert session_mode("lb", "Nicira, Inc.") == MODE_LB
+    assert session_mode("packet-in", "kp", kp_switch=True) == "packet-in"
+
+
+def test_kp_ryu_compat_offers_the_mode():
+    import kp_ryu_compat
+    from oslo_config import cfg
+    conf = cfg.ConfigOpts()
+    kp_ryu_compat._register_kp_options(types.SimpleNamespace(CONF=conf))
+    conf(["--kp-mode", "lb"], project="kp-test")
+    assert conf.kp_mode == "lb"
+
+
+def test_the_shim_pages_through_the_switchs_stats_then_hands_them_over(kp):
+    """KpRyuApp's KP_LB_STATS_REPLY handling, without Ryu running: a page that names a
+    next VIP id is followed by a request from there; the last one goes to the node."""
+    from kp_app.ryu_shim import KpRyuApp
+    kp.add_vip("10.96.0.20/32", port=53, target_port=53, protocol="udp")
+    kp.add_pods("10.96.0.20/32", 53, PODS[:1])
+    first, second = kp.model.find_vip(VIP, 80), kp.model.find_vip("10.96.0.20/32", 53)
+    app = KpRyuApp.__new__(KpRyuApp)
+    requests, done = [], []
+    app.kubeproxy = kp
+    app._send = lambda dpid, msgs: requests.extend(msgs)
+    app._stats_pending = {1: (types.SimpleNamespace(set=lambda: done.append(1)), {"lb"})}
+    app._lb_stats_parts = {1: None}
+    totals = dict(sessions=2, capacity=4096, created=3, untracked=0, dropped=0)
+
+    def record(vip, sessions, pods):
+        return dict(vip_id=vip.id, packets=10, bytes=1000, sessions=sessions, untracked=0,
+                    pods=pods)
+    page = kplb.encode_stats_reply(totals, [record(first, 2, [1, 1, 0])])
+    at = kplb.STATS_HEAD.size - 8       # the head's next VIP id
+    page = page[:at] + struct.pack("!I", second.id) + page[at + 4:]
+    app._lb_stats_reply(1, page)
+    assert requests == [pipeline.LbStatsRequest(second.id)] and not done
+    app._lb_stats_reply(1, kplb.encode_stats_reply(totals, [record(second, 1, [1])]))
+    assert done and 1 not in app._lb_stats_parts
+    by_vip = {v["prefix"]: v["new_sessions"] for v in kp.counters()["vips"]}
+    assert by_vip == {VIP: 2, "10.96.0.20/32": 1}
+    # A reply that does not decode ends the wait too, and changes nothing.
+    app._stats_pending = {1: (types.SimpleNamespace(set=lambda: done.append(2)), {"lb"})}
+    app._lb_stats_parts = {1: None}
+    app._lb_stats_reply(1, b"short")
+    assert done[-1] == 2 and kp.counters()["vips"][0]["new_sessions"] == 2
