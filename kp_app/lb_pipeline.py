@@ -62,7 +62,8 @@ def why_not_compiled(vip) -> Optional[str]:
 def lb_conf(conf) -> LbConf:
     """The switch's session table from the model's conf: `buckets` (at most what
     kp-switch takes) and the idle timeout for established TCP and for UDP; TCP being
-    opened or closed keeps conntrack's shorter timeouts, as kube-proxy's nodes do."""
+    opened or closed keeps Linux conntrack's timeouts (kp_proto.lb's defaults), which
+    the model has no setting for."""
     return LbConf(min(conf.buckets, kplb.MAX_SESSION_BUCKETS), conf.timeout,
                   kplb.DEFAULT_TCP_CLOSING, kplb.DEFAULT_TCP_OPENING, conf.timeout)
 
