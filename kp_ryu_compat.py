@@ -50,10 +50,11 @@ def _register_kp_options(module) -> None:
     from oslo_config import cfg
 
     module.CONF.register_cli_opts([
-        cfg.StrOpt("kp-mode", default="auto", choices=["auto", "packet-in", "ct"],
-                   help="where kp_app's switches make new sessions: ct (Open vSwitch's "
-                        "conntrack), packet-in (the controller, any OpenFlow 1.3 switch), "
-                        "or auto: ct on Open vSwitch, packet-in elsewhere"),
+        cfg.StrOpt("kp-mode", default="auto", choices=["auto", "packet-in", "ct", "lb"],
+                   help="where kp_app's switches make new sessions: lb (kp-switch's own "
+                        "data path), ct (Open vSwitch's conntrack), packet-in (the "
+                        "controller, any OpenFlow 1.3 switch), or auto: lb on kp-switch, "
+                        "ct on Open vSwitch, packet-in elsewhere"),
         cfg.StrOpt("kp-state-file", default=None,
                    help="keep kp_app's configuration in this JSON file: restored at start, "
                         "written after every change (default: in memory only)"),

@@ -63,21 +63,29 @@ def base_flows() -> List[FlowAdd]:
     ]
 
 
-def why_not_compiled(vip) -> Optional[str]:
-    """None if the switch can make this VIP's ClusterIP sessions itself, else why not."""
+def controller_only(vip) -> Optional[str]:
+    """Why no switch can make this VIP's ClusterIP sessions itself (None: one can), in
+    ct mode and in kp-switch's lb mode (kp_app.lb_pipeline) alike."""
     if vip.table is None or not vip.table.slots:
         return "no pods (the controller refuses its clients)"
     if vip.affinity_timeout:
         return "ClientIP affinity"
     if vip.internal_policy == "local":
         return "internal traffic policy Local"
-    if vip.new_len > MAX_OVS_TABLE:
-        return f"a table of {vip.new_len} entries (Open vSwitch indexes at most {MAX_OVS_TABLE})"
     return None
 
 
+def why_not_compiled(vip) -> Optional[str]:
+    """None if Open vSwitch can make this VIP's ClusterIP sessions itself, else why not."""
+    reason = controller_only(vip)
+    if reason is None and vip.new_len > MAX_OVS_TABLE:
+        return f"a table of {vip.new_len} entries (Open vSwitch indexes at most {MAX_OVS_TABLE})"
+    return reason
+
+
 def external_compiled(vip) -> bool:
-    """Do its external IPs take the compiled path too (else the controller's)?"""
+    """Do its external IPs take the compiled path too (else the controller's)? The same
+    in lb mode."""
     return vip.external_policy != "local" and not vip.source_ranges
 
 

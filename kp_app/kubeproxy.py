@@ -124,6 +124,12 @@ class KubeProxy:
         if node is not None:
             node.cache_stats = dict(stats)
 
+    def lb_stats(self, dpid: int, totals: dict, records: list) -> None:
+        """kp-switch's session counters (lb mode): a whole KP_LB_STATS_REPLY, decoded."""
+        node = self.nodes.get(dpid)
+        if node is not None:
+            node.lb_stats(totals, records)
+
     def port_names(self, dpid: int, names: Dict[int, str]) -> None:
         """The switch's ports that are up, by number (its port description)."""
         node = self.nodes.get(dpid)
@@ -272,6 +278,8 @@ class KubeProxy:
             for node in self.nodes.values():
                 node.sessions.resize(self.model.conf.buckets)
             self._broadcast(lambda n: [pipeline.SetCacheBuckets(self.model.conf.buckets)])
+        if self.model.conf != before:
+            self._broadcast(lambda n: n.conf_programming())
         if node_ip is not None or node_ip6 is not None:
             # Node addresses shape NodePort flows, reply flows and every node's routes.
             for node in self.nodes.values():
@@ -305,10 +313,11 @@ class KubeProxy:
         vip = self.model.del_vip(prefix, port)
         self._broadcast(lambda n: n.conntrack_flushes(vip))
         for node in self.nodes.values():
-            node.forget_compiled(vip.id)
             for session in node.sessions_of(vip.id):
                 node.sessions.remove(session)
         self._delete_flows(pipeline.cookie(0, vip.id), MASK_VIP, vip, list(vip.pods))
+        # Once no flow can start a session of the VIP (lb mode: its sessions end here).
+        self._broadcast(lambda n: n.forget_compiled(vip.id))
 
     def add_pods(self, prefix, port, addresses) -> dict:
         vip = self.model.find_vip(prefix, port)
@@ -472,6 +481,7 @@ class KubeProxy:
         self._expire_idle()
         return {"vips": [self._vip_counters(v) for v in self.model.vips.values()],
                 "switches": {str(d): {**n.cache_stats, "packet_ins": n.packet_ins,
+                                      **{f"lb_{k}": v for k, v in n.lb_totals.items()},
                                       "service_packet_ins": n.service_packet_ins}
                              for d, n in sorted(self.nodes.items())}}
 
@@ -497,20 +507,22 @@ class KubeProxy:
         byte_count = sum(s.totals()[1] for s in sessions)
         return len(sessions), packets, byte_count
 
-    def _compiled(self, vip: Vip, pod=None) -> Tuple[int, int, int]:
-        """(new sessions, packets, bytes) the switches made and carried themselves."""
+    def _compiled(self, vip: Vip, pod=None) -> Tuple[int, int, int, int]:
+        """(new sessions, packets, bytes, untracked) the switches made and carried
+        themselves."""
         counts = [n.compiled_counts(vip, pod) for n in self.nodes.values()]
-        return tuple(sum(c[i] for c in counts) for i in range(3))
+        return tuple(sum(c[i] for c in counts) for i in range(4))
 
     def _vip_counters(self, vip: Vip) -> dict:
         active, packets, byte_count = self._live(vip)
-        new, compiled_packets, compiled_bytes = self._compiled(vip)
+        new, compiled_packets, compiled_bytes, compiled_untracked = self._compiled(vip)
         packets, byte_count = packets + compiled_packets, byte_count + compiled_bytes
         c = vip.counters
         return {"prefix": str(vip.prefix), "port": vip.port, "protocol": vip.protocol,
                 "new_sessions": c.new_sessions + new, "active_sessions": active,
                 "packets": c.packets + packets, "bytes": c.bytes + byte_count,
-                "no_pod": c.no_pod, "untracked": c.untracked, "table_full": c.table_full,
+                "no_pod": c.no_pod, "untracked": c.untracked + compiled_untracked,
+                "table_full": c.table_full,
                 "no_local_pod": c.no_local_pod, "filtered": c.filtered,
                 "pods": [self._pod_dict(vip, a) for a in sorted(vip.pods, key=int)]}
 

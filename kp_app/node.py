@@ -8,7 +8,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from kp_app import ct_pipeline, frames, pipeline
+from kp_app import ct_pipeline, frames, lb_pipeline, pipeline
 from kp_app.maglev import MaglevTable
 from kp_app.model import Address, ServiceModel, Vip
 from kp_app.pipeline import (OFPP_CONTROLLER, OFPP_FLOOD, FlowDelete, PacketOut,
@@ -23,9 +23,10 @@ PENDING_SECONDS = 3.0
 SNAT_PORT_FIRST, SNAT_PORT_LAST = 32768, 60999
 ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST = 8, 128
 # Where a switch's new sessions are made: by the controller on a packet-in (any OpenFlow
-# 1.3 switch), or by the switch itself with conntrack (Open vSwitch: kp_app.ct_pipeline).
-MODE_PACKET_IN, MODE_CT = "packet-in", "ct"
-MODES = (MODE_PACKET_IN, MODE_CT)
+# 1.3 switch), or by the switch itself: with conntrack (Open vSwitch: kp_app.ct_pipeline)
+# or in kp-switch's C data path, from the VIP tables kp_app sends it (kp_app.lb_pipeline).
+MODE_PACKET_IN, MODE_CT, MODE_LB = "packet-in", "ct", "lb"
+MODES = (MODE_PACKET_IN, MODE_CT, MODE_LB)
 
 
 @dataclass
@@ -63,14 +64,17 @@ class Node:
         self.mode = MODE_PACKET_IN
         self.packet_ins = 0     # every one this switch sent (link probes, ARP/ND included)
         self.service_packet_ins = 0     # of those, TCP/UDP packets: sessions to decide
-        # vip id -> the compiled flows the switch holds for it (ct mode), to send only
-        # what a change changes
-        self._compiled: Dict[int, frozenset] = {}
+        # vip id -> what the switch holds for it, to send only what a change changes:
+        # the compiled flows (ct mode), a lb_pipeline.Compiled (lb mode)
+        self._compiled: Dict[int, object] = {}
         # vip id -> (packets, bytes) its compiled classifier flows passed, and
         # vip id -> {table index: new sessions its LB entry made}, from the last flow
         # stats (a session the switch makes is known to the controller only as counts)
         self._compiled_traffic: Dict[int, Tuple[int, int]] = {}
         self._compiled_new: Dict[int, Dict[int, int]] = {}
+        # lb mode: the last KP_LB_STATS_REPLY's totals and per-VIP counts
+        self.lb_totals: dict = {}
+        self._lb_counts: Dict[int, lb_pipeline.LbCounts] = {}
 
     # -- programming derived from the model ------------------------------------------
 
@@ -83,7 +87,7 @@ class Node:
         are added over what is there (traffic never meets an empty table), the ones it
         holds as they should be are left alone (their counters too), and only those it
         holds beyond the program are deleted, one by one. So the sessions a switch keeps
-        itself (ct mode) go on through a controller restart or a reconnect."""
+        itself (ct and lb modes) go on through a controller restart or a reconnect."""
         self.sessions = SessionTable(self.model.conf.buckets)
         if self.transit_gateways is not None:
             return pipeline.transit_flows(self.transit_gateways)
@@ -96,7 +100,7 @@ class Node:
         wanted = {(m.table, m.priority, m.match) for m in msgs if isinstance(m, pipeline.FlowAdd)}
         stale = [FlowDelete(f.cookie, pipeline.MASK_ALL, f.table, f.match, priority=f.priority)
                  for f in held if (f.table, f.priority, f.match) not in wanted]
-        return [m for m in msgs if m not in have] + stale
+        return [m for m in msgs if not isinstance(m, pipeline.FlowAdd) or m not in have] + stale
 
     def _adopt_hosts(self, held: list) -> None:
         """The hosts the switch's flows say were learned (by this controller before a
@@ -121,11 +125,12 @@ class Node:
 
     def _programming(self) -> list:
         msgs: list = pipeline.base_flows(self.mac,
-                                         switch_forwards_neighbours=self.mode == MODE_CT)
+                                         switch_forwards_neighbours=self.mode != MODE_PACKET_IN)
         self._compiled = {}
         if self.mode == MODE_CT:
             msgs += ct_pipeline.base_flows()
         msgs.append(pipeline.SetCacheBuckets(self.model.conf.buckets))
+        msgs += self.conf_programming()     # before any VIP's table
         msgs += pipeline.route_flows(self.mac, self.routes)
         for vip in self.model.vips.values():
             msgs += self.vip_programming(vip)
@@ -143,25 +148,40 @@ class Node:
                             pipeline.MASK_TAG | pipeline.MASK_KIND)
         return [routes] + pipeline.route_flows(self.mac, self.routes)
 
+    def conf_programming(self) -> list:
+        """kp-switch's session table after a change of buckets or timeout (lb mode)."""
+        if self.mode != MODE_LB or self.transit_gateways is not None:
+            return []
+        return [lb_pipeline.lb_conf(self.model.conf)]
+
     def vip_programming(self, vip: Vip) -> list:
+        """All of a VIP's programming. What the switch makes the VIP's sessions with
+        comes first, before the flows that lead packets to it (lb mode: a VIP the switch
+        does not know drops them)."""
         if self.transit_gateways is not None:
             return []
-        compiled = self.mode == MODE_CT and ct_pipeline.why_not_compiled(vip) is None
-        msgs: list = pipeline.vip_flows(vip, self.model.node_addresses(self.dpid), compiled,
-                                        ct_pipeline.external_compiled(vip),
-                                        tracked=self.mode == MODE_CT)
-        sent = set(msgs)
-        msgs += [m for m in self.compiled_programming(vip) if m not in sent]
-        msgs += self.probe(list(vip.pods))
-        return msgs
+        msgs = self.compiled_programming(vip)
+        sent = {m for m in msgs if isinstance(m, pipeline.FlowAdd)}
+        node = self.model.node_addresses(self.dpid)
+        flows = lb_pipeline.vip_flows(vip, node) if self.mode == MODE_LB else pipeline.vip_flows(
+            vip, node, self.mode == MODE_CT and ct_pipeline.why_not_compiled(vip) is None,
+            ct_pipeline.external_compiled(vip), tracked=self.mode == MODE_CT)
+        return msgs + [m for m in flows if m not in sent] + self.probe(list(vip.pods))
 
     def compiled_programming(self, vip: Vip) -> list:
-        """In ct mode, what the switch needs after a change of the VIP's table or
-        policies: its classifier flows (compiled or not) and the changed entries of its
-        CONNTRACK and LB flows. An entry whose pod changes is replaced in place (an add
-        with the same match), so new connections never find the table half-written."""
-        if self.mode != MODE_CT or self.transit_gateways is not None:
+        """What a switch that makes sessions itself needs after a change of the VIP's
+        table or policies. lb mode: the VIP's new table, and its classifier flows that
+        change (kp_app.lb_pipeline.changes). ct mode: its classifier flows (compiled or
+        not) and the changed entries of its CONNTRACK and LB flows. An entry whose pod
+        changes is replaced in place (an add with the same match), so new connections
+        never find the table half-written."""
+        if self.mode == MODE_PACKET_IN or self.transit_gateways is not None:
             return []
+        if self.mode == MODE_LB:
+            wanted = lb_pipeline.compiled(vip, self.model.node_addresses(self.dpid), HASH_BASIS)
+            held = self._compiled.get(vip.id, lb_pipeline.NOTHING)
+            self._compiled[vip.id] = wanted
+            return lb_pipeline.changes(held, wanted)
         compiled = ct_pipeline.why_not_compiled(vip) is None
         wanted = frozenset(ct_pipeline.vip_flows(vip, HASH_BASIS) if compiled else ())
         held = self._compiled.get(vip.id, frozenset())
@@ -184,11 +204,14 @@ class Node:
         return msgs + sorted(wanted - held, key=_flow_order) + classifier
 
     def conntrack_flushes(self, vip: Vip, pods=None, protos=None) -> list:
-        """In ct mode, end what the switch keeps of the VIP's sessions: those of `pods`
-        (their replies come from the pod and target port), or all of them (pods None:
-        those sent to its address, or external IPs, and port)."""
-        if self.mode != MODE_CT or self.transit_gateways is not None:
+        """End what the switch keeps of the VIP's sessions: those of `pods` (their
+        replies come from the pod and target port), or all of them (pods None: in ct
+        mode those sent to its address, or external IPs, and port; in lb mode
+        forget_compiled's, once the VIP's flows are gone)."""
+        if self.mode == MODE_PACKET_IN or self.transit_gateways is not None:
             return []
+        if self.mode == MODE_LB:
+            return lb_pipeline.flushes(vip, pods, protos)
         single = vip.prefix.prefixlen == vip.prefix.max_prefixlen
         addresses = ([str(vip.prefix.network_address)] if single else []) + \
             [str(a) for a in vip.external_ips]
@@ -204,9 +227,13 @@ class Node:
                     vip.port if single else 0, str(pod), vip.target_port))
         return msgs
 
-    def forget_compiled(self, vip_id: int) -> None:
-        """The VIP is gone (its flows went with one cookie-masked delete)."""
-        self._compiled.pop(vip_id, None)
+    def forget_compiled(self, vip_id: int) -> list:
+        """The VIP is gone (its flows went with one cookie-masked delete). In lb mode the
+        switch ends its sessions and forgets it."""
+        held = self._compiled.pop(vip_id, None)
+        if self.mode != MODE_LB or self.transit_gateways is not None:
+            return []
+        return lb_pipeline.forget(held or lb_pipeline.NOTHING, vip_id)
 
     def pod_programming(self, vip: Vip, added) -> list:
         """New pods of a VIP: their reply flows, and a probe for their MACs."""
@@ -357,8 +384,8 @@ class Node:
         return self._forward_neighbour(frame, in_port)
 
     def _forward_neighbour(self, frame: frames.Frame, in_port: int) -> list:
-        """ARP and ND between hosts: a switch in ct mode forwards them itself."""
-        return [] if self.mode == MODE_CT else self._forward(frame, in_port)
+        """ARP and ND between hosts: a switch that makes sessions forwards them itself."""
+        return [] if self.mode != MODE_PACKET_IN else self._forward(frame, in_port)
 
     def _forward(self, frame: frames.Frame, in_port: int) -> list:
         """Not for a service: switch it like the FORWARDING table would."""
@@ -607,7 +634,8 @@ class Node:
         self._compiled_traffic, self._compiled_new = {}, {}
         for cookie, match, packets, byte_count in stats:
             parts = pipeline.cookie_parts(cookie)
-            if parts is not None and parts[1] in self._compiled and self._compiled[parts[1]]:
+            if (self.mode == MODE_CT and parts is not None and parts[1] in self._compiled
+                    and self._compiled[parts[1]]):
                 if parts[0] == pipeline.KIND_VIP:
                     seen = self._compiled_traffic.get(parts[1], (0, 0))
                     self._compiled_traffic[parts[1]] = (seen[0] + packets, seen[1] + byte_count)
@@ -619,19 +647,27 @@ class Node:
             if session is not None:
                 session.live_counts[parts[0]] = (packets, byte_count)
 
-    def compiled_counts(self, vip: Vip, pod=None) -> Tuple[int, int, int]:
-        """(new sessions, packets, bytes) of the sessions this switch made itself, for
-        the VIP or one of its pods, as of the last flow stats. New sessions are counted
-        by the LB entries, each for the pod it holds now; packets and bytes are those of
-        the client-to-service direction (replies share their flows among VIPs)."""
+    def lb_stats(self, totals: dict, records: list) -> None:
+        """A whole KP_LB_STATS_REPLY of this switch (every page of it), decoded."""
+        self.lb_totals = dict(totals)
+        self._lb_counts = lb_pipeline.counts(records, self._compiled)
+
+    def compiled_counts(self, vip: Vip, pod=None) -> Tuple[int, int, int, int]:
+        """(new sessions, packets, bytes, untracked) of the sessions this switch made
+        itself, for the VIP or one of its pods (new sessions only). lb mode: as of the
+        last KP_LB_STATS_REPLY. ct mode: as of the last flow stats; new sessions are
+        counted by the LB entries, each for the pod it holds now; packets and bytes are
+        those of the client-to-service direction (replies share their flows among VIPs)."""
+        if self.mode == MODE_LB:
+            return self._lb_counts.get(vip.id, lb_pipeline.LbCounts()).figures(pod)
         new = self._compiled_new.get(vip.id, {})
         if pod is not None:
             table = vip.table
             held = [i for i, slot in enumerate(table.slots) if table.pods[slot] == pod] \
                 if table is not None and pod in table.pods else []
-            return sum(new.get(i, 0) for i in held), 0, 0
+            return sum(new.get(i, 0) for i in held), 0, 0, 0
         packets, byte_count = self._compiled_traffic.get(vip.id, (0, 0))
-        return sum(new.values()), packets, byte_count
+        return sum(new.values()), packets, byte_count, 0
 
     def sessions_of(self, vip_id: int, pod=None) -> List[Session]:
         return [s for s in self.sessions

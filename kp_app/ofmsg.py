@@ -10,9 +10,12 @@ import socket
 import struct
 from typing import Callable, Iterable, Optional
 
+from kp_app.lb_pipeline import KP_LB
 from kp_app.pipeline import (CacheStatsRequest, ConntrackFlush, FlowAdd, FlowDelete,
-                             FlowStatsRequest, PacketOut, SetCacheBuckets)
+                             FlowStatsRequest, LbConf, LbFlush, LbStatsRequest, LbVip,
+                             LbVipDelete, PacketOut, SetCacheBuckets)
 from kp_proto import experimenter as kpexp
+from kp_proto import lb as kplb
 
 # kp's experimenter messages to kp-switch: defined once, in kp_proto.experimenter.
 KP_EXPERIMENTER = kpexp.KP_EXPERIMENTER_ID
@@ -42,6 +45,7 @@ PACKET_OUT = struct.Struct("!BBHIIIH6x")
 FLOW_STATS_REQUEST = struct.Struct("!BBHIHH4xB3xII4xQQ")
 EXPERIMENTER = struct.Struct("!BBHIII")
 ACTION_OUTPUT = struct.Struct("!HHIH6x")
+ACTION_EXPERIMENTER = struct.Struct("!HHI")
 GOTO_TABLE = struct.Struct("!HHB3x")
 
 # OXM name -> (field number, value length): the fields kp's pipeline matches and sets.
@@ -154,6 +158,10 @@ def encode_actions(items: Iterable) -> bytes:
             out.append(_pad8(struct.pack("!HH", OFPAT_SET_FIELD, length + -length % 8) + oxm))
         elif action[0] in _NX_ACTIONS:
             out.append(_NX_ACTIONS[action[0]](*action[1:]))
+        elif action[0] == KP_LB:
+            data = kplb.encode_lb_action(action[1])
+            out.append(ACTION_EXPERIMENTER.pack(OFPAT_EXPERIMENTER, 8 + len(data),
+                                                KP_EXPERIMENTER) + data)
         else:
             raise ValueError(f"unknown action {action!r}")
     return b"".join(out)
@@ -246,7 +254,30 @@ def encode(msg, xid: int, kp_switch: bool) -> bytes:
                              kp_switch)
     if isinstance(msg, CacheStatsRequest):
         return _experimenter(xid, KP_CACHE_STATS_REQUEST, b"", kp_switch)
+    if isinstance(msg, _LB_MESSAGES):
+        return _lb(xid, msg) if kp_switch else b""
     raise TypeError(f"not a pipeline message: {msg!r}")
+
+
+_LB_MESSAGES = (LbConf, LbVip, LbVipDelete, LbFlush, LbStatsRequest)
+
+
+def _lb(xid: int, msg) -> bytes:
+    """kp-switch's load balancer messages (kp_proto.lb). A VIP is several messages, its
+    table and pod chunks then the commit, all with the one xid: an error names the VIP."""
+    if isinstance(msg, LbVip):
+        parts = kplb.encode_vip(msg.vip_id, msg.version, msg.table, msg.pods, msg.basis)
+    elif isinstance(msg, LbConf):
+        parts = [(kplb.KP_LB_CONF, kplb.encode_conf(msg.buckets, msg.tcp_established,
+                                                   msg.tcp_closing, msg.tcp_opening,
+                                                   msg.udp))]
+    elif isinstance(msg, LbVipDelete):
+        parts = [(kplb.KP_LB_VIP_DELETE, kplb.encode_vip_delete(msg.vip_id))]
+    elif isinstance(msg, LbFlush):
+        parts = [(kplb.KP_LB_FLUSH, kplb.encode_flush(msg.vip_id, msg.pod))]
+    else:
+        parts = [(kplb.KP_LB_STATS_REQUEST, kplb.encode_stats_request(msg.first_vip_id))]
+    return b"".join(_experimenter(xid, exp_type, data, True) for exp_type, data in parts)
 
 
 def _experimenter(xid: int, exp_type: int, data: bytes, kp_switch: bool) -> bytes:
@@ -315,6 +346,15 @@ def decode_cache_stats(data: bytes) -> dict:
         return {}
 
 
+def decode_lb_stats(data: bytes):
+    """A KP_LB_STATS_REPLY's (totals, VIP records, next VIP id to ask for), or None
+    for a reply that does not decode (kp_proto.lb.decode_stats_reply)."""
+    try:
+        return kplb.decode_stats_reply(data)
+    except ValueError:
+        return None
+
+
 def flow_from_stats(stats) -> FlowAdd:
     """A flow as a switch reports it (a Ryu OFPFlowStats) in the pipeline's terms, so that
     it compares equal to the FlowAdd that made it. An action kp never sends decodes to
@@ -340,6 +380,11 @@ def _action_from_ryu(action) -> tuple:
         return ("multipath", action.basis, action.max_link + 1)
     if name == "NXActionResubmitTable":
         return ("resubmit", action.table_id)
+    if name == "OFPActionExperimenterUnknown" and action.experimenter == KP_EXPERIMENTER:
+        try:
+            return (KP_LB, kplb.decode_lb_action(bytes(action.data or b"")))
+        except ValueError:
+            return ("unknown", name)
     if name == "NXActionCT":
         table = None if action.recirc_table == NX_CT_RECIRC_NONE else action.recirc_table
         nat = None

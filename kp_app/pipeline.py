@@ -28,8 +28,11 @@ Table 2, FORWARDING (L2 among the node's hosts, L3 between nodes):
 
 On a switch that makes sessions itself (Open vSwitch, "ct" mode), a compiled VIP's
 classifier flow goes to conntrack instead, and tables 3 (CONNTRACK) and 4 (LB) pick the
-pod and commit the session there: kp_app.ct_pipeline describes them. What they leave to
-the controller still comes here, to SESSIONS, as on any switch.
+pod and commit the session there: kp_app.ct_pipeline describes them. On kp-switch ("lb"
+mode) it ends in kp's own kp_lb action instead, and the switch's C data path makes the
+session from the VIP's table that kp_app sent it (kp_app.lb_pipeline); it needs no table
+of its own. What either leaves to the controller still comes here, to SESSIONS, as on
+any switch.
 
 Session flows have a table of their own so that adding one overlaps nothing but that
 table's few entries: a switch that caches its decisions (kp-switch) then keeps the rest
@@ -155,6 +158,50 @@ class ConntrackFlush:
 
 
 @dataclass(frozen=True)
+class LbConf:
+    """kp-switch's own sessions (KP_LB_CONF, kp_proto.lb): their table's buckets and idle
+    timeouts in seconds. Sent on every connect: the same bucket count keeps the sessions."""
+    buckets: int
+    tcp_established: int
+    tcp_closing: int
+    tcp_opening: int
+    udp: int
+
+
+@dataclass(frozen=True)
+class LbVip:
+    """One VIP's new-connection table and pods, for kp-switch to make its sessions from
+    (KP_LB_TABLE and KP_LB_PODS chunks, then the KP_LB_VIP that commits them):
+    `table` holds indexes into `pods`, (address, port; port 0 keeps the packet's)."""
+    vip_id: int
+    version: int
+    table: Tuple[int, ...]
+    pods: Tuple[Tuple[str, int], ...]
+    basis: int
+
+
+@dataclass(frozen=True)
+class LbVipDelete:
+    """kp-switch forgets the VIP; its sessions stay until idle."""
+    vip_id: int
+
+
+@dataclass(frozen=True)
+class LbFlush:
+    """End kp-switch's sessions of a VIP now: all of them, or those to `pod` (address,
+    port; port 0: any)."""
+    vip_id: int
+    pod: Optional[Tuple[str, int]] = None
+
+
+@dataclass(frozen=True)
+class LbStatsRequest:
+    """kp-switch's session counters, per VIP from `first_vip_id` on (the reply says
+    where the next page starts)."""
+    first_vip_id: int = 0
+
+
+@dataclass(frozen=True)
 class FlowStatsRequest:
     cookie: int = COOKIE_TAG << 56
     cookie_mask: int = MASK_TAG
@@ -258,17 +305,20 @@ def network_match(network) -> object:
 
 
 def vip_flows(vip, node_addresses, compiled: bool = False, compile_external: bool = False,
-              tracked: bool = False) -> list:
+              tracked: bool = False, switch_actions: Optional[tuple] = None) -> list:
     """The classifier flows that take a VIP's packets (and its pods' replies) to SESSIONS,
     where a packet no session flow takes goes to the controller.
 
-    On a switch that makes sessions itself (`tracked`, kp_app.ct_pipeline), a `compiled`
-    VIP's ClusterIP (and, with `compile_external`, its external IPs) go to conntrack
-    instead, tagged with the VIP's id in reg1, and the pods' replies meet conntrack first.
+    On a switch that makes sessions itself, a `compiled` VIP's ClusterIP (and, with
+    `compile_external`, its external IPs) go to the switch's sessions instead: by default
+    to conntrack, tagged with the VIP's id in reg1 (kp_app.ct_pipeline), else with
+    `switch_actions` (kp-switch's kp_lb, kp_app.lb_pipeline). With `tracked` the pods'
+    replies meet conntrack first.
     """
     flows = []
     to_sessions = dict(goto=SESSIONS)
-    to_conntrack = dict(actions=(("set_field", "reg1", vip.id), TO_CONNTRACK))
+    to_switch_sessions = dict(actions=switch_actions or (("set_field", "reg1", vip.id),
+                                                         TO_CONNTRACK))
     for proto in vip.ip_protos:
         destinations = [network_match(vip.prefix)] + [str(a) for a in vip.external_ips]
         for index, destination in enumerate(destinations):
@@ -280,7 +330,7 @@ def vip_flows(vip, node_addresses, compiled: bool = False, compile_external: boo
             to_switch = compiled and (index == 0 or compile_external)
             flows.append(flow(SERVICES, PRIO_VIP + prefixlen, match,
                               cookie=cookie(KIND_VIP, vip.id),
-                              **(to_conntrack if to_switch else to_sessions)))
+                              **(to_switch_sessions if to_switch else to_sessions)))
         node_address = node_addresses.for_version(vip.version)
         if vip.node_port and node_address is not None:
             match = ip_match(vip.version, proto)

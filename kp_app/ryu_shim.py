@@ -3,7 +3,8 @@
 Each handler hands the event to KubeProxy (which reads the clock it was given), and
 KubeProxy's messages go out encoded by ofmsg, one buffer per batch.
 REST reads that show counters first refresh them from the switches (a flow-stats and
-cache-stats round trip, bounded in time); a pod change whose new-connection table is big
+cache-stats round trip, and kp-switch's session counters in lb mode, bounded in time); a
+pod change whose new-connection table is big
 has it built in a thread first, so that the controller goes on meanwhile.
 """
 import logging
@@ -26,7 +27,8 @@ from kp_app import ofmsg, pipeline, state_file
 from kp_app.errors import KpError
 from kp_app.kubeproxy import KubeProxy
 from kp_app.maglev import MaglevTable
-from kp_app.node import MODE_CT, MODE_PACKET_IN
+from kp_app.node import MODE_CT, MODE_LB, MODE_PACKET_IN
+from kp_proto import lb as kplb
 
 LOG = logging.getLogger("kp_app")
 STATS_WAIT_SECONDS = 1.0
@@ -137,11 +139,14 @@ def _text(value) -> str:
     return (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)).strip("\0 ")
 
 
-def session_mode(option: str, manufacturer: str) -> str:
-    """--kp-mode, or for "auto" what the switch can do: Open vSwitch (manufacturer
-    "Nicira, Inc.") makes sessions with its conntrack, others send packet-ins."""
+def session_mode(option: str, manufacturer: str, kp_switch: bool = False) -> str:
+    """--kp-mode, or for "auto" what the switch can do: kp-switch makes sessions in its
+    own data path, Open vSwitch (manufacturer "Nicira, Inc.") with its conntrack, others
+    send packet-ins."""
     if option != "auto":
         return option
+    if kp_switch:
+        return MODE_LB
     return MODE_CT if manufacturer.startswith("Nicira") else MODE_PACKET_IN
 
 
@@ -162,8 +167,11 @@ class KpRyuApp(app_manager.RyuApp):
         if state_path and os.path.exists(state_path):
             _restore(self.kubeproxy, state_path)
         self.service = LiveService(self.kubeproxy, self.refresh_stats, state_path)
+        # dpid -> (event, the replies still awaited: "flows", "cache", "lb")
         self._stats_pending = {}
         self._flow_stats_parts = {}
+        # dpid -> (totals, VIP records) of a KP_LB_STATS_REPLY being paged through
+        self._lb_stats_parts = {}
         # (dpid, xid of its flow-stats request) -> (mode, the kp flows it holds): a switch
         # between its description and its programming
         self._connecting = {}
@@ -183,14 +191,24 @@ class KpRyuApp(app_manager.RyuApp):
             datapath.send(data)
 
     def refresh_stats(self) -> None:
-        """Ask every switch for kp's flow stats (and the cache's); wait a bounded time."""
+        """Ask every switch for kp's flow stats (and kp-switch for its cache's, and in lb
+        mode its sessions'); wait a bounded time."""
         events = []
         for dpid, datapath in list(self.datapaths.items()):
             event = hub.Event()
-            self._stats_pending[dpid] = event
+            awaited = {"flows"}
+            msgs = [pipeline.FlowStatsRequest(), pipeline.CacheStatsRequest()]
+            if dpid in self.kp_switches:
+                awaited.add("cache")
+                node = self.kubeproxy.nodes.get(dpid)
+                if node is not None and node.mode == MODE_LB:
+                    awaited.add("lb")
+                    self._lb_stats_parts[dpid] = None
+                    msgs.append(pipeline.LbStatsRequest())
+            self._stats_pending[dpid] = (event, awaited)
             self._flow_stats_parts[dpid] = []
             events.append(event)
-            self._send(dpid, [pipeline.FlowStatsRequest(), pipeline.CacheStatsRequest()])
+            self._send(dpid, msgs)
         deadline = time.monotonic() + STATS_WAIT_SECONDS
         for event in events:
             event.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -220,6 +238,7 @@ class KpRyuApp(app_manager.RyuApp):
             LOG.info("switch %016x disconnected", datapath.id)
             del self.datapaths[datapath.id]
             self.kp_switches.discard(datapath.id)
+            self._lb_stats_parts.pop(datapath.id, None)
             self.kubeproxy.switch_disconnected(datapath.id)
 
     @set_ev_cls(ofp_event.EventOFPDescStatsReply, MAIN_DISPATCHER)
@@ -232,9 +251,13 @@ class KpRyuApp(app_manager.RyuApp):
             self.kp_switches.add(dpid)
         self.kubeproxy.switch_described(dpid, fields[3])     # its node addresses
         # (the option exists when kp_ryu_compat registered it: always under ryu-manager)
-        mode = session_mode(getattr(cfg.CONF, "kp_mode", "auto"), _text(body.mfr_desc))
+        mode = session_mode(getattr(cfg.CONF, "kp_mode", "auto"), _text(body.mfr_desc),
+                            dpid in self.kp_switches)
         LOG.info("switch %016x: %s, new sessions made in %s mode", dpid,
                  _text(body.sw_desc) or "no description", mode)
+        if mode == MODE_LB and dpid not in self.kp_switches:
+            LOG.warning("switch %016x is not kp-switch: it is sent no VIP table, and "
+                        "drops or refuses what its flows give kp_lb", dpid)
         # What the switch holds already (it may have kept kp's flows through a controller
         # restart): programmed once that is known, see Node.full_programming.
         datapath = ev.msg.datapath
@@ -294,19 +317,49 @@ class KpRyuApp(app_manager.RyuApp):
                       for s in ev.msg.body]
         if not ev.msg.flags & ev.msg.datapath.ofproto.OFPMPF_REPLY_MORE:
             self.kubeproxy.flow_stats(dpid, self._flow_stats_parts.pop(dpid, []))
-            if dpid not in self.kp_switches:
-                self._stats_done(dpid)
+            self._stats_done(dpid, "flows")
 
     @set_ev_cls(ofp_event.EventOFPExperimenter, MAIN_DISPATCHER)
     def _experimenter(self, ev) -> None:
         msg = ev.msg
-        if msg.experimenter == ofmsg.KP_EXPERIMENTER and msg.exp_type == ofmsg.KP_CACHE_STATS_REPLY:
+        if msg.experimenter != ofmsg.KP_EXPERIMENTER:
+            return
+        if msg.exp_type == ofmsg.KP_CACHE_STATS_REPLY:
             self.kubeproxy.cache_stats(msg.datapath.id, ofmsg.decode_cache_stats(msg.data))
-            self._stats_done(msg.datapath.id)
+            self._stats_done(msg.datapath.id, "cache")
+        elif msg.exp_type == kplb.KP_LB_STATS_REPLY:
+            self._lb_stats_reply(msg.datapath.id, bytes(msg.data))
 
-    def _stats_done(self, dpid: int) -> None:
-        event = self._stats_pending.pop(dpid, None)
-        if event is not None:
+    def _lb_stats_reply(self, dpid: int, data: bytes) -> None:
+        """One page of kp-switch's session counters: ask for the next, or hand them all
+        to the node once the switch says there are no more."""
+        if dpid not in self._lb_stats_parts:
+            return      # not asked for (or the switch went away meanwhile)
+        page = ofmsg.decode_lb_stats(data)
+        if page is None:
+            LOG.warning("switch %016x: a KP_LB_STATS_REPLY that does not decode", dpid)
+            del self._lb_stats_parts[dpid]
+            self._stats_done(dpid, "lb")
+            return
+        totals, page_records, next_vip_id = page
+        before = self._lb_stats_parts[dpid]
+        records = (before[1] if before else []) + page_records
+        if next_vip_id and page_records:    # (a page of none would be asked for again)
+            self._lb_stats_parts[dpid] = (totals, records)
+            self._send(dpid, [pipeline.LbStatsRequest(next_vip_id)])
+            return
+        del self._lb_stats_parts[dpid]
+        self.kubeproxy.lb_stats(dpid, totals, records)
+        self._stats_done(dpid, "lb")
+
+    def _stats_done(self, dpid: int, what: str) -> None:
+        pending = self._stats_pending.get(dpid)
+        if pending is None:
+            return
+        event, awaited = pending
+        awaited.discard(what)
+        if not awaited:
+            del self._stats_pending[dpid]
             event.set()
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
