@@ -66,11 +66,13 @@ def kpswitch_status():
     return kp_lab.kp_switch_works()
 
 
-# The switches and the modes kp_app runs them in: Open vSwitch makes sessions itself
-# with its conntrack ('ovs', kp_app's default there) or leaves them to the controller
-# ('ovs-packet-in', as any OpenFlow 1.3 switch).
-SWITCH_CASES = {'kpswitch': ('kpswitch', None), 'ovs': ('ovs', 'ct'),
+# The switches and the modes kp_app runs them in: kp-switch makes sessions itself in its
+# C data path ('kpswitch', lb: kp_app's default there), Open vSwitch with its conntrack
+# ('ovs', ct: the default there) or leaves them to the controller ('ovs-packet-in', as
+# any OpenFlow 1.3 switch).
+SWITCH_CASES = {'kpswitch': ('kpswitch', 'lb'), 'ovs': ('ovs', 'ct'),
                 'ovs-packet-in': ('ovs', 'packet-in')}
+SWITCH_KEEPS_SESSIONS = ('ct', 'lb')
 
 
 def pytest_generate_tests(metafunc):
@@ -90,7 +92,7 @@ def _deselect_switch_kept_sessions(config, items):
     for item in items:
         wants = item.get_closest_marker('packet_in_sessions') is not None
         mode = SWITCH_CASES.get(_case(item), (None, None))[1]
-        (dropped if wants and mode == 'ct' else kept).append(item)
+        (dropped if wants and mode in SWITCH_KEEPS_SESSIONS else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

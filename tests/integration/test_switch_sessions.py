@@ -1,6 +1,7 @@
-"""Sessions the switch makes and keeps itself (Open vSwitch's conntrack, chosen by kp_app
-on its own): new connections raise no packet-in, and neither established sessions nor
-new connections need the controller to be there.
+"""Sessions the switch makes and keeps itself (kp-switch in its C data path, Open
+vSwitch with its conntrack; kp_app chooses the mode on its own): new connections raise
+no packet-in, and neither established sessions nor new connections need the controller
+to be there.
 
 The kpnode topology: clients c1, c2 (10.0.0.11, .12), pods p1..p3 (10.0.0.101..103)."""
 import ipaddress
@@ -17,11 +18,28 @@ from kp_proto.session_hash import session_hash
 from test_kube_proxy import VIP, api, configure, serve
 
 
+# The mode kp_app must choose by itself for each switch that can keep sessions.
+OWN_MODE = {'kpswitch': 'lb', 'ovs': 'ct'}
+
+
+@pytest.fixture(params=sorted(OWN_MODE))
+def own_switch(request):
+    """A switch that makes sessions itself (its marker set, its service up)."""
+    request.node.add_marker(getattr(pytest.mark, request.param))
+    if request.param == 'ovs':
+        request.getfixturevalue('ovs')
+    else:
+        ok, detail = request.getfixturevalue('kpswitch_status')
+        assert ok, detail
+    return request.param
+
+
 @pytest.fixture
-def ovs_node(ovs, controller):
-    """kpnode on Open vSwitch, kp_app left to choose the mode (it must choose ct)."""
-    lab = kp_lab.build_net('kpnode', switch='ovs', controller_port=controller.of_port,
+def own_node(own_switch, controller):
+    """kpnode on that switch, kp_app left to choose the mode."""
+    lab = kp_lab.build_net('kpnode', switch=own_switch, controller_port=controller.of_port,
                            clients=2, pods=3)
+    lab.own_switch = own_switch
     try:
         yield lab
     finally:
@@ -34,12 +52,12 @@ def packet_ins(controller) -> int:
     return counters["switches"]["1"]["service_packet_ins"]
 
 
-def test_kp_app_lets_open_vswitch_make_the_sessions(ovs_node, controller):
-    configure(controller, ovs_node, port=5000, target_port=5000, node_port=None)
-    serve(ovs_node, "tcp", 5000)
+def test_kp_app_lets_the_switch_make_the_sessions(own_node, controller):
+    configure(controller, own_node, port=5000, target_port=5000, node_port=None)
+    serve(own_node, "tcp", 5000)
     status, show = api(controller, "GET", "/show")
-    assert show["modes"] == {"1": "ct"}
-    c1, c2 = ovs_node.clients
+    assert show["modes"] == {"1": OWN_MODE[own_node.own_switch]}
+    c1, c2 = own_node.clients
     assert kp_lab.tcp_session(c1, VIP, 5000, count=1)["ok"]
     assert kp_lab.tcp_session(c2, VIP, 5000, count=1)["ok"]
     before = packet_ins(controller)
@@ -50,17 +68,17 @@ def test_kp_app_lets_open_vswitch_make_the_sessions(ovs_node, controller):
         names.add(result["replies"][0]["name"])
     # 20 new sessions, and no packet-in for any of them.
     assert packet_ins(controller) == before
-    assert names == {p.name for p in ovs_node.pods}
+    assert names == {p.name for p in own_node.pods}
     status, counters = api(controller, "GET", "/counters")
     assert counters["vips"][0]["new_sessions"] >= 22    # counted from the switch's flows
 
 
-def test_sessions_and_new_connections_go_on_without_the_controller(ovs_node, controller):
-    configure(controller, ovs_node, protocol="any", port=5000, target_port=5000,
+def test_sessions_and_new_connections_go_on_without_the_controller(own_node, controller):
+    configure(controller, own_node, protocol="any", port=5000, target_port=5000,
               node_port=None)
-    serve(ovs_node, "tcp", 5000)
-    serve(ovs_node, "udp", 5000)
-    c1, c2 = ovs_node.clients
+    serve(own_node, "tcp", 5000)
+    serve(own_node, "udp", 5000)
+    c1, c2 = own_node.clients
     # The clients know the node's MAC (the controller answers ARP for the node's address,
     # and is not going to be there).
     for client in (c1, c2):
@@ -78,10 +96,10 @@ def test_sessions_and_new_connections_go_on_without_the_controller(ovs_node, con
     assert udp["ok"] and len({r["name"] for r in udp["replies"]}) == 1, udp
 
 
-def test_a_removed_pod_drains_and_flush_ends_its_sessions(ovs_node, controller):
-    configure(controller, ovs_node, port=5000, target_port=5000, node_port=None)
-    serve(ovs_node, "tcp", 5000)
-    c1, c2 = ovs_node.clients
+def test_a_removed_pod_drains_and_flush_ends_its_sessions(own_node, controller):
+    configure(controller, own_node, port=5000, target_port=5000, node_port=None)
+    serve(own_node, "tcp", 5000)
+    c1, c2 = own_node.clients
     assert kp_lab.tcp_session(c1, VIP, 5000, count=1)["ok"]
     long = kp_lab.start_tcp_session(c1, VIP, 5000, count=10, interval=0.4)
     status, vip = api(controller, "GET", f"/vips/{VIP}/32/5000")
@@ -91,7 +109,7 @@ def test_a_removed_pod_drains_and_flush_ends_its_sessions(ovs_node, controller):
     assert status == 200, body
     for _ in range(4):      # new sessions reach the one pod left
         result = kp_lab.tcp_session(c2, VIP, 5000, count=1)
-        assert result["ok"] and ovs_node.ip(result["replies"][0]["name"]) == pods[2], result
+        assert result["ok"] and own_node.ip(result["replies"][0]["name"]) == pods[2], result
     drained = long.result()
     assert drained["ok"], drained      # whichever pod it had, it kept it to the end
     # flush: the switch's sessions of the last pod end at once (its next packet finds no
@@ -105,13 +123,16 @@ def test_a_removed_pod_drains_and_flush_ends_its_sessions(ovs_node, controller):
     assert not flushed["ok"] and 1 <= len(flushed["replies"]) < 10, flushed
 
 
-def test_a_restarted_controller_takes_over_without_disturbing_the_sessions(ovs, tmp_path):
+def test_a_restarted_controller_takes_over_without_disturbing_the_sessions(own_switch,
+                                                                          tmp_path):
     """kp_app stopped and started again with its state file: the same configuration,
-    the switch's flows reconciled in place, its sessions untouched."""
+    the switch's flows reconciled in place (on Open vSwitch, whose flow ages show it),
+    its sessions untouched."""
     state = str(tmp_path / "kp-state.json")
     first = kp_lab.ControllerProcess(extra_args=["--kp-state-file", state]).start()
     second = None
-    lab = kp_lab.build_net('kpnode', switch='ovs', controller_port=first.of_port,
+    mode = OWN_MODE[own_switch]
+    lab = kp_lab.build_net('kpnode', switch=own_switch, controller_port=first.of_port,
                            clients=2, pods=3)
     try:
         configure(first, lab, protocol="any", port=5000, target_port=5000, node_port=None)
@@ -131,17 +152,20 @@ def test_a_restarted_controller_takes_over_without_disturbing_the_sessions(ovs, 
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             status, show = api(second, "GET", "/show")
-            if show.get("modes") == {"1": "ct"}:
+            if show.get("modes") == {"1": mode}:
                 break
             time.sleep(0.2)
-        assert show["modes"] == {"1": "ct"}, show
-        # Nothing of kp's was deleted or added again: every flow is older than the restart.
-        switch = lab.net.switches[0]
-        dump = switch.cmd("ovs-ofctl -O OpenFlow13 dump-flows", switch.name)
-        ages = [float(a) for a in re.findall(r"cookie=0x6b[0-9a-f]*, duration=([0-9.]+)s", dump)]
-        since = time.monotonic() - restarted
-        assert len(ages) > 1024 and min(ages) > since, \
-            [line for line in dump.splitlines() if "cookie=0x6b" in line][:20]
+        assert show["modes"] == {"1": mode}, show
+        if own_switch == 'ovs':
+            # Nothing of kp's was deleted or added again: every flow is older than the
+            # restart.
+            switch = lab.net.switches[0]
+            dump = switch.cmd("ovs-ofctl -O OpenFlow13 dump-flows", switch.name)
+            ages = [float(a) for a in
+                    re.findall(r"cookie=0x6b[0-9a-f]*, duration=([0-9.]+)s", dump)]
+            since = time.monotonic() - restarted
+            assert len(ages) > 1024 and min(ages) > since, \
+                [line for line in dump.splitlines() if "cookie=0x6b" in line][:20]
         status, after = api(second, "GET", "/vips")
         strip = lambda vips: [{k: v for k, v in vip.items() if k != "counters"} |
                               {"pods": [p["address"] for p in vip["pods"]]} for vip in vips]
