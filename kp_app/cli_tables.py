@@ -12,7 +12,8 @@ VIP_COUNTERS = ("new_sessions", "active_sessions", "packets", "bytes", "no_pod",
 POD_COUNTERS = ("new_sessions", "active_sessions", "packets", "bytes")
 SESSION_COLUMNS = (("dpid", "DPID"), ("protocol", "PROTO"), ("client", "CLIENT"),
                    ("vip", "VIP"), ("pod", "POD"), ("age", "AGE_S"), ("idle", "IDLE_S"),
-                   ("packets", "PACKETS"), ("bytes", "BYTES"), ("tracked", "TRACKED"))
+                   ("state", "STATE"), ("packets", "PACKETS"), ("bytes", "BYTES"),
+                   ("tracked", "TRACKED"))
 
 
 def cell(value: Any) -> str:

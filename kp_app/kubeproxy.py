@@ -130,6 +130,12 @@ class KubeProxy:
         if node is not None:
             node.lb_stats(totals, records)
 
+    def lb_sessions(self, dpid: int, sessions: list) -> None:
+        """A sample of kp-switch's own sessions (lb mode), decoded (kp_proto.lb)."""
+        node = self.nodes.get(dpid)
+        if node is not None:
+            node.lb_session_list = list(sessions)
+
     def port_names(self, dpid: int, names: Dict[int, str]) -> None:
         """The switch's ports that are up, by number (its port description)."""
         node = self.nodes.get(dpid)
@@ -475,7 +481,30 @@ class KubeProxy:
                 untracked += not s.tracked
                 if len(listed) < limit:
                     listed.append(self._session_dict(dpid, s, now))
+            # Those the switch made itself (lb mode): counted by the switch, listed
+            # from the sample it last sent.
+            if vip_id is None:
+                count += node.lb_totals.get("sessions", 0)
+            for s in node.lb_session_list:
+                if vip_id is not None and s["vip_id"] != vip_id:
+                    continue
+                count += vip_id is not None
+                if len(listed) < limit:
+                    listed.append(self._switch_session_dict(dpid, s))
         return {"count": count, "untracked": untracked, "sessions": listed}
+
+    def _switch_session_dict(self, dpid: int, s: dict) -> dict:
+        """One of kp-switch's own sessions, in the shape of the controller's."""
+        vip = self.model.vip_by_id(s["vip_id"])
+
+        def endpoint(address_port) -> str:
+            address, port = address_port
+            return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        return {"dpid": dpid, "protocol": {6: "tcp", 17: "udp"}.get(s["proto"], s["proto"]),
+                "client": endpoint(s["client"]), "vip": endpoint(s["vip"]),
+                "service": vip.label() if vip else None, "pod": endpoint(s["pod"]),
+                "idle": s["idle_ms"] / 1000.0, "state": s["state"], "tracked": True,
+                "made_by": "switch"}
 
     def counters(self) -> dict:
         self._expire_idle()

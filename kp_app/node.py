@@ -74,6 +74,7 @@ class Node:
         self._compiled_new: Dict[int, Dict[int, int]] = {}
         # lb mode: the last KP_LB_STATS_REPLY's totals and per-VIP counts
         self.lb_totals: dict = {}
+        self.lb_session_list: list = []     # a sample of the switch's own sessions
         self._lb_counts: Dict[int, lb_pipeline.LbCounts] = {}
 
     # -- programming derived from the model ------------------------------------------

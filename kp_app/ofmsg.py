@@ -12,8 +12,8 @@ from typing import Callable, Iterable, Optional
 
 from kp_app.lb_pipeline import KP_LB
 from kp_app.pipeline import (CacheStatsRequest, ConntrackFlush, FlowAdd, FlowDelete,
-                             FlowStatsRequest, LbConf, LbFlush, LbStatsRequest, LbVip,
-                             LbVipDelete, PacketOut, SetCacheBuckets)
+                             FlowStatsRequest, LbConf, LbFlush, LbSessionsRequest,
+                             LbStatsRequest, LbVip, LbVipDelete, PacketOut, SetCacheBuckets)
 from kp_proto import experimenter as kpexp
 from kp_proto import lb as kplb
 
@@ -259,7 +259,7 @@ def encode(msg, xid: int, kp_switch: bool) -> bytes:
     raise TypeError(f"not a pipeline message: {msg!r}")
 
 
-_LB_MESSAGES = (LbConf, LbVip, LbVipDelete, LbFlush, LbStatsRequest)
+_LB_MESSAGES = (LbConf, LbVip, LbVipDelete, LbFlush, LbStatsRequest, LbSessionsRequest)
 
 
 def _lb(xid: int, msg) -> bytes:
@@ -275,6 +275,8 @@ def _lb(xid: int, msg) -> bytes:
         parts = [(kplb.KP_LB_VIP_DELETE, kplb.encode_vip_delete(msg.vip_id))]
     elif isinstance(msg, LbFlush):
         parts = [(kplb.KP_LB_FLUSH, kplb.encode_flush(msg.vip_id, msg.pod))]
+    elif isinstance(msg, LbSessionsRequest):
+        parts = [(kplb.KP_LB_SESSIONS_REQUEST, kplb.encode_sessions_request(msg.most))]
     else:
         parts = [(kplb.KP_LB_STATS_REQUEST, kplb.encode_stats_request(msg.first_vip_id))]
     return b"".join(_experimenter(xid, exp_type, data, True) for exp_type, data in parts)

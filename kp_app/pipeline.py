@@ -202,6 +202,12 @@ class LbStatsRequest:
 
 
 @dataclass(frozen=True)
+class LbSessionsRequest:
+    """A sample of kp-switch's sessions (at most kp_proto.lb.MAX_SESSIONS_LISTED)."""
+    most: int
+
+
+@dataclass(frozen=True)
 class FlowStatsRequest:
     cookie: int = COOKIE_TAG << 56
     cookie_mask: int = MASK_TAG

@@ -202,9 +202,10 @@ class KpRyuApp(app_manager.RyuApp):
                 awaited.add("cache")
                 node = self.kubeproxy.nodes.get(dpid)
                 if node is not None and node.mode == MODE_LB:
-                    awaited.add("lb")
+                    awaited |= {"lb", "lb_sessions"}
                     self._lb_stats_parts[dpid] = None
-                    msgs.append(pipeline.LbStatsRequest())
+                    msgs += [pipeline.LbStatsRequest(),
+                             pipeline.LbSessionsRequest(kplb.MAX_SESSIONS_LISTED)]
             self._stats_pending[dpid] = (event, awaited)
             self._flow_stats_parts[dpid] = []
             events.append(event)
@@ -329,6 +330,14 @@ class KpRyuApp(app_manager.RyuApp):
             self._stats_done(msg.datapath.id, "cache")
         elif msg.exp_type == kplb.KP_LB_STATS_REPLY:
             self._lb_stats_reply(msg.datapath.id, bytes(msg.data))
+        elif msg.exp_type == kplb.KP_LB_SESSIONS_REPLY:
+            try:
+                sessions = kplb.decode_sessions_reply(bytes(msg.data))
+            except ValueError as e:
+                LOG.warning("switch %016x: %s", msg.datapath.id, e)
+                sessions = []
+            self.kubeproxy.lb_sessions(msg.datapath.id, sessions)
+            self._stats_done(msg.datapath.id, "lb_sessions")
 
     def _lb_stats_reply(self, dpid: int, data: bytes) -> None:
         """One page of kp-switch's session counters: ask for the next, or hand them all

@@ -39,6 +39,11 @@ Messages (OFPT_EXPERIMENTER, experimenter KP_EXPERIMENTER_ID, exp_type):
   pod's do.
 - KP_LB_FLUSH: u32 VIP id (ALL_VIPS: every VIP), u8 IP version (0: every pod of the
   VIP), u8 0, u16 pod port (0: any), 16 bytes pod address: ends those sessions now.
+- KP_LB_SESSIONS_REQUEST: u32 most sessions wanted.  Answered by KP_LB_SESSIONS_REPLY
+  (same xid): u32 sessions listed, u32 0, then per session a `SESSION` record: u8 IP
+  protocol, u8 IP version, u8 state (SESSION_STATES), u8 0, u32 VIP id, u32 idle
+  milliseconds, then client, VIP and pod as 16 bytes address + u16 port each, 2 bytes 0.
+  At most MAX_SESSIONS_LISTED in one reply (a sample: the counts are the stats').
 - KP_LB_STATS_REQUEST: u32 first VIP id.  Answered by KP_LB_STATS_REPLY (same xid):
   `STATS_HEAD` (u64 sessions now, u64 session table capacity, u64 sessions created,
   u64 untracked (table full), u64 dropped (no such VIP), u32 next VIP id to ask for
@@ -59,9 +64,11 @@ KP_LB_VIP_DELETE = 8
 KP_LB_FLUSH = 9
 KP_LB_STATS_REQUEST = 10
 KP_LB_STATS_REPLY = 11
+KP_LB_SESSIONS_REQUEST = 12    # a reply's exp_type is its request's + 1
+KP_LB_SESSIONS_REPLY = 13
 # What a switch answers (the reply is the switch's).
 MESSAGE_TYPES = frozenset((KP_LB_CONF, KP_LB_TABLE, KP_LB_PODS, KP_LB_VIP, KP_LB_VIP_DELETE,
-                           KP_LB_FLUSH, KP_LB_STATS_REQUEST))
+                           KP_LB_FLUSH, KP_LB_STATS_REQUEST, KP_LB_SESSIONS_REQUEST))
 
 KP_ACTION_LB = 1
 
@@ -85,6 +92,10 @@ FLUSH = struct.Struct("!IBBH16s")
 STATS_REQUEST = struct.Struct("!I")
 STATS_HEAD = struct.Struct("!QQQQQII")
 STATS_VIP = struct.Struct("!IIQQQQ")
+SESSIONS_HEAD = struct.Struct("!II")
+SESSION = struct.Struct("!BBBxII16sH16sH16sH2x")
+SESSION_STATES = ("established", "closing", "opening", "udp")   # csrc/lb.h enum lb_timeout
+MAX_SESSIONS_LISTED = (MAX_DATA - SESSIONS_HEAD.size) // SESSION.size
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
@@ -300,3 +311,47 @@ def decode_stats_reply(data: bytes) -> Tuple[Dict[str, int], List[Dict[str, obje
                          untracked=untracked, pods=pods))
     return totals, vips, next_id
 
+
+
+# -- the session list -----------------------------------------------------------------
+
+
+def encode_sessions_request(most: int = MAX_SESSIONS_LISTED) -> bytes:
+    return STATS_REQUEST.pack(most)
+
+
+def decode_sessions_request(data: bytes) -> int:
+    if len(data) != STATS_REQUEST.size:
+        raise ValueError("KP_LB_SESSIONS_REQUEST: %d bytes of data, want 4" % len(data))
+    return min(STATS_REQUEST.unpack(data)[0], MAX_SESSIONS_LISTED)
+
+
+def encode_sessions_reply(sessions: Sequence[Dict[str, object]]) -> bytes:
+    """sessions: dicts with proto, version, state (a SESSION_STATES name), vip_id,
+    idle_ms, and client, vip, pod as (address, port)."""
+    out = [SESSIONS_HEAD.pack(min(len(sessions), MAX_SESSIONS_LISTED), 0)]
+    for s in sessions[:MAX_SESSIONS_LISTED]:
+        v = int(s["version"])
+        out.append(SESSION.pack(s["proto"], v, SESSION_STATES.index(s["state"]), s["vip_id"],
+                                min(int(s["idle_ms"]), 0xFFFFFFFF),
+                                _addr_bytes(v, s["client"][0]), s["client"][1],
+                                _addr_bytes(v, s["vip"][0]), s["vip"][1],
+                                _addr_bytes(v, s["pod"][0]), s["pod"][1]))
+    return b"".join(out)
+
+
+def decode_sessions_reply(data: bytes) -> List[Dict[str, object]]:
+    if len(data) < SESSIONS_HEAD.size:
+        raise ValueError("KP_LB_SESSIONS_REPLY: %d bytes" % len(data))
+    n, _ = SESSIONS_HEAD.unpack_from(data)
+    if len(data) != SESSIONS_HEAD.size + n * SESSION.size:
+        raise ValueError("KP_LB_SESSIONS_REPLY: %d bytes for %d sessions" % (len(data), n))
+    out = []
+    for rec in SESSION.iter_unpack(data[SESSIONS_HEAD.size:]):
+        proto, v, state, vip_id, idle, client, cport, vip, vport, pod, pport = rec
+        if v not in (4, 6) or state >= len(SESSION_STATES):
+            raise ValueError("KP_LB_SESSIONS_REPLY: version %d, state %d" % (v, state))
+        out.append(dict(proto=proto, version=v, state=SESSION_STATES[state], vip_id=vip_id,
+                        idle_ms=idle, client=(_addr_str(v, client), cport),
+                        vip=(_addr_str(v, vip), vport), pod=(_addr_str(v, pod), pport)))
+    return out

@@ -290,7 +290,7 @@ PyObject *lb_py_sessions(struct datapath *dp, PyObject *args)
     for (i = 0; out && i < n; i++) {
         const struct lb_entry *e = &copy[i];
         int alen = e->key.v6 ? 16 : 4;
-        PyObject *t = Py_BuildValue("(iiy#iy#iy#ikskK)", e->key.proto, e->key.v6 ? 6 : 4,
+        PyObject *t = Py_BuildValue("(iiy#iy#iy#iksK)", e->key.proto, e->key.v6 ? 6 : 4,
                                     (const char *)e->key.src, (Py_ssize_t)alen, e->key.sport,
                                     (const char *)e->key.dst, (Py_ssize_t)alen, e->key.dport,
                                     (const char *)e->new_dst, (Py_ssize_t)alen, e->new_dport,

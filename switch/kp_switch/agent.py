@@ -509,7 +509,7 @@ class Agent:
                 raise OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_LEN, str(e))
             if reply is not None:
                 conn.send(wire.experimenter(m.xid, kpexp.KP_EXPERIMENTER_ID,
-                                            kplb.KP_LB_STATS_REPLY, reply))
+                                            m.exp_type + 1, reply))
         else:
             raise OFError(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_EXP_TYPE)
 

@@ -40,6 +40,16 @@ def _append(buf: bytearray, offset: int, raw: bytes, limit: int, what: str) -> N
     buf += raw
 
 
+def _session(t: tuple) -> dict:
+    """A datapath's lb_sessions() tuple as kp_proto.lb.encode_sessions_reply takes it."""
+    proto, version, client, cport, vip, vport, pod, pport, vip_id, state, idle = t
+
+    def addr(raw: bytes) -> str:
+        return str(ipaddress.ip_address(bytes(raw[:4 if version == 4 else 16])))
+    return dict(proto=proto, version=version, state=state, vip_id=vip_id, idle_ms=idle,
+                client=(addr(client), cport), vip=(addr(vip), vport), pod=(addr(pod), pport))
+
+
 class LbMessages:
     """Answers kp_proto.lb's messages for one datapath (the agent's lock held)."""
 
@@ -56,7 +66,8 @@ class LbMessages:
         return st
 
     def handle(self, exp_type: int, data: bytes) -> Optional[bytes]:
-        """Applies one message; returns a KP_LB_STATS_REPLY's data for a stats request."""
+        """Applies one message; returns the reply's data for a request (the reply type is
+        the request's + 1)."""
         if exp_type == wire.KP_LB_CONF:
             c = wire.decode_conf(data)
             self.dp.lb_configure(c["buckets"], (c["tcp_established"], c["tcp_closing"],
@@ -90,6 +101,9 @@ class LbMessages:
                 ip = ipaddress.ip_address(address)
                 n = self.dp.lb_flush(f["vip_id"], ip.packed.ljust(16, b"\0"), ip.version, port)
             LOG.info("flushed %d sessions of VIP %s", n, f["vip_id"])
+        elif exp_type == wire.KP_LB_SESSIONS_REQUEST:
+            most = wire.decode_sessions_request(data)
+            return wire.encode_sessions_reply([_session(t) for t in self.dp.lb_sessions(most)])
         elif exp_type == wire.KP_LB_STATS_REQUEST:
             first = wire.decode_stats_request(data)
             st = self.dp.lb_stats()

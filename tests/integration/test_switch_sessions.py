@@ -70,7 +70,12 @@ def test_kp_app_lets_the_switch_make_the_sessions(own_node, controller):
     assert packet_ins(controller) == before
     assert names == {p.name for p in own_node.pods}
     status, counters = api(controller, "GET", "/counters")
-    assert counters["vips"][0]["new_sessions"] >= 22    # counted from the switch's flows
+    assert counters["vips"][0]["new_sessions"] >= 22    # counted by the switch
+    if own_node.own_switch == 'kpswitch':     # and listed from it
+        status, listed = api(controller, "GET", "/sessions?limit=100")
+        mine = [s for s in listed["sessions"] if s.get("made_by") == "switch"]
+        assert listed["count"] >= 22 and len(mine) >= 22, listed
+        assert {s["pod"] for s in mine} == {f"{own_node.ip(p.name)}:5000" for p in own_node.pods}
 
 
 def test_sessions_and_new_connections_go_on_without_the_controller(own_node, controller):

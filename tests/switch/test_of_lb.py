@@ -133,6 +133,12 @@ def test_switch_makes_sessions_on_the_pod_kps_model_picks(lb):
     totals, vips = lb_stats(ch)
     assert totals["created"] >= 12 and totals["sessions"] >= 12 and totals["dropped"] == 0
     assert vips[VIP_ID]["sessions"] == sum(vips[VIP_ID]["pods"]) >= 12
+    r = ch.request(exp(kplb.KP_LB_SESSIONS_REQUEST, kplb.encode_sessions_request(100)))[0]
+    assert getattr(r, "exp_type", None) == kplb.KP_LB_SESSIONS_REPLY, (r, sw.log()[-2000:])
+    listed = {s["client"]: s for s in kplb.decode_sessions_reply(r.data)}
+    s = listed[(hosts[0].ip4, 40000)]
+    want = expected_pod(hosts[0].ip4, 40000, table)
+    assert (s["vip"], s["pod"], s["vip_id"], s["state"]) == ((VIP, PORT), pods[want], VIP_ID, "udp")
     # the controller saw none of it
     assert ch.drain(ofp.OFPT_PACKET_IN) == []
     # the VIP's flow reads back with its kp_lb action (a restarted controller compares)

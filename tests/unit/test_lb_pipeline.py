@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from kp_app import ct_pipeline, lb_pipeline, pipeline
+from kp_app import ct_pipeline, lb_pipeline, ofmsg, pipeline
 from kp_app.kubeproxy import KubeProxy
 from kp_app.node import MODE_LB, MODES
 from kp_app.pipeline import (CONNTRACK, LB, SERVICES, SESSIONS, ConntrackFlush, FlowAdd,
@@ -15,6 +15,7 @@ from kp_app.pipeline import (CONNTRACK, LB, SERVICES, SESSIONS, ConntrackFlush, 
                              SetCacheBuckets)
 from kp_app.ryu_shim import session_mode
 from kp_proto import lb as kplb
+from kp_proto.experimenter import KP_EXPERIMENTER_ID
 from kp_proto.session_hash import session_hash
 
 VIP = "10.96.0.10/32"
@@ -260,6 +261,28 @@ def test_counters_come_from_the_switchs_session_stats(kp):
     kp.lb_stats(1, *stats(vip, [7, 5])[:2])
     (mine,) = kp.counters()["vips"]
     assert mine["new_sessions"] == 12 and all(p["new_sessions"] == 0 for p in mine["pods"])
+
+
+def test_the_switchs_own_sessions_are_counted_and_listed(kp):
+    vip = kp.model.find_vip(VIP, 80)
+    kp.lb_stats(1, *stats(vip, [7, 0, 5])[:2])
+    sample = [dict(proto=6, version=4, state="established", vip_id=vip.id, idle_ms=1500,
+                   client=("10.0.0.11", 40000 + i), vip=("10.96.0.10", 80),
+                   pod=(PODS[i % 3], 8080)) for i in range(3)]
+    kp.lb_sessions(1, kplb.decode_sessions_reply(kplb.encode_sessions_reply(sample)))
+    listed = kp.sessions(limit=2)
+    assert listed["count"] == 5           # the switch's count (its sample is of 3)
+    assert listed["sessions"][0] == {
+        "dpid": 1, "protocol": "tcp", "client": "10.0.0.11:40000", "vip": "10.96.0.10:80",
+        "service": vip.label(), "pod": "10.0.0.101:8080", "idle": 1.5,
+        "state": "established", "tracked": True, "made_by": "switch"}
+    assert len(listed["sessions"]) == 2
+    assert kp.sessions(prefix=VIP, port=80)["count"] == 3
+    # what goes on the wire to ask for them
+    data = ofmsg.encode_batch([pipeline.LbSessionsRequest(kplb.MAX_SESSIONS_LISTED)],
+                              lambda: 7, True)
+    assert struct.unpack_from("!II", data, 8) == (KP_EXPERIMENTER_ID, kplb.KP_LB_SESSIONS_REQUEST)
+    assert kplb.decode_sessions_request(data[16:]) == kplb.MAX_SESSIONS_LISTED
 
 
 def test_modes_and_how_auto_picks_them(kp):
