@@ -32,6 +32,11 @@ What it measures, all in one run on a topology it builds and removes itself:
    `--skip-pps --skip-sessions` runs only this (and 4).
 4. Bytes of kp-switch flow cache per cached flow, from the structure sizes the compiler
    gives (switch/csrc/flow_cache.h, megaflow.h) and the live cache statistics.
+5. Programming kp-switch's own sessions (bench/programming.py): 10,000 Services x 10
+   endpoints applied through kp_app until the switch holds every VIP table; one
+   endpoint added to or removed from a 1,000-endpoint Service until the switch holds
+   the new table (p50, p99); kp_app's and kp-switch's memory per Service.
+   `--skip-programming` leaves it out.
 
 Results: a table on stdout and bench/results/latest.json.
 """
@@ -707,8 +712,8 @@ class SessionsBench:
 
     # engine -> (the switch, kp_app's --kp-mode); "kernel" is the kernel's own forwarding
     # with kube-proxy's iptables rules (DNAT + conntrack) in a router namespace.
-    ENGINES = {"kp": ("kp", None), "ovs": ("ovs", "ct"), "ovs-pi": ("ovs", "packet-in"),
-               "kernel": ("kernel", None)}
+    ENGINES = {"kp": ("kp", "lb"), "kp-pi": ("kp", "packet-in"), "ovs": ("ovs", "ct"),
+               "ovs-pi": ("ovs", "packet-in"), "kernel": ("kernel", None)}
 
     def setup(self):
         t = self.topo
@@ -723,6 +728,7 @@ class SessionsBench:
             pod = t.link("p" + c, self.ns_pod, ["%s/24" % a for a in self.PODS] if c == "k" else [])
             self.links[e] = (cli, pod, "c" + c, "p" + c)
         self.links["ovs-pi"] = self.links["ovs"]
+        self.links["kp-pi"] = self.links["kp"]
         self._kernel_router(*self.links["kernel"][:2])
 
     def _kernel_router(self, cli_end, pod_end):
@@ -790,7 +796,7 @@ class SessionsBench:
             wait_listening(of_port, ctl)
             wait_listening(ws_port, ctl)
             api = "http://127.0.0.1:%d/v1" % ws_port
-            http("PUT", api + "/conf", {"node_ip": "10.0.0.1", "buckets": 16384})
+            http("PUT", api + "/conf", {"node_ip": "10.0.0.1", "buckets": 65536})
             http("POST", api + "/vips", {"prefix": VIP + "/32", "port": VIP_PORT,
                                          "target_port": POD_PORT, "protocol": "udp"})
             http("POST", api + "/vips/%s/32/%d/pods" % (VIP, VIP_PORT),
@@ -985,9 +991,10 @@ def report(args, pps, sessions, mem, cpu_note, newflows=None):
         summary["pps_runs"] = pps.details
     if sessions and sessions.results:
         log("\nNew sessions per second (first packet of each new UDP flow counted at the "
-            "pod): kp = kp_app + kp-switch (packet-in), ovs = kp_app + Open vSwitch making "
-            "the sessions (ct), ovs-pi = kp_app + Open vSwitch in packet-in mode, kernel = "
-            "the kernel's forwarding with kube-proxy's iptables DNAT + conntrack")
+            "pod): kp = kp_app + kp-switch making the sessions in its C data path (lb), "
+            "kp-pi = kp_app + kp-switch in packet-in mode, ovs = kp_app + Open vSwitch "
+            "making the sessions (ct), ovs-pi = kp_app + Open vSwitch in packet-in mode, "
+            "kernel = the kernel's forwarding with kube-proxy's iptables DNAT + conntrack")
         log("%-10s %12s %10s %10s %16s %12s" % ("engine", "sessions/s", "delivered", "offered",
                                                  "controller CPU", "switch CPU"))
         sm = {}
@@ -1003,7 +1010,8 @@ def report(args, pps, sessions, mem, cpu_note, newflows=None):
         log("(CPU: user + system time per session that reached the pod; the kernel's is "
             "softirq time of the senders, not counted)")
         ratios = {"%s/%s" % (a, b): sm[a] / sm[b] for a, b in (
-            ("kp", "ovs"), ("kp", "kernel"), ("ovs", "kernel"), ("ovs", "ovs-pi"))
+            ("kp", "ovs"), ("kp", "kernel"), ("ovs", "kernel"), ("kp", "kp-pi"),
+            ("ovs", "ovs-pi"))
             if sm.get(a) is not None and sm.get(b)}
         log("  ".join("%s: %.2f" % kv for kv in ratios.items()))
         summary["sessions"] = {"median_sessions_per_s": sm, "runs": sessions.results,
@@ -1087,6 +1095,7 @@ def parse_args(argv):
     p.add_argument("--skip-pps", action="store_true")
     p.add_argument("--skip-sessions", action="store_true")
     p.add_argument("--skip-newflows", action="store_true")
+    p.add_argument("--skip-programming", action="store_true")
     p.add_argument("--json", default=os.path.join(RESULTS, "latest.json"))
     a = p.parse_args(argv)
     if a.quick:
@@ -1096,6 +1105,24 @@ def parse_args(argv):
     if a.seconds < 1.0:
         p.error("--seconds must be at least 1")
     return a
+
+
+def _programming_bench(topo, procs, tmp):
+    """bench/programming.py with this harness: kp_app in lb mode, kp-switch on one veth."""
+    from programming import ProgrammingBench
+
+    def ryu_cmd(of_port, ws_port, log_file):
+        env = dict(os.environ, PYTHONWARNINGS="ignore::DeprecationWarning")
+        return (["taskset", "-c", str(GEN_CPU), os.path.join(VENV_BIN, "ryu-manager"), "kp_app",
+                 "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", str(of_port),
+                 "--wsapi-host", "127.0.0.1", "--wsapi-port", str(ws_port), "--log-file",
+                 log_file, "--kp-mode", "lb"],
+                dict(cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def link():
+        return topo.link("pg", topo.ns("pg"))
+    return ProgrammingBench(log, http, procs, start_kp_switch, free_port, wait_listening,
+                            ryu_cmd, link, tmp)
 
 
 def main(argv=None):
@@ -1112,7 +1139,7 @@ def main(argv=None):
     topo = Topology()
     ovsd = OvsDaemon()
     tmp = tempfile.mkdtemp(prefix="kpb-")
-    pps = sessions = newflows = None
+    pps = sessions = newflows = programming = None
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt("signal %d" % signum)
@@ -1145,11 +1172,20 @@ def main(argv=None):
                 sessions.run()
             except Exception as e:
                 log("sessions benchmark failed: %s" % e)
+        if not args.skip_programming:
+            log("\n== programming kp-switch's own sessions (lb mode) ==")
+            programming = _programming_bench(topo, procs, tmp)
+            try:
+                programming.run()
+            except Exception as e:
+                log("programming benchmark failed: %s" % e)
         mem = cache_memory(exe, pps.kp_stats if pps else None, args.buckets)
         load = os.getloadavg()[0]
         note = ("load average %.1f during the run (other work on this machine adds noise)"
                 % load) if load > 2.5 else ""
         summary = report(args, pps, sessions, mem, note, newflows)
+        if programming is not None and programming.results:
+            summary["programming"] = programming.results
         summary["config"] = {k: v for k, v in vars(args).items()}
         summary["elapsed_s"] = time.monotonic() - t_start
         summary["machine"] = {"cpus": os.cpu_count(), "kernel": os.uname().release,

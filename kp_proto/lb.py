@@ -77,6 +77,10 @@ MAX_PODS = 1 << 16             # a table entry is a u16 pod index
 MAX_TABLE = 1 << 24            # entries in one VIP's table (kp_app's own limit too)
 MAX_SESSION_BUCKETS = 1 << 22  # x 4 ways: 16 M sessions (2 entries each)
 SESSION_WAYS = 4
+# One client address holds at most 1/SOURCE_SHARE of the session table (at least one
+# session): a flood of new 5-tuples from one source goes untracked past its share
+# instead of filling the table for everybody.
+SOURCE_SHARE = 4
 ALL_VIPS = 0xFFFFFFFF
 # Room for an experimenter message's data: 65,535 minus the OpenFlow and experimenter
 # headers (16 bytes), rounded down so that records never straddle two messages.

@@ -56,6 +56,30 @@ static uint64_t key_hash(const struct lb *lb, const struct lb_key *key)
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
+/* The client's slot in source_sessions: SipHash-1-3 of its address (two words). */
+static uint32_t source_slot(const struct lb *lb, const uint8_t *addr)
+{
+    uint64_t v0 = 0x736f6d6570736575ULL ^ lb->k1, v1 = 0x646f72616e646f6dULL ^ lb->k0;
+    uint64_t v2 = 0x6c7967656e657261ULL ^ lb->k1, v3 = 0x7465646279746573ULL ^ lb->k0;
+    uint64_t w[2], b = (uint64_t)16 << 56;
+    int i;
+
+    memcpy(w, addr, sizeof w);
+    for (i = 0; i < 2; i++) {
+        v3 ^= w[i];
+        SIPROUND;
+        v0 ^= w[i];
+    }
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return (uint32_t)(v0 ^ v1 ^ v2 ^ v3) & (LB_SOURCE_SLOTS - 1);
+}
+
 static void candidates(const struct lb *lb, uint64_t h, uint32_t *b1, uint32_t *b2)
 {
     *b1 = (uint32_t)h & (lb->n_buckets - 1);
@@ -95,8 +119,11 @@ struct lb *lb_new(uint32_t buckets)
         return NULL;
     pthread_mutex_init(&lb->lock, NULL);
     lb->vips = calloc(LB_MAX_VIPS, sizeof *lb->vips);
-    if (!lb->vips || alloc_table(buckets, &lb->hashes, &lb->entries)) {
+    lb->source_sessions = calloc(LB_SOURCE_SLOTS, sizeof *lb->source_sessions);
+    if (!lb->vips || !lb->source_sessions ||
+        alloc_table(buckets, &lb->hashes, &lb->entries)) {
         free(lb->vips);
+        free(lb->source_sessions);
         free(lb);
         return NULL;
     }
@@ -134,6 +161,7 @@ void lb_free(struct lb *lb)
     for (i = 0; i < LB_MAX_VIPS; i++)
         vip_free(lb->vips[i]);
     free(lb->vips);
+    free(lb->source_sessions);
     free(lb->hashes);
     free(lb->entries);
     pthread_mutex_destroy(&lb->lock);
@@ -183,6 +211,7 @@ int lb_configure(struct lb *lb, uint32_t buckets, const uint32_t timeouts_s[LB_N
         lb->entries = entries;
         lb->n_buckets = buckets;
         lb->live = 0;
+        memset(lb->source_sessions, 0, LB_SOURCE_SLOTS * sizeof *lb->source_sessions);
     }
     for (i = 0; i < LB_N_TIMEOUTS; i++)
         lb->timeout_ms[i] = timeouts_s[i] * 1000u;
@@ -288,8 +317,16 @@ static int entry_live(const struct lb *lb, const struct lb_entry *e, uint64_t no
 
 static void entry_free(struct lb *lb, uint32_t slot)
 {
-    if (lb->entries[slot].sid) {
-        lb->entries[slot].sid = 0;
+    struct lb_entry *e = &lb->entries[slot];
+
+    if (e->sid) {
+        if (e->flags & LB_E_FORWARD) {
+            uint32_t *n = &lb->source_sessions[source_slot(lb, e->key.src)];
+
+            if (*n)
+                (*n)--;
+        }
+        e->sid = 0;
         lb->live--;
     }
 }
@@ -441,21 +478,32 @@ static int starts_session(const struct flow_key *k)
     return !!(k->present & FK_UDP);
 }
 
-/* Inserts both entries of a new session; 0 when the table has no room for them. */
+/* Inserts both entries of a new session: 1, or 0 when the table has no room for them
+ * (counted: table_full, source_limited; a reply 5-tuple in use is neither). */
 static int insert_session(struct lb *lb, const struct lb_entry *fwd, const struct lb_entry *rev,
                           uint64_t now)
 {
     uint64_t hf = key_hash(lb, &fwd->key), hr = key_hash(lb, &rev->key);
-    uint32_t sf, sr, sid;
+    uint32_t sf, sr, sid, *mine = &lb->source_sessions[source_slot(lb, fwd->key.src)];
+    uint32_t share = lb->n_buckets * LB_WAYS / 2 / LB_SOURCE_SHARE;
 
+    if (*mine >= (share ? share : 1)) {
+        lb->c.source_limited++;
+        return 0;
+    }
     /* The reply's 5-tuple taken by another session (the same client port to two VIPs
      * with the same pod): this one cannot have its replies told apart. */
-    if (find(lb, &rev->key, hr, now) != NO_SLOT || (sf = free_slot(lb, hf, now)) == NO_SLOT)
+    if (find(lb, &rev->key, hr, now) != NO_SLOT)
         return 0;
+    if ((sf = free_slot(lb, hf, now)) == NO_SLOT) {
+        lb->c.table_full++;
+        return 0;
+    }
     lb->entries[sf] = *fwd;          /* claimed, so free_slot cannot hand it out again */
     lb->entries[sf].sid = 1;
     if ((sr = free_slot(lb, hr, now)) == NO_SLOT) {
         lb->entries[sf].sid = 0;
+        lb->c.table_full++;
         return 0;
     }
     sid = lb->next_sid++;
@@ -469,6 +517,7 @@ static int insert_session(struct lb *lb, const struct lb_entry *fwd, const struc
     lb->entries[sr].partner = sf;
     lb->hashes[sr] = tag_of(hr);
     lb->live += 2;
+    (*mine)++;
     return 1;
 }
 
@@ -516,13 +565,11 @@ int lb_select(struct lb *lb, struct pkt_buf *pb, const struct flow_key *k, uint3
     rev.new_sport = key.dport;
     memcpy(rev.new_dst, key.src, 16);
     rev.new_dport = key.sport;
-    if (keyed && starts_session(k) && insert_session(lb, &fwd, &rev, now)) {
+    if (keyed && starts_session(k) && insert_session(lb, &fwd, &rev, now) > 0) {
         lb->c.created++;
         v->sessions++;
         v->pod_sessions[pi]++;
     } else {
-        if (keyed && starts_session(k))
-            lb->c.table_full++;
         lb->c.untracked++;
         v->untracked++;
     }

@@ -31,6 +31,8 @@
  * carry its 32-bit session id and the partner's slot, so a packet either way refreshes
  * both and moves the state of both.
  *
+ * One client's share of the table is bounded (LB_SOURCE_SHARE).
+ *
  * Memory: 104 bytes per entry and a 4-byte hash, 2 entries per session (216 bytes a
  * session).  A VIP: 2 bytes per table entry, 26 bytes per pod (address, port, and a
  * counter of its new sessions).
@@ -55,6 +57,12 @@
 #define LB_MAX_BUCKETS (1u << 22)   /* kp_proto.lb.MAX_SESSION_BUCKETS */
 #define LB_WAYS 4                   /* kp_proto.lb.SESSION_WAYS */
 #define LB_DEFAULT_BUCKETS 1024u
+/* No client address holds more than 1/LB_SOURCE_SHARE of the table's sessions: a
+ * flood of new 5-tuples from one source fills its own share, and goes untracked past
+ * it, instead of the whole table (everybody else's new sessions).  Addresses are
+ * counted in LB_SOURCE_SLOTS slots by a keyed hash (two sources in one slot share it). */
+#define LB_SOURCE_SHARE 4u          /* kp_proto.lb.SOURCE_SHARE */
+#define LB_SOURCE_SLOTS 65536u
 
 enum lb_timeout { LB_TO_TCP_ESTABLISHED, LB_TO_TCP_CLOSING, LB_TO_TCP_OPENING, LB_TO_UDP,
                   LB_N_TIMEOUTS };
@@ -96,7 +104,7 @@ struct lb_entry {
 enum { LB_E_DST = 1, LB_E_SRC = 2, LB_E_FORWARD = 4 };
 
 struct lb_counters {
-    uint64_t created, untracked, dropped, table_full, expired, flushed;
+    uint64_t created, untracked, dropped, table_full, source_limited, expired, flushed;
 };
 
 struct lb {
@@ -109,6 +117,7 @@ struct lb {
     uint64_t live;                      /* entries in use (live or not yet reclaimed) */
     uint32_t next_sid;
     uint64_t k0, k1;                    /* the bucket hash's key */
+    uint32_t *source_sessions;          /* LB_SOURCE_SLOTS: sessions per client slot */
     uint32_t timeout_ms[LB_N_TIMEOUTS];
     struct lb_counters c;
 };

@@ -150,7 +150,7 @@ static uint64_t now_ms(void)
 }
 
 static int take_snapshot(struct lb *lb, struct vip_snap **out, uint32_t *n_out,
-                         uint64_t totals[6], uint64_t now)
+                         uint64_t totals[7], uint64_t now)
 {
     uint32_t i, n = 0, s, total;
     struct vip_snap *snap;
@@ -192,6 +192,7 @@ static int take_snapshot(struct lb *lb, struct vip_snap **out, uint32_t *n_out,
     totals[3] = lb->c.untracked;
     totals[4] = lb->c.dropped;
     totals[5] = lb->c.table_full;
+    totals[6] = lb->c.source_limited;
     *out = snap;
     *n_out = n;
     return 0;
@@ -200,7 +201,7 @@ static int take_snapshot(struct lb *lb, struct vip_snap **out, uint32_t *n_out,
 PyObject *lb_py_stats(struct datapath *dp, PyObject *unused)
 {
     struct vip_snap *snap = NULL;
-    uint64_t totals[6];
+    uint64_t totals[7];
     uint32_t n = 0, i, j;
     PyObject *vips = NULL, *out = NULL;
     uint64_t now = now_ms();
@@ -235,11 +236,12 @@ PyObject *lb_py_stats(struct datapath *dp, PyObject *unused)
         }
         Py_DECREF(d);
     }
-    out = Py_BuildValue("{sKsKsKsKsKsKsO}", "sessions", (unsigned long long)totals[0],
+    out = Py_BuildValue("{sKsKsKsKsKsKsKsO}", "sessions", (unsigned long long)totals[0],
                         "capacity", (unsigned long long)totals[1], "created",
                         (unsigned long long)totals[2], "untracked",
                         (unsigned long long)totals[3], "dropped", (unsigned long long)totals[4],
-                        "table_full", (unsigned long long)totals[5], "vips", vips);
+                        "table_full", (unsigned long long)totals[5], "source_limited",
+                        (unsigned long long)totals[6], "vips", vips);
 fail:
     Py_XDECREF(vips);
 done:

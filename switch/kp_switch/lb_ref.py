@@ -63,7 +63,8 @@ class LoadBalancer:
         self.timeouts_ms = [t * 1000 for t in DEFAULT_TIMEOUTS]
         self.vips: Dict[int, _Vip] = {}
         self.entries: Dict[Key, _Entry] = {}
-        self.c = dict(created=0, untracked=0, dropped=0, table_full=0, flushed=0)
+        self.c = dict(created=0, untracked=0, dropped=0, table_full=0, source_limited=0,
+                      flushed=0)
 
     # -- programming (the Datapath's lb_* methods) --------------------------------------
 
@@ -131,7 +132,8 @@ class LoadBalancer:
                 for v in sorted(self.vips.values(), key=lambda v: v.id)]
         return dict(sessions=live, capacity=self.buckets * wire.SESSION_WAYS // 2,
                     created=self.c["created"], untracked=self.c["untracked"],
-                    dropped=self.c["dropped"], table_full=self.c["table_full"], vips=vips)
+                    dropped=self.c["dropped"], table_full=self.c["table_full"],
+                    source_limited=self.c["source_limited"], vips=vips)
 
     def sessions(self, max_count: int = 1000) -> List[tuple]:
         now, out = _now_ms(), []
@@ -212,6 +214,12 @@ class LoadBalancer:
         if starts and not room:
             self._reap(now)
             room = len(self.entries) + 2 <= self.buckets * wire.SESSION_WAYS
+        share = max(1, self.buckets * wire.SESSION_WAYS // 2 // wire.SOURCE_SHARE)
+        if starts and room and self._source_sessions(src, now) >= share:
+            self.c["source_limited"] += 1
+            room = False
+        elif starts and not room:
+            self.c["table_full"] += 1
         if starts and room and self._find(rkey, now) is None and self._find(key, now) is None:
             self.entries[key] = _Entry(new_dst=pod, new_dport=new_dport,
                                        new_src=dst if hairpin else None, new_sport=sport,
@@ -224,11 +232,14 @@ class LoadBalancer:
             vip.sessions += 1
             vip.pod_sessions[pi] += 1
         else:
-            if starts:
-                self.c["table_full"] += 1
             self.c["untracked"] += 1
             vip.untracked += 1
         return (pod, new_dport), ((dst, sport) if hairpin else None)
+
+    def _source_sessions(self, src: bytes, now: int) -> int:
+        """The client's live sessions (the C table counts them per hashed slot)."""
+        return sum(1 for k, e in self.entries.items()
+                   if e.forward and k[2] == src and self._live(e, now))
 
     def _reap(self, now: int) -> None:
         for key in [k for k, e in self.entries.items() if not self._live(e, now)]:

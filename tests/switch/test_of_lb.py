@@ -35,7 +35,7 @@ while True:
 ASK = r"""
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
-s.bind(("0.0.0.0", int(sys.argv[3])))
+s.bind((sys.argv[4] if len(sys.argv) > 4 else "0.0.0.0", int(sys.argv[3])))
 s.sendto(b"hi", (sys.argv[1], int(sys.argv[2])))
 try:
     d, a = s.recvfrom(2048)
@@ -70,14 +70,14 @@ def lb_stats(ch):
 def rig():
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
-    hosts = Hosts(3, net=79)
+    hosts = Hosts(4, net=79)     # a client, two pods, another client
     ctl = sw = ch = None
     servers = []
     try:
         ctl = TestController()
         sw = SwitchProcess([h.port_if for h in hosts], controller=ctl.target, dpid=0x2B)
         ch = ctl.accept()
-        for i, h in enumerate(hosts[1:]):
+        for i, h in enumerate(hosts[1:3]):
             p = h.popen("/usr/bin/python3", "-c", ECHO, str(TPORT), "pod%d" % (i + 1))
             assert p.stdout.readline().strip() == "ready"
             servers.append(p)
@@ -103,15 +103,17 @@ def lb(rig):
         ch.send(flow_mod(M(eth_type=IP, ipv4_dst=h.ip4), [parser.OFPActionSetField(eth_dst=h.mac),
                                                           out(i + 1)], priority=100))
     assert ch.barrier() == []
-    hosts[0].run("ip", "neigh", "replace", VIP, "lladdr", VIP_MAC, "dev", "eth0")
+    for client in (hosts[0], hosts[3]):
+        client.run("ip", "neigh", "replace", VIP, "lladdr", VIP_MAC, "dev", "eth0")
     pods = [(hosts[1].ip4, TPORT), (hosts[2].ip4, TPORT)]
     table = [0, 1, 1, 0, 1, 0, 0]
     program_vip(ch, VIP_ID, pods, table)
     return hosts, ch, sw, pods, table
 
 
-def ask(host, sport, dst=VIP, port=PORT):
-    return host.run("/usr/bin/python3", "-c", ASK, dst, str(port), str(sport), timeout=10).stdout.strip()
+def ask(host, sport, dst=VIP, port=PORT, src=None):
+    return host.run("/usr/bin/python3", "-c", ASK, dst, str(port), str(sport),
+                    *([src] if src else []), timeout=10).stdout.strip()
 
 
 def expected_pod(client, sport, table):
@@ -164,22 +166,49 @@ def test_a_session_keeps_its_pod_when_the_table_changes_and_flush_ends_it(lb):
     assert ask(hosts[0], sport).startswith("pod%d " % (2 - first))   # a new session
 
 
+def test_one_client_holds_its_share_of_the_table_and_others_still_get_sessions(lb):
+    hosts, ch, sw, pods, table = lb
+    flooder, other = hosts[0], hosts[3]
+    ch.send(exp(kplb.KP_LB_CONF, kplb.encode_conf(4)))      # 16 entries: 8 sessions
+    assert ch.barrier() == []
+    share = 4 * kplb.SESSION_WAYS // 2 // kplb.SOURCE_SHARE   # 2
+    before, _ = lb_stats(ch)
+    for i, sport in enumerate(range(42000, 42006)):
+        want = expected_pod(flooder.ip4, sport, table)
+        got = ask(flooder, sport)
+        if i < share:
+            assert got == "pod%d hi %s:%d" % (want + 1, VIP, PORT), got
+        else:     # untracked: the pod gets it, its reply is not the switch's to translate
+            assert got == "pod%d hi %s:%d" % (want + 1, pods[want][0], TPORT), got
+    # The flooder's excess took nothing from the others: a new client is served whole.
+    for sport in (42100, 42101):
+        want = expected_pod(other.ip4, sport, table)
+        assert ask(other, sport) == "pod%d hi %s:%d" % (want + 1, VIP, PORT)
+    totals, vips = lb_stats(ch)
+    assert totals["capacity"] == 8 and totals["sessions"] == 2 * share
+    assert totals["untracked"] - before["untracked"] == 6 - share
+
+
 def test_a_full_table_still_reaches_the_tables_pod_untracked(lb):
     hosts, ch, sw, pods, table = lb
+    client, second = hosts[0], hosts[3]
+    second.run("ip", "addr", "add", "10.79.0.14/24", "dev", "eth0", check=False)
+    ch.send(flow_mod(M(eth_type=IP, ipv4_dst="10.79.0.14"),
+                     [parser.OFPActionSetField(eth_dst=second.mac), out(4)], priority=100))
     ch.send(exp(kplb.KP_LB_CONF, kplb.encode_conf(1)))     # 4 entries: 2 sessions
     assert ch.barrier() == []
-    before, before_vips = lb_stats(ch)
-    for sport in range(42000, 42004):
-        want = expected_pod(hosts[0].ip4, sport, table)
-        got = ask(hosts[0], sport)
-        if sport < 42002:
-            assert got == "pod%d hi %s:%d" % (want + 1, VIP, PORT)
-        else:     # untracked: the pod gets it; its reply is not the switch's to translate
-            assert got == "TIMEOUT" or got.startswith("pod%d " % (want + 1)), got
+    tracked = [(client, client.ip4, 43000), (second, second.ip4, 43001)]
+    for host, src, sport in tracked:          # one each (a client's share is 1 here)
+        want = expected_pod(src, sport, table)
+        assert ask(host, sport, src=src) == "pod%d hi %s:%d" % (want + 1, VIP, PORT)
+    want = expected_pod("10.79.0.14", 43002, table)      # a third client: the table is full
+    got = ask(second, 43002, src="10.79.0.14")
+    assert got == "pod%d hi %s:%d" % (want + 1, pods[want][0], TPORT), got
     totals, vips = lb_stats(ch)
     assert totals["capacity"] == 2 and totals["sessions"] == 2
-    assert totals["untracked"] - before["untracked"] >= 2
-    assert vips[VIP_ID]["untracked"] - before_vips[VIP_ID]["untracked"] >= 2
+    r = ch.request(exp(kplb.KP_LB_SESSIONS_REQUEST, kplb.encode_sessions_request(10)))[0]
+    assert {s["client"] for s in kplb.decode_sessions_reply(r.data)} == \
+        {(src, sport) for _, src, sport in tracked}
 
 
 def test_bad_messages_and_flows_are_refused_and_change_nothing(lb):
