@@ -63,9 +63,11 @@ def lb_conf(conf) -> LbConf:
     """The switch's session table from the model's conf: `buckets` (at most what
     kp-switch takes) and the idle timeout for established TCP and for UDP; TCP being
     opened or closed keeps Linux conntrack's timeouts (kp_proto.lb's defaults), which
-    the model has no setting for."""
+    the model has no setting for, but never more than the idle timeout: `ku conf
+    timeout` is the longest any session stays idle, as it always was."""
     return LbConf(min(conf.buckets, kplb.MAX_SESSION_BUCKETS), conf.timeout,
-                  kplb.DEFAULT_TCP_CLOSING, kplb.DEFAULT_TCP_OPENING, conf.timeout)
+                  min(kplb.DEFAULT_TCP_CLOSING, conf.timeout),
+                  min(kplb.DEFAULT_TCP_OPENING, conf.timeout), conf.timeout)
 
 
 def lb_vip(vip, basis: int) -> LbVip:

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -467,6 +468,19 @@ static uint32_t process_block(struct datapath *dp, struct dp_port *port,
     return n;
 }
 
+/* A port's socket reported an error: take it (so that poll does not report it again
+ * at once: a busy loop), and stop polling a port whose interface is gone. */
+static void port_error(struct dp_port *p, struct pollfd *pfd)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+
+    PSTAT_ADD(p, rx_errors, 1);
+    if (getsockopt(pfd->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || (pfd->revents & POLLNVAL) ||
+        err == ENXIO || err == ENODEV || (pfd->revents & POLLHUP))
+        pfd->fd = -1;
+}
+
 static void *dp_thread(void *arg)
 {
     struct datapath *dp = arg;
@@ -508,10 +522,14 @@ static void *dp_thread(void *arg)
             uint64_t v;
 
             pthread_mutex_unlock(&dp->lb->lock);
-            if (poll(pfd, dp->n_ports + 1, IDLE_POLL_MS) > 0 && (pfd[dp->n_ports].revents & POLLIN))
-                if (read(dp->wake_fd, &v, sizeof v) < 0) {
+            if (poll(pfd, dp->n_ports + 1, IDLE_POLL_MS) > 0) {
+                if ((pfd[dp->n_ports].revents & POLLIN) && read(dp->wake_fd, &v, sizeof v) < 0) {
                     /* EAGAIN: another reader (none) took it; nothing to do */
                 }
+                for (i = 0; i < dp->n_ports; i++)
+                    if (pfd[i].revents & (POLLERR | POLLHUP | POLLNVAL))
+                        port_error(&dp->ports[i], &pfd[i]);
+            }
             pthread_mutex_lock(&dp->lb->lock);
         } else {
             lb_yield(dp->lb);

@@ -157,7 +157,8 @@ def test_interrupted_lab_cleans_up(switch_kind, controller, sig, style):
     proc = subprocess.Popen(
         [sys.executable, '-c', LAB_SCRIPT, os.path.dirname(os.path.dirname(kp_lab.__file__)),
          switch_kind, str(controller.of_port), style],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=procs.terminal_signals)
     try:
         line = proc.stdout.readline()
         assert line, proc.stderr.read()

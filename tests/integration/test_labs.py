@@ -26,6 +26,8 @@ if not os.access(PYTHON, os.X_OK):
     PYTHON = sys.executable
 DEMO = os.path.join(LABS, 'demo.py')
 
+from kp_lab import procs  # noqa: E402  (topologies/ is on the path: see conftest)
+
 
 @pytest.fixture(autouse=True)
 def kpswitch(request):
@@ -229,7 +231,7 @@ def test_demo_interrupted_tears_everything_down(tmp_path):
     env = dict(os.environ, KP_LAB_MARK=mark, PYTHONUNBUFFERED='1')
     proc = subprocess.Popen([PYTHON, DEMO], cwd=str(tmp_path), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=procs.terminal_signals)
     lines = []
     try:
         deadline = time.monotonic() + 90

@@ -101,6 +101,30 @@ def test_sessions_and_new_connections_go_on_without_the_controller(own_node, con
     assert udp["ok"] and len({r["name"] for r in udp["replies"]}) == 1, udp
 
 
+def test_a_flood_of_new_5_tuples_does_not_stop_another_clients_connections(own_node,
+                                                                           controller):
+    """c1 sends 10,000 new UDP 5-tuples a second to the VIP; c2's new TCP connections to
+    it go on being served meanwhile (kp-switch: c1 fills its share of the session table
+    and goes untracked past it; Open vSwitch: its conntrack table is far larger)."""
+    configure(controller, own_node, protocol="any", port=5000, target_port=5000,
+              node_port=None)
+    serve(own_node, "tcp", 5000)          # UDP 5000 unserved: the pods answer ICMP
+    c1, c2 = own_node.clients
+    assert kp_lab.tcp_session(c2, VIP, 5000, count=1)["ok"]
+    flood = kp_lab.start_udp_flood(c1, VIP, 5000, rate=10000, seconds=4)
+    time.sleep(0.5)
+    served = [kp_lab.tcp_session(c2, VIP, 5000, count=1, timeout=3) for _ in range(8)]
+    sent = flood.result()
+    assert sent["ok"] and sent["sent"] == 40000, sent
+    assert [r for r in served if not r["ok"]] == [], served
+    if own_node.own_switch == 'kpswitch':
+        status, counters = api(controller, "GET", "/counters")
+        switch = counters["switches"]["1"]
+        # the flood reached the switch's table: c1 got its share, the rest went untracked
+        assert switch["lb_created"] >= switch["lb_capacity"] // 4 and switch["lb_untracked"] > 0, \
+            switch
+
+
 def test_a_removed_pod_drains_and_flush_ends_its_sessions(own_node, controller):
     configure(controller, own_node, port=5000, target_port=5000, node_port=None)
     serve(own_node, "tcp", 5000)

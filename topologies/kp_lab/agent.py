@@ -9,6 +9,9 @@ Clients (print one JSON line per reply, then {"done": true, ...}):
     agent.py http-get URL [--timeout 3]
     agent.py tcp-session ADDR PORT [--count 5] [--interval 1] [--timeout 2] [--src-port N]
     agent.py udp-request ADDR PORT [--count 1] [--interval 0] [--timeout 2] [--src-port N]
+    agent.py udp-flood ADDR PORT [--rate 10000] [--seconds 3] [--first-port 10000]
+        one datagram per new source port (a new 5-tuple each), IPv4, at a steady rate;
+        prints {"done": true, "sent": N, "seconds": S}
 Every server exits after --lifetime seconds (default 900) even if nobody stops it.
 
 Nothing here looks a name up: addresses are numeric, the HTTP server does not ask for its
@@ -227,6 +230,32 @@ def udp_request(args):
         sock.close()
 
 
+def udp_flood(args):
+    """New 5-tuples at a steady rate: a raw socket (the kernel adds the IP header) so that
+    each datagram can have its own source port; UDP checksum 0 (none, allowed on IPv4)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    payload = b'flood'
+    sent, start = 0, time.monotonic()
+    total = int(args.rate * args.seconds)
+    try:
+        while sent < total:
+            due = start + sent / args.rate
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            sport = args.first_port + sent % (65536 - args.first_port)
+            header = sport.to_bytes(2, 'big') + args.port.to_bytes(2, 'big') + \
+                (8 + len(payload)).to_bytes(2, 'big') + b'\0\0'
+            try:
+                sock.sendto(header + payload, (args.addr, 0))
+            except OSError:
+                pass        # a full socket buffer: that datagram is lost, as on a wire
+            sent += 1
+        emit({'done': True, 'ok': True, 'sent': sent, 'seconds': time.monotonic() - start})
+    finally:
+        sock.close()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest='cmd', required=True)
@@ -251,6 +280,13 @@ def main(argv=None):
         p.add_argument('--src-port', type=int, default=0)
         p.add_argument('--payload', default='ping')
         p.set_defaults(fn=fn)
+    p = sub.add_parser('udp-flood')
+    p.add_argument('addr')
+    p.add_argument('port', type=int)
+    p.add_argument('--rate', type=float, default=10000)
+    p.add_argument('--seconds', type=float, default=3)
+    p.add_argument('--first-port', type=int, default=10000)
+    p.set_defaults(fn=udp_flood)
     args = ap.parse_args(argv)
     args.fn(args)
 

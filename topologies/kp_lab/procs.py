@@ -18,6 +18,13 @@ def pid_alive(pid):
     return state not in ('Z', 'X')
 
 
+def terminal_signals():
+    """A Popen preexec_fn: the child takes ^C (SIGINT) as it would in a terminal, even when
+    its parent was started in the background by a shell, which ignores SIGINT there
+    and passes that on (Python then installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop_process(proc, timeout=5.0):
     """SIGTERM a Popen we started, wait, SIGKILL if needed. Returns its exit code."""
     if proc.poll() is None:

@@ -181,6 +181,14 @@ def udp_request(host, addr, port, count=1, interval=0.0, timeout=2.0, src_port=0
                               payload).result()
 
 
+def start_udp_flood(host, addr, port, rate=10000, seconds=3.0, first_port=10000):
+    """From `host`, one UDP datagram per new source port to addr:port, `rate` a second for
+    `seconds`, in the background. `.result()` says how many were sent."""
+    proc = agent_popen(host, 'udp-flood', addr, port, '--rate', rate, '--seconds', seconds,
+                       '--first-port', first_port)
+    return ClientRun(host, proc, seconds + 10)
+
+
 def ping(host, addr, count=1, timeout=2):
     """True if `addr` answers `count` pings from `host` (IPv6 when addr has a ':')."""
     cmd = ['ping', '-6' if ':' in addr else '-4', '-n', '-q', '-c', str(count),
