@@ -60,6 +60,10 @@ from .match import Match
 # Above this many ids an add invalidates the whole cache: each invalidate_flow is a
 # command on the datapath's queue (256 long, and the sender waits when it is full).
 MAX_PRECISE_INVALIDATIONS = 64
+# An add looks at no more overlapping entries than this: past it, it invalidates
+# everything (the shield rule may have left fewer than that many, so it looks a little
+# further than MAX_PRECISE_INVALIDATIONS before it gives up).
+OVERLAP_LIMIT = 4 * MAX_PRECISE_INVALIDATIONS
 
 ALL_FLAGS = (ofp.OFPFF_SEND_FLOW_REM | ofp.OFPFF_CHECK_OVERLAP | ofp.OFPFF_RESET_COUNTS |
              ofp.OFPFF_NO_PKT_COUNTS | ofp.OFPFF_NO_BYT_COUNTS)
@@ -262,10 +266,14 @@ class FlowTable:
                         best = e
         return best
 
-    def overlapping(self, match, max_priority):
+    def overlapping(self, match, max_priority, limit=None):
         """The entries with priority <= max_priority that could match a packet `match`
         matches too (for every field both constrain, the values agree on the bits both
         masks cover; prerequisites are not considered, which can only add entries).
+        With `limit`: None as soon as there are more than that many (what a caller that
+        would then invalidate everything needs to know, at a cost bounded by `limit`
+        rather than by the table: a VIP added next to 10,000 reply flows it shares no
+        field with overlaps every one of them).
 
         Per subtable: when `match` pins down every bit the subtable looks at, the
         overlapping entries are those of one bucket (a dict probe); when it pins some of
@@ -287,13 +295,15 @@ class FlowTable:
                 lst = st.buckets.get(values)
                 lists = [lst] if lst else []
             elif whole:
-                lists = [st.buckets[vals] for vals in st.buckets_with(positions, values)
-                         if all(vals[i] & c == w for i, c, w in common)]
+                lists = (st.buckets[vals] for vals in st.buckets_with(positions, values)
+                         if all(vals[i] & c == w for i, c, w in common))
             else:
-                lists = [lst for vals, lst in st.buckets.items()
-                         if all(vals[i] & c == w for i, c, w in common)]
+                lists = (lst for vals, lst in st.buckets.items()
+                         if all(vals[i] & c == w for i, c, w in common))
             for lst in lists:
                 out.extend(e for e in lst if e.priority <= max_priority)
+                if limit is not None and len(out) > limit:
+                    return None
         return out
 
 
@@ -424,8 +434,11 @@ class FlowTables:
         added next to the entries already there: the entries of the table with priority
         <= `priority` overlapping `match`, but none below the highest of them that
         covers `match`, and the table's miss id unless one of them covers `match` (see
-        the module docstring)."""
-        found = self.tables[table_id].overlapping(match, priority)
+        the module docstring); None when there are too many to list (invalidate
+        everything)."""
+        found = self.tables[table_id].overlapping(match, priority, OVERLAP_LIMIT)
+        if found is None:       # more than the cache is told about one by one anyway
+            return None
         shield = max((e.priority for e in found if match.covered_by(e.match)), default=None)
         if shield is None:
             return [e.id for e in found] + [self.miss_ids[table_id]]
@@ -467,7 +480,7 @@ class FlowTables:
         table.insert(entry)
         if entry.idle_timeout or entry.hard_timeout:
             self._timed[entry.id] = entry
-        if len(stale) > MAX_PRECISE_INVALIDATIONS:
+        if stale is None or len(stale) > MAX_PRECISE_INVALIDATIONS:
             self.cache.invalidate_all()
         else:
             for i in stale:
