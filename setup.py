@@ -41,7 +41,15 @@ fastpath = Extension(
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"],
 )
 
+# The new-connection table's fill (kp_app/maglev.py is its twin).
+maglev = Extension(
+    "kp_app._maglev",
+    sources=["kp_app/csrc/maglev.c"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"],
+)
+
 setup(
-    ext_modules=[fastpath] if glob.glob("switch/csrc/*.c") else [],
+    ext_modules=([fastpath] if glob.glob("switch/csrc/*.c") else []) +
+                ([maglev] if os.path.exists("kp_app/csrc/maglev.c") else []),
     cmdclass={"build_py": BuildPyWithPth, "develop": DevelopWithPth},
 )

@@ -107,7 +107,8 @@ def changes(model: ServiceModel, desired: Dict[str, List[ServiceVip]]) -> Plan:
     deletes, makes, updates = [], [], []
     by_service: Dict[str, Dict] = {}
     for vip in model.vips.values():
-        by_service.setdefault(vip.service, {})[vip.key] = vip
+        if vip.service in desired:      # (a VIP's key hashes slowly: only those needed)
+            by_service.setdefault(vip.service, {})[vip.key] = vip
     for service in sorted(desired):
         owned = by_service.get(service, {})
         wanted = {_key(s.prefix, s.port): s for s in _one_vip_per_port(service, desired[service])}
@@ -168,6 +169,8 @@ def _try(model: ServiceModel, deletes: List[VipChange], makes: List[VipChange],
     their pods): every value and conflict check add_vip and add_pods do, nothing real.
     Returns the tables of the VIPs made with pods."""
     tables = {}
+    if not makes:     # nothing to try (and copying 10,000 VIPs for it costs 0.2 s)
+        return tables
     scratch = ServiceModel()
     gone = {_key(c.prefix, c.port) for c in deletes}
     for key, vip in model.vips.items():

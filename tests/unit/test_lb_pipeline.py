@@ -223,15 +223,18 @@ def test_a_flush_of_some_protocols_only_cannot_be_said_and_the_sessions_drain():
 
 def test_conf_changes_reach_the_switchs_session_table(kp):
     kp.sent.clear()
-    kp.set_conf(timeout=30)
-    assert kp.sent == [LbConf(1024, 30, kplb.DEFAULT_TCP_CLOSING,
-                              kplb.DEFAULT_TCP_OPENING, 30)]
+    kp.set_conf(timeout=30)     # closing and opening: conntrack's, but at most the timeout
+    assert kp.sent == [LbConf(1024, 30, 30, 30, 30)]
+    kp.sent.clear()
+    kp.set_conf(timeout=3600)
+    assert kp.sent == [LbConf(1024, 3600, kplb.DEFAULT_TCP_CLOSING,
+                              kplb.DEFAULT_TCP_OPENING, 3600)]
     kp.sent.clear()
     kp.set_conf(buckets=1 << 24)    # more than kp-switch's table takes: its most
     assert SetCacheBuckets(1 << 24) in kp.sent
     assert of_type(kp.sent, LbConf)[0].buckets == kplb.MAX_SESSION_BUCKETS
     kp.sent.clear()
-    kp.set_conf(timeout=30)
+    kp.set_conf(timeout=3600)        # the same again: nothing to send
     assert kp.sent == []
 
 
