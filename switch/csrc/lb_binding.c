@@ -149,19 +149,22 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* The VIPs from id `first` on, at most `most` of them. */
 static int take_snapshot(struct lb *lb, struct vip_snap **out, uint32_t *n_out,
-                         uint64_t totals[7], uint64_t now)
+                         uint64_t totals[7], uint64_t now, uint32_t first, uint32_t most)
 {
     uint32_t i, n = 0, s, total;
     struct vip_snap *snap;
     uint64_t live = 0;
 
-    for (i = 1; i < LB_MAX_VIPS; i++)
+    if (first == 0)
+        first = 1;
+    for (i = first; i < LB_MAX_VIPS && n < most; i++)
         n += lb->vips[i] != NULL;
     snap = calloc(n ? n : 1, sizeof *snap);
     if (!snap)
         return -1;
-    for (i = 1, n = 0; i < LB_MAX_VIPS; i++) {
+    for (i = first, n = 0; i < LB_MAX_VIPS && n < most; i++) {
         struct lb_vip *v = lb->vips[i];
 
         if (!v)
@@ -198,19 +201,24 @@ static int take_snapshot(struct lb *lb, struct vip_snap **out, uint32_t *n_out,
     return 0;
 }
 
-PyObject *lb_py_stats(struct datapath *dp, PyObject *unused)
+PyObject *lb_py_stats(struct datapath *dp, PyObject *args)
 {
     struct vip_snap *snap = NULL;
     uint64_t totals[7];
     uint32_t n = 0, i, j;
     PyObject *vips = NULL, *out = NULL;
     uint64_t now = now_ms();
+    unsigned long first = 0, most = LB_MAX_VIPS;
     int r;
 
-    (void)unused;
+    if (!PyArg_ParseTuple(args, "|kk:lb_stats", &first, &most))
+        return NULL;
+    if (first >= LB_MAX_VIPS)
+        first = LB_MAX_VIPS;
     Py_BEGIN_ALLOW_THREADS
     lb_lock(dp->lb);
-    r = take_snapshot(dp->lb, &snap, &n, totals, now);
+    r = take_snapshot(dp->lb, &snap, &n, totals, now, (uint32_t)first,
+                      most > LB_MAX_VIPS ? LB_MAX_VIPS : (uint32_t)most);
     lb_unlock(dp->lb);
     Py_END_ALLOW_THREADS
     if (r)

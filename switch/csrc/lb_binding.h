@@ -11,7 +11,7 @@ PyObject *lb_py_set_vip(struct datapath *dp, PyObject *args);
 PyObject *lb_py_delete_vip(struct datapath *dp, PyObject *arg);
 PyObject *lb_py_flush(struct datapath *dp, PyObject *args);
 PyObject *lb_py_set_hash_key(struct datapath *dp, PyObject *args);
-PyObject *lb_py_stats(struct datapath *dp, PyObject *unused);
+PyObject *lb_py_stats(struct datapath *dp, PyObject *args);
 PyObject *lb_py_sessions(struct datapath *dp, PyObject *args);
 
 #endif

@@ -1713,9 +1713,9 @@ class Datapath:
     def lb_set_hash_key(self, k0: int, k1: int) -> None:
         pass        # the twin's table is a dict: nothing to key
 
-    def lb_stats(self) -> Dict[str, Any]:
+    def lb_stats(self, first_vip_id: int = 0, most: int = LB_MAX_VIPS) -> Dict[str, Any]:
         with self._lock:
-            return self._lb.stats()
+            return self._lb.stats(first_vip_id, most)
 
     def lb_sessions(self, max_count: int = 1000) -> List[tuple]:
         with self._lock:

@@ -18,6 +18,7 @@ LOG = logging.getLogger("kp_switch.lb")
 MAX_STAGED_VIPS = 64
 MAX_TABLE_BYTES = 2 * wire.MAX_TABLE
 MAX_POD_BYTES = wire.POD.size * wire.MAX_PODS
+STATS_PAGE = (wire.MAX_DATA - wire.STATS_HEAD.size) // (wire.STATS_VIP.size + 8) + 1
 
 
 class _Staged:
@@ -106,7 +107,9 @@ class LbMessages:
             return wire.encode_sessions_reply([_session(t) for t in self.dp.lb_sessions(most)])
         elif exp_type == wire.KP_LB_STATS_REQUEST:
             first = wire.decode_stats_request(data)
-            st = self.dp.lb_stats()
+            # No more VIPs than a reply holds (the smallest record is a VIP of 1 pod):
+            # the reply says where the next page starts.
+            st = self.dp.lb_stats(first, STATS_PAGE)
             return wire.encode_stats_reply(st, st["vips"], first)
         else:
             raise LookupError(exp_type)

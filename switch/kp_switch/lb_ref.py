@@ -124,12 +124,13 @@ class LoadBalancer:
         self.c["flushed"] += n
         return n
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self, first_vip_id: int = 0, most: int = wire.MAX_VIPS) -> Dict[str, Any]:
         now = _now_ms()
         live = sum(1 for e in self.entries.values() if e.forward and self._live(e, now))
         vips = [dict(vip_id=v.id, packets=v.packets, bytes=v.bytes, sessions=v.sessions,
                      untracked=v.untracked, pods=list(v.pod_sessions))
-                for v in sorted(self.vips.values(), key=lambda v: v.id)]
+                for v in sorted(self.vips.values(), key=lambda v: v.id)
+                if v.id >= first_vip_id][:most]
         return dict(sessions=live, capacity=self.buckets * wire.SESSION_WAYS // 2,
                     created=self.c["created"], untracked=self.c["untracked"],
                     dropped=self.c["dropped"], table_full=self.c["table_full"],
