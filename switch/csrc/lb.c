@@ -31,17 +31,15 @@ static const uint32_t default_timeouts_s[LB_N_TIMEOUTS] = {86400, 120, 120, 30};
         v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                          \
     } while (0)
 
-/* SipHash-1-3 of the key's five 64-bit words (little-endian, as memcpy reads them). */
-static uint64_t key_hash(const struct lb *lb, const struct lb_key *key)
+/* SipHash-1-3 of n 64-bit words (little-endian, as memcpy reads them) under (k0, k1). */
+static uint64_t siphash13(const uint64_t *w, int n, uint64_t k0, uint64_t k1)
 {
-    uint64_t v0 = 0x736f6d6570736575ULL ^ lb->k0, v1 = 0x646f72616e646f6dULL ^ lb->k1;
-    uint64_t v2 = 0x6c7967656e657261ULL ^ lb->k0, v3 = 0x7465646279746573ULL ^ lb->k1;
-    uint64_t w[5], b = (uint64_t)sizeof *key << 56;
+    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
+    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
+    uint64_t b = (uint64_t)(8 * n) << 56;
     int i;
 
-    _Static_assert(sizeof(struct lb_key) == 40, "five words");
-    memcpy(w, key, sizeof w);
-    for (i = 0; i < 5; i++) {
+    for (i = 0; i < n; i++) {
         v3 ^= w[i];
         SIPROUND;
         v0 ^= w[i];
@@ -56,28 +54,24 @@ static uint64_t key_hash(const struct lb *lb, const struct lb_key *key)
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* The client's slot in source_sessions: SipHash-1-3 of its address (two words). */
+/* A session key's bucket hash. */
+static uint64_t key_hash(const struct lb *lb, const struct lb_key *key)
+{
+    uint64_t w[5];
+
+    _Static_assert(sizeof(struct lb_key) == 40, "five words");
+    memcpy(w, key, sizeof w);
+    return siphash13(w, 5, lb->k0, lb->k1);
+}
+
+/* The client's slot in source_sessions: the same hash of its address, the key's halves
+ * swapped (another function of the same secret). */
 static uint32_t source_slot(const struct lb *lb, const uint8_t *addr)
 {
-    uint64_t v0 = 0x736f6d6570736575ULL ^ lb->k1, v1 = 0x646f72616e646f6dULL ^ lb->k0;
-    uint64_t v2 = 0x6c7967656e657261ULL ^ lb->k1, v3 = 0x7465646279746573ULL ^ lb->k0;
-    uint64_t w[2], b = (uint64_t)16 << 56;
-    int i;
+    uint64_t w[2];
 
     memcpy(w, addr, sizeof w);
-    for (i = 0; i < 2; i++) {
-        v3 ^= w[i];
-        SIPROUND;
-        v0 ^= w[i];
-    }
-    v3 ^= b;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return (uint32_t)(v0 ^ v1 ^ v2 ^ v3) & (LB_SOURCE_SLOTS - 1);
+    return (uint32_t)siphash13(w, 2, lb->k1, lb->k0) & (LB_SOURCE_SLOTS - 1);
 }
 
 static void candidates(const struct lb *lb, uint64_t h, uint32_t *b1, uint32_t *b2)
