@@ -130,13 +130,42 @@ class FlowEntry:
         return "FlowEntry(id=%d table=%d prio=%d %r)" % (self.id, self.table_id, self.priority, self.match)
 
 
+# Lookup stages, as Open vSwitch's classifier has them: metadata, L2, L3, L4.  A
+# subtable whose entries all differ from a packet in an early stage's fields answers
+# "no" having looked at those fields only, so a megaflow need not hold the later ones
+# (a client's packet is no pod's reply: the replies' source port stays wildcarded, and
+# one megaflow serves every new 5-tuple of that client).
+_STAGE_OF = {"in_port": 0, "in_phy_port": 0, "metadata": 0, "tunnel_id": 0,
+             "eth_dst": 1, "eth_src": 1, "eth_type": 1, "vlan_vid": 1, "vlan_pcp": 1,
+             "ip_dscp": 2, "ip_ecn": 2, "ip_proto": 2, "ipv4_src": 2, "ipv4_dst": 2,
+             "ipv6_src": 2, "ipv6_dst": 2, "ipv6_flabel": 2, "arp_op": 2, "arp_spa": 2,
+             "arp_tpa": 2, "arp_sha": 2, "arp_tha": 2}
+_LAST_STAGE = 3
+
+
+def _stages(sig):
+    """[(positions of the fields of stages <= s, fields of stage s)] for each stage the
+    signature has but its last (which the full bucket probe decides)."""
+    by_stage = collections.defaultdict(list)
+    for i, (name, mask) in enumerate(sig):
+        by_stage[_STAGE_OF.get(name, _LAST_STAGE)].append(i)
+    present = sorted(by_stage)
+    out, upto = [], []
+    for stage in present[:-1]:
+        upto = upto + by_stage[stage]
+        out.append((tuple(upto), tuple(sig[i] for i in by_stage[stage])))
+    return out
+
+
 class _Subtable:
     """The entries with one signature, by their values.  `partial` indexes the buckets by
     the values of some of the fields (positions into `sig`): made the first time an
     overlap query pins only those fields (a new session flow without the in_port that
     the subtable's reply flows match on), then kept up to date, so such a query is a
-    dict probe instead of a scan of every bucket."""
-    __slots__ = ("sig", "buckets", "prio_count", "max_priority", "partial")
+    dict probe instead of a scan of every bucket.  `stages` and `stage_keys`: the staged
+    lookup's indexes (see _STAGE_OF), counts of the buckets' values up to each stage."""
+    __slots__ = ("sig", "buckets", "prio_count", "max_priority", "partial", "stages",
+                 "stage_keys")
 
     def __init__(self, sig):
         self.sig = sig
@@ -144,10 +173,14 @@ class _Subtable:
         self.prio_count = collections.Counter()
         self.max_priority = -1
         self.partial = {}   # positions -> {values at those positions: {bucket values}}
+        self.stages = _stages(sig)
+        self.stage_keys = [collections.Counter() for _ in self.stages]
 
     def add_bucket(self, vals):
         for positions, index in self.partial.items():
             index.setdefault(tuple(vals[i] for i in positions), set()).add(vals)
+        for (positions, _), keys in zip(self.stages, self.stage_keys):
+            keys[tuple(vals[i] for i in positions)] += 1
 
     def drop_bucket(self, vals):
         for positions, index in self.partial.items():
@@ -156,6 +189,11 @@ class _Subtable:
             group.discard(vals)
             if not group:
                 del index[key]
+        for (positions, _), keys in zip(self.stages, self.stage_keys):
+            key = tuple(vals[i] for i in positions)
+            keys[key] -= 1
+            if not keys[key]:
+                del keys[key]
 
     def buckets_with(self, positions, values):
         """The bucket values whose fields at `positions` are `values`."""
@@ -248,9 +286,6 @@ class FlowTable:
         for st in self._order:
             if best is not None and st.max_priority < best.priority:
                 break
-            if wc is not None:
-                for name, mask in st.sig:
-                    wc[name] = wc.get(name, 0) | mask
             vals = []
             for name, mask in st.sig:
                 v = kv.get(name)
@@ -258,6 +293,11 @@ class FlowTable:
                     break
                 vals.append(v & mask)
             else:
+                if st.stages and not self._stages_match(st, vals, wc):
+                    continue
+                if wc is not None:
+                    for name, mask in st.sig:
+                        wc[name] = wc.get(name, 0) | mask
                 lst = st.buckets.get(tuple(vals))
                 if lst:
                     e = lst[0]
@@ -265,6 +305,18 @@ class FlowTable:
                             e.priority == best.priority and e.seq < best.seq):
                         best = e
         return best
+
+    @staticmethod
+    def _stages_match(st, vals, wc):
+        """Staged lookup: False as soon as no entry of the subtable agrees with the
+        packet on the fields up to a stage; wc then gets those fields only."""
+        for (positions, fields), keys in zip(st.stages, st.stage_keys):
+            if wc is not None:
+                for name, mask in fields:
+                    wc[name] = wc.get(name, 0) | mask
+            if tuple(vals[i] for i in positions) not in keys:
+                return False
+        return True
 
     def overlapping(self, match, max_priority, limit=None):
         """The entries with priority <= max_priority that could match a packet `match`
