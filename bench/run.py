@@ -1082,7 +1082,8 @@ def parse_args(argv):
                    help="kp-switch cache buckets for the pps runs (power of 2)")
     # Above what the packet-in engines keep up with, so that their figure is the capacity;
     # the kernel and Open vSwitch's conntrack may deliver all of it.
-    p.add_argument("--session-rate", type=int, default=30000, help="new flows offered per second")
+    p.add_argument("--session-rate", type=int, default=120000,
+                   help="new flows offered per second (above what the fastest keeps up with)")
     p.add_argument("--session-seconds", type=float, default=4.0)
     p.add_argument("--session-rounds", type=int, default=2)
     p.add_argument("--rx-on-switch-core", action="store_true",
