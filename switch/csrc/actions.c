@@ -256,6 +256,38 @@ void actions_run(struct pkt_buf *pb, uint32_t in_port, const struct action_op *o
     }
 }
 
+void actions_nat(uint8_t *frame, struct flow_key *k, const struct pkt_layout *lay,
+                 const struct action_op *ops, uint32_t n_ops)
+{
+    uint32_t i;
+
+    for (i = 0; i < n_ops; i++) {
+        const struct action_op *op = &ops[i];
+
+        set_field(frame, k, lay, op);
+        switch (op->field) {
+        case FLD_IPV4_SRC:
+        case FLD_IPV6_SRC:
+            memcpy(k->nw_src, op->bytes, op->field == FLD_IPV4_SRC ? 4 : 16);
+            break;
+        case FLD_IPV4_DST:
+        case FLD_IPV6_DST:
+            memcpy(k->nw_dst, op->bytes, op->field == FLD_IPV4_DST ? 4 : 16);
+            break;
+        case FLD_TCP_SRC:
+        case FLD_UDP_SRC:
+            k->tp_src = (uint16_t)op->arg;
+            break;
+        case FLD_TCP_DST:
+        case FLD_UDP_DST:
+            k->tp_dst = (uint16_t)op->arg;
+            break;
+        default:
+            break;
+        }
+    }
+}
+
 void csum_complete_partial(uint8_t *frame, int32_t l4, int32_t l3_end, int is_udp)
 {
     uint8_t *c = frame + l4 + (is_udp ? 6 : 16);

@@ -59,6 +59,16 @@ struct action_env {
 void actions_run(struct pkt_buf *pb, uint32_t in_port, const struct action_op *ops,
                  uint32_t n_ops, const struct action_env *env);
 
+struct flow_key;
+struct pkt_layout;
+
+/* Rewrites IP addresses and TCP/UDP ports (set-field ops of only those fields) of a
+ * packet already parsed into k and lay, with the same checksum updates as actions_run,
+ * and updates k to match: no parse before or after (the session table's translation,
+ * on the per-packet path; the layout does not change). */
+void actions_nat(uint8_t *frame, struct flow_key *k, const struct pkt_layout *lay,
+                 const struct action_op *ops, uint32_t n_ops);
+
 /* Finishes a CHECKSUM_PARTIAL TCP/UDP frame (the checksum field holds the
  * pseudo-header sum, as the sender's stack left it for the NIC).  l4/l3_end as
  * parse_packet found them. */

@@ -318,9 +318,8 @@ static void lb_recirculate(void *ctx_, struct pkt_buf *pb, uint32_t in_port, uin
         dp->lb->c.dropped++;
         return;
     }
-    if (!lb_select(dp->lb, pb, &k, vip_id, ctx->now_ns / 1000000u, pb->len))
+    if (!lb_select(dp->lb, pb, &k, &lay, vip_id, ctx->now_ns / 1000000u, pb->len))
         return;
-    parse_packet(pb->data, pb->len, in_port, &k, &lay);
     if (ctx->direct) {    /* execute(): the slow path's thread must not touch the cache */
         miss_push(dp, in_port, &k, pb->data, pb->len);
         return;

@@ -382,32 +382,35 @@ static uint32_t free_slot(struct lb *lb, uint64_t h, uint64_t now)
     return NO_SLOT;
 }
 
-/* Rewrites the packet's destination and/or source, with checksums. */
-static void rewrite(struct pkt_buf *pb, uint32_t in_port, int v6, int tcp, uint8_t flags,
-                    const uint8_t *dst, uint16_t dport, const uint8_t *src, uint16_t sport)
+/* One address and port set-field pair (port 0 with no_port: the address alone). */
+static uint32_t nat_ops(struct action_op *ops, int v6, int tcp, int src, const uint8_t *addr,
+                        uint16_t port, int no_port)
 {
+    memset(ops, 0, 2 * sizeof *ops);
+    ops[0].kind = ops[1].kind = OP_SET_FIELD;
+    ops[0].field = src ? (v6 ? FLD_IPV6_SRC : FLD_IPV4_SRC) : (v6 ? FLD_IPV6_DST : FLD_IPV4_DST);
+    memcpy(ops[0].bytes, addr, v6 ? 16 : 4);
+    ops[1].field = src ? (tcp ? FLD_TCP_SRC : FLD_UDP_SRC) : (tcp ? FLD_TCP_DST : FLD_UDP_DST);
+    ops[1].arg = port;
+    return no_port ? 1 : 2;
+}
+
+/* Rewrites the packet's destination and/or source (flags), with checksums, and the key
+ * with it (no parse: see actions_nat). */
+static void rewrite(struct pkt_buf *pb, struct flow_key *k, const struct pkt_layout *lay,
+                    uint8_t flags, const uint8_t *dst, uint16_t dport, const uint8_t *src,
+                    uint16_t sport)
+{
+    int v6 = !!(k->present & FK_IPV6), tcp = !!(k->present & FK_TCP);
+    int ported = !!(k->present & (FK_TCP | FK_UDP));
     struct action_op ops[4];
-    struct action_env env = {0};
     uint32_t n = 0;
 
-    memset(ops, 0, sizeof ops);
-    if (flags & LB_E_DST) {
-        ops[n].kind = OP_SET_FIELD;
-        ops[n].field = v6 ? FLD_IPV6_DST : FLD_IPV4_DST;
-        memcpy(ops[n++].bytes, dst, v6 ? 16 : 4);
-        ops[n].kind = OP_SET_FIELD;
-        ops[n].field = tcp ? FLD_TCP_DST : FLD_UDP_DST;
-        ops[n++].arg = dport;
-    }
-    if (flags & LB_E_SRC) {
-        ops[n].kind = OP_SET_FIELD;
-        ops[n].field = v6 ? FLD_IPV6_SRC : FLD_IPV4_SRC;
-        memcpy(ops[n++].bytes, src, v6 ? 16 : 4);
-        ops[n].kind = OP_SET_FIELD;
-        ops[n].field = tcp ? FLD_TCP_SRC : FLD_UDP_SRC;
-        ops[n++].arg = sport;
-    }
-    actions_run(pb, in_port, ops, n, &env);
+    if (flags & LB_E_DST)
+        n += nat_ops(ops + n, v6, tcp, 0, dst, dport, !ported);
+    if (flags & LB_E_SRC)
+        n += nat_ops(ops + n, v6, tcp, 1, src, sport, !ported);
+    actions_nat(pb->data, k, lay, ops, n);
 }
 
 static void count_vip(struct lb *lb, uint32_t vip_id, uint32_t len)
@@ -420,8 +423,8 @@ static void count_vip(struct lb *lb, uint32_t vip_id, uint32_t len)
     }
 }
 
-int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k, struct pkt_layout *lay,
-                 uint64_t now, uint32_t len)
+int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
+                 const struct pkt_layout *lay, uint64_t now, uint32_t len)
 {
     struct lb_key key;
     struct lb_entry *e;
@@ -459,9 +462,7 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k, struct p
     if (p != NO_SLOT)
         lb->entries[p].last_ms = now;
     count_vip(lb, e->vip_id, len);
-    rewrite(pb, k->in_port, key.v6, tcp, e->flags, e->new_dst, e->new_dport, e->new_src,
-            e->new_sport);
-    parse_packet(pb->data, pb->len, k->in_port, k, lay);
+    rewrite(pb, k, lay, e->flags, e->new_dst, e->new_dport, e->new_src, e->new_sport);
     return 1;
 }
 
@@ -515,11 +516,11 @@ static int insert_session(struct lb *lb, const struct lb_entry *fwd, const struc
     return 1;
 }
 
-int lb_select(struct lb *lb, struct pkt_buf *pb, const struct flow_key *k, uint32_t vip_id,
-           uint64_t now, uint32_t len)
+int lb_select(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
+              const struct pkt_layout *lay, uint32_t vip_id, uint64_t now, uint32_t len)
 {
     struct lb_vip *v = vip_id < LB_MAX_VIPS ? lb->vips[vip_id] : NULL;
-    int v6 = !!(k->present & FK_IPV6), tcp = !!(k->present & FK_TCP), alen = v6 ? 16 : 4;
+    int v6 = !!(k->present & FK_IPV6), tcp = !!(k->present & FK_TCP);
     struct lb_entry fwd, rev;
     const struct lb_pod *pod;
     struct lb_key key;
@@ -569,19 +570,9 @@ int lb_select(struct lb *lb, struct pkt_buf *pb, const struct flow_key *k, uint3
     }
     v->packets++;
     v->bytes += len;
-    if (!keyed) {     /* no ports (a protocol without them): the address alone */
-        struct action_op op;
-        struct action_env env = {0};
-
-        memset(&op, 0, sizeof op);
-        op.kind = OP_SET_FIELD;
-        op.field = v6 ? FLD_IPV6_DST : FLD_IPV4_DST;
-        memcpy(op.bytes, pod->addr, (size_t)alen);
-        actions_run(pb, k->in_port, &op, 1, &env);
-        return 1;
-    }
-    rewrite(pb, k->in_port, v6, tcp, fwd.flags & (LB_E_DST | LB_E_SRC), fwd.new_dst,
-            fwd.new_dport, fwd.new_src, fwd.new_sport);
+    /* (no ports: a protocol without them gets the address alone) */
+    rewrite(pb, k, lay, fwd.flags & (LB_E_DST | LB_E_SRC), fwd.new_dst, fwd.new_dport,
+            fwd.new_src, fwd.new_sport);
     return 1;
 }
 

@@ -150,13 +150,13 @@ uint64_t lb_flush(struct lb *lb, uint32_t vip_id, const uint8_t *pod, uint32_t v
 uint64_t lb_sessions(const struct lb *lb);
 
 /* The packet path, lock held.  lb_translate: a session's packet gets its translation
- * (frame rewritten, *k and *lay re-parsed); returns 1 if it had one.  lb_select: the
+ * (frame and *k rewritten, no parse); returns 1 if it had one.  lb_select: the
  * kp_lb action; returns 1 if the packet was translated (then processed again), 0 if it
  * must be dropped (no such VIP). */
-int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k, struct pkt_layout *lay,
-                 uint64_t now_ms, uint32_t len);
-int lb_select(struct lb *lb, struct pkt_buf *pb, const struct flow_key *k, uint32_t vip_id,
-           uint64_t now_ms, uint32_t len);
+int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
+                 const struct pkt_layout *lay, uint64_t now_ms, uint32_t len);
+int lb_select(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
+              const struct pkt_layout *lay, uint32_t vip_id, uint64_t now_ms, uint32_t len);
 
 /* For tests: the bucket hash's key, and a key's two candidate buckets. */
 void lb_set_hash_key(struct lb *lb, uint64_t k0, uint64_t k1);
