@@ -5,6 +5,7 @@ writes ARP/ND answers and refusals (TCP RST, ICMP port unreachable). It must wor
 any OpenFlow switch, so it carries this small codec instead of depending on one.
 Every read is bounds-checked; a frame that is too short parses as far as it is whole.
 """
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ BROADCAST = "ff:ff:ff:ff:ff:ff"
 TCP_RST, TCP_ACK, TCP_SYN = 0x04, 0x10, 0x02
 
 
+@functools.lru_cache(maxsize=4096)     # (a node's own MAC, mostly: in every frame it makes)
 def mac_bytes(mac: str) -> bytes:
     return bytes(int(part, 16) for part in mac.split(":"))
 
@@ -168,9 +170,14 @@ def _with_l4_checksum(src, dst, proto: int, segment: bytes, at: int) -> bytes:
 
 def arp(op: int, src_mac: str, src_ip, dst_mac: str, dst_ip, eth_dst: str = None) -> bytes:
     body = struct.pack("!HHBBH6s4s6s4s", 1, ETH_IPV4, 6, 4, op, mac_bytes(src_mac),
-                       ipaddress.IPv4Address(src_ip).packed, mac_bytes(dst_mac),
-                       ipaddress.IPv4Address(dst_ip).packed)
+                       _ipv4_packed(src_ip), mac_bytes(dst_mac), _ipv4_packed(dst_ip))
     return _eth(eth_dst or dst_mac, src_mac, ETH_ARP) + body
+
+
+def _ipv4_packed(address) -> bytes:
+    if isinstance(address, ipaddress.IPv4Address):
+        return address.packed
+    return ipaddress.IPv4Address(address).packed
 
 
 def arp_reply(request: Frame, mac: str) -> bytes:

@@ -365,13 +365,7 @@ class KubeProxy:
         for change in plan.deletes:
             self.del_vip(change.prefix, change.port)
         for change in plan.makes:
-            spec = change.spec
-            self.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,
-                         spec.protocol, None, service_sync.new_len_for(len(spec.pods)),
-                         list(spec.external_ips), change.service, **spec.policies())
-            if spec.pods:
-                self.model.offer_table(plan.tables[(change.prefix, change.port)])
-                self.add_pods(spec.prefix, spec.port, list(spec.pods))
+            self._make_vip(change, plan.tables.get((change.prefix, change.port)))
         for change in plan.updates:
             vip = self.model.find_vip(change.prefix, change.port)
             self.model.set_policies(vip, **change.spec.policies())
@@ -388,6 +382,22 @@ class KubeProxy:
             {"service": c.service, "vip": c.label, "action": c.action,
              "pods_added": list(c.add), "pods_removed": list(c.remove)}
             for c in plan.changes()]}
+
+    def _make_vip(self, change: service_sync.VipChange, table: Optional[MaglevTable]) -> None:
+        """A planned VIP made whole, with its pods and the table the plan built, and
+        programmed in one go (as add_vip then add_pods would, without programming the VIP
+        pod-less first)."""
+        spec = change.spec
+        vip = self.model.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,
+                                 spec.protocol, None, service_sync.new_len_for(len(spec.pods)),
+                                 list(spec.external_ips), change.service, **spec.policies())
+        added = []
+        if spec.pods:
+            if table is not None:
+                self.model.offer_table(table)
+            added = self.model.add_pods(vip, list(spec.pods))
+        self._broadcast(lambda n: n.vip_programming(vip) + n.pod_programming(
+            vip, added, probe=False))
 
     def kubernetes_tables(self, document) -> List[Tuple[list, int]]:
         """(pods, new_len) of the tables applying `document` would build ([] if it would

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 from kp_app.errors import InvalidInput
+from kp_app.model import ip_address_of
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -130,7 +131,7 @@ def _address(value, field: str, version: Optional[int] = None) -> Address:
     if value is None or value == "":
         raise InvalidInput("not set: an IP address is needed here", field)
     try:
-        address = ipaddress.ip_address(_expect(value, str, field))
+        address = ip_address_of(_expect(value, str, field))
     except ValueError:
         raise InvalidInput(f"{value!r} is not an IP address", field) from None
     if version is not None and address.version != version:

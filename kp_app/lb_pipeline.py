@@ -12,14 +12,13 @@ FORWARDING flows send it on. Later packets of the session, both ways, are transl
 before the tables see them, as a kernel's conntrack does before its NAT rules: a
 compiled session needs no reply flow and nothing from the controller.
 
-    SERVICES   629  a compiled VIP destination, from one of the VIP's pods -> SESSIONS
-                    (hairpin: the controller rewrites the source too, which kp_lb cannot)
-               500+ a compiled VIP destination -> kp_lb(VIP id)  (no goto: kp_lb ends it)
+    SERVICES   500+ a compiled VIP destination -> kp_lb(VIP id)  (no goto: kp_lb ends it;
+                    a pod's request to itself too: kp-switch does the hairpin)
                everything else as on any switch (kp_app.pipeline)
 
 What stays with the controller (the VIP's classifier flows go to SESSIONS as on any
 switch) is what ct mode leaves to it (ct_pipeline.controller_only: ClientIP affinity,
-traffic policy Local, VIPs without pods; NodePorts, hairpin, and the external IPs of a
+traffic policy Local, VIPs without pods; NodePorts, and the external IPs of a
 VIP with source ranges or external policy Local), but not the table size: kp-switch
 takes tables of up to kp_proto.lb.MAX_TABLE entries.
 
@@ -37,12 +36,10 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from kp_app import ct_pipeline, pipeline
 from kp_app.pipeline import (SERVICES, SESSIONS, FlowAdd, FlowDelete, LbConf, LbFlush, LbVip,
-                             LbVipDelete, addr_field, flow)
+                             LbVipDelete)
 from kp_proto import lb as kplb
 
 KP_LB = "kp_lb"     # the pipeline's name of the action: (KP_LB, VIP id)
-# Above every VIP's classifier flow (PRIO_VIP + prefix length), below the NodePorts'.
-PRIO_HAIRPIN = pipeline.PRIO_VIP + 129
 external_compiled = ct_pipeline.external_compiled
 
 # One tuple per table, shared by every node's LbVip of it (a 2**20 table is 8 MB).
@@ -59,15 +56,19 @@ def why_not_compiled(vip) -> Optional[str]:
     return reason
 
 
-def lb_conf(conf) -> LbConf:
+def lb_conf(conf, node_addresses) -> LbConf:
     """The switch's session table from the model's conf: `buckets` (at most what
     kp-switch takes) and the idle timeout for established TCP and for UDP; TCP being
     opened or closed keeps Linux conntrack's timeouts (kp_proto.lb's defaults), which
     the model has no setting for, but never more than the idle timeout: `ku conf
-    timeout` is the longest any session stays idle, as it always was."""
+    timeout` is the longest any session stays idle, as it always was. A pod that
+    reaches itself through its VIP gets the request from the node's address, as the
+    controller's hairpin sessions (and kube-proxy's masquerade) give it."""
+    ipv4, ipv6 = node_addresses.ipv4, node_addresses.ipv6
     return LbConf(min(conf.buckets, kplb.MAX_SESSION_BUCKETS), conf.timeout,
                   min(kplb.DEFAULT_TCP_CLOSING, conf.timeout),
-                  min(kplb.DEFAULT_TCP_OPENING, conf.timeout), conf.timeout)
+                  min(kplb.DEFAULT_TCP_OPENING, conf.timeout), conf.timeout,
+                  None if ipv4 is None else str(ipv4), None if ipv6 is None else str(ipv6))
 
 
 def lb_vip(vip, basis: int) -> LbVip:
@@ -82,33 +83,45 @@ def lb_vip(vip, basis: int) -> LbVip:
     return LbVip(vip.id, vip.version, slots, pods, basis)
 
 
+def controller_sessions(vip) -> bool:
+    """Can the controller make sessions of this VIP on kp-switch (lb mode)? It does for a
+    VIP not compiled, for its NodePort, and for external IPs that do not take the
+    compiled path; those need the pods' reply flows (for the sessions it relays). Every
+    other session is kp-switch's, hairpin ones too, and the switch translates their
+    replies before the tables see them: no reply flow."""
+    return (why_not_compiled(vip) is not None or vip.node_port is not None
+            or (bool(vip.external_ips) and not external_compiled(vip)))
+
+
 def vip_flows(vip, node_addresses) -> List[FlowAdd]:
     """kp_app.pipeline.vip_flows in lb mode: compiled destinations go to kp_lb; the
-    NodePort and reply flows are as on any switch (kp-switch translates the replies of
-    its own sessions before the tables see them)."""
+    NodePort flows are as on any switch, and so are the reply flows where the controller
+    makes sessions (controller_sessions)."""
     return pipeline.vip_flows(vip, node_addresses, why_not_compiled(vip) is None,
-                              external_compiled(vip), switch_actions=((KP_LB, vip.id),))
+                              external_compiled(vip), switch_actions=((KP_LB, vip.id),),
+                              replies=controller_sessions(vip))
 
 
 def classifier_flows(vip, node_addresses) -> Tuple[FlowAdd, ...]:
     """The VIP's classifier flows in SERVICES (to kp_lb where compiled, else to
-    SESSIONS), and before those to kp_lb the hairpin flows of its pods."""
-    to_lb = ((KP_LB, vip.id),)
-    flows = vip_flows(vip, node_addresses)
+    SESSIONS). A pod that reaches itself through the VIP goes to kp_lb too: the switch
+    rewrites the source to the node's address (lb_conf) and may send the packet back out
+    of its in_port (kp-switch's FK_LB_LOOPBACK)."""
+    flows = pipeline.vip_flows(vip, node_addresses, why_not_compiled(vip) is None,
+                               external_compiled(vip), switch_actions=((KP_LB, vip.id),),
+                               replies=False)
     mine = pipeline.cookie(pipeline.KIND_VIP, vip.id)
-    classifier = [f for f in flows if f.table == SERVICES and f.cookie == mine]
-    hairpin = [flow(SERVICES, PRIO_HAIRPIN, {**f.match_dict, addr_field(pod.version, "src"):
-                                             str(pod)}, goto=SESSIONS, cookie=mine)
-               for f in classifier if f.actions == to_lb for pod in vip.table.pods]
-    return tuple(hairpin + classifier)
+    return tuple(f for f in flows if f.table == SERVICES and f.cookie == mine)
 
 
 @dataclass(frozen=True)
 class Compiled:
     """What a switch holds of one VIP in lb mode: its table (None: the controller makes
-    its sessions) and its classifier flows, so that a change sends only what changes."""
+    its sessions) and its classifier flows, so that a change sends only what changes;
+    and its pods' reply flows where the controller makes some of its sessions."""
     vip: Optional[LbVip] = None
     classifier: Tuple[FlowAdd, ...] = ()
+    replies: Tuple[FlowAdd, ...] = ()
 
 
 NOTHING = Compiled()
@@ -117,20 +130,30 @@ NOTHING = Compiled()
 def compiled(vip, node_addresses, basis: int) -> Compiled:
     """What the switch should hold of the VIP."""
     table = lb_vip(vip, basis) if why_not_compiled(vip) is None else None
-    return Compiled(table, classifier_flows(vip, node_addresses))
+    replies: Tuple[FlowAdd, ...] = ()
+    if controller_sessions(vip) and vip.target_port:
+        subnet = node_addresses.subnet(vip.version)
+        replies = tuple(f for address in sorted(vip.pods, key=int) for proto in vip.ip_protos
+                        for f in pipeline.reply_flows(pipeline.reply_key(vip, address, proto),
+                                                      subnet))
+    return Compiled(table, classifier_flows(vip, node_addresses), replies)
 
 
 def changes(held: Compiled, wanted: Compiled) -> list:
     """From what the switch holds of a VIP to what it should, in an order that never
     sends a packet the wrong way: first the flows to SESSIONS (the controller can take
-    any packet: hairpin flows of new pods, the classifier of a VIP no longer compiled),
+    any packet: the classifier of a VIP no longer compiled),
     then the new table (the switch takes it whole and at once; sessions made keep their
     pod), then the flows to kp_lb that use it, then the deletes of flows not wanted
     (strict: they never hit the adds), and last, for a VIP no longer compiled, its
-    deletion. A changed flow is an add over the one of the same match."""
+    deletion. A changed flow is an add over the one of the same match. Reply flows come
+    first of all, and only ever come: they are shared by every VIP of the same pod and
+    target port, and go (kp_app.node.Node.reply_deletes) once none has the pod."""
     have: FrozenSet[FlowAdd] = frozenset(held.classifier)
     adds = [f for f in wanted.classifier if f not in have]
-    msgs: list = [f for f in adds if f.goto == SESSIONS]
+    had_replies = frozenset(held.replies)
+    msgs: list = [f for f in wanted.replies if f not in had_replies]
+    msgs += [f for f in adds if f.goto == SESSIONS]
     if wanted.vip is not None and wanted.vip != held.vip:
         msgs.append(wanted.vip)
     msgs += [f for f in adds if f.goto != SESSIONS]

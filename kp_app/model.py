@@ -4,6 +4,7 @@ This is the single source of truth; every switch's flows are derived from it. Ea
 mutation validates all of its input first and only then changes anything, so an
 error (KpError) always leaves the model as it was.
 """
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
@@ -47,11 +48,19 @@ def parse_power_of_2(value, name: str, high: int) -> int:
     return number
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def ip_address_of(text: str) -> Address:
+    """ipaddress.ip_address, remembered: applying Services reads each pod address a
+    few times (the manifest, the plan, the model), 10,000s of them at a time, and
+    addresses are immutable. ValueError as ip_address raises it."""
+    return ipaddress.ip_address(text)
+
+
 def parse_address(value, name: str, version: Optional[int] = None) -> Address:
     if not isinstance(value, str):
         raise InvalidInput(f"{value!r} is not an IP address", name)
     try:
-        address = ipaddress.ip_address(value.strip())
+        address = ip_address_of(value.strip())
     except ValueError:
         raise InvalidInput(f"{value!r} is not an IP address", name) from None
     if version is not None and address.version != version:

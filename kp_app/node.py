@@ -153,7 +153,7 @@ class Node:
         """kp-switch's session table after a change of buckets or timeout (lb mode)."""
         if self.mode != MODE_LB or self.transit_gateways is not None:
             return []
-        return [lb_pipeline.lb_conf(self.model.conf)]
+        return [lb_pipeline.lb_conf(self.model.conf, self.model.node_addresses(self.dpid))]
 
     def vip_programming(self, vip: Vip) -> list:
         """All of a VIP's programming. What the switch makes the VIP's sessions with
@@ -236,18 +236,19 @@ class Node:
             return []
         return lb_pipeline.forget(held or lb_pipeline.NOTHING, vip_id)
 
-    def pod_programming(self, vip: Vip, added) -> list:
-        """New pods of a VIP: their reply flows, and a probe for their MACs."""
+    def pod_programming(self, vip: Vip, added, probe: bool = True) -> list:
+        """New pods of a VIP: their reply flows, and (`probe`) a probe for their MACs."""
         if self.transit_gateways is not None:
             return []
         subnet = self.model.node_addresses(self.dpid).subnet(vip.version)
         msgs: list = []
-        if vip.target_port:
+        # (lb mode: compiled_programming sends them, where the VIP needs them)
+        if vip.target_port and self.mode != MODE_LB:
             for address in added:
                 for proto in vip.ip_protos:
                     msgs += pipeline.reply_flows(pipeline.reply_key(vip, address, proto),
                                                  subnet, tracked=self.mode == MODE_CT)
-        return msgs + self.probe(added)
+        return msgs + self.probe(added) if probe else msgs
 
     def reply_deletes(self, keys) -> list:
         """Remove the reply flows of `pipeline.reply_key`s that no VIP has any more. In
@@ -281,13 +282,18 @@ class Node:
         return msgs
 
     def probe(self, addresses) -> list:
-        """Ask for the MAC of this node's hosts we do not know yet (pods, mostly)."""
+        """Ask for the MAC of this node's hosts we do not know yet (pods, mostly): those
+        on its subnet (all, where it has none of their family). A cluster's other pods
+        are other nodes' to find: 100,000 endpoints would be 100,000 broadcasts here."""
         if self.transit_gateways is not None:
             return []
         node = self.model.node_addresses(self.dpid)
+        subnets = {4: node.subnet(4), 6: node.subnet(6)}
         msgs = []
         for address in addresses:
-            if address in self.hosts or self._route_for(address) is not None:
+            subnet = subnets[address.version]
+            if (address in self.hosts or (subnet is not None and address not in subnet)
+                    or self._route_for(address) is not None):
                 continue
             if address.version == 4:
                 data = frames.arp_request(self.mac, node.ipv4, address)

@@ -270,7 +270,7 @@ def _lb(xid: int, msg) -> bytes:
     elif isinstance(msg, LbConf):
         parts = [(kplb.KP_LB_CONF, kplb.encode_conf(msg.buckets, msg.tcp_established,
                                                    msg.tcp_closing, msg.tcp_opening,
-                                                   msg.udp))]
+                                                   msg.udp, msg.hairpin4, msg.hairpin6))]
     elif isinstance(msg, LbVipDelete):
         parts = [(kplb.KP_LB_VIP_DELETE, kplb.encode_vip_delete(msg.vip_id))]
     elif isinstance(msg, LbFlush):

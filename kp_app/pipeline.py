@@ -160,12 +160,15 @@ class ConntrackFlush:
 @dataclass(frozen=True)
 class LbConf:
     """kp-switch's own sessions (KP_LB_CONF, kp_proto.lb): their table's buckets and idle
-    timeouts in seconds. Sent on every connect: the same bucket count keeps the sessions."""
+    timeouts in seconds, and the node's addresses that hairpin requests come from (None:
+    the VIP's). Sent on every connect: the same bucket count keeps the sessions."""
     buckets: int
     tcp_established: int
     tcp_closing: int
     tcp_opening: int
     udp: int
+    hairpin4: Optional[str] = None
+    hairpin6: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -311,7 +314,8 @@ def network_match(network) -> object:
 
 
 def vip_flows(vip, node_addresses, compiled: bool = False, compile_external: bool = False,
-              tracked: bool = False, switch_actions: Optional[tuple] = None) -> list:
+              tracked: bool = False, switch_actions: Optional[tuple] = None,
+              replies: bool = True) -> list:
     """The classifier flows that take a VIP's packets (and its pods' replies) to SESSIONS,
     where a packet no session flow takes goes to the controller.
 
@@ -319,7 +323,8 @@ def vip_flows(vip, node_addresses, compiled: bool = False, compile_external: boo
     `compile_external`, its external IPs) go to the switch's sessions instead: by default
     to conntrack, tagged with the VIP's id in reg1 (kp_app.ct_pipeline), else with
     `switch_actions` (kp-switch's kp_lb, kp_app.lb_pipeline). With `tracked` the pods'
-    replies meet conntrack first.
+    replies meet conntrack first. Without `replies`, the pods' reply flows are left out
+    (a switch that makes every session of the VIP itself needs none).
     """
     flows = []
     to_sessions = dict(goto=SESSIONS)
@@ -344,7 +349,7 @@ def vip_flows(vip, node_addresses, compiled: bool = False, compile_external: boo
             match[port_field(proto, "dst")] = vip.node_port
             flows.append(flow(SERVICES, PRIO_NODE_PORT, match,
                               cookie=cookie(KIND_NODE_PORT, vip.id), **to_sessions))
-        if vip.target_port:  # a port-0 VIP would send all of a pod's traffic up
+        if vip.target_port and replies:  # a port-0 VIP would send all of a pod's traffic up
             for address in vip.pods:
                 flows += reply_flows(reply_key(vip, address, proto),
                                      node_addresses.subnet(vip.version), tracked=tracked)

@@ -169,13 +169,13 @@ def _try(model: ServiceModel, deletes: List[VipChange], makes: List[VipChange],
     their pods): every value and conflict check add_vip and add_pods do, nothing real.
     Returns the tables of the VIPs made with pods."""
     tables = {}
-    if not makes:     # nothing to try (and copying 10,000 VIPs for it costs 0.2 s)
+    if not makes:     # nothing to try (and indexing 10,000 VIPs for it costs 20 ms)
         return tables
     scratch = ServiceModel()
     gone = {_key(c.prefix, c.port) for c in deletes}
     for key, vip in model.vips.items():
-        if key not in gone:
-            scratch.adopt(dataclasses.replace(vip, pods={}, table=None))
+        if key not in gone:     # (the real VIP itself: the scratch changes none it adopts)
+            scratch.adopt(vip)
     for change in makes:
         spec = change.spec
         vip = scratch.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,

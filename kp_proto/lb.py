@@ -22,7 +22,10 @@ Messages (OFPT_EXPERIMENTER, experimenter KP_EXPERIMENTER_ID, exp_type):
 - KP_LB_CONF: u32 session buckets (a power of 2, at most MAX_SESSION_BUCKETS; a change
   empties the session table, as `ku conf buckets` always has), u32 idle timeouts in
   seconds: TCP established, TCP closing (after FIN or RST), TCP opening (SYN seen,
-  nothing back yet), UDP and other protocols.
+  nothing back yet), UDP and other protocols; then the hairpin source of IPv4 and of
+  IPv6 sessions, 16 bytes each (IPv4 in the first four), all zeros for none: a pod that
+  reaches itself through its VIP gets the request from that address (the node's, as
+  kube-proxy masquerades hairpin traffic), or from the VIP's where there is none.
 - KP_LB_TABLE: u32 VIP id, u32 offset, then u16 pod indexes: entries offset.. of the
   VIP's next table, staged until KP_LB_VIP.
 - KP_LB_PODS: u32 VIP id, u32 offset, then POD records: pods offset.. of the VIP's next
@@ -87,7 +90,7 @@ ALL_VIPS = 0xFFFFFFFF
 MAX_DATA = 65_504
 
 ACTION = struct.Struct("!HHI")
-CONF = struct.Struct("!IIIII")
+CONF = struct.Struct("!IIIII16s16s")
 CHUNK = struct.Struct("!II")
 POD = struct.Struct("!16sH2x")
 VIP = struct.Struct("!IBBHIII")
@@ -152,14 +155,25 @@ def decode_lb_action(data: bytes) -> int:
 
 def encode_conf(buckets: int, tcp_established: int = DEFAULT_TCP_ESTABLISHED,
                 tcp_closing: int = DEFAULT_TCP_CLOSING, tcp_opening: int = DEFAULT_TCP_OPENING,
-                udp: int = DEFAULT_UDP) -> bytes:
-    return CONF.pack(buckets, tcp_established, tcp_closing, tcp_opening, udp)
+                udp: int = DEFAULT_UDP, hairpin4: Optional[str] = None,
+                hairpin6: Optional[str] = None) -> bytes:
+    return CONF.pack(buckets, tcp_established, tcp_closing, tcp_opening, udp,
+                     _hairpin(hairpin4, 4), _hairpin(hairpin6, 6))
+
+
+def _hairpin(address: Optional[str], version: int) -> bytes:
+    if address is None:
+        return bytes(16)
+    parsed = ipaddress.ip_address(address)
+    if parsed.version != version or parsed.is_unspecified:
+        raise ValueError("%s is not a hairpin source for IPv%d" % (address, version))
+    return parsed.packed.ljust(16, b"\0")
 
 
 def decode_conf(data: bytes) -> Dict[str, int]:
     if len(data) != CONF.size:
         raise ValueError("KP_LB_CONF: %d bytes of data, want %d" % (len(data), CONF.size))
-    buckets, est, closing, opening, udp = CONF.unpack(data)
+    buckets, est, closing, opening, udp, hairpin4, hairpin6 = CONF.unpack(data)
     if buckets < 1 or buckets & (buckets - 1) or buckets > MAX_SESSION_BUCKETS:
         raise ValueError("KP_LB_CONF: %d buckets is not a power of 2 in 1..%d"
                          % (buckets, MAX_SESSION_BUCKETS))
@@ -167,8 +181,12 @@ def decode_conf(data: bytes) -> Dict[str, int]:
                         ("TCP opening", opening), ("UDP", udp)):
         if not 0 < value <= 10 * 86_400:
             raise ValueError("KP_LB_CONF: %s timeout %d s out of 1..864000" % (name, value))
+    if any(hairpin4[4:]):
+        raise ValueError("KP_LB_CONF: an IPv4 hairpin source of more than four bytes")
     return dict(buckets=buckets, tcp_established=est, tcp_closing=closing,
-                tcp_opening=opening, udp=udp)
+                tcp_opening=opening, udp=udp,
+                hairpin4=hairpin4[:4] if any(hairpin4) else None,
+                hairpin6=hairpin6 if any(hairpin6) else None)
 
 
 def encode_vip(vip_id: int, version: int, table: Sequence[int],

@@ -29,7 +29,15 @@ enum {
     FK_ND_TARGET = 1u << 11,
     FK_ND_SLL = 1u << 12,
     FK_ND_TLL = 1u << 13,
+    /* Not a header: kp_lb translated the packet as a hairpin (a pod reaching itself
+     * through its VIP, source and destination both rewritten), so the tables may send
+     * it back out of the port it came in by (OpenFlow's rule against that is for
+     * packets that would loop; this one comes back to its sender seen from the VIP). */
+    FK_LB_LOOPBACK = 1u << 15,
 };
+/* The name FK_LB_LOOPBACK has in the key dicts handed to Python (module.c; the
+ * twin's is fastpath_ref.LB_LOOPBACK). */
+#define LB_LOOPBACK_KEY "lb_loopback"
 
 struct flow_key {
     uint32_t in_port;

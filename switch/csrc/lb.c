@@ -184,7 +184,8 @@ void lb_yield(struct lb *lb)
     }
 }
 
-int lb_configure(struct lb *lb, uint32_t buckets, const uint32_t timeouts_s[LB_N_TIMEOUTS])
+int lb_configure(struct lb *lb, uint32_t buckets, const uint32_t timeouts_s[LB_N_TIMEOUTS],
+                 const uint8_t *const hairpin[2])
 {
     int i;
 
@@ -209,6 +210,12 @@ int lb_configure(struct lb *lb, uint32_t buckets, const uint32_t timeouts_s[LB_N
     }
     for (i = 0; i < LB_N_TIMEOUTS; i++)
         lb->timeout_ms[i] = timeouts_s[i] * 1000u;
+    for (i = 0; i < 2; i++) {
+        memset(lb->hairpin_src[i], 0, 16);
+        lb->hairpin_set[i] = hairpin[i] != NULL;
+        if (hairpin[i])
+            memcpy(lb->hairpin_src[i], hairpin[i], i ? 16 : 4);
+    }
     return 0;
 }
 
@@ -411,6 +418,8 @@ static void rewrite(struct pkt_buf *pb, struct flow_key *k, const struct pkt_lay
     if (flags & LB_E_SRC)
         n += nat_ops(ops + n, v6, tcp, 1, src, sport, !ported);
     actions_nat(pb->data, k, lay, ops, n);
+    if ((flags & (LB_E_DST | LB_E_SRC)) == (LB_E_DST | LB_E_SRC))
+        k->present |= FK_LB_LOOPBACK;
 }
 
 static void count_vip(struct lb *lb, uint32_t vip_id, uint32_t len)
@@ -544,7 +553,7 @@ int lb_select(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
         /* Hairpin: a pod reaching itself through its VIP.  Its replies would go straight
          * back to its own address, untranslated; seen from the VIP they come back. */
         fwd.flags |= LB_E_SRC;
-        memcpy(fwd.new_src, key.dst, 16);
+        memcpy(fwd.new_src, lb->hairpin_set[key.v6] ? lb->hairpin_src[key.v6] : key.dst, 16);
         fwd.new_sport = key.sport;
     }
     fwd.vip_id = vip_id;
@@ -553,7 +562,7 @@ int lb_select(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     rev = fwd;
     rev.flags = LB_E_SRC | (fwd.flags & LB_E_SRC ? LB_E_DST : 0);
     memcpy(rev.key.src, pod->addr, 16);
-    memcpy(rev.key.dst, fwd.flags & LB_E_SRC ? key.dst : key.src, 16);
+    memcpy(rev.key.dst, fwd.flags & LB_E_SRC ? fwd.new_src : key.src, 16);
     rev.key.sport = fwd.new_dport;
     rev.key.dport = key.sport;
     memcpy(rev.new_src, key.dst, 16);

@@ -119,6 +119,10 @@ struct lb {
     uint64_t k0, k1;                    /* the bucket hash's key */
     uint32_t *source_sessions;          /* LB_SOURCE_SLOTS: sessions per client slot */
     uint32_t timeout_ms[LB_N_TIMEOUTS];
+    /* The source a hairpin request gets ([0] IPv4 in the first four bytes, [1] IPv6):
+     * the node's address (kp_proto/lb.py KP_LB_CONF), or the VIP's when not set. */
+    uint8_t hairpin_src[2][16];
+    uint8_t hairpin_set[2];
     struct lb_counters c;
 };
 
@@ -131,8 +135,10 @@ void lb_unlock(struct lb *lb);
 void lb_yield(struct lb *lb);
 
 /* With the lock held.  0, EINVAL or ENOMEM; a bucket count equal to the current one
- * keeps the sessions, another empties the table.  timeouts in seconds. */
-int lb_configure(struct lb *lb, uint32_t buckets, const uint32_t timeouts_s[LB_N_TIMEOUTS]);
+ * keeps the sessions, another empties the table.  timeouts in seconds; hairpin[0] and
+ * [1]: the IPv4 (4 bytes) and IPv6 (16) hairpin sources, NULL for none. */
+int lb_configure(struct lb *lb, uint32_t buckets, const uint32_t timeouts_s[LB_N_TIMEOUTS],
+                 const uint8_t *const hairpin[2]);
 /* Builds a VIP (not yet published) from wire-order arrays: table as u16 big-endian,
  * pods as 20-byte records (16-byte address, u16 port, 2 bytes 0).  NULL with a reason
  * in err when they are inconsistent. */

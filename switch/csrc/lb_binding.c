@@ -19,10 +19,30 @@ PyObject *lb_py_configure(struct datapath *dp, PyObject *args)
     unsigned long buckets;
     unsigned long t[LB_N_TIMEOUTS];
     uint32_t ts[LB_N_TIMEOUTS];
-    int r, i;
+    int r, i, bad = -1;
+    Py_buffer hp[2] = {{0}, {0}};
+    uint8_t hairpin_src[2][16];
+    const uint8_t *hairpin[2] = {NULL, NULL};
+    static const Py_ssize_t hairpin_len[2] = {4, 16};
 
-    if (!PyArg_ParseTuple(args, "k(kkkk):lb_configure", &buckets, &t[0], &t[1], &t[2], &t[3]))
+    if (!PyArg_ParseTuple(args, "k(kkkk)|z*z*:lb_configure", &buckets, &t[0], &t[1], &t[2],
+                          &t[3], &hp[0], &hp[1]))
         return NULL;
+    /* Copied out, the buffers released at once: every return below is then plain. */
+    for (i = 0; i < 2; i++) {
+        if (!hp[i].obj)
+            continue;
+        if (hp[i].len == hairpin_len[i]) {
+            memcpy(hairpin_src[i], hp[i].buf, (size_t)hairpin_len[i]);
+            hairpin[i] = hairpin_src[i];
+        } else if (bad < 0) {
+            bad = i;
+        }
+        PyBuffer_Release(&hp[i]);
+    }
+    if (bad >= 0)
+        return PyErr_Format(PyExc_ValueError, "an IPv%d hairpin source of %s bytes: want %zd",
+                            bad ? 6 : 4, "another number of", hairpin_len[bad]);
     for (i = 0; i < LB_N_TIMEOUTS; i++) {
         if (t[i] == 0 || t[i] > 864000u)
             return PyErr_Format(PyExc_ValueError, "%s timeout %lu s out of 1..864000",
@@ -34,7 +54,7 @@ PyObject *lb_py_configure(struct datapath *dp, PyObject *args)
                             buckets, LB_MAX_BUCKETS);
     Py_BEGIN_ALLOW_THREADS
     lb_lock(dp->lb);
-    r = lb_configure(dp->lb, (uint32_t)buckets, ts);
+    r = lb_configure(dp->lb, (uint32_t)buckets, ts, hairpin);
     lb_unlock(dp->lb);
     Py_END_ALLOW_THREADS
     if (r == ENOMEM)

@@ -142,6 +142,8 @@ static PyObject *key_dict(const struct flow_key *k)
         e |= put(d, "ipv6_nd_sll", mac_str(k->arp_sha));
     if (pr & FK_ND_TLL)
         e |= put(d, "ipv6_nd_tll", mac_str(k->arp_tha));
+    if (pr & FK_LB_LOOPBACK)     /* not a match field: what the tables may do with it */
+        e |= put(d, LB_LOOPBACK_KEY, Py_NewRef(Py_True));
     if (e) {
         Py_DECREF(d);
         return NULL;
@@ -1429,7 +1431,7 @@ LB_METHOD(sessions)
 
 static PyMethodDef Datapath_methods[] = {
     {"lb_configure", (PyCFunction)Datapath_lb_configure, METH_VARARGS,
-     "lb_configure(buckets, (tcp_established, tcp_closing, tcp_opening, udp))"},
+     "lb_configure(buckets, (tcp_established, tcp_closing, tcp_opening, udp)[, hairpin4, hairpin6])"},
     {"lb_set_vip", (PyCFunction)Datapath_lb_set_vip, METH_VARARGS,
      "lb_set_vip(vip_id, version, basis, table_u16be, pods_20byte_records)"},
     {"lb_delete_vip", (PyCFunction)Datapath_lb_delete_vip, METH_O, NULL},

@@ -64,6 +64,10 @@ F_ARP = 1 << 10
 F_ND_TARGET = 1 << 11
 F_ND_SLL = 1 << 12
 F_ND_TLL = 1 << 13
+# Not a header: kp_lb translated the packet as a hairpin (csrc/flow_key.h), so the tables
+# may send it back out of its in_port; in key dicts, LB_LOOPBACK: True.
+F_LB_LOOPBACK = 1 << 15
+LB_LOOPBACK = "lb_loopback"
 
 # struct flow_key: in_port, present, eth_dst, eth_src, eth_type, vlan_vid, vlan_pcp,
 # ip_proto, ip_dscp, ip_ecn, tcp_flags, pad, ipv6_flabel, tp_src, tp_dst, nw_src,
@@ -367,6 +371,8 @@ def _key_dict(p: _Parsed) -> Dict[str, Any]:
         d["ipv6_nd_sll"] = _mac(p.sha)
     if pr & F_ND_TLL:
         d["ipv6_nd_tll"] = _mac(p.tha)
+    if pr & F_LB_LOOPBACK:
+        d[LB_LOOPBACK] = True
     return d
 
 
@@ -1548,6 +1554,8 @@ class Datapath:
                             (e.new_src, e.new_sport) if e.new_src else None)
                 data = bytes(buf)
                 p = _parse(data, port.port_no)
+                if p is not None and e.new_dst and e.new_src:
+                    p.present |= F_LB_LOOPBACK
         self._lookup_and_run(port, data, p, seg_size, 0)
 
     def _lookup_and_run(self, port: _Port, data: bytes, p: "_Parsed", seg_size: int,
@@ -1602,6 +1610,8 @@ class Datapath:
             _lb_rewrite(buf, p, tr[0], tr[1])
             frame = bytes(buf)
             q = _parse(frame, in_port)
+            if q is not None and tr[0] and tr[1]:
+                q.present |= F_LB_LOOPBACK
             if port is None:
                 self._push_miss(in_port, frame, q)
             else:
@@ -1692,9 +1702,11 @@ class Datapath:
         return d
 
     # -- the load balancer (csrc/lb.h; the twin is lb_ref.LoadBalancer)
-    def lb_configure(self, buckets: int, timeouts: Tuple[int, int, int, int]) -> None:
+    def lb_configure(self, buckets: int, timeouts: Tuple[int, int, int, int],
+                     hairpin4: Optional[bytes] = None, hairpin6: Optional[bytes] = None
+                     ) -> None:
         with self._lock:
-            self._lb.configure(buckets, tuple(timeouts))
+            self._lb.configure(buckets, tuple(timeouts), hairpin4, hairpin6)
 
     def lb_set_vip(self, vip_id: int, version: int, basis: int, table: bytes,
                    pods: bytes) -> None:

@@ -72,7 +72,8 @@ class LbMessages:
         if exp_type == wire.KP_LB_CONF:
             c = wire.decode_conf(data)
             self.dp.lb_configure(c["buckets"], (c["tcp_established"], c["tcp_closing"],
-                                                c["tcp_opening"], c["udp"]))
+                                                c["tcp_opening"], c["udp"]),
+                                 c["hairpin4"], c["hairpin6"])
         elif exp_type == wire.KP_LB_TABLE:
             vip_id, offset, raw = wire.decode_chunk(data, 2)
             _append(self._stage(vip_id).table, 2 * offset, raw, MAX_TABLE_BYTES, "table")

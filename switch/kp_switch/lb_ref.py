@@ -61,6 +61,7 @@ class LoadBalancer:
     def __init__(self, buckets: int = DEFAULT_BUCKETS) -> None:
         self.buckets = buckets
         self.timeouts_ms = [t * 1000 for t in DEFAULT_TIMEOUTS]
+        self.hairpin_src: Dict[int, Optional[bytes]] = {4: None, 6: None}
         self.vips: Dict[int, _Vip] = {}
         self.entries: Dict[Key, _Entry] = {}
         self.c = dict(created=0, untracked=0, dropped=0, table_full=0, source_limited=0,
@@ -68,7 +69,12 @@ class LoadBalancer:
 
     # -- programming (the Datapath's lb_* methods) --------------------------------------
 
-    def configure(self, buckets: int, timeouts: Tuple[int, int, int, int]) -> None:
+    def configure(self, buckets: int, timeouts: Tuple[int, int, int, int],
+                  hairpin4: Optional[bytes] = None, hairpin6: Optional[bytes] = None) -> None:
+        for address, size in ((hairpin4, 4), (hairpin6, 16)):
+            if address is not None and len(address) != size:
+                raise ValueError("an IPv%d hairpin source of another number of bytes: "
+                                 "want %d" % (4 if size == 4 else 6, size))
         if buckets < 1 or buckets & (buckets - 1) or buckets > wire.MAX_SESSION_BUCKETS:
             raise ValueError("%r session buckets: want a power of 2 in 1..%d"
                              % (buckets, wire.MAX_SESSION_BUCKETS))
@@ -78,6 +84,8 @@ class LoadBalancer:
             self.entries.clear()
             self.buckets = buckets
         self.timeouts_ms = [t * 1000 for t in timeouts]
+        self.hairpin_src = {4: None if hairpin4 is None else bytes(hairpin4),
+                            6: None if hairpin6 is None else bytes(hairpin6)}
 
     def set_vip(self, vip_id: int, version: int, basis: int, table: bytes, pods: bytes) -> None:
         if len(table) % 2 or len(pods) % wire.POD.size:
@@ -207,8 +215,10 @@ class LoadBalancer:
         _, _, src, sport, dst, dport = key
         new_dport = pod_port or dport
         hairpin = pod == src
+        # (a hairpin request comes from the node, as configured, else from the VIP)
+        hsrc = (self.hairpin_src[version] or dst) if hairpin else None
         starts = (tcp_flags & (SYN | ACK | RST | FIN) == SYN) if proto == TCP else proto == UDP
-        rkey = (proto, version, pod, new_dport, dst if hairpin else src, sport)
+        rkey = (proto, version, pod, new_dport, hsrc if hairpin else src, sport)
         now = _now_ms()
         state = OPENING if proto == TCP else UDP_STATE
         room = len(self.entries) + 2 <= self.buckets * wire.SESSION_WAYS
@@ -223,7 +233,7 @@ class LoadBalancer:
             self.c["table_full"] += 1
         if starts and room and self._find(rkey, now) is None and self._find(key, now) is None:
             self.entries[key] = _Entry(new_dst=pod, new_dport=new_dport,
-                                       new_src=dst if hairpin else None, new_sport=sport,
+                                       new_src=hsrc, new_sport=sport,
                                        forward=True, state=state, vip_id=vip_id, last_ms=now,
                                        partner=rkey)
             self.entries[rkey] = _Entry(new_dst=src if hairpin else None, new_dport=sport,
@@ -235,7 +245,7 @@ class LoadBalancer:
         else:
             self.c["untracked"] += 1
             vip.untracked += 1
-        return (pod, new_dport), ((dst, sport) if hairpin else None)
+        return (pod, new_dport), ((hsrc, sport) if hairpin else None)
 
     def _source_sessions(self, src: bytes, now: int) -> int:
         """The client's live sessions (the C table counts them per hashed slot)."""

@@ -40,6 +40,7 @@ from . import datapath as dpimpl
 from .actions import action_set_in_order, write_to_action_set
 from .groups import MAX_CHAIN_DEPTH, MAX_GROUP_COPIES
 from .match import to_int
+from .fastpath_ref import LB_LOOPBACK
 from .megaflow import IN_PORT_MASK, MASKABLE
 
 # The ids a cache entry can record: the fast path's MAX_IDS_PER_ENTRY (8 today); a
@@ -200,7 +201,8 @@ class _Run:
         elif port in (ofp.OFPP_FLOOD, ofp.OFPP_ALL):
             for p in ports.flood(self.in_port):
                 self.emit(("output", p))
-        elif port != self.in_port and ports.can_output(port):
+        elif (port != self.in_port or self.key.get(LB_LOOPBACK)) and ports.can_output(port):
+            # (a kp_lb hairpin goes back to its sender: fastpath_ref.F_LB_LOOPBACK)
             self.emit(("output", port))
 
     def group(self, group_id, restore, depth):

@@ -438,3 +438,46 @@ def test_tcp_through_the_datapaths_own_sessions(fp, hosts3, family):
     assert any(s[4] == ipaddress.ip_address(vip).packed and s[7] == 8080 for s in sessions) \
         or st["sessions"] == 0     # closed sessions may be gone already
     assert dp.lb_flush(kplb.ALL_VIPS) >= 0
+
+
+def test_a_hairpin_goes_back_out_of_its_in_port_from_the_hairpin_source(fp, hosts3):
+    """kp_lb's hairpin: a pod that reaches itself through its VIP gets its request from
+    the configured hairpin source (the node's address), and the translated packets, both
+    ways, reach the tables marked LB_LOOPBACK, so that they may leave by their in_port
+    (OpenFlow drops that otherwise). The twin and the C datapath alike."""
+    import ipaddress
+    from kp_proto import lb as kplb
+    from kp_switch.fastpath_ref import LB_LOOPBACK
+    _, h1, _ = hosts3
+    vip, node = "10.77.0.100", "10.77.0.250"
+    for peer in (vip, node):
+        h1.run("ip", "neigh", "replace", peer, "lladdr", "02:00:00:00:00:64", "dev", "eth0")
+    looped: List[dict] = []
+
+    def policy(key: dict):
+        if key.get("ipv4_dst") == vip and key.get("udp_dst") == 53:
+            return [("kp_lb", 3)], [1]
+        if key.get(LB_LOOPBACK):
+            looped.append(key)
+            return [("set_field", "eth_dst", h1.mac), ("output", key["in_port"])], [2]
+        return None          # nothing else may get through
+
+    dp = fp.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=256)
+    dp.lb_configure(256, (60, 60, 60, 60), ipaddress.ip_address(node).packed, None)
+    pod = kplb.POD.pack(ipaddress.ip_address(h1.ip4).packed.ljust(16, b"\0"), 5353)
+    dp.lb_set_vip(3, 4, 0, struct.pack("!2H", 0, 0), pod)
+    server = h1.popen(PY, "-c", UDP_ECHO_SERVER, "0.0.0.0", "5353")
+    try:
+        _wait_ready(h1, 5353)
+        with MiniController(dp, policy):
+            r = h1.run(PY, "-c", UDP_CLIENT, vip, "53", "3", "45000", timeout=20, check=False)
+            st = dp.lb_stats()
+    finally:
+        server.kill()
+        server.wait()
+    assert r.returncode == 0, (r.stdout, r.stderr, looped, st)
+    assert r.stdout.split() == ["echo:%s:ping%d" % (node, i) for i in range(3)]
+    # both ways: the request (to the pod, from the node) and the reply (to the pod,
+    # from the VIP), each once before its cache entry took over
+    assert {(k["ipv4_src"], k["ipv4_dst"]) for k in looped} == {(node, h1.ip4), (vip, h1.ip4)}
+    assert st["created"] == 1 and st["untracked"] == 0

@@ -218,7 +218,9 @@ def test_bad_messages_and_flows_are_refused_and_change_nothing(lb):
     hosts, ch, sw, pods, table = lb
     bad = [
         exp(kplb.KP_LB_VIP, kplb.VIP.pack(VIP_ID, 4, 0, 0, 7, 0, 2)),   # nothing staged
-        exp(kplb.KP_LB_CONF, kplb.CONF.pack(3, 1, 1, 1, 1)),             # not a power of 2
+        exp(kplb.KP_LB_CONF, kplb.CONF.pack(3, 1, 1, 1, 1, bytes(16), bytes(16))),  # not 2^n
+        exp(kplb.KP_LB_CONF, kplb.CONF.pack(8, 1, 1, 1, 1, b"\n\0\0\1\1" + bytes(11),
+                                            bytes(16))),                 # a 5-byte IPv4
         exp(kplb.KP_LB_TABLE, struct.pack("!II", VIP_ID, 5) + b"\0\0"),  # a gap
         exp(kplb.KP_LB_VIP_DELETE, b"\0"),                               # short
     ]
@@ -243,3 +245,46 @@ def test_bad_messages_and_flows_are_refused_and_change_nothing(lb):
     want = expected_pod(hosts[0].ip4, sport, table)
     assert ask(hosts[0], sport).startswith("pod%d " % (want + 1))
     time.sleep(0)
+
+
+# A UDP server that answers with the address and port its request came from.
+PEER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1]))); print("ready", flush=True)
+while True:
+    d, a = s.recvfrom(2048)
+    s.sendto(("peer %s:%d" % a).encode(), a)
+"""
+
+
+def test_a_pod_reaching_itself_through_its_vip_gets_the_request_from_the_hairpin_source(lb):
+    """Hairpin, all in the switch: the pod's request comes back to it (out of the port
+    it came in by) from the node address KP_LB_CONF gave, else from the VIP; the reply
+    goes back the same way, from the VIP."""
+    hosts, ch, sw, pods, table = lb
+    pod = hosts[1]
+    server = pod.popen("/usr/bin/python3", "-c", PEER, "5454")
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        ch.send(flow_mod(M(eth_type=IP, ip_proto=17, ipv4_dst=VIP, udp_dst=54),
+                         [kp_lb(VIP_ID + 1)], priority=500))
+        program_vip(ch, VIP_ID + 1, [(pod.ip4, 5454)], [0])
+        node = "10.79.0.1"      # the node's address: the pod's replies to it meet the switch
+        pod.run("ip", "neigh", "replace", VIP, "lladdr", VIP_MAC, "dev", "eth0")
+        pod.run("ip", "neigh", "replace", node, "lladdr", VIP_MAC, "dev", "eth0")
+        ch.send(exp(kplb.KP_LB_CONF, kplb.encode_conf(1024, hairpin4=node)))
+        assert ch.barrier() == []
+        for sport in (44000, 44001):
+            assert ask(pod, sport, port=54) == "peer %s:%d %s:%d" % (node, sport, VIP, 54), \
+                sw.log()[-1500:]
+        ch.send(exp(kplb.KP_LB_CONF, kplb.encode_conf(1024)))       # no node address
+        ch.send(exp(kplb.KP_LB_FLUSH, kplb.encode_flush(kplb.ALL_VIPS)))
+        assert ch.barrier() == []
+        assert ask(pod, 44002, port=54) == "peer %s:%d %s:%d" % (VIP, 44002, VIP, 54)
+        _, vips = lb_stats(ch)
+        assert vips[VIP_ID + 1]["sessions"] >= 3
+        assert ch.drain(ofp.OFPT_PACKET_IN) == []
+    finally:
+        server.kill()
+        server.wait()

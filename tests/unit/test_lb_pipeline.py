@@ -61,13 +61,13 @@ def test_a_compiled_vip_ends_in_kp_lb_after_its_table():
     (table,) = of_type(sent, LbVip)
     assert table == LbVip(vip.id, 4, tuple(vip.table.slots),
                           tuple((p, 8080) for p in PODS), 0)
-    # The switch must know the VIP before a flow sends packets to it, and the hairpin
-    # flows (a pod to its own VIP: SNAT needed, the controller's) come before kp_lb too.
-    hairpin = [m for m in adds(sent, SERVICES) if m.priority == lb_pipeline.PRIO_HAIRPIN]
-    assert sorted(m.match_dict["ipv4_src"] for m in hairpin) == PODS
-    assert all(m.goto == SESSIONS and m.match_dict["ipv4_dst"] == "10.96.0.10"
-               for m in hairpin)
-    assert max(sent.index(m) for m in hairpin + [table]) < sent.index(classifier)
+    # The switch must know the VIP before a flow sends packets to it. A pod's request
+    # to its own VIP is the switch's too (it rewrites the source: lb_conf's hairpin
+    # address), and the switch translates its sessions' replies: no hairpin flow, no
+    # reply flow, one flow for the VIP.
+    assert sent.index(table) < sent.index(classifier)
+    assert [m for m in adds(sent) if m.cookie == classifier.cookie] == [classifier]
+    assert not adds(sent, kind=pipeline.KIND_REPLY_MISS)
     # No table of ct mode's, no conntrack, and replies meet no conntrack.
     assert not adds(sent, CONNTRACK) and not adds(sent, LB)
     assert not [m for m in adds(sent) if pipeline.TO_CONNTRACK in m.actions]
@@ -87,7 +87,8 @@ def test_connect_sends_the_conf_then_every_vip_and_a_reconnect_the_same_without_
     node = kp.nodes[1]
     program = node.full_programming()
     (conf,) = of_type(program, LbConf)
-    assert conf == LbConf(1024, 9, 9, 9, 9)       # never longer than the idle timeout
+    # never longer than the idle timeout; hairpin requests come from the node
+    assert conf == LbConf(1024, 9, 9, 9, 9, "10.0.0.1", None)
     (table,) = of_type(program, LbVip)
     assert program.index(conf) < program.index(table)
     # A switch that holds the flows (a controller restart) is sent no flow, but its
@@ -115,22 +116,31 @@ def test_a_pod_change_sends_a_new_table_and_no_flow_churn(kp):
     kp.add_pods(VIP, 80, ["10.0.0.104"])
     (table,) = of_type(kp.sent, LbVip)
     assert table.table == tuple(vip.table.slots) and ("10.0.0.104", 8080) in table.pods
-    # New flows only for the new pod (its replies, its hairpin), none deleted, and the
-    # VIP's classifier flows are not sent again.
-    new = adds(kp.sent)
-    assert new and all("10.0.0.104" in (m.match_dict.get("ipv4_src"),) for m in new)
-    assert not to_lb(kp.sent, vip) and not of_type(kp.sent, FlowDelete)
-    (hairpin,) = [m for m in new if m.priority == lb_pipeline.PRIO_HAIRPIN]
-    assert kp.sent.index(hairpin) < kp.sent.index(table)
-    # A pod removed drains: a new table, its hairpin flow goes, its sessions stay.
+    # No flow for the new pod (the switch makes all of the VIP's sessions), none
+    # deleted, and the VIP's classifier flows are not sent again.
+    assert not adds(kp.sent) and not of_type(kp.sent, FlowDelete)
+    # A pod removed drains: a new table, its sessions stay, no flow changes.
     kp.sent.clear()
     kp.del_pods(VIP, 80, ["10.0.0.101"])
     (table,) = of_type(kp.sent, LbVip)
     assert ("10.0.0.101", 8080) not in table.pods
     assert not of_type(kp.sent, LbFlush) and not to_lb(kp.sent, vip)
-    deletes = [m for m in of_type(kp.sent, FlowDelete) if m.priority is not None]
-    assert [dict(m.match)["ipv4_src"] for m in deletes] == ["10.0.0.101"]
-    assert kp.sent.index(table) < kp.sent.index(deletes[0])
+    assert not [m for m in of_type(kp.sent, FlowDelete) if m.priority is not None]
+
+
+def test_a_vip_the_controller_makes_sessions_of_has_its_pods_reply_flows(kp):
+    """A NodePort's sessions are the controller's, even on kp-switch: the pods' reply
+    flows take their replies to it (those it relays), added first, for every pod."""
+    kp.sent.clear()
+    kp.add_vip("10.96.0.30/32", port=80, target_port=8080, protocol="tcp", node_port=30080)
+    kp.add_pods("10.96.0.30/32", 80, PODS)
+    replies = adds(kp.sent, kind=pipeline.KIND_REPLY_MISS)
+    assert sorted({m.match_dict["ipv4_src"] for m in replies}) == PODS
+    (table,) = of_type(kp.sent, LbVip)
+    assert max(kp.sent.index(m) for m in replies) < kp.sent.index(table)
+    kp.sent.clear()
+    kp.add_pods("10.96.0.30/32", 80, ["10.0.0.104"])
+    assert {m.match_dict["ipv4_src"] for m in adds(kp.sent)} == {"10.0.0.104"}
 
 
 def test_the_same_table_again_sends_nothing(kp):
@@ -143,11 +153,13 @@ def test_a_vip_that_loses_its_pods_goes_back_to_the_controller(kp):
     kp.del_pods(VIP, 80, PODS)
     classifier = adds(kp.sent, SERVICES, pipeline.KIND_VIP)
     assert classifier and all(m.goto == SESSIONS and not m.actions for m in classifier)
-    hairpin = [m for m in of_type(kp.sent, FlowDelete) if m.priority == lb_pipeline.PRIO_HAIRPIN]
-    assert len(hairpin) == len(PODS)
+    # Its pods' reply flows come back (the controller's sessions are relayed), before
+    # the classifier sends it packets.
+    replies = adds(kp.sent, kind=pipeline.KIND_REPLY_MISS)
+    assert {m.match_dict["ipv4_src"] for m in replies} == set(PODS) or not vip.pods
     # Forgotten once no flow sends packets to it any more.
     assert kp.sent.count(LbVipDelete(vip.id)) == 1
-    last = max(kp.sent.index(m) for m in classifier + hairpin)
+    last = max(kp.sent.index(m) for m in classifier)
     assert kp.sent.index(LbVipDelete(vip.id)) > last
     assert not of_type(kp.sent, LbVip)
 
@@ -224,11 +236,16 @@ def test_a_flush_of_some_protocols_only_cannot_be_said_and_the_sessions_drain():
 def test_conf_changes_reach_the_switchs_session_table(kp):
     kp.sent.clear()
     kp.set_conf(timeout=30)     # closing and opening: conntrack's, but at most the timeout
-    assert kp.sent == [LbConf(1024, 30, 30, 30, 30)]
+    assert kp.sent == [LbConf(1024, 30, 30, 30, 30, "10.0.0.1")]
     kp.sent.clear()
     kp.set_conf(timeout=3600)
     assert kp.sent == [LbConf(1024, 3600, kplb.DEFAULT_TCP_CLOSING,
-                              kplb.DEFAULT_TCP_OPENING, 3600)]
+                              kplb.DEFAULT_TCP_OPENING, 3600, "10.0.0.1")]
+    kp.sent.clear()
+    kp.set_conf(node_ip6="fd00::1/64")     # the hairpin source of IPv6 sessions too
+    assert of_type(kp.sent, LbConf) == [LbConf(1024, 3600, kplb.DEFAULT_TCP_CLOSING,
+                                               kplb.DEFAULT_TCP_OPENING, 3600, "10.0.0.1",
+                                               "fd00::1")]
     kp.sent.clear()
     kp.set_conf(buckets=1 << 24)    # more than kp-switch's table takes: its most
     assert SetCacheBuckets(1 << 24) in kp.sent

@@ -85,7 +85,28 @@ def test_decoded_as_kp_switch_decodes_them():
     (conf,) = experimenters(ofmsg.encode(LbConf(1 << 12, 9, 120, 60, 9), 1, True))
     assert conf[0] == kplb.KP_LB_CONF
     assert kplb.decode_conf(conf[1]) == dict(buckets=4096, tcp_established=9,
-                                             tcp_closing=120, tcp_opening=60, udp=9)
+                                             tcp_closing=120, tcp_opening=60, udp=9,
+                                             hairpin4=None, hairpin6=None)
+    (conf,) = experimenters(ofmsg.encode(LbConf(1 << 12, 9, 120, 60, 9, "10.0.0.1",
+                                                "fd00::1"), 1, True))
+    decoded = kplb.decode_conf(conf[1])
+    assert decoded["hairpin4"] == bytes([10, 0, 0, 1])
+    assert decoded["hairpin6"] == ipaddress.ip_address("fd00::1").packed
+
+
+@pytest.mark.parametrize("data, why", [
+    (kplb.encode_conf(1024)[:-1], "bytes of data"),
+    (kplb.encode_conf(1024)[:20] + bytes([10, 0, 0, 1, 9]) + bytes(11) + bytes(16),
+     "more than four bytes"),
+])
+def test_a_bad_conf_is_refused(data, why):
+    with pytest.raises(ValueError, match=why):
+        kplb.decode_conf(data)
+
+
+def test_a_hairpin_source_of_the_wrong_family_is_not_encoded():
+    with pytest.raises(ValueError, match="not a hairpin source for IPv4"):
+        kplb.encode_conf(1024, hairpin4="fd00::1")
     (flush,) = experimenters(ofmsg.encode(LbFlush(5, ("10.0.0.101", 0)), 1, True))
     assert kplb.decode_flush(flush[1]) == dict(vip_id=5, pod=("10.0.0.101", 0))
     (delete,) = experimenters(ofmsg.encode(LbVipDelete(5), 1, True))
