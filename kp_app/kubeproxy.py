@@ -236,31 +236,26 @@ class KubeProxy:
 
     def _forget_drained_pods(self) -> None:
         """A removed pod whose last session ended leaves the model and the switches."""
-        for vip in self.model.vips.values():
-            for address, pod in list(vip.pods.items()):
-                if not pod.active and not any(n.sessions_of(vip.id, address)
-                                              for n in self.nodes.values()):
-                    self.model.forget_pod(vip, address)
-                    self._delete_flows(pipeline.cookie(0, vip.id, pod.id), MASK_POD, vip,
-                                       [address])
-                    self._sync_compiled(vip)
+        for vip, address in self.model.draining_pods():
+            pod = vip.pods[address]
+            if not any(n.sessions_of(vip.id, address) for n in self.nodes.values()):
+                self.model.forget_pod(vip, address)
+                self._delete_flows(pipeline.cookie(0, vip.id, pod.id), MASK_POD, vip,
+                                   [address])
+                self._sync_compiled(vip)
 
     def _delete_flows(self, cookie: int, mask: int, vip: Vip, addresses) -> None:
         """Delete a VIP's or a pod's flows (already out of the model), and the reply flows
         of theirs that no other VIP shares (same pod and target port: the same flows)."""
         released = {pipeline.reply_key(vip, a, proto) for a in addresses
                     for proto in vip.ip_protos} if vip.target_port else set()
-        unused = released - self._reply_keys()
+        unused = {key for key in released if not self.model.has_reply_key(key)}
         self._broadcast(lambda n: [FlowDelete(cookie, mask)] + n.reply_deletes(unused))
 
     def _sync_compiled(self, vip: Vip) -> None:
         """After a change of a VIP's pods, table or policies: the switches that make
         sessions themselves get what changes in their copy of it."""
         self._broadcast(lambda n: n.compiled_programming(vip))
-
-    def _reply_keys(self) -> set:
-        return {pipeline.reply_key(vip, a, proto) for vip in self.model.vips.values()
-                if vip.target_port for a in vip.pods for proto in vip.ip_protos}
 
     # -- service interface: conf and node addresses -----------------------------------
 

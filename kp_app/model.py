@@ -6,11 +6,13 @@ error (KpError) always leaves the model as it was.
 """
 import functools
 import ipaddress
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from kp_app.errors import Conflict, InvalidInput, NotFound
 from kp_app.maglev import MaglevTable
+from kp_app.pipeline import reply_key
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -269,6 +271,12 @@ class Vip:
         return f"{self.prefix} port {self.port}"
 
 
+def _pod_ports(vip: Vip, address: Address) -> List[Tuple[Address, int, int]]:
+    """What a pod of the VIP makes reply flows for (none for a port-0 VIP)."""
+    return [reply_key(vip, address, proto) for proto in vip.ip_protos] if vip.target_port \
+        else []
+
+
 def _unlist(index: dict, key, vip: Vip) -> None:
     """Take `vip` itself (not an equal one) from index[key]; no empty lists are kept."""
     kept = [v for v in index[key] if v is not vip]
@@ -298,6 +306,12 @@ class ServiceModel:
         self._by_address: Dict[Address, List[Vip]] = {}   # host prefixes, external IPs
         self._wide: List[Vip] = []                        # prefixes of several addresses
         self._by_node_port: Dict[int, List[Vip]] = {}
+        # How many VIPs have each (pod, target port, IP protocol): the pods' reply flows
+        # (kp_app.pipeline.reply_key) are shared by all of them, and go with the last.
+        self._pod_ports: Counter = Counter()
+        # VIP id -> its removed pods that still have sessions (draining), so that what
+        # ends a session looks at those alone, not at every pod of every VIP.
+        self._draining: Dict[int, Set[Address]] = {}
 
     # -- conf and node addresses ------------------------------------------------------
 
@@ -407,6 +421,10 @@ class ServiceModel:
             self._wide.append(vip)
         if vip.node_port is not None:
             self._by_node_port.setdefault(vip.node_port, []).append(vip)
+        for address, pod in vip.pods.items():
+            self._pod_ports.update(_pod_ports(vip, address))
+            if not pod.active:
+                self._draining.setdefault(vip.id, set()).add(address)
 
     def _drop(self, vip: Vip) -> None:
         del self.vips[vip.key]
@@ -416,6 +434,10 @@ class ServiceModel:
         self._wide = [v for v in self._wide if v is not vip]
         if vip.node_port is not None:
             _unlist(self._by_node_port, vip.node_port, vip)
+        for address in vip.pods:
+            self._pod_ports.subtract(_pod_ports(vip, address))
+        self._pod_ports += Counter()     # (drops the keys at 0)
+        self._draining.pop(vip.id, None)
 
     @staticmethod
     def _addresses_of(vip: Vip) -> List[Address]:
@@ -523,11 +545,14 @@ class ServiceModel:
             pod = vip.pods.get(address)
             if pod is not None:  # a draining pod comes back with its counters
                 pod.active = True
+                self._undrain(vip, address)
             else:
                 vip.pods[address] = Pod(address, self._next_pod_id)
                 self._next_pod_id = self._next_pod_id % 0xFFFFFF + 1
+                self._pod_ports.update(_pod_ports(vip, address))
         for address in removed:
             vip.pods[address].active = False
+            self._draining.setdefault(vip.id, set()).add(address)
         vip.rebuild_table(self._take_offered())
         return added, removed
 
@@ -555,6 +580,28 @@ class ServiceModel:
         pod = vip.pods.get(address)
         if pod is not None and not pod.active:
             del vip.pods[address]
+            self._undrain(vip, address)
+            for key in _pod_ports(vip, address):
+                self._pod_ports[key] -= 1
+                if self._pod_ports[key] <= 0:
+                    del self._pod_ports[key]
+
+    def _undrain(self, vip: Vip, address: Address) -> None:
+        draining = self._draining.get(vip.id)
+        if draining is not None:
+            draining.discard(address)
+            if not draining:
+                del self._draining[vip.id]
+
+    def draining_pods(self) -> List[Tuple[Vip, Address]]:
+        """Every removed pod that still has sessions, with its VIP."""
+        return [(self._by_id[vip_id], address) for vip_id, addresses in self._draining.items()
+                for address in sorted(addresses, key=str)]
+
+    def has_reply_key(self, key: tuple) -> bool:
+        """Does a VIP still have this pod, target port and protocol
+        (kp_app.pipeline.reply_key: its reply flows are then in use)?"""
+        return self._pod_ports.get(key, 0) > 0
 
     def _parse_pod_list(self, vip: Vip, addresses, empty_ok: bool = False) -> List[Address]:
         if isinstance(addresses, str) or not isinstance(addresses, (list, tuple)):

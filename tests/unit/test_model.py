@@ -186,3 +186,35 @@ def test_indexed_lookups_agree_with_looking_at_every_vip():
             assert model.vip_for_node_port(4, 6, node_port) is (want[0] if want else None)
         for vip in model.vips.values():
             assert model.vip_by_id(vip.id) is vip
+
+
+def test_reply_keys_and_draining_pods_are_indexed_as_the_vips_say():
+    """The shared reply flows of a (pod, target port, protocol) stay while any VIP has
+    that pod (has_reply_key), and the draining pods are found without looking at every
+    pod: both indexes follow adds, drains, comebacks, forgets and deletes."""
+    from kp_app.model import ServiceModel
+    from kp_app.pipeline import reply_key
+    m = ServiceModel()
+    a = m.add_vip("10.96.0.1/32", 80, 8080, protocol="tcp")
+    b = m.add_vip("10.96.0.2/32", 80, 8080, protocol="any")
+    pod = ipaddress.ip_address("10.0.0.5")
+    m.add_pods(a, ["10.0.0.5"])
+    m.add_pods(b, ["10.0.0.5", "10.0.0.6"])
+    tcp, udp = reply_key(a, pod, 6), reply_key(a, pod, 17)
+    assert m.has_reply_key(tcp) and m.has_reply_key(udp)
+    m.del_pods(b, ["10.0.0.5"])
+    assert m.draining_pods() == [(b, pod)]
+    m.forget_pod(b, pod)
+    assert m.has_reply_key(tcp) and not m.has_reply_key(udp)   # a still has it over TCP
+    assert m.draining_pods() == []
+    m.del_pods(a, ["10.0.0.5"])
+    m.add_pods(a, ["10.0.0.5"])                 # back before it drained: not draining
+    assert m.draining_pods() == [] and m.has_reply_key(tcp)
+    m.del_pods(a, ["10.0.0.5"])
+    m.del_vip("10.96.0.1/32", 80)               # a deleted VIP takes its draining pods
+    assert not m.has_reply_key(tcp) and m.draining_pods() == []
+    assert m.has_reply_key(reply_key(b, ipaddress.ip_address("10.0.0.6"), 17))
+    # a model that adopts a VIP (the plan's scratch model) indexes it whole
+    other = ServiceModel()
+    other.adopt(b)
+    assert other.has_reply_key(reply_key(b, ipaddress.ip_address("10.0.0.6"), 6))
