@@ -30,7 +30,6 @@ Sessions belong to the switch: they outlive a controller restart or a reconnect,
 resending a VIP with the same table (every connect does) disturbs none. A pod that
 leaves the table keeps its sessions (drain) unless they are flushed.
 """
-import weakref
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
@@ -42,8 +41,6 @@ from kp_proto import lb as kplb
 KP_LB = "kp_lb"     # the pipeline's name of the action: (KP_LB, VIP id)
 external_compiled = ct_pipeline.external_compiled
 
-# One tuple per table, shared by every node's LbVip of it (a 2**20 table is 8 MB).
-_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def why_not_compiled(vip) -> Optional[str]:
@@ -73,14 +70,12 @@ def lb_conf(conf, node_addresses) -> LbConf:
 
 def lb_vip(vip, basis: int) -> LbVip:
     """A compiled VIP's table and pods as the switch takes them: the model's Maglev
-    table as it is (slots are indexes into its sorted pods), each pod at the target port
-    (0 for a port-0 VIP: the switch keeps the packet's port)."""
+    table as it is (slots are indexes into its sorted pods; the very array, shared by
+    every node's LbVip of it), each pod at the target port (0 for a port-0 VIP: the
+    switch keeps the packet's port)."""
     table = vip.table
-    slots = _TABLES.get(table)
-    if slots is None:
-        slots = _TABLES[table] = tuple(table.slots)
     pods = tuple((str(p), vip.target_port) for p in table.pods)
-    return LbVip(vip.id, vip.version, slots, pods, basis)
+    return LbVip(vip.id, vip.version, table.slots, pods, basis)
 
 
 def controller_sessions(vip) -> bool:

@@ -18,6 +18,7 @@ The fill runs in C (kp_app/csrc/maglev.c, kp_app._maglev) when it is built: a Se
 waits for its table. This module is the specification the C code is tested against
 (tests/unit/test_maglev_c.py) and the fill used without the extension.
 """
+import array
 import hashlib
 import ipaddress
 from collections import Counter
@@ -119,7 +120,11 @@ class MaglevTable:
     def __init__(self, pods: Sequence[Address], size: int) -> None:
         self.pods = _ordered(pods)
         self.size = size
-        self.slots = build_table(self.pods, size)
+        # Compact and immutable by convention: 2 bytes a slot, not a list's 8 (10,000
+        # Services' tables were 80 MB as lists), shared as it is with whoever sends it
+        # (kp_app.lb_pipeline's LbVip).
+        self.slots = array.array("H" if len(self.pods) <= 1 << 16 else "I",
+                                 build_table(self.pods, size))
         held = Counter(self.slots)
         self._entries = {pod: held[i] for i, pod in enumerate(self.pods)}
 

@@ -50,7 +50,7 @@ def parse_power_of_2(value, name: str, high: int) -> int:
     return number
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 14)   # (an apply's batch of addresses)
 def ip_address_of(text: str) -> Address:
     """ipaddress.ip_address, remembered: applying Services reads each pod address a
     few times (the manifest, the plan, the model), 10,000s of them at a time, and
@@ -172,7 +172,7 @@ def _str(value) -> Optional[str]:
     return None if value is None else str(value)
 
 
-@dataclass
+@dataclass(slots=True)      # (one per pod: 100,000s of them in a big cluster)
 class Counters:
     """Per VIP and per pod. packets/bytes are those of sessions that have ended; the live
     sessions' figures are added when they are shown."""
@@ -186,7 +186,7 @@ class Counters:
     filtered: int = 0       # new sessions to an external IP from outside source_ranges
 
 
-@dataclass
+@dataclass(slots=True)
 class Pod:
     address: Address
     id: int

@@ -48,7 +48,7 @@ whose flow ended. A pod's reply flows are the exception: VIPs with the same pod 
 target port share them, so they carry only their kind and go when the last VIP does.
 """
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from kp_app.frames import LINK_PROBE_ETHERTYPE
 
@@ -175,10 +175,11 @@ class LbConf:
 class LbVip:
     """One VIP's new-connection table and pods, for kp-switch to make its sessions from
     (KP_LB_TABLE and KP_LB_PODS chunks, then the KP_LB_VIP that commits them):
-    `table` holds indexes into `pods`, (address, port; port 0 keeps the packet's)."""
+    `table` holds indexes into `pods`, (address, port; port 0 keeps the packet's): the
+    model's MaglevTable.slots itself (an array, not copied; never hashed)."""
     vip_id: int
     version: int
-    table: Tuple[int, ...]
+    table: Sequence[int]
     pods: Tuple[Tuple[str, int], ...]
     basis: int
 

@@ -54,8 +54,10 @@ Messages (OFPT_EXPERIMENTER, experimenter KP_EXPERIMENTER_ID, exp_type):
   u32 number of pods, u64 packets, u64 bytes, u64 sessions created, u64 untracked)
   followed by u64 sessions created per pod, in the order of the VIP's pod list.
 """
+import array
 import ipaddress
 import struct
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 
@@ -189,6 +191,17 @@ def decode_conf(data: bytes) -> Dict[str, int]:
                 hairpin6=hairpin6 if any(hairpin6) else None)
 
 
+def encode_table(table: Sequence[int]) -> bytes:
+    """A table's entries as the wire has them: u16 pod indexes, big-endian."""
+    try:
+        entries = array.array("H", table)
+    except OverflowError:
+        raise ValueError("a table entry out of 0..65535") from None
+    if sys.byteorder == "little":
+        entries.byteswap()
+    return entries.tobytes()
+
+
 def encode_vip(vip_id: int, version: int, table: Sequence[int],
                pods: Sequence[Tuple[str, int]], basis: int) -> List[Tuple[int, bytes]]:
     """[(exp_type, data)]: the KP_LB_TABLE and KP_LB_PODS chunks, then KP_LB_VIP, that
@@ -201,7 +214,7 @@ def encode_vip(vip_id: int, version: int, table: Sequence[int],
         raise ValueError("a table of %d entries, want 1..%d" % (len(table), MAX_TABLE))
     msgs = []
     per = (MAX_DATA - CHUNK.size) // _U16.size
-    raw = struct.pack("!%dH" % len(table), *table)
+    raw = encode_table(table)
     for start in range(0, len(table), per):
         msgs.append((KP_LB_TABLE, CHUNK.pack(vip_id, start)
                      + raw[2 * start:2 * (start + per)]))
