@@ -178,6 +178,27 @@ class KpRyuApp(app_manager.RyuApp):
         self._early_port_names = {}
         from kp_app import rest
         rest.register(kwargs["wsgi"], self.service)
+        self.cluster = self._cluster_watch()    # None without a cluster
+
+    def _cluster_watch(self):
+        """The watch of the cluster (kp_app.kube_watch) when there is one: green threads
+        of Ryu's hub; its `status` (kp_app.cluster_sync.SyncStatus) is for metrics."""
+        from kp_app import kube_watch
+        from kp_app.cluster_sync import ClusterSync
+        try:
+            api = kube_watch.api_client(getattr(cfg.CONF, "kubeconfig", None))
+        except Exception as error:      # the client's own errors: a bad file, no context
+            raise SystemExit(f"kp_app: --kubeconfig: {error}") from None
+        if api is None:
+            return None
+        sync = ClusterSync(self.kubeproxy, getattr(cfg.CONF, "kp_node_name", None))
+        watch = kube_watch.ClusterWatch(
+            api, sync, spawn=hub.spawn, sleep=hub.sleep,
+            sync_period=getattr(cfg.CONF, "kp_sync_period", 30.0),
+            on_synced=lambda result: self.service.save_state())
+        watch.start()
+        LOG.info("kp_app: watching the cluster's Services, EndpointSlices and Nodes")
+        return watch
 
     # -- sending ---------------------------------------------------------------------
 

@@ -1,0 +1,202 @@
+"""The Kubernetes API adapter: list, then watch, Services, EndpointSlices and Nodes with
+the official `kubernetes` client, as kube-proxy's informers do, into a ClusterStore;
+a sync loop hands what changed, in batches, to ClusterSync.
+
+Per kind: a list (its resourceVersion), then watches from that resourceVersion with
+allowWatchBookmarks and a server-side timeout; a watch that ends or is cut resumes from
+the last resourceVersion seen (an event's or a BOOKMARK's) without a relist; a 410 Gone
+(an HTTP 410 or an ERROR event of code 410: that resourceVersion is too old) is answered
+by a relist, diffed against what was known; other failures back off exponentially.
+
+The sync loop waits for a change, lets a burst gather for `batch_delay` seconds, then
+syncs all of it at once; with nothing changing it does a full resync every
+`sync_period` seconds, which changes nothing when nothing changed. The first sync waits
+until every kind has been listed.
+
+Concurrency: `spawn` starts each loop. Under ryu-manager it is ryu.lib.hub.spawn: green
+threads, and the client's sockets are eventlet's green sockets (Ryu monkey-patches the
+standard library before the client is imported), so a watch blocked on its socket
+yields to the OpenFlow loop, and every sync runs on the controller's own thread, as a
+REST request does. Elsewhere (the tests) it is a real thread, and `lock` serialises the
+syncs with whoever else touches the controller.
+"""
+import json
+import logging
+import os
+import threading
+import time
+from typing import Callable, Dict, Optional
+
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+
+from kp_app.cluster_state import KINDS, NODE, SERVICE, SLICE, ClusterStore
+from kp_app.cluster_sync import ClusterSync
+
+LOG = logging.getLogger("kp_app.cluster")
+IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+GONE = 410
+
+
+def api_client(kubeconfig: Optional[str] = None) -> Optional[client.ApiClient]:
+    """A client from `kubeconfig`, else from the in-cluster service account files when
+    present; None when there is neither (kp_app then watches nothing)."""
+    configuration = client.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    elif os.path.exists(IN_CLUSTER_TOKEN) and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        return None
+    return client.ApiClient(configuration)
+
+
+def _listers(api: client.ApiClient) -> Dict[str, Callable]:
+    core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
+    return {SERVICE: core.list_service_for_all_namespaces,
+            SLICE: discovery.list_endpoint_slice_for_all_namespaces,
+            NODE: core.list_node}
+
+
+class ClusterWatch:
+    def __init__(self, api: client.ApiClient, sync: ClusterSync,
+                 spawn: Callable = None, sleep: Callable[[float], None] = time.sleep,
+                 sync_period: float = 30.0, batch_delay: float = 0.1,
+                 watch_timeout: int = 300, backoff: tuple = (0.5, 30.0),
+                 lock=None, on_synced: Optional[Callable[[dict], None]] = None) -> None:
+        self.store = ClusterStore()
+        self.sync = sync
+        self.status = sync.status       # what a health or metrics module reads
+        self._listers = _listers(api)
+        self._spawn = spawn or _thread
+        self._sleep = sleep
+        self.sync_period = sync_period
+        self.batch_delay = batch_delay
+        self.watch_timeout = watch_timeout
+        self.backoff = backoff
+        self.lock = lock or threading.Lock()
+        self._on_synced = on_synced     # e.g. write the state file
+        self._wake = threading.Event()
+        self._stopped = False
+        self._listed = set()
+        self._watches: Dict[str, watch.Watch] = {}
+        self.resource_versions: Dict[str, Optional[str]] = {kind: None for kind in KINDS}
+
+    def start(self) -> None:
+        for kind in KINDS:
+            self._spawn(self._run_kind, kind)
+        self._spawn(self._run_sync)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        for w in list(self._watches.values()):
+            w.stop()
+
+    # -- list and watch, per kind -------------------------------------------------------
+
+    def _run_kind(self, kind: str) -> None:
+        delay = self.backoff[0]
+        while not self._stopped:
+            try:
+                if self.resource_versions[kind] is None:
+                    self._list(kind)
+                self._watch(kind)
+                delay = self.backoff[0]
+                if not self._stopped:
+                    self.status.watch_restarts += 1
+                continue
+            except ApiException as error:
+                if error.status == GONE:
+                    LOG.info("cluster: %s watch: resourceVersion too old (410 Gone): relist",
+                             kind)
+                    self.resource_versions[kind] = None
+                    continue
+                LOG.warning("cluster: %s: %s %s", kind, error.status, error.reason)
+            except Exception as error:      # the connection: refused, cut, timed out
+                if self._stopped:
+                    return
+                LOG.warning("cluster: %s: %s; again in %.1f s", kind, error, delay)
+            self._sleep(delay)
+            delay = min(delay * 2, self.backoff[1])
+            if not self._stopped and self.resource_versions[kind] is not None:
+                self.status.watch_restarts += 1
+
+    def _list(self, kind: str) -> None:
+        response = self._listers[kind](_preload_content=False)
+        body = json.loads(response.data)
+        items = body.get("items") or []
+        with self.lock:
+            changed = self.store.replace(kind, items)
+            self.sync.pending(self.store)
+        self.resource_versions[kind] = (body.get("metadata") or {}).get("resourceVersion")
+        self.status.relists += 1
+        self._listed.add(kind)
+        LOG.info("cluster: listed %d %s objects (%d changed), resourceVersion %s",
+                 len(items), kind, changed, self.resource_versions[kind])
+        self._wake.set()
+
+    def _watch(self, kind: str) -> None:
+        lister = self._listers[kind]
+
+        def call(**kwargs):     # no docstring: the Watch hands back the raw JSON objects
+            return lister(**kwargs)
+
+        w = self._watches[kind] = watch.Watch()
+        try:
+            for event in w.stream(call, resource_version=self.resource_versions[kind],
+                                  allow_watch_bookmarks=True,
+                                  timeout_seconds=self.watch_timeout):
+                if self._stopped:
+                    return
+                obj = event.get("raw_object") or {}
+                version = (obj.get("metadata") or {}).get("resourceVersion")
+                if event["type"] != "BOOKMARK":
+                    with self.lock:
+                        self.store.event(kind, event["type"], obj)
+                        self.sync.pending(self.store)
+                    self._wake.set()
+                if version:
+                    self.resource_versions[kind] = version
+        finally:
+            self._watches.pop(kind, None)
+
+    # -- syncs ------------------------------------------------------------------------
+
+    def _run_sync(self) -> None:
+        first = True
+        next_resync = time.monotonic() + self.sync_period
+        while not self._stopped:
+            woke = self._wake.wait(max(0.0, next_resync - time.monotonic()))
+            if self._stopped:
+                return
+            if woke:
+                self._wake.clear()
+                self._sleep(self.batch_delay)     # a burst gathers into one sync
+            if len(self._listed) < len(KINDS):
+                continue
+            if not woke or time.monotonic() >= next_resync:
+                self.store.mark_all()
+                next_resync = time.monotonic() + self.sync_period
+            elif not self.store.dirty and not first:
+                continue
+            try:
+                with self.lock:
+                    result = self.sync.sync(self.store, prune=first)
+            except Exception:       # never let one sync end the loop
+                LOG.exception("cluster: sync failed")
+                continue
+            first = False
+            self.status.synced_once = True
+            if result["services"] or result["nodes"]:
+                if self._on_synced is not None:
+                    self._on_synced(result)
+                LOG.info("cluster: synced: %d VIP changes, nodes %s in %.3f s",
+                         len(result["services"]), result["nodes"],
+                         self.status.last_sync_duration)
+
+
+def _thread(target, *args):
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
