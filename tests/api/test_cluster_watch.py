@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from fake_kube_api import FakeKubeApi
+from kp_lab.fake_kube_api import FakeKubeApi
 from kp_app import kube_watch
 from kp_app.cluster_sync import ClusterSync
 
@@ -227,3 +227,56 @@ def test_a_bad_object_is_logged_and_skipped_never_half_applied(rig):
     rig.kube.put(service("taker", "10.96.0.12"))
     wait_for(lambda: rig.watch.status.sync_errors >= 2)
     assert rig.get("/v1/vips/10.96.0.12/32/80")["service"] is None
+
+
+# -- ryu-manager kp_app --kubeconfig: the green path under eventlet's monkey patching --
+
+def rest(ctl, path):
+    import json
+    import urllib.request
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(ctl.url(path), timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_ryu_manager_watches_the_cluster_and_keeps_serving(tmp_path):
+    """The watches are green threads blocked on their sockets most of the time: REST
+    (served by the same hub as OpenFlow) answers throughout, and every change arrives."""
+    import kp_lab
+    kube = FakeKubeApi().start()
+    try:
+        kube.put(service())
+        kube.put(eslice([endpoint("10.0.1.11")]))
+        kube.put(node())
+        args = ["--kubeconfig", kube.kubeconfig(str(tmp_path / "kubeconfig")),
+                "--kp-node-name", "n1", "--kp-sync-period", "1"]
+        with kp_lab.ControllerProcess(extra_args=args) as ctl:
+            def pods():
+                vips = rest(ctl, "/v1/vips")
+                return vips and sorted(p["address"] for p in vips[0]["pods"]
+                                       if p["state"] == "active")
+            wait_for(lambda: pods() == ["10.0.1.11"])
+            assert rest(ctl, "/v1/conf")["node_ip"] == "10.0.1.1"
+            kube.put(eslice([endpoint(f"10.0.1.{i}") for i in range(11, 31)]))
+            wait_for(lambda: pods() == sorted(f"10.0.1.{i}" for i in range(11, 31)))
+            lists = kube.lists()
+            kube.cut_watches()
+            kube.put(eslice([endpoint("10.0.1.40")]))
+            wait_for(lambda: pods() == ["10.0.1.40"])
+            assert kube.lists() == lists
+            for _ in range(20):         # the watches sit open: REST still answers
+                assert rest(ctl, "/v1/show")
+    finally:
+        kube.close()
+
+
+def test_ryu_manager_refuses_a_kubeconfig_it_cannot_read(tmp_path):
+    import subprocess
+    import kp_lab
+    bad = tmp_path / "kubeconfig"
+    bad.write_text("apiVersion: v1\nkind: Config\n")    # no context
+    ctl = kp_lab.ControllerProcess(extra_args=["--kubeconfig", str(bad)])
+    proc = subprocess.run(ctl.command(), capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0
+    assert "kp_app: --kubeconfig:" in proc.stderr + open(ctl.log_file).read()

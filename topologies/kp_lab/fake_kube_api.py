@@ -1,4 +1,4 @@
-"""A fake Kubernetes API server on 127.0.0.1 that speaks the real list/watch protocol,
+"""A fake Kubernetes API server on 127.0.0.1 (tests and labs) that speaks the real list/watch protocol,
 for the official client to be driven against unchanged (no kube-apiserver can be
 installed here).
 
