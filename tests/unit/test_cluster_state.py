@@ -170,3 +170,18 @@ def test_the_zone_of_our_node_changes_which_pods_are_used(kp):
     active = [p["address"] for p in kp.vip("10.96.0.10/32", 80)["pods"]
               if p["state"] == "active"]
     assert active == ["10.0.0.2"]
+
+
+def test_node_addresses_from_the_cluster_are_not_kept_as_set_by_hand(kp):
+    from kp_app import state_file
+    store = ClusterStore()
+    store.event(NODE, "ADDED", node())
+    ClusterSync(kp, "n1").sync(store)
+    assert kp.conf()["node_ip"] == "10.0.1.1"
+    saved = state_file.dump(kp)["conf"]
+    assert saved["node_ip"] is None         # the watch gives it again after a restart
+    kp.set_conf(node_ip="10.0.7.1/24")      # by hand: kept, and the Node no longer wins
+    assert state_file.dump(kp)["conf"]["node_ip"] == "10.0.7.1/24"
+    store.event(NODE, "MODIFIED", node(cidr="10.0.8.0/24"))
+    ClusterSync(kp, "n1").sync(store)
+    assert kp.conf()["node_ip"] == "10.0.7.1"
