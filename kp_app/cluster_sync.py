@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from kp_app import cluster_state
+from kp_app import cluster_state, service_sync
 from kp_app.cluster_state import ClusterStore
 from kp_app.errors import KpError
 
@@ -46,8 +46,12 @@ class SyncStatus:
 class ClusterSync:
     def __init__(self, kubeproxy, node_name: Optional[str] = None,
                  wall_clock: Callable[[], float] = time.time,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 build: Optional[Callable[[list], list]] = None) -> None:
+        """`build`: (pods, new_len) of the tables a sync needs -> those tables, built
+        (ryu_shim builds the big ones in a thread, off the controller's loop)."""
         self.kubeproxy = kubeproxy
+        self._build = build
         self.node_name = node_name
         self.status = SyncStatus()
         self._wall = wall_clock
@@ -102,7 +106,7 @@ class ClusterSync:
         if not wanted and not gone:
             return []
         try:
-            return _changed(kp.apply_services(wanted, pruned=gone))
+            return _changed(kp.apply_services(wanted, self._built(wanted), pruned=gone))
         except KpError:
             pass
         report = []
@@ -113,6 +117,16 @@ class ClusterSync:
             except KpError as error:
                 skipped.append((f"Service {key}", cluster_state._why(error)))
         return report
+
+    def _built(self, wanted: Dict[str, list]) -> list:
+        if self._build is None:
+            return []
+        try:
+            untried = service_sync.changes(self.kubeproxy.model, wanted)
+        except KpError:     # the apply says why
+            return []
+        tables = service_sync.tables_to_build(self.kubeproxy.model, untried)
+        return self._build(tables) if tables else []
 
     def _sync_nodes(self, store: ClusterStore, names, skipped: List[tuple]) -> List[str]:
         applied = []

@@ -112,7 +112,8 @@ class ClusterWatch:
                              kind)
                     self.resource_versions[kind] = None
                     continue
-                LOG.warning("cluster: %s: %s %s", kind, error.status, error.reason)
+                LOG.warning("cluster: %s: %s %s; again in %.1f s", kind, error.status,
+                            error.reason, delay)
             except Exception as error:      # the connection: refused, cut, timed out
                 if self._stopped:
                     return

@@ -280,3 +280,28 @@ def test_ryu_manager_refuses_a_kubeconfig_it_cannot_read(tmp_path):
                           stdin=subprocess.DEVNULL)
     assert proc.returncode != 0
     assert "kp_app: --kubeconfig:" in proc.stderr + open(ctl.log_file).read()
+
+
+def test_failures_back_off_exponentially_then_the_watch_goes_on(api, tmp_path):
+    kube = FakeKubeApi().start()
+    delays = []
+
+    def sleep(seconds):
+        if seconds != watch.batch_delay:
+            delays.append(seconds)
+        time.sleep(seconds)
+
+    client = kube_watch.api_client(kube.kubeconfig(str(tmp_path / "kubeconfig")))
+    watch = kube_watch.ClusterWatch(client, ClusterSync(api.service), sleep=sleep,
+                                    sync_period=3600, batch_delay=0.005, backoff=(0.01, 0.08))
+    try:
+        kube.put(service())
+        kube.failures = {"Service": 6, "EndpointSlice": 6, "Node": 6}
+        watch.start()
+        wait_for(lambda: watch.status.synced_once)
+        assert sorted(delays) == sorted([0.01, 0.02, 0.04, 0.08, 0.08, 0.08] * 3)
+        kube.put(service("api", "10.96.0.11"))
+        wait_for(lambda: len(api.service.kubernetes_services()) == 2)
+    finally:
+        watch.stop()
+        kube.close()

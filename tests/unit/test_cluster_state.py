@@ -185,3 +185,20 @@ def test_node_addresses_from_the_cluster_are_not_kept_as_set_by_hand(kp):
     store.event(NODE, "MODIFIED", node(cidr="10.0.8.0/24"))
     ClusterSync(kp, "n1").sync(store)
     assert kp.conf()["node_ip"] == "10.0.7.1"
+
+
+def test_a_sync_hands_the_tables_it_needs_to_be_built_ahead(kp):
+    from kp_app.maglev import MaglevTable
+    asked = []
+
+    def build(wanted):
+        asked.extend(wanted)
+        return [MaglevTable(pods, new_len) for pods, new_len in wanted]
+
+    store = ClusterStore()
+    store.event(SERVICE, "ADDED", service())
+    store.event(SLICE, "ADDED", slice_a(*[f"10.0.2.{i}" for i in range(1, 101)]))
+    ClusterSync(kp, build=build).sync(store)
+    assert [(len(pods), new_len) for pods, new_len in asked] == [(100, 16384)]
+    (vip,) = kp.vips()
+    assert vip["new_len"] == 16384 and len(vip["pods"]) == 100

@@ -12,7 +12,8 @@ What it serves, as kube-apiserver does:
 - a resourceVersion older than the history kept (`compact()`): 410 Gone, either as the
   HTTP status (a Status body) or, with `gone_as_event`, as an ERROR event of code 410 in
   a 200 stream, as the API server does for a watch already under way;
-- `cut_watches()`: every open watch connection is closed in the middle of a chunk.
+- `cut_watches()`: every open watch connection is closed in the middle of a chunk;
+- `failures[kind] = N`: its next N requests are answered 500 Internal Server Error.
 One resourceVersion counter for every kind, as etcd's. Every request is logged
 (`requests`) so that a test can tell a list from a watch.
 """
@@ -39,6 +40,7 @@ class FakeKubeApi:
         self.history: List[Tuple[int, str, str, dict]] = []    # (rv, kind, type, object)
         self.oldest = 0                 # resourceVersions below this are gone (410)
         self.gone_as_event = False
+        self.failures: Dict[str, int] = {}  # kind -> how many of its requests fail
         self.requests: List[Tuple[str, dict]] = []
         self._changed = threading.Condition()
         self._cut = 0                   # generation: watches of an older one are cut
@@ -147,6 +149,13 @@ def _handler(api: FakeKubeApi):
             url = urllib.parse.urlsplit(self.path)
             query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
             api.requests.append((url.path, query))
+            kind = PATHS.get(url.path, ("",))[0]
+            with api._changed:
+                failing = api.failures.get(kind, 0) > 0
+                if failing:
+                    api.failures[kind] -= 1
+            if failing:
+                return self._json(500, _status(500, "InternalError", "the fake is failing"))
             if url.path not in PATHS:
                 return self._json(404, _status(404, "NotFound", f"{url.path} not found"))
             if query.get("watch") in ("true", "1"):
