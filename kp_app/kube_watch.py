@@ -2,7 +2,7 @@
 the official `kubernetes` client, as kube-proxy's informers do, into a ClusterStore;
 a sync loop hands what changed, in batches, to ClusterSync.
 
-Per kind: a list (its resourceVersion), then watches from that resourceVersion with
+Per kind: a list in pages (its resourceVersion), then watches from that resourceVersion with
 allowWatchBookmarks and a server-side timeout; a watch that ends or is cut resumes from
 the last resourceVersion seen (an event's or a BOOKMARK's) without a relist; a 410 Gone
 (an HTTP 410 or an ERROR event of code 410: that resourceVersion is too old) is answered
@@ -28,24 +28,35 @@ import time
 from typing import Callable, Dict, Optional
 
 from kubernetes import client, config, watch
+from kubernetes.config import incluster_config
 from kubernetes.client.rest import ApiException
 
 from kp_app.cluster_state import KINDS, NODE, SERVICE, SLICE, ClusterStore
 from kp_app.cluster_sync import ClusterSync
 
 LOG = logging.getLogger("kp_app.cluster")
-IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 GONE = 410
+PAGE_SIZE = 500             # objects per list page, as client-go's informers ask
+CONNECT_TIMEOUT = 10.0
+LIST_TIMEOUT = 60.0         # one page
+WATCH_SLACK = 30            # seconds past the server-side watch timeout before giving up
 
 
-def api_client(kubeconfig: Optional[str] = None) -> Optional[client.ApiClient]:
-    """A client from `kubeconfig`, else from the in-cluster service account files when
-    present; None when there is neither (kp_app then watches nothing)."""
+def api_client(kubeconfig: Optional[str] = None, service_account: str = SERVICE_ACCOUNT,
+               environ=os.environ) -> Optional[client.ApiClient]:
+    """A client from `kubeconfig`, else from the in-cluster service account's files
+    (token, ca.crt; and KUBERNETES_SERVICE_HOST/PORT) when they are there; None when
+    there is neither (kp_app then watches nothing). The client's own exceptions
+    (ConfigException) for a kubeconfig it cannot use."""
     configuration = client.Configuration()
+    token = os.path.join(service_account, "token")
     if kubeconfig:
         config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    elif os.path.exists(IN_CLUSTER_TOKEN) and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)
+    elif os.path.exists(token) and environ.get("KUBERNETES_SERVICE_HOST"):
+        incluster_config.InClusterConfigLoader(
+            token_filename=token, cert_filename=os.path.join(service_account, "ca.crt"),
+            environ=environ).load_and_set(configuration)
     else:
         return None
     return client.ApiClient(configuration)
@@ -63,6 +74,7 @@ class ClusterWatch:
                  spawn: Callable = None, sleep: Callable[[float], None] = time.sleep,
                  sync_period: float = 30.0, batch_delay: float = 0.1,
                  watch_timeout: int = 300, backoff: tuple = (0.5, 30.0),
+                 page_size: int = PAGE_SIZE,
                  lock=None, on_synced: Optional[Callable[[dict], None]] = None) -> None:
         self.store = ClusterStore()
         self.sync = sync
@@ -73,6 +85,7 @@ class ClusterWatch:
         self.sync_period = sync_period
         self.batch_delay = batch_delay
         self.watch_timeout = watch_timeout
+        self.page_size = page_size
         self.backoff = backoff
         self.lock = lock or threading.Lock()
         self._on_synced = on_synced     # e.g. write the state file
@@ -124,13 +137,25 @@ class ClusterWatch:
                 self.status.watch_restarts += 1
 
     def _list(self, kind: str) -> None:
-        response = self._listers[kind](_preload_content=False)
-        body = json.loads(response.data)
-        items = body.get("items") or []
+        """A full list in pages of `page_size` (one consistent snapshot: the API server's
+        continue tokens), as informers list; an expired token is a 410: relist."""
+        items, token, version = [], None, None
+        while True:
+            kwargs = {"limit": self.page_size, "_preload_content": False,
+                      "_request_timeout": (CONNECT_TIMEOUT, LIST_TIMEOUT)}
+            if token:
+                kwargs["_continue"] = token
+            body = json.loads(self._listers[kind](**kwargs).data)
+            items += body.get("items") or []
+            metadata = body.get("metadata") or {}
+            version = version or metadata.get("resourceVersion")
+            token = metadata.get("continue")
+            if not token:
+                break
         with self.lock:
             changed = self.store.replace(kind, items)
             self.sync.pending(self.store)
-        self.resource_versions[kind] = (body.get("metadata") or {}).get("resourceVersion")
+        self.resource_versions[kind] = version
         self.status.relists += 1
         self._listed.add(kind)
         LOG.info("cluster: listed %d %s objects (%d changed), resourceVersion %s",
@@ -147,7 +172,10 @@ class ClusterWatch:
         try:
             for event in w.stream(call, resource_version=self.resource_versions[kind],
                                   allow_watch_bookmarks=True,
-                                  timeout_seconds=self.watch_timeout):
+                                  timeout_seconds=self.watch_timeout,
+                                  # a connection that went silent (a dead peer) ends too
+                                  _request_timeout=(CONNECT_TIMEOUT,
+                                                    self.watch_timeout + WATCH_SLACK)):
                 if self._stopped:
                     return
                 obj = event.get("raw_object") or {}

@@ -305,3 +305,28 @@ def test_failures_back_off_exponentially_then_the_watch_goes_on(api, tmp_path):
     finally:
         watch.stop()
         kube.close()
+
+
+def test_a_list_comes_in_pages_of_one_snapshot(rig):
+    rig.watch.page_size = 7
+    for i in range(30):
+        rig.kube.put(service(f"s{i:02}", f"10.96.1.{i + 1}"))
+    rig.watch.start()
+    wait_for(lambda: rig.watch.status.synced_once)
+    assert len(rig.get("/v1/kubernetes/services")) == 30
+    pages = [q for path, q in rig.kube.requests
+             if path == "/api/v1/services" and "watch" not in q]
+    assert len(pages) == 5 and all(q["limit"] == "7" for q in pages)
+    assert rig.kube.lists("Service") == 1
+
+
+def test_in_cluster_service_account_files_are_used_without_a_kubeconfig(tmp_path):
+    assert kube_watch.api_client(None, str(tmp_path), {}) is None      # no files: no cluster
+    (tmp_path / "token").write_text("sa-token")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert kube_watch.api_client(None, str(tmp_path), {}) is None      # not in a Pod
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    configuration = kube_watch.api_client(None, str(tmp_path), env).configuration
+    assert configuration.host == "https://10.96.0.1:443"
+    assert configuration.ssl_ca_cert == str(tmp_path / "ca.crt")
+    assert configuration.get_api_key_with_prefix("BearerToken").lower() == "bearer sa-token"

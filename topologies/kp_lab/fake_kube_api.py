@@ -42,6 +42,7 @@ class FakeKubeApi:
         self.gone_as_event = False
         self.failures: Dict[str, int] = {}  # kind -> how many of its requests fail
         self.requests: List[Tuple[str, dict]] = []
+        self._snapshots: Dict[str, tuple] = {}  # continue token -> (rv, items, offset)
         self._changed = threading.Condition()
         self._cut = 0                   # generation: watches of an older one are cut
         self._bookmarks = 0
@@ -117,9 +118,9 @@ class FakeKubeApi:
             self._changed.notify_all()
 
     def lists(self, kind: Optional[str] = None) -> int:
-        """How many list (not watch) requests were made (of one kind)."""
+        """How many lists (not watches; a list's later pages not counted) were made."""
         return sum(1 for path, query in self.requests if "watch" not in query
-                   and (kind is None or path == KIND_PATH[kind]))
+                   and "continue" not in query and (kind is None or path == KIND_PATH[kind]))
 
     def watches(self, kind: str) -> List[dict]:
         return [query for path, query in self.requests
@@ -162,12 +163,26 @@ def _handler(api: FakeKubeApi):
                 return self._watch(PATHS[url.path], query)
             kind, list_kind, version = PATHS[url.path]
             with api._changed:
-                items = [copy.deepcopy(o) for o in api.objects[kind].values()]
-                for item in items:      # a List's items carry no kind
-                    item.pop("kind", None)
-                    item.pop("apiVersion", None)
-                body = {"kind": list_kind, "apiVersion": version,
-                        "metadata": {"resourceVersion": str(api.version)}, "items": items}
+                token = query.get("continue")
+                if token and token not in api._snapshots:
+                    return self._json(410, _status(410, "Expired", "continue token expired"))
+                if token:
+                    at, items, offset = api._snapshots.pop(token)
+                else:
+                    items = [copy.deepcopy(o) for _, o in sorted(api.objects[kind].items())]
+                    for item in items:      # a List's items carry no kind
+                        item.pop("kind", None)
+                        item.pop("apiVersion", None)
+                    at, offset = api.version, 0
+                limit = int(query.get("limit") or 0) or len(items)
+                page = items[offset:offset + limit]
+                metadata = {"resourceVersion": str(at)}
+                if offset + limit < len(items):
+                    token = f"{kind}-{at}-{offset + limit}-{len(api._snapshots)}"
+                    api._snapshots[token] = (at, items, offset + limit)
+                    metadata["continue"] = token
+                body = {"kind": list_kind, "apiVersion": version, "metadata": metadata,
+                        "items": page}
             self._json(200, body)
 
         def _json(self, code: int, body: dict) -> None:
