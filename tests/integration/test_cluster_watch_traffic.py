@@ -4,6 +4,8 @@ only when no other pod is ready. The fake API server (kp_lab.fake_kube_api) spea
 real list/watch protocol; kp_app reads it with the official client.
 
 kpnode (topologies/kp.py): node 10.0.0.1, clients c1, c2, pods p1..p3 at .101...103."""
+import re
+import subprocess
 import time
 from collections import Counter
 
@@ -99,3 +101,35 @@ def test_the_watch_scales_up_and_falls_back_to_a_terminating_pod(kpnode, control
     kube.put(eslice(terminating=["10.0.0.103"]))
     wait_for_pods(controller, ["10.0.0.103"])
     assert set(new_connections(kpnode, used)) == {"p3"}
+
+
+def kp_flows(lab):
+    """kp's flows on the switch, without their counters, and the youngest one's age."""
+    sw = lab.switch("s1")
+    target = f"tcp:127.0.0.1:{sw.listen}" if isinstance(sw, kp_lab.KpSwitch) else sw.name
+    out = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", target],
+                         capture_output=True, text=True, timeout=15)
+    assert out.returncode == 0, out.stderr
+    flows, ages = set(), []
+    for line in out.stdout.splitlines():
+        if "cookie=" not in line:
+            continue
+        ages += [float(a) for a in re.findall(r"duration=([0-9.]+)s", line)]
+        flows.add(re.sub(r"(duration|n_packets|n_bytes|idle_age|hard_age)=[^,]*, ?", "", line)
+                  .strip())
+    return flows, min(ages) if ages else None
+
+
+def test_resyncs_with_nothing_changed_leave_the_switch_flows_untouched(kpnode, controller,
+                                                                       kube):
+    wait_for_pods(controller, ["10.0.0.101"])
+    kube.put(eslice(ready=["10.0.0.101", "10.0.0.102"]))
+    wait_for_pods(controller, ["10.0.0.101", "10.0.0.102"])
+    time.sleep(1.0)                 # the change's programming is all on the switch
+    before, _ = kp_flows(kpnode)
+    started = time.monotonic()
+    time.sleep(5.0)                 # --kp-sync-period 2: two full resyncs at least
+    after, youngest = kp_flows(kpnode)
+    assert before and after == before
+    if youngest is not None:        # nothing deleted and added again meanwhile
+        assert youngest >= time.monotonic() - started - 0.5, youngest
