@@ -19,6 +19,9 @@ kube-proxy's rules, in brief:
   endpoints hinted for the node's zone are used.
 - A service port matches endpoint ports by (name, protocol); the endpoints' port number
   is the target port, which is how a named targetPort gets resolved.
+
+(A little over 500 lines: the reading of these three kinds and kube-proxy's rules for
+them are one concept, which `ku apply` and the cluster watch share.)
 """
 import ipaddress
 import re

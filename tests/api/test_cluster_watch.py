@@ -165,6 +165,7 @@ def test_a_bookmark_moves_the_resource_version_the_watch_resumes_from(rig):
 def test_410_gone_is_answered_by_a_relist(rig, gone_as_event):
     rig.kube.gone_as_event = gone_as_event
     rig.kube.put(service())
+    rig.kube.put(service("api", "10.96.0.11"))
     rig.kube.put(eslice([endpoint("10.0.1.11")]))
     rig.watch.start()
     wait_for(lambda: rig.pods() == ["10.0.1.11"])
@@ -173,8 +174,12 @@ def test_410_gone_is_answered_by_a_relist(rig, gone_as_event):
     # while the watches are down, the history they would resume from is compacted away
     rig.kube.compact()
     rig.kube.put(eslice([endpoint("10.0.1.12")]))
+    rig.kube.delete("Service", "default/api")
     rig.kube.compact()
     wait_for(lambda: rig.pods() == ["10.0.1.12"])
+    # the relist is diffed: the Service deleted meanwhile goes with its VIP
+    wait_for(lambda: [s["service"] for s in rig.get("/v1/kubernetes/services")]
+             == ["default/web"])
     assert rig.kube.lists() >= lists + 3         # each kind listed again
     assert rig.watch.status.relists >= 6
 
