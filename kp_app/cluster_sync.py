@@ -97,26 +97,30 @@ class ClusterSync:
 
     def _apply(self, desired: Dict[str, list], store: ClusterStore,
                skipped: List[tuple]) -> List[dict]:
-        """All at once (one plan), else one Service at a time so one conflict stops
-        only its own Service. A Service gone from the store is pruned (its VIPs go)."""
+        """All at once (one plan); when that fails, halves, and so on down to the
+        Services that cannot be applied: one conflict stops only its own Service, and a
+        few bad ones among thousands cost a few dozen plans, not thousands. A Service gone
+        from the store is pruned (its VIPs go)."""
         kp = self.kubeproxy
         present = store.objects[cluster_state.SERVICE]
         wanted = {k: v for k, v in desired.items() if k in present}
         gone = sorted(k for k in desired if k not in present and k in kp.model.services)
         if not wanted and not gone:
             return []
+        return self._apply_part(sorted(wanted), wanted, gone, self._built(wanted), skipped)
+
+    def _apply_part(self, keys: List[str], wanted: Dict[str, list], gone: List[str],
+                    built: list, skipped: List[tuple]) -> List[dict]:
         try:
-            return _changed(kp.apply_services(wanted, self._built(wanted), pruned=gone))
-        except KpError:
-            pass
-        report = []
-        for key in sorted(wanted) + gone:
-            one = {key: wanted[key]} if key in wanted else {}
-            try:
-                report += _changed(kp.apply_services(one, pruned=[] if one else [key]))
-            except KpError as error:
-                skipped.append((f"Service {key}", cluster_state._why(error)))
-        return report
+            return _changed(self.kubeproxy.apply_services(
+                {k: wanted[k] for k in keys}, built, pruned=gone))
+        except KpError as error:
+            if len(keys) <= 1:      # this one (or the pruning of the gone ones) fails
+                skipped += [(f"Service {k}", cluster_state._why(error)) for k in keys + gone]
+                return []
+        half = max(1, len(keys) // 2)
+        return (self._apply_part(keys[:half], wanted, gone, built, skipped)
+                + self._apply_part(keys[half:], wanted, [], built, skipped))
 
     def _built(self, wanted: Dict[str, list]) -> list:
         if self._build is None:

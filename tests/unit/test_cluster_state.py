@@ -202,3 +202,16 @@ def test_a_sync_hands_the_tables_it_needs_to_be_built_ahead(kp):
     assert [(len(pods), new_len) for pods, new_len in asked] == [(100, 16384)]
     (vip,) = kp.vips()
     assert vip["new_len"] == 16384 and len(vip["pods"]) == 100
+
+
+def test_a_few_bad_services_among_many_cost_few_plans(kp, monkeypatch):
+    kp.add_vip("10.96.3.7/32", 80, 8080)            # by hand: s007 wants it
+    store = ClusterStore()
+    for i in range(64):
+        store.event(SERVICE, "ADDED", service(name=f"s{i:03}", clusterIP=f"10.96.3.{i}"))
+    plans = []
+    apply = kp.apply_services
+    monkeypatch.setattr(kp, "apply_services", lambda *a, **k: plans.append(1) or apply(*a, **k))
+    result = ClusterSync(kp).sync(store)
+    assert [what for what, _ in result["skipped"]] == ["Service default/s007"]
+    assert len(result["services"]) == 63 and len(plans) <= 2 * 7 + 1
