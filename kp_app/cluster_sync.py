@@ -105,9 +105,13 @@ class ClusterSync:
         present = store.objects[cluster_state.SERVICE]
         wanted = {k: v for k, v in desired.items() if k in present}
         gone = sorted(k for k in desired if k not in present and k in kp.model.services)
-        if not wanted and not gone:
-            return []
-        return self._apply_part(sorted(wanted), wanted, gone, self._built(wanted), skipped)
+        report = []
+        if gone:    # first: their VIPs' addresses and node ports may be asked for anew
+            report = self._apply_part([], {}, gone, [], skipped)
+        if wanted:
+            report += self._apply_part(sorted(wanted), wanted, [], self._built(wanted),
+                                       skipped)
+        return report
 
     def _apply_part(self, keys: List[str], wanted: Dict[str, list], gone: List[str],
                     built: list, skipped: List[tuple]) -> List[dict]:
@@ -115,11 +119,11 @@ class ClusterSync:
             return _changed(self.kubeproxy.apply_services(
                 {k: wanted[k] for k in keys}, built, pruned=gone))
         except KpError as error:
-            if len(keys) <= 1:      # this one (or the pruning of the gone ones) fails
+            if len(keys) <= 1:
                 skipped += [(f"Service {k}", cluster_state._why(error)) for k in keys + gone]
                 return []
-        half = max(1, len(keys) // 2)
-        return (self._apply_part(keys[:half], wanted, gone, built, skipped)
+        half = len(keys) // 2
+        return (self._apply_part(keys[:half], wanted, [], built, skipped)
                 + self._apply_part(keys[half:], wanted, [], built, skipped))
 
     def _built(self, wanted: Dict[str, list]) -> list:
