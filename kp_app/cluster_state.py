@@ -74,6 +74,9 @@ class ClusterStore:
         self.objects: Dict[str, Dict[str, dict]] = {kind: {} for kind in KINDS}
         self.slices_of: Dict[str, Dict[str, dict]] = {}     # service key -> slices
         self.dirty = Dirty()
+        # service key -> (its objects' resourceVersions and the zone, its VIPs): a
+        # resync of unchanged objects reads none of them again
+        self._read: Dict[str, tuple] = {}
 
     # -- folding lists and events in ------------------------------------------------
 
@@ -145,13 +148,23 @@ class ClusterStore:
             service = self.objects[SERVICE].get(key)
             if service is None:
                 desired[key] = []
+                self._read.pop(key, None)
                 continue
             slices = list(self.slices_of.get(key, {}).values())
+            versions = (zone, _version(service), tuple(sorted(
+                (object_key(s), _version(s)) for s in slices)))
+            cached = self._read.get(key)
+            if cached is not None and cached[0] == versions:
+                desired[key] = cached[1]
+                continue
             try:
                 desired.update(kubernetes.desired_services([service] + slices, zone))
+                if versions[1] and all(v for _, v in versions[2]):   # (a fake's may lack them)
+                    self._read[key] = (versions, desired[key])
                 continue
             except KpError as error:
                 first = error
+                self._read.pop(key, None)
             # Find the culprit: the Service alone, else each slice with it.
             try:
                 kubernetes.desired_services([service], zone)

@@ -215,3 +215,22 @@ def test_a_few_bad_services_among_many_cost_few_plans(kp, monkeypatch):
     result = ClusterSync(kp).sync(store)
     assert [what for what, _ in result["skipped"]] == ["Service default/s007"]
     assert len(result["services"]) == 63 and len(plans) <= 2 * 7 + 1
+
+
+def test_a_resync_reads_again_only_objects_of_another_resource_version(kp, monkeypatch):
+    from kp_app import kubernetes
+    store = ClusterStore()
+    store.replace(SERVICE, [versioned(service(), 1), versioned(service(name="api",
+                                                                       clusterIP="10.96.0.11"), 2)])
+    store.replace(SLICE, [versioned(slice_a("10.0.0.1"), 3)])
+    sync = ClusterSync(kp)
+    sync.sync(store)
+    read = []
+    parse = kubernetes.desired_services
+    monkeypatch.setattr(kubernetes, "desired_services",
+                        lambda objs, zone=None: read.append(len(objs)) or parse(objs, zone))
+    store.mark_all()
+    assert sync.sync(store)["services"] == [] and read == []
+    store.replace(SLICE, [versioned(slice_a("10.0.0.2"), 4)])
+    assert [v["pods_added"] for v in sync.sync(store)["services"]] == [["10.0.0.2"]]
+    assert read == [2]          # web and its slice, not api
