@@ -41,6 +41,7 @@ PAGE_SIZE = 500             # objects per list page, as client-go's informers as
 CONNECT_TIMEOUT = 10.0
 LIST_TIMEOUT = 60.0         # one page
 WATCH_SLACK = 30            # seconds past the server-side watch timeout before giving up
+QUICK_WATCH = 1.0           # a watch that ends sooner with no event backs off
 
 
 def api_client(kubeconfig: Optional[str] = None, service_account: str = SERVICE_ACCOUNT,
@@ -71,7 +72,7 @@ def _listers(api: client.ApiClient) -> Dict[str, Callable]:
 
 class ClusterWatch:
     def __init__(self, api: client.ApiClient, sync: ClusterSync,
-                 spawn: Callable = None, sleep: Callable[[float], None] = time.sleep,
+                 spawn: Optional[Callable] = None, sleep: Callable[[float], None] = time.sleep,
                  sync_period: float = 30.0, batch_delay: float = 0.1,
                  watch_timeout: int = 300, backoff: tuple = (0.5, 30.0),
                  page_size: int = PAGE_SIZE,
@@ -114,13 +115,15 @@ class ClusterWatch:
             try:
                 if self.resource_versions[kind] is None:
                     self._list(kind)
-                self._watch(kind)
-                delay = self.backoff[0]
-                if not self._stopped:
-                    self.status.watch_restarts += 1
-                continue
+                started = time.monotonic()
+                if self._watch(kind) or time.monotonic() - started >= QUICK_WATCH:
+                    delay = self.backoff[0]
+                    if not self._stopped:
+                        self.status.watch_restarts += 1
+                    continue
+                # a watch that ended at once with nothing: not again at once (backoff)
             except ApiException as error:
-                if error.status == GONE:
+                if error.status == GONE and self.resource_versions[kind] is not None:
                     LOG.info("cluster: %s watch: resourceVersion too old (410 Gone): relist",
                              kind)
                     self.resource_versions[kind] = None
@@ -162,8 +165,10 @@ class ClusterWatch:
                  len(items), kind, changed, self.resource_versions[kind])
         self._wake.set()
 
-    def _watch(self, kind: str) -> None:
+    def _watch(self, kind: str) -> int:
+        """One watch until it ends; how many events (bookmarks too) it brought."""
         lister = self._listers[kind]
+        events = 0
 
         def call(**kwargs):     # no docstring: the Watch hands back the raw JSON objects
             return lister(**kwargs)
@@ -177,7 +182,8 @@ class ClusterWatch:
                                   _request_timeout=(CONNECT_TIMEOUT,
                                                     self.watch_timeout + WATCH_SLACK)):
                 if self._stopped:
-                    return
+                    return events
+                events += 1
                 obj = event.get("raw_object") or {}
                 version = (obj.get("metadata") or {}).get("resourceVersion")
                 if event["type"] != "BOOKMARK":
@@ -189,6 +195,7 @@ class ClusterWatch:
                     self.resource_versions[kind] = version
         finally:
             self._watches.pop(kind, None)
+        return events
 
     # -- syncs ------------------------------------------------------------------------
 
@@ -203,6 +210,7 @@ class ClusterWatch:
                 self._wake.clear()
                 self._sleep(self.batch_delay)     # a burst gathers into one sync
             if len(self._listed) < len(KINDS):
+                next_resync = time.monotonic() + self.sync_period
                 continue
             if not woke or time.monotonic() >= next_resync:
                 self.store.mark_all()

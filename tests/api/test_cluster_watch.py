@@ -335,3 +335,24 @@ def test_in_cluster_service_account_files_are_used_without_a_kubeconfig(tmp_path
     assert configuration.host == "https://10.96.0.1:443"
     assert configuration.ssl_ca_cert == str(tmp_path / "ca.crt")
     assert configuration.get_api_key_with_prefix("BearerToken").lower() == "bearer sa-token"
+
+
+def test_a_watch_that_ends_at_once_backs_off_rather_than_spinning(api, tmp_path):
+    kube = FakeKubeApi().start()
+    client = kube_watch.api_client(kube.kubeconfig(str(tmp_path / "kubeconfig")))
+    # timeoutSeconds=0: the fake ends every watch at once, with no event
+    watch = kube_watch.ClusterWatch(client, ClusterSync(api.service), sync_period=3600,
+                                    batch_delay=0.005, watch_timeout=0, backoff=(0.2, 0.4))
+    try:
+        kube.put(service())
+        watch.start()
+        wait_for(lambda: watch.status.synced_once)
+        watches = len(kube.watches("Service"))
+        time.sleep(1.0)
+        # backing off 0.2 s, then 0.4 s: some 3 more watches in that second (without the
+        # backoff, one every few ms: tens, even on a loaded machine)
+        assert 1 <= len(kube.watches("Service")) - watches <= 6
+        assert kube.lists("Service") == 1           # and never a relist
+    finally:
+        watch.stop()
+        kube.close()

@@ -136,6 +136,7 @@ def _key(obj: dict) -> str:
 def _handler(api: FakeKubeApi):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True     # each event goes out as it is written
 
         def log_message(self, *args) -> None:
             pass
