@@ -12,6 +12,7 @@ cluster does not have: the cluster is the truth for Services.
 `SyncStatus` is what a health or metrics module reads (kp-app's KpRyuApp.cluster.status).
 """
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
@@ -21,6 +22,14 @@ from kp_app.cluster_state import ClusterStore
 from kp_app.errors import KpError
 
 LOG = logging.getLogger("kp_app.cluster")
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def in_cluster(service_account: str = SERVICE_ACCOUNT, environ=os.environ) -> bool:
+    """Whether kp_app runs in a Pod with a service account (its token, and the API
+    server's address in KUBERNETES_SERVICE_HOST): then it watches that cluster."""
+    return (os.path.exists(os.path.join(service_account, "token"))
+            and bool(environ.get("KUBERNETES_SERVICE_HOST")))
 
 
 @dataclass

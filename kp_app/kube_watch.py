@@ -32,10 +32,9 @@ from kubernetes.config import incluster_config
 from kubernetes.client.rest import ApiException
 
 from kp_app.cluster_state import KINDS, NODE, SERVICE, SLICE, ClusterStore
-from kp_app.cluster_sync import ClusterSync
+from kp_app.cluster_sync import SERVICE_ACCOUNT, ClusterSync, in_cluster
 
 LOG = logging.getLogger("kp_app.cluster")
-SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 GONE = 410
 PAGE_SIZE = 500             # objects per list page, as client-go's informers ask
 CONNECT_TIMEOUT = 10.0
@@ -51,12 +50,12 @@ def api_client(kubeconfig: Optional[str] = None, service_account: str = SERVICE_
     there is neither (kp_app then watches nothing). The client's own exceptions
     (ConfigException) for a kubeconfig it cannot use."""
     configuration = client.Configuration()
-    token = os.path.join(service_account, "token")
     if kubeconfig:
         config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    elif os.path.exists(token) and environ.get("KUBERNETES_SERVICE_HOST"):
+    elif in_cluster(service_account, environ):
         incluster_config.InClusterConfigLoader(
-            token_filename=token, cert_filename=os.path.join(service_account, "ca.crt"),
+            token_filename=os.path.join(service_account, "token"),
+            cert_filename=os.path.join(service_account, "ca.crt"),
             environ=environ).load_and_set(configuration)
     else:
         return None

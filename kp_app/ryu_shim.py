@@ -188,10 +188,13 @@ class KpRyuApp(app_manager.RyuApp):
     def _cluster_watch(self):
         """The watch of the cluster (kp_app.kube_watch) when there is one: green threads
         of Ryu's hub; its `status` (kp_app.cluster_sync.SyncStatus) is for metrics."""
+        from kp_app.cluster_sync import ClusterSync, in_cluster
+        kubeconfig = getattr(cfg.CONF, "kubeconfig", None)
+        if not kubeconfig and not in_cluster():
+            return None         # (and the client is not even imported)
         from kp_app import kube_watch
-        from kp_app.cluster_sync import ClusterSync
         try:
-            api = kube_watch.api_client(getattr(cfg.CONF, "kubeconfig", None))
+            api = kube_watch.api_client(kubeconfig)
         except Exception as error:      # the client's own errors: a bad file, no context
             raise SystemExit(f"kp_app: --kubeconfig: {error}") from None
         if api is None:
