@@ -414,11 +414,11 @@ def _parse_slice(obj: dict, where: str) -> Optional[_Group]:
         parsed = [_address(value, f"{at}.addresses[{j}]", version)
                   for j, value in enumerate(listed)]
         conditions = _typed(endpoint, "conditions", dict, f"{at}.conditions", {})
-        # A null ready means unknown, which consumers must treat as ready; a null serving
-        # is as ready, a null terminating false. One endpoint's addresses are one pod's,
-        # and kube-proxy uses the first.
+        # A null ready or serving means unknown, which consumers must treat as true (as
+        # kube-proxy does), a null terminating false. One endpoint's addresses are one
+        # pod's, and kube-proxy uses the first.
         ready = _typed(conditions, "ready", bool, f"{at}.conditions.ready", True)
-        serving = _typed(conditions, "serving", bool, f"{at}.conditions.serving", ready)
+        serving = _typed(conditions, "serving", bool, f"{at}.conditions.serving", True)
         terminating = _typed(conditions, "terminating", bool, f"{at}.conditions.terminating",
                              False)
         if parsed:

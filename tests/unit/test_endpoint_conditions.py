@@ -32,6 +32,11 @@ def test_serving_terminating_endpoints_are_used_when_none_is_ready():
     assert pods(objs) == ["10.0.0.2"]
 
 
+def test_an_unknown_serving_condition_counts_as_serving():
+    objs = web(endpoint("10.0.0.2", ready=False, terminating=True))   # an older API server
+    assert pods(objs) == ["10.0.0.2"]
+
+
 def test_nothing_serving_means_no_pods():
     objs = web(endpoint("10.0.0.3", ready=False, serving=False, terminating=True))
     assert pods(objs) == []
