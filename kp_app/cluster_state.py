@@ -16,7 +16,8 @@ Node objects give node addresses (`node_addresses`). How a Node maps to a switch
   none of its own (as `ku conf node_ip X` without a dpid), and its zone label is the
   zone topology hints are read for;
 - a Node with the annotation `kp.io/dpid` (a number, e.g. "0x1" or "1") gives that
-  switch's own addresses (as `ku conf node_ip X dpid N`), for one kp_app serving several.
+  switch's own addresses (as `ku conf node_ip X dpid N`), for one kp_app serving several
+  (the annotation wins: the `--kp-node-name` Node with one gives only that switch's).
 A Node's address on its pod subnet: its InternalIP of the family when that lies in its
 pod CIDR, else the pod CIDR's first address (the pod bridge's gateway, as kubenet's
 cbr0 has it), with the pod CIDR's prefix length.

@@ -47,9 +47,11 @@ class SyncStatus:
     watch_restarts: int = 0                     # watches resumed after a cut or timeout
     synced_once: bool = False                   # every kind listed and synced at least once
     skipped: List[str] = field(default_factory=list)    # the last sync's left-out objects
+    # called with each sync's duration in seconds, e.g. a histogram's observe
+    observers: List[Callable[[float], None]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "observers"}
 
 
 class ClusterSync:
@@ -102,6 +104,11 @@ class ClusterSync:
         s.service_changes_pending = s.endpoint_changes_pending = 0
         s.last_sync = self._wall()
         s.last_sync_duration = self._clock() - start
+        for observe in list(s.observers):
+            try:
+                observe(s.last_sync_duration)
+            except Exception:       # a metrics module's fault must not stop the sync
+                LOG.exception("cluster: a sync observer failed")
         return {"services": report, "nodes": nodes, "skipped": skipped}
 
     def _apply(self, desired: Dict[str, list], store: ClusterStore,

@@ -107,10 +107,14 @@ def test_a_sync_applies_a_batch_and_a_resync_sends_nothing(kp):
     assert [v["action"] for v in result["services"]] == ["created"] and result["nodes"] == ["n1"]
     assert kp.conf()["node_ip"] == "10.0.1.1"
     assert sync.status.last_sync == 1000.0 and sync.status.endpoint_changes_total == 1
+    assert "observers" not in sync.status.to_dict()
+    durations = []
+    sync.status.observers.append(durations.append)
     kp.sent.clear()
     store.mark_all()
     assert sync.sync(store) == {"services": [], "nodes": [], "skipped": []}
     assert kp.sent == []
+    assert durations == [sync.status.last_sync_duration] and sync.status.syncs == 2
 
 
 def test_hand_made_vips_are_never_taken_over_and_others_still_apply(kp):
