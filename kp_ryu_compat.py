@@ -11,7 +11,7 @@ needs doing before it does:
   current directory as a file to load, so from the project's root (where ``kp_app/`` is a
   directory) it fails with IsADirectoryError. A directory is a package: import it by name.
 
-- kp_app's command-line options (--kp-mode, --kp-state-file, --auth-token-file) must be
+- kp_app's command-line options (--kp-mode, --kp-state-file, --kubeconfig, ...) must be
   known to Ryu's configuration before ryu-manager parses its command line, which is
   before it imports kp_app: they are registered when ``ryu.flags`` is.
 
@@ -58,6 +58,16 @@ def _register_kp_options(module) -> None:
         cfg.StrOpt("kp-state-file", default=None,
                    help="keep kp_app's configuration in this JSON file: restored at start, "
                         "written after every change (default: in memory only)"),
+        cfg.StrOpt("kubeconfig", default=None,
+                   help="kp_app: list and watch the cluster's Services, EndpointSlices and "
+                        "Nodes through this kubeconfig (default: the in-cluster service "
+                        "account when its files are there, else no cluster)"),
+        cfg.StrOpt("kp-node-name", default=None,
+                   help="kp_app: the Kubernetes Node this kp_app serves: its addresses and "
+                        "pod CIDR are the default node addresses, its zone label the zone "
+                        "for topology hints"),
+        cfg.FloatOpt("kp-sync-period", default=30.0, min=1.0,
+                     help="kp_app: seconds between full resyncs of the watched cluster"),
         cfg.StrOpt("auth-token-file", default=None,
                    help="kp_app: a file holding the bearer token every REST request must "
                         "carry (Authorization: Bearer <token>); default: no token"),

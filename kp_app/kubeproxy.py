@@ -81,6 +81,20 @@ class KubeProxy:
                      self.model.node_addresses(dpid).to_dict())
             self._node_announced(dpid)
 
+    def cluster_node(self, dpid: Optional[int], ipv4_if, ipv6_if) -> bool:
+        """Node addresses from a Kubernetes Node object (kp_app.cluster_state): taken as
+        a switch's announcement is (for switch `dpid`, or the default node when None),
+        never over an address set by hand. True if they changed (and were programmed)."""
+        if not self.model.announce_node(dpid, ipv4_if, ipv6_if):
+            return False
+        if dpid is not None:
+            self._node_announced(dpid)
+            return True
+        for node in self.nodes.values():    # the default shapes every node, as set_conf
+            self._apply_topology(node)
+        self._broadcast(lambda n: n.full_programming())
+        return True
+
     def _node_announced(self, dpid: int) -> None:
         """Reprogram what one node's new addresses change: that node whole (its NodePort
         and reply flows), and the routes of the others whose routes changed. Not every
@@ -355,6 +369,16 @@ class KubeProxy:
             raise InvalidInput(f"{prune!r} is not true or false", "prune")
         desired = kubernetes.desired_services(kubernetes.objects(document))
         pruned = sorted(self.model.services - set(desired)) if prune else []
+        return self.apply_services(desired, built, pruned)
+
+    def apply_services(self, desired: Dict[str, list], built: Sequence[MaglevTable] = (),
+                       pruned: Sequence[str] = ()) -> dict:
+        """Each Service of `desired` ('namespace/name' -> its kubernetes.ServiceVips; []
+        to have none) brought to those VIPs through the checked plan, and the `pruned`
+        Services forgotten with their VIPs: all of it, or (InvalidInput, Conflict)
+        nothing. apply_kubernetes and the cluster watch (kp_app.cluster_sync) end here."""
+        desired = dict(desired)
+        pruned = sorted(pruned)
         desired.update({name: [] for name in pruned})     # keep no VIP of theirs
         plan = service_sync.plan(self.model, desired, built)
         for change in plan.deletes:
@@ -362,6 +386,8 @@ class KubeProxy:
         for change in plan.makes:
             self._make_vip(change, plan.tables.get((change.prefix, change.port)))
         for change in plan.updates:
+            if change.action == "unchanged":    # (a resync of 10,000 Services: most)
+                continue
             vip = self.model.find_vip(change.prefix, change.port)
             self.model.set_policies(vip, **change.spec.policies())
             self._sync_compiled(vip)

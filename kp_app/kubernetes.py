@@ -10,9 +10,18 @@ kube-proxy's rules, in brief:
   none. NodePort and LoadBalancer VIPs carry their node port; externalIPs and load
   balancer ingress IPs go with the cluster IP of their family.
 - Pods come from the EndpointSlices labelled with the Service's name if there are any,
-  else from the Endpoints object of the same name. Only ready addresses count.
+  else from the Endpoints object of the same name. As kube-proxy's CategorizeEndpoints:
+  the ready endpoints; when none is ready, those both serving and terminating (graceful
+  termination: a rolling update's old pods finish while no new one is ready yet); then
+  none. Topology hints are honoured when the Service asks for them (trafficDistribution,
+  e.g. PreferClose, or the topology-mode annotation Auto), the node's zone is known,
+  every ready endpoint has zone hints and one of them is for that zone: then only the
+  endpoints hinted for the node's zone are used.
 - A service port matches endpoint ports by (name, protocol); the endpoints' port number
   is the target port, which is how a named targetPort gets resolved.
+
+(A little over 500 lines: the reading of these three kinds and kube-proxy's rules for
+them are one concept, which `ku apply` and the cluster watch share.)
 """
 import ipaddress
 import re
@@ -35,6 +44,8 @@ PORT_NAME = re.compile(r"(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*")
 MAX_NESTING = 8
 DEFAULT_AFFINITY_TIMEOUT = 10800    # Kubernetes' default for ClientIP: 3 hours
 MAX_AFFINITY_TIMEOUT = 86400
+TOPOLOGY_ANNOTATIONS = ("service.kubernetes.io/topology-mode",
+                        "service.kubernetes.io/topology-aware-hints")    # the older name
 TYPE_NAMES = {dict: "a mapping", list: "a list", str: "a string", bool: "true or false"}
 NOT_EXPORTED = "not set: {}; export the Service from the cluster (e.g. kubectl get svc -o yaml)"
 
@@ -93,12 +104,21 @@ class _Service(NamedTuple):
     external_policy: str
     internal_policy: str
     source_ranges: List[ipaddress.IPv4Network]     # or IPv6
+    topology: bool = False          # it asks for topology hints to be honoured
+
+
+class _Endpoint(NamedTuple):
+    address: Address
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    zones: Tuple[str, ...] = ()     # hints.forZones
 
 
 class _Group(NamedTuple):
-    """An Endpoints subset or an EndpointSlice: ready addresses that all serve the same ports."""
+    """An Endpoints subset or an EndpointSlice: endpoints that all serve the same ports."""
     ports: Tuple[Tuple[str, str, int], ...]     # (name, protocol, number)
-    addresses: Tuple[Address, ...]
+    addresses: Tuple[_Endpoint, ...]
 
 
 def _show(value) -> str:
@@ -217,7 +237,17 @@ def _parse_service(obj: dict, where: str) -> _Service:
     return _Service(cluster_ips, ports, external, _affinity_timeout(spec, at),
                     _traffic_policy(spec, "externalTrafficPolicy", at),
                     _traffic_policy(spec, "internalTrafficPolicy", at),
-                    _source_ranges(spec, at))
+                    _source_ranges(spec, at), _topology(obj, spec, where))
+
+
+def _topology(obj: dict, spec: dict, where: str) -> bool:
+    """Whether the Service asks for its endpoints' topology hints to be honoured."""
+    if _typed(spec, "trafficDistribution", str, f"{where}: spec.trafficDistribution", ""):
+        return True
+    metadata = _typed(obj, "metadata", dict, f"{where}: metadata", {})
+    annotations = _typed(metadata, "annotations", dict, f"{where}: metadata.annotations", {})
+    return any(str(annotations.get(name, "")).lower() == "auto"
+               for name in TOPOLOGY_ANNOTATIONS)
 
 
 def _source_ranges(spec: dict, at: str) -> list:
@@ -354,7 +384,7 @@ def _parse_endpoints(obj: dict, where: str) -> List[_Group]:
         addresses = []
         for j, entry in enumerate(_typed(subset, "addresses", list, f"{at}.addresses", [])):
             entry = _expect(entry, dict, f"{at}.addresses[{j}]")
-            addresses.append(_address(entry.get("ip"), f"{at}.addresses[{j}].ip"))
+            addresses.append(_Endpoint(_address(entry.get("ip"), f"{at}.addresses[{j}].ip")))
         groups.append(_Group(_endpoint_ports(subset, f"{at}.ports", False), tuple(addresses)))
     return groups
 
@@ -385,11 +415,26 @@ def _parse_slice(obj: dict, where: str) -> Optional[_Group]:
         parsed = [_address(value, f"{at}.addresses[{j}]", version)
                   for j, value in enumerate(listed)]
         conditions = _typed(endpoint, "conditions", dict, f"{at}.conditions", {})
-        # A null ready means unknown, which consumers must treat as ready. One endpoint's
-        # addresses are one pod's, and kube-proxy uses the first.
-        if parsed and _typed(conditions, "ready", bool, f"{at}.conditions.ready", True):
-            addresses.append(parsed[0])
+        # A null ready or serving means unknown, which consumers must treat as true (as
+        # kube-proxy does), a null terminating false. One endpoint's addresses are one
+        # pod's, and kube-proxy uses the first.
+        ready = _typed(conditions, "ready", bool, f"{at}.conditions.ready", True)
+        serving = _typed(conditions, "serving", bool, f"{at}.conditions.serving", True)
+        terminating = _typed(conditions, "terminating", bool, f"{at}.conditions.terminating",
+                             False)
+        if parsed:
+            addresses.append(_Endpoint(parsed[0], ready, serving, terminating,
+                                       _zone_hints(endpoint, at)))
     return _Group(_endpoint_ports(obj, f"{where}: ports", True), tuple(addresses))
+
+
+def _zone_hints(endpoint: dict, at: str) -> Tuple[str, ...]:
+    hints = _typed(endpoint, "hints", dict, f"{at}.hints", {})
+    zones = []
+    for i, entry in enumerate(_typed(hints, "forZones", list, f"{at}.hints.forZones", [])):
+        entry = _expect(entry, dict, f"{at}.hints.forZones[{i}]")
+        zones.append(_expect(entry.get("name"), str, f"{at}.hints.forZones[{i}].name"))
+    return tuple(zones)
 
 
 def _parse_all(objs) -> Tuple[Dict[str, _Service], Dict[str, List[_Group]]]:
@@ -427,11 +472,13 @@ def _parse_all(objs) -> Tuple[Dict[str, _Service], Dict[str, List[_Group]]]:
     return services, {key: slices.get(key) or endpoints.get(key, []) for key in services}
 
 
-def desired_services(objs: List[dict]) -> Dict[str, List[ServiceVip]]:
+def desired_services(objs: List[dict], zone: Optional[str] = None
+                     ) -> Dict[str, List[ServiceVip]]:
     """'namespace/name' -> the VIPs of each Service in objs, sorted by (prefix, port, protocol).
-    Headless and ExternalName Services map to []."""
+    Headless and ExternalName Services map to []. `zone`: the zone of the node kp serves
+    (its label topology.kubernetes.io/zone), for topology hints; None: unknown."""
     services, groups = _parse_all(objs)
-    return {key: _service_vips(services[key], groups[key]) for key in sorted(services)}
+    return {key: _service_vips(services[key], groups[key], zone) for key in sorted(services)}
 
 
 def service_names(objs: List[dict]) -> List[str]:
@@ -442,14 +489,38 @@ def service_names(objs: List[dict]) -> List[str]:
     return sorted({ident.key for ident in idents if ident.kind == "Service"})
 
 
-def _service_vips(service: _Service, groups: List[_Group]) -> List[ServiceVip]:
+def _use_topology(service: _Service, endpoints: List[_Endpoint], zone: Optional[str]) -> bool:
+    """kube-proxy's canUseTopology: hints only when every ready endpoint has some and at
+    least one is for the node's zone (else the hints are stale or partial: ignore them)."""
+    if not service.topology or zone is None:
+        return False
+    ready = [e for e in endpoints if e.ready]
+    return (all(e.zones for e in ready) and any(zone in e.zones for e in ready))
+
+
+def _usable(service: _Service, endpoints: List[_Endpoint], zone: Optional[str]
+            ) -> List[_Endpoint]:
+    """kube-proxy's cluster endpoints: the ready ones (in the node's zone when hints are
+    honoured); when none is ready, the serving and terminating ones."""
+    topology = _use_topology(service, endpoints, zone)
+    chosen = [e for e in endpoints if e.ready and (not topology or zone in e.zones)]
+    return chosen or [e for e in endpoints if e.serving and e.terminating]
+
+
+def _service_vips(service: _Service, groups: List[_Group], zone: Optional[str] = None
+                  ) -> List[ServiceVip]:
     vips = []
     for port in service.ports:
-        backends = [(address, number)
-                    for group in groups for name, protocol, number in group.ports
-                    if (name, protocol) == (port.name, port.protocol)
-                    for address in group.addresses]
-        vips.extend(_vip(service, port, cluster_ip, backends) for cluster_ip in service.cluster_ips)
+        endpoints = [(endpoint, number)
+                     for group in groups for name, protocol, number in group.ports
+                     if (name, protocol) == (port.name, port.protocol)
+                     for endpoint in group.addresses]
+        for cluster_ip in service.cluster_ips:
+            # one family at a time, as kube-proxy runs one proxier per family
+            family = [(e, n) for e, n in endpoints if e.address.version == cluster_ip.version]
+            usable = set(_usable(service, [e for e, _ in family], zone))
+            backends = [(e.address, number) for e, number in family if e in usable]
+            vips.append(_vip(service, port, cluster_ip, backends))
     return sorted(vips, key=lambda vip: (vip.prefix, vip.port, vip.protocol))
 
 

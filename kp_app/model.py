@@ -341,8 +341,9 @@ class ServiceModel:
         """What switch `dpid` announces as its node addresses now (None: nothing for that
         family), taken where `set_node(..., dpid=dpid)` puts them, but never over an
         address set by hand; an address it announced before and no longer does goes.
-        True if the node's addresses changed."""
-        target = self.nodes.get(dpid, NodeAddresses())
+        True if the node's addresses changed. dpid None: the default node's (those of
+        every switch without its own), as a cluster's Node object gives them."""
+        target = self.default_node if dpid is None else self.nodes.get(dpid, NodeAddresses())
         changed = False
         for version, attr, value in ((4, "ipv4_if", ipv4_if), (6, "ipv6_if", ipv6_if)):
             current = getattr(target, attr)
@@ -357,7 +358,9 @@ class ServiceModel:
                 setattr(target, attr, value)
                 target.announced.add(version)
                 changed = True
-        if target.ipv4_if is None and target.ipv6_if is None:
+        if dpid is None:
+            pass
+        elif target.ipv4_if is None and target.ipv6_if is None:
             self.nodes.pop(dpid, None)
         elif changed:
             self.nodes[dpid] = target

@@ -84,8 +84,7 @@ class LiveService:
 
     def apply_kubernetes(self, document, prune=False) -> dict:
         """As add_pods: the big tables the apply will need are built in a thread first."""
-        wanted = [t for t in self._kp.kubernetes_tables(document) if t[1] >= BUILD_ASIDE_MIN]
-        built = tpool.execute(_build_tables, wanted) if wanted else []
+        built = _build_tables_aside(self._kp.kubernetes_tables(document))
         answer = self._kp.apply_kubernetes(document, built, prune)
         self.save_state()
         return answer
@@ -123,6 +122,12 @@ def _restore(kubeproxy: KubeProxy, path: str) -> None:
 
 def _build_tables(wanted) -> list:
     return [MaglevTable(pods, new_len) for pods, new_len in wanted]
+
+
+def _build_tables_aside(wanted) -> list:
+    """The big ones of these tables, built in a thread while the controller goes on."""
+    big = [t for t in wanted if t[1] >= BUILD_ASIDE_MIN]
+    return tpool.execute(_build_tables, big) if big else []
 
 
 def _next_xid(datapath) -> int:
@@ -178,6 +183,31 @@ class KpRyuApp(app_manager.RyuApp):
         self._early_port_names = {}
         from kp_app import rest
         rest.register(kwargs["wsgi"], self.service)
+        self.cluster = self._cluster_watch()    # None without a cluster
+
+    def _cluster_watch(self):
+        """The watch of the cluster (kp_app.kube_watch) when there is one: green threads
+        of Ryu's hub; its `status` (kp_app.cluster_sync.SyncStatus) is for metrics."""
+        from kp_app.cluster_sync import ClusterSync, in_cluster
+        kubeconfig = getattr(cfg.CONF, "kubeconfig", None)
+        if not kubeconfig and not in_cluster():
+            return None         # (and the client is not even imported)
+        from kp_app import kube_watch
+        try:
+            api = kube_watch.api_client(kubeconfig)
+        except Exception as error:      # the client's own errors: a bad file, no context
+            raise SystemExit(f"kp_app: --kubeconfig: {error}") from None
+        if api is None:
+            return None
+        sync = ClusterSync(self.kubeproxy, getattr(cfg.CONF, "kp_node_name", None),
+                           build=_build_tables_aside)
+        watch = kube_watch.ClusterWatch(
+            api, sync, spawn=hub.spawn, sleep=hub.sleep,
+            sync_period=getattr(cfg.CONF, "kp_sync_period", 30.0),
+            on_synced=lambda result: self.service.save_state())
+        watch.start()
+        LOG.info("kp_app: watching the cluster's Services, EndpointSlices and Nodes")
+        return watch
 
     # -- sending ---------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ same flows, and the sessions a switch keeps itself (Open vSwitch's conntrack) go
 is kept is what was configured: conf and node addresses, SNAT interfaces, VIPs with their
 active pods, and which Services `ku apply` owns. Not kept: sessions (they belong to the
 switches), counters, draining pods (their sessions end with the restart), node addresses
-a switch announced (it announces them again when it connects).
+a switch announced (it announces them again when it connects) or a watched cluster's
+Node gave (the watch gives them again).
 
 The file is written whole to a temporary file and renamed over the old one after each
 change, so a crash never leaves half a file; restoring goes through the same checked
@@ -45,7 +46,7 @@ def dump(kubeproxy) -> Dict[str, Any]:
             "pods": [p["address"] for p in vip["pods"] if p["state"] == "active"]})
     return {"version": VERSION,
             "conf": {"buckets": conf["buckets"], "timeout": conf["timeout"],
-                     "node_ip": _interface(conf, ""), "node_ip6": _interface(conf, "6")},
+                     **_configured(kubeproxy.model.default_node.to_dict_with_source())},
             "nodes": {dpid: kept for dpid, kept in (
                 (dpid, _configured(addresses)) for dpid, addresses in conf["nodes"].items())
                 if any(kept.values())},

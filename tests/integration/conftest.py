@@ -14,6 +14,7 @@
       def controller_app():
           return 'ryu.app.simple_switch_13'
 
+- ``controller_extra_args`` (default []): more ryu-manager arguments for kp_app.
 - ``controller``: a started ``kp_lab.ControllerProcess`` on free ports (``.of_port``,
   ``.wsapi_port``, ``.url(path)``, ``.log_tail()``), stopped after the test.
 - ``lab_factory``: ``lab_factory('kpnode', clients=2, pods=3)`` builds a topology on
@@ -132,9 +133,17 @@ def controller_mode(request):
 
 
 @pytest.fixture
-def controller(controller_app, controller_rest, controller_mode, request):
+def controller_extra_args():
+    """More ryu-manager arguments for the controller (override in a test module)."""
+    return []
+
+
+@pytest.fixture
+def controller(controller_app, controller_rest, controller_mode, controller_extra_args,
+               request):
     extra = ['--kp-mode', controller_mode] if controller_mode and controller_app == 'kp_app' \
         else []
+    extra += list(controller_extra_args)
     ctl = kp_lab.ControllerProcess(controller_app, rest=controller_rest, extra_args=extra)
     ctl.start()
     yield ctl

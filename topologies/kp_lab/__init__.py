@@ -7,6 +7,8 @@
 - traffic: ``start_http_server``, ``start_tcp_server``, ``start_udp_server``,
   ``http_get``, ``tcp_session``/``start_tcp_session``, ``udp_request``, ``ping``
 - the topology classes and address plan of topologies/kp.py (``kp_lab.topo``)
+- ``kp_lab.fake_kube_api.FakeKubeApi``: a fake Kubernetes API server (list/watch) for
+  kp_app's cluster watch (not imported here: import it by its module)
 
 Everything imports only the standard library and Mininet (no Ryu): it also runs under
 Debian's /usr/bin/python3.
