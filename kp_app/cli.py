@@ -16,6 +16,11 @@ from kp_app import cli_tables
 from kp_app.cli_syntax import DEFAULT_API, USAGE, Call, Command, UsageError, parse, split_options
 
 TIMEOUT_S = 10.0
+# The request that starts an apply job reads and checks the whole manifest before it
+# answers (10,000 Services: a few seconds); the job then goes on, followed by polls.
+JOB_START_TIMEOUT_S = 120.0
+JOB_POLL_S = 0.25
+JOB_UNREACHABLE_S = 30.0     # polls that fail this long: stop following, say so
 EXIT_API_ERROR = 1
 EXIT_USAGE = 2
 
@@ -51,7 +56,8 @@ def read_token(path: str) -> str:
     return token
 
 
-def request(api: str, call: Call, token: Optional[str] = None) -> Any:
+def request(api: str, call: Call, token: Optional[str] = None,
+            timeout: float = TIMEOUT_S) -> Any:
     """Sends one call; returns the decoded JSON answer (None for 204)."""
     # Imported here, not at the top: usage errors and --help need no HTTP machinery.
     import urllib.error
@@ -68,7 +74,7 @@ def request(api: str, call: Call, token: Optional[str] = None) -> Any:
     # (http_proxy) must not intercept it.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(req, timeout=TIMEOUT_S) as response:
+        with opener.open(req, timeout=timeout) as response:
             raw = response.read()
     except urllib.error.HTTPError as error:
         raise ApiError(_error_text(error.code, error.reason, error.read(), url)) from None
@@ -85,6 +91,55 @@ def request(api: str, call: Call, token: Optional[str] = None) -> Any:
         raise ApiError(f"{url} answered with something that is not JSON") from None
 
 
+def follow_job(api: str, job: Dict[str, Any], token: Optional[str],
+               progress=None) -> Dict[str, Any]:
+    """Polls an apply job until it ends; its report. `progress(done, total)` is told
+    how far it got. A job that failed raises ApiError with its error; polls that cannot
+    reach the API for JOB_UNREACHABLE_S raise ApiError saying the job may go on."""
+    import time
+
+    path = f"/v1/jobs/{job['job']}"
+    unreachable_since = None
+    while job.get("state") == "running":
+        if progress is not None:
+            progress(job.get("done", 0), job.get("total", 0))
+        time.sleep(JOB_POLL_S)
+        try:
+            job = request(api, Call("GET", path), token)
+            unreachable_since = None
+        except ApiError as error:
+            now = time.monotonic()
+            unreachable_since = unreachable_since or now
+            if now - unreachable_since > JOB_UNREACHABLE_S:
+                raise ApiError(f"{error} (the apply may still be going on: "
+                               f"GET {path} tells how it ended)") from None
+    if job.get("state") != "done":
+        error = job.get("error") or {}
+        field = error.get("field")
+        message = error.get("error", f"the apply ended {job.get('state')!r}")
+        raise ApiError(f"{field}: {message}" if field else message)
+    return job["result"]
+
+
+def _progress_line(done: int, total: int) -> None:
+    """On a terminal, one line that a long apply rewrites as it goes."""
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\rku: applying: {done}/{total} changes")
+        sys.stderr.flush()
+
+
+def _json_documents(text: str) -> Optional[List[Any]]:
+    """The document when it is one JSON value (`kubectl get -o json`): read as JSON,
+    which is YAML, 20 times faster than the YAML reader; None otherwise."""
+    if not text.lstrip().startswith(("{", "[")):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return [value] if value is not None else []
+
+
 def read_manifest(path: str) -> Dict[str, Any]:
     """A file (or stdin for "-") of YAML or JSON documents, as one Kubernetes List."""
     import yaml   # only here: the other commands need no YAML
@@ -95,7 +150,9 @@ def read_manifest(path: str) -> Dict[str, Any]:
         else:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = _json_documents(text)
+        if documents is None:
+            documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except (OSError, UnicodeDecodeError) as error:
         raise ApiError(f"{path}: {getattr(error, 'strerror', None) or error}") from None
     except yaml.YAMLError as error:
@@ -156,7 +213,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             body = read_manifest(command.manifest)
             command = replace(command, calls=tuple((name, replace(call, body=body))
                                                    for name, call in command.calls))
-        answers = {name: request(api, call, token) for name, call in command.calls}
+        answers = {}
+        for name, call in command.calls:
+            if call.job:     # an apply job: followed to its report
+                job = request(api, call, token, timeout=JOB_START_TIMEOUT_S)
+                answers[name] = follow_job(api, job, token, _progress_line)
+                if sys.stderr.isatty():
+                    sys.stderr.write("\n")
+            else:
+                answers[name] = request(api, call, token)
     except ApiError as error:
         print(f"ku: {error}", file=sys.stderr)
         return EXIT_API_ERROR

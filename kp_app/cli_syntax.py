@@ -73,6 +73,7 @@ class Call:
     method: str
     path: str
     body: Optional[Dict[str, Any]] = None
+    job: bool = False   # it starts a job (kp_app.apply_jobs) that ku follows to its end
 
 
 @dataclass(frozen=True)
@@ -397,7 +398,11 @@ def _manifest_command(action: str):
         prune = action == "apply" and _flag(words, "apply -f <file>", "prune")
         if words:
             raise UsageError(f"{action}: unexpected {words.next()!r}")
-        call = Call("POST", f"/v1/kubernetes/{action}" + ("?prune=true" if prune else ""))
+        if action == "apply":   # a job, followed to its end (kp_app.apply_jobs)
+            call = Call("POST", "/v1/kubernetes/apply?wait=false"
+                        + ("&prune=true" if prune else ""), job=True)
+        else:
+            call = Call("POST", "/v1/kubernetes/delete")
         return Command((("kubernetes", call),), "applied", manifest=path)
     return parse_manifest
 

@@ -150,9 +150,14 @@ def applied(answer: Dict[str, Any]) -> str:
              for name in answer.get("services", []) if name not in with_vips]
     rows += [[name, None, "pruned", ""] for name in answer.get("pruned", [])
              if name not in with_vips]
+    summary = answer.get("summary")
+    total = ("%d Services: %s" % (sum(summary.values()), ", ".join(
+        "%d %s" % (summary.get(k, 0), k) for k in ("created", "changed", "unchanged", "pruned")))
+        if summary else None)
     if not rows:
-        return "no Services"
-    return "\n".join(table(["SERVICE", "VIP", "ACTION", "PODS"], rows))
+        return total or "no Services"
+    return "\n".join(table(["SERVICE", "VIP", "ACTION", "PODS"], rows)
+                     + ([total] if total else []))
 
 
 def services(answer: List[Dict[str, Any]]) -> str:

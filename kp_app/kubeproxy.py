@@ -5,18 +5,19 @@ event methods. Both end in the same place: the model changes, and the switch pro
 that follows from the change goes out through `send(dpid, messages)`, as data. Nothing
 here imports Ryu; the clock is injected.
 """
-import ipaddress
 import logging
 import time
 from collections import deque
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from kp_app import frames, kubernetes, pipeline, service_sync
-from kp_app.errors import InvalidInput, KpError, NotFound
+from kp_app import frames, pipeline
+from kp_app.apply_jobs import ApplyJobs, run_now
+from kp_app.errors import InvalidInput, KpError
 from kp_app.maglev import MaglevTable
 from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
 from kp_app.node import MODE_PACKET_IN, MODES, Node, gateway_mac
 from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
+from kp_app.service_apply import KubernetesServices
 from kp_proto import node_announcement
 
 LOG = logging.getLogger("kp_app")
@@ -25,7 +26,7 @@ MAX_SESSION_LIST = 10000
 OFPP_MAX = 0xFFFFFF00
 
 
-class KubeProxy:
+class KubeProxy(KubernetesServices):
     def __init__(self, send: Sender, clock: Callable[[], float] = time.monotonic) -> None:
         self.model = ServiceModel()
         self.nodes: Dict[int, Node] = {}
@@ -33,6 +34,7 @@ class KubeProxy:
         self.links: Dict[Tuple[int, int], Tuple[int, int]] = {}
         self._send = send
         self._clock = clock
+        self.jobs = ApplyJobs(run_now, lambda: None)    # (kp_app.ryu_shim has its own)
 
     def _broadcast(self, programming: Callable[[Node], list]) -> None:
         for node in list(self.nodes.values()):
@@ -355,124 +357,6 @@ class KubeProxy:
             self._broadcast(lambda n: n.conntrack_flushes(vip, removed))
         self._forget_drained_pods()
         return self._vip_dict(vip)
-
-    # -- Kubernetes Services ----------------------------------------------------------
-
-    def apply_kubernetes(self, document, built: Sequence[MaglevTable] = (),
-                         prune: bool = False) -> dict:
-        """Services with their Endpoints or EndpointSlices (objects as the Kubernetes API
-        gives them) -> each Service's VIPs made, replaced, or given their new pods.
-        `prune`: the document is every Service there is (a whole `kubectl get` of the
-        cluster): the applied Services it does not have go, with their VIPs.
-        `built`: tables built ahead from `kubernetes_tables`, taken where they fit."""
-        if not isinstance(prune, bool):
-            raise InvalidInput(f"{prune!r} is not true or false", "prune")
-        desired = kubernetes.desired_services(kubernetes.objects(document))
-        pruned = sorted(self.model.services - set(desired)) if prune else []
-        return self.apply_services(desired, built, pruned)
-
-    def apply_services(self, desired: Dict[str, list], built: Sequence[MaglevTable] = (),
-                       pruned: Sequence[str] = ()) -> dict:
-        """Each Service of `desired` ('namespace/name' -> its kubernetes.ServiceVips; []
-        to have none) brought to those VIPs through the checked plan, and the `pruned`
-        Services forgotten with their VIPs: all of it, or (InvalidInput, Conflict)
-        nothing. apply_kubernetes and the cluster watch (kp_app.cluster_sync) end here."""
-        desired = dict(desired)
-        pruned = sorted(pruned)
-        desired.update({name: [] for name in pruned})     # keep no VIP of theirs
-        plan = service_sync.plan(self.model, desired, built)
-        for change in plan.deletes:
-            self.del_vip(change.prefix, change.port)
-        for change in plan.makes:
-            self._make_vip(change, plan.tables.get((change.prefix, change.port)))
-        for change in plan.updates:
-            if change.action == "unchanged":    # (a resync of 10,000 Services: most)
-                continue
-            vip = self.model.find_vip(change.prefix, change.port)
-            self.model.set_policies(vip, **change.spec.policies())
-            self._sync_compiled(vip)
-            if change.add or change.remove:
-                pods = [ipaddress.ip_address(a) for a in change.spec.pods]
-                ahead = service_sync.built_for(built, pods, vip.new_len)
-                if ahead is not None:
-                    self.model.offer_table(ahead)
-                self._change_pods(vip, change.add, change.remove, end_udp=True)
-        self.model.services.update(desired)
-        self.model.services.difference_update(pruned)
-        return {"services": sorted(set(desired) - set(pruned)), "pruned": pruned, "vips": [
-            {"service": c.service, "vip": c.label, "action": c.action,
-             "pods_added": list(c.add), "pods_removed": list(c.remove)}
-            for c in plan.changes()]}
-
-    def _make_vip(self, change: service_sync.VipChange, table: Optional[MaglevTable]) -> None:
-        """A planned VIP made whole, with its pods and the table the plan built, and
-        programmed in one go (as add_vip then add_pods would, without programming the VIP
-        pod-less first)."""
-        spec = change.spec
-        vip = self.model.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,
-                                 spec.protocol, None, service_sync.new_len_for(len(spec.pods)),
-                                 list(spec.external_ips), change.service, **spec.policies())
-        added = []
-        if spec.pods:
-            if table is not None:
-                self.model.offer_table(table)
-            added = self.model.add_pods(vip, list(spec.pods))
-        self._broadcast(lambda n: n.vip_programming(vip) + n.pod_programming(
-            vip, added, probe=False))
-
-    def kubernetes_tables(self, document) -> List[Tuple[list, int]]:
-        """(pods, new_len) of the tables applying `document` would build ([] if it would
-        fail: apply_kubernetes says why)."""
-        try:
-            desired = kubernetes.desired_services(kubernetes.objects(document))
-            return service_sync.tables_to_build(self.model,
-                                                service_sync.changes(self.model, desired))
-        except KpError:
-            return []
-
-    def _change_pods(self, vip: Vip, add, remove, end_udp: bool = False) -> None:
-        """Pods in and out of a VIP in one change (one new table); the removed drain.
-        `end_udp`: the removed pods' UDP sessions end now, as kube-proxy clears their
-        conntrack entries when an endpoint goes: UDP has no end of its own, and its
-        clients would go on sending to a pod that may be gone until they were idle."""
-        added, removed = self.model.change_pods(vip, list(add), list(remove))
-        if added:
-            self._broadcast(lambda n: n.pod_programming(vip, added))
-        self._sync_compiled(vip)
-        if end_udp and removed and frames.UDP in vip.ip_protos:
-            self._broadcast(lambda n: n.conntrack_flushes(vip, removed, (frames.UDP,)))
-        if end_udp and removed:
-            gone = set(removed)
-            for node in self.nodes.values():
-                msgs = []
-                for session in node.sessions_of(vip.id):
-                    if session.pod in gone and session.forward.proto == frames.UDP:
-                        msgs += pipeline.session_deletes(session)
-                        node.end_session(session)
-                if msgs:
-                    self._send(node.dpid, msgs)
-        if removed:
-            self._forget_drained_pods()
-
-    def delete_kubernetes(self, document) -> dict:
-        """The Services named in `document` (other kinds are ignored) and their VIPs."""
-        names = kubernetes.service_names(kubernetes.objects(document))
-        unknown = [n for n in names if n not in self.model.services]
-        if unknown:
-            raise NotFound(f"no Service {', '.join(unknown)} was applied")
-        deleted = []
-        for vip in [v for v in self.model.vips.values() if v.service in names]:
-            self.del_vip(str(vip.prefix), vip.port)
-            deleted.append({"service": vip.service, "vip": vip.label(), "action": "deleted"})
-        self.model.services.difference_update(names)
-        return {"services": names, "vips": deleted}
-
-    def kubernetes_services(self) -> List[dict]:
-        owned: Dict[str, List[str]] = {name: [] for name in sorted(self.model.services)}
-        for vip in self.model.vips.values():
-            if vip.service in owned:
-                owned[vip.service].append(vip.label())
-        return [{"service": name, "vips": vips} for name, vips in owned.items()]
 
     def table_plan(self, prefix, port, addresses, remove: bool = False):
         """(pods, new_len) of the table a pod change would build, or None when the change

@@ -348,7 +348,7 @@ PODS_ADD_SPEC: Spec = {"addresses": (_STR_LIST, False)}
 PODS_DEL_SPEC: Spec = {"addresses": (_STR_LIST, False), "flush": (_BOOL, False)}
 SESSIONS_QUERY = {"limit": _INT, "prefix": _STR, "port": _INT}
 PODS_DEL_QUERY = {"address": _STR, "flush": _BOOL}
-APPLY_QUERY = {"prune": _BOOL}
+APPLY_QUERY = {"prune": _BOOL, "wait": _BOOL}
 
 
 class KpRestController(ControllerBase):
@@ -469,7 +469,14 @@ class KpRestController(ControllerBase):
     @_api
     def kubernetes_apply(self, req, **_):
         query = parse_query(req, APPLY_QUERY)
-        return json_response(200, self.service.apply_kubernetes(parse_body(req), **query))
+        if query.pop("wait", True):
+            return json_response(200, self.service.apply_kubernetes(parse_body(req), **query))
+        return json_response(202, self.service.apply_kubernetes_job(parse_body(req), **query))
+
+    @route("kp_job_get", API + "/jobs/{job_id}", methods=["GET"], requirements={"job_id": r"\d+"})
+    @_api
+    def job_get(self, req, job_id, **_):
+        return json_response(200, self.service.job(int(job_id)))
 
     @route("kp_kubernetes_delete", API + "/kubernetes/delete", methods=["POST"])
     @_api

@@ -24,6 +24,7 @@ from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
 from kp_app import ofmsg, pipeline, state_file
+from kp_app.apply_jobs import ApplyJobs
 from kp_app.errors import KpError
 from kp_app.kubeproxy import KubeProxy
 from kp_app.maglev import MaglevTable
@@ -40,21 +41,29 @@ class LiveService:
     show counters refreshed from the switches first, and the pod changes that need a big
     new-connection table built off the event loop."""
 
+    # What changes the configuration: one at a time (an apply job holds the lock through
+    # all of its steps, so that nothing changes the model under the plan it tried).
+    LOCKED = frozenset(state_file.CHANGES) | {"apply_services", "cluster_node"}
+
     def __init__(self, kubeproxy: KubeProxy, refresh, state_path: Optional[str] = None) -> None:
         self._kp = kubeproxy
         self._refresh = refresh
         self._state_path = state_path
+        self._changing = hub.BoundedSemaphore(1)
+        self.jobs = ApplyJobs(hub.spawn, lambda: hub.sleep(0))
 
     def __getattr__(self, name):
         attribute = getattr(self._kp, name)
-        if name in state_file.CHANGES and self._state_path:
-            return self._saving(attribute)
+        if name in self.LOCKED:
+            return self._locked(attribute, save=name in state_file.CHANGES)
         return attribute
 
-    def _saving(self, change):
+    def _locked(self, change, save: bool):
         def changed(*args, **kwargs):
-            answer = change(*args, **kwargs)
-            self.save_state()
+            with self._changing:
+                answer = change(*args, **kwargs)
+                if save:
+                    self.save_state()
             return answer
         return changed
 
@@ -63,15 +72,17 @@ class LiveService:
             state_file.save(self._state_path, state_file.dump(self._kp))
 
     def add_pods(self, prefix, port, addresses) -> dict:
-        self._build_table_aside(prefix, port, addresses, remove=False)
-        answer = self._kp.add_pods(prefix, port, addresses)
-        self.save_state()
+        with self._changing:
+            self._build_table_aside(prefix, port, addresses, remove=False)
+            answer = self._kp.add_pods(prefix, port, addresses)
+            self.save_state()
         return answer
 
     def del_pods(self, prefix, port, addresses, flush=False) -> dict:
-        self._build_table_aside(prefix, port, addresses, remove=True)
-        answer = self._kp.del_pods(prefix, port, addresses, flush)
-        self.save_state()
+        with self._changing:
+            self._build_table_aside(prefix, port, addresses, remove=True)
+            answer = self._kp.del_pods(prefix, port, addresses, flush)
+            self.save_state()
         return answer
 
     def _build_table_aside(self, prefix, port, addresses, remove: bool) -> None:
@@ -83,11 +94,45 @@ class LiveService:
             self._kp.offer_table(tpool.execute(MaglevTable, *plan))
 
     def apply_kubernetes(self, document, prune=False) -> dict:
-        """As add_pods: the big tables the apply will need are built in a thread first."""
-        built = _build_tables_aside(self._kp.kubernetes_tables(document))
-        answer = self._kp.apply_kubernetes(document, built, prune)
-        self.save_state()
-        return answer
+        """As add_pods: the big tables the apply will need are built in a thread first;
+        then its steps, with the controller's loop let in between."""
+        steps = self._apply_steps(document, prune)
+        try:
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as end:
+                    self.save_state()
+                    return end.value
+                hub.sleep(0)
+        finally:
+            self._changing.release()
+
+    def apply_kubernetes_job(self, document, prune=False) -> dict:
+        """apply_kubernetes as a job (kp_app.apply_jobs): its first answer is its
+        progress; it holds the change lock until it ends."""
+        return self.jobs.start(self._apply_steps(document, prune), self._applied).to_dict()
+
+    def _apply_steps(self, document, prune):
+        """The apply's steps, with the change lock taken (the caller releases it)."""
+        self._changing.acquire()
+        try:
+            built = _build_tables_aside(self._kp.kubernetes_tables(document))
+            return self._kp.apply_kubernetes_steps(document, built, prune)
+        except BaseException:
+            self._changing.release()
+            raise
+
+    def _applied(self, report) -> None:
+        """An apply job ended (report None: it failed, nothing to save)."""
+        try:
+            if report is not None:
+                self.save_state()
+        finally:
+            self._changing.release()
+
+    def job(self, job_id: int) -> dict:
+        return self.jobs.get(job_id).to_dict()
 
     def counters(self) -> dict:
         self._refresh()
@@ -199,7 +244,8 @@ class KpRyuApp(app_manager.RyuApp):
             raise SystemExit(f"kp_app: --kubeconfig: {error}") from None
         if api is None:
             return None
-        sync = ClusterSync(self.kubeproxy, getattr(cfg.CONF, "kp_node_name", None),
+        # (through the service: its changes take the change lock, as REST's do)
+        sync = ClusterSync(self.service, getattr(cfg.CONF, "kp_node_name", None),
                            build=_build_tables_aside)
         watch = kube_watch.ClusterWatch(
             api, sync, spawn=hub.spawn, sleep=hub.sleep,

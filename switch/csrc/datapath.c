@@ -77,6 +77,11 @@ static void drain_cmds_locked(struct datapath *dp, uint32_t now_ms)
 
 static uint32_t now_ms(void) { return (uint32_t)(mono_ns() / 1000000u); }
 
+/* Session slots lb_sweep looks at per round: a few hundred nanoseconds of a round.  An
+ * idle thread rounds every IDLE_POLL_MS (2,560 slots a second: the default 1,024
+ * buckets are swept in under 2 s), a busy one thousands of times a second. */
+#define LB_SWEEP_PER_ROUND 256u
+
 /* Queues c (or, with no thread running, applies it).  With wait, blocks for room;
  * without, returns -1 when the queue is full. */
 static int push_cmd(struct datapath *dp, const struct dp_cmd *c, int wait)
@@ -535,6 +540,7 @@ static void *dp_thread(void *arg)
         } else {
             lb_yield(dp->lb);
         }
+        lb_sweep(dp->lb, now_ns / 1000000u, LB_SWEEP_PER_ROUND);
     }
     pthread_mutex_unlock(&dp->lb->lock);
     free(pfd);

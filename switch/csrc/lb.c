@@ -316,20 +316,44 @@ static int entry_live(const struct lb *lb, const struct lb_entry *e, uint64_t no
     return e->sid && now - e->last_ms < lb->timeout_ms[e->state];
 }
 
+/* The entry no longer counts in its client's share (LB_E_COUNTED). */
+static void uncount(struct lb *lb, struct lb_entry *e)
+{
+    if (e->flags & LB_E_COUNTED) {
+        uint32_t *n = &lb->source_sessions[source_slot(lb, e->key.src)];
+
+        if (*n)
+            (*n)--;
+        e->flags &= (uint8_t)~LB_E_COUNTED;
+    }
+}
+
 static void entry_free(struct lb *lb, uint32_t slot)
 {
     struct lb_entry *e = &lb->entries[slot];
 
     if (e->sid) {
-        if (e->flags & LB_E_FORWARD) {
-            uint32_t *n = &lb->source_sessions[source_slot(lb, e->key.src)];
-
-            if (*n)
-                (*n)--;
-        }
+        uncount(lb, e);
         e->sid = 0;
         lb->live--;
     }
+}
+
+void lb_sweep(struct lb *lb, uint64_t now, uint32_t budget)
+{
+    uint32_t n = lb->n_buckets * LB_WAYS, i;
+
+    if (!lb->live || !n)
+        return;
+    for (i = 0; i < budget && i < n; i++) {
+        uint32_t s = lb->sweep_next++ % n;
+
+        if (lb->entries[s].sid && !entry_live(lb, &lb->entries[s], now)) {
+            entry_free(lb, s);
+            lb->c.expired++;
+        }
+    }
+    lb->sweep_next %= n;
 }
 
 /* The other entry of slot's session, or NO_SLOT when it is gone. */
@@ -367,26 +391,41 @@ static uint32_t find(struct lb *lb, const struct lb_key *key, uint64_t h, uint64
     return NO_SLOT;
 }
 
-/* A free (or dead) slot for key, or NO_SLOT when both its buckets are full of live
- * entries. */
+/* A free (or dead) slot for key; else the slot of the oldest closed session there
+ * (FIN or RST seen: it only waits for late packets), ended to make room, as conntrack
+ * drops its least useful entries when full; NO_SLOT when both its buckets are full of
+ * live, open sessions.  A client that opens and closes connections one after the other
+ * would otherwise fill the table with closed ones for the closing timeout. */
 static uint32_t free_slot(struct lb *lb, uint64_t h, uint64_t now)
 {
-    uint32_t b[2], i, w;
+    uint32_t b[2], i, w, victim = NO_SLOT;
 
     candidates(lb, h, &b[0], &b[1]);
     for (i = 0; i < 2; i++)
         for (w = 0; w < LB_WAYS; w++) {
             uint32_t s = b[i] * LB_WAYS + w;
+            const struct lb_entry *e = &lb->entries[s];
 
-            if (!lb->entries[s].sid)
+            if (!e->sid)
                 return s;
-            if (!entry_live(lb, &lb->entries[s], now)) {
+            if (!entry_live(lb, e, now)) {
                 entry_free(lb, s);
                 lb->c.expired++;
                 return s;
             }
+            if (e->state == LB_TO_TCP_CLOSING &&
+                (victim == NO_SLOT || e->last_ms < lb->entries[victim].last_ms))
+                victim = s;
         }
-    return NO_SLOT;
+    if (victim != NO_SLOT) {
+        uint32_t p = partner_of(lb, victim);
+
+        if (p != NO_SLOT)
+            entry_free(lb, p);
+        entry_free(lb, victim);
+        lb->c.expired++;
+    }
+    return victim;
 }
 
 /* One address and port set-field pair (port 0 with no_port: the address alone). */
@@ -466,6 +505,11 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
         e->state = st;
         if (p != NO_SLOT)
             lb->entries[p].state = st;
+        if (st == LB_TO_TCP_CLOSING) {
+            uncount(lb, e);
+            if (p != NO_SLOT)
+                uncount(lb, &lb->entries[p]);
+        }
     }
     e->last_ms = now;
     if (p != NO_SLOT)
@@ -504,6 +548,7 @@ static int insert_session(struct lb *lb, const struct lb_entry *fwd, const struc
         return 0;
     }
     lb->entries[sf] = *fwd;          /* claimed, so free_slot cannot hand it out again */
+    lb->entries[sf].flags &= (uint8_t)~LB_E_COUNTED;    /* (counted once inserted) */
     lb->entries[sf].sid = 1;
     if ((sr = free_slot(lb, hr, now)) == NO_SLOT) {
         lb->entries[sf].sid = 0;
@@ -514,6 +559,7 @@ static int insert_session(struct lb *lb, const struct lb_entry *fwd, const struc
     if (!lb->next_sid)
         lb->next_sid = 1;
     lb->entries[sf].sid = sid;
+    lb->entries[sf].flags |= LB_E_COUNTED;
     lb->entries[sf].partner = sr;
     lb->hashes[sf] = tag_of(hf);
     lb->entries[sr] = *rev;

@@ -101,7 +101,11 @@ struct lb_entry {
     uint64_t last_ms;
 };
 
-enum { LB_E_DST = 1, LB_E_SRC = 2, LB_E_FORWARD = 4 };
+/* LB_E_COUNTED: a forward entry that counts in its client's share (source_sessions):
+ * from its insertion until its session closes (FIN or RST) or ends.  A closed session
+ * keeps its entries for late packets, but a client that opens and closes connections
+ * one after the other (the usual client of a Service) is not refused for those. */
+enum { LB_E_DST = 1, LB_E_SRC = 2, LB_E_FORWARD = 4, LB_E_COUNTED = 8 };
 
 struct lb_counters {
     uint64_t created, untracked, dropped, table_full, source_limited, expired, flushed;
@@ -119,6 +123,7 @@ struct lb {
     uint64_t k0, k1;                    /* the bucket hash's key */
     uint32_t *source_sessions;          /* LB_SOURCE_SLOTS: sessions per client slot */
     uint32_t timeout_ms[LB_N_TIMEOUTS];
+    uint32_t sweep_next;                /* lb_sweep's next slot */
     /* The source a hairpin request gets ([0] IPv4 in the first four bytes, [1] IPv6):
      * the node's address (kp_proto/lb.py KP_LB_CONF), or the VIP's when not set. */
     uint8_t hairpin_src[2][16];
@@ -133,6 +138,10 @@ void lb_lock(struct lb *lb);
 void lb_unlock(struct lb *lb);
 /* For the datapath thread between rounds: lets a waiting thread in. */
 void lb_yield(struct lb *lb);
+/* With the lock held: reclaims the expired entries of the next `budget` slots (round
+ * robin), so that the dead sessions of a client stop counting in its share even where
+ * no new session comes to reuse their slots (conntrack's garbage collector). */
+void lb_sweep(struct lb *lb, uint64_t now, uint32_t budget);
 
 /* With the lock held.  0, EINVAL or ENOMEM; a bucket count equal to the current one
  * keeps the sessions, another empties the table.  timeouts in seconds; hairpin[0] and

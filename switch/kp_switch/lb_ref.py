@@ -225,6 +225,8 @@ class LoadBalancer:
         if starts and not room:
             self._reap(now)
             room = len(self.entries) + 2 <= self.buckets * wire.SESSION_WAYS
+        if starts and not room:     # a closed session makes room (csrc/lb.c free_slot)
+            room = self._evict_closed()
         share = max(1, self.buckets * wire.SESSION_WAYS // 2 // wire.SOURCE_SHARE)
         if starts and room and self._source_sessions(src, now) >= share:
             self.c["source_limited"] += 1
@@ -248,9 +250,21 @@ class LoadBalancer:
         return (pod, new_dport), ((hsrc, sport) if hairpin else None)
 
     def _source_sessions(self, src: bytes, now: int) -> int:
-        """The client's live sessions (the C table counts them per hashed slot)."""
+        """The client's live sessions that are not closing (the C table counts them per
+        hashed slot, LB_E_COUNTED)."""
         return sum(1 for k, e in self.entries.items()
-                   if e.forward and k[2] == src and self._live(e, now))
+                   if e.forward and k[2] == src and e.state != CLOSING and self._live(e, now))
+
+    def _evict_closed(self) -> bool:
+        """End the oldest closed session (FIN or RST seen), if there is one."""
+        closed = [(e.last_ms, k) for k, e in self.entries.items()
+                  if e.forward and e.state == CLOSING]
+        if not closed:
+            return False
+        key = min(closed)[1]
+        self.entries.pop(self.entries[key].partner, None)
+        del self.entries[key]
+        return True
 
     def _reap(self, now: int) -> None:
         for key in [k for k, e in self.entries.items() if not self._live(e, now)]:

@@ -211,7 +211,10 @@ def test_a_headless_service_is_applied_with_no_vip_and_can_be_deleted(api):
     headless = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
                 "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}}
     answer = apply(api, headless)
-    assert answer == {"services": ["default/db"], "pruned": [], "vips": []}
+    assert answer == {"services": ["default/db"], "pruned": [], "vips": [],
+                      "summary": {"created": 1, "changed": 0, "unchanged": 0, "pruned": 0}}
+    again = apply(api, headless)
+    assert again["summary"] == {"created": 0, "changed": 0, "unchanged": 1, "pruned": 0}
     assert api.get("/v1/vips") == []
     status, _, _ = api.call("POST", "/v1/kubernetes/delete", headless)
     assert status == 200 and api.get("/v1/kubernetes/services") == []

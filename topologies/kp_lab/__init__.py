@@ -21,7 +21,8 @@ from .topo import (FABRIC_DPID, SERVICE_CIDR4, SERVICE_CIDR6, TOPOS, KpClusterTo
                    KpHost, KpNodeTopo, KpSwitch, KpSwitchMissing, kp_addr4, kp_addr6,
                    kp_mac, kp_switch_binary, of13_features, post_start, tx_offload_off)
 from .traffic import (Server, http_get, ping, start_http_server, start_server,
-                      start_tcp_server, start_tcp_session, start_udp_flood, start_udp_requests,
+                      start_tcp_connects, start_tcp_server, start_tcp_session, start_udp_flood,
+                      start_udp_requests,
                       start_udp_server, tcp_session, udp_request, url_for)
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     'KpNodeTopo', 'KpSwitch', 'KpSwitchMissing', 'kp_addr4', 'kp_addr6', 'kp_mac',
     'kp_switch_binary', 'of13_features', 'post_start', 'tx_offload_off',
     'Server', 'http_get', 'ping', 'start_http_server', 'start_server', 'start_tcp_server',
-    'start_tcp_session', 'start_udp_flood', 'start_udp_requests', 'start_udp_server',
+    'start_tcp_connects', 'start_tcp_session', 'start_udp_flood', 'start_udp_requests',
+    'start_udp_server',
     'tcp_session', 'udp_request', 'url_for',
 ]

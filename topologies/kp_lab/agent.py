@@ -9,6 +9,10 @@ Clients (print one JSON line per reply, then {"done": true, ...}):
     agent.py http-get URL [--timeout 3]
     agent.py tcp-session ADDR PORT [--count 5] [--interval 1] [--timeout 2] [--src-port N]
     agent.py udp-request ADDR PORT [--count 1] [--interval 0] [--timeout 2] [--src-port N]
+    agent.py tcp-connects ADDR PORT [--seconds 10] [--rate 0] [--timeout 2]
+        a new connection per request (connect, one line, its reply, close) for
+        --seconds, at --rate a second (0: one after the other, as fast as they go);
+        prints {"done": true, "ok": N, "failed": N, "errors": [...], "names": {...}}
     agent.py udp-flood ADDR PORT [--rate 10000] [--seconds 3] [--first-port 10000]
         one datagram per new source port (a new 5-tuple each), IPv4, at a steady rate;
         prints {"done": true, "sent": N, "seconds": S}
@@ -200,6 +204,37 @@ def tcp_session(args):
         sock.close()
 
 
+def tcp_connects(args):
+    """New TCP connections, one request each (a real handshake every time), until
+    --seconds have passed: how many were answered, how many failed and why (the first
+    few), and who answered."""
+    ok = failed = 0
+    errors, names = [], {}
+    start = time.monotonic()
+    while time.monotonic() - start < args.seconds:
+        if args.rate:
+            due = start + (ok + failed) / args.rate
+            if due > time.monotonic():
+                time.sleep(due - time.monotonic())
+        sock = socket.socket(family_of(args.addr), socket.SOCK_STREAM)
+        sock.settimeout(args.timeout)
+        try:
+            sock.connect((args.addr, args.port))
+            sock.sendall(b'0\n')
+            line = sock.makefile('rb').readline()
+            name = json.loads(line)['name']
+            names[name] = names.get(name, 0) + 1
+            ok += 1
+        except (OSError, ValueError, KeyError) as e:
+            failed += 1
+            if len(errors) < 10:
+                errors.append('%.3f s: %s: %s' % (time.monotonic() - start, type(e).__name__, e))
+        finally:
+            sock.close()
+    emit({'done': True, 'ok': failed == 0, 'answered': ok, 'failed': failed,
+          'seconds': time.monotonic() - start, 'errors': errors, 'names': names})
+
+
 def udp_request(args):
     sock = socket.socket(family_of(args.addr), socket.SOCK_DGRAM)
     sock.settimeout(args.timeout)
@@ -280,6 +315,13 @@ def main(argv=None):
         p.add_argument('--src-port', type=int, default=0)
         p.add_argument('--payload', default='ping')
         p.set_defaults(fn=fn)
+    p = sub.add_parser('tcp-connects')
+    p.add_argument('addr')
+    p.add_argument('port', type=int)
+    p.add_argument('--seconds', type=float, default=10)
+    p.add_argument('--rate', type=float, default=0)
+    p.add_argument('--timeout', type=float, default=2)
+    p.set_defaults(fn=tcp_connects)
     p = sub.add_parser('udp-flood')
     p.add_argument('addr')
     p.add_argument('port', type=int)

@@ -189,6 +189,14 @@ def start_udp_flood(host, addr, port, rate=10000, seconds=3.0, first_port=10000)
     return ClientRun(host, proc, seconds + 10)
 
 
+def start_tcp_connects(host, addr, port, seconds=10.0, rate=0.0, timeout=2.0):
+    """From `host`, a new TCP connection per request to addr:port for `seconds`, in
+    the background. `.result()`: {'answered', 'failed', 'errors', 'names', 'seconds'}."""
+    proc = agent_popen(host, 'tcp-connects', addr, port, '--seconds', seconds, '--rate', rate,
+                       '--timeout', timeout)
+    return ClientRun(host, proc, seconds + timeout + 10)
+
+
 def ping(host, addr, count=1, timeout=2):
     """True if `addr` answers `count` pings from `host` (IPv6 when addr has a ':')."""
     cmd = ['ping', '-6' if ':' in addr else '-4', '-n', '-q', '-c', str(count),

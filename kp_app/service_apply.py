@@ -1,0 +1,204 @@
+"""Kubernetes Services applied to the controller (KubeProxy's part that `ku apply`, the
+REST API and the cluster watch use), in steps.
+
+A whole document is checked first, on a scratch model (kp_app.service_sync.plan): a bad
+one raises and changes nothing. The changes it needs are then made a bounded number at a
+time (APPLY_STEP): `apply_services_steps` is a generator that yields its progress after
+each step, so that an apply of 10,000 Services lets the controller's loop answer its
+switches (OpenFlow echo, packet-ins) between steps instead of holding it for seconds
+(kp_app.ryu_shim runs it as a job: kp_app.apply_jobs). Whoever drives it keeps other
+changes out until it is done (the shim's change lock): a step never meets a model the
+plan was not tried on. `apply_kubernetes` and `apply_services` run it to its end.
+"""
+import ipaddress
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from kp_app import frames, kubernetes, pipeline, service_sync
+from kp_app.apply_jobs import Steps
+from kp_app.errors import InvalidInput, KpError, NotFound
+from kp_app.maglev import MaglevTable
+
+APPLY_STEP = 250        # VIP changes made between two yields of an apply
+
+
+def run_steps(steps: Steps) -> dict:
+    """Drive an apply's steps to the end; its report."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def service_summary(before: set, desired: Dict[str, list], pruned: Sequence[str],
+                    changes: List[service_sync.VipChange]) -> Dict[str, int]:
+    """How many Services the apply created, changed, left unchanged and pruned (a
+    Service is changed when any of its VIPs is made, replaced, updated or deleted)."""
+    touched = {c.service for c in changes if c.action != "unchanged"}
+    summary = {"created": 0, "changed": 0, "unchanged": 0, "pruned": len(pruned)}
+    gone = set(pruned)
+    for name in desired:
+        if name in gone:
+            continue
+        if name not in before:
+            summary["created"] += 1
+        elif name in touched:
+            summary["changed"] += 1
+        else:
+            summary["unchanged"] += 1
+    return summary
+
+
+class KubernetesServices:
+    """KubeProxy's Kubernetes Services (mixed into kp_app.kubeproxy.KubeProxy, whose
+    model, nodes and VIP/pod programming it uses)."""
+
+    def apply_kubernetes(self, document, built: Sequence[MaglevTable] = (),
+                         prune: bool = False) -> dict:
+        """Services with their Endpoints or EndpointSlices (objects as the Kubernetes API
+        gives them) -> each Service's VIPs made, replaced, or given their new pods.
+        `prune`: the document is every Service there is (a whole `kubectl get` of the
+        cluster): the applied Services it does not have go, with their VIPs.
+        `built`: tables built ahead from `kubernetes_tables`, taken where they fit."""
+        return run_steps(self.apply_kubernetes_steps(document, built, prune))
+
+    def apply_kubernetes_steps(self, document, built: Sequence[MaglevTable] = (),
+                               prune: bool = False) -> Steps:
+        """apply_kubernetes in steps (see the module's doc): the document is read and its
+        plan checked at the first next(), which raises if it is bad."""
+        if not isinstance(prune, bool):
+            raise InvalidInput(f"{prune!r} is not true or false", "prune")
+        desired = kubernetes.desired_services(kubernetes.objects(document))
+        pruned = sorted(self.model.services - set(desired)) if prune else []
+        return (yield from self.apply_services_steps(desired, built, pruned))
+
+    def apply_kubernetes_job(self, document, prune: bool = False) -> dict:
+        """apply_kubernetes as a job (kp_app.apply_jobs, `self.jobs`): with no loop to
+        go back to it runs to its end at once (kp_app.ryu_shim's runs between the
+        controller's other work)."""
+        return self.jobs.start(self.apply_kubernetes_steps(document, (), prune),
+                               lambda report: None).to_dict()
+
+    def job(self, job_id: int) -> dict:
+        """An apply job's progress, and its report once it is done."""
+        return self.jobs.get(job_id).to_dict()
+
+    def apply_services(self, desired: Dict[str, list], built: Sequence[MaglevTable] = (),
+                       pruned: Sequence[str] = ()) -> dict:
+        """Each Service of `desired` ('namespace/name' -> its kubernetes.ServiceVips; []
+        to have none) brought to those VIPs through the checked plan, and the `pruned`
+        Services forgotten with their VIPs: all of it, or (InvalidInput, Conflict)
+        nothing. apply_kubernetes and the cluster watch (kp_app.cluster_sync) end here."""
+        return run_steps(self.apply_services_steps(desired, built, pruned))
+
+    def apply_services_steps(self, desired: Dict[str, list],
+                             built: Sequence[MaglevTable] = (),
+                             pruned: Sequence[str] = ()) -> Steps:
+        desired = dict(desired)
+        pruned = sorted(pruned)
+        desired.update({name: [] for name in pruned})     # keep no VIP of theirs
+        plan = service_sync.plan(self.model, desired, built)
+        before = set(self.model.services)
+        work = ([(self._apply_delete, c) for c in plan.deletes]
+                + [(self._apply_make, c) for c in plan.makes]
+                + [(self._apply_update, c) for c in plan.updates if c.action != "unchanged"])
+        yield (0, len(work))
+        for done, (make_change, change) in enumerate(work, 1):
+            make_change(change, plan, built)
+            if done % APPLY_STEP == 0 and done < len(work):
+                yield (done, len(work))
+        self.model.services.update(desired)
+        self.model.services.difference_update(pruned)
+        changes = plan.changes()
+        return {"services": sorted(set(desired) - set(pruned)), "pruned": pruned,
+                "summary": service_summary(before, desired, pruned, changes),
+                "vips": [{"service": c.service, "vip": c.label, "action": c.action,
+                          "pods_added": list(c.add), "pods_removed": list(c.remove)}
+                         for c in changes]}
+
+    def _apply_delete(self, change: service_sync.VipChange, plan, built) -> None:
+        self.del_vip(change.prefix, change.port)
+
+    def _apply_make(self, change: service_sync.VipChange, plan, built) -> None:
+        self._make_vip(change, plan.tables.get((change.prefix, change.port)))
+
+    def _apply_update(self, change: service_sync.VipChange, plan, built) -> None:
+        vip = self.model.find_vip(change.prefix, change.port)
+        self.model.set_policies(vip, **change.spec.policies())
+        self._sync_compiled(vip)
+        if change.add or change.remove:
+            pods = [ipaddress.ip_address(a) for a in change.spec.pods]
+            ahead = service_sync.built_for(built, pods, vip.new_len)
+            if ahead is not None:
+                self.model.offer_table(ahead)
+            self._change_pods(vip, change.add, change.remove, end_udp=True)
+
+    def _make_vip(self, change: service_sync.VipChange, table: Optional[MaglevTable]) -> None:
+        """A planned VIP made whole, with its pods and the table the plan built, and
+        programmed in one go (as add_vip then add_pods would, without programming the VIP
+        pod-less first)."""
+        spec = change.spec
+        vip = self.model.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,
+                                 spec.protocol, None, service_sync.new_len_for(len(spec.pods)),
+                                 list(spec.external_ips), change.service, **spec.policies())
+        added = []
+        if spec.pods:
+            if table is not None:
+                self.model.offer_table(table)
+            added = self.model.add_pods(vip, list(spec.pods))
+        self._broadcast(lambda n: n.vip_programming(vip) + n.pod_programming(
+            vip, added, probe=False))
+
+    def kubernetes_tables(self, document) -> List[Tuple[list, int]]:
+        """(pods, new_len) of the tables applying `document` would build ([] if it would
+        fail: apply_kubernetes says why)."""
+        try:
+            desired = kubernetes.desired_services(kubernetes.objects(document))
+            return service_sync.tables_to_build(self.model,
+                                                service_sync.changes(self.model, desired))
+        except KpError:
+            return []
+
+    def _change_pods(self, vip, add, remove, end_udp: bool = False) -> None:
+        """Pods in and out of a VIP in one change (one new table); the removed drain.
+        `end_udp`: the removed pods' UDP sessions end now, as kube-proxy clears their
+        conntrack entries when an endpoint goes: UDP has no end of its own, and its
+        clients would go on sending to a pod that may be gone until they were idle."""
+        added, removed = self.model.change_pods(vip, list(add), list(remove))
+        if added:
+            self._broadcast(lambda n: n.pod_programming(vip, added))
+        self._sync_compiled(vip)
+        if end_udp and removed and frames.UDP in vip.ip_protos:
+            self._broadcast(lambda n: n.conntrack_flushes(vip, removed, (frames.UDP,)))
+        if end_udp and removed:
+            gone = set(removed)
+            for node in self.nodes.values():
+                msgs = []
+                for session in node.sessions_of(vip.id):
+                    if session.pod in gone and session.forward.proto == frames.UDP:
+                        msgs += pipeline.session_deletes(session)
+                        node.end_session(session)
+                if msgs:
+                    self._send(node.dpid, msgs)
+        if removed:
+            self._forget_drained_pods()
+
+    def delete_kubernetes(self, document) -> dict:
+        """The Services named in `document` (other kinds are ignored) and their VIPs."""
+        names = kubernetes.service_names(kubernetes.objects(document))
+        unknown = [n for n in names if n not in self.model.services]
+        if unknown:
+            raise NotFound(f"no Service {', '.join(unknown)} was applied")
+        deleted = []
+        for vip in [v for v in self.model.vips.values() if v.service in names]:
+            self.del_vip(str(vip.prefix), vip.port)
+            deleted.append({"service": vip.service, "vip": vip.label(), "action": "deleted"})
+        self.model.services.difference_update(names)
+        return {"services": names, "vips": deleted}
+
+    def kubernetes_services(self) -> List[dict]:
+        owned: Dict[str, List[str]] = {name: [] for name in sorted(self.model.services)}
+        for vip in self.model.vips.values():
+            if vip.service in owned:
+                owned[vip.service].append(vip.label())
+        return [{"service": name, "vips": vips} for name, vips in owned.items()]
