@@ -5,6 +5,7 @@ event methods. Both end in the same place: the model changes, and the switch pro
 that follows from the change goes out through `send(dpid, messages)`, as data. Nothing
 here imports Ryu; the clock is injected.
 """
+import functools
 import ipaddress
 import logging
 import time
@@ -17,6 +18,7 @@ from kp_app.maglev import MaglevTable
 from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
 from kp_app.node import MODE_PACKET_IN, MODES, Node, gateway_mac
 from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
+from kp_app.sync_record import SyncRecord
 from kp_proto import node_announcement
 
 LOG = logging.getLogger("kp_app")
@@ -25,9 +27,22 @@ MAX_SESSION_LIST = 10000
 OFPP_MAX = 0xFFFFFF00
 
 
+def _sync(change: Callable) -> Callable:
+    """A service method that changes the configuration: one sync (kp_app.sync_record)
+    unless it runs inside another."""
+    @functools.wraps(change)
+    def synced(self, *args, **kwargs):
+        with self.syncs.syncing():
+            return change(self, *args, **kwargs)
+    return synced
+
+
 class KubeProxy:
-    def __init__(self, send: Sender, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, send: Sender, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self.model = ServiceModel()
+        # Every change of configuration, timed: the metrics and health read it.
+        self.syncs = SyncRecord(clock, wall)
         self.nodes: Dict[int, Node] = {}
         # (dpid, port) -> (dpid, port), both ways, from kp's link probes.
         self.links: Dict[Tuple[int, int], Tuple[int, int]] = {}
@@ -271,6 +286,7 @@ class KubeProxy:
                 "nodes": {str(dpid): a.to_dict_with_source()
                           for dpid, a in sorted(m.nodes.items())}}
 
+    @_sync
     def set_conf(self, buckets=None, timeout=None, node_ip=None, node_ip6=None,
                  dpid=None) -> dict:
         before = self.model.conf
@@ -303,6 +319,7 @@ class KubeProxy:
         self._expire_idle()
         return self._vip_dict(self.model.find_vip(prefix, port))
 
+    @_sync
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
                 nat=None, new_len=DEFAULT_NEW_LEN, external_ips=(), service=None,
                 affinity_timeout=0, external_policy="cluster", internal_policy="cluster",
@@ -315,6 +332,7 @@ class KubeProxy:
         self._broadcast(lambda n: n.vip_programming(vip))
         return self._vip_dict(vip)
 
+    @_sync
     def del_vip(self, prefix, port=None) -> None:
         vip = self.model.del_vip(prefix, port)
         self._broadcast(lambda n: n.conntrack_flushes(vip))
@@ -325,6 +343,7 @@ class KubeProxy:
         # Once no flow can start a session of the VIP (lb mode: its sessions end here).
         self._broadcast(lambda n: n.forget_compiled(vip.id))
 
+    @_sync
     def add_pods(self, prefix, port, addresses) -> dict:
         vip = self.model.find_vip(prefix, port)
         added = self.model.add_pods(vip, addresses)
@@ -332,6 +351,7 @@ class KubeProxy:
         self._sync_compiled(vip)
         return self._vip_dict(vip)
 
+    @_sync
     def del_pods(self, prefix, port, addresses, flush=False) -> dict:
         vip = self.model.find_vip(prefix, port)
         if not isinstance(flush, bool):
@@ -349,6 +369,7 @@ class KubeProxy:
 
     # -- Kubernetes Services ----------------------------------------------------------
 
+    @_sync
     def apply_kubernetes(self, document, built: Sequence[MaglevTable] = (),
                          prune: bool = False) -> dict:
         """Services with their Endpoints or EndpointSlices (objects as the Kubernetes API
@@ -358,10 +379,13 @@ class KubeProxy:
         `built`: tables built ahead from `kubernetes_tables`, taken where they fit."""
         if not isinstance(prune, bool):
             raise InvalidInput(f"{prune!r} is not true or false", "prune")
-        desired = kubernetes.desired_services(kubernetes.objects(document))
+        objs = kubernetes.objects(document)
+        desired = kubernetes.desired_services(objs)
+        health_ports = kubernetes.health_check_ports(objs)
         pruned = sorted(self.model.services - set(desired)) if prune else []
         desired.update({name: [] for name in pruned})     # keep no VIP of theirs
         plan = service_sync.plan(self.model, desired, built)
+        self._count_changes(plan, desired, health_ports, objs)
         for change in plan.deletes:
             self.del_vip(change.prefix, change.port)
         for change in plan.makes:
@@ -384,10 +408,32 @@ class KubeProxy:
                 self._change_pods(vip, change.add, change.remove, end_udp=True)
         self.model.services.update(desired)
         self.model.services.difference_update(pruned)
+        for name in desired:
+            self.model.health_check_ports.pop(name, None)
+        self.model.health_check_ports.update(health_ports)
         return {"services": sorted(set(desired) - set(pruned)), "pruned": pruned, "vips": [
             {"service": c.service, "vip": c.label, "action": c.action,
              "pods_added": list(c.add), "pods_removed": list(c.remove)}
             for c in plan.changes()]}
+
+    def _count_changes(self, plan: service_sync.Plan, desired: dict, health_ports: dict,
+                       objs: list) -> None:
+        """The Services a plan changes and those whose endpoints it changes, for the sync
+        metrics (as kube-proxy counts Service and EndpointSlice changes), with the times
+        the cluster made the endpoint changes."""
+        endpoints = {c.service for c in plan.changes() if c.add or c.remove}
+        services = {c.service for c in plan.changes()
+                    if c.action in ("created", "replaced", "deleted")}
+        for change in plan.updates:
+            vip = self.model.find_vip(change.prefix, change.port)
+            if vip.policies() != change.spec.policies():
+                services.add(change.service)
+        services |= set(desired) - self.model.services      # new ones, even headless
+        services |= {name for name in desired
+                     if self.model.health_check_ports.get(name) != health_ports.get(name)}
+        triggers = kubernetes.change_trigger_times(objs)
+        self.syncs.changes(len(services), len(endpoints),
+                           [triggers[name] for name in sorted(endpoints) if name in triggers])
 
     def kubernetes_tables(self, document) -> List[Tuple[list, int]]:
         """(pods, new_len) of the tables applying `document` would build ([] if it would
@@ -423,6 +469,7 @@ class KubeProxy:
         if removed:
             self._forget_drained_pods()
 
+    @_sync
     def delete_kubernetes(self, document) -> dict:
         """The Services named in `document` (other kinds are ignored) and their VIPs."""
         names = kubernetes.service_names(kubernetes.objects(document))
@@ -434,6 +481,9 @@ class KubeProxy:
             self.del_vip(str(vip.prefix), vip.port)
             deleted.append({"service": vip.service, "vip": vip.label(), "action": "deleted"})
         self.model.services.difference_update(names)
+        for name in names:
+            self.model.health_check_ports.pop(name, None)
+        self.syncs.changes(services=len(names))
         return {"services": names, "vips": deleted}
 
     def kubernetes_services(self) -> List[dict]:
@@ -442,6 +492,19 @@ class KubeProxy:
             if vip.service in owned:
                 owned[vip.service].append(vip.label())
         return [{"service": name, "vips": vips} for name, vips in owned.items()]
+
+    def health_check_ports(self) -> Dict[str, int]:
+        """'namespace/name' -> healthCheckNodePort of the applied Services that have one."""
+        return dict(self.model.health_check_ports)
+
+    def local_endpoints(self, service: str) -> int:
+        """How many of the Service's ready pods are on this controller's nodes (on the
+        pod subnet of a node address it has, set by hand or announced by a switch): what
+        its health check node port reports. Under the DaemonSet, one kp_app per node."""
+        m = self.model
+        subnets = [s for a in (m.default_node, *m.nodes.values()) for s in a.subnets()]
+        pods = {p for v in m.vips.values() if v.service == service for p in v.active_pods()}
+        return sum(1 for p in pods if any(p.version == s.version and p in s for s in subnets))
 
     def table_plan(self, prefix, port, addresses, remove: bool = False):
         """(pods, new_len) of the table a pod change would build, or None when the change
@@ -457,6 +520,7 @@ class KubeProxy:
     def offer_table(self, table: MaglevTable) -> None:
         self.model.offer_table(table)
 
+    @_sync
     def set_interface(self, nat, port_name, delete=False) -> dict:
         self.model.set_interface(nat, port_name, bool(delete))
         return self.interfaces()
@@ -492,6 +556,10 @@ class KubeProxy:
                 if len(listed) < limit:
                     listed.append(self._switch_session_dict(dpid, s))
         return {"count": count, "untracked": untracked, "sessions": listed}
+
+    def session_count(self) -> int:
+        """Sessions now, as `sessions` counts them (as of the switches' last stats)."""
+        return self.sessions(limit=0)["count"]
 
     def _switch_session_dict(self, dpid: int, s: dict) -> dict:
         """One of kp-switch's own sessions, in the shape of the controller's."""

@@ -280,6 +280,9 @@ class ServiceModel:
         self.interfaces: Dict[str, List[str]] = {"nat4": [], "nat6": []}
         # Kubernetes Services applied ("namespace/name"), with or without VIPs (headless)
         self.services: Set[str] = set()
+        # Their spec.healthCheckNodePort, where kube-proxy would serve one (LoadBalancer
+        # with externalTrafficPolicy Local): "namespace/name" -> port
+        self.health_check_ports: Dict[str, int] = {}
         self._next_vip_id = 1
         self._next_pod_id = 1
         self._offered: Optional[MaglevTable] = None
