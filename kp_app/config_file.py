@@ -190,18 +190,18 @@ def parse(text: str) -> KpConfig:
     if "syncPeriod" in data:
         sync_period = parse_duration(data["syncPeriod"], "syncPeriod", 0.001, MAX_SYNC_PERIOD)
     hosts = _node_port_addresses(data.get("nodePortAddresses"))
-    conntrack = _expect(data.get("conntrack", {}) or {}, dict, "conntrack")
+    conntrack = _section(data, "conntrack")
     _check_fields(conntrack, "conntrack", ("tcpEstablishedTimeout",))
     if "tcpEstablishedTimeout" in conntrack:
         conf["timeout"] = _whole_seconds(conntrack["tcpEstablishedTimeout"],
                                          "conntrack.tcpEstablishedTimeout", 1, MAX_TIMEOUT)
-    client = _expect(data.get("clientConnection", {}) or {}, dict, "clientConnection")
+    client = _section(data, "clientConnection")
     _check_fields(client, "clientConnection", ("kubeconfig",))
     if "kubeconfig" in client:
         path = _expect(client["kubeconfig"], str, "clientConnection.kubeconfig")
         if path:
             options["kubeconfig"] = path
-    kp = _expect(data.get("kp", {}) or {}, dict, "kp")
+    kp = _section(data, "kp")
     _check_fields(kp, "kp", KP_FIELDS)
     if "mode" in kp:
         mode = _expect(kp["mode"], str, "kp.mode")
@@ -226,6 +226,12 @@ def parse(text: str) -> KpConfig:
                               f"{buckets} is not a power of 2 in 1-{MAX_BUCKETS}")
         conf["buckets"] = buckets
     return KpConfig(options, conf, sync_period, hosts)
+
+
+def _section(data: dict, name: str) -> dict:
+    """A nested mapping (absent or null: empty)."""
+    value = data.get(name)
+    return {} if value is None else _expect(value, dict, name)
 
 
 def _node_port_addresses(value: Any) -> Tuple[str, ...]:

@@ -121,9 +121,11 @@ class KpCollector:
                         for key in POD_COUNTERS}
         pod_active = GaugeMetricFamily("kp_pod_active_sessions", "Per pod: sessions now",
                                        labels=["vip", "pod"])
+        services = {(str(v.prefix), v.port): v.service
+                    for v in self._service.model.vips.values()}
         for vip in vips:
             label = f"{vip['prefix']} port {vip['port']}"
-            values = [label, vip["protocol"], vip.get("service") or ""]
+            values = [label, vip["protocol"], services.get((vip["prefix"], vip["port"])) or ""]
             for key, family in families.items():
                 family.add_metric(values, vip[key])
             active.add_metric(values, vip["active_sessions"])

@@ -1,0 +1,129 @@
+"""kp_app.sync_record through KubeProxy: what counts as a sync, what it counts, and
+kube-proxy's health decision, with the clocks injected."""
+import copy
+import datetime
+import os
+
+import pytest
+import yaml
+
+from kp_app import health, state_file
+from kp_app.errors import KpError
+from kp_app.kubeproxy import KubeProxy
+from kp_app.sync_record import Histogram, SyncRecord
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def kp(clock):
+    # the same clock as monotonic and wall time: ages and timestamps agree
+    return KubeProxy(lambda dpid, msgs: None, clock=clock, wall=clock)
+
+
+def web() -> list:
+    with open(os.path.join(ROOT, "tests", "manifests", "web.yaml")) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def test_each_change_is_one_sync_and_nested_calls_are_not_more(kp):
+    kp.add_vip("10.96.0.20/32", 80, 8080, protocol="tcp")
+    kp.add_pods("10.96.0.20/32", 80, ["10.0.0.101"])
+    assert kp.syncs.syncs == 2
+    kp.apply_kubernetes(web())       # several add_vip/add_pods inside
+    assert kp.syncs.syncs == 3 and kp.syncs.duration.count == 3
+
+
+def test_a_refused_change_is_no_sync(kp):
+    with pytest.raises(KpError):
+        kp.add_vip("10.96.0.300/32", 80)
+    assert (kp.syncs.syncs, kp.syncs.refused, kp.syncs.last_synced) == (0, 1, None)
+
+
+def test_apply_counts_service_and_endpoint_changes(kp, clock):
+    docs = web()
+    kp.apply_kubernetes(docs)
+    assert (kp.syncs.service_changes_total, kp.syncs.endpoint_changes_total) == (1, 1)
+    kp.apply_kubernetes(docs)        # nothing changed: nothing counted
+    assert (kp.syncs.service_changes_total, kp.syncs.endpoint_changes_total) == (1, 1)
+    fewer = copy.deepcopy(docs)
+    slice_ = next(d for d in fewer if d["kind"] == "EndpointSlice")
+    slice_["endpoints"] = slice_["endpoints"][:1]
+    changed = (datetime.datetime.fromtimestamp(clock.now - 3, datetime.timezone.utc)
+               .strftime("%Y-%m-%dT%H:%M:%SZ"))
+    slice_.setdefault("metadata", {}).setdefault("annotations", {})[
+        "endpoints.kubernetes.io/last-change-trigger-time"] = changed
+    kp.apply_kubernetes(fewer)
+    assert (kp.syncs.service_changes_total, kp.syncs.endpoint_changes_total) == (1, 2)
+    # network programming: from the cluster's change to the end of the sync, 3 s
+    assert kp.syncs.programming.count == 1 and kp.syncs.programming.sum == pytest.approx(3)
+    kp.delete_kubernetes(fewer)
+    assert kp.syncs.service_changes_total == 2
+
+
+def test_a_state_restore_is_one_sync(kp):
+    kp.apply_kubernetes(web())
+    data = state_file.dump(kp)
+    fresh = KubeProxy(lambda dpid, msgs: None)
+    state_file.restore(fresh, data)
+    assert fresh.syncs.syncs == 1 and fresh.model.vips.keys() == kp.model.vips.keys()
+
+
+def test_health_is_kube_proxys(clock):
+    record = SyncRecord(clock, clock, health_timeout=60)
+    assert record.health() == (True, None, clock.now)      # healthy while starting
+    record.queued(services=1, endpoints=2)
+    clock.now += 59
+    assert record.health()[0] is True                      # queued, not late yet
+    clock.now += 1
+    assert record.health() == (False, None, clock.now)     # late: 503
+    assert (record.service_changes_pending, record.endpoint_changes_pending) == (1, 2)
+    with record.syncing():
+        clock.now += 0.5
+    assert record.health() == (True, clock.now, clock.now)
+    assert record.endpoint_changes_pending == 0 and record.duration.sum == 0.5
+
+
+def test_health_answers_as_kube_proxy(clock):
+    record = SyncRecord(clock, clock, health_timeout=10)
+    status, headers, body = health.proxy_health(record, "/healthz")
+    assert status == 200 and ("X-Content-Type-Options", "nosniff") in headers
+    now = health.go_time(clock.now)
+    assert body.decode() == ('{"lastUpdated": "%s", "currentTime": "%s", '
+                             '"nodeEligible": true}' % (now, now))
+    record.queued(endpoints=1)
+    clock.now += 11
+    status, _, body = health.proxy_health(record, "/livez")
+    assert status == 503 and b'"lastUpdated": "0001-01-01 00:00:00 +0000 UTC"' in body
+    assert b"nodeEligible" not in body
+    record.node_eligible = False
+    with record.syncing():
+        pass
+    assert health.proxy_health(record, "/livez")[0] == 200     # livez ignores the node
+    assert health.proxy_health(record, "/healthz")[0] == 503
+    assert record.health_answers == {("/healthz", 200): 1, ("/livez", 503): 1,
+                                     ("/livez", 200): 1, ("/healthz", 503): 1}
+
+
+def test_go_time_is_gos_time_string():
+    assert health.go_time(0) == "1970-01-01 00:00:00.000000 +0000 UTC"
+
+
+def test_histogram_buckets_are_cumulative():
+    h = Histogram((0.1, 1.0))
+    for value in (0.05, 0.5, 5):
+        h.observe(value)
+    assert h.buckets() == [("0.1", 1), ("1.0", 2), ("+Inf", 3)] and h.sum == 5.55
