@@ -9,8 +9,10 @@ same, with kp's own settings under `kp:`.
     metricsBindAddress: 127.0.0.1:10249 # /metrics ("" turns it off)
     syncPeriod: 30s                     # health: a change waiting 2 x this is late
     nodePortAddresses: [10.0.1.1/32]    # where health check node ports listen
-    conntrack:
-      tcpEstablishedTimeout: 24h        # idle timeout of sessions (ku conf timeout)
+    conntrack:                          # sessions' idle timeouts (ku conf):
+      tcpEstablishedTimeout: 24h        #   timeout: TCP, and what the others leave
+      tcpCloseWaitTimeout: 1h           #   tcp_close_wait: TCP after FIN/RST (lb mode)
+      udpTimeout: 30s                   #   udp_timeout (0s: as tcpEstablishedTimeout)
     clientConnection:
       kubeconfig: /var/lib/kp/kubeconfig   # --kubeconfig (the Kubernetes watch)
     kp:
@@ -48,15 +50,11 @@ NOT_IMPLEMENTED = {
          "detectLocalMode", "detectLocal", "hostnameOverride", "featureGates", "portRange",
          "oomScoreAdj", "configSyncPeriod", "enableProfiling", "showHiddenMetricsForVersion",
          "logging", "minSyncPeriod", "bindAddressHardFail"),
-    "conntrack": ("maxPerCore", "min", "tcpBeLiberal", "udpStreamTimeout",
-                  "tcpCloseWaitTimeout", "udpTimeout"),
+    "conntrack": ("maxPerCore", "min", "tcpBeLiberal", "udpStreamTimeout"),
     "clientConnection": ("acceptContentTypes", "contentType", "qps", "burst"),
 }
 WHY_NOT = {
-    "tcpCloseWaitTimeout": "kp has one idle timeout for every session yet "
-                           "(conntrack.tcpEstablishedTimeout, ku conf timeout)",
-    "udpTimeout": "kp has one idle timeout for every session yet "
-                  "(conntrack.tcpEstablishedTimeout, ku conf timeout)",
+    "udpStreamTimeout": "kp has one UDP timeout (conntrack.udpTimeout)",
     "mode": "kp's own mode is kp.mode (auto, packet-in, ct, lb)",
     "minSyncPeriod": "kp applies each change as it comes",
 }
@@ -158,6 +156,9 @@ def _check_fields(mapping: dict, path: str, known: Tuple[str, ...]) -> None:
             raise ConfigError(field, f"unknown field (expected one of {', '.join(known)})")
 
 
+# conntrack's timeouts -> KubeProxy.set_conf's (keyword, least value; 0s: kp's default)
+CONNTRACK = {"tcpEstablishedTimeout": ("timeout", 1), "tcpCloseWaitTimeout": ("tcp_close_wait", 0),
+             "udpTimeout": ("udp_timeout", 0)}
 TOP = ("apiVersion", "kind", "bindAddress", "healthzBindAddress", "metricsBindAddress",
        "syncPeriod", "nodePortAddresses", "conntrack", "clientConnection", "kp")
 KP_FIELDS = ("mode", "stateFile", "authTokenFile", "apiBindAddress", "sessionTableBuckets")
@@ -191,10 +192,10 @@ def parse(text: str) -> KpConfig:
         sync_period = parse_duration(data["syncPeriod"], "syncPeriod", 0.001, MAX_SYNC_PERIOD)
     hosts = _node_port_addresses(data.get("nodePortAddresses"))
     conntrack = _section(data, "conntrack")
-    _check_fields(conntrack, "conntrack", ("tcpEstablishedTimeout",))
-    if "tcpEstablishedTimeout" in conntrack:
-        conf["timeout"] = _whole_seconds(conntrack["tcpEstablishedTimeout"],
-                                         "conntrack.tcpEstablishedTimeout", 1, MAX_TIMEOUT)
+    _check_fields(conntrack, "conntrack", tuple(CONNTRACK))
+    for name, (key, low) in CONNTRACK.items():
+        if name in conntrack:
+            conf[key] = _whole_seconds(conntrack[name], f"conntrack.{name}", low, MAX_TIMEOUT)
     client = _section(data, "clientConnection")
     _check_fields(client, "clientConnection", ("kubeconfig",))
     if "kubeconfig" in client:

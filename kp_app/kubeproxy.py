@@ -282,19 +282,20 @@ class KubeProxy:
     def conf(self) -> dict:
         m = self.model
         return {"buckets": m.conf.buckets, "timeout": m.conf.timeout,
+                "udp_timeout": m.conf.udp_timeout, "tcp_close_wait": m.conf.tcp_close_wait,
                 **m.default_node.to_dict(),
                 "nodes": {str(dpid): a.to_dict_with_source()
                           for dpid, a in sorted(m.nodes.items())}}
 
     @_sync
     def set_conf(self, buckets=None, timeout=None, node_ip=None, node_ip6=None,
-                 dpid=None) -> dict:
+                 dpid=None, udp_timeout=None, tcp_close_wait=None) -> dict:
         before = self.model.conf
         # Validate everything before changing anything: a scratch model takes the hits.
         scratch = ServiceModel()
-        scratch.set_conf(buckets, timeout)
+        scratch.set_conf(buckets, timeout, udp_timeout, tcp_close_wait)
         scratch.set_node(node_ip, node_ip6, dpid)
-        self.model.set_conf(buckets, timeout)
+        self.model.set_conf(buckets, timeout, udp_timeout, tcp_close_wait)
         self.model.set_node(node_ip, node_ip6, dpid)
         if self.model.conf.buckets != before.buckets:
             for node in self.nodes.values():

@@ -337,6 +337,7 @@ def _port(port: Optional[str]) -> Optional[int]:
 
 
 CONF_SPEC: Spec = {"buckets": (_INT, False), "timeout": (_INT, False),
+                   "udp_timeout": (_INT, False), "tcp_close_wait": (_INT, False),
                    "node_ip": (_STR, False), "node_ip6": (_STR, False),
                    "dpid": (_INT, False)}
 VIP_SPEC: Spec = {"prefix": (_STR, False), "port": (_INT, False),

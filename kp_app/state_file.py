@@ -45,6 +45,8 @@ def dump(kubeproxy) -> Dict[str, Any]:
             "pods": [p["address"] for p in vip["pods"] if p["state"] == "active"]})
     return {"version": VERSION,
             "conf": {"buckets": conf["buckets"], "timeout": conf["timeout"],
+                     "udp_timeout": conf["udp_timeout"],
+                     "tcp_close_wait": conf["tcp_close_wait"],
                      "node_ip": _interface(conf, ""), "node_ip6": _interface(conf, "6")},
             "nodes": {dpid: kept for dpid, kept in (
                 (dpid, _configured(addresses)) for dpid, addresses in conf["nodes"].items())
@@ -82,7 +84,8 @@ def restore(kubeproxy, data: Any) -> None:
 def _restore(kubeproxy, data: dict) -> None:
     conf = data.get("conf") or {}
     kubeproxy.set_conf(conf.get("buckets"), conf.get("timeout"), conf.get("node_ip"),
-                       conf.get("node_ip6"))
+                       conf.get("node_ip6"), udp_timeout=conf.get("udp_timeout"),
+                       tcp_close_wait=conf.get("tcp_close_wait"))
     for dpid, addresses in (data.get("nodes") or {}).items():
         kubeproxy.set_conf(node_ip=addresses.get("node_ip"),
                            node_ip6=addresses.get("node_ip6"), dpid=dpid)

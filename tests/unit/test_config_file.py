@@ -28,6 +28,8 @@ def test_a_full_file_maps_to_options_and_conf():
         nodePortAddresses: [10.0.1.1/32, "fd00::1/128"]
         conntrack:
           tcpEstablishedTimeout: 24h0m0s
+          tcpCloseWaitTimeout: 1h
+          udpTimeout: 0s
         clientConnection:
           kubeconfig: /var/lib/kp/kubeconfig
         kp:
@@ -42,7 +44,8 @@ def test_a_full_file_maps_to_options_and_conf():
         "metrics_bind_address": "[::1]:9100", "kubeconfig": "/var/lib/kp/kubeconfig",
         "kp_mode": "lb", "kp_state_file": "/var/lib/kp/state.json",
         "auth_token_file": "/etc/kp/token", "wsapi_host": "127.0.0.1", "wsapi_port": 8181}
-    assert config.conf == {"timeout": 86400, "buckets": 4096}
+    assert config.conf == {"timeout": 86400, "tcp_close_wait": 3600, "udp_timeout": 0,
+                           "buckets": 4096}
     assert config.sync_period == 90.0
     assert config.health_check_hosts == ("10.0.1.1", "fd00::1")
 
@@ -74,7 +77,8 @@ def test_durations_are_go_durations(text, seconds):
     ("mode: iptables\n", "mode", "kp's own mode is kp.mode"),
     ("iptables: {}\n", "iptables", "kube-proxy field kp does not implement"),
     ("conntrack:\n  maxPerCore: 1\n", "conntrack.maxPerCore", "does not implement"),
-    ("conntrack:\n  udpTimeout: 30s\n", "conntrack.udpTimeout", "one idle timeout"),
+    ("conntrack:\n  udpStreamTimeout: 30s\n", "conntrack.udpStreamTimeout", "one UDP timeout"),
+    ("conntrack:\n  udpTimeout: 25h\n", "conntrack.udpTimeout", "out of range"),
     ("bindAddress: 7\n", "bindAddress", "expected a string, got an integer"),
     ("bindAddress: node1.example\n", "bindAddress", "not an IP address"),
     ("healthzBindAddress: 127.0.0.1:99999\n", "healthzBindAddress", "not a port number"),
