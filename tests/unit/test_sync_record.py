@@ -11,21 +11,16 @@ from kp_app import health, state_file
 from kp_app.errors import KpError
 from kp_app.kubeproxy import KubeProxy
 from kp_app.sync_record import Histogram, SyncRecord
+from test_node import Clock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    clock = Clock()
+    clock.now = 1000.0
+    return clock
 
 
 @pytest.fixture
