@@ -64,8 +64,8 @@ kp:
   apiBindAddress: 127.0.0.1:{file_api}
 """)
     # --wsapi-port (ControllerProcess gives it) and --metrics-bind-address override the file
-    with kp_lab.ControllerProcess(extra_args=["--kp-config", config, "--metrics-bind-address",
-                                              f"127.0.0.1:{metrics}"]) as ctl:
+    with kp_lab.ControllerProcess(operate_ports=False, extra_args=[
+            "--kp-config", config, "--metrics-bind-address", f"127.0.0.1:{metrics}"]) as ctl:
         status, body = call(ctl.url("/v1/conf"))
         assert status == 200 and (json.loads(body)["buckets"], json.loads(body)["timeout"]) \
             == (2048, 7200)
@@ -113,7 +113,8 @@ def test_a_health_check_node_port_answers_for_its_service(tmp_path):
     healthz, check = free_port(), free_port()
     config = write(tmp_path, f"healthzBindAddress: 127.0.0.1:{healthz}\n"
                              "metricsBindAddress: ''\n")
-    with kp_lab.ControllerProcess(extra_args=["--kp-config", config]) as ctl:
+    with kp_lab.ControllerProcess(operate_ports=False,
+                                  extra_args=["--kp-config", config]) as ctl:
         assert call(ctl.url("/v1/conf"), {"node_ip": "10.0.0.1/24"}, "PUT")[0] == 200
         docs = load_balancer(["10.0.0.101", "10.0.0.102", "10.0.1.9"], health_port=check)
         status, body = call(ctl.url("/v1/kubernetes/apply"), {"kind": "List", "items": docs}, "POST")
