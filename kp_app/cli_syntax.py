@@ -42,6 +42,10 @@ usage: ku [--api URL] [--token-file FILE] [--json] <command>
   --json      print the API's JSON answer instead of tables (for `ku show`, its three
               answers as {"show": .., "vips": .., "counters": ..})
 
+`timeout <s>` is every session's idle timeout (kube-proxy's
+conntrack.tcpEstablishedTimeout) but UDP's with `udp_timeout <s>` (conntrack.udpTimeout)
+and closing TCP's with `tcp_close_wait <s>` (conntrack.tcpCloseWaitTimeout; on kp-switch
+in lb mode); 0 gives them back timeout's.
 `affinity_timeout <s>` is kube-proxy's ClientIP session affinity: a client's new
 connections go to the pod of its last one, until <s> seconds pass without one.
 `external_policy local` is externalTrafficPolicy Local: clients of the node port and

@@ -386,7 +386,11 @@ class KubeProxy:
         pruned = sorted(self.model.services - set(desired)) if prune else []
         desired.update({name: [] for name in pruned})     # keep no VIP of theirs
         plan = service_sync.plan(self.model, desired, built)
-        self._count_changes(plan, desired, health_ports, objs)
+        services, endpoints = service_sync.changed_services(self.model, plan, desired,
+                                                            health_ports)
+        triggers = kubernetes.change_trigger_times(objs)
+        self.syncs.changes(len(services), len(endpoints),
+                           [triggers[name] for name in sorted(endpoints) if name in triggers])
         for change in plan.deletes:
             self.del_vip(change.prefix, change.port)
         for change in plan.makes:
@@ -416,25 +420,6 @@ class KubeProxy:
             {"service": c.service, "vip": c.label, "action": c.action,
              "pods_added": list(c.add), "pods_removed": list(c.remove)}
             for c in plan.changes()]}
-
-    def _count_changes(self, plan: service_sync.Plan, desired: dict, health_ports: dict,
-                       objs: list) -> None:
-        """The Services a plan changes and those whose endpoints it changes, for the sync
-        metrics (as kube-proxy counts Service and EndpointSlice changes), with the times
-        the cluster made the endpoint changes."""
-        endpoints = {c.service for c in plan.changes() if c.add or c.remove}
-        services = {c.service for c in plan.changes()
-                    if c.action in ("created", "replaced", "deleted")}
-        for change in plan.updates:
-            vip = self.model.find_vip(change.prefix, change.port)
-            if vip.policies() != change.spec.policies():
-                services.add(change.service)
-        services |= set(desired) - self.model.services      # new ones, even headless
-        services |= {name for name in desired
-                     if self.model.health_check_ports.get(name) != health_ports.get(name)}
-        triggers = kubernetes.change_trigger_times(objs)
-        self.syncs.changes(len(services), len(endpoints),
-                           [triggers[name] for name in sorted(endpoints) if name in triggers])
 
     def kubernetes_tables(self, document) -> List[Tuple[list, int]]:
         """(pods, new_len) of the tables applying `document` would build ([] if it would

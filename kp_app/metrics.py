@@ -36,10 +36,12 @@ LB_GAUGES = {"sessions": "kp_switch_sessions", "capacity": "kp_switch_session_ca
 LB_COUNTERS = {"created": "kp_switch_sessions_created", "untracked": "kp_switch_untracked",
                "dropped": "kp_switch_dropped"}
 VIP_COUNTERS = {"new_sessions": "new sessions", "packets": "packets", "bytes": "bytes",
-                "untracked": "new sessions not kept (session table full)",
-                "table_full": "new sessions relayed by the controller (its table full)",
-                "no_pod": "new sessions refused: no pod", "filtered":
-                "new sessions refused: outside loadBalancerSourceRanges",
+                "untracked": "new sessions that found the session table full and went on "
+                             "untracked (relayed by the controller, or kp-switch's untracked)",
+                "table_full": "new sessions that found the table full (the untracked, and "
+                              "those dropped beyond them)",
+                "no_pod": "new sessions refused: no pod",
+                "filtered": "new sessions refused: outside loadBalancerSourceRanges",
                 "no_local_pod": "new sessions refused: no local pod (traffic policy Local)"}
 POD_COUNTERS = ("new_sessions", "packets", "bytes")
 
