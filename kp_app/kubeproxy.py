@@ -386,11 +386,9 @@ class KubeProxy:
         pruned = sorted(self.model.services - set(desired)) if prune else []
         desired.update({name: [] for name in pruned})     # keep no VIP of theirs
         plan = service_sync.plan(self.model, desired, built)
+        # (what changes is read off the model as it is, and counted once it is made)
         services, endpoints = service_sync.changed_services(self.model, plan, desired,
                                                             health_ports)
-        triggers = kubernetes.change_trigger_times(objs)
-        self.syncs.changes(len(services), len(endpoints),
-                           [triggers[name] for name in sorted(endpoints) if name in triggers])
         for change in plan.deletes:
             self.del_vip(change.prefix, change.port)
         for change in plan.makes:
@@ -416,6 +414,9 @@ class KubeProxy:
         for name in desired:
             self.model.health_check_ports.pop(name, None)
         self.model.health_check_ports.update(health_ports)
+        triggers = kubernetes.change_trigger_times(objs)
+        self.syncs.changes(len(services), len(endpoints),
+                           [triggers[name] for name in sorted(endpoints) if name in triggers])
         return {"services": sorted(set(desired) - set(pruned)), "pruned": pruned, "vips": [
             {"service": c.service, "vip": c.label, "action": c.action,
              "pods_added": list(c.add), "pods_removed": list(c.remove)}

@@ -69,12 +69,22 @@ def test_apply_counts_service_and_endpoint_changes(kp, clock):
     assert kp.syncs.service_changes_total == 2
 
 
-def test_a_state_restore_is_one_sync(kp):
-    kp.apply_kubernetes(web())
+def test_a_state_restore_is_one_sync_and_keeps_health_check_ports(kp):
+    docs = web()
+    docs[0]["spec"].update(type="LoadBalancer", externalTrafficPolicy="Local",
+                           healthCheckNodePort=31999)
+    kp.set_conf(udp_timeout=30)
+    kp.apply_kubernetes(docs)
     data = state_file.dump(kp)
     fresh = KubeProxy(lambda dpid, msgs: None)
     state_file.restore(fresh, data)
     assert fresh.syncs.syncs == 1 and fresh.model.vips.keys() == kp.model.vips.keys()
+    assert fresh.health_check_ports() == {"shop/web": 31999}
+    assert fresh.conf()["udp_timeout"] == 30
+    data["health_check_ports"] = {"shop/web": "31999"}
+    with pytest.raises(KpError) as error:
+        state_file.restore(KubeProxy(lambda dpid, msgs: None), data)
+    assert error.value.field == "health_check_ports"
 
 
 def test_health_is_kube_proxys(clock):
