@@ -20,6 +20,7 @@ timestamps that are shown), nothing here does I/O or imports Prometheus; kp_app.
 turns this into metric families.
 """
 import contextlib
+import threading
 import time
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -79,8 +80,7 @@ class SyncRecord:
         # that load balancers drain it. Only the Kubernetes watch knows; it sets this.
         self.node_eligible = True
         self.health_answers: Dict[Tuple[str, int], int] = {}     # (path, status) -> count
-        self._depth = 0
-        self._triggers: List[float] = []
+        self._local = threading.local()     # this thread's sync: depth, trigger times
         self._after_sync: List[Callable[[], None]] = []
 
     # -- what the sources of change say ------------------------------------------------
@@ -101,7 +101,8 @@ class SyncRecord:
         observed as network programming durations when the sync ends."""
         self.service_changes_total += services
         self.endpoint_changes_total += endpoints
-        self._triggers.extend(trigger_times)
+        if getattr(self._local, "depth", 0):
+            self._local.triggers.extend(trigger_times)
 
     def after_sync(self, callback: Callable[[], None]) -> None:
         """`callback()` after every sync (the adapters follow what it changed)."""
@@ -109,36 +110,37 @@ class SyncRecord:
 
     @contextlib.contextmanager
     def syncing(self) -> Iterator[None]:
-        """One sync around the block; an exception out of it is a refused change."""
-        self._depth += 1
-        outermost = self._depth == 1
+        """One sync around the block; an exception out of it is a refused change. The
+        nesting is counted per thread (under ryu-manager, per green thread: two REST
+        requests that interleave, one waiting for a table built aside, are two syncs)."""
+        local = self._local
+        local.depth = getattr(local, "depth", 0) + 1
+        outermost = local.depth == 1
         start = self._clock() if outermost else 0.0
         if outermost:
-            self._triggers = []
+            local.triggers = []
         try:
             yield
         except BaseException:
             if outermost:
                 self.refused += 1
-                self._triggers = []
             raise
         else:
             if outermost:
-                self._synced(self._clock() - start)
+                self._synced(self._clock() - start, local.triggers)
         finally:
-            self._depth -= 1
+            local.depth -= 1
         if outermost:
             for callback in self._after_sync:
                 callback()
 
-    def _synced(self, seconds: float) -> None:
+    def _synced(self, seconds: float, triggers: List[float]) -> None:
         self.syncs += 1
         self.duration.observe(max(0.0, seconds))
         now = self._wall()
         self.last_synced = now
-        for trigger in self._triggers:
+        for trigger in triggers:
             self.programming.observe(max(0.0, now - trigger))
-        self._triggers = []
         self._oldest_pending = None
         self.service_changes_pending = 0
         self.endpoint_changes_pending = 0

@@ -132,3 +132,26 @@ def test_histogram_buckets_are_cumulative():
     for value in (0.05, 0.5, 5):
         h.observe(value)
     assert h.buckets() == [("0.1", 1), ("1.0", 2), ("+Inf", 3)] and h.sum == 5.55
+
+
+def test_syncs_in_two_threads_are_two(clock):
+    """Under ryu-manager two REST requests may interleave (green threads): each is a sync
+    of its own, not one nested in the other."""
+    import threading
+    record = SyncRecord(clock, clock)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow():
+        with record.syncing():
+            inside.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    assert inside.wait(5)
+    with record.syncing():      # while the other is still inside its sync
+        pass
+    assert record.syncs == 1
+    release.set()
+    thread.join(5)
+    assert record.syncs == 2
