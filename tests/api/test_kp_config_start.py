@@ -93,20 +93,45 @@ def test_a_bad_file_stops_the_start_with_the_field_and_changes_nothing(tmp_path)
              "conntrack.tcpEstablishedTimeout: '3d' is not a duration"),
             (f"kp:\n  stateFile: {state}\n  sessionTableBuckets: 1000\n",
              "kp.sessionTableBuckets: 1000 is not a power of 2"),
-            ("bogus: true\n", "bogus: unknown field"),
-            ("clientConnection:\n  kubeconfig: /nonexistent\n",
-             "clientConnection.kubeconfig: this kp_app has no Kubernetes watch")):
+            ("bogus: true\n", "bogus: unknown field")):
         config = write(tmp_path, body)
-        out = subprocess.run([ryu_manager(), "kp_app", "--kp-config", config,
-                              "--kp-state-file", str(state),
-                              "--ofp-tcp-listen-port", str(free_port()),
-                              "--wsapi-port", str(free_port()),
-                              "--healthz-bind-address", "", "--metrics-bind-address", ""],
-                             capture_output=True, text=True, timeout=60,
-                             cwd=kp_lab.controller.REPO)
+        out = start_and_stop(config, "--kp-state-file", str(state))
         assert out.returncode != 0, out.stderr[-2000:]
         assert f"configuration file {config}: {expected}" in out.stderr, out.stderr[-2000:]
         assert state.read_bytes() == before
+
+
+def start_and_stop(config: str, *extra: str, seconds: float = 20) -> subprocess.CompletedProcess:
+    """ryu-manager kp_app --kp-config `config`, stopped (by its PID) if still running
+    after `seconds`."""
+    with subprocess.Popen([ryu_manager(), "kp_app", "--kp-config", config, *extra,
+                           "--ofp-tcp-listen-port", str(free_port()),
+                           "--wsapi-port", str(free_port()),
+                           "--healthz-bind-address", "", "--metrics-bind-address", ""],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=kp_lab.controller.REPO, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            out, err = proc.communicate(timeout=10)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_the_files_kubeconfig_goes_to_the_watchs_option_or_is_refused(tmp_path):
+    """clientConnection.kubeconfig is --kubeconfig's (the Kubernetes watch's option): taken
+    where that option exists, else refused with the reason."""
+    has_watch = "--kubeconfig" in subprocess.run(
+        [ryu_manager(), "--help"], capture_output=True, text=True, timeout=60,
+        cwd=kp_lab.controller.REPO).stdout
+    config = write(tmp_path, "clientConnection:\n  kubeconfig: /nonexistent/kubeconfig\n")
+    out = start_and_stop(config, seconds=5)
+    refusal = f"configuration file {config}: clientConnection.kubeconfig: this kp_app " \
+              "has no Kubernetes watch (no --kubeconfig option)"
+    if has_watch:
+        assert refusal not in out.stderr, out.stderr[-2000:]
+    else:
+        assert out.returncode not in (0, None) and refusal in out.stderr, out.stderr[-2000:]
 
 
 def test_a_health_check_node_port_answers_for_its_service(tmp_path):
