@@ -11,7 +11,8 @@ needs doing before it does:
   current directory as a file to load, so from the project's root (where ``kp_app/`` is a
   directory) it fails with IsADirectoryError. A directory is a package: import it by name.
 
-- kp_app's command-line options (--kp-mode, --kp-state-file, --kubeconfig, ...) must be
+- kp_app's command-line options (--kp-mode, --kp-state-file, --kubeconfig,
+  --auth-token-file, --kp-config, --healthz-bind-address, --metrics-bind-address) must be
   known to Ryu's configuration before ryu-manager parses its command line, which is
   before it imports kp_app: they are registered when ``ryu.flags`` is.
 
@@ -71,6 +72,18 @@ def _register_kp_options(module) -> None:
         cfg.StrOpt("auth-token-file", default=None,
                    help="kp_app: a file holding the bearer token every REST request must "
                         "carry (Authorization: Bearer <token>); default: no token"),
+        # Not --config: oslo.config (Ryu's) already has --config-file and --config-dir,
+        # INI files of these very options; kp's is a KubeProxyConfiguration in YAML.
+        cfg.StrOpt("kp-config", default=None,
+                   help="kp_app: a configuration file (YAML, modelled on kube-proxy's "
+                        "KubeProxyConfiguration; see kp_app/config_file.py), read at "
+                        "start; the command line overrides it"),
+        cfg.StrOpt("healthz-bind-address", default="127.0.0.1:10256",
+                   help="kp_app: IP:port of /healthz and /livez, as kube-proxy's "
+                        "(\"\" turns them off); health check node ports listen on its IP"),
+        cfg.StrOpt("metrics-bind-address", default="127.0.0.1:10249",
+                   help="kp_app: IP:port of /metrics (Prometheus), as kube-proxy's "
+                        "(\"\" turns it off)"),
     ])
 
 

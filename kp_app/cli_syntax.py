@@ -18,7 +18,8 @@ DEFAULT_API = "http://127.0.0.1:8080"
 USAGE = """\
 usage: ku [--api URL] [--token-file FILE] [--json] <command>
 
-  ku conf [buckets <n>] [timeout <s>] [node_ip <v4>] [node_ip6 <v6>] [dpid <n>]
+  ku conf [buckets <n>] [timeout <s>] [udp_timeout <s>] [tcp_close_wait <s>]
+          [node_ip <v4>] [node_ip6 <v6>] [dpid <n>]
   ku vip <prefix> [protocol tcp|udp|any] [port <n>] [target_port <n>] [node_port <n>]
          [nat44|nat66] [new_len <n>] [external_ip <addr>]... [source_range <prefix>]...
          [affinity_timeout <s>] [external_policy cluster|local]
@@ -41,6 +42,10 @@ usage: ku [--api URL] [--token-file FILE] [--json] <command>
   --json      print the API's JSON answer instead of tables (for `ku show`, its three
               answers as {"show": .., "vips": .., "counters": ..})
 
+`timeout <s>` is every session's idle timeout (kube-proxy's
+conntrack.tcpEstablishedTimeout) but UDP's with `udp_timeout <s>` (conntrack.udpTimeout)
+and closing TCP's with `tcp_close_wait <s>` (conntrack.tcpCloseWaitTimeout; on kp-switch
+in lb mode); 0 gives them back timeout's.
 `affinity_timeout <s>` is kube-proxy's ClientIP session affinity: a client's new
 connections go to the pod of its last one, until <s> seconds pass without one.
 `external_policy local` is externalTrafficPolicy Local: clients of the node port and
@@ -224,14 +229,15 @@ def parse(words: Sequence[str]) -> Command:
     return parser(rest)
 
 
-_CONF_KEYWORDS = ("buckets", "timeout", "node_ip", "node_ip6", "dpid")
+_CONF_KEYWORDS = ("buckets", "timeout", "udp_timeout", "tcp_close_wait", "node_ip",
+                  "node_ip6", "dpid")
 
 
 def _conf(words: _Words) -> Command:
     body: Dict[str, Any] = {}
     while words:
         word = words.next()
-        if word in ("buckets", "timeout"):
+        if word in ("buckets", "timeout", "udp_timeout", "tcp_close_wait"):
             _set_once(body, word, words.integer(word))
         elif word in ("node_ip", "node_ip6"):
             _set_once(body, word, words.value(word))

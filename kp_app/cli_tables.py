@@ -54,9 +54,15 @@ def _counter_row(values: Dict[str, Any], names: Sequence[str]) -> List[Any]:
 # -- conf ---------------------------------------------------------------------------------
 
 
+def _or(seconds, default: str) -> str:
+    return f"{seconds} s" if seconds else default
+
+
 def conf(answer: Dict[str, Any]) -> str:
     lines = [f"buckets   {answer.get('buckets')}",
              f"timeout   {answer.get('timeout')} s",
+             f"  udp_timeout     {_or(answer.get('udp_timeout'), 'as timeout')}",
+             f"  tcp_close_wait  {_or(answer.get('tcp_close_wait'), '120 s, at most timeout')}",
              f"node_ip   {cell(answer.get('node_ip'))}",
              f"node_ip6  {cell(answer.get('node_ip6'))}"]
     nodes = answer.get("nodes") or {}

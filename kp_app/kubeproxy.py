@@ -18,6 +18,7 @@ from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
 from kp_app.node import MODE_PACKET_IN, MODES, Node, gateway_mac
 from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
 from kp_app.service_apply import KubernetesServices
+from kp_app.sync_record import SyncRecord, synced
 from kp_proto import node_announcement
 
 LOG = logging.getLogger("kp_app")
@@ -27,8 +28,11 @@ OFPP_MAX = 0xFFFFFF00
 
 
 class KubeProxy(KubernetesServices):
-    def __init__(self, send: Sender, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, send: Sender, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self.model = ServiceModel()
+        # Every change of configuration, timed: the metrics and health read it.
+        self.syncs = SyncRecord(clock, wall)
         self.nodes: Dict[int, Node] = {}
         # (dpid, port) -> (dpid, port), both ways, from kp's link probes.
         self.links: Dict[Tuple[int, int], Tuple[int, int]] = {}
@@ -278,18 +282,20 @@ class KubeProxy(KubernetesServices):
     def conf(self) -> dict:
         m = self.model
         return {"buckets": m.conf.buckets, "timeout": m.conf.timeout,
+                "udp_timeout": m.conf.udp_timeout, "tcp_close_wait": m.conf.tcp_close_wait,
                 **m.default_node.to_dict(),
                 "nodes": {str(dpid): a.to_dict_with_source()
                           for dpid, a in sorted(m.nodes.items())}}
 
+    @synced
     def set_conf(self, buckets=None, timeout=None, node_ip=None, node_ip6=None,
-                 dpid=None) -> dict:
+                 dpid=None, udp_timeout=None, tcp_close_wait=None) -> dict:
         before = self.model.conf
         # Validate everything before changing anything: a scratch model takes the hits.
         scratch = ServiceModel()
-        scratch.set_conf(buckets, timeout)
+        scratch.set_conf(buckets, timeout, udp_timeout, tcp_close_wait)
         scratch.set_node(node_ip, node_ip6, dpid)
-        self.model.set_conf(buckets, timeout)
+        self.model.set_conf(buckets, timeout, udp_timeout, tcp_close_wait)
         self.model.set_node(node_ip, node_ip6, dpid)
         if self.model.conf.buckets != before.buckets:
             for node in self.nodes.values():
@@ -314,6 +320,7 @@ class KubeProxy(KubernetesServices):
         self._expire_idle()
         return self._vip_dict(self.model.find_vip(prefix, port))
 
+    @synced
     def add_vip(self, prefix, port=0, target_port=None, node_port=None, protocol="any",
                 nat=None, new_len=DEFAULT_NEW_LEN, external_ips=(), service=None,
                 affinity_timeout=0, external_policy="cluster", internal_policy="cluster",
@@ -326,6 +333,7 @@ class KubeProxy(KubernetesServices):
         self._broadcast(lambda n: n.vip_programming(vip))
         return self._vip_dict(vip)
 
+    @synced
     def del_vip(self, prefix, port=None) -> None:
         vip = self.model.del_vip(prefix, port)
         self._broadcast(lambda n: n.conntrack_flushes(vip))
@@ -336,6 +344,7 @@ class KubeProxy(KubernetesServices):
         # Once no flow can start a session of the VIP (lb mode: its sessions end here).
         self._broadcast(lambda n: n.forget_compiled(vip.id))
 
+    @synced
     def add_pods(self, prefix, port, addresses) -> dict:
         vip = self.model.find_vip(prefix, port)
         added = self.model.add_pods(vip, addresses)
@@ -343,6 +352,7 @@ class KubeProxy(KubernetesServices):
         self._sync_compiled(vip)
         return self._vip_dict(vip)
 
+    @synced
     def del_pods(self, prefix, port, addresses, flush=False) -> dict:
         vip = self.model.find_vip(prefix, port)
         if not isinstance(flush, bool):
@@ -358,6 +368,19 @@ class KubeProxy(KubernetesServices):
         self._forget_drained_pods()
         return self._vip_dict(vip)
 
+    def health_check_ports(self) -> Dict[str, int]:
+        """'namespace/name' -> healthCheckNodePort of the applied Services that have one."""
+        return dict(self.model.health_check_ports)
+
+    def local_endpoints(self, service: str) -> int:
+        """How many of the Service's ready pods are on this controller's nodes (on the
+        pod subnet of a node address it has, set by hand or announced by a switch): what
+        its health check node port reports. Under the DaemonSet, one kp_app per node."""
+        m = self.model
+        subnets = [s for a in (m.default_node, *m.nodes.values()) for s in a.subnets()]
+        pods = {p for v in m.vips.values() if v.service == service for p in v.active_pods()}
+        return sum(1 for p in pods if any(p.version == s.version and p in s for s in subnets))
+
     def table_plan(self, prefix, port, addresses, remove: bool = False):
         """(pods, new_len) of the table a pod change would build, or None when the change
         would fail: to build that table ahead, off the controller's loop, and hand it
@@ -372,6 +395,7 @@ class KubeProxy(KubernetesServices):
     def offer_table(self, table: MaglevTable) -> None:
         self.model.offer_table(table)
 
+    @synced
     def set_interface(self, nat, port_name, delete=False) -> dict:
         self.model.set_interface(nat, port_name, bool(delete))
         return self.interfaces()
@@ -407,6 +431,10 @@ class KubeProxy(KubernetesServices):
                 if len(listed) < limit:
                     listed.append(self._switch_session_dict(dpid, s))
         return {"count": count, "untracked": untracked, "sessions": listed}
+
+    def session_count(self) -> int:
+        """Sessions now, as `sessions` counts them (as of the switches' last stats)."""
+        return self.sessions(limit=0)["count"]
 
     def _switch_session_dict(self, dpid: int, s: dict) -> dict:
         """One of kp-switch's own sessions, in the shape of the controller's."""

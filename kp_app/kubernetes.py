@@ -23,6 +23,7 @@ kube-proxy's rules, in brief:
 (A little over 500 lines: the reading of these three kinds and kube-proxy's rules for
 them are one concept, which `ku apply` and the cluster watch share.)
 """
+import datetime
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -554,3 +555,58 @@ def _vip(service: _Service, port: _Port, cluster_ip: Address, backends) -> Servi
 
 def _strings(addresses) -> Tuple[str, ...]:
     return tuple(str(address) for address in sorted(set(addresses)))
+
+
+# -- what kube-proxy reads besides the VIPs ------------------------------------------------
+
+TRIGGER_TIME_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
+
+
+def health_check_ports(objs: List[dict]) -> Dict[str, int]:
+    """'namespace/name' -> spec.healthCheckNodePort of each Service kube-proxy serves a
+    health check for: type LoadBalancer with externalTrafficPolicy Local (the API server
+    allocates the port for those only; elsewhere kube-proxy ignores it, and so does kp)."""
+    ports: Dict[str, int] = {}
+    for index, obj in enumerate(objs):
+        ident = _identify(obj, index)
+        if ident.kind != "Service":
+            continue
+        at = f"{ident.where}: spec"
+        spec = _typed(obj, "spec", dict, at, {})
+        value = spec.get("healthCheckNodePort")
+        if value is None or value == 0:
+            continue
+        port = _port_number(value, f"{at}.healthCheckNodePort")
+        if (_typed(spec, "type", str, f"{at}.type", "ClusterIP") == "LoadBalancer"
+                and _traffic_policy(spec, "externalTrafficPolicy", at) == "local"):
+            ports[ident.key] = port
+    return ports
+
+
+def change_trigger_times(objs: List[dict]) -> Dict[str, float]:
+    """'namespace/name' -> the latest time (seconds since the epoch) at which the
+    endpoints controller says a Service's endpoints were changed, from the
+    last-change-trigger-time annotation of its EndpointSlices (or Endpoints): where
+    kube-proxy's network programming duration starts. Objects without one, or with one
+    that is not an RFC 3339 time, give none (kube-proxy skips them too)."""
+    times: Dict[str, float] = {}
+    for obj in objs:
+        if not isinstance(obj, dict) or obj.get("kind") not in ("Endpoints", "EndpointSlice"):
+            continue
+        metadata = obj.get("metadata")
+        if not isinstance(metadata, dict):
+            continue
+        annotations = metadata.get("annotations")
+        labels = metadata.get("labels")
+        text = annotations.get(TRIGGER_TIME_ANNOTATION) if isinstance(annotations, dict) else None
+        service = (labels.get(SERVICE_NAME_LABEL) if isinstance(labels, dict) else None) \
+            if obj["kind"] == "EndpointSlice" else metadata.get("name")
+        if not isinstance(text, str) or not isinstance(service, str):
+            continue
+        try:
+            when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+        key = f"{metadata.get('namespace') or 'default'}/{service}"
+        times[key] = max(when, times.get(key, when))
+    return times

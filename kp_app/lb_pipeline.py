@@ -55,16 +55,16 @@ def why_not_compiled(vip) -> Optional[str]:
 
 def lb_conf(conf, node_addresses) -> LbConf:
     """The switch's session table from the model's conf: `buckets` (at most what
-    kp-switch takes) and the idle timeout for established TCP and for UDP; TCP being
-    opened or closed keeps Linux conntrack's timeouts (kp_proto.lb's defaults), which
-    the model has no setting for, but never more than the idle timeout: `ku conf
-    timeout` is the longest any session stays idle, as it always was. A pod that
-    reaches itself through its VIP gets the request from the node's address, as the
-    controller's hairpin sessions (and kube-proxy's masquerade) give it."""
+    kp-switch takes), the idle timeouts of established TCP (`timeout`), of closing TCP
+    (`tcp_close_wait`, else Linux conntrack's 120 s but never more than `timeout`) and
+    of UDP (`udp_timeout`, else `timeout`); TCP being opened keeps conntrack's timeout
+    (kp_proto.lb's default), never more than `timeout`. A pod that reaches itself
+    through its VIP gets the request from the node's address, as the controller's
+    hairpin sessions (and kube-proxy's masquerade) give it."""
     ipv4, ipv6 = node_addresses.ipv4, node_addresses.ipv6
     return LbConf(min(conf.buckets, kplb.MAX_SESSION_BUCKETS), conf.timeout,
-                  min(kplb.DEFAULT_TCP_CLOSING, conf.timeout),
-                  min(kplb.DEFAULT_TCP_OPENING, conf.timeout), conf.timeout,
+                  conf.closing_timeout(), min(kplb.DEFAULT_TCP_OPENING, conf.timeout),
+                  conf.idle_timeout(17),
                   None if ipv4 is None else str(ipv4), None if ipv6 is None else str(ipv6))
 
 

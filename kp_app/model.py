@@ -103,10 +103,27 @@ def parse_policies(affinity_timeout, external_policy, internal_policy,
             "source_ranges": tuple(ranges)}
 
 
+TCP_CLOSING_TIMEOUT = 120     # Linux conntrack's TIME_WAIT: a closing TCP session's idle limit
+
+
 @dataclass
 class Conf:
+    """The session table: buckets, and idle timeouts in seconds. `timeout` is every
+    session's unless one below says otherwise (0: as `timeout`): `udp_timeout` for UDP
+    sessions (kube-proxy's conntrack.udpTimeout), `tcp_close_wait` for TCP sessions that
+    have seen a FIN or RST (conntrack.tcpCloseWaitTimeout; only where the switch follows
+    TCP's state: kp-switch in lb mode; elsewhere such a session keeps `timeout`)."""
     buckets: int = 1024
     timeout: int = 40
+    udp_timeout: int = 0
+    tcp_close_wait: int = 0
+
+    def idle_timeout(self, ip_proto: int) -> int:
+        """A session's idle timeout by IP protocol (17: UDP)."""
+        return self.udp_timeout or self.timeout if ip_proto == 17 else self.timeout
+
+    def closing_timeout(self) -> int:
+        return self.tcp_close_wait or min(TCP_CLOSING_TIMEOUT, self.timeout)
 
 
 DEFAULT_NODE_PREFIXLEN = {4: 24, 6: 64}
@@ -297,6 +314,9 @@ class ServiceModel:
         self.interfaces: Dict[str, List[str]] = {"nat4": [], "nat6": []}
         # Kubernetes Services applied ("namespace/name"), with or without VIPs (headless)
         self.services: Set[str] = set()
+        # Their spec.healthCheckNodePort, where kube-proxy would serve one (LoadBalancer
+        # with externalTrafficPolicy Local): "namespace/name" -> port
+        self.health_check_ports: Dict[str, int] = {}
         self._next_vip_id = 1
         self._next_pod_id = 1
         self._offered: Optional[MaglevTable] = None
@@ -315,12 +335,17 @@ class ServiceModel:
 
     # -- conf and node addresses ------------------------------------------------------
 
-    def set_conf(self, buckets=None, timeout=None) -> None:
+    def set_conf(self, buckets=None, timeout=None, udp_timeout=None,
+                 tcp_close_wait=None) -> None:
         new_buckets = self.conf.buckets if buckets is None else parse_power_of_2(
             buckets, "buckets", MAX_BUCKETS)
         new_timeout = self.conf.timeout if timeout is None else parse_int(
             timeout, "timeout", 1, MAX_TIMEOUT)
-        self.conf = Conf(new_buckets, new_timeout)
+        udp = self.conf.udp_timeout if udp_timeout is None else parse_int(
+            udp_timeout, "udp_timeout", 0, MAX_TIMEOUT)
+        close_wait = self.conf.tcp_close_wait if tcp_close_wait is None else parse_int(
+            tcp_close_wait, "tcp_close_wait", 0, MAX_TIMEOUT)
+        self.conf = Conf(new_buckets, new_timeout, udp, close_wait)
 
     def set_node(self, node_ip=None, node_ip6=None, dpid=None) -> None:
         ipv4 = None if node_ip is None else parse_node_address(node_ip, "node_ip", 4)

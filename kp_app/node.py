@@ -261,7 +261,7 @@ class Node:
             node = self.model.node_addresses(self.dpid)
             return [m for key in ordered for m in pipeline.reply_flows(
                 key, node.subnet(key[0].version), tracked=True,
-                idle_timeout=self.model.conf.timeout)]
+                idle_timeout=self.model.conf.idle_timeout(key[2]))]
         return [pipeline.reply_delete(key) for key in ordered]
 
     def forget_port(self, port: int) -> list:
@@ -536,7 +536,8 @@ class Node:
             unnat = self.port_names.get(hop[1]) in nat_ports
         return pipeline.session_flows(
             session, vip, vip.pods[session.pod].id, self.mac, hop,
-            idle_timeout=self.model.conf.timeout, reply_in_port=reply_in_port,
+            idle_timeout=self.model.conf.idle_timeout(session.forward.proto),
+            reply_in_port=reply_in_port,
             unnat_replies=unnat)
 
     def _resume(self, session: Session, frame, in_port: int, forward: bool,
@@ -620,7 +621,7 @@ class Node:
         return []
 
     def expire_untracked(self, now: float) -> None:
-        for session in self.sessions.expire_untracked(now, self.model.conf.timeout):
+        for session in self.sessions.expire_untracked(now, self.model.conf.idle_timeout):
             self.end_session(session)
 
     def end_session(self, session: Session) -> None:

@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from ryu.app.wsgi import ControllerBase, Response, WSGIApplication, route
 
+from kp_app import health, metrics
 from kp_app.errors import InvalidInput, KpError
 
 LOG = logging.getLogger("kp_app.rest")
@@ -336,6 +337,7 @@ def _port(port: Optional[str]) -> Optional[int]:
 
 
 CONF_SPEC: Spec = {"buckets": (_INT, False), "timeout": (_INT, False),
+                   "udp_timeout": (_INT, False), "tcp_close_wait": (_INT, False),
                    "node_ip": (_STR, False), "node_ip6": (_STR, False),
                    "dpid": (_INT, False)}
 VIP_SPEC: Spec = {"prefix": (_STR, False), "port": (_INT, False),
@@ -516,6 +518,22 @@ class KpRestController(ControllerBase):
     @_api
     def show_get(self, req, **_):
         return json_response(200, self.service.show())
+
+    # -- operations: what the health and metrics listeners serve, behind this API's
+    # access policy (its token), for a scraper that can only reach the API
+
+    @route("kp_metrics_get", API + "/metrics", methods=["GET"])
+    @_api
+    def metrics_get(self, req, **_):
+        body, content_type = metrics.text(self.service, req.headers.get("Accept", ""))
+        return Response(status=200, content_type=content_type.split(";")[0],
+                        charset="utf-8", body=body)
+
+    @route("kp_healthz_get", API + "/healthz", methods=["GET"])
+    @_api
+    def healthz_get(self, req, **_):
+        status, headers, body = health.proxy_health(self.service.syncs, "/healthz")
+        return Response(status=status, headerlist=headers, body=body)
 
 
 class KpFallbackController(ControllerBase):

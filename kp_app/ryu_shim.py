@@ -23,7 +23,7 @@ from ryu.controller.handler import set_ev_cls
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
-from kp_app import ofmsg, pipeline, state_file
+from kp_app import config_file, ofmsg, operate_http, pipeline, ryu_config, state_file
 from kp_app.apply_jobs import ApplyJobs
 from kp_app.errors import KpError
 from kp_app.kubeproxy import KubeProxy
@@ -60,7 +60,7 @@ class LiveService:
 
     def _locked(self, change, save: bool):
         def changed(*args, **kwargs):
-            with self._changing:
+            with self._changing, self._kp.syncs.syncing():   # (the save is part of it)
                 answer = change(*args, **kwargs)
                 if save:
                     self.save_state()
@@ -72,14 +72,14 @@ class LiveService:
             state_file.save(self._state_path, state_file.dump(self._kp))
 
     def add_pods(self, prefix, port, addresses) -> dict:
-        with self._changing:
+        with self._changing, self._kp.syncs.syncing():  # (the build is part of it)
             self._build_table_aside(prefix, port, addresses, remove=False)
             answer = self._kp.add_pods(prefix, port, addresses)
             self.save_state()
         return answer
 
     def del_pods(self, prefix, port, addresses, flush=False) -> dict:
-        with self._changing:
+        with self._changing, self._kp.syncs.syncing():  # (the build is part of it)
             self._build_table_aside(prefix, port, addresses, remove=True)
             answer = self._kp.del_pods(prefix, port, addresses, flush)
             self.save_state()
@@ -213,10 +213,15 @@ class KpRyuApp(app_manager.RyuApp):
         self.datapaths = {}
         self.kp_switches = set()
         self.kubeproxy = KubeProxy(self._send)
+        # The configuration file first: it may name the state file and the addresses.
+        self.config = ryu_config.load(cfg.CONF)
         state_path = getattr(cfg.CONF, "kp_state_file", None)
         if state_path and os.path.exists(state_path):
             _restore(self.kubeproxy, state_path)
         self.service = LiveService(self.kubeproxy, self.refresh_stats, state_path)
+        if self.config is not None:
+            self._apply_config(self.config)
+        self.operate = self._operate_listeners()
         # dpid -> (event, the replies still awaited: "flows", "cache", "lb")
         self._stats_pending = {}
         self._flow_stats_parts = {}
@@ -254,6 +259,28 @@ class KpRyuApp(app_manager.RyuApp):
         watch.start()
         LOG.info("kp_app: watching the cluster's Services, EndpointSlices and Nodes")
         return watch
+
+    def _apply_config(self, config) -> None:
+        """What the file sets in the model (after the state file: the file is what the
+        operator set for this start), and the health timeout (kube-proxy's: 2 x
+        syncPeriod)."""
+        if config.conf:
+            try:
+                self.service.set_conf(**config.conf)
+            except KpError as error:
+                raise SystemExit(f"kp_app: configuration file: {error}") from None
+        if config.sync_period is not None:
+            self.kubeproxy.syncs.health_timeout = 2 * config.sync_period
+
+    def _operate_listeners(self) -> operate_http.OperateListeners:
+        healthz = ryu_config.bind_address(cfg.CONF, "healthz_bind_address",
+                                          config_file.DEFAULT_HEALTHZ_PORT)
+        metrics_address = ryu_config.bind_address(cfg.CONF, "metrics_bind_address",
+                                                  config_file.DEFAULT_METRICS_PORT)
+        hosts = (self.config.health_check_hosts if self.config else ()) or \
+            (healthz[0] if healthz else "127.0.0.1",)
+        return operate_http.OperateListeners(self.kubeproxy, self.service, healthz,
+                                             metrics_address, hosts)
 
     # -- sending ---------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from kp_app import frames, kubernetes, pipeline, service_sync
 from kp_app.apply_jobs import Steps
 from kp_app.errors import InvalidInput, KpError, NotFound
 from kp_app.maglev import MaglevTable
+from kp_app.sync_record import synced
 
 APPLY_STEP = 250        # VIP changes made between two yields of an apply
 
@@ -66,11 +67,22 @@ class KubernetesServices:
                                prune: bool = False) -> Steps:
         """apply_kubernetes in steps (see the module's doc): the document is read and its
         plan checked at the first next(), which raises if it is bad."""
-        if not isinstance(prune, bool):
-            raise InvalidInput(f"{prune!r} is not true or false", "prune")
-        desired = kubernetes.desired_services(kubernetes.objects(document))
-        pruned = sorted(self.model.services - set(desired)) if prune else []
-        return (yield from self.apply_services_steps(desired, built, pruned))
+        outer = self.syncs.in_sync()
+        try:
+            with self.syncs.step():
+                if not isinstance(prune, bool):
+                    raise InvalidInput(f"{prune!r} is not true or false", "prune")
+                objs = kubernetes.objects(document)
+                desired = kubernetes.desired_services(objs)
+                health_ports = kubernetes.health_check_ports(objs)
+                triggers = kubernetes.change_trigger_times(objs)
+                pruned = sorted(self.model.services - set(desired)) if prune else []
+        except KpError:
+            if not outer:
+                self.syncs.steps_refused()
+            raise
+        return (yield from self.apply_services_steps(desired, built, pruned, health_ports,
+                                                     triggers))
 
     def apply_kubernetes_job(self, document, prune: bool = False) -> dict:
         """apply_kubernetes as a job (kp_app.apply_jobs, `self.jobs`): with no loop to
@@ -93,22 +105,52 @@ class KubernetesServices:
 
     def apply_services_steps(self, desired: Dict[str, list],
                              built: Sequence[MaglevTable] = (),
-                             pruned: Sequence[str] = ()) -> Steps:
-        desired = dict(desired)
-        pruned = sorted(pruned)
-        desired.update({name: [] for name in pruned})     # keep no VIP of theirs
-        plan = service_sync.plan(self.model, desired, built)
+                             pruned: Sequence[str] = (),
+                             health_ports: Optional[Dict[str, int]] = None,
+                             triggers: Optional[Dict[str, float]] = None) -> Steps:
+        """apply_services in steps. `health_ports`: the Services' healthCheckNodePorts
+        (None: as they are); `triggers`: when their endpoints changed in the cluster
+        (kp_app.kubernetes.change_trigger_times). It is one sync (kp_app.sync_record) of
+        its own, unless it runs inside one."""
+        outer = self.syncs.in_sync()
+        began = self.syncs.steps_begin()
+        try:
+            with self.syncs.step():
+                desired = dict(desired)
+                pruned = sorted(pruned)
+                desired.update({name: [] for name in pruned})     # keep no VIP of theirs
+                plan = service_sync.plan(self.model, desired, built)
+                ports = dict(self.model.health_check_ports) if health_ports is None \
+                    else health_ports
+                # (what changes is read off the model as it is, counted once it is made)
+                services, endpoints = service_sync.changed_services(self.model, plan,
+                                                                    desired, ports)
+        except KpError:
+            if not outer:
+                self.syncs.steps_refused()
+            raise
         before = set(self.model.services)
         work = ([(self._apply_delete, c) for c in plan.deletes]
                 + [(self._apply_make, c) for c in plan.makes]
                 + [(self._apply_update, c) for c in plan.updates if c.action != "unchanged"])
         yield (0, len(work))
-        for done, (make_change, change) in enumerate(work, 1):
-            make_change(change, plan, built)
-            if done % APPLY_STEP == 0 and done < len(work):
-                yield (done, len(work))
+        for first in range(0, len(work), APPLY_STEP):
+            with self.syncs.step():
+                for make_change, change in work[first:first + APPLY_STEP]:
+                    make_change(change, plan, built)
+            if first + APPLY_STEP < len(work):
+                yield (first + APPLY_STEP, len(work))
         self.model.services.update(desired)
         self.model.services.difference_update(pruned)
+        if health_ports is not None:
+            for name in desired:
+                self.model.health_check_ports.pop(name, None)
+            self.model.health_check_ports.update(health_ports)
+        times = [(triggers or {})[name] for name in sorted(endpoints)
+                 if name in (triggers or {})]
+        self.syncs.changes(len(services), len(endpoints), times)
+        if not outer:
+            self.syncs.steps_end(began, times)
         changes = plan.changes()
         return {"services": sorted(set(desired) - set(pruned)), "pruned": pruned,
                 "summary": service_summary(before, desired, pruned, changes),
@@ -183,6 +225,7 @@ class KubernetesServices:
         if removed:
             self._forget_drained_pods()
 
+    @synced
     def delete_kubernetes(self, document) -> dict:
         """The Services named in `document` (other kinds are ignored) and their VIPs."""
         names = kubernetes.service_names(kubernetes.objects(document))
@@ -194,6 +237,9 @@ class KubernetesServices:
             self.del_vip(str(vip.prefix), vip.port)
             deleted.append({"service": vip.service, "vip": vip.label(), "action": "deleted"})
         self.model.services.difference_update(names)
+        for name in names:
+            self.model.health_check_ports.pop(name, None)
+        self.syncs.changes(services=len(names))
         return {"services": names, "vips": deleted}
 
     def kubernetes_services(self) -> List[dict]:

@@ -142,6 +142,23 @@ def changes(model: ServiceModel, desired: Dict[str, List[ServiceVip]]) -> Plan:
     return Plan(deletes, makes, updates)
 
 
+def changed_services(model: ServiceModel, plan: Plan, desired: Dict[str, List[ServiceVip]],
+                     health_ports: Dict[str, int]) -> Tuple[set, set]:
+    """(Services whose VIPs or settings the plan changes, Services whose endpoints it
+    changes), as kube-proxy counts Service and EndpointSlice changes (before the plan is
+    made: it compares with the model as it is)."""
+    endpoints = {c.service for c in plan.changes() if c.add or c.remove}
+    services = {c.service for c in plan.changes()
+                if c.action in ("created", "replaced", "deleted")}
+    for change in plan.updates:
+        if model.find_vip(change.prefix, change.port).policies() != change.spec.policies():
+            services.add(change.service)
+    services |= set(desired) - model.services       # new ones, headless too
+    services |= {name for name in desired
+                 if model.health_check_ports.get(name) != health_ports.get(name)}
+    return services, endpoints
+
+
 def _pods(addresses) -> List[Address]:
     return [ipaddress.ip_address(a) for a in addresses]
 

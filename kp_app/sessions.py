@@ -16,7 +16,7 @@ import hashlib
 import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from kp_proto.session_hash import DEFAULT_BASIS, session_hash
 
@@ -170,15 +170,18 @@ class SessionTable:
         session.relayed(byte_count, now)
         self._untracked.move_to_end(session.forward)
 
-    def expire_untracked(self, now: float, timeout: float) -> List[Session]:
-        """Remove the untracked sessions idle for `timeout` seconds; returns them."""
+    def expire_untracked(self, now: float, timeout: Callable[[int], float]) -> List[Session]:
+        """Remove the untracked sessions idle for `timeout(IP protocol)` seconds (TCP 6,
+        UDP 17); returns them."""
+        shortest = min(timeout(6), timeout(17))
         ended = []
-        while self._untracked:
-            session = next(iter(self._untracked.values()))   # the longest idle
-            if now - session.last_seen < timeout:
+        for session in list(self._untracked.values()):      # the longest idle first
+            idle = now - session.last_seen
+            if idle < shortest:
                 break
-            self.remove(session)
-            ended.append(session)
+            if idle >= timeout(session.forward.proto):
+                self.remove(session)
+                ended.append(session)
         return ended
 
     def remove(self, session: Session) -> None:

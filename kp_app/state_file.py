@@ -46,12 +46,15 @@ def dump(kubeproxy) -> Dict[str, Any]:
             "pods": [p["address"] for p in vip["pods"] if p["state"] == "active"]})
     return {"version": VERSION,
             "conf": {"buckets": conf["buckets"], "timeout": conf["timeout"],
+                     "udp_timeout": conf["udp_timeout"],
+                     "tcp_close_wait": conf["tcp_close_wait"],
                      **_configured(kubeproxy.model.default_node.to_dict_with_source())},
             "nodes": {dpid: kept for dpid, kept in (
                 (dpid, _configured(addresses)) for dpid, addresses in conf["nodes"].items())
                 if any(kept.values())},
             "interfaces": kubeproxy.interfaces(),
             "services": sorted(kubeproxy.model.services),
+            "health_check_ports": dict(sorted(kubeproxy.model.health_check_ports.items())),
             "vips": vips}
 
 
@@ -75,9 +78,15 @@ def restore(kubeproxy, data: Any) -> None:
     """Configure an empty controller from `dump`'s data (InvalidInput if it is not)."""
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise InvalidInput(f"not a kp_app state file of version {VERSION}", "version")
+    with kubeproxy.syncs.syncing():     # the whole restore is one sync
+        _restore(kubeproxy, data)
+
+
+def _restore(kubeproxy, data: dict) -> None:
     conf = data.get("conf") or {}
     kubeproxy.set_conf(conf.get("buckets"), conf.get("timeout"), conf.get("node_ip"),
-                       conf.get("node_ip6"))
+                       conf.get("node_ip6"), udp_timeout=conf.get("udp_timeout"),
+                       tcp_close_wait=conf.get("tcp_close_wait"))
     for dpid, addresses in (data.get("nodes") or {}).items():
         kubeproxy.set_conf(node_ip=addresses.get("node_ip"),
                            node_ip6=addresses.get("node_ip6"), dpid=dpid)
@@ -96,6 +105,12 @@ def restore(kubeproxy, data: Any) -> None:
         if pods:
             kubeproxy.add_pods(spec["prefix"], spec["port"], pods)
     kubeproxy.model.services.update(data.get("services") or [])
+    ports = data.get("health_check_ports") or {}
+    if not isinstance(ports, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            and 0 < v < 65536 for k, v in ports.items()):
+        raise InvalidInput("expected Service names and port numbers", "health_check_ports")
+    kubeproxy.model.health_check_ports.update(ports)
 
 
 def load(path: str) -> Any:

@@ -5,6 +5,7 @@ Read from /proc/net/tcp of a real ryu-manager process (kp_lab.ControllerProcess,
 by its PID)."""
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -32,6 +33,15 @@ def run_kp_app(*extra: str) -> tuple:
 
 def test_kp_app_listens_on_loopback_by_default():
     assert run_kp_app() == ({"127.0.0.1"}, {"127.0.0.1"})
+
+
+def test_health_and_metrics_listen_on_kube_proxys_ports_on_loopback_by_default():
+    with kp_lab.ControllerProcess(listen_host=None, operate_ports=False) as ctl:
+        deadline = time.monotonic() + 10
+        while not (listening(10256) and listening(10249)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (listening(10256), listening(10249)) == ({"127.0.0.1"}, {"127.0.0.1"}), \
+            ctl.log_tail()
 
 
 def test_kp_app_listens_where_it_is_told():

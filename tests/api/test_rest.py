@@ -40,7 +40,8 @@ def assert_refused(api: Api, method: str, path: str, body=None, *, status: int,
 
 def test_conf_get_and_put(api):
     conf = api.get("/v1/conf")
-    assert conf == {"buckets": 1024, "timeout": 40, "node_ip": None, "node_ip6": None,
+    assert conf == {"buckets": 1024, "timeout": 40, "udp_timeout": 0, "tcp_close_wait": 0,
+                    "node_ip": None, "node_ip6": None,
                     "node_subnet": None, "node_subnet6": None, "nodes": {}}
     status, new, _ = api.call("PUT", "/v1/conf", {"buckets": 2048, "timeout": 30,
                                                   "node_ip": "192.168.1.1",
@@ -49,6 +50,12 @@ def test_conf_get_and_put(api):
     assert new == dict(conf, buckets=2048, timeout=30, node_ip="192.168.1.1",
                        node_ip6="fd00::1", node_subnet="192.168.1.0/24",
                        node_subnet6="fd00::/64")
+    assert api.get("/v1/conf") == new
+    status, new, _ = api.call("PUT", "/v1/conf", {"udp_timeout": 30, "tcp_close_wait": 3600})
+    assert status == 200 and (new["udp_timeout"], new["tcp_close_wait"], new["timeout"]) == \
+        (30, 3600, 30)
+    status, error, _ = api.call("PUT", "/v1/conf", {"udp_timeout": 86401})
+    assert status == 400 and error["field"] == "udp_timeout"
     assert api.get("/v1/conf") == new
 
 

@@ -64,6 +64,8 @@ def test_conf_alone_reads():
 def test_conf_sets():
     assert calls("conf", "buckets", "2048", "timeout", "30") == [
         Call("PUT", "/v1/conf", {"buckets": 2048, "timeout": 30})]
+    assert calls("conf", "udp_timeout", "30", "tcp_close_wait", "3600") == [
+        Call("PUT", "/v1/conf", {"udp_timeout": 30, "tcp_close_wait": 3600})]
     assert calls("conf", "node_ip", "10.0.0.1", "node_ip6", "fd00::1", "dpid", "0x1f") == [
         Call("PUT", "/v1/conf", {"node_ip": "10.0.0.1", "node_ip6": "fd00::1", "dpid": 31})]
     assert calls("conf", "dpid", "7", "node_ip", "10.0.0.1") == [
@@ -85,7 +87,7 @@ def test_conf_values_are_the_apis_business():
     (["conf", "node_ip"], "node_ip: missing value"),
     (["conf", "buckets", "1", "buckets", "2"], "buckets: given twice"),
     (["conf", "bucket", "2"], "conf: unknown keyword 'bucket' (expected buckets, timeout, "
-                              "node_ip, node_ip6, dpid)"),
+                              "udp_timeout, tcp_close_wait, node_ip, node_ip6, dpid)"),
 ])
 def test_conf_errors(words, message):
     assert error(*words) == message

@@ -253,6 +253,9 @@ def test_conf_changes_reach_the_switchs_session_table(kp):
     kp.sent.clear()
     kp.set_conf(timeout=3600)        # the same again: nothing to send
     assert kp.sent == []
+    kp.set_conf(udp_timeout=30, tcp_close_wait=600)     # conntrack.udpTimeout, ...CloseWait
+    assert of_type(kp.sent, LbConf) == [LbConf(kplb.MAX_SESSION_BUCKETS, 3600, 600,
+                                               kplb.DEFAULT_TCP_OPENING, 30)]
 
 
 def stats(vip, pods, **figures):

@@ -425,3 +425,18 @@ def test_source_ranges_limit_who_reaches_the_external_ips_only(kp):
     assert opened("10.0.0.22", "10.0.0.1", 30090)         # the node port: anyone
     vip = kp.vip("10.96.0.30/32", 80)
     assert vip["source_ranges"] == ["10.0.0.0/28"] and vip["counters"]["filtered"] == 1
+
+
+def test_udp_sessions_take_the_udp_timeout(kp):
+    """conntrack.udpTimeout (ku conf udp_timeout): the idle timeout of UDP sessions' flows;
+    TCP's stays `timeout`."""
+    kp.add_vip("10.96.0.53/32", port=53, target_port=53, protocol="udp")
+    kp.add_pods("10.96.0.53/32", 53, list(PODS))
+    kp.set_conf(udp_timeout=3)
+    kp.sent.clear()
+    kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", 40001, "10.96.0.53", 53,
+                                           proto=frames.UDP))
+    kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", 40002, "10.96.0.10", 80))
+    forward = flows(kp.sent, pipeline.KIND_FORWARD)
+    assert sorted((f.match_dict["ip_proto"], f.idle_timeout) for f in forward) == [
+        (6, 7), (17, 3)]

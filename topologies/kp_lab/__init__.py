@@ -2,7 +2,8 @@
 
 - ``build_net(topo_name, switch='kpswitch'|'ovs', controller_port=6653, **topo_args)``
   -> ``KpLab`` (context manager; ``close()`` always tears down and ``leftovers()`` checks)
-- ``ControllerProcess(app='kp_app', of_port=None, wsapi_port=None, rest=True)``
+- ``ControllerProcess(app='kp_app', of_port=None, wsapi_port=None, rest=True)`` (kp_app's
+  health and metrics on free ports: ``.healthz_port``, ``.metrics_port``, ``.metrics_url()``)
 - ``ensure_ovs()``, ``stop_ovs_if_started()``
 - traffic: ``start_http_server``, ``start_tcp_server``, ``start_udp_server``,
   ``http_get``, ``tcp_session``/``start_tcp_session``, ``udp_request``, ``ping``

@@ -53,13 +53,21 @@ class ControllerProcess:
     for REST on 127.0.0.1:wsapi_port. Ports default to free ones; pass 6653/8080 for the
     demo. Ready when the process listens on both ports (rest=False: on the OF port only;
     Ryu only opens the wsapi port when an app uses WSGI). listen_host=None leaves both
-    listen addresses to the app's defaults (kp_app's: loopback) and `extra_args`."""
+    listen addresses to the app's defaults (kp_app's: loopback) and `extra_args`.
+    kp_app's health and metrics listeners go to healthz_port and metrics_port (free
+    ones by default) unless operate_ports=False."""
 
     def __init__(self, app='kp_app', of_port=None, wsapi_port=None, rest=True,
-                 log_file=None, extra_args=(), env=None, listen_host='127.0.0.1'):
+                 log_file=None, extra_args=(), env=None, listen_host='127.0.0.1',
+                 healthz_port=None, metrics_port=None, operate_ports=True):
         self.apps = [app] if isinstance(app, str) else list(app)
         self.of_port = of_port or free_port()
         self.wsapi_port = wsapi_port or free_port()
+        # kp_app's health and metrics listeners: free ports too, so that runs side by
+        # side do not fight over kube-proxy's 10256 and 10249
+        self.healthz_port = healthz_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.operate_ports = operate_ports     # False: kp_app's own (or its file's)
         self.rest = rest
         self.own_log = log_file is None
         if log_file is None:
@@ -78,6 +86,9 @@ class ControllerProcess:
     def command(self):
         hosts = ['--ofp-listen-host', self.listen_host, '--wsapi-host', self.listen_host] \
             if self.listen_host is not None else []
+        if 'kp_app' in self.apps and self.operate_ports:
+            hosts += ['--healthz-bind-address', '127.0.0.1:%d' % self.healthz_port,
+                      '--metrics-bind-address', '127.0.0.1:%d' % self.metrics_port]
         return ([ryu_manager()] + self.apps + hosts +
                 ['--ofp-tcp-listen-port', str(self.of_port),
                  '--wsapi-port', str(self.wsapi_port),
@@ -85,6 +96,9 @@ class ControllerProcess:
 
     def url(self, path='/'):
         return 'http://127.0.0.1:%d%s' % (self.wsapi_port, path)
+
+    def metrics_url(self):
+        return 'http://127.0.0.1:%d/metrics' % self.metrics_port
 
     def start(self, timeout=30):
         env = dict(os.environ if self.env is None else self.env)
