@@ -255,7 +255,8 @@ def test_conf_changes_reach_the_switchs_session_table(kp):
     assert kp.sent == []
     kp.set_conf(udp_timeout=30, tcp_close_wait=600)     # conntrack.udpTimeout, ...CloseWait
     assert of_type(kp.sent, LbConf) == [LbConf(kplb.MAX_SESSION_BUCKETS, 3600, 600,
-                                               kplb.DEFAULT_TCP_OPENING, 30)]
+                                               kplb.DEFAULT_TCP_OPENING, 30, "10.0.0.1",
+                                               "fd00::1")]
 
 
 def stats(vip, pods, **figures):
