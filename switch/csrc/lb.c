@@ -476,7 +476,7 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     uint32_t s, p;
     uint16_t fl = k->tcp_flags;
     int tcp = !!(k->present & FK_TCP), sctp = !!(k->present & FK_SCTP);
-    unsigned chunks = sctp ? sctp_summary(pb->data, lay) : 0;
+    unsigned chunks;
 
     if (!lb->live || !lb_key_of(k, &key))
         return 0;
@@ -485,6 +485,7 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
         return 0;
     e = &lb->entries[s];
     p = partner_of(lb, s);
+    chunks = sctp ? sctp_summary(pb->data, lay) : 0;
     if (tcp && (e->flags & LB_E_FORWARD) && e->state == LB_TO_TCP_CLOSING &&
         (fl & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) == TCP_SYN) {
         /* A new connection on a closed one's ports: a new session, as conntrack does. */

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 import kp_lab
-from test_kube_proxy import VIP, api, configure
+from test_kube_proxy import VIP, VIP6, api, configure
 
 PORT, TARGET = 38412, 36412
 
@@ -57,6 +57,24 @@ def test_sctp_to_a_cluster_ip_reaches_the_pods_with_valid_crc32c(kpnode, control
     (vip,) = counters["vips"]
     assert vip["protocol"] == "sctp"
     assert vip["new_sessions"] >= associations, vip
+
+
+def test_sctp_over_ipv6_nat66(kpnode, controller, switch_kind):
+    configure(controller, kpnode, prefix=VIP6 + "/128", port=PORT, target_port=TARGET,
+              node_port=None, protocol="sctp", family=6)
+    for pod in kpnode.pods:
+        kp_lab.start_sctp_server(pod, TARGET, name=pod.name)
+    client = kpnode.clients[0]
+    names = set()
+    for src_port in (42001, 42002, 42003, 42004):
+        result = kp_lab.sctp_request(client, VIP6, PORT, src_port, count=1)
+        assert result["ok"] and result["bad_crc"] == 0, result
+        replies = result["replies"]
+        assert {(r["from"], r["from_port"]) for r in replies} == {(VIP6, PORT)}
+        assert {r["peer"] for r in replies} == {kpnode.ip(client.name, 6)}
+        assert all(r["bad_crc"] == 0 for r in replies), replies
+        names |= {r["name"] for r in replies}
+    assert names <= {p.name for p in kpnode.pods}
 
 
 def test_an_sctp_vip_with_no_pods_refuses_and_counts_it(kpnode, controller, switch_kind):

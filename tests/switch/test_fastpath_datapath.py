@@ -3,6 +3,8 @@ namespaces, misses up to a tiny in-test controller, cache inserts, then hits, re
 headers, and TCP across a NAT with the veths' checksum offload left on."""
 from __future__ import annotations
 
+import json
+import os
 import struct
 import threading
 import time
@@ -10,6 +12,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
+from conftest import SCTP_AGENT
 from of_harness import Host
 
 PY = "/usr/bin/python3"
@@ -440,22 +443,13 @@ def test_tcp_through_the_datapaths_own_sessions(fp, hosts3, family):
     assert dp.lb_flush(kplb.ALL_VIPS) >= 0
 
 
-SCTP_AGENT = __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "..",
-                                        "topologies", "kp_lab", "sctp_agent.py")
-# A DATA chunk with no association before it (verification tag 1, CRC32c computed the
-# bitwise way): no INIT, so it may not start a session.
+# A DATA chunk with no association before it (verification tag 1): no INIT, so it may
+# not start a session.
 SCTP_STRAY = """
-import socket, struct, sys
-def crc32c(data):
-    c = 0xFFFFFFFF
-    for b in data:
-        c ^= b
-        for _ in range(8):
-            c = (c >> 1) ^ (0x82F63B78 * (c & 1))
-    return c ^ 0xFFFFFFFF
-head = struct.pack("!HHI", int(sys.argv[2]), int(sys.argv[3]), 1)
-chunks = struct.pack("!BBHIHHI", 0, 3, 16, 1, 0, 0, 0)
-pkt = head + crc32c(head + bytes(4) + chunks).to_bytes(4, "little") + chunks
+import socket, sys
+sys.path.insert(0, sys.argv[4])
+from sctp_agent import data_chunk, packet
+pkt = packet(int(sys.argv[2]), int(sys.argv[3]), 1, data_chunk(b"stray", 1))
 socket.socket(socket.AF_INET, socket.SOCK_RAW, 132).sendto(pkt, (sys.argv[1], 0))
 """
 
@@ -491,7 +485,8 @@ def test_sctp_through_the_datapaths_own_sessions(fp, hosts3):
                            str(sport), "--count", "2", "--timeout", "2", check=False,
                            timeout=30) for sport in (40001, 40002)]
             sessions = dp.lb_sessions()
-            h0.run(PY, "-c", SCTP_STRAY, vip, "40003", str(port))
+            h0.run(PY, "-c", SCTP_STRAY, vip, "40003", str(port),
+                   os.path.dirname(SCTP_AGENT))
             deadline = time.monotonic() + 5
             while dp.lb_stats()["untracked"] < 1 and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -500,7 +495,7 @@ def test_sctp_through_the_datapaths_own_sessions(fp, hosts3):
         server.kill()
         server.wait()
     for r in runs:
-        lines = [__import__("json").loads(x) for x in r.stdout.splitlines()]
+        lines = [json.loads(x) for x in r.stdout.splitlines()]
         assert lines[-1]["ok"] and lines[-1]["bad_crc"] == 0, r.stdout + r.stderr
         assert {(x["from"], x["from_port"]) for x in lines[:-1]} == {(vip, port)}
         assert all(x["bad_crc"] == 0 and x["peer"] == h0.ip4 for x in lines[:-1])

@@ -15,11 +15,10 @@ import pytest
 
 from kp_app import ct_pipeline
 from kp_app.model import ServiceModel
+from conftest import SCTP_AGENT as AGENT
 from of_harness import Hosts
 
 VIP, PORT, TARGET, ZONE = "10.83.0.99", 38412, 36412, 61001
-AGENT = os.path.join(os.path.dirname(__file__), "..", "..", "topologies", "kp_lab",
-                     "sctp_agent.py")
 
 
 @pytest.fixture
