@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 
 from kp_switch import fastpath_ref
-from of_harness import Hosts
+from of_harness import Hosts, sctp_agent
 
 
 def _load_fastpath():
@@ -139,22 +139,9 @@ def l4(kind: str, src: str, dst: str, payload: bytes = b"data", sport: int = 123
     return seg[:coff] + _st.pack("!H", c) + seg[coff + 2:]
 
 
-SCTP_AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                          "topologies", "kp_lab", "sctp_agent.py")
-
-
-def _sctp_agent():
-    """topologies/kp_lab/sctp_agent.py, the SCTP end the Mininet tests run, loaded by its
-    path (kp_lab's package would import Mininet)."""
-    spec = importlib.util.spec_from_file_location("kp_sctp_agent", SCTP_AGENT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 # CRC32c one bit at a time (the agent's, written apart from both implementations' tables
 # and SSE4.2 code, and from kp_proto.sctp).
-crc32c_bitwise = _sctp_agent().crc32c
+crc32c_bitwise = sctp_agent().crc32c
 
 
 def sctp_chunk(ctype: int, value: bytes = b"", flags: int = 0) -> bytes:

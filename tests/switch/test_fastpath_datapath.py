@@ -12,8 +12,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from conftest import SCTP_AGENT
-from of_harness import Host
+from of_harness import SCTP_AGENT, Host
 
 PY = "/usr/bin/python3"
 Policy = Callable[[dict], Optional[Tuple[list, List[int]]]]

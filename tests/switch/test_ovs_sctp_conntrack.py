@@ -15,7 +15,7 @@ import pytest
 
 from kp_app import ct_pipeline
 from kp_app.model import ServiceModel
-from conftest import SCTP_AGENT as AGENT
+from of_harness import SCTP_AGENT as AGENT
 from of_harness import Hosts
 
 VIP, PORT, TARGET, ZONE = "10.83.0.99", 38412, 36412, 61001
