@@ -457,8 +457,9 @@ def test_sctp_through_the_datapaths_own_sessions(fp, hosts3):
     """kp_lb for an SCTP VIP (crafted packets over raw sockets: the kernel has no SCTP
     sockets): an INIT starts the session, the pod port is rewritten with the CRC32c
     computed again (the far ends drop a wrong one, and say so), replies come back from
-    the VIP's port, the client's ABORT moves the session to closing, and a DATA chunk
-    with no INIT before it goes to its pod untracked. C and the twin alike."""
+    the VIP's port, the client's ABORT moves the session to closing, a new INIT on its
+    ports starts a new session, and a DATA chunk with no INIT before it goes to its pod
+    untracked. C and the twin alike."""
     import ipaddress
     from kp_proto import lb as kplb
     h0, h1, h2 = hosts3
@@ -484,6 +485,10 @@ def test_sctp_through_the_datapaths_own_sessions(fp, hosts3):
                            str(sport), "--count", "2", "--timeout", "2", check=False,
                            timeout=30) for sport in (40001, 40002)]
             sessions = dp.lb_sessions()
+            # An INIT on a closed association's ports starts a new session.
+            runs.append(h0.run(PY, "-u", SCTP_AGENT, "request", vip, str(port),
+                               "--src-port", "40001", "--count", "1", "--timeout", "2",
+                               check=False, timeout=30))
             h0.run(PY, "-c", SCTP_STRAY, vip, "40003", str(port),
                    os.path.dirname(SCTP_AGENT))
             deadline = time.monotonic() + 5
@@ -498,7 +503,7 @@ def test_sctp_through_the_datapaths_own_sessions(fp, hosts3):
         assert lines[-1]["ok"] and lines[-1]["bad_crc"] == 0, r.stdout + r.stderr
         assert {(x["from"], x["from_port"]) for x in lines[:-1]} == {(vip, port)}
         assert all(x["bad_crc"] == 0 and x["peer"] == h0.ip4 for x in lines[:-1])
-    assert st["created"] == 2 and st["untracked"] == 1 and st["dropped"] == 0, st
+    assert st["created"] == 3 and st["untracked"] == 1 and st["dropped"] == 0, st
     mine = sorted(s for s in sessions if s[0] == 132)
     assert [(s[3], s[5], s[7], s[9]) for s in mine] == [
         (40001, port, target, "closing"), (40002, port, target, "closing")], sessions
