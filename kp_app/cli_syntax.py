@@ -20,7 +20,7 @@ usage: ku [--api URL] [--token-file FILE] [--json] <command>
 
   ku conf [buckets <n>] [timeout <s>] [udp_timeout <s>] [tcp_close_wait <s>]
           [node_ip <v4>] [node_ip6 <v6>] [dpid <n>]
-  ku vip <prefix> [protocol tcp|udp|any] [port <n>] [target_port <n>] [node_port <n>]
+  ku vip <prefix> [protocol tcp|udp|sctp|any] [port <n>] [target_port <n>] [node_port <n>]
          [nat44|nat66] [new_len <n>] [external_ip <addr>]... [source_range <prefix>]...
          [affinity_timeout <s>] [external_policy cluster|local]
          [internal_policy cluster|local] [del]

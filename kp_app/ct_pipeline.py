@@ -26,7 +26,13 @@ The tables (numbered in kp_app.pipeline), on a switch in "ct" mode:
 What stays with the controller (the VIP's classifier flows go to SESSIONS as on any
 switch): NodePorts (their remote pods need the client's source rewritten as well),
 ClientIP affinity, traffic policy Local, source ranges, VIPs without pods (refused by the
-controller) and tables larger than Open vSwitch's multipath can index.
+controller), tables larger than Open vSwitch's multipath can index, and SCTP: Open
+vSwitch's userspace conntrack (3.1, the netdev datapath kp runs it with) tracks SCTP as
+a protocol without ports, so ct(nat(dst=POD:PORT)) rewrites the address but never the
+port, and every association between one client and one VIP would share one conntrack
+entry, hence one pod (tests/switch/test_ovs_sctp_conntrack.py shows it). The controller's
+per-association flows (set_field on sctp_dst, which Open vSwitch applies with the CRC32c
+computed again) serve SCTP VIPs there instead.
 
 A removed pod keeps its conntrack sessions: its reply flows are not deleted but given an
 idle timeout (the session timeout), so they go once its sessions have been idle that
@@ -37,7 +43,7 @@ from typing import List, Optional
 from kp_app import pipeline
 from kp_app.pipeline import (CONNTRACK, CT_ZONE, FORWARDING, LB, SESSIONS, FlowAdd,
                              FlowDelete, addr_field, flow)
-from kp_proto.session_hash import MAX_OVS_TABLE
+from kp_proto.session_hash import MAX_OVS_TABLE, SCTP
 
 CT_NEW, CT_EST, CT_REL, CT_TRK = 0x01, 0x02, 0x04, 0x20
 PRIO_CT_TRACKED = 200
@@ -75,9 +81,15 @@ def controller_only(vip) -> Optional[str]:
     return None
 
 
+SCTP_NOT_TRACKED = ("SCTP (Open vSwitch's userspace conntrack tracks it without ports: "
+                    "no port NAT, one entry per client and VIP)")
+
+
 def why_not_compiled(vip) -> Optional[str]:
     """None if Open vSwitch can make this VIP's ClusterIP sessions itself, else why not."""
     reason = controller_only(vip)
+    if reason is None and SCTP in vip.ip_protos:
+        return SCTP_NOT_TRACKED
     if reason is None and vip.new_len > MAX_OVS_TABLE:
         return f"a table of {vip.new_len} entries (Open vSwitch indexes at most {MAX_OVS_TABLE})"
     return reason

@@ -1,7 +1,8 @@
 """Just enough packet parsing and building for the controller's own conversations.
 
 kp_app reads packet-ins (ARP, neighbour discovery, the first packet of a session) and
-writes ARP/ND answers and refusals (TCP RST, ICMP port unreachable). It must work with
+writes ARP/ND answers and refusals (TCP RST, ICMP port unreachable, which UDP and SCTP get, as kube-proxy's
+REJECT gives). It must work with
 any OpenFlow switch, so it carries this small codec instead of depending on one.
 Every read is bounds-checked; a frame that is too short parses as far as it is whole.
 """
@@ -14,7 +15,9 @@ from typing import Optional, Union
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 ETH_IPV4, ETH_ARP, ETH_VLAN, ETH_IPV6 = 0x0800, 0x0806, 0x8100, 0x86DD
-TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
+TCP, UDP, ICMP, ICMPV6, SCTP = 6, 17, 1, 58, 132
+# The smallest header of each protocol with ports: where its ports are whole.
+_PORTED_HEADER = {TCP: 20, UDP: 8, SCTP: 12}
 ND_NS, ND_NA = 135, 136
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 TCP_RST, TCP_ACK, TCP_SYN = 0x04, 0x10, 0x02
@@ -63,7 +66,7 @@ class Frame:
 
     @property
     def has_ports(self) -> bool:
-        return self.ip_proto in (TCP, UDP) and self.l4 >= 0
+        return self.ip_proto in _PORTED_HEADER and self.l4 >= 0
 
     def l4_payload_len(self) -> int:
         if self.ip_proto == TCP and self.l4 + 13 <= len(self.raw):
@@ -107,7 +110,7 @@ def parse(raw: bytes) -> Optional[Frame]:
 
 def _parse_l4(frame: Frame, off: int) -> None:
     raw = frame.raw
-    if frame.ip_proto in (TCP, UDP) and len(raw) >= off + (20 if frame.ip_proto == TCP else 8):
+    if frame.ip_proto in _PORTED_HEADER and len(raw) >= off + _PORTED_HEADER[frame.ip_proto]:
         frame.l4 = off
         frame.src_port, frame.dst_port = struct.unpack_from("!HH", raw, off)
         if frame.ip_proto == TCP:

@@ -443,7 +443,7 @@ class KubeProxy(KubernetesServices):
         def endpoint(address_port) -> str:
             address, port = address_port
             return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-        return {"dpid": dpid, "protocol": {6: "tcp", 17: "udp"}.get(s["proto"], s["proto"]),
+        return {"dpid": dpid, "protocol": pipeline.PORT_FIELD_PREFIX.get(s["proto"], s["proto"]),
                 "client": endpoint(s["client"]), "vip": endpoint(s["vip"]),
                 "service": vip.label() if vip else None, "pod": endpoint(s["pod"]),
                 "idle": s["idle_ms"] / 1000.0, "state": s["state"], "tracked": True,
@@ -526,7 +526,7 @@ class KubeProxy(KubernetesServices):
         def endpoint(address, port):
             return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
         packets, byte_count = s.totals()
-        return {"dpid": dpid, "protocol": "tcp" if f.proto == 6 else "udp",
+        return {"dpid": dpid, "protocol": pipeline.PORT_FIELD_PREFIX.get(f.proto, f.proto),
                 "client": endpoint(f.src, f.src_port), "vip": endpoint(f.dst, f.dst_port),
                 "service": vip.label() if vip else None,
                 "pod": endpoint(s.pod, s.pod_port), "age": round(now - s.created, 3),

@@ -58,7 +58,7 @@ class ServiceVip:
     port: int                   # the service port
     target_port: int            # the pods' port number (resolved from the endpoints)
     node_port: Optional[int]    # only for type NodePort / LoadBalancer, else None
-    protocol: str               # "tcp" or "udp"
+    protocol: str               # "tcp", "udp" or "sctp"
     external_ips: Tuple[str, ...]   # externalIPs + load balancer ingress IPs of this family
     pods: Tuple[str, ...]       # ready endpoint addresses of this family
     affinity_timeout: int = 0   # sessionAffinity ClientIP: its timeoutSeconds (0: None)
@@ -161,14 +161,12 @@ def _address(value, field: str, version: Optional[int] = None) -> Address:
     return address
 
 
-def _protocol(value, field: str, sctp_allowed: bool) -> str:
+def _protocol(value, field: str) -> str:
     if value is None:
         return "tcp"
-    if value in ("TCP", "tcp", "UDP", "udp") or (sctp_allowed and value == "SCTP"):
+    if value in ("TCP", "tcp", "UDP", "udp", "SCTP", "sctp"):
         return value.lower()
-    if isinstance(value, str) and value.upper() == "SCTP":
-        raise InvalidInput("SCTP is not supported: kp proxies TCP and UDP only", field)
-    raise InvalidInput(f"{_show(value)} is not a protocol: use TCP or UDP", field)
+    raise InvalidInput(f"{_show(value)} is not a protocol: use TCP, UDP or SCTP", field)
 
 
 def objects(document) -> List[dict]:
@@ -335,7 +333,7 @@ def _service_ports(spec: dict, at: str, has_node_ports: bool,
             raise InvalidInput("not set: a Service with several ports must name each one",
                                f"{field}.name")
         port = _Port(field, name, _port_number(entry.get("port"), f"{field}.port"),
-                     _protocol(entry.get("protocol"), f"{field}.protocol", sctp_allowed=False),
+                     _protocol(entry.get("protocol"), f"{field}.protocol"),
                      _target_port(entry.get("targetPort"), f"{field}.targetPort"), None)
         if has_node_ports and (node_port_required or entry.get("nodePort") is not None):
             missing = NOT_EXPORTED.format("the API server allocates it")
@@ -372,7 +370,7 @@ def _endpoint_ports(holder: dict, at: str, null_port_allowed: bool) -> Tuple:
         if null_port_allowed and entry.get("port") is None:   # a slice port of null serves no port
             continue
         ports.append((_typed(entry, "name", str, f"{at}[{i}].name", ""),
-                      _protocol(entry.get("protocol"), f"{at}[{i}].protocol", sctp_allowed=True),
+                      _protocol(entry.get("protocol"), f"{at}[{i}].protocol"),
                       _port_number(entry.get("port"), f"{at}[{i}].port")))
     return tuple(ports)
 

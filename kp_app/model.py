@@ -17,7 +17,9 @@ from kp_app.pipeline import reply_key
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
-PROTOCOLS = {"tcp": (6,), "udp": (17,), "any": (6, 17)}
+# "any" is TCP and UDP (a Service port served over both, as DNS is); SCTP is only ever
+# asked for by name (kube-proxy proxies it as its own protocol).
+PROTOCOLS = {"tcp": (6,), "udp": (17,), "sctp": (132,), "any": (6, 17)}
 NAT_FOR_VERSION = {4: "nat44", 6: "nat66"}
 MAX_BUCKETS = 1 << 24
 MAX_NEW_LEN = 1 << 20
@@ -416,7 +418,7 @@ class ServiceModel:
             if not port:
                 raise InvalidInput("needs a VIP port (port 0 means every port)", "node_port")
         if protocol not in PROTOCOLS:
-            raise InvalidInput(f"{protocol!r} is not one of tcp, udp, any", "protocol")
+            raise InvalidInput(f"{protocol!r} is not one of tcp, udp, sctp, any", "protocol")
         expected_nat = NAT_FOR_VERSION[network.version]
         if nat is not None and nat != expected_nat:
             if nat not in NAT_FOR_VERSION.values():

@@ -689,7 +689,7 @@ def _flow_order(f) -> tuple:
 
 def _five_tuple(match: dict) -> Optional[FiveTuple]:
     proto = match.get("ip_proto")
-    if proto not in (6, 17):
+    if proto not in pipeline.PORT_FIELD_PREFIX:
         return None
     version = 4 if "ipv4_src" in match else 6
     try:

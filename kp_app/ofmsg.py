@@ -55,6 +55,7 @@ OXM_FIELDS = {
     "in_port": (0, 4), "eth_dst": (3, 6), "eth_src": (4, 6), "eth_type": (5, 2),
     "ip_proto": (10, 1), "ipv4_src": (11, 4), "ipv4_dst": (12, 4),
     "tcp_src": (13, 2), "tcp_dst": (14, 2), "udp_src": (15, 2), "udp_dst": (16, 2),
+    "sctp_src": (17, 2), "sctp_dst": (18, 2),
     "icmpv4_type": (19, 1), "icmpv4_code": (20, 1), "arp_op": (21, 2),
     "arp_spa": (22, 4), "arp_tpa": (23, 4), "arp_sha": (24, 6), "arp_tha": (25, 6),
     "ipv6_src": (26, 16), "ipv6_dst": (27, 16), "icmpv6_type": (29, 1), "icmpv6_code": (30, 1),

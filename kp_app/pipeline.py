@@ -304,8 +304,11 @@ def addr_field(version: int, which: str) -> str:
     return f"ipv4_{which}" if version == 4 else f"ipv6_{which}"
 
 
+PORT_FIELD_PREFIX = {6: "tcp", 17: "udp", 132: "sctp"}   # the protocols with ports kp proxies
+
+
 def port_field(proto: int, which: str) -> str:
-    return f"{'tcp' if proto == 6 else 'udp'}_{which}"
+    return f"{PORT_FIELD_PREFIX[proto]}_{which}"
 
 
 def network_match(network) -> object:

@@ -55,6 +55,12 @@ def _one_vip_per_port(service: str, vips: List[ServiceVip]) -> List[ServiceVip]:
     for (prefix, port), same in sorted(by_key.items(), key=lambda kv: (_key(*kv[0]))):
         first = same[0]
         if len(same) > 1:
+            if any(v.protocol == "sctp" for v in same):
+                protocols = " and ".join(sorted(v.protocol.upper() for v in same))
+                raise InvalidInput(
+                    f"{prefix} port {port} over {protocols} cannot be one VIP: kp has one "
+                    f"VIP per address and port, and only TCP with UDP makes protocol any",
+                    f"Service {service}: spec.ports")
             if any(dataclasses.replace(v, protocol=first.protocol) != first for v in same):
                 raise InvalidInput(
                     f"{prefix} port {port} over TCP and UDP must have the same target port, "

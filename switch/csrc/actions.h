@@ -17,7 +17,7 @@ enum field_id {
     FLD_TCP_SRC, FLD_TCP_DST, FLD_UDP_SRC, FLD_UDP_DST, FLD_ICMPV4_TYPE,
     FLD_ICMPV4_CODE, FLD_ICMPV6_TYPE, FLD_ICMPV6_CODE, FLD_ARP_OP, FLD_ARP_SPA,
     FLD_ARP_TPA, FLD_ARP_SHA, FLD_ARP_THA, FLD_IPV6_ND_TARGET, FLD_IPV6_ND_SLL,
-    FLD_IPV6_ND_TLL, FLD_COUNT
+    FLD_IPV6_ND_TLL, FLD_SCTP_SRC, FLD_SCTP_DST, FLD_COUNT
 };
 
 /* One action.  Zero-initialised whole, so two equal programs are equal bytes (the
@@ -62,7 +62,7 @@ void actions_run(struct pkt_buf *pb, uint32_t in_port, const struct action_op *o
 struct flow_key;
 struct pkt_layout;
 
-/* Rewrites IP addresses and TCP/UDP ports (set-field ops of only those fields) of a
+/* Rewrites IP addresses and TCP/UDP/SCTP ports (set-field ops of only those fields) of a
  * packet already parsed into k and lay, with the same checksum updates as actions_run,
  * and updates k to match: no parse before or after (the session table's translation,
  * on the per-packet path; the layout does not change). */
@@ -73,5 +73,8 @@ void actions_nat(uint8_t *frame, struct flow_key *k, const struct pkt_layout *la
  * pseudo-header sum, as the sender's stack left it for the NIC).  l4/l3_end as
  * parse_packet found them. */
 void csum_complete_partial(uint8_t *frame, int32_t l4, int32_t l3_end, int is_udp);
+/* The same for SCTP, whose sender left the CRC32c to the NIC (NETIF_F_SCTP_CRC, as a
+ * veth has): computed over the SCTP packet. */
+void sctp_complete_partial(uint8_t *frame, int32_t l4, int32_t l3_end);
 
 #endif

@@ -399,6 +399,8 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
      * checksum offload): finish it, or every receiver would drop the packet. */
     if ((status & TP_STATUS_CSUMNOTREADY) && (k.present & (FK_TCP | FK_UDP)))
         csum_complete_partial(frame, lay.l4, lay.l3_end, !!(k.present & FK_UDP));
+    else if ((status & TP_STATUS_CSUMNOTREADY) && (k.present & FK_SCTP))
+        sctp_complete_partial(frame, lay.l4, lay.l3_end);     /* a CRC32c offload */
     /* A session's packets are translated before the tables see them (lb.h); with no
      * session in the table, not even the call. */
     if (dp->lb->live)

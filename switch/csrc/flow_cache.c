@@ -38,7 +38,7 @@ static uint32_t murmur3(const void *data, size_t len)
 
 enum {
     CACHEABLE = FK_ETH | FK_VLAN | FK_IP | FK_IPV4 | FK_IPV6 | FK_TCP | FK_UDP | FK_ICMPV4 |
-                FK_ICMPV6,
+                FK_ICMPV6 | FK_SCTP,
 };
 
 bool cache_key_of(const struct flow_key *fk, struct cache_key *k)

@@ -5,7 +5,7 @@
  * (kp_switch/fastpath_ref.py, _KEY) packs exactly this layout little-endian.
  * Numbers are in host order; addresses are in wire order.  Fields that several
  * protocols use in the same place share storage, as `present` says which apply:
- * tp_src/tp_dst are L4 ports, ICMP type/code or the ARP opcode; nw_src/nw_dst hold
+ * tp_src/tp_dst are L4 ports (TCP, UDP, SCTP), ICMP type/code or the ARP opcode; nw_src/nw_dst hold
  * IPv4 (first four bytes), IPv6 or ARP protocol addresses; arp_sha/arp_tha double as
  * the ND source/target link-layer addresses.
  */
@@ -29,6 +29,7 @@ enum {
     FK_ND_TARGET = 1u << 11,
     FK_ND_SLL = 1u << 12,
     FK_ND_TLL = 1u << 13,
+    FK_SCTP = 1u << 14,
     /* Not a header: kp_lb translated the packet as a hairpin (a pod reaching itself
      * through its VIP, source and destination both rewritten), so the tables may send
      * it back out of the port it came in by (OpenFlow's rule against that is for

@@ -300,7 +300,7 @@ void lb_vip_set(struct lb *lb, uint32_t id, struct lb_vip *vip)
 int lb_key_of(const struct flow_key *k, struct lb_key *out)
 {
     memset(out, 0, sizeof *out);
-    if (!(k->present & (FK_IPV4 | FK_IPV6)) || !(k->present & (FK_TCP | FK_UDP)))
+    if (!(k->present & (FK_IPV4 | FK_IPV6)) || !(k->present & (FK_TCP | FK_UDP | FK_SCTP)))
         return 0;
     out->v6 = !!(k->present & FK_IPV6);
     memcpy(out->src, k->nw_src, out->v6 ? 16 : 4);
@@ -309,6 +309,39 @@ int lb_key_of(const struct flow_key *k, struct lb_key *out)
     out->dport = k->tp_dst;
     out->proto = k->ip_proto;
     return 1;
+}
+
+/* SCTP sessions (kp_proto/sctp.py is the twin and says why): what the packet's chunks
+ * do to one.  They share TCP's three states and timeouts: an association opens (INIT,
+ * nothing back yet), is established once the pod answers, and closes (ABORT or a
+ * SHUTDOWN chunk) with the short closing timeout so the last chunks of the close still
+ * find their translation.  Only the first SCTP_MAX_CHUNKS chunks are looked at. */
+#define SCTP_STARTS 1u      /* kp_proto.sctp.STARTS: the first chunk is an INIT, tag 0 */
+#define SCTP_CLOSES 2u      /* kp_proto.sctp.CLOSES: ABORT or SHUTDOWN* */
+#define SCTP_MAX_CHUNKS 16  /* kp_proto.sctp.MAX_CHUNKS_SEEN */
+
+static unsigned sctp_summary(const uint8_t *f, const struct pkt_layout *lay)
+{
+    int32_t off, end = lay->l3_end;
+    unsigned out = 0;
+    int n;
+
+    if (lay->l4 < 0 || end - lay->l4 < 12)
+        return 0;
+    off = lay->l4 + 12;
+    for (n = 0; n < SCTP_MAX_CHUNKS && end - off >= 4; n++) {
+        uint8_t type = f[off];
+        uint16_t clen = rd16(f + off + 2);
+
+        if (n == 0 && type == 1 && !rd32(f + lay->l4 + 4))
+            out |= SCTP_STARTS;
+        if (type == 6 || type == 7 || type == 8 || type == 14)
+            out |= SCTP_CLOSES;
+        if (clen < 4)
+            break;
+        off += (clen + 3) & ~3;
+    }
+    return out;
 }
 
 static int entry_live(const struct lb *lb, const struct lb_entry *e, uint64_t now)
@@ -428,17 +461,31 @@ static uint32_t free_slot(struct lb *lb, uint64_t h, uint64_t now)
     return victim;
 }
 
-/* One address and port set-field pair (port 0 with no_port: the address alone). */
-static uint32_t nat_ops(struct action_op *ops, int v6, int tcp, int src, const uint8_t *addr,
-                        uint16_t port, int no_port)
+/* The set-field of the packet's L4 source or destination port (0: it has no ports). */
+static uint8_t port_field(const struct flow_key *k, int src)
 {
+    if (k->present & FK_TCP)
+        return src ? FLD_TCP_SRC : FLD_TCP_DST;
+    if (k->present & FK_UDP)
+        return src ? FLD_UDP_SRC : FLD_UDP_DST;
+    if (k->present & FK_SCTP)
+        return src ? FLD_SCTP_SRC : FLD_SCTP_DST;
+    return 0;
+}
+
+/* One address and port set-field pair (the address alone when the packet has no ports). */
+static uint32_t nat_ops(struct action_op *ops, const struct flow_key *k, int src,
+                        const uint8_t *addr, uint16_t port)
+{
+    int v6 = !!(k->present & FK_IPV6);
+
     memset(ops, 0, 2 * sizeof *ops);
     ops[0].kind = ops[1].kind = OP_SET_FIELD;
     ops[0].field = src ? (v6 ? FLD_IPV6_SRC : FLD_IPV4_SRC) : (v6 ? FLD_IPV6_DST : FLD_IPV4_DST);
     memcpy(ops[0].bytes, addr, v6 ? 16 : 4);
-    ops[1].field = src ? (tcp ? FLD_TCP_SRC : FLD_UDP_SRC) : (tcp ? FLD_TCP_DST : FLD_UDP_DST);
+    ops[1].field = port_field(k, src);
     ops[1].arg = port;
-    return no_port ? 1 : 2;
+    return ops[1].field ? 2 : 1;
 }
 
 /* Rewrites the packet's destination and/or source (flags), with checksums, and the key
@@ -447,15 +494,13 @@ static void rewrite(struct pkt_buf *pb, struct flow_key *k, const struct pkt_lay
                     uint8_t flags, const uint8_t *dst, uint16_t dport, const uint8_t *src,
                     uint16_t sport)
 {
-    int v6 = !!(k->present & FK_IPV6), tcp = !!(k->present & FK_TCP);
-    int ported = !!(k->present & (FK_TCP | FK_UDP));
     struct action_op ops[4];
     uint32_t n = 0;
 
     if (flags & LB_E_DST)
-        n += nat_ops(ops + n, v6, tcp, 0, dst, dport, !ported);
+        n += nat_ops(ops + n, k, 0, dst, dport);
     if (flags & LB_E_SRC)
-        n += nat_ops(ops + n, v6, tcp, 1, src, sport, !ported);
+        n += nat_ops(ops + n, k, 1, src, sport);
     actions_nat(pb->data, k, lay, ops, n);
     if ((flags & (LB_E_DST | LB_E_SRC)) == (LB_E_DST | LB_E_SRC))
         k->present |= FK_LB_LOOPBACK;
@@ -478,7 +523,8 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     struct lb_entry *e;
     uint32_t s, p;
     uint16_t fl = k->tcp_flags;
-    int tcp = !!(k->present & FK_TCP);
+    int tcp = !!(k->present & FK_TCP), sctp = !!(k->present & FK_SCTP);
+    unsigned chunks;
 
     if (!lb->live || !lb_key_of(k, &key))
         return 0;
@@ -487,6 +533,7 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
         return 0;
     e = &lb->entries[s];
     p = partner_of(lb, s);
+    chunks = sctp ? sctp_summary(pb->data, lay) : 0;
     if (tcp && (e->flags & LB_E_FORWARD) && e->state == LB_TO_TCP_CLOSING &&
         (fl & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) == TCP_SYN) {
         /* A new connection on a closed one's ports: a new session, as conntrack does. */
@@ -494,6 +541,25 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
             entry_free(lb, p);
         entry_free(lb, s);
         return 0;
+    }
+    if (sctp && (e->flags & LB_E_FORWARD) && e->state == LB_TO_TCP_CLOSING &&
+        (chunks & SCTP_STARTS)) {
+        /* An INIT on a closed association's ports: a new session, as for TCP. */
+        if (p != NO_SLOT)
+            entry_free(lb, p);
+        entry_free(lb, s);
+        return 0;
+    }
+    if (sctp) {
+        uint8_t st = e->state;
+
+        if (chunks & SCTP_CLOSES)
+            st = LB_TO_TCP_CLOSING;
+        else if (st == LB_TO_TCP_OPENING && !(e->flags & LB_E_FORWARD))
+            st = LB_TO_TCP_ESTABLISHED;     /* the pod answered (INIT ACK) */
+        e->state = st;
+        if (p != NO_SLOT)
+            lb->entries[p].state = st;
     }
     if (tcp) {
         uint8_t st = e->state;
@@ -519,10 +585,13 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     return 1;
 }
 
-static int starts_session(const struct flow_key *k)
+static int starts_session(const struct flow_key *k, const uint8_t *frame,
+                          const struct pkt_layout *lay)
 {
     if (k->present & FK_TCP)
         return (k->tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) == TCP_SYN;
+    if (k->present & FK_SCTP)
+        return !!(sctp_summary(frame, lay) & SCTP_STARTS);
     return !!(k->present & FK_UDP);
 }
 
@@ -604,7 +673,7 @@ int lb_select(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     }
     fwd.vip_id = vip_id;
     fwd.last_ms = now;
-    fwd.state = tcp ? LB_TO_TCP_OPENING : LB_TO_UDP;
+    fwd.state = tcp || (k->present & FK_SCTP) ? LB_TO_TCP_OPENING : LB_TO_UDP;
     rev = fwd;
     rev.flags = LB_E_SRC | (fwd.flags & LB_E_SRC ? LB_E_DST : 0);
     memcpy(rev.key.src, pod->addr, 16);
@@ -615,7 +684,7 @@ int lb_select(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     rev.new_sport = key.dport;
     memcpy(rev.new_dst, key.src, 16);
     rev.new_dport = key.sport;
-    if (keyed && starts_session(k) && insert_session(lb, &fwd, &rev, now) > 0) {
+    if (keyed && starts_session(k, pb->data, lay) && insert_session(lb, &fwd, &rev, now) > 0) {
         lb->c.created++;
         v->sessions++;
         v->pod_sessions[pi]++;

@@ -13,8 +13,8 @@
  *    see it (lb_translate), as a kernel's conntrack does before its NAT rules: the
  *    forward entry DNATs client -> pod, the reverse entry gives the client's replies
  *    the address and port it sent to (a ClusterIP or an external IP alike).
- *  - A packet that cannot start a session (a TCP segment other than a SYN, with no
- *    session) and a session that finds the table full are translated through the
+ *  - A packet that cannot start a session (a TCP segment other than a SYN, an SCTP
+ *    packet whose first chunk is no INIT, with no session) and a session that finds the table full are translated through the
  *    VIP's table all the same, untracked (the seed's rule): the same 5-tuple picks the
  *    same pod while the table is unchanged, so a connection that outlived its session
  *    (a switch restart) goes on to its pod.
@@ -26,7 +26,9 @@
  * entries, the compare is of the whole key (addresses, ports and the protocol).  Entries
  * never move once inserted.  An entry is live while it is younger than its timeout,
  * which follows the TCP state as conntrack's do (opening: SYN seen, nothing back;
- * established; closing: FIN or RST seen) and is the UDP timeout for everything else;
+ * established; closing: FIN or RST seen), SCTP's through the same three (INIT; the pod
+ * answered; ABORT or SHUTDOWN*: see sctp_summary in lb.c), and is the UDP timeout for
+ * everything else;
  * dead entries are reclaimed when an insert meets them.  Both entries of a session
  * carry its 32-bit session id and the partner's slot, so a packet either way refreshes
  * both and moves the state of both.

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "actions.h"
+#include "crc32c.h"
 #include "datapath.h"
 #include "flow_cache.h"
 #include "flow_key.h"
@@ -121,6 +122,10 @@ static PyObject *key_dict(const struct flow_key *k)
         e |= PUT_INT(d, "udp_src", k->tp_src);
         e |= PUT_INT(d, "udp_dst", k->tp_dst);
     }
+    if (pr & FK_SCTP) {
+        e |= PUT_INT(d, "sctp_src", k->tp_src);
+        e |= PUT_INT(d, "sctp_dst", k->tp_dst);
+    }
     if (pr & FK_ICMPV4) {
         e |= PUT_INT(d, "icmpv4_type", k->tp_src);
         e |= PUT_INT(d, "icmpv4_code", k->tp_dst);
@@ -175,6 +180,7 @@ static const struct field_def {
     {"arp_sha", FLD_ARP_SHA, V_MAC, 0},        {"arp_tha", FLD_ARP_THA, V_MAC, 0},
     {"ipv6_nd_target", FLD_IPV6_ND_TARGET, V_IPV6, 0},
     {"ipv6_nd_sll", FLD_IPV6_ND_SLL, V_MAC, 0}, {"ipv6_nd_tll", FLD_IPV6_ND_TLL, V_MAC, 0},
+    {"sctp_src", FLD_SCTP_SRC, V_INT, 16},     {"sctp_dst", FLD_SCTP_DST, V_INT, 16},
 };
 #define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])
 
@@ -669,9 +675,12 @@ static PyObject *fp_complete_partial_checksum(PyObject *self, PyObject *args)
     PyBuffer_Release(&b);
     if (!pkt)
         return NULL;
-    if (parse_packet(pkt, len, 0, &k, &lay) != PARSE_RUNT && (k.present & (FK_TCP | FK_UDP)) &&
-        lay.l4 >= 0)
-        csum_complete_partial(pkt, lay.l4, lay.l3_end, !!(k.present & FK_UDP));
+    if (parse_packet(pkt, len, 0, &k, &lay) != PARSE_RUNT && lay.l4 >= 0) {
+        if (k.present & (FK_TCP | FK_UDP))
+            csum_complete_partial(pkt, lay.l4, lay.l3_end, !!(k.present & FK_UDP));
+        else if (k.present & FK_SCTP)
+            sctp_complete_partial(pkt, lay.l4, lay.l3_end);
+    }
     out = PyBytes_FromStringAndSize((const char *)pkt, len);
     PyMem_Free(pkt);
     return out;
@@ -771,6 +780,50 @@ static PyObject *fp_key_hash(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O:key_hash", &blob) || key_of(blob, &k))
         return NULL;
     return PyLong_FromUnsignedLong(flow_key_hash(&k));
+}
+
+/* For tests: [CRC32c of data by each implementation the CPU has] (crc32c.h). */
+static PyObject *fp_crc32c_impls(PyObject *self, PyObject *args)
+{
+    Py_buffer b;
+    PyObject *out;
+    int which;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*:crc32c_impls", &b))
+        return NULL;
+    out = PyList_New(0);
+    for (which = 0; out && which < 2; which++) {
+        int ok;
+        uint32_t c = crc32c_impl(which, 0, b.buf, (size_t)b.len, &ok);
+        PyObject *v;
+
+        if (!ok)
+            continue;
+        v = PyLong_FromUnsignedLong(c);
+        if (!v || PyList_Append(out, v)) {
+            Py_XDECREF(v);
+            Py_CLEAR(out);
+            break;
+        }
+        Py_DECREF(v);
+    }
+    PyBuffer_Release(&b);
+    return out;
+}
+
+static PyObject *fp_crc32c(PyObject *self, PyObject *args)
+{
+    Py_buffer b;
+    unsigned long crc = 0;
+    uint32_t c;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*|k:crc32c", &b, &crc))
+        return NULL;
+    c = crc32c((uint32_t)crc, b.buf, (size_t)b.len);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(c);
 }
 
 static PyObject *fp_session_hash(PyObject *self, PyObject *args)
@@ -1486,6 +1539,8 @@ static PyMethodDef module_methods[] = {
     {"segment_udp", fp_segment_udp, METH_VARARGS,
      "segment_udp(frame, gso_size) -> [frame]"},
     {"key_hash", fp_key_hash, METH_VARARGS, NULL},
+    {"crc32c", fp_crc32c, METH_VARARGS, "crc32c(data, crc=0) -> CRC32c (SCTP's checksum)"},
+    {"crc32c_impls", fp_crc32c_impls, METH_VARARGS, NULL},
     {"session_hash", fp_session_hash, METH_VARARGS,
      "session_hash(key_blob, basis) -> Open vSwitch's symmetric_l3l4+udp hash"},
     {NULL, NULL, 0, NULL},

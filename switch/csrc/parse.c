@@ -75,6 +75,13 @@ static enum parse_result parse_l4(const uint8_t *pkt, int32_t off, int v6,
         k->tp_src = rd16(pkt + off);
         k->tp_dst = rd16(pkt + off + 2);
         break;
+    case 132:                   /* SCTP: the common header (ports, tag, checksum) */
+        if (avail < 12)
+            return PARSE_MALFORMED;
+        k->present |= FK_SCTP;
+        k->tp_src = rd16(pkt + off);
+        k->tp_dst = rd16(pkt + off + 2);
+        break;
     case 1:
         if (v6)
             return PARSE_OK;

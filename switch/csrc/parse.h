@@ -9,7 +9,7 @@
 /* Where the layers are, for the action executor and checksum code; -1 = absent. */
 struct pkt_layout {
     int32_t l3;        /* network header (IP or ARP), after any VLAN tag */
-    int32_t l4;        /* TCP/UDP/ICMP header, only when its fields were parsed */
+    int32_t l4;        /* TCP/UDP/SCTP/ICMP header, only when its fields were parsed */
     int32_t l3_end;    /* end of the IP datagram (frames may carry padding after it) */
     int32_t sll_off;   /* the MAC inside an ND source link-layer address option */
     int32_t tll_off;   /* ... and inside a target link-layer address option */

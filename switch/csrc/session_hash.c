@@ -51,7 +51,7 @@ uint32_t session_hash(const struct flow_key *k, uint32_t basis)
         }
     }
     h = mh_add(h, k->ip_proto);
-    if (k->present & (FK_TCP | FK_UDP)) {
+    if (k->present & (FK_TCP | FK_UDP | FK_SCTP)) {
         /* The key holds ports in host order; OVS adds the be16 xor read in memory
          * order, i.e. byte-swapped on this little-endian host. */
         uint16_t x = (uint16_t)(k->tp_src ^ k->tp_dst);

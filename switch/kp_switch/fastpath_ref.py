@@ -12,7 +12,8 @@ Shared with the C code byte for byte:
     words, see ``key_hash``), so both put a key in the same bucket and evict the same way;
   - the cache's slot discipline (first free way, else the least recently used way);
   - the incremental checksum arithmetic (RFC 1624 eqn. 3), so rewritten packets are
-    identical, including the 0x0000/0xffff choice.
+    identical, including the 0x0000/0xffff choice; and SCTP's CRC32c, computed again
+    on a port rewrite (kp_proto.sctp).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from kp_proto import sctp
 from kp_proto.lb import MAX_VIPS as LB_MAX_VIPS
 from kp_proto.session_hash import session_hash as _session_hash
 
@@ -64,6 +66,7 @@ F_ARP = 1 << 10
 F_ND_TARGET = 1 << 11
 F_ND_SLL = 1 << 12
 F_ND_TLL = 1 << 13
+F_SCTP = 1 << 14
 # Not a header: kp_lb translated the packet as a hairpin (csrc/flow_key.h), so the tables
 # may send it back out of its in_port; in key dicts, LB_LOOPBACK: True.
 F_LB_LOOPBACK = 1 << 15
@@ -83,7 +86,8 @@ assert _KEY.size == KEY_SIZE
 # cache's pool index of the address, 0 in a looked-up key).
 _CKEY = struct.Struct("<HH6s6sHHBBHHHIII")
 assert _CKEY.size == 40
-_CACHEABLE = F_ETH | F_VLAN | F_IP | F_IPV4 | F_IPV6 | F_TCP | F_UDP | F_ICMPV4 | F_ICMPV6
+_CACHEABLE = (F_ETH | F_VLAN | F_IP | F_IPV4 | F_IPV6 | F_TCP | F_UDP | F_ICMPV4 | F_ICMPV6
+              | F_SCTP)
 
 ETH_P_8021Q = 0x8100
 ETH_P_8021AD = 0x88A8
@@ -266,6 +270,12 @@ def _parse_l4(pkt: bytes, off: int, p: _Parsed, v6: bool) -> None:
             return
         p.present |= F_UDP
         p.tp_src, p.tp_dst = _u16(pkt, off), _u16(pkt, off + 2)
+    elif proto == sctp.PROTO:
+        if avail < sctp.COMMON_HEADER:
+            p.error = True
+            return
+        p.present |= F_SCTP
+        p.tp_src, p.tp_dst = _u16(pkt, off), _u16(pkt, off + 2)
     elif proto == IPPROTO_ICMP and not v6:
         if avail < 4:
             p.error = True
@@ -357,6 +367,8 @@ def _key_dict(p: _Parsed) -> Dict[str, Any]:
         d["tcp_src"], d["tcp_dst"], d["tcp_flags"] = p.tp_src, p.tp_dst, p.tcp_flags
     if pr & F_UDP:
         d["udp_src"], d["udp_dst"] = p.tp_src, p.tp_dst
+    if pr & F_SCTP:
+        d["sctp_src"], d["sctp_dst"] = p.tp_src, p.tp_dst
     if pr & F_ICMPV4:
         d["icmpv4_type"], d["icmpv4_code"] = p.tp_src, p.tp_dst
     if pr & F_ICMPV6:
@@ -433,6 +445,12 @@ def _l4_csum_off(p: _Parsed) -> Tuple[int, bool]:
 def complete_partial_checksum(packet: bytes) -> bytes:
     """Finish a CHECKSUM_PARTIAL TCP/UDP packet: the field holds the pseudo-header sum."""
     p = _parse(packet, 0)
+    if p is not None and p.present & F_SCTP and p.l4 >= 0:
+        buf = bytearray(packet)
+        crc = sctp.packet_crc(bytes(buf[p.l4:p.l3_end]))
+        off = p.l4 + sctp.CHECKSUM_OFFSET
+        buf[off:off + 4] = crc.to_bytes(4, "little")
+        return bytes(buf)
     if p is None or not p.present & (F_TCP | F_UDP) or p.l4 < 0:
         return bytes(packet)
     buf = bytearray(packet)
@@ -451,7 +469,7 @@ _SETTABLE = {
     "ipv4_dst", "ipv6_src", "ipv6_dst", "ipv6_flabel", "tcp_src", "tcp_dst", "udp_src",
     "udp_dst", "icmpv4_type", "icmpv4_code", "icmpv6_type", "icmpv6_code", "arp_op",
     "arp_spa", "arp_tpa", "arp_sha", "arp_tha", "ipv6_nd_target", "ipv6_nd_sll",
-    "ipv6_nd_tll",
+    "ipv6_nd_tll", "sctp_src", "sctp_dst",
 }
 _HEX = set("0123456789abcdefABCDEF")
 _MAC_FIELDS = {"eth_dst", "eth_src", "arp_sha", "arp_tha", "ipv6_nd_sll", "ipv6_nd_tll"}
@@ -460,7 +478,7 @@ _IPV6_FIELDS = {"ipv6_src", "ipv6_dst", "ipv6_nd_target"}
 _INT_BITS = {"vlan_vid": 13, "vlan_pcp": 3, "ip_dscp": 6, "ip_ecn": 2, "ipv6_flabel": 20,
              "tcp_src": 16, "tcp_dst": 16, "udp_src": 16, "udp_dst": 16,
              "icmpv4_type": 8, "icmpv4_code": 8, "icmpv6_type": 8, "icmpv6_code": 8,
-             "arp_op": 16}
+             "arp_op": 16, "sctp_src": 16, "sctp_dst": 16}
 
 
 def _field_bytes(name: str, value: Any) -> Any:
@@ -526,6 +544,16 @@ def _set_bytes(buf: bytearray, off: int, new: bytes, p: _Parsed, l3_sum: bool,
             _csum_replace(buf, coff, old, new, udp=udp)
 
 
+def _set_sctp_port(buf: bytearray, p: _Parsed, off: int, v: int) -> None:
+    """An SCTP port and the CRC32c again, a wrong one kept wrong (kp_proto.sctp)."""
+    l4, end = p.l4, p.l3_end
+    before = sctp.packet_crc(bytes(buf[l4:end]))
+    buf[l4 + off:l4 + off + 2] = v.to_bytes(2, "big")
+    crc = sctp.stored_crc(bytes(buf[l4:end])) ^ before ^ sctp.packet_crc(bytes(buf[l4:end]))
+    at = l4 + sctp.CHECKSUM_OFFSET
+    buf[at:at + 4] = crc.to_bytes(4, "little")
+
+
 def _set_field(buf: bytearray, p: _Parsed, name: str, v: Any) -> None:
     pr = p.present
     l3 = p.l3
@@ -570,6 +598,9 @@ def _set_field(buf: bytearray, p: _Parsed, name: str, v: Any) -> None:
         if pr & F_UDP:
             _set_bytes(buf, p.l4 + (0 if name == "udp_src" else 2), v.to_bytes(2, "big"),
                        p, False, False, True)
+    elif name in ("sctp_src", "sctp_dst"):
+        if pr & F_SCTP and p.l4 >= 0:
+            _set_sctp_port(buf, p, 0 if name == "sctp_src" else 2, v)
     elif name in ("icmpv4_type", "icmpv4_code"):
         if pr & F_ICMPV4:
             l4 = p.l4
@@ -652,10 +683,19 @@ def _run(buf: bytearray, in_port: int, prog: Sequence[Action],
 
 def _lb_key(p: Optional[_Parsed]):
     """The load balancer's session key of a parsed packet (lb_ref.Key), or None."""
-    if p is None or not p.present & (F_IPV4 | F_IPV6) or not p.present & (F_TCP | F_UDP):
+    if p is None or not p.present & (F_IPV4 | F_IPV6) \
+            or not p.present & (F_TCP | F_UDP | F_SCTP):
         return None
     n = 16 if p.present & F_IPV6 else 4
     return (p.ip_proto, 6 if n == 16 else 4, p.nw_src[:n], p.tp_src, p.nw_dst[:n], p.tp_dst)
+
+
+def _lb_flags(p: _Parsed, frame: bytes) -> int:
+    """What the load balancer's session states follow: the TCP flags, or for SCTP the
+    chunks' kp_proto.sctp.chunk_summary."""
+    if p.present & F_SCTP and p.l4 >= 0:
+        return sctp.chunk_summary(bytes(frame[p.l4:p.l3_end]))
+    return p.tcp_flags
 
 
 def _lb_rewrite(buf: bytearray, p: _Parsed, dst, src) -> None:
@@ -663,7 +703,8 @@ def _lb_rewrite(buf: bytearray, p: _Parsed, dst, src) -> None:
     checksums, as csrc/lb.c does."""
     v6 = bool(p.present & F_IPV6)
     fam = "ipv6" if v6 else "ipv4"
-    l4 = "tcp" if p.present & F_TCP else "udp" if p.present & F_UDP else None
+    l4 = "tcp" if p.present & F_TCP else "udp" if p.present & F_UDP \
+        else "sctp" if p.present & F_SCTP else None
     acts: List[Action] = []
     for which, new in (("dst", dst), ("src", src)):
         if new is None:
@@ -675,6 +716,16 @@ def _lb_rewrite(buf: bytearray, p: _Parsed, dst, src) -> None:
             acts.append(("set_field", "%s_%s" % (l4, which), port))
     if acts:
         _run(buf, p.in_port, compile_actions(acts))
+
+
+def crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC32c (SCTP's checksum), as the C extension's."""
+    return sctp.crc32c(bytes(data), crc)
+
+
+def crc32c_impls(data: bytes) -> List[int]:
+    """The CRC32c of data by each implementation (the C one has tables and SSE4.2)."""
+    return [crc32c(data)]
 
 
 def apply_actions(packet: bytes, actions: Sequence[Action],
@@ -751,7 +802,7 @@ def session_hash(blob: bytes, basis: int) -> int:
         src, dst = ipaddress.IPv6Address(nw_src), ipaddress.IPv6Address(nw_dst)
     else:
         raise ValueError("session_hash: not an IPv4 or IPv6 key")
-    ported = bool(present & (F_TCP | F_UDP))   # a later fragment's key has no ports
+    ported = bool(present & (F_TCP | F_UDP | F_SCTP))  # a later fragment's key has none
     return _session_hash(proto, src, tp_src, dst, tp_dst, basis, fragment=not ported)
 
 
@@ -1546,7 +1597,7 @@ class Datapath:
             if p.error:
                 self._st["malformed"] += 1
             # A session's packets are translated before the tables see them (lb_ref).
-            e = self._lb.translate(_lb_key(p), p.tcp_flags)
+            e = self._lb.translate(_lb_key(p), _lb_flags(p, data))
             if e is not None:
                 self._lb.count(e.vip_id, len(data))
                 buf = bytearray(data)
@@ -1604,7 +1655,7 @@ class Datapath:
                     self._lb.c["dropped"] += 1
                     return []
                 tr = self._lb.select(vip_id, _lb_key(p), 6 if v6 else 4, p.ip_proto,
-                                     p.tcp_flags, p.blob(), len(buf))
+                                     _lb_flags(p, buf), p.blob(), len(buf))
             if tr is None:
                 return []
             _lb_rewrite(buf, p, tr[0], tr[1])

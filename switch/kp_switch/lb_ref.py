@@ -2,8 +2,10 @@
 
 What it shares with the C code: the VIPs (table of pod indexes, pods, hash basis), the
 pod a new session gets (kp_proto.session_hash of the 5-tuple, modulo the table's
-length), which packets start a session (a TCP SYN, any UDP datagram), the translation
-both ways (hairpin included), the TCP states and their timeouts, the counters and the
+length), which packets start a session (a TCP SYN, an SCTP INIT, any UDP datagram),
+the translation
+both ways (hairpin included), the TCP states and their timeouts (SCTP's
+follow its chunks through the same states, kp_proto.sctp), the counters and the
 session table's capacity (buckets x 4 ways).  What it does not: where an entry sits in
 its buckets.  Here the table is a dict bounded by the same capacity, so it is full when
 the C table is 100% full, where the C one may refuse a session a little earlier (both
@@ -18,9 +20,10 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from kp_proto import lb as wire
+from kp_proto import sctp
 from kp_proto.session_hash import session_hash
 
-TCP, UDP = 6, 17
+TCP, UDP, SCTP = 6, 17, sctp.PROTO
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 ESTABLISHED, CLOSING, OPENING, UDP_STATE = range(4)
 STATE_NAMES = ("established", "closing", "opening", "udp")
@@ -168,7 +171,8 @@ class LoadBalancer:
         return e
 
     def translate(self, key: Optional[Key], tcp_flags: int) -> Optional[tuple]:
-        """A session's packet: ((new dst, dport) or None, (new src, sport) or None)."""
+        """A session's packet: ((new dst, dport) or None, (new src, sport) or None).
+        `tcp_flags`: TCP's, or an SCTP packet's sctp.chunk_summary."""
         if key is None or not self.entries:
             return None
         now = _now_ms()
@@ -181,6 +185,19 @@ class LoadBalancer:
             self.entries.pop(e.partner, None)
             del self.entries[key]
             return None
+        if key[0] == SCTP and e.forward and e.state == CLOSING and tcp_flags & sctp.STARTS:
+            self.entries.pop(e.partner, None)
+            del self.entries[key]
+            return None
+        if key[0] == SCTP:
+            state = e.state
+            if tcp_flags & sctp.CLOSES:
+                state = CLOSING
+            elif state == OPENING and not e.forward:
+                state = ESTABLISHED
+            e.state = state
+            if partner is not None:
+                partner.state = state
         if key[0] == TCP:
             state = e.state
             if tcp_flags & (FIN | RST):
@@ -217,10 +234,15 @@ class LoadBalancer:
         hairpin = pod == src
         # (a hairpin request comes from the node, as configured, else from the VIP)
         hsrc = (self.hairpin_src[version] or dst) if hairpin else None
-        starts = (tcp_flags & (SYN | ACK | RST | FIN) == SYN) if proto == TCP else proto == UDP
+        if proto == TCP:
+            starts = tcp_flags & (SYN | ACK | RST | FIN) == SYN
+        elif proto == SCTP:
+            starts = bool(tcp_flags & sctp.STARTS)
+        else:
+            starts = proto == UDP
         rkey = (proto, version, pod, new_dport, hsrc if hairpin else src, sport)
         now = _now_ms()
-        state = OPENING if proto == TCP else UDP_STATE
+        state = OPENING if proto in (TCP, SCTP) else UDP_STATE
         room = len(self.entries) + 2 <= self.buckets * wire.SESSION_WAYS
         if starts and not room:
             self._reap(now)

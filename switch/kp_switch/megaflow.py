@@ -16,7 +16,7 @@ from typing import Dict
 from .fastpath_ref import KEY_SIZE
 
 # name -> (offset, size, byte order) in struct flow_key.  tp_src / tp_dst hold the L4
-# ports and the ICMP type / code; nw_src / nw_dst the IPv4 (first 4 bytes) or IPv6
+# ports (TCP, UDP, SCTP) and the ICMP type / code; nw_src / nw_dst the IPv4 (first 4 bytes) or IPv6
 # addresses.  ARP and neighbour-discovery fields are absent: packets that have them are
 # never cached.
 _SLOTS = {
@@ -26,9 +26,9 @@ _SLOTS = {
     "vlan_pcp": (24, 1, "little"), "ip_proto": (25, 1, "little"),
     "ip_dscp": (26, 1, "little"), "ip_ecn": (27, 1, "little"),
     "tcp_flags": (28, 2, "little"), "ipv6_flabel": (32, 4, "little"),
-    "tcp_src": (36, 2, "little"), "udp_src": (36, 2, "little"),
+    "tcp_src": (36, 2, "little"), "udp_src": (36, 2, "little"), "sctp_src": (36, 2, "little"),
     "icmpv4_type": (36, 2, "little"), "icmpv6_type": (36, 2, "little"),
-    "tcp_dst": (38, 2, "little"), "udp_dst": (38, 2, "little"),
+    "tcp_dst": (38, 2, "little"), "udp_dst": (38, 2, "little"), "sctp_dst": (38, 2, "little"),
     "icmpv4_code": (38, 2, "little"), "icmpv6_code": (38, 2, "little"),
     "ipv4_src": (40, 4, "big"), "ipv4_dst": (56, 4, "big"),
     "ipv6_src": (40, 16, "big"), "ipv6_dst": (56, 16, "big"),

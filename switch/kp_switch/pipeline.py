@@ -49,7 +49,7 @@ MAX_CACHED_FLOWS = getattr(dpimpl.impl, "MAX_IDS_PER_ENTRY", 8)
 # Fields a select group hashes: a connection's identity (not TCP flags, not TTL...).
 SELECT_HASH_FIELDS = ("eth_src", "eth_dst", "eth_type", "vlan_vid", "ip_proto",
                       "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "tcp_src", "tcp_dst",
-                      "udp_src", "udp_dst", "arp_spa", "arp_tpa")
+                      "udp_src", "udp_dst", "sctp_src", "sctp_dst", "arp_spa", "arp_tpa")
 
 
 class PacketIn:

@@ -216,8 +216,8 @@ def test_api_from_environment(web):
 @pytest.mark.parametrize("args, stderr", [
     # From the API (exit 1): its field and message.
     (["vip", "10.96.0.11/32", "port", "70000"], "ku: port: 70000 is out of range 0-65535"),
-    (["vip", "10.96.0.11/32", "port", "80", "protocol", "sctp"],
-     "ku: protocol: 'sctp' is not one of tcp, udp, any"),
+    (["vip", "10.96.0.11/32", "port", "80", "protocol", "quic"],
+     "ku: protocol: 'quic' is not one of tcp, udp, sctp, any"),
     (["vip", "10.96.0.11/32", "nat66"],
      "ku: nat: nat66 does not match the IPv4 prefix 10.96.0.11/32 (use nat44)"),
     (["vip", "10.96.0.10/32", "port", "80"], "ku: VIP 10.96.0.10/32 port 80 already exists"),

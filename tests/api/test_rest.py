@@ -168,7 +168,7 @@ def test_unknown_vip_is_404(api, path):
     (dict(VIP4, prefix="10.96.0.300/32"), "prefix", "not an IP prefix"),
     (dict(VIP4, prefix="10.96.0.10/24"), "prefix", "host bits"),
     (dict(VIP4, prefix=["10.96.0.10/32"]), "prefix", "expected a string, got array"),
-    (dict(VIP4, protocol="sctp"), "protocol", "not one of tcp, udp, any"),
+    (dict(VIP4, protocol="quic"), "protocol", "not one of tcp, udp, sctp, any"),
     (dict(VIP4, nat="nat66"), "nat", "does not match"),
     (dict(VIP4, new_len=1000), "new_len", "power of 2"),
     (dict(VIP4, affinity_timeout=86401), "affinity_timeout", "out of range 0-86400"),

@@ -26,6 +26,19 @@ from ryu.ofproto import ofproto_v1_3 as ofp
 from ryu.ofproto import ofproto_v1_3_parser as parser
 
 VENV_BIN = os.path.dirname(sys.executable)
+# The SCTP end the tests run in namespaces (crafted packets: no SCTP sockets here).
+SCTP_AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                          "topologies", "kp_lab", "sctp_agent.py")
+
+
+def sctp_agent():
+    """sctp_agent.py as a module, loaded by its path (kp_lab's package would import
+    Mininet)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("kp_sctp_agent", SCTP_AGENT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 KP_SWITCH = os.path.join(VENV_BIN, "kp-switch")
 
 

@@ -3,6 +3,8 @@ namespaces, misses up to a tiny in-test controller, cache inserts, then hits, re
 headers, and TCP across a NAT with the veths' checksum offload left on."""
 from __future__ import annotations
 
+import json
+import os
 import struct
 import threading
 import time
@@ -10,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from of_harness import Host
+from of_harness import SCTP_AGENT, Host
 
 PY = "/usr/bin/python3"
 Policy = Callable[[dict], Optional[Tuple[list, List[int]]]]
@@ -438,6 +440,73 @@ def test_tcp_through_the_datapaths_own_sessions(fp, hosts3, family):
     assert any(s[4] == ipaddress.ip_address(vip).packed and s[7] == 8080 for s in sessions) \
         or st["sessions"] == 0     # closed sessions may be gone already
     assert dp.lb_flush(kplb.ALL_VIPS) >= 0
+
+
+# A DATA chunk with no association before it (verification tag 1): no INIT, so it may
+# not start a session.
+SCTP_STRAY = """
+import socket, sys
+sys.path.insert(0, sys.argv[4])
+from sctp_agent import data_chunk, packet
+pkt = packet(int(sys.argv[2]), int(sys.argv[3]), 1, data_chunk(b"stray", 1))
+socket.socket(socket.AF_INET, socket.SOCK_RAW, 132).sendto(pkt, (sys.argv[1], 0))
+"""
+
+
+def test_sctp_through_the_datapaths_own_sessions(fp, hosts3):
+    """kp_lb for an SCTP VIP (crafted packets over raw sockets: the kernel has no SCTP
+    sockets): an INIT starts the session, the pod port is rewritten with the CRC32c
+    computed again (the far ends drop a wrong one, and say so), replies come back from
+    the VIP's port, the client's ABORT moves the session to closing, a new INIT on its
+    ports starts a new session, and a DATA chunk with no INIT before it goes to its pod
+    untracked. C and the twin alike."""
+    import ipaddress
+    from kp_proto import lb as kplb
+    h0, h1, h2 = hosts3
+    vip, port, target = "10.77.0.100", 38412, 36412
+    for h, peer, mac in ((h0, vip, h1.mac), (h1, h0.ip4, h0.mac), (h2, h0.ip4, h0.mac)):
+        h.run("ip", "neigh", "replace", peer, "lladdr", mac, "dev", "eth0")
+    l2 = l2_policy(hosts3)
+
+    def policy(key: dict):
+        if key.get("ipv4_dst") == vip and key.get("sctp_dst") == port:
+            return [("kp_lb", 9)], [1]
+        return l2(key)
+
+    dp = fp.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=256)
+    raw_pods = kplb.POD.pack(ipaddress.ip_address(h1.ip4).packed.ljust(16, b"\0"), target)
+    dp.lb_set_vip(9, 4, 0, struct.pack("!4H", 0, 0, 0, 0), raw_pods)
+    server = h1.popen(PY, "-u", SCTP_AGENT, "server", "--port", str(target), "--name", "p1",
+                      "--lifetime", "20")
+    try:
+        assert '"ready": true' in server.stdout.readline()
+        with MiniController(dp, policy):
+            runs = [h0.run(PY, "-u", SCTP_AGENT, "request", vip, str(port), "--src-port",
+                           str(sport), "--count", "2", "--timeout", "2", check=False,
+                           timeout=30) for sport in (40001, 40002)]
+            sessions = dp.lb_sessions()
+            # An INIT on a closed association's ports starts a new session.
+            runs.append(h0.run(PY, "-u", SCTP_AGENT, "request", vip, str(port),
+                               "--src-port", "40001", "--count", "1", "--timeout", "2",
+                               check=False, timeout=30))
+            h0.run(PY, "-c", SCTP_STRAY, vip, "40003", str(port),
+                   os.path.dirname(SCTP_AGENT))
+            deadline = time.monotonic() + 5
+            while dp.lb_stats()["untracked"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            st = dp.lb_stats()
+    finally:
+        server.kill()
+        server.wait()
+    for r in runs:
+        lines = [json.loads(x) for x in r.stdout.splitlines()]
+        assert lines[-1]["ok"] and lines[-1]["bad_crc"] == 0, r.stdout + r.stderr
+        assert {(x["from"], x["from_port"]) for x in lines[:-1]} == {(vip, port)}
+        assert all(x["bad_crc"] == 0 and x["peer"] == h0.ip4 for x in lines[:-1])
+    assert st["created"] == 3 and st["untracked"] == 1 and st["dropped"] == 0, st
+    mine = sorted(s for s in sessions if s[0] == 132)
+    assert [(s[3], s[5], s[7], s[9]) for s in mine] == [
+        (40001, port, target, "closing"), (40002, port, target, "closing")], sessions
 
 
 def test_a_hairpin_goes_back_out_of_its_in_port_from_the_hairpin_source(fp, hosts3):

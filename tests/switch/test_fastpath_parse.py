@@ -44,6 +44,9 @@ EXPECTED = {
     "udp6_frag_first": dict(ip_proto=17, udp_src=1234),
     "udp6_frag_later": dict(ip_proto=17),
     "mapped6": dict(ipv6_src="::ffff:102:304", ipv6_dst="::102:304"),
+    "sctp4": dict(ip_proto=132, sctp_src=5000, sctp_dst=36412),
+    "sctp4_padded": dict(ip_proto=132, sctp_src=1234, sctp_dst=80),
+    "sctp6": dict(ip_proto=132, ipv6_src="fd00::1", sctp_src=1234, sctp_dst=80),
     "lldp": dict(eth_type=0x88CC),
     "llc": dict(eth_type=46),
 }
@@ -54,6 +57,7 @@ ABSENT = {
     "ns_no_opt": ["ipv6_nd_sll", "ipv6_nd_tll"],
     "ns": ["ipv6_nd_tll"],
     "lldp": ["ip_proto"],
+    "sctp4": ["tcp_src", "udp_src", "tcp_flags"],
     "arp_reply": ["ip_proto", "ipv4_src"],
 }
 
@@ -104,6 +108,17 @@ def test_malformed_stops_at_last_good_layer(fp, name):
     assert key is not None and must_have <= set(key)
     assert not {"tcp_src", "udp_src", "arp_op"} & set(key)
     assert fp.parse_blob(pkt, 1)[2] is True
+
+
+def test_sctp_common_header_cut_short_is_malformed(fp):
+    """An IP datagram ending inside SCTP's 12-byte common header gives no ports."""
+    sctp4 = bytearray(PKTS["sctp4"])
+    sctp4[16:18] = (20 + 11).to_bytes(2, "big")
+    key, _, malformed = fp.parse_blob(bytes(sctp4[:14 + 31]), 1)
+    assert key["ip_proto"] == 132 and "sctp_src" not in key and malformed is True
+    sctp4[16:18] = (20 + 12).to_bytes(2, "big")     # a bare common header is whole
+    key, _, malformed = fp.parse_blob(bytes(sctp4[:14 + 32]), 1)
+    assert key["sctp_dst"] == 36412 and malformed is False
 
 
 def test_tcp_header_cut_short_keeps_ip_fields(fp):

@@ -126,6 +126,10 @@ def test_match_errors():
         ([("ipv4_dst", "10.0.0.1")], ofp.OFPBMC_BAD_PREREQ),
         ([("eth_type", 0x86dd), ("ipv4_dst", "10.0.0.1")], ofp.OFPBMC_BAD_PREREQ),
         ([("eth_type", 0x800), ("tcp_dst", 80)], ofp.OFPBMC_BAD_PREREQ),
+        ([("eth_type", 0x800), ("sctp_dst", 38412)], ofp.OFPBMC_BAD_PREREQ),
+        ([("eth_type", 0x800), ("ip_proto", 6), ("sctp_src", 1)], ofp.OFPBMC_BAD_PREREQ),
+        ([("eth_type", 0x800), ("ip_proto", 132), ("sctp_dst", 70000)],
+         ofp.OFPBMC_BAD_VALUE),
         ([("vlan_pcp", 3)], ofp.OFPBMC_BAD_PREREQ),
         ([("mpls_label", 3)], ofp.OFPBMC_BAD_FIELD),
         ([("field_77", b"x")], ofp.OFPBMC_BAD_FIELD),
@@ -142,6 +146,21 @@ def test_prerequisites_met():
     m = Match.from_user([("eth_type", 0x86dd), ("ip_proto", 58), ("icmpv6_type", 135),
                          ("ipv6_nd_target", "fd00::1"), ("ipv6_nd_sll", "02:00:00:00:00:01")])
     assert m.fields["icmpv6_type"] == (135, 0xFF)
+
+
+def test_sctp_ports_match_sctp_packets_only():
+    """sctp_src/sctp_dst (OXM 17/18, once refused with BAD_MATCH) after ip_proto 132."""
+    s = Switch()
+    s.add(M(eth_type=0x800, ip_proto=132, ipv4_dst="10.9.9.9", sctp_dst=38412), [out(3)],
+          priority=20)
+    s.add(M(eth_type=0x800, ip_proto=132, sctp_src=2905), [out(4)], priority=10)
+    sctp = {k: v for k, v in TCP.items() if not k.startswith("tcp")}
+    sctp.update(ip_proto=132, sctp_src=1234, sctp_dst=38412)
+    assert s.run(dict(sctp, ipv4_dst="10.9.9.9")).actions == [("output", 3)]
+    assert s.run(dict(sctp, ipv4_dst="10.9.9.8")).actions == []
+    assert s.run(dict(sctp, sctp_src=2905)).actions == [("output", 4)]
+    # a TCP packet to the same port is not an SCTP one
+    assert s.run(dict(TCP, ipv4_dst="10.9.9.9", tcp_dst=38412)).actions == []
 
 
 # -- flow-mod semantics ---------------------------------------------------------------

@@ -127,6 +127,21 @@ def test_what_the_switch_cannot_do_stays_with_the_controller(kp):
     assert node_port.goto == pipeline.SESSIONS
 
 
+def test_an_sctp_vip_stays_with_the_controller_on_open_vswitch(kp):
+    """Its conntrack has no SCTP ports (tests/switch/test_ovs_sctp_conntrack.py): the
+    VIP's classifier sends it to SESSIONS, matching SCTP's own port field."""
+    kp.sent.clear()
+    kp.add_vip("10.96.0.40/32", port=38412, target_port=36412, protocol="sctp")
+    kp.add_pods("10.96.0.40/32", 38412, PODS)
+    assert not adds(kp.sent, LB) and not adds(kp.sent, CONNTRACK)
+    (classifier,) = adds(kp.sent, SERVICES, pipeline.KIND_VIP)
+    assert classifier.goto == pipeline.SESSIONS
+    assert classifier.match_dict["ip_proto"] == 132
+    assert classifier.match_dict["sctp_dst"] == 38412
+    vip = kp.model.find_vip("10.96.0.40/32", 38412)
+    assert ct_pipeline.why_not_compiled(vip) == ct_pipeline.SCTP_NOT_TRACKED
+
+
 def test_pod_replies_meet_conntrack_first(kp):
     tracked = [m for m in adds(kp.sent, SERVICES, pipeline.KIND_REPLY_MISS)
                if m.actions == (pipeline.TO_CONNTRACK,)]

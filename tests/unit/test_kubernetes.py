@@ -69,6 +69,18 @@ def test_ports_match_endpoints_by_name_and_protocol():
         vip(port=53, target_port=5353, pods=["10.0.0.5"], protocol="udp")]
 
 
+def test_sctp_service_ports_become_sctp_vips():
+    """kube-proxy proxies SCTP: a Service port of protocol SCTP is an SCTP VIP, its
+    endpoints matched by name and protocol."""
+    ngap = service("amf", ports=[port(38412, "ngap", protocol="SCTP", targetPort=38412),
+                                 port(80, "http", targetPort=8080)])
+    slice_ = eslice("amf-x", [endpoint("10.0.0.7")], service_name="amf",
+                    ports=[port(38412, "ngap", protocol="SCTP"), port(8080)])
+    assert desired_services([ngap, slice_])["default/amf"] == [
+        vip(port=80, target_port=8080, pods=["10.0.0.7"]),
+        vip(port=38412, target_port=38412, pods=["10.0.0.7"], protocol="sctp")]
+
+
 def test_slice_readiness_true_null_and_absent_count_false_does_not():
     listed = [endpoint("10.0.0.1", ready=True), endpoint("10.0.0.2", ready=None),
               endpoint("10.0.0.3"), endpoint("10.0.0.4", ready=False), {"addresses": ["10.0.0.5"]}]
@@ -171,8 +183,8 @@ ERRORS = [
     ([service(clusterIP="10.96.0.300")], WEB + "spec.clusterIP", "not an IP"),
     ([service(clusterIPs=["10.96.0.1", "10.96.0.2"])], WEB + "spec.clusterIPs[1]", "IPv4"),
     ([service(type="Magic")], WEB + "spec.type", "Magic"),
-    ([service(ports=[port(80), port(53, "dns", protocol="SCTP")])], WEB + "spec.ports[1].protocol",
-     "TCP and UDP only"),
+    ([service(ports=[port(80), port(53, "dns", protocol="QUIC")])], WEB + "spec.ports[1].protocol",
+     "TCP, UDP or SCTP"),
     ([service(type="NodePort")], WEB + "spec.ports[0].nodePort", "API server allocates"),
     ([service(ports=[port(70000)])], WEB + "spec.ports[0].port", "1-65535"),
     ([service(ports=[port(80), port(80, "b")])], WEB + "spec.ports[1].port", "twice"),

@@ -76,6 +76,20 @@ def test_a_compiled_vip_ends_in_kp_lb_after_its_table():
     assert arp and arp[0].goto == pipeline.FORWARDING
 
 
+def test_an_sctp_vip_is_compiled_for_kp_switch(kp):
+    """kp-switch makes SCTP sessions itself (an INIT starts one): kp_lb after a
+    classifier on SCTP's port field."""
+    kp.sent.clear()
+    kp.add_vip("10.96.0.40/32", port=38412, target_port=36412, protocol="sctp")
+    kp.add_pods("10.96.0.40/32", 38412, PODS)
+    vip = kp.model.find_vip("10.96.0.40/32", 38412)
+    (classifier,) = to_lb(kp.sent, vip)
+    assert classifier.match_dict["ip_proto"] == 132
+    assert classifier.match_dict["sctp_dst"] == 38412
+    (table,) = of_type(kp.sent, LbVip)
+    assert table.pods == tuple((p, 36412) for p in PODS)
+
+
 def test_a_vip_whose_first_pods_come_later_gets_its_table_before_kp_lb(kp):
     vip = kp.model.find_vip(VIP, 80)
     (classifier,) = to_lb(kp.sent, vip)
@@ -192,7 +206,7 @@ def test_what_the_switch_cannot_do_stays_with_the_controller(kp):
 def test_kp_switch_takes_tables_open_vswitch_cannot_index():
     vip = types.SimpleNamespace(table=types.SimpleNamespace(slots=[0], pods=["p"]),
                                 affinity_timeout=0, internal_policy="cluster",
-                                new_len=1 << 17)
+                                new_len=1 << 17, ip_protos=(6,))
     assert "Open vSwitch" in ct_pipeline.why_not_compiled(vip)
     assert lb_pipeline.why_not_compiled(vip) is None
     vip.new_len = kplb.MAX_TABLE * 2

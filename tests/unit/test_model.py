@@ -31,7 +31,7 @@ def snapshot(kp):
     (dict(prefix="10.96.0.10/32", port=80, target_port=0), "target_port"),
     (dict(prefix="10.96.0.10/32", port=0, target_port=8080), "target_port"),
     (dict(prefix="10.96.0.10/32", port=80, node_port=70000), "node_port"),
-    (dict(prefix="10.96.0.10/32", port=80, protocol="sctp"), "protocol"),
+    (dict(prefix="10.96.0.10/32", port=80, protocol="quic"), "protocol"),
     (dict(prefix="10.96.0.10/32", port=80, nat="nat66"), "nat"),
     (dict(prefix="fd00:96::10/128", port=80, nat="nat44"), "nat"),
     (dict(prefix="10.96.0.10/32", port=80, new_len=1000), "new_len"),

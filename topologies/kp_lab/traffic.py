@@ -14,6 +14,8 @@ import time
 from .procs import stop_process
 
 AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'agent.py')
+# SCTP from crafted packets over raw sockets (the kernels here have no SCTP sockets).
+SCTP_AGENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sctp_agent.py')
 PYTHON = '/usr/bin/python3' if os.access('/usr/bin/python3', os.X_OK) else 'python3'
 
 _processes = {}   # id(host) -> the Popen objects started in it
@@ -24,9 +26,10 @@ def _track(host, proc):
     return proc
 
 
-def agent_popen(host, *args):
-    """Run agent.py with `args` in `host`'s namespace (stdout piped, text)."""
-    cmd = [PYTHON, '-u', AGENT] + [str(a) for a in args]
+def agent_popen(host, *args, agent=AGENT):
+    """Run agent.py (or another agent) with `args` in `host`'s namespace (stdout piped,
+    text)."""
+    cmd = [PYTHON, '-u', agent] + [str(a) for a in args]
     proc = host.popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                       stderr=subprocess.PIPE, universal_newlines=True)
     return _track(host, proc)
@@ -71,10 +74,15 @@ class Server:
 
 
 def start_server(host, kind, port, name=None, timeout=10.0, lifetime=900):
-    """Start an 'http', 'tcp' or 'udp' agent server on `host`; wait until it is bound."""
+    """Start an 'http', 'tcp', 'udp' or 'sctp' agent server on `host`; wait until it is
+    bound."""
     name = name or str(host)
-    proc = agent_popen(host, '%s-server' % kind, '--port', port, '--name', name,
-                       '--lifetime', lifetime)
+    if kind == 'sctp':
+        proc = agent_popen(host, 'server', '--port', port, '--name', name, '--lifetime',
+                           lifetime, agent=SCTP_AGENT)
+    else:
+        proc = agent_popen(host, '%s-server' % kind, '--port', port, '--name', name,
+                           '--lifetime', lifetime)
     line = _read_line(proc, timeout)
     try:
         ready = bool(line) and json.loads(line).get('ready') is True
@@ -106,6 +114,11 @@ def start_tcp_server(host, port=5000, name=None):
 
 def start_udp_server(host, port=5001, name=None):
     return start_server(host, 'udp', port, name)
+
+
+def start_sctp_server(host, port=38412, name=None):
+    """sctp_agent.py's server: INIT -> INIT ACK, DATA -> DATA, from crafted packets."""
+    return start_server(host, 'sctp', port, name)
 
 
 class ClientRun:
@@ -179,6 +192,14 @@ def udp_request(host, addr, port, count=1, interval=0.0, timeout=2.0, src_port=0
     client saw it: the VIP when SNAT works)."""
     return start_udp_requests(host, addr, port, count, interval, timeout, src_port,
                               payload).result()
+
+
+def sctp_request(host, addr, port, src_port, count=3, timeout=2.0):
+    """An SCTP association from `host` (sctp_agent.py): INIT, `count` DATA chunks each
+    answered, ABORT. Replies carry the server's name, the peer it saw and 'from'."""
+    proc = agent_popen(host, 'request', addr, port, '--src-port', src_port, '--count', count,
+                       '--timeout', timeout, agent=SCTP_AGENT)
+    return ClientRun(host, proc, timeout * (count + 1) + 10).result()
 
 
 def start_udp_flood(host, addr, port, rate=10000, seconds=3.0, first_port=10000):
