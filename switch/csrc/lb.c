@@ -7,9 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "csum.h"
+#include "keyed_hash.h"
 #include "session_hash.h"
 
 #define TCP_FIN 0x01
@@ -21,38 +21,6 @@
 static const uint32_t default_timeouts_s[LB_N_TIMEOUTS] = {86400, 120, 120, 30};
 
 /* ------------------------------------------------------------------ the bucket hash */
-
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                           \
-    do {                                                                                   \
-        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                          \
-        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                             \
-        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                             \
-        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                          \
-    } while (0)
-
-/* SipHash-1-3 of n 64-bit words (little-endian, as memcpy reads them) under (k0, k1). */
-static uint64_t siphash13(const uint64_t *w, int n, uint64_t k0, uint64_t k1)
-{
-    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
-    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
-    uint64_t b = (uint64_t)(8 * n) << 56;
-    int i;
-
-    for (i = 0; i < n; i++) {
-        v3 ^= w[i];
-        SIPROUND;
-        v0 ^= w[i];
-    }
-    v3 ^= b;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
 
 /* A session key's bucket hash. */
 static uint64_t key_hash(const struct lb *lb, const struct lb_key *key)
@@ -107,7 +75,7 @@ static int alloc_table(uint32_t buckets, uint32_t **hashes, struct lb_entry **en
 struct lb *lb_new(uint32_t buckets)
 {
     struct lb *lb = calloc(1, sizeof *lb);
-    uint64_t key[2] = {0, 0};
+    uint64_t key[2];
 
     if (!lb)
         return NULL;
@@ -123,11 +91,7 @@ struct lb *lb_new(uint32_t buckets)
     }
     lb->n_buckets = buckets;
     lb->next_sid = 1;
-    if (getrandom(key, sizeof key, 0) != sizeof key) {
-        /* no entropy yet: a weaker key from the clock and the heap's address */
-        key[0] = (uint64_t)(uintptr_t)lb ^ 0x9e3779b97f4a7c15ULL;
-        key[1] = (uint64_t)(uintptr_t)&key;
-    }
+    keyed_hash_random_key(key);
     lb->k0 = key[0];
     lb->k1 = key[1];
     memcpy(lb->timeout_ms, default_timeouts_s, sizeof lb->timeout_ms);

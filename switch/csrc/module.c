@@ -13,6 +13,7 @@
 #include "datapath.h"
 #include "flow_cache.h"
 #include "flow_key.h"
+#include "keyed_hash.h"
 #include "lb_binding.h"
 #include "megaflow.h"
 #include "parse.h"
@@ -771,6 +772,16 @@ static PyObject *fp_key_hash(PyObject *self, PyObject *args)
     return PyLong_FromUnsignedLong(flow_key_hash(&k));
 }
 
+/* The process secret (keyed_hash.h), for tests: the twin places entries as the C
+ * tables do only under the same key.  Read only: nothing sets it. */
+static PyObject *fp_hash_secret(PyObject *self, PyObject *args)
+{
+    (void)self;
+    (void)args;
+    return Py_BuildValue("(KK)", (unsigned long long)keyed_hash_secret[0],
+                         (unsigned long long)keyed_hash_secret[1]);
+}
+
 static PyObject *fp_session_hash(PyObject *self, PyObject *args)
 {
     PyObject *blob;
@@ -1484,6 +1495,8 @@ static PyMethodDef module_methods[] = {
     {"segment_udp", fp_segment_udp, METH_VARARGS,
      "segment_udp(frame, gso_size) -> [frame]"},
     {"key_hash", fp_key_hash, METH_VARARGS, NULL},
+    {"hash_secret", fp_hash_secret, METH_NOARGS,
+     "hash_secret() -> (k0, k1): the process secret the tables are keyed with"},
     {"session_hash", fp_session_hash, METH_VARARGS,
      "session_hash(key_blob, basis) -> Open vSwitch's symmetric_l3l4+udp hash"},
     {NULL, NULL, 0, NULL},

@@ -8,8 +8,8 @@ Shared with the C code byte for byte:
   - the cache key layout (``key_blob``, ``_KEY`` below, ``struct flow_key`` in
     csrc/flow_key.h), so a blob from one implementation is valid in the other;
   - the cache's compact key (``_CKEY``, ``struct cache_key`` in csrc/flow_cache.h:
-    which blobs are cacheable at all) and its hash (a multiply-xorshift over its 64-bit
-    words, see ``key_hash``), so both put a key in the same bucket and evict the same way;
+    which blobs are cacheable at all) and its hash (SipHash-1-3 of its 64-bit words
+    under the process secret, see ``key_hash`` and keyed_hash), so both put a key in the same bucket and evict the same way;
   - the cache's slot discipline (first free way, else the least recently used way);
   - the incremental checksum arithmetic (RFC 1624 eqn. 3), so rewritten packets are
     identical, including the 0x0000/0xffff choice.
@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from kp_proto.lb import MAX_VIPS as LB_MAX_VIPS
 from kp_proto.session_hash import session_hash as _session_hash
 
+from .keyed_hash import secret_hash
 from .lb_ref import LoadBalancer
 
 WAYS = 4
@@ -679,8 +680,6 @@ def apply_actions(packet: bytes, actions: Sequence[Action],
 
 # --------------------------------------------------------------------------- cache
 
-_M64 = (1 << 64) - 1
-
 
 def _cache_key(blob: bytes) -> Tuple[bytes, Optional[bytes], bool]:
     """(the compact key with IPv6 addresses 0, the 32 bytes of IPv6 source and
@@ -702,34 +701,16 @@ def _cache_key(blob: bytes) -> Tuple[bytes, Optional[bytes], bool]:
     return ck, (nw_src + nw_dst) if v6 else None, ok
 
 
-def _mix(h: int, w: int) -> int:
-    h = ((h ^ w) * 0x9E3779B97F4A7C15) & _M64
-    return h ^ (h >> 29)
-
-
-def _fmix(h: int) -> int:
-    h ^= h >> 33
-    h = (h * 0xFF51AFD7ED558CCD) & _M64
-    h ^= h >> 33
-    h = (h * 0xC4CEB9FE1A85EC53) & _M64
-    h ^= h >> 33
-    return h & 0xFFFFFFFF
-
-
 def _ckey_hash(ck: bytes, v6: Optional[bytes]) -> int:
     words = struct.unpack("<5Q", ck)
-    h = 0
-    for w in words[:4]:
-        h = _mix(h, w)
-    for w in struct.unpack("<4Q", v6) if v6 is not None else words[4:]:
-        h = _mix(h, w)
-    return _fmix(h)
+    tail = struct.unpack("<4Q", v6) if v6 is not None else words[4:]
+    return secret_hash(words[:4] + tail)
 
 
 def key_hash(blob: bytes) -> int:
     """The hash of the compact key's first four 64-bit little-endian words, then its
     fifth or, for IPv6, the four words of the source and destination addresses
-    (multiply-xorshift per word, the murmur3 64-bit finalizer; low 32 bits)."""
+    (SipHash-1-3 under the process secret, keyed_hash; low 32 bits)."""
     ck, v6, _ = _cache_key(blob)
     return _ckey_hash(ck, v6)
 
@@ -1217,10 +1198,7 @@ def _mf_mask(mask_blob: bytes) -> Tuple[int, ...]:
 
 def _mf_hash(sub: int, words: Tuple[int, ...]) -> int:
     """A masked key's hash in subtable `sub` (csrc/megaflow.c mf_hash)."""
-    h = _mix(0, sub)
-    for w in words:
-        h = _mix(h, w)
-    return _fmix(h)
+    return secret_hash((sub,) + tuple(words))
 
 
 class CacheForTest:
