@@ -581,7 +581,7 @@ static PyObject *fp_parse_blob(PyObject *self, PyObject *args)
     if (!d)
         return NULL;
     return Py_BuildValue("(Ny#O)", d, (const char *)&k, (Py_ssize_t)sizeof k,
-                         r == PARSE_MALFORMED ? Py_True : Py_False);
+                         r != PARSE_OK ? Py_True : Py_False);
 }
 
 struct collect {
@@ -650,28 +650,30 @@ static PyObject *fp_apply_actions(PyObject *self, PyObject *args, PyObject *kw)
     return c.list;
 }
 
+/* complete_partial_checksum(packet, csum_start=-1, csum_offset=-1) -> bytes, or None
+ * when the packet cannot be finished (csum_finish_partial). */
 static PyObject *fp_complete_partial_checksum(PyObject *self, PyObject *args)
 {
     Py_buffer b;
     struct flow_key k;
     struct pkt_layout lay;
     PyObject *out;
+    int start = -1, offset = -1, r = 0;
 
     (void)self;
     uint8_t *pkt;
     uint32_t len;
 
-    if (!PyArg_ParseTuple(args, "y*:complete_partial_checksum", &b))
+    if (!PyArg_ParseTuple(args, "y*|ii:complete_partial_checksum", &b, &start, &offset))
         return NULL;
     pkt = exact_copy(&b);
     len = (uint32_t)b.len;
     PyBuffer_Release(&b);
     if (!pkt)
         return NULL;
-    if (parse_packet(pkt, len, 0, &k, &lay) != PARSE_RUNT && (k.present & (FK_TCP | FK_UDP)) &&
-        lay.l4 >= 0)
-        csum_complete_partial(pkt, lay.l4, lay.l3_end, !!(k.present & FK_UDP));
-    out = PyBytes_FromStringAndSize((const char *)pkt, len);
+    if (parse_packet(pkt, len, 0, &k, &lay) != PARSE_RUNT)
+        r = csum_finish_partial(pkt, &k, &lay, start < 0 ? -1 : start, offset);
+    out = r ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize((const char *)pkt, len);
     PyMem_Free(pkt);
     return out;
 }
@@ -693,7 +695,8 @@ static int udp_segment_fn(const uint8_t *frame, uint32_t len, uint32_t gso_size,
 }
 
 /* segment_tcp(frame, mtu[, seg_size]) / segment_udp(frame, gso_size): the frame's
- * segments, or [frame] when it is left whole. */
+ * segments, [frame] when it is left whole, [] when it is refused (SEG_REFUSED: the
+ * datapath drops it). */
 static PyObject *segment_frames(PyObject *args, const char *fmt, segment_fn segment,
                                 unsigned int lo)
 {
@@ -732,6 +735,7 @@ static PyObject *segment_frames(PyObject *args, const char *fmt, segment_fn segm
     PyMem_Free(scratch);
     if (!n && !c.failed)
         collect_emit(&c, 0, b.buf, (uint32_t)b.len);
+    /* SEG_REFUSED: nothing was emitted, the list stays empty */
     PyBuffer_Release(&b);
     if (c.failed) {
         Py_DECREF(c.list);
@@ -1380,6 +1384,7 @@ static PyObject *Datapath_stats(DatapathObject *self, PyObject *unused)
         goto fail;
     if (put(d, "parse_errors", PyLong_FromUnsignedLongLong(LD(dp->parse_errors))) ||
         put(d, "malformed", PyLong_FromUnsignedLongLong(LD(dp->malformed))) ||
+        put(d, "refused", PyLong_FromUnsignedLongLong(LD(dp->refused))) ||
         put(d, "miss_queue_drops", PyLong_FromUnsignedLongLong(LD(dp->miss_queue_drops))))
         goto fail;
     for (i = 0; i < dp->n_ports; i++) {

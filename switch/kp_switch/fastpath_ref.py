@@ -90,7 +90,10 @@ ETH_P_ARP = 0x0806
 IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6 = 6, 17, 1, 58
 _IPV6_EXT = (0, 43, 60)   # hop-by-hop, routing, destination options
 _IPV6_FRAG = 44
-_MAX_IPV6_EXT = 16
+IPV6_MAX_EXT_HDRS = 8      # csrc/parse.h: extension headers walked, at most
+IPV6_MAX_EXT_BYTES = 1024  # ... and the upper-layer header within this many bytes
+FRAG, FRAG_LATER = 1, 2    # csrc/parse.h PKT_FRAG_*
+SEG_MIN_SIZE = 88          # csrc/segment.h: the smallest segment size cut to (why: there)
 
 Action = Tuple[Any, ...]
 Miss = Tuple[int, bytes, Optional[Dict[str, Any]], bytes]
@@ -104,7 +107,8 @@ class _Parsed:
     __slots__ = ("in_port", "present", "eth_dst", "eth_src", "eth_type", "vlan_vid",
                  "vlan_pcp", "ip_proto", "ip_dscp", "ip_ecn", "tcp_flags", "flabel",
                  "tp_src", "tp_dst", "nw_src", "nw_dst", "nd_target", "sha", "tha",
-                 "error", "l3", "l4", "l3_end", "sll_off", "tll_off")
+                 "error", "refused", "l3", "l4", "l3_end", "sll_off", "tll_off", "frag",
+                 "frag_hdr")
 
     def __init__(self, in_port: int) -> None:
         self.in_port = in_port
@@ -116,8 +120,10 @@ class _Parsed:
         self.nw_src = self.nw_dst = self.nd_target = b"\0" * 16
         self.sha = self.tha = b"\0" * 6
         self.error = False
+        self.refused = False    # parse.h PARSE_REFUSED: dropped, counted (error too)
         self.l3 = self.l4 = self.l3_end = -1
-        self.sll_off = self.tll_off = -1
+        self.sll_off = self.tll_off = self.frag_hdr = -1
+        self.frag = 0
 
     def blob(self) -> bytes:
         return _KEY.pack(self.in_port & 0xFFFFFFFF, self.present, self.eth_dst,
@@ -191,7 +197,10 @@ def _parse_ipv4(pkt: bytes, off: int, p: _Parsed) -> None:
     p.nw_src = bytes(pkt[off + 12:off + 16]) + b"\0" * 12
     p.nw_dst = bytes(pkt[off + 16:off + 20]) + b"\0" * 12
     p.l3_end = off + tot
+    if _u16(pkt, off + 6) & 0x3FFF:
+        p.frag = FRAG
     if _u16(pkt, off + 6) & 0x1FFF:
+        p.frag |= FRAG_LATER
         return      # a later fragment: no L4 header in it
     _parse_l4(pkt, off + ihl, p, v6=False)
 
@@ -215,32 +224,37 @@ def _parse_ipv6(pkt: bytes, off: int, p: _Parsed) -> None:
     p.l3_end = end
     nh = pkt[off + 6]
     cur = off + 40
-    for _ in range(_MAX_IPV6_EXT):
+    for i in range(IPV6_MAX_EXT_HDRS + 1):
         p.ip_proto = nh
-        if nh in _IPV6_EXT:
-            if end - cur < 8:
-                p.error = True
+        if cur - (off + 40) > IPV6_MAX_EXT_BYTES:
+            p.error = p.refused = True      # too long a chain
+            return
+        if nh not in _IPV6_EXT and nh != _IPV6_FRAG:
+            _parse_l4(pkt, cur, p, v6=True)
+            return
+        if i == IPV6_MAX_EXT_HDRS or (nh == 0 and i > 0):
+            p.error = p.refused = True      # too many; hop-by-hop only first
+            return
+        if end - cur < 8:
+            p.error = True
+            return
+        if nh == _IPV6_FRAG:
+            fo = _u16(pkt, cur + 2)
+            nh = pkt[cur]
+            if fo & 0xFFF9:                 # not an atomic fragment (RFC 6946)
+                p.frag, p.frag_hdr = FRAG, cur
+            cur += 8
+            if fo >> 3:
+                p.frag |= FRAG_LATER
+                p.ip_proto = nh
                 return
+        else:
             hlen = (pkt[cur + 1] + 1) * 8
             if hlen > end - cur:
                 p.error = True
                 return
             nh = pkt[cur]
             cur += hlen
-        elif nh == _IPV6_FRAG:
-            if end - cur < 8:
-                p.error = True
-                return
-            frag_off = _u16(pkt, cur + 2) >> 3
-            nh = pkt[cur]
-            cur += 8
-            if frag_off:
-                p.ip_proto = nh
-                return
-        else:
-            _parse_l4(pkt, cur, p, v6=True)
-            return
-    p.error = True      # an absurd chain of extension headers
 
 
 def _parse_l4(pkt: bytes, off: int, p: _Parsed, v6: bool) -> None:
@@ -425,15 +439,29 @@ def _l4_csum_off(p: _Parsed) -> Tuple[int, bool]:
     return -1, False
 
 
-def complete_partial_checksum(packet: bytes) -> bytes:
-    """Finish a CHECKSUM_PARTIAL TCP/UDP packet: the field holds the pseudo-header sum."""
+def complete_partial_checksum(packet: bytes, csum_start: int = -1,
+                              csum_offset: int = -1) -> Optional[bytes]:
+    """Finish a CHECKSUM_PARTIAL packet: the field holds the pseudo-header sum.  Where
+    the sender's virtio-net header says (csum_start, csum_offset, frame-relative), else
+    (-1) the parsed TCP/UDP checksum.  None when the sender's field or start lies outside
+    the IP datagram (csrc/actions.h csum_finish_partial: dropped)."""
     p = _parse(packet, 0)
-    if p is None or not p.present & (F_TCP | F_UDP) or p.l4 < 0:
+    if p is None:
         return bytes(packet)
     buf = bytearray(packet)
-    off = p.l4 + (16 if p.present & F_TCP else 6)
-    res = (~_fold(_sum16(bytes(buf[p.l4:p.l3_end])))) & 0xFFFF
-    if res == 0 and p.present & F_UDP:
+    udp = bool(p.present & F_UDP)
+    if csum_start < 0:
+        if not p.present & (F_TCP | F_UDP) or p.l4 < 0:
+            return bytes(packet)
+        start, off = p.l4, p.l4 + (6 if udp else 16)
+    else:
+        if p.l3 < 0 or p.l3_end < 0 or csum_start < p.l3 + 20 or csum_offset < 0 \
+                or csum_start + csum_offset + 2 > p.l3_end:
+            return None
+        start, off = csum_start, csum_start + csum_offset
+        udp = udp and csum_start == p.l4 and csum_offset == 6
+    res = (~_fold(_sum16(bytes(buf[start:p.l3_end])))) & 0xFFFF
+    if res == 0 and udp:
         res = 0xFFFF
     buf[off:off + 2] = res.to_bytes(2, "big")
     return bytes(buf)
@@ -1263,6 +1291,7 @@ PACKET_AUXDATA = 8
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
 VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4 = 1, 4, 5
+VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
 SEG_ANY_MTU = 65535      # segment_tcp's mtu when only the sender's segment size limits
 _VNET = struct.Struct("=BBHHHH")     # flags, gso_type, hdr_len, gso_size, csum_start/offset
 TP_STATUS_CSUMNOTREADY = 1 << 3
@@ -1339,9 +1368,11 @@ def segment_tcp(frame: bytes, mtu: int, seg_size: int = 0) -> List[bytes]:
     """Software TSO: split a TCP frame (a GSO packet from a veth) into frames whose IP
     packets fit mtu and, unless seg_size is 0, carry at most seg_size payload bytes (the
     sender's GSO size), each with its IP length/id and TCP seq/flags/checksum fixed.
-    Frames that are not TCP or already fit are returned as they are."""
+    Frames that are not TCP or already fit are returned as they are, and so are IP
+    fragments (never cut as if whole); [] when the segment size would be below
+    SEG_MIN_SIZE (refused: the frame is dropped)."""
     p = _parse(frame, 0)
-    if p is None or p.l3 < 0 or not p.present & F_TCP:
+    if p is None or p.l3 < 0 or not p.present & F_TCP or p.frag:
         return [frame]
     l3, l4 = p.l3, p.l4
     hdr_end = l4 + (frame[l4 + 12] >> 4) * 4
@@ -1349,8 +1380,10 @@ def segment_tcp(frame: bytes, mtu: int, seg_size: int = 0) -> List[bytes]:
     if seg_size and seg_size < mss:
         mss = seg_size
     payload = frame[hdr_end:p.l3_end]
-    if mss <= 0 or len(payload) <= mss:
+    if len(payload) <= mss:
         return [frame]
+    if mss < SEG_MIN_SIZE:
+        return []
     seq = int.from_bytes(frame[l4 + 4:l4 + 8], "big")
     flags = _u16(frame, l4 + 12)
     v4 = bool(p.present & F_IPV4)
@@ -1373,15 +1406,17 @@ def segment_udp(frame: bytes, gso_size: int) -> List[bytes]:
     """A UDP GSO frame (datagrams a sender wrote with UDP_SEGMENT, joined) cut back into
     its datagrams of gso_size payload bytes, each with its IP length/id, UDP length and
     checksums fixed.  Frames that are not UDP or hold one datagram are returned as
-    they are."""
+    they are (fragments too); [] for a gso_size below SEG_MIN_SIZE (refused)."""
     p = _parse(frame, 0)
-    if not gso_size or p is None or p.l3 < 0 or not p.present & F_UDP:
+    if not gso_size or p is None or p.l3 < 0 or not p.present & F_UDP or p.frag:
         return [frame]
     l3, l4 = p.l3, p.l4
     hdr_end = l4 + 8
     payload = frame[hdr_end:p.l3_end]
     if len(payload) <= gso_size:
         return [frame]
+    if gso_size < SEG_MIN_SIZE:
+        return []
     v4 = bool(p.present & F_IPV4)
     ip_id = _u16(frame, l3 + 4) if v4 else 0
     out = []
@@ -1415,7 +1450,7 @@ class Datapath:
         self._counters: Dict[int, List[int]] = {}
         self._misses: List[Miss] = []
         self._miss_cv = threading.Condition(threading.Lock())
-        self._st = dict(parse_errors=0, malformed=0, miss_queue_drops=0)
+        self._st = dict(parse_errors=0, malformed=0, refused=0, miss_queue_drops=0)
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -1479,11 +1514,14 @@ class Datapath:
 
     def _receive(self, port: _Port, data: bytes, anc: list) -> None:
         status = gso_size = tcp_gso_size = 0
+        cs_start = cs_off = -1
         if port.vnet:
             if len(data) < _VNET.size:
                 port.st["rx_errors"] += 1
                 return
-            _f, gso_type, _h, size, _s, _o = _VNET.unpack_from(data)
+            vflags, gso_type, _h, size, cs_s, cs_o = _VNET.unpack_from(data)
+            if vflags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+                cs_start, cs_off = cs_s, cs_o
             if gso_type & 0x7F == VIRTIO_NET_HDR_GSO_UDP_L4:
                 gso_size = size
             elif gso_type & 0x7F in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6):
@@ -1496,20 +1534,25 @@ class Datapath:
                     if not status & TP_STATUS_VLAN_TPID_VALID:
                         tpid = ETH_P_8021Q
                     data = data[:12] + struct.pack("!HH", tpid, tci) + data[12:]
+                    if cs_start >= 0:
+                        cs_start += 4       # the sender counted without the tag
         if not port.up:
             port.st["rx_dropped"] += 1
+            return
+        if 0 < (gso_size or tcp_gso_size) < SEG_MIN_SIZE:     # refused, not cut
+            port.st["rx_errors"] += 1
             return
         datagrams = segment_udp(data, gso_size) if gso_size else [data]
         if len(datagrams) > 1:      # each one complete: its checksums are computed
             status &= ~TP_STATUS_CSUMNOTREADY
         for frame in datagrams:
-            self._switch(port, frame, status, tcp_gso_size)
+            self._switch(port, frame, status, tcp_gso_size,
+                         (cs_start, cs_off) if len(datagrams) == 1 else (-1, -1))
 
-    def _switch(self, port: _Port, data: bytes, status: int, seg_size: int = 0) -> None:
+    def _switch(self, port: _Port, data: bytes, status: int, seg_size: int = 0,
+                csum: Tuple[int, int] = (-1, -1)) -> None:
         port.st["rx_packets"] += 1
         port.st["rx_bytes"] += len(data)
-        if status & TP_STATUS_CSUMNOTREADY:
-            data = complete_partial_checksum(data)
         p = _parse(data, port.port_no)
         with self._lock:
             if p is None:
@@ -1517,6 +1560,17 @@ class Datapath:
                 return
             if p.error:
                 self._st["malformed"] += 1
+            if p.refused:       # never forwarded by its outer fields (csrc/parse.h)
+                self._st["refused"] += 1
+                return
+        if status & TP_STATUS_CSUMNOTREADY:
+            done = complete_partial_checksum(data, *csum)
+            if done is None:
+                port.st["rx_errors"] += 1
+                return
+            data = done
+            p = _parse(data, port.port_no)
+        with self._lock:
             # A session's packets are translated before the tables see them (lb_ref).
             e = self._lb.translate(_lb_key(p), p.tcp_flags)
             if e is not None:
