@@ -407,7 +407,7 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
     }
     /* A session's packets are translated before the tables see them (lb.h); with no
      * session in the table, not even the call. */
-    if (dp->lb->live)
+    if (lb_active(dp->lb))
         lb_translate(dp->lb, &pb, &k, &lay, now_ns / 1000000u, len);
     lookup_and_run(&ctx, &pb, &k);
 }

@@ -64,6 +64,27 @@
 #define LB_SOURCE_SHARE 4u          /* kp_proto.lb.SOURCE_SHARE */
 #define LB_SOURCE_SLOTS 65536u
 
+/* Fragments (lb.c, "fragments"): a later fragment has no ports, so no session key; the
+ * translation the first fragment of its datagram got is remembered for it, in a
+ * direct-mapped table of LB_FRAG_SLOTS keyed by (source, destination, protocol, IP id)
+ * under the table's keyed hash, for LB_FRAG_TIMEOUT_MS (fragments of one datagram
+ * arrive within milliseconds; Linux waits 30 s to reassemble, but a sender retransmits
+ * the whole datagram anyway).  A newer datagram takes an older one's slot.  A later
+ * fragment that arrives before its first, or after its slot was taken, is not
+ * translated (the stricter choice, as VPP's kube-proxy plugin without reassembly):
+ * nothing can tell which pod it is for, and it reaches none rather than a wrong one. */
+#define LB_FRAG_SLOTS 4096u
+#define LB_FRAG_TIMEOUT_MS 5000u
+
+struct lb_frag {
+    uint8_t src[16], dst[16];
+    uint32_t id;
+    uint8_t proto, v6, flags, pad;     /* flags: LB_E_DST/LB_E_SRC asked for */
+    uint8_t new_dst[16], new_src[16];
+    uint32_t vip_id;
+    uint64_t last_ms;                  /* 0: free */
+};
+
 enum lb_timeout { LB_TO_TCP_ESTABLISHED, LB_TO_TCP_CLOSING, LB_TO_TCP_OPENING, LB_TO_UDP,
                   LB_N_TIMEOUTS };
 
@@ -105,6 +126,8 @@ enum { LB_E_DST = 1, LB_E_SRC = 2, LB_E_FORWARD = 4 };
 
 struct lb_counters {
     uint64_t created, untracked, dropped, table_full, source_limited, expired, flushed;
+    uint64_t fragments;                 /* later fragments translated as their first */
+    uint64_t icmp_errors;               /* ICMP errors translated back (lb_icmp.c) */
 };
 
 struct lb {
@@ -119,6 +142,8 @@ struct lb {
     uint64_t k0, k1;                    /* the bucket hash's key */
     uint32_t *source_sessions;          /* LB_SOURCE_SLOTS: sessions per client slot */
     uint32_t timeout_ms[LB_N_TIMEOUTS];
+    struct lb_frag *frags;              /* LB_FRAG_SLOTS */
+    uint32_t frags_used;                /* slots ever filled since the last flush */
     struct lb_counters c;
 };
 
@@ -157,6 +182,17 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
                  const struct pkt_layout *lay, uint64_t now_ms, uint32_t len);
 int lb_select(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
               const struct pkt_layout *lay, uint32_t vip_id, uint64_t now_ms, uint32_t len);
+
+/* Whether lb_translate has anything to do (sessions or remembered fragments). */
+static inline int lb_active(const struct lb *lb) { return lb->live || lb->frags_used; }
+
+/* The live session entry of key, or NULL (lock held; lb_icmp.c). */
+const struct lb_entry *lb_lookup(struct lb *lb, const struct lb_key *key, uint64_t now_ms);
+
+/* lb_icmp.c (lock held): an ICMP error about a session's packet translated back (outer
+ * and quoted headers, checksums; *k's addresses with them); 1 if it was. */
+int lb_icmp_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
+                      const struct pkt_layout *lay, uint64_t now_ms);
 
 /* For tests: the bucket hash's key, and a key's two candidate buckets. */
 void lb_set_hash_key(struct lb *lb, uint64_t k0, uint64_t k1);

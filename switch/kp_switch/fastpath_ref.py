@@ -700,6 +700,80 @@ def _lb_rewrite(buf: bytearray, p: _Parsed, dst, src) -> None:
         _run(buf, p.in_port, compile_actions(acts))
 
 
+def _frag_key(buf: bytes, p: _Parsed) -> tuple:
+    """A fragment's key in the load balancer's fragment table (csrc/lb.c frag_slot)."""
+    v6 = bool(p.present & F_IPV6)
+    ident = int.from_bytes(buf[p.frag_hdr + 4:p.frag_hdr + 8], "big") if v6 \
+        else _u16(buf, p.l3 + 4)
+    return (6 if v6 else 4, p.nw_src, p.nw_dst, p.ip_proto, ident)
+
+
+_ICMP_ERRORS = {F_ICMPV4: (3, 11, 12), F_ICMPV6: (1, 2, 3, 4)}
+
+
+def _lb_icmp_translate(buf: bytearray, p: _Parsed, lb: LoadBalancer) -> bool:
+    """An ICMP error about a session's packet, translated back in place (outer and
+    quoted headers, checksums): csrc/lb_icmp.c, which says why and how."""
+    v6 = bool(p.present & F_IPV6)
+    kind = F_ICMPV6 if v6 else F_ICMPV4
+    if not p.present & kind or p.tp_src not in _ICMP_ERRORS[kind] or p.l4 < 0 or p.frag:
+        return False
+    ic, end = p.l4 + 8, p.l3_end
+    ihsum = None
+    if not v6:
+        if end - ic < 20 or buf[ic] >> 4 != 4:
+            return False
+        ihl = (buf[ic] & 15) * 4
+        if ihl < 20 or ihl > end - ic or _u16(buf, ic + 6) & 0x1FFF:
+            return False
+        proto, asrc, adst, ihsum = buf[ic + 9], ic + 12, ic + 16, ic + 10
+    else:
+        if end - ic < 40 or buf[ic] >> 4 != 6:
+            return False
+        ihl, proto, asrc, adst = 40, buf[ic + 6], ic + 8, ic + 24
+    ip4 = ic + ihl
+    if proto not in (IPPROTO_TCP, IPPROTO_UDP) or end - ip4 < 4:
+        return False
+    udp = proto == IPPROTO_UDP
+    n = 16 if v6 else 4
+    isrc, idst = bytes(buf[asrc:asrc + n]), bytes(buf[adst:adst + n])
+    r = lb.lookup((proto, 6 if v6 else 4, idst, _u16(buf, ip4 + 2), isrc, _u16(buf, ip4)))
+    if r is None:
+        return False
+    l4sum = None
+    if end - ip4 >= (8 if udp else 18) and not (udp and _u16(buf, ip4 + 6) == 0):
+        l4sum = ip4 + (6 if udp else 16)
+
+    def put(off: int, new: bytes, hsum: Optional[int], lsum: Optional[int]) -> None:
+        old = bytes(buf[off:off + len(new)])
+        buf[off:off + len(new)] = new
+        if hsum is not None:
+            _csum_replace(buf, hsum, old, new)
+        if lsum is not None:
+            _csum_replace(buf, lsum, old, new, udp)
+
+    if r.new_dst is not None:
+        put(asrc, r.new_dst[:n], ihsum, l4sum)
+        put(ip4, r.new_dport.to_bytes(2, "big"), None, l4sum)
+    if r.new_src is not None:
+        put(adst, r.new_src[:n], ihsum, l4sum)
+        put(ip4 + 2, r.new_sport.to_bytes(2, "big"), None, l4sum)
+    os_, od = p.l3 + (8 if v6 else 12), p.l3 + (24 if v6 else 16)
+    hsum = None if v6 else p.l3 + 10
+    if r.new_src is not None and bytes(buf[os_:os_ + n]) == idst:
+        put(os_, r.new_src[:n], hsum, None)
+    if r.new_dst is not None and bytes(buf[od:od + n]) == isrc:
+        put(od, r.new_dst[:n], hsum, None)
+    buf[p.l4 + 2:p.l4 + 4] = b"\0\0"
+    total = _sum16(bytes(buf[p.l4:end]))
+    if v6:
+        total += _sum16(bytes(buf[os_:os_ + 16]) + bytes(buf[od:od + 16]) +
+                        struct.pack("!IxxxB", end - p.l4, IPPROTO_ICMPV6))
+    buf[p.l4 + 2:p.l4 + 4] = ((~_fold(total)) & 0xFFFF).to_bytes(2, "big")
+    lb.c["icmp_errors"] += 1
+    return True
+
+
 def apply_actions(packet: bytes, actions: Sequence[Action],
                   in_port: int = 0) -> List[Tuple[int, bytes]]:
     """Test helper: run actions on a copy of packet; the (port, frame) outputs."""
@@ -1571,13 +1645,27 @@ class Datapath:
             data = done
             p = _parse(data, port.port_no)
         with self._lock:
-            # A session's packets are translated before the tables see them (lb_ref).
-            e = self._lb.translate(_lb_key(p), p.tcp_flags)
-            if e is not None:
-                self._lb.count(e.vip_id, len(data))
-                buf = bytearray(data)
-                _lb_rewrite(buf, p, (e.new_dst, e.new_dport) if e.new_dst else None,
-                            (e.new_src, e.new_sport) if e.new_src else None)
+            # A session's packets are translated before the tables see them (lb_ref);
+            # a later fragment as its first was, an ICMP error about one back.
+            buf = bytearray(data)
+            if p.frag & FRAG_LATER:
+                fr = self._lb.fragment(_frag_key(data, p))
+                if fr is not None:
+                    self._lb.count(fr[2], len(data))
+                    _lb_rewrite(buf, p, fr[0] and (fr[0][0], None),
+                                fr[1] and (fr[1][0], None))
+            elif p.present & (F_ICMPV4 | F_ICMPV6):
+                _lb_icmp_translate(buf, p, self._lb)
+            else:
+                e = self._lb.translate(_lb_key(p), p.tcp_flags)
+                if e is not None:
+                    self._lb.count(e.vip_id, len(data))
+                    dst = (e.new_dst, e.new_dport) if e.new_dst else None
+                    src = (e.new_src, e.new_sport) if e.new_src else None
+                    if p.frag:
+                        self._lb.remember_fragment(_frag_key(data, p), dst, src, e.vip_id)
+                    _lb_rewrite(buf, p, dst, src)
+            if buf != data:
                 data = bytes(buf)
                 p = _parse(data, port.port_no)
         self._lookup_and_run(port, data, p, seg_size, 0)
@@ -1629,6 +1717,8 @@ class Datapath:
                     return []
                 tr = self._lb.select(vip_id, _lb_key(p), 6 if v6 else 4, p.ip_proto,
                                      p.tcp_flags, p.blob(), len(buf))
+                if tr is not None and p.frag == FRAG:
+                    self._lb.remember_fragment(_frag_key(bytes(buf), p), tr[0], tr[1], vip_id)
             if tr is None:
                 return []
             _lb_rewrite(buf, p, tr[0], tr[1])
