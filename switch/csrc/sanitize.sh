@@ -3,7 +3,8 @@
 # temporary directory and runs the C side of the fast path tests against that build
 # (parse/actions/cache/megaflow differential tests, the agent's randomized megaflow
 # check on the C cache, and the veth datapath tests).  Any ASan or
-# UBSan report aborts the run.  Extra arguments go to pytest.
+# UBSan report aborts the run.  Extra arguments go to pytest; with --python first, the
+# rest is a Python command line run under the sanitized build instead (./run fuzz).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 py=${PYTHON:-$here/.venv/bin/python}
@@ -25,6 +26,10 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$out/ubsan
 export PYTHONMALLOC=malloc       # let ASan see the buffers the glue allocates too
 cd "$here"
 rc=0
+if [ "${1:-}" = --python ]; then
+    shift
+    "$py" "$@" || rc=$?
+else
 "$py" -m pytest -q -p no:cacheprovider -k "not ref" \
     tests/switch/test_fastpath_parse.py tests/switch/test_fastpath_actions.py \
     tests/switch/test_fastpath_cache.py tests/switch/test_fastpath_megaflow.py \
@@ -34,6 +39,7 @@ rc=0
     tests/switch/test_session_hash.py tests/switch/test_keyed_hash.py \
     tests/switch/test_fastpath_hostile_packets.py tests/switch/test_lb_fragments_icmp.py \
     "$@" || rc=$?
+fi
 if compgen -G "$out/[au]*san.*" >/dev/null; then
     cat "$out"/[au]*san.* >&2
     [ "$rc" != 0 ] || rc=1
