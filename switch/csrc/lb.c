@@ -334,56 +334,6 @@ const struct lb_entry *lb_lookup(struct lb *lb, const struct lb_key *key, uint64
     return s == NO_SLOT ? NULL : &lb->entries[s];
 }
 
-/* ------------------------------------------------------------------ fragments (lb.h) */
-
-/* The IP id of a fragment (IPv4: 16 bits; IPv6: the fragment header's 32). */
-static uint32_t frag_id(const uint8_t *f, const struct pkt_layout *lay, int v6)
-{
-    return v6 ? rd32(f + lay->frag_hdr + 4) : rd16(f + lay->l3 + 4);
-}
-
-static struct lb_frag *frag_slot(const struct lb *lb, const struct flow_key *k, uint32_t id)
-{
-    uint64_t w[5];
-
-    memcpy(w, k->nw_src, 16);
-    memcpy(w + 2, k->nw_dst, 16);
-    w[4] = (uint64_t)id << 8 | k->ip_proto;
-    return &lb->frags[siphash13(w, 5, lb->k0 ^ 0x66726167u, lb->k1) & (LB_FRAG_SLOTS - 1)];
-}
-
-/* A first fragment was translated (flags, to dst/src): remember it for the later ones. */
-static void frag_remember(struct lb *lb, const struct pkt_buf *pb, const struct flow_key *k,
-                          const struct pkt_layout *lay, uint64_t now, uint8_t flags,
-                          const uint8_t *dst, const uint8_t *src, uint32_t vip_id)
-{
-    int v6 = !!(k->present & FK_IPV6);
-    uint32_t id;
-    struct lb_frag *f;
-
-    if (lay->frag != PKT_FRAG)
-        return;
-    id = frag_id(pb->data, lay, v6);
-    f = frag_slot(lb, k, id);
-    memset(f, 0, sizeof *f);
-    memcpy(f->src, k->nw_src, 16);
-    memcpy(f->dst, k->nw_dst, 16);
-    f->id = id;
-    f->proto = k->ip_proto;
-    f->v6 = (uint8_t)v6;
-    f->flags = flags & (LB_E_DST | LB_E_SRC);
-    memcpy(f->new_dst, dst, 16);
-    memcpy(f->new_src, src, 16);
-    f->vip_id = vip_id;
-    f->last_ms = now ? now : 1;
-    if (lb->frags_used < LB_FRAG_SLOTS)
-        lb->frags_used++;
-}
-
-/* A later fragment: the translation of its first, if remembered; 1 if it had one. */
-static int frag_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
-                          const struct pkt_layout *lay, uint64_t now, uint32_t len);
-
 /* A free (or dead) slot for key, or NO_SLOT when both its buckets are full of live
  * entries. */
 static uint32_t free_slot(struct lb *lb, uint64_t h, uint64_t now)
@@ -421,9 +371,9 @@ static uint32_t nat_ops(struct action_op *ops, int v6, int tcp, int src, const u
 
 /* Rewrites the packet's destination and/or source (flags), with checksums, and the key
  * with it (no parse: see actions_nat). */
-static void rewrite(struct pkt_buf *pb, struct flow_key *k, const struct pkt_layout *lay,
-                    uint8_t flags, const uint8_t *dst, uint16_t dport, const uint8_t *src,
-                    uint16_t sport)
+void lb_rewrite(struct pkt_buf *pb, struct flow_key *k, const struct pkt_layout *lay,
+                uint8_t flags, const uint8_t *dst, uint16_t dport, const uint8_t *src,
+                uint16_t sport)
 {
     int v6 = !!(k->present & FK_IPV6), tcp = !!(k->present & FK_TCP);
     int ported = !!(k->present & (FK_TCP | FK_UDP));
@@ -437,7 +387,7 @@ static void rewrite(struct pkt_buf *pb, struct flow_key *k, const struct pkt_lay
     actions_nat(pb->data, k, lay, ops, n);
 }
 
-static void count_vip(struct lb *lb, uint32_t vip_id, uint32_t len)
+void lb_count_vip(struct lb *lb, uint32_t vip_id, uint32_t len)
 {
     struct lb_vip *v = vip_id < LB_MAX_VIPS ? lb->vips[vip_id] : NULL;
 
@@ -457,7 +407,7 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     int tcp = !!(k->present & FK_TCP);
 
     if (lay->frag & PKT_FRAG_LATER)
-        return frag_translate(lb, pb, k, lay, now, len);
+        return lb_frag_translate(lb, pb, k, lay, now, len);
     if (k->present & (FK_ICMPV4 | FK_ICMPV6))
         return lb->live ? lb_icmp_translate(lb, pb, k, lay, now) : 0;
     if (!lb->live || !lb_key_of(k, &key))
@@ -489,30 +439,9 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     e->last_ms = now;
     if (p != NO_SLOT)
         lb->entries[p].last_ms = now;
-    count_vip(lb, e->vip_id, len);
-    frag_remember(lb, pb, k, lay, now, e->flags, e->new_dst, e->new_src, e->vip_id);
-    rewrite(pb, k, lay, e->flags, e->new_dst, e->new_dport, e->new_src, e->new_sport);
-    return 1;
-}
-
-static int frag_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
-                          const struct pkt_layout *lay, uint64_t now, uint32_t len)
-{
-    int v6 = !!(k->present & FK_IPV6);
-    uint32_t id;
-    struct lb_frag *f;
-
-    if (!lb->frags_used || !(k->present & (FK_IPV4 | FK_IPV6)))
-        return 0;
-    id = frag_id(pb->data, lay, v6);
-    f = frag_slot(lb, k, id);
-    if (!f->last_ms || f->id != id || f->proto != k->ip_proto || f->v6 != v6 ||
-        memcmp(f->src, k->nw_src, 16) || memcmp(f->dst, k->nw_dst, 16) ||
-        now - f->last_ms >= LB_FRAG_TIMEOUT_MS)
-        return 0;
-    lb->c.fragments++;
-    count_vip(lb, f->vip_id, len);
-    rewrite(pb, k, lay, f->flags, f->new_dst, 0, f->new_src, 0);   /* no ports in it */
+    lb_count_vip(lb, e->vip_id, len);
+    lb_frag_remember(lb, pb, k, lay, now, e->flags, e->new_dst, e->new_src, e->vip_id);
+    lb_rewrite(pb, k, lay, e->flags, e->new_dst, e->new_dport, e->new_src, e->new_sport);
     return 1;
 }
 
@@ -620,9 +549,9 @@ int lb_select(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     }
     v->packets++;
     v->bytes += len;
-    frag_remember(lb, pb, k, lay, now, fwd.flags, fwd.new_dst, fwd.new_src, vip_id);
+    lb_frag_remember(lb, pb, k, lay, now, fwd.flags, fwd.new_dst, fwd.new_src, vip_id);
     /* (no ports: a protocol without them gets the address alone) */
-    rewrite(pb, k, lay, fwd.flags & (LB_E_DST | LB_E_SRC), fwd.new_dst, fwd.new_dport,
+    lb_rewrite(pb, k, lay, fwd.flags & (LB_E_DST | LB_E_SRC), fwd.new_dst, fwd.new_dport,
             fwd.new_src, fwd.new_sport);
     return 1;
 }

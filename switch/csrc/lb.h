@@ -35,7 +35,7 @@
  *
  * Memory: 104 bytes per entry and a 4-byte hash, 2 entries per session (216 bytes a
  * session).  A VIP: 2 bytes per table entry, 26 bytes per pod (address, port, and a
- * counter of its new sessions).
+ * counter of its new sessions).  The fragment table: LB_FRAG_SLOTS of 88 bytes (352 KiB).
  *
  * Threads: the state belongs to whoever holds lb->lock: the datapath thread holds it
  * while it processes a round of packets, and gives it up between rounds when another
@@ -84,6 +84,7 @@ struct lb_frag {
     uint32_t vip_id;
     uint64_t last_ms;                  /* 0: free */
 };
+_Static_assert(sizeof(struct lb_frag) == 88, "the size lb.h's memory note says");
 
 enum lb_timeout { LB_TO_TCP_ESTABLISHED, LB_TO_TCP_CLOSING, LB_TO_TCP_OPENING, LB_TO_UDP,
                   LB_N_TIMEOUTS };
@@ -188,6 +189,21 @@ static inline int lb_active(const struct lb *lb) { return lb->live || lb->frags_
 
 /* The live session entry of key, or NULL (lock held; lb_icmp.c). */
 const struct lb_entry *lb_lookup(struct lb *lb, const struct lb_key *key, uint64_t now_ms);
+
+/* Shared by lb.c, lb_frag.c and lb_icmp.c (lock held).  lb_rewrite: the packet's
+ * destination and/or source (flags LB_E_*; port 0 with a portless packet: addresses
+ * alone), checksums and *k with it; lb_count_vip: a VIP's packet and bytes. */
+void lb_rewrite(struct pkt_buf *pb, struct flow_key *k, const struct pkt_layout *lay,
+                uint8_t flags, const uint8_t *dst, uint16_t dport, const uint8_t *src,
+                uint16_t sport);
+void lb_count_vip(struct lb *lb, uint32_t vip_id, uint32_t len);
+/* lb_frag.c: a first fragment translated (flags, to dst/src) is remembered for the later
+ * ones; a later fragment gets it (1) if remembered. */
+void lb_frag_remember(struct lb *lb, const struct pkt_buf *pb, const struct flow_key *k,
+                      const struct pkt_layout *lay, uint64_t now_ms, uint8_t flags,
+                      const uint8_t *dst, const uint8_t *src, uint32_t vip_id);
+int lb_frag_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
+                      const struct pkt_layout *lay, uint64_t now_ms, uint32_t len);
 
 /* lb_icmp.c (lock held): an ICMP error about a session's packet translated back (outer
  * and quoted headers, checksums; *k's addresses with them); 1 if it was. */
