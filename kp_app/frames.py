@@ -39,6 +39,7 @@ class Frame:
     eth_type: int
     raw: bytes
     l3: int = 14
+    l3_end: int = -1          # the end of the IP datagram (its own length): padding after
     arp_op: int = 0
     arp_sha: str = ""
     arp_spa: Optional[ipaddress.IPv4Address] = None
@@ -68,9 +69,16 @@ class Frame:
     def has_ports(self) -> bool:
         return self.ip_proto in _PORTED_HEADER and self.l4 >= 0
 
+    @property
+    def datagram_end(self) -> int:
+        """Where the IP datagram ends: its length field says, not the frame, whose
+        Ethernet padding (a short frame is padded to 60 bytes) is no part of it."""
+        return self.l3_end if self.l3_end >= 0 else len(self.raw)
+
     def l4_payload_len(self) -> int:
-        if self.ip_proto == TCP and self.l4 + 13 <= len(self.raw):
-            return len(self.raw) - self.l4 - (self.raw[self.l4 + 12] >> 4) * 4
+        end = self.datagram_end
+        if self.ip_proto == TCP and self.l4 + 13 <= end:
+            return max(0, end - self.l4 - (self.raw[self.l4 + 12] >> 4) * 4)
         return 0
 
 
@@ -95,6 +103,7 @@ def parse(raw: bytes) -> Optional[Frame]:
         if raw[off] >> 4 != 4 or ihl < 20 or len(raw) < off + ihl:
             return frame
         frame.ip_proto = raw[off + 9]
+        frame.l3_end = min(len(raw), off + max(ihl, struct.unpack_from("!H", raw, off + 2)[0]))
         frame.ip_src = ipaddress.IPv4Address(raw[off + 12:off + 16])
         frame.ip_dst = ipaddress.IPv4Address(raw[off + 16:off + 20])
         fragment_offset = struct.unpack_from("!H", raw, off + 6)[0] & 0x1FFF
@@ -102,6 +111,7 @@ def parse(raw: bytes) -> Optional[Frame]:
             _parse_l4(frame, off + ihl)
     elif frame.eth_type == ETH_IPV6 and len(raw) >= off + 40:
         frame.ip_proto = raw[off + 6]
+        frame.l3_end = min(len(raw), off + 40 + struct.unpack_from("!H", raw, off + 4)[0])
         frame.ip_src = ipaddress.IPv6Address(raw[off + 8:off + 24])
         frame.ip_dst = ipaddress.IPv6Address(raw[off + 24:off + 40])
         _parse_l4(frame, off + 40)
@@ -244,7 +254,7 @@ def tcp_reset(to: Frame, mac: str) -> bytes:
 def port_unreachable(to: Frame, mac: str) -> bytes:
     """ICMP (v4 type 3 code 3, v6 type 1 code 4) quoting the offending datagram."""
     src, dst = to.ip_dst, to.ip_src
-    quoted = to.raw[to.l3:to.l3 + (548 if src.version == 4 else 1232)]
+    quoted = to.raw[to.l3:min(to.datagram_end, to.l3 + (548 if src.version == 4 else 1232))]
     if src.version == 4:
         icmp = struct.pack("!BBHI", 3, 3, 0, 0) + quoted
         icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]

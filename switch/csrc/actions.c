@@ -323,3 +323,34 @@ void sctp_complete_partial(uint8_t *frame, int32_t l4, int32_t l3_end)
 {
     sctp_crc_store(frame + l4, sctp_crc(frame + l4, (size_t)(l3_end - l4)));
 }
+
+int csum_finish_partial(uint8_t *frame, const struct flow_key *k, const struct pkt_layout *lay,
+                        int32_t csum_start, int32_t csum_offset)
+{
+    int udp = !!(k->present & FK_UDP);
+
+    if (k->present & FK_SCTP) {     /* a CRC32c, not a ones' complement sum */
+        if (lay->l4 < 0 || (csum_start >= 0 && (csum_start != lay->l4 || csum_offset != SCTP_CSUM_OFFSET)))
+            return -1;
+        sctp_complete_partial(frame, lay->l4, lay->l3_end);
+        return 0;
+    }
+    if (csum_start < 0) {
+        if ((k->present & (FK_TCP | FK_UDP)) && lay->l4 >= 0)
+            csum_complete_partial(frame, lay->l4, lay->l3_end, udp);
+        return 0;
+    }
+    if (lay->l3 < 0 || lay->l3_end < 0 || csum_start < lay->l3 + 20 || csum_offset < 0 ||
+        csum_start + csum_offset + 2 > lay->l3_end)
+        return -1;
+    {
+        uint8_t *c = frame + csum_start + csum_offset;
+        uint16_t res = (uint16_t)~csum_fold(csum_add(0, frame + csum_start,
+                                                     (size_t)(lay->l3_end - csum_start)));
+
+        if (udp && csum_start == lay->l4 && csum_offset == 6 && res == 0)
+            res = 0xffff;
+        wr16(c, res);
+    }
+    return 0;
+}

@@ -76,5 +76,14 @@ void csum_complete_partial(uint8_t *frame, int32_t l4, int32_t l3_end, int is_ud
 /* The same for SCTP, whose sender left the CRC32c to the NIC (NETIF_F_SCTP_CRC, as a
  * veth has): computed over the SCTP packet. */
 void sctp_complete_partial(uint8_t *frame, int32_t l4, int32_t l3_end);
+/* Finishes a CHECKSUM_PARTIAL packet where its sender said: the 16-bit field at
+ * csum_start + csum_offset holds the pseudo-header sum, and the sum of the bytes from
+ * csum_start to the end of the datagram goes into it (a UDP checksum's 0 sent as
+ * 0xffff).  csum_start -1: the sender did not say (no virtio-net header), the parsed
+ * TCP or UDP checksum is finished, if any.  0, or -1 (nothing written) when the
+ * field or the start lies outside the IP datagram (before its header or past its end):
+ * such a packet cannot be finished and is dropped. */
+int csum_finish_partial(uint8_t *frame, const struct flow_key *k, const struct pkt_layout *lay,
+                        int32_t csum_start, int32_t csum_offset);
 
 #endif

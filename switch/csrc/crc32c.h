@@ -17,6 +17,8 @@ uint32_t crc32c(uint32_t crc, const uint8_t *p, size_t len);
  * *ok = 0 when the CPU lacks it).  For tests. */
 uint32_t crc32c_impl(int which, uint32_t crc, const uint8_t *p, size_t len, int *ok);
 
+#define SCTP_CSUM_OFFSET 8      /* the checksum field, in the common header (kp_proto.sctp) */
+
 /* The CRC32c an SCTP packet of len bytes (common header and chunks) should carry: its
  * checksum field (bytes 8..11) taken as zero.  len >= 12. */
 uint32_t sctp_crc(const uint8_t *sctp, size_t len);

@@ -376,9 +376,12 @@ static void lookup_and_run(struct emit_ctx *ctx, struct pkt_buf *pb, struct flow
     actions_run(pb, port_no, prog->ops, prog->n_ops, &env);
 }
 
+/* csum_start, csum_offset: where the sender's virtio-net header says its partial
+ * checksum is (-1: it did not say). */
 static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *frame,
                           uint32_t len, uint32_t headroom, uint32_t status, uint32_t seg_size,
-                          uint32_t now, uint64_t now_ns)
+                          uint32_t now, uint64_t now_ns, int32_t csum_start,
+                          int32_t csum_offset)
 {
     struct emit_ctx ctx = {dp, 0, seg_size, port, now, now_ns, 0};
     struct pkt_buf pb = {frame, len, headroom};
@@ -395,15 +398,21 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
     }
     if (pr == PARSE_MALFORMED)
         OWNER_ADD(dp->malformed, 1);
+    if (pr == PARSE_REFUSED) {    /* never forwarded by its outer fields (parse.h) */
+        OWNER_ADD(dp->refused, 1);
+        return;
+    }
     /* The sender's stack left the checksum for the NIC to finish (the veth peer has
-     * checksum offload): finish it, or every receiver would drop the packet. */
-    if ((status & TP_STATUS_CSUMNOTREADY) && (k.present & (FK_TCP | FK_UDP)))
-        csum_complete_partial(frame, lay.l4, lay.l3_end, !!(k.present & FK_UDP));
-    else if ((status & TP_STATUS_CSUMNOTREADY) && (k.present & FK_SCTP))
-        sctp_complete_partial(frame, lay.l4, lay.l3_end);     /* a CRC32c offload */
+     * checksum offload): finish it where the sender said, or every receiver would drop
+     * the packet; one pointing outside the datagram cannot be finished. */
+    if ((status & TP_STATUS_CSUMNOTREADY) &&
+        csum_finish_partial(frame, &k, &lay, csum_start, csum_offset)) {
+        PSTAT_ADD(port, rx_errors, 1);
+        return;
+    }
     /* A session's packets are translated before the tables see them (lb.h); with no
      * session in the table, not even the call. */
-    if (dp->lb->live)
+    if (lb_active(dp->lb))
         lb_translate(dp->lb, &pb, &k, &lay, now_ns / 1000000u, len);
     lookup_and_run(&ctx, &pb, &k);
 }
@@ -421,7 +430,8 @@ static void process_datagram(void *ctx_, const uint8_t *seg, uint32_t len)
 
     /* seg is the port's gso_buf, ACTION_HEADROOM in: ours to rewrite in place. */
     process_frame(ctx->dp, ctx->port, (uint8_t *)seg, len, ACTION_HEADROOM,
-                  ctx->status & ~(uint32_t)TP_STATUS_CSUMNOTREADY, 0, ctx->now, ctx->now_ns);
+                  ctx->status & ~(uint32_t)TP_STATUS_CSUMNOTREADY, 0, ctx->now, ctx->now_ns,
+                  -1, -1);
 }
 
 /* Handles one filled block of port's ring; returns the number of frames. */
@@ -441,7 +451,9 @@ static uint32_t process_block(struct datapath *dp, struct dp_port *port,
         uint32_t headroom = h->tp_mac > hdrlen ? h->tp_mac - hdrlen : 0;
         int udp;
         uint16_t gso_size = port_rx_gso_size(port, frame, &udp);   /* before any rewrite */
+        int32_t cs_start = -1, cs_off = -1;
 
+        port_rx_csum(port, frame, &cs_start, &cs_off);
         if (!up) {
             PSTAT_ADD(port, rx_dropped, 1);
             continue;
@@ -462,6 +474,12 @@ static uint32_t process_block(struct datapath *dp, struct dp_port *port,
             wr16(frame + 14, (uint16_t)h->hv1.tp_vlan_tci);
             len += 4;
             headroom -= 4;
+            if (cs_start >= 0)
+                cs_start += 4;    /* the sender counted from the frame without it */
+        }
+        if (gso_size && gso_size < SEG_MIN_SIZE) {   /* segment.h: refused, not cut */
+            PSTAT_ADD(port, rx_errors, 1);
+            continue;
         }
         if (gso_size && udp) {    /* the sender's datagrams, each switched on its own */
             struct gso_ctx g = {dp, port, h->tp_status, now, now_ns};
@@ -471,7 +489,7 @@ static uint32_t process_block(struct datapath *dp, struct dp_port *port,
                 continue;
         }
         process_frame(dp, port, frame, len, headroom, h->tp_status, udp ? 0 : gso_size, now,
-                      now_ns);
+                      now_ns, cs_start, cs_off);
     }
     return n;
 }

@@ -61,7 +61,7 @@ struct datapath {
     struct dp_port *ports;
     struct flow_cache *cache;
     struct cache_stats cst;
-    uint64_t parse_errors, malformed, miss_queue_drops, cmd_queue_drops, mf_cmd_drops;
+    uint64_t parse_errors, malformed, refused, miss_queue_drops, cmd_queue_drops, mf_cmd_drops;
     struct flow_counter *counters;     /* MAX_FLOW_IDS */
     struct lb *lb;                     /* VIPs and sessions: its lock, see lb.h */
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keyed_hash.h"
 #include "megaflow.h"
 
 #define STAT_ADD(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
@@ -74,22 +75,15 @@ bool cache_key_of(const struct flow_key *fk, struct cache_key *k)
 
 uint32_t cache_key_hash(const struct cache_key *k, const uint8_t *v6)
 {
-    uint64_t h = 0, a[4];
+    uint64_t w[8];
 
-    h = cache_mix(h, k->w[0]);
-    h = cache_mix(h, k->w[1]);
-    h = cache_mix(h, k->w[2]);
-    h = cache_mix(h, k->w[3]);
+    memcpy(w, k->w, 4 * sizeof w[0]);
     if (v6) {
-        memcpy(a, v6, sizeof a);
-        h = cache_mix(h, a[0]);
-        h = cache_mix(h, a[1]);
-        h = cache_mix(h, a[2]);
-        h = cache_mix(h, a[3]);
-    } else {
-        h = cache_mix(h, k->w[4]);
+        memcpy(w + 4, v6, 32);
+        return (uint32_t)siphash13(w, 8, keyed_hash_secret[0], keyed_hash_secret[1]);
     }
-    return cache_fmix(h);
+    w[4] = k->w[4];
+    return (uint32_t)siphash13(w, 5, keyed_hash_secret[0], keyed_hash_secret[1]);
 }
 
 uint32_t flow_key_hash(const struct flow_key *fk)
@@ -105,7 +99,8 @@ static uint32_t addr_hash(const uint8_t *a)
     uint64_t x[2];
 
     memcpy(x, a, sizeof x);
-    return cache_fmix(cache_mix(cache_mix(0, x[0]), x[1]));
+    /* the secret's halves swapped: another function of it than the buckets' */
+    return (uint32_t)siphash13(x, 2, keyed_hash_secret[1], keyed_hash_secret[0]);
 }
 
 

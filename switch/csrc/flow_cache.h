@@ -166,24 +166,6 @@ static inline uint64_t cache_pack_ids(const uint32_t *ids, uint32_t n)
     return w;
 }
 
-/* The hash steps the cache and the megaflows share (fastpath_ref _mix, _fmix). */
-static inline uint64_t cache_mix(uint64_t h, uint64_t w)
-{
-    h ^= w;
-    h *= 0x9e3779b97f4a7c15ull;
-    return h ^ (h >> 29);
-}
-
-static inline uint32_t cache_fmix(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return (uint32_t)h;
-}
-
 struct addr_slot {
     uint8_t addr[16];
     uint32_t refcnt;
@@ -237,9 +219,10 @@ struct flow_cache {
  * the IPv6 addresses) says everything fk says (see the top). */
 bool cache_key_of(const struct flow_key *fk, struct cache_key *k);
 
-/* The hash of a key (fastpath_ref.key_hash): a multiply-xorshift over k's first four
- * words and then either its fifth word or, for IPv6 (v6 = fk's nw_src then nw_dst, 32
- * bytes), the four words of the addresses; a 64-bit finalizer, low 32 bits. */
+/* The hash of a key (fastpath_ref.key_hash): SipHash-1-3 under the process secret
+ * (keyed_hash.h: nobody outside can aim keys at one bucket) of k's first four words
+ * and then either its fifth word or, for IPv6 (v6 = fk's nw_src then nw_dst, 32
+ * bytes), the four words of the addresses; low 32 bits. */
 uint32_t cache_key_hash(const struct cache_key *k, const uint8_t *v6);
 
 /* The same for a parsed key (any 100 bytes: key_hash is total). */

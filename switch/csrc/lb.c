@@ -7,9 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "csum.h"
+#include "keyed_hash.h"
 #include "session_hash.h"
 
 #define TCP_FIN 0x01
@@ -21,38 +21,6 @@
 static const uint32_t default_timeouts_s[LB_N_TIMEOUTS] = {86400, 120, 120, 30};
 
 /* ------------------------------------------------------------------ the bucket hash */
-
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                           \
-    do {                                                                                   \
-        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                          \
-        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                             \
-        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                             \
-        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                          \
-    } while (0)
-
-/* SipHash-1-3 of n 64-bit words (little-endian, as memcpy reads them) under (k0, k1). */
-static uint64_t siphash13(const uint64_t *w, int n, uint64_t k0, uint64_t k1)
-{
-    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
-    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
-    uint64_t b = (uint64_t)(8 * n) << 56;
-    int i;
-
-    for (i = 0; i < n; i++) {
-        v3 ^= w[i];
-        SIPROUND;
-        v0 ^= w[i];
-    }
-    v3 ^= b;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
 
 /* A session key's bucket hash. */
 static uint64_t key_hash(const struct lb *lb, const struct lb_key *key)
@@ -107,27 +75,25 @@ static int alloc_table(uint32_t buckets, uint32_t **hashes, struct lb_entry **en
 struct lb *lb_new(uint32_t buckets)
 {
     struct lb *lb = calloc(1, sizeof *lb);
-    uint64_t key[2] = {0, 0};
+    uint64_t key[2];
 
     if (!lb)
         return NULL;
     pthread_mutex_init(&lb->lock, NULL);
     lb->vips = calloc(LB_MAX_VIPS, sizeof *lb->vips);
     lb->source_sessions = calloc(LB_SOURCE_SLOTS, sizeof *lb->source_sessions);
-    if (!lb->vips || !lb->source_sessions ||
+    lb->frags = calloc(LB_FRAG_SLOTS, sizeof *lb->frags);
+    if (!lb->vips || !lb->source_sessions || !lb->frags ||
         alloc_table(buckets, &lb->hashes, &lb->entries)) {
         free(lb->vips);
         free(lb->source_sessions);
+        free(lb->frags);
         free(lb);
         return NULL;
     }
     lb->n_buckets = buckets;
     lb->next_sid = 1;
-    if (getrandom(key, sizeof key, 0) != sizeof key) {
-        /* no entropy yet: a weaker key from the clock and the heap's address */
-        key[0] = (uint64_t)(uintptr_t)lb ^ 0x9e3779b97f4a7c15ULL;
-        key[1] = (uint64_t)(uintptr_t)&key;
-    }
+    keyed_hash_random_key(key);
     lb->k0 = key[0];
     lb->k1 = key[1];
     memcpy(lb->timeout_ms, default_timeouts_s, sizeof lb->timeout_ms);
@@ -156,6 +122,7 @@ void lb_free(struct lb *lb)
         vip_free(lb->vips[i]);
     free(lb->vips);
     free(lb->source_sessions);
+    free(lb->frags);
     free(lb->hashes);
     free(lb->entries);
     pthread_mutex_destroy(&lb->lock);
@@ -424,6 +391,13 @@ static uint32_t find(struct lb *lb, const struct lb_key *key, uint64_t h, uint64
     return NO_SLOT;
 }
 
+const struct lb_entry *lb_lookup(struct lb *lb, const struct lb_key *key, uint64_t now)
+{
+    uint32_t s = lb->live ? find(lb, key, key_hash(lb, key), now) : NO_SLOT;
+
+    return s == NO_SLOT ? NULL : &lb->entries[s];
+}
+
 /* A free (or dead) slot for key; else the slot of the oldest closed session there
  * (FIN or RST seen: it only waits for late packets), ended to make room, as conntrack
  * drops its least useful entries when full; NO_SLOT when both its buckets are full of
@@ -490,9 +464,9 @@ static uint32_t nat_ops(struct action_op *ops, const struct flow_key *k, int src
 
 /* Rewrites the packet's destination and/or source (flags), with checksums, and the key
  * with it (no parse: see actions_nat). */
-static void rewrite(struct pkt_buf *pb, struct flow_key *k, const struct pkt_layout *lay,
-                    uint8_t flags, const uint8_t *dst, uint16_t dport, const uint8_t *src,
-                    uint16_t sport)
+void lb_rewrite(struct pkt_buf *pb, struct flow_key *k, const struct pkt_layout *lay,
+                uint8_t flags, const uint8_t *dst, uint16_t dport, const uint8_t *src,
+                uint16_t sport)
 {
     struct action_op ops[4];
     uint32_t n = 0;
@@ -506,7 +480,7 @@ static void rewrite(struct pkt_buf *pb, struct flow_key *k, const struct pkt_lay
         k->present |= FK_LB_LOOPBACK;
 }
 
-static void count_vip(struct lb *lb, uint32_t vip_id, uint32_t len)
+void lb_count_vip(struct lb *lb, uint32_t vip_id, uint32_t len)
 {
     struct lb_vip *v = vip_id < LB_MAX_VIPS ? lb->vips[vip_id] : NULL;
 
@@ -526,6 +500,10 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     int tcp = !!(k->present & FK_TCP), sctp = !!(k->present & FK_SCTP);
     unsigned chunks;
 
+    if (lay->frag & PKT_FRAG_LATER)
+        return lb_frag_translate(lb, pb, k, lay, now, len);
+    if (k->present & (FK_ICMPV4 | FK_ICMPV6))
+        return lb->live ? lb_icmp_translate(lb, pb, k, lay, now) : 0;
     if (!lb->live || !lb_key_of(k, &key))
         return 0;
     s = find(lb, &key, key_hash(lb, &key), now);
@@ -580,8 +558,9 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     e->last_ms = now;
     if (p != NO_SLOT)
         lb->entries[p].last_ms = now;
-    count_vip(lb, e->vip_id, len);
-    rewrite(pb, k, lay, e->flags, e->new_dst, e->new_dport, e->new_src, e->new_sport);
+    lb_count_vip(lb, e->vip_id, len);
+    lb_frag_remember(lb, pb, k, lay, now, e->flags, e->new_dst, e->new_src, e->vip_id);
+    lb_rewrite(pb, k, lay, e->flags, e->new_dst, e->new_dport, e->new_src, e->new_sport);
     return 1;
 }
 
@@ -694,8 +673,9 @@ int lb_select(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     }
     v->packets++;
     v->bytes += len;
+    lb_frag_remember(lb, pb, k, lay, now, fwd.flags, fwd.new_dst, fwd.new_src, vip_id);
     /* (no ports: a protocol without them gets the address alone) */
-    rewrite(pb, k, lay, fwd.flags & (LB_E_DST | LB_E_SRC), fwd.new_dst, fwd.new_dport,
+    lb_rewrite(pb, k, lay, fwd.flags & (LB_E_DST | LB_E_SRC), fwd.new_dst, fwd.new_dport,
             fwd.new_src, fwd.new_sport);
     return 1;
 }
@@ -724,6 +704,8 @@ uint64_t lb_flush(struct lb *lb, uint32_t vip_id, const uint8_t *pod, uint32_t v
         n++;
     }
     lb->c.flushed += n;
+    memset(lb->frags, 0, LB_FRAG_SLOTS * sizeof *lb->frags);   /* no fragment to a flushed pod */
+    lb->frags_used = 0;
     return n;
 }
 

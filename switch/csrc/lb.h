@@ -37,7 +37,7 @@
  *
  * Memory: 104 bytes per entry and a 4-byte hash, 2 entries per session (216 bytes a
  * session).  A VIP: 2 bytes per table entry, 26 bytes per pod (address, port, and a
- * counter of its new sessions).
+ * counter of its new sessions).  The fragment table: LB_FRAG_SLOTS of 88 bytes (352 KiB).
  *
  * Threads: the state belongs to whoever holds lb->lock: the datapath thread holds it
  * while it processes a round of packets, and gives it up between rounds when another
@@ -65,6 +65,28 @@
  * counted in LB_SOURCE_SLOTS slots by a keyed hash (two sources in one slot share it). */
 #define LB_SOURCE_SHARE 4u          /* kp_proto.lb.SOURCE_SHARE */
 #define LB_SOURCE_SLOTS 65536u
+
+/* Fragments (lb.c, "fragments"): a later fragment has no ports, so no session key; the
+ * translation the first fragment of its datagram got is remembered for it, in a
+ * direct-mapped table of LB_FRAG_SLOTS keyed by (source, destination, protocol, IP id)
+ * under the table's keyed hash, for LB_FRAG_TIMEOUT_MS (fragments of one datagram
+ * arrive within milliseconds; Linux waits 30 s to reassemble, but a sender retransmits
+ * the whole datagram anyway).  A newer datagram takes an older one's slot.  A later
+ * fragment that arrives before its first, or after its slot was taken, is not
+ * translated (the stricter choice, as VPP's kube-proxy plugin without reassembly):
+ * nothing can tell which pod it is for, and it reaches none rather than a wrong one. */
+#define LB_FRAG_SLOTS 4096u
+#define LB_FRAG_TIMEOUT_MS 5000u
+
+struct lb_frag {
+    uint8_t src[16], dst[16];
+    uint32_t id;
+    uint8_t proto, v6, flags, pad;     /* flags: LB_E_DST/LB_E_SRC asked for */
+    uint8_t new_dst[16], new_src[16];
+    uint32_t vip_id;
+    uint64_t last_ms;                  /* 0: free */
+};
+_Static_assert(sizeof(struct lb_frag) == 88, "the size lb.h's memory note says");
 
 enum lb_timeout { LB_TO_TCP_ESTABLISHED, LB_TO_TCP_CLOSING, LB_TO_TCP_OPENING, LB_TO_UDP,
                   LB_N_TIMEOUTS };
@@ -111,6 +133,8 @@ enum { LB_E_DST = 1, LB_E_SRC = 2, LB_E_FORWARD = 4, LB_E_COUNTED = 8 };
 
 struct lb_counters {
     uint64_t created, untracked, dropped, table_full, source_limited, expired, flushed;
+    uint64_t fragments;                 /* later fragments translated as their first */
+    uint64_t icmp_errors;               /* ICMP errors translated back (lb_icmp.c) */
 };
 
 struct lb {
@@ -130,6 +154,8 @@ struct lb {
      * the node's address (kp_proto/lb.py KP_LB_CONF), or the VIP's when not set. */
     uint8_t hairpin_src[2][16];
     uint8_t hairpin_set[2];
+    struct lb_frag *frags;              /* LB_FRAG_SLOTS */
+    uint32_t frags_used;                /* slots ever filled since the last flush */
     struct lb_counters c;
 };
 
@@ -174,6 +200,32 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
                  const struct pkt_layout *lay, uint64_t now_ms, uint32_t len);
 int lb_select(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
               const struct pkt_layout *lay, uint32_t vip_id, uint64_t now_ms, uint32_t len);
+
+/* Whether lb_translate has anything to do (sessions or remembered fragments). */
+static inline int lb_active(const struct lb *lb) { return lb->live || lb->frags_used; }
+
+/* The live session entry of key, or NULL (lock held; lb_icmp.c). */
+const struct lb_entry *lb_lookup(struct lb *lb, const struct lb_key *key, uint64_t now_ms);
+
+/* Shared by lb.c, lb_frag.c and lb_icmp.c (lock held).  lb_rewrite: the packet's
+ * destination and/or source (flags LB_E_*; port 0 with a portless packet: addresses
+ * alone), checksums and *k with it; lb_count_vip: a VIP's packet and bytes. */
+void lb_rewrite(struct pkt_buf *pb, struct flow_key *k, const struct pkt_layout *lay,
+                uint8_t flags, const uint8_t *dst, uint16_t dport, const uint8_t *src,
+                uint16_t sport);
+void lb_count_vip(struct lb *lb, uint32_t vip_id, uint32_t len);
+/* lb_frag.c: a first fragment translated (flags, to dst/src) is remembered for the later
+ * ones; a later fragment gets it (1) if remembered. */
+void lb_frag_remember(struct lb *lb, const struct pkt_buf *pb, const struct flow_key *k,
+                      const struct pkt_layout *lay, uint64_t now_ms, uint8_t flags,
+                      const uint8_t *dst, const uint8_t *src, uint32_t vip_id);
+int lb_frag_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
+                      const struct pkt_layout *lay, uint64_t now_ms, uint32_t len);
+
+/* lb_icmp.c (lock held): an ICMP error about a session's packet translated back (outer
+ * and quoted headers, checksums; *k's addresses with them); 1 if it was. */
+int lb_icmp_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
+                      const struct pkt_layout *lay, uint64_t now_ms);
 
 /* For tests: the bucket hash's key, and a key's two candidate buckets. */
 void lb_set_hash_key(struct lb *lb, uint64_t k0, uint64_t k1);

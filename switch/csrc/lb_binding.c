@@ -171,7 +171,7 @@ static uint64_t now_ms(void)
 
 /* The VIPs from id `first` on, at most `most` of them. */
 static int take_snapshot(struct lb *lb, struct vip_snap **out, uint32_t *n_out,
-                         uint64_t totals[7], uint64_t now, uint32_t first, uint32_t most)
+                         uint64_t totals[9], uint64_t now, uint32_t first, uint32_t most)
 {
     uint32_t i, n = 0, s, total;
     struct vip_snap *snap;
@@ -216,6 +216,8 @@ static int take_snapshot(struct lb *lb, struct vip_snap **out, uint32_t *n_out,
     totals[4] = lb->c.dropped;
     totals[5] = lb->c.table_full;
     totals[6] = lb->c.source_limited;
+    totals[7] = lb->c.fragments;
+    totals[8] = lb->c.icmp_errors;
     *out = snap;
     *n_out = n;
     return 0;
@@ -224,7 +226,7 @@ static int take_snapshot(struct lb *lb, struct vip_snap **out, uint32_t *n_out,
 PyObject *lb_py_stats(struct datapath *dp, PyObject *args)
 {
     struct vip_snap *snap = NULL;
-    uint64_t totals[7];
+    uint64_t totals[9];
     uint32_t n = 0, i, j;
     PyObject *vips = NULL, *out = NULL;
     uint64_t now = now_ms();
@@ -264,12 +266,14 @@ PyObject *lb_py_stats(struct datapath *dp, PyObject *args)
         }
         Py_DECREF(d);
     }
-    out = Py_BuildValue("{sKsKsKsKsKsKsKsO}", "sessions", (unsigned long long)totals[0],
+    out = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsO}", "sessions", (unsigned long long)totals[0],
                         "capacity", (unsigned long long)totals[1], "created",
                         (unsigned long long)totals[2], "untracked",
                         (unsigned long long)totals[3], "dropped", (unsigned long long)totals[4],
                         "table_full", (unsigned long long)totals[5], "source_limited",
-                        (unsigned long long)totals[6], "vips", vips);
+                        (unsigned long long)totals[6], "fragments",
+                        (unsigned long long)totals[7], "icmp_errors",
+                        (unsigned long long)totals[8], "vips", vips);
 fail:
     Py_XDECREF(vips);
 done:

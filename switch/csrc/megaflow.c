@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keyed_hash.h"
+
 #define STAT_ADD(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
 
 static inline int32_t sdiff(uint32_t a, uint32_t b) { return (int32_t)(a - b); }
@@ -57,12 +59,11 @@ void mf_free(struct megaflows *m) { free(m); }
 
 static uint32_t mf_hash(uint32_t sub, const struct mf_key *k)
 {
-    uint64_t h = cache_mix(0, sub);
-    int i;
+    uint64_t w[MF_WORDS + 1];
 
-    for (i = 0; i < MF_WORDS; i++)
-        h = cache_mix(h, k->w[i]);
-    return cache_fmix(h);
+    w[0] = sub;
+    memcpy(w + 1, k->w, sizeof k->w);
+    return (uint32_t)siphash13(w, MF_WORDS + 1, keyed_hash_secret[0], keyed_hash_secret[1]);
 }
 
 static inline void mask_key(const struct mf_key *k, const struct mf_key *mask,

@@ -14,6 +14,7 @@
 #include "datapath.h"
 #include "flow_cache.h"
 #include "flow_key.h"
+#include "keyed_hash.h"
 #include "lb_binding.h"
 #include "megaflow.h"
 #include "parse.h"
@@ -588,7 +589,7 @@ static PyObject *fp_parse_blob(PyObject *self, PyObject *args)
     if (!d)
         return NULL;
     return Py_BuildValue("(Ny#O)", d, (const char *)&k, (Py_ssize_t)sizeof k,
-                         r == PARSE_MALFORMED ? Py_True : Py_False);
+                         r != PARSE_OK ? Py_True : Py_False);
 }
 
 struct collect {
@@ -657,31 +658,30 @@ static PyObject *fp_apply_actions(PyObject *self, PyObject *args, PyObject *kw)
     return c.list;
 }
 
+/* complete_partial_checksum(packet, csum_start=-1, csum_offset=-1) -> bytes, or None
+ * when the packet cannot be finished (csum_finish_partial). */
 static PyObject *fp_complete_partial_checksum(PyObject *self, PyObject *args)
 {
     Py_buffer b;
     struct flow_key k;
     struct pkt_layout lay;
     PyObject *out;
+    int start = -1, offset = -1, r = 0;
 
     (void)self;
     uint8_t *pkt;
     uint32_t len;
 
-    if (!PyArg_ParseTuple(args, "y*:complete_partial_checksum", &b))
+    if (!PyArg_ParseTuple(args, "y*|ii:complete_partial_checksum", &b, &start, &offset))
         return NULL;
     pkt = exact_copy(&b);
     len = (uint32_t)b.len;
     PyBuffer_Release(&b);
     if (!pkt)
         return NULL;
-    if (parse_packet(pkt, len, 0, &k, &lay) != PARSE_RUNT && lay.l4 >= 0) {
-        if (k.present & (FK_TCP | FK_UDP))
-            csum_complete_partial(pkt, lay.l4, lay.l3_end, !!(k.present & FK_UDP));
-        else if (k.present & FK_SCTP)
-            sctp_complete_partial(pkt, lay.l4, lay.l3_end);
-    }
-    out = PyBytes_FromStringAndSize((const char *)pkt, len);
+    if (parse_packet(pkt, len, 0, &k, &lay) != PARSE_RUNT)
+        r = csum_finish_partial(pkt, &k, &lay, start < 0 ? -1 : start, offset);
+    out = r ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize((const char *)pkt, len);
     PyMem_Free(pkt);
     return out;
 }
@@ -703,7 +703,8 @@ static int udp_segment_fn(const uint8_t *frame, uint32_t len, uint32_t gso_size,
 }
 
 /* segment_tcp(frame, mtu[, seg_size]) / segment_udp(frame, gso_size): the frame's
- * segments, or [frame] when it is left whole. */
+ * segments, [frame] when it is left whole, [] when it is refused (SEG_REFUSED: the
+ * datapath drops it). */
 static PyObject *segment_frames(PyObject *args, const char *fmt, segment_fn segment,
                                 unsigned int lo)
 {
@@ -742,6 +743,7 @@ static PyObject *segment_frames(PyObject *args, const char *fmt, segment_fn segm
     PyMem_Free(scratch);
     if (!n && !c.failed)
         collect_emit(&c, 0, b.buf, (uint32_t)b.len);
+    /* SEG_REFUSED: nothing was emitted, the list stays empty */
     PyBuffer_Release(&b);
     if (c.failed) {
         Py_DECREF(c.list);
@@ -824,6 +826,16 @@ static PyObject *fp_crc32c(PyObject *self, PyObject *args)
     c = crc32c((uint32_t)crc, b.buf, (size_t)b.len);
     PyBuffer_Release(&b);
     return PyLong_FromUnsignedLong(c);
+}
+
+/* The process secret (keyed_hash.h), for tests: the twin places entries as the C
+ * tables do only under the same key.  Read only: nothing sets it. */
+static PyObject *fp_hash_secret(PyObject *self, PyObject *args)
+{
+    (void)self;
+    (void)args;
+    return Py_BuildValue("(KK)", (unsigned long long)keyed_hash_secret[0],
+                         (unsigned long long)keyed_hash_secret[1]);
 }
 
 static PyObject *fp_session_hash(PyObject *self, PyObject *args)
@@ -1424,6 +1436,7 @@ static PyObject *Datapath_stats(DatapathObject *self, PyObject *unused)
         goto fail;
     if (put(d, "parse_errors", PyLong_FromUnsignedLongLong(LD(dp->parse_errors))) ||
         put(d, "malformed", PyLong_FromUnsignedLongLong(LD(dp->malformed))) ||
+        put(d, "refused", PyLong_FromUnsignedLongLong(LD(dp->refused))) ||
         put(d, "miss_queue_drops", PyLong_FromUnsignedLongLong(LD(dp->miss_queue_drops))))
         goto fail;
     for (i = 0; i < dp->n_ports; i++) {
@@ -1541,6 +1554,8 @@ static PyMethodDef module_methods[] = {
     {"key_hash", fp_key_hash, METH_VARARGS, NULL},
     {"crc32c", fp_crc32c, METH_VARARGS, "crc32c(data, crc=0) -> CRC32c (SCTP's checksum)"},
     {"crc32c_impls", fp_crc32c_impls, METH_VARARGS, NULL},
+    {"hash_secret", fp_hash_secret, METH_NOARGS,
+     "hash_secret() -> (k0, k1): the process secret the tables are keyed with"},
     {"session_hash", fp_session_hash, METH_VARARGS,
      "session_hash(key_blob, basis) -> Open vSwitch's symmetric_l3l4+udp hash"},
     {NULL, NULL, 0, NULL},

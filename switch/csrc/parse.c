@@ -14,7 +14,6 @@
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86dd
 #define ETH_P_ARP 0x0806
-#define MAX_IPV6_EXT 16
 
 static enum parse_result parse_nd(const uint8_t *pkt, int32_t off, struct flow_key *k,
                                   struct pkt_layout *lay)
@@ -128,8 +127,12 @@ static enum parse_result parse_ipv4(const uint8_t *pkt, uint32_t len, int32_t of
     memcpy(k->nw_src, pkt + off + 12, 4);
     memcpy(k->nw_dst, pkt + off + 16, 4);
     lay->l3_end = off + tot;
-    if (rd16(pkt + off + 6) & 0x1fff)
+    if (rd16(pkt + off + 6) & 0x3fff)
+        lay->frag = PKT_FRAG;
+    if (rd16(pkt + off + 6) & 0x1fff) {
+        lay->frag |= PKT_FRAG_LATER;
         return PARSE_OK;        /* a later fragment carries no L4 header */
+    }
     return parse_l4(pkt, off + ihl, 0, k, lay);
 }
 
@@ -155,35 +158,40 @@ static enum parse_result parse_ipv6(const uint8_t *pkt, uint32_t len, int32_t of
     lay->l3_end = end;
     nh = pkt[off + 6];
     cur = off + 40;
-    for (i = 0; i < MAX_IPV6_EXT; i++) {
+    for (i = 0; i <= IPV6_MAX_EXT_HDRS; i++) {
         k->ip_proto = nh;
-        if (nh == 0 || nh == 43 || nh == 60) {      /* hop-by-hop, routing, dest opts */
-            int32_t hlen;
+        if (cur - (off + 40) > IPV6_MAX_EXT_BYTES)
+            return PARSE_REFUSED;   /* too long a chain */
+        if (nh != 0 && nh != 43 && nh != 60 && nh != 44)
+            return parse_l4(pkt, cur, 1, k, lay);
+        if (i == IPV6_MAX_EXT_HDRS || (nh == 0 && i > 0))
+            return PARSE_REFUSED;   /* too many; hop-by-hop only first (RFC 8200) */
+        if (end - cur < 8)
+            return PARSE_MALFORMED;
+        if (nh == 44) {                             /* fragment */
+            uint16_t fo = rd16(pkt + cur + 2);
 
-            if (end - cur < 8)
-                return PARSE_MALFORMED;
-            hlen = (pkt[cur + 1] + 1) * 8;
+            nh = pkt[cur];
+            if (fo & 0xfff9) {      /* offset or more fragments: not an atomic one */
+                lay->frag = PKT_FRAG;
+                lay->frag_hdr = cur;
+            }
+            cur += 8;
+            if (fo >> 3) {
+                lay->frag |= PKT_FRAG_LATER;
+                k->ip_proto = nh;
+                return PARSE_OK;
+            }
+        } else {                                    /* hop-by-hop, routing, dest opts */
+            int32_t hlen = (pkt[cur + 1] + 1) * 8;
+
             if (hlen > end - cur)
                 return PARSE_MALFORMED;
             nh = pkt[cur];
             cur += hlen;
-        } else if (nh == 44) {                      /* fragment */
-            uint16_t frag_off;
-
-            if (end - cur < 8)
-                return PARSE_MALFORMED;
-            frag_off = rd16(pkt + cur + 2) >> 3;
-            nh = pkt[cur];
-            cur += 8;
-            if (frag_off) {
-                k->ip_proto = nh;
-                return PARSE_OK;
-            }
-        } else {
-            return parse_l4(pkt, cur, 1, k, lay);
         }
     }
-    return PARSE_MALFORMED;     /* an absurdly long chain of extension headers */
+    return PARSE_REFUSED;       /* not reached: the loop returns */
 }
 
 static enum parse_result parse_arp(const uint8_t *pkt, uint32_t len, int32_t off,
@@ -210,7 +218,8 @@ enum parse_result parse_packet(const uint8_t *pkt, uint32_t len, uint32_t in_por
     int32_t off = 14;
 
     memset(k, 0, sizeof *k);
-    lay->l3 = lay->l4 = lay->l3_end = lay->sll_off = lay->tll_off = -1;
+    lay->l3 = lay->l4 = lay->l3_end = lay->sll_off = lay->tll_off = lay->frag_hdr = -1;
+    lay->frag = 0;
     if (len < 14)
         return PARSE_RUNT;
     k->in_port = in_port;

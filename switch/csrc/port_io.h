@@ -84,6 +84,24 @@ static inline uint16_t port_rx_gso_size(const struct dp_port *p, const uint8_t *
     return vh.gso_size;       /* AF_PACKET writes it in host order */
 }
 
+/* Where the sender left its checksum to finish (CHECKSUM_PARTIAL: the virtio-net
+ * header's csum_start and csum_offset, frame-relative); 0 when it did not say (no
+ * virtio-net header, or no NEEDS_CSUM). */
+static inline int port_rx_csum(const struct dp_port *p, const uint8_t *frame,
+                               int32_t *start, int32_t *offset)
+{
+    struct virtio_net_hdr vh;
+
+    if (!p->vnet)
+        return 0;
+    memcpy(&vh, frame - sizeof vh, sizeof vh);
+    if (!(vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM))
+        return 0;
+    *start = vh.csum_start;   /* host order, as gso_size */
+    *offset = vh.csum_offset;
+    return 1;
+}
+
 /* The next block the kernel has filled, or NULL; hand it back with port_rx_release. */
 struct tpacket_block_desc *port_rx_block(struct dp_port *p);
 void port_rx_release(struct dp_port *p, struct tpacket_block_desc *bd);

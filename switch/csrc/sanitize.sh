@@ -3,7 +3,8 @@
 # temporary directory and runs the C side of the fast path tests against that build
 # (parse/actions/cache/megaflow differential tests, the agent's randomized megaflow
 # check on the C cache, and the veth datapath tests).  Any ASan or
-# UBSan report aborts the run.  Extra arguments go to pytest.
+# UBSan report aborts the run.  Extra arguments go to pytest; with --python first, the
+# rest is a Python command line run under the sanitized build instead (./run fuzz).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 py=${PYTHON:-$here/.venv/bin/python}
@@ -25,13 +26,21 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$out/ubsan
 export PYTHONMALLOC=malloc       # let ASan see the buffers the glue allocates too
 cd "$here"
 rc=0
+if [ "${1:-}" = --python ]; then
+    shift
+    "$py" "$@" || rc=$?
+else
 "$py" -m pytest -q -p no:cacheprovider -k "not ref" \
     tests/switch/test_fastpath_parse.py tests/switch/test_fastpath_actions.py \
     tests/switch/test_fastpath_cache.py tests/switch/test_fastpath_megaflow.py \
     "tests/switch/test_agent_invalidation.py::test_random_flow_mods_never_leave_a_stale_megaflow_answer[0]" \
     "tests/switch/test_agent_invalidation.py::test_random_flow_mods_never_leave_a_stale_megaflow_answer[1]" \
     tests/switch/test_fastpath_datapath.py tests/switch/test_gso.py \
-    tests/switch/test_session_hash.py "$@" || rc=$?
+    tests/switch/test_session_hash.py tests/switch/test_keyed_hash.py \
+    tests/switch/test_fastpath_hostile_packets.py tests/switch/test_lb_fragments_icmp.py \
+    tests/switch/test_vnet_hostile.py \
+    "$@" || rc=$?
+fi
 if compgen -G "$out/[au]*san.*" >/dev/null; then
     cat "$out"/[au]*san.* >&2
     [ "$rc" != 0 ] || rc=1

@@ -49,7 +49,7 @@ int tcp_segment(const uint8_t *frame, uint32_t len, uint32_t mtu, uint32_t seg_s
     int v4, n = 0;
 
     if (parse_packet(frame, len, 0, &k, &lay) == PARSE_RUNT || lay.l3 < 0 ||
-        !(k.present & FK_TCP))
+        !(k.present & FK_TCP) || lay.frag)
         return 0;
     l3 = lay.l3;
     l4 = lay.l4;
@@ -58,7 +58,11 @@ int tcp_segment(const uint8_t *frame, uint32_t len, uint32_t mtu, uint32_t seg_s
     if (seg_size && seg_size < (uint32_t)mss)
         mss = (int32_t)seg_size;
     plen = lay.l3_end - hdr_end;
-    if (mss <= 0 || plen <= mss || (uint32_t)(hdr_end + mss) > scratch_len)
+    if (plen <= mss)
+        return 0;
+    if (mss < (int32_t)SEG_MIN_SIZE)
+        return SEG_REFUSED;
+    if ((uint32_t)(hdr_end + mss) > scratch_len)
         return 0;
     seq = rd32(frame + l4 + 4);
     flags = rd16(frame + l4 + 12);
@@ -94,12 +98,16 @@ int udp_segment(const uint8_t *frame, uint32_t len, uint32_t gso_size, uint8_t *
     int v4, n = 0;
 
     if (!gso_size || parse_packet(frame, len, 0, &k, &lay) == PARSE_RUNT || lay.l3 < 0 ||
-        !(k.present & FK_UDP))
+        !(k.present & FK_UDP) || lay.frag)
         return 0;
     l4 = lay.l4;
     hdr_end = l4 + 8;
     plen = lay.l3_end - hdr_end;
-    if (plen <= (int32_t)gso_size || (uint32_t)hdr_end + gso_size > scratch_len)
+    if (plen <= (int32_t)gso_size)
+        return 0;
+    if (gso_size < SEG_MIN_SIZE)
+        return SEG_REFUSED;
+    if ((uint32_t)hdr_end + gso_size > scratch_len)
         return 0;
     v4 = !!(k.present & FK_IPV4);
     if (v4)

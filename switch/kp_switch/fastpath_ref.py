@@ -8,8 +8,8 @@ Shared with the C code byte for byte:
   - the cache key layout (``key_blob``, ``_KEY`` below, ``struct flow_key`` in
     csrc/flow_key.h), so a blob from one implementation is valid in the other;
   - the cache's compact key (``_CKEY``, ``struct cache_key`` in csrc/flow_cache.h:
-    which blobs are cacheable at all) and its hash (a multiply-xorshift over its 64-bit
-    words, see ``key_hash``), so both put a key in the same bucket and evict the same way;
+    which blobs are cacheable at all) and its hash (SipHash-1-3 of its 64-bit words
+    under the process secret, see ``key_hash`` and keyed_hash), so both put a key in the same bucket and evict the same way;
   - the cache's slot discipline (first free way, else the least recently used way);
   - the incremental checksum arithmetic (RFC 1624 eqn. 3), so rewritten packets are
     identical, including the 0x0000/0xffff choice; and SCTP's CRC32c, computed again
@@ -30,6 +30,7 @@ from kp_proto import sctp
 from kp_proto.lb import MAX_VIPS as LB_MAX_VIPS
 from kp_proto.session_hash import session_hash as _session_hash
 
+from .keyed_hash import secret_hash
 from .lb_ref import LoadBalancer
 
 WAYS = 4
@@ -97,7 +98,10 @@ ETH_P_ARP = 0x0806
 IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_ICMPV6 = 6, 17, 1, 58
 _IPV6_EXT = (0, 43, 60)   # hop-by-hop, routing, destination options
 _IPV6_FRAG = 44
-_MAX_IPV6_EXT = 16
+IPV6_MAX_EXT_HDRS = 8      # csrc/parse.h: extension headers walked, at most
+IPV6_MAX_EXT_BYTES = 1024  # ... and the upper-layer header within this many bytes
+FRAG, FRAG_LATER = 1, 2    # csrc/parse.h PKT_FRAG_*
+SEG_MIN_SIZE = 88          # csrc/segment.h: the smallest segment size cut to (why: there)
 
 Action = Tuple[Any, ...]
 Miss = Tuple[int, bytes, Optional[Dict[str, Any]], bytes]
@@ -111,7 +115,8 @@ class _Parsed:
     __slots__ = ("in_port", "present", "eth_dst", "eth_src", "eth_type", "vlan_vid",
                  "vlan_pcp", "ip_proto", "ip_dscp", "ip_ecn", "tcp_flags", "flabel",
                  "tp_src", "tp_dst", "nw_src", "nw_dst", "nd_target", "sha", "tha",
-                 "error", "l3", "l4", "l3_end", "sll_off", "tll_off")
+                 "error", "refused", "l3", "l4", "l3_end", "sll_off", "tll_off", "frag",
+                 "frag_hdr")
 
     def __init__(self, in_port: int) -> None:
         self.in_port = in_port
@@ -123,8 +128,10 @@ class _Parsed:
         self.nw_src = self.nw_dst = self.nd_target = b"\0" * 16
         self.sha = self.tha = b"\0" * 6
         self.error = False
+        self.refused = False    # parse.h PARSE_REFUSED: dropped, counted (error too)
         self.l3 = self.l4 = self.l3_end = -1
-        self.sll_off = self.tll_off = -1
+        self.sll_off = self.tll_off = self.frag_hdr = -1
+        self.frag = 0
 
     def blob(self) -> bytes:
         return _KEY.pack(self.in_port & 0xFFFFFFFF, self.present, self.eth_dst,
@@ -198,7 +205,10 @@ def _parse_ipv4(pkt: bytes, off: int, p: _Parsed) -> None:
     p.nw_src = bytes(pkt[off + 12:off + 16]) + b"\0" * 12
     p.nw_dst = bytes(pkt[off + 16:off + 20]) + b"\0" * 12
     p.l3_end = off + tot
+    if _u16(pkt, off + 6) & 0x3FFF:
+        p.frag = FRAG
     if _u16(pkt, off + 6) & 0x1FFF:
+        p.frag |= FRAG_LATER
         return      # a later fragment: no L4 header in it
     _parse_l4(pkt, off + ihl, p, v6=False)
 
@@ -222,32 +232,37 @@ def _parse_ipv6(pkt: bytes, off: int, p: _Parsed) -> None:
     p.l3_end = end
     nh = pkt[off + 6]
     cur = off + 40
-    for _ in range(_MAX_IPV6_EXT):
+    for i in range(IPV6_MAX_EXT_HDRS + 1):
         p.ip_proto = nh
-        if nh in _IPV6_EXT:
-            if end - cur < 8:
-                p.error = True
+        if cur - (off + 40) > IPV6_MAX_EXT_BYTES:
+            p.error = p.refused = True      # too long a chain
+            return
+        if nh not in _IPV6_EXT and nh != _IPV6_FRAG:
+            _parse_l4(pkt, cur, p, v6=True)
+            return
+        if i == IPV6_MAX_EXT_HDRS or (nh == 0 and i > 0):
+            p.error = p.refused = True      # too many; hop-by-hop only first
+            return
+        if end - cur < 8:
+            p.error = True
+            return
+        if nh == _IPV6_FRAG:
+            fo = _u16(pkt, cur + 2)
+            nh = pkt[cur]
+            if fo & 0xFFF9:                 # not an atomic fragment (RFC 6946)
+                p.frag, p.frag_hdr = FRAG, cur
+            cur += 8
+            if fo >> 3:
+                p.frag |= FRAG_LATER
+                p.ip_proto = nh
                 return
+        else:
             hlen = (pkt[cur + 1] + 1) * 8
             if hlen > end - cur:
                 p.error = True
                 return
             nh = pkt[cur]
             cur += hlen
-        elif nh == _IPV6_FRAG:
-            if end - cur < 8:
-                p.error = True
-                return
-            frag_off = _u16(pkt, cur + 2) >> 3
-            nh = pkt[cur]
-            cur += 8
-            if frag_off:
-                p.ip_proto = nh
-                return
-        else:
-            _parse_l4(pkt, cur, p, v6=True)
-            return
-    p.error = True      # an absurd chain of extension headers
 
 
 def _parse_l4(pkt: bytes, off: int, p: _Parsed, v6: bool) -> None:
@@ -442,21 +457,37 @@ def _l4_csum_off(p: _Parsed) -> Tuple[int, bool]:
     return -1, False
 
 
-def complete_partial_checksum(packet: bytes) -> bytes:
-    """Finish a CHECKSUM_PARTIAL TCP/UDP packet: the field holds the pseudo-header sum."""
+def complete_partial_checksum(packet: bytes, csum_start: int = -1,
+                              csum_offset: int = -1) -> Optional[bytes]:
+    """Finish a CHECKSUM_PARTIAL packet: the field holds the pseudo-header sum.  Where
+    the sender's virtio-net header says (csum_start, csum_offset, frame-relative), else
+    (-1) the parsed TCP/UDP checksum.  None when the sender's field or start lies outside
+    the IP datagram (csrc/actions.h csum_finish_partial: dropped)."""
     p = _parse(packet, 0)
-    if p is not None and p.present & F_SCTP and p.l4 >= 0:
-        buf = bytearray(packet)
+    if p is None:
+        return bytes(packet)
+    buf = bytearray(packet)
+    if p.present & F_SCTP:      # a CRC32c, not a ones' complement sum
+        if p.l4 < 0 or (csum_start >= 0 and (csum_start != p.l4
+                                             or csum_offset != sctp.CHECKSUM_OFFSET)):
+            return None
         crc = sctp.packet_crc(bytes(buf[p.l4:p.l3_end]))
         off = p.l4 + sctp.CHECKSUM_OFFSET
         buf[off:off + 4] = crc.to_bytes(4, "little")
         return bytes(buf)
-    if p is None or not p.present & (F_TCP | F_UDP) or p.l4 < 0:
-        return bytes(packet)
-    buf = bytearray(packet)
-    off = p.l4 + (16 if p.present & F_TCP else 6)
-    res = (~_fold(_sum16(bytes(buf[p.l4:p.l3_end])))) & 0xFFFF
-    if res == 0 and p.present & F_UDP:
+    udp = bool(p.present & F_UDP)
+    if csum_start < 0:
+        if not p.present & (F_TCP | F_UDP) or p.l4 < 0:
+            return bytes(packet)
+        start, off = p.l4, p.l4 + (6 if udp else 16)
+    else:
+        if p.l3 < 0 or p.l3_end < 0 or csum_start < p.l3 + 20 or csum_offset < 0 \
+                or csum_start + csum_offset + 2 > p.l3_end:
+            return None
+        start, off = csum_start, csum_start + csum_offset
+        udp = udp and csum_start == p.l4 and csum_offset == 6
+    res = (~_fold(_sum16(bytes(buf[start:p.l3_end])))) & 0xFFFF
+    if res == 0 and udp:
         res = 0xFFFF
     buf[off:off + 2] = res.to_bytes(2, "big")
     return bytes(buf)
@@ -728,6 +759,80 @@ def crc32c_impls(data: bytes) -> List[int]:
     return [crc32c(data)]
 
 
+def _frag_key(buf: bytes, p: _Parsed) -> tuple:
+    """A fragment's key in the load balancer's fragment table (csrc/lb.c frag_slot)."""
+    v6 = bool(p.present & F_IPV6)
+    ident = int.from_bytes(buf[p.frag_hdr + 4:p.frag_hdr + 8], "big") if v6 \
+        else _u16(buf, p.l3 + 4)
+    return (6 if v6 else 4, p.nw_src, p.nw_dst, p.ip_proto, ident)
+
+
+_ICMP_ERRORS = {F_ICMPV4: (3, 11, 12), F_ICMPV6: (1, 2, 3, 4)}
+
+
+def _lb_icmp_translate(buf: bytearray, p: _Parsed, lb: LoadBalancer) -> bool:
+    """An ICMP error about a session's packet, translated back in place (outer and
+    quoted headers, checksums): csrc/lb_icmp.c, which says why and how."""
+    v6 = bool(p.present & F_IPV6)
+    kind = F_ICMPV6 if v6 else F_ICMPV4
+    if not p.present & kind or p.tp_src not in _ICMP_ERRORS[kind] or p.l4 < 0 or p.frag:
+        return False
+    ic, end = p.l4 + 8, p.l3_end
+    ihsum = None
+    if not v6:
+        if end - ic < 20 or buf[ic] >> 4 != 4:
+            return False
+        ihl = (buf[ic] & 15) * 4
+        if ihl < 20 or ihl > end - ic or _u16(buf, ic + 6) & 0x1FFF:
+            return False
+        proto, asrc, adst, ihsum = buf[ic + 9], ic + 12, ic + 16, ic + 10
+    else:
+        if end - ic < 40 or buf[ic] >> 4 != 6:
+            return False
+        ihl, proto, asrc, adst = 40, buf[ic + 6], ic + 8, ic + 24
+    ip4 = ic + ihl
+    if proto not in (IPPROTO_TCP, IPPROTO_UDP) or end - ip4 < 4:
+        return False
+    udp = proto == IPPROTO_UDP
+    n = 16 if v6 else 4
+    isrc, idst = bytes(buf[asrc:asrc + n]), bytes(buf[adst:adst + n])
+    r = lb.lookup((proto, 6 if v6 else 4, idst, _u16(buf, ip4 + 2), isrc, _u16(buf, ip4)))
+    if r is None:
+        return False
+    l4sum = None
+    if end - ip4 >= (8 if udp else 18) and not (udp and _u16(buf, ip4 + 6) == 0):
+        l4sum = ip4 + (6 if udp else 16)
+
+    def put(off: int, new: bytes, hsum: Optional[int], lsum: Optional[int]) -> None:
+        old = bytes(buf[off:off + len(new)])
+        buf[off:off + len(new)] = new
+        if hsum is not None:
+            _csum_replace(buf, hsum, old, new)
+        if lsum is not None:
+            _csum_replace(buf, lsum, old, new, udp)
+
+    if r.new_dst is not None:
+        put(asrc, r.new_dst[:n], ihsum, l4sum)
+        put(ip4, r.new_dport.to_bytes(2, "big"), None, l4sum)
+    if r.new_src is not None:
+        put(adst, r.new_src[:n], ihsum, l4sum)
+        put(ip4 + 2, r.new_sport.to_bytes(2, "big"), None, l4sum)
+    os_, od = p.l3 + (8 if v6 else 12), p.l3 + (24 if v6 else 16)
+    hsum = None if v6 else p.l3 + 10
+    if r.new_src is not None and bytes(buf[os_:os_ + n]) == idst:
+        put(os_, r.new_src[:n], hsum, None)
+    if r.new_dst is not None and bytes(buf[od:od + n]) == isrc:
+        put(od, r.new_dst[:n], hsum, None)
+    buf[p.l4 + 2:p.l4 + 4] = b"\0\0"
+    total = _sum16(bytes(buf[p.l4:end]))
+    if v6:
+        total += _sum16(bytes(buf[os_:os_ + 16]) + bytes(buf[od:od + 16]) +
+                        struct.pack("!IxxxB", end - p.l4, IPPROTO_ICMPV6))
+    buf[p.l4 + 2:p.l4 + 4] = ((~_fold(total)) & 0xFFFF).to_bytes(2, "big")
+    lb.c["icmp_errors"] += 1
+    return True
+
+
 def apply_actions(packet: bytes, actions: Sequence[Action],
                   in_port: int = 0) -> List[Tuple[int, bytes]]:
     """Test helper: run actions on a copy of packet; the (port, frame) outputs."""
@@ -735,8 +840,6 @@ def apply_actions(packet: bytes, actions: Sequence[Action],
 
 
 # --------------------------------------------------------------------------- cache
-
-_M64 = (1 << 64) - 1
 
 
 def _cache_key(blob: bytes) -> Tuple[bytes, Optional[bytes], bool]:
@@ -759,34 +862,16 @@ def _cache_key(blob: bytes) -> Tuple[bytes, Optional[bytes], bool]:
     return ck, (nw_src + nw_dst) if v6 else None, ok
 
 
-def _mix(h: int, w: int) -> int:
-    h = ((h ^ w) * 0x9E3779B97F4A7C15) & _M64
-    return h ^ (h >> 29)
-
-
-def _fmix(h: int) -> int:
-    h ^= h >> 33
-    h = (h * 0xFF51AFD7ED558CCD) & _M64
-    h ^= h >> 33
-    h = (h * 0xC4CEB9FE1A85EC53) & _M64
-    h ^= h >> 33
-    return h & 0xFFFFFFFF
-
-
 def _ckey_hash(ck: bytes, v6: Optional[bytes]) -> int:
     words = struct.unpack("<5Q", ck)
-    h = 0
-    for w in words[:4]:
-        h = _mix(h, w)
-    for w in struct.unpack("<4Q", v6) if v6 is not None else words[4:]:
-        h = _mix(h, w)
-    return _fmix(h)
+    tail = struct.unpack("<4Q", v6) if v6 is not None else words[4:]
+    return secret_hash(words[:4] + tail)
 
 
 def key_hash(blob: bytes) -> int:
     """The hash of the compact key's first four 64-bit little-endian words, then its
     fifth or, for IPv6, the four words of the source and destination addresses
-    (multiply-xorshift per word, the murmur3 64-bit finalizer; low 32 bits)."""
+    (SipHash-1-3 under the process secret, keyed_hash; low 32 bits)."""
     ck, v6, _ = _cache_key(blob)
     return _ckey_hash(ck, v6)
 
@@ -1274,10 +1359,7 @@ def _mf_mask(mask_blob: bytes) -> Tuple[int, ...]:
 
 def _mf_hash(sub: int, words: Tuple[int, ...]) -> int:
     """A masked key's hash in subtable `sub` (csrc/megaflow.c mf_hash)."""
-    h = _mix(0, sub)
-    for w in words:
-        h = _mix(h, w)
-    return _fmix(h)
+    return secret_hash((sub,) + tuple(words))
 
 
 class CacheForTest:
@@ -1342,6 +1424,7 @@ PACKET_AUXDATA = 8
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
 VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4 = 1, 4, 5
+VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
 SEG_ANY_MTU = 65535      # segment_tcp's mtu when only the sender's segment size limits
 _VNET = struct.Struct("=BBHHHH")     # flags, gso_type, hdr_len, gso_size, csum_start/offset
 TP_STATUS_CSUMNOTREADY = 1 << 3
@@ -1418,9 +1501,11 @@ def segment_tcp(frame: bytes, mtu: int, seg_size: int = 0) -> List[bytes]:
     """Software TSO: split a TCP frame (a GSO packet from a veth) into frames whose IP
     packets fit mtu and, unless seg_size is 0, carry at most seg_size payload bytes (the
     sender's GSO size), each with its IP length/id and TCP seq/flags/checksum fixed.
-    Frames that are not TCP or already fit are returned as they are."""
+    Frames that are not TCP or already fit are returned as they are, and so are IP
+    fragments (never cut as if whole); [] when the segment size would be below
+    SEG_MIN_SIZE (refused: the frame is dropped)."""
     p = _parse(frame, 0)
-    if p is None or p.l3 < 0 or not p.present & F_TCP:
+    if p is None or p.l3 < 0 or not p.present & F_TCP or p.frag:
         return [frame]
     l3, l4 = p.l3, p.l4
     hdr_end = l4 + (frame[l4 + 12] >> 4) * 4
@@ -1428,8 +1513,10 @@ def segment_tcp(frame: bytes, mtu: int, seg_size: int = 0) -> List[bytes]:
     if seg_size and seg_size < mss:
         mss = seg_size
     payload = frame[hdr_end:p.l3_end]
-    if mss <= 0 or len(payload) <= mss:
+    if len(payload) <= mss:
         return [frame]
+    if mss < SEG_MIN_SIZE:
+        return []
     seq = int.from_bytes(frame[l4 + 4:l4 + 8], "big")
     flags = _u16(frame, l4 + 12)
     v4 = bool(p.present & F_IPV4)
@@ -1452,15 +1539,17 @@ def segment_udp(frame: bytes, gso_size: int) -> List[bytes]:
     """A UDP GSO frame (datagrams a sender wrote with UDP_SEGMENT, joined) cut back into
     its datagrams of gso_size payload bytes, each with its IP length/id, UDP length and
     checksums fixed.  Frames that are not UDP or hold one datagram are returned as
-    they are."""
+    they are (fragments too); [] for a gso_size below SEG_MIN_SIZE (refused)."""
     p = _parse(frame, 0)
-    if not gso_size or p is None or p.l3 < 0 or not p.present & F_UDP:
+    if not gso_size or p is None or p.l3 < 0 or not p.present & F_UDP or p.frag:
         return [frame]
     l3, l4 = p.l3, p.l4
     hdr_end = l4 + 8
     payload = frame[hdr_end:p.l3_end]
     if len(payload) <= gso_size:
         return [frame]
+    if gso_size < SEG_MIN_SIZE:
+        return []
     v4 = bool(p.present & F_IPV4)
     ip_id = _u16(frame, l3 + 4) if v4 else 0
     out = []
@@ -1494,7 +1583,7 @@ class Datapath:
         self._counters: Dict[int, List[int]] = {}
         self._misses: List[Miss] = []
         self._miss_cv = threading.Condition(threading.Lock())
-        self._st = dict(parse_errors=0, malformed=0, miss_queue_drops=0)
+        self._st = dict(parse_errors=0, malformed=0, refused=0, miss_queue_drops=0)
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -1558,11 +1647,14 @@ class Datapath:
 
     def _receive(self, port: _Port, data: bytes, anc: list) -> None:
         status = gso_size = tcp_gso_size = 0
+        cs_start = cs_off = -1
         if port.vnet:
             if len(data) < _VNET.size:
                 port.st["rx_errors"] += 1
                 return
-            _f, gso_type, _h, size, _s, _o = _VNET.unpack_from(data)
+            vflags, gso_type, _h, size, cs_s, cs_o = _VNET.unpack_from(data)
+            if vflags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+                cs_start, cs_off = cs_s, cs_o
             if gso_type & 0x7F == VIRTIO_NET_HDR_GSO_UDP_L4:
                 gso_size = size
             elif gso_type & 0x7F in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6):
@@ -1575,20 +1667,25 @@ class Datapath:
                     if not status & TP_STATUS_VLAN_TPID_VALID:
                         tpid = ETH_P_8021Q
                     data = data[:12] + struct.pack("!HH", tpid, tci) + data[12:]
+                    if cs_start >= 0:
+                        cs_start += 4       # the sender counted without the tag
         if not port.up:
             port.st["rx_dropped"] += 1
+            return
+        if 0 < (gso_size or tcp_gso_size) < SEG_MIN_SIZE:     # refused, not cut
+            port.st["rx_errors"] += 1
             return
         datagrams = segment_udp(data, gso_size) if gso_size else [data]
         if len(datagrams) > 1:      # each one complete: its checksums are computed
             status &= ~TP_STATUS_CSUMNOTREADY
         for frame in datagrams:
-            self._switch(port, frame, status, tcp_gso_size)
+            self._switch(port, frame, status, tcp_gso_size,
+                         (cs_start, cs_off) if len(datagrams) == 1 else (-1, -1))
 
-    def _switch(self, port: _Port, data: bytes, status: int, seg_size: int = 0) -> None:
+    def _switch(self, port: _Port, data: bytes, status: int, seg_size: int = 0,
+                csum: Tuple[int, int] = (-1, -1)) -> None:
         port.st["rx_packets"] += 1
         port.st["rx_bytes"] += len(data)
-        if status & TP_STATUS_CSUMNOTREADY:
-            data = complete_partial_checksum(data)
         p = _parse(data, port.port_no)
         with self._lock:
             if p is None:
@@ -1596,16 +1693,43 @@ class Datapath:
                 return
             if p.error:
                 self._st["malformed"] += 1
-            # A session's packets are translated before the tables see them (lb_ref).
-            e = self._lb.translate(_lb_key(p), _lb_flags(p, data))
-            if e is not None:
-                self._lb.count(e.vip_id, len(data))
-                buf = bytearray(data)
-                _lb_rewrite(buf, p, (e.new_dst, e.new_dport) if e.new_dst else None,
-                            (e.new_src, e.new_sport) if e.new_src else None)
+            if p.refused:       # never forwarded by its outer fields (csrc/parse.h)
+                self._st["refused"] += 1
+                return
+        if status & TP_STATUS_CSUMNOTREADY:
+            done = complete_partial_checksum(data, *csum)
+            if done is None:
+                port.st["rx_errors"] += 1
+                return
+            data = done
+            p = _parse(data, port.port_no)
+        with self._lock:
+            # A session's packets are translated before the tables see them (lb_ref);
+            # a later fragment as its first was, an ICMP error about one back.
+            buf = bytearray(data)
+            loop = False
+            if p.frag & FRAG_LATER:
+                fr = self._lb.fragment(_frag_key(data, p))
+                if fr is not None:
+                    self._lb.count(fr[2], len(data))
+                    _lb_rewrite(buf, p, fr[0] and (fr[0][0], None),
+                                fr[1] and (fr[1][0], None))
+            elif p.present & (F_ICMPV4 | F_ICMPV6):
+                _lb_icmp_translate(buf, p, self._lb)
+            else:
+                e = self._lb.translate(_lb_key(p), _lb_flags(p, data))
+                if e is not None:
+                    self._lb.count(e.vip_id, len(data))
+                    dst = (e.new_dst, e.new_dport) if e.new_dst else None
+                    src = (e.new_src, e.new_sport) if e.new_src else None
+                    if p.frag:
+                        self._lb.remember_fragment(_frag_key(data, p), dst, src, e.vip_id)
+                    _lb_rewrite(buf, p, dst, src)
+                    loop = bool(e.new_dst and e.new_src)
+            if buf != data:
                 data = bytes(buf)
                 p = _parse(data, port.port_no)
-                if p is not None and e.new_dst and e.new_src:
+                if p is not None and loop:
                     p.present |= F_LB_LOOPBACK
         self._lookup_and_run(port, data, p, seg_size, 0)
 
@@ -1656,6 +1780,8 @@ class Datapath:
                     return []
                 tr = self._lb.select(vip_id, _lb_key(p), 6 if v6 else 4, p.ip_proto,
                                      _lb_flags(p, buf), p.blob(), len(buf))
+                if tr is not None and p.frag == FRAG:
+                    self._lb.remember_fragment(_frag_key(bytes(buf), p), tr[0], tr[1], vip_id)
             if tr is None:
                 return []
             _lb_rewrite(buf, p, tr[0], tr[1])

@@ -3,11 +3,13 @@
 What it shares with the C code: the VIPs (table of pod indexes, pods, hash basis), the
 pod a new session gets (kp_proto.session_hash of the 5-tuple, modulo the table's
 length), which packets start a session (a TCP SYN, an SCTP INIT, any UDP datagram),
-the translation
-both ways (hairpin included), the TCP states and their timeouts (SCTP's
+the translation both ways (hairpin included), the TCP states and their timeouts (SCTP's
 follow its chunks through the same states, kp_proto.sctp), the counters and the
-session table's capacity (buckets x 4 ways).  What it does not: where an entry sits in
-its buckets.  Here the table is a dict bounded by the same capacity, so it is full when
+session table's capacity (buckets x 4 ways), the fragments' translation (a later fragment
+gets its first's, for FRAG_TIMEOUT_MS) and which ICMP errors are translated back.  What
+it does not: where an entry sits in its buckets or fragment slots (a dict here, the
+oldest fragment dropped when FRAG_SLOTS are in use; the C table is direct-mapped), so
+tests of fragments send few datagrams at a time.  Here the table is a dict bounded by the same capacity, so it is full when
 the C table is 100% full, where the C one may refuse a session a little earlier (both
 of a key's buckets full); tests of "full" fill the table whole.
 
@@ -17,6 +19,7 @@ to the caller's lock.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
 from kp_proto import lb as wire
@@ -30,6 +33,8 @@ STATE_NAMES = ("established", "closing", "opening", "udp")
 DEFAULT_TIMEOUTS = (wire.DEFAULT_TCP_ESTABLISHED, wire.DEFAULT_TCP_CLOSING,
                     wire.DEFAULT_TCP_OPENING, wire.DEFAULT_UDP)
 DEFAULT_BUCKETS = 1024     # csrc/lb.h LB_DEFAULT_BUCKETS
+FRAG_SLOTS = 4096          # csrc/lb.h LB_FRAG_SLOTS
+FRAG_TIMEOUT_MS = 5000     # csrc/lb.h LB_FRAG_TIMEOUT_MS
 
 # A session key: (proto, version, src, sport, dst, dport), addresses as packed bytes.
 Key = Tuple[int, int, bytes, int, bytes, int]
@@ -68,7 +73,9 @@ class LoadBalancer:
         self.vips: Dict[int, _Vip] = {}
         self.entries: Dict[Key, _Entry] = {}
         self.c = dict(created=0, untracked=0, dropped=0, table_full=0, source_limited=0,
-                      flushed=0)
+                      flushed=0, fragments=0, icmp_errors=0)
+        # (version, src, dst, proto, IP id) -> (dst translation, src translation, vip, ms)
+        self.frags: "OrderedDict[tuple, tuple]" = OrderedDict()
 
     # -- programming (the Datapath's lb_* methods) --------------------------------------
 
@@ -133,6 +140,7 @@ class LoadBalancer:
             del self.entries[key]
             n += 1
         self.c["flushed"] += n
+        self.frags.clear()          # no fragment to a flushed pod
         return n
 
     def stats(self, first_vip_id: int = 0, most: int = wire.MAX_VIPS) -> Dict[str, Any]:
@@ -145,7 +153,9 @@ class LoadBalancer:
         return dict(sessions=live, capacity=self.buckets * wire.SESSION_WAYS // 2,
                     created=self.c["created"], untracked=self.c["untracked"],
                     dropped=self.c["dropped"], table_full=self.c["table_full"],
-                    source_limited=self.c["source_limited"], vips=vips)
+                    source_limited=self.c["source_limited"],
+                    fragments=self.c["fragments"], icmp_errors=self.c["icmp_errors"],
+                    vips=vips)
 
     def sessions(self, max_count: int = 1000) -> List[tuple]:
         now, out = _now_ms(), []
@@ -291,6 +301,27 @@ class LoadBalancer:
     def _reap(self, now: int) -> None:
         for key in [k for k, e in self.entries.items() if not self._live(e, now)]:
             del self.entries[key]
+
+    # -- fragments and ICMP errors (csrc/lb.h, lb_icmp.c) -----------------------------------
+
+    def remember_fragment(self, fkey: tuple, dst, src, vip_id: int) -> None:
+        """A first fragment got translated to dst/src ((address, port) or None)."""
+        self.frags.pop(fkey, None)
+        self.frags[fkey] = (dst, src, vip_id, _now_ms())
+        while len(self.frags) > FRAG_SLOTS:
+            self.frags.popitem(last=False)
+
+    def fragment(self, fkey: tuple) -> Optional[tuple]:
+        """A later fragment: its first's translation (dst, src, vip id), or None."""
+        f = self.frags.get(fkey)
+        if f is None or _now_ms() - f[3] >= FRAG_TIMEOUT_MS:
+            return None
+        self.c["fragments"] += 1
+        return f[:3]
+
+    def lookup(self, key: Key) -> Optional[_Entry]:
+        """The live entry of key (an ICMP error's quoted packet, reversed), or None."""
+        return self._find(key, _now_ms()) if self.entries else None
 
     def count(self, vip_id: int, length: int) -> None:
         vip = self.vips.get(vip_id)

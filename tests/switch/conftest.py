@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from kp_switch import fastpath_ref
+from kp_switch import fastpath_ref, keyed_hash
 from of_harness import Hosts, sctp_agent
 
 
@@ -39,6 +39,8 @@ _fastpath = _load_fastpath()
 IMPLS = {"ref": fastpath_ref}
 if _fastpath is not None:
     IMPLS["c"] = _fastpath
+    # The twin places entries as the C tables do only under the same process secret.
+    keyed_hash.set_secret(*_fastpath.hash_secret())
 
 
 @pytest.fixture(params=sorted(IMPLS))
