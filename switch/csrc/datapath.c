@@ -16,7 +16,7 @@
 #include "parse.h"
 #include "segment.h"
 
-#define RX_BLOCKS_PER_ROUND 4     /* per port, so one busy port cannot starve the others */
+#define RX_BURSTS_PER_ROUND 16    /* per port, so one busy port cannot starve the others */
 #define IDLE_POLL_MS 100
 #define ATOMIC_ADD(x, n) __atomic_fetch_add(&(x), (n), __ATOMIC_RELAXED)
 #define OWNER_ADD(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
@@ -371,8 +371,27 @@ static void lookup_and_run(struct emit_ctx *ctx, struct pkt_buf *pb, struct flow
     actions_run(pb, port_no, prog->ops, prog->n_ops, &env);
 }
 
+/* The sender left the L4 checksum for the NIC to finish (a veth peer has checksum
+ * offload): the backend said so (AF_PACKET), or cannot say and the checksum field
+ * holds the pseudo-header sum (AF_XDP, csum_holds_pseudo).  Never a fragment's. */
+static int csum_unfinished(const uint8_t *frame, uint32_t flags, const struct flow_key *k,
+                           const struct pkt_layout *lay)
+{
+    int udp = !!(k->present & FK_UDP), v6 = !!(k->present & FK_IPV6);
+
+    if (!(k->present & (FK_TCP | FK_UDP)) || lay->l3 < 0 || lay->l4 < 0 ||
+        lay->l3_end < lay->l4 + (udp ? 8 : 20))
+        return 0;
+    if (flags & RXF_CSUM_PARTIAL)
+        return 1;
+    if (!(flags & RXF_CSUM_UNTOLD) || (!v6 && (rd16(frame + lay->l3 + 6) & 0x3fff)))
+        return 0;
+    return csum_holds_pseudo(frame + lay->l4 + (udp ? 6 : 16), frame + lay->l3 + (v6 ? 8 : 12),
+                             v6 ? 32 : 8, udp ? 17 : 6, (uint32_t)(lay->l3_end - lay->l4));
+}
+
 static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *frame,
-                          uint32_t len, uint32_t headroom, uint32_t status, uint32_t seg_size,
+                          uint32_t len, uint32_t headroom, uint32_t flags, uint32_t seg_size,
                           uint32_t now, uint64_t now_ns)
 {
     struct emit_ctx ctx = {dp, 0, seg_size, port, now, now_ns, 0};
@@ -390,9 +409,8 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
     }
     if (pr == PARSE_MALFORMED)
         OWNER_ADD(dp->malformed, 1);
-    /* The sender's stack left the checksum for the NIC to finish (the veth peer has
-     * checksum offload): finish it, or every receiver would drop the packet. */
-    if ((status & TP_STATUS_CSUMNOTREADY) && (k.present & (FK_TCP | FK_UDP)))
+    /* Finish an unfinished checksum, or every receiver would drop the packet. */
+    if (csum_unfinished(frame, flags, &k, &lay))
         csum_complete_partial(frame, lay.l4, lay.l3_end, !!(k.present & FK_UDP));
     /* A session's packets are translated before the tables see them (lb.h); with no
      * session in the table, not even the call. */
@@ -404,7 +422,7 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
 struct gso_ctx {
     struct datapath *dp;
     struct dp_port *port;
-    uint32_t status, now;
+    uint32_t flags, now;
     uint64_t now_ns;
 };
 
@@ -414,59 +432,33 @@ static void process_datagram(void *ctx_, const uint8_t *seg, uint32_t len)
 
     /* seg is the port's gso_buf, ACTION_HEADROOM in: ours to rewrite in place. */
     process_frame(ctx->dp, ctx->port, (uint8_t *)seg, len, ACTION_HEADROOM,
-                  ctx->status & ~(uint32_t)TP_STATUS_CSUMNOTREADY, 0, ctx->now, ctx->now_ns);
+                  ctx->flags & ~(uint32_t)RXF_CSUM_PARTIAL, 0, ctx->now, ctx->now_ns);
 }
 
-/* Handles one filled block of port's ring; returns the number of frames. */
-static uint32_t process_block(struct datapath *dp, struct dp_port *port,
-                              struct tpacket_block_desc *bd, uint32_t now, uint64_t now_ns)
+/* Handles one burst of frames a port's backend handed over. */
+static void process_burst(struct datapath *dp, struct dp_port *port,
+                          struct port_rx_frame *f, uint32_t n, uint32_t now, uint64_t now_ns)
 {
-    uint32_t n = bd->hdr.bh1.num_pkts, i;
-    struct tpacket3_hdr *h =
-        (struct tpacket3_hdr *)((uint8_t *)bd + bd->hdr.bh1.offset_to_first_pkt);
-    const uint32_t hdrlen = TPACKET_ALIGN(sizeof(struct tpacket3_hdr)) +
-                            sizeof(struct sockaddr_ll);
     int up = __atomic_load_n(&port->up, __ATOMIC_RELAXED);
+    uint32_t i;
 
-    for (i = 0; i < n; i++, h = (struct tpacket3_hdr *)((uint8_t *)h + h->tp_next_offset)) {
-        uint8_t *frame = (uint8_t *)h + h->tp_mac;
-        uint32_t len = h->tp_snaplen;
-        uint32_t headroom = h->tp_mac > hdrlen ? h->tp_mac - hdrlen : 0;
-        int udp;
-        uint16_t gso_size = port_rx_gso_size(port, frame, &udp);   /* before any rewrite */
+    for (i = 0; i < n; i++, f++) {
+        int udp = !!(f->flags & RXF_GSO_UDP);
 
         if (!up) {
             PSTAT_ADD(port, rx_dropped, 1);
             continue;
         }
-        if (h->tp_snaplen < h->tp_len) {      /* did not fit a block: cannot forward */
-            PSTAT_ADD(port, rx_errors, 1);
-            continue;
-        }
-        /* The kernel took the VLAN tag off into the header: put it back, so the key
-         * and the frame we forward are what was on the wire. */
-        if ((h->tp_status & TP_STATUS_VLAN_VALID) && len >= 12 && headroom >= 4) {
-            uint16_t tpid = (h->tp_status & TP_STATUS_VLAN_TPID_VALID) ? h->hv1.tp_vlan_tpid
-                                                                       : 0x8100;
+        if (f->gso_size && udp) {    /* the sender's datagrams, each switched on its own */
+            struct gso_ctx g = {dp, port, f->flags, now, now_ns};
 
-            frame -= 4;
-            memmove(frame, frame + 4, 12);
-            wr16(frame + 12, tpid);
-            wr16(frame + 14, (uint16_t)h->hv1.tp_vlan_tci);
-            len += 4;
-            headroom -= 4;
-        }
-        if (gso_size && udp) {    /* the sender's datagrams, each switched on its own */
-            struct gso_ctx g = {dp, port, h->tp_status, now, now_ns};
-
-            if (udp_segment(frame, len, gso_size, port->gso_buf + ACTION_HEADROOM,
+            if (udp_segment(f->data, f->len, f->gso_size, port->gso_buf + ACTION_HEADROOM,
                             GSO_SCRATCH - ACTION_HEADROOM, process_datagram, &g))
                 continue;
         }
-        process_frame(dp, port, frame, len, headroom, h->tp_status, udp ? 0 : gso_size, now,
-                      now_ns);
+        process_frame(dp, port, f->data, f->len, f->headroom, f->flags,
+                      udp ? 0 : f->gso_size, now, now_ns);
     }
-    return n;
 }
 
 /* A port's socket reported an error: take it (so that poll does not report it again
@@ -486,10 +478,14 @@ static void *dp_thread(void *arg)
 {
     struct datapath *dp = arg;
     struct pollfd *pfd = calloc(dp->n_ports + 1, sizeof *pfd);
+    struct port_rx_frame *rx = calloc(RX_BURST, sizeof *rx);
     uint32_t i;
 
-    if (!pfd)
+    if (!pfd || !rx) {
+        free(pfd);
+        free(rx);
         return NULL;
+    }
     for (i = 0; i < dp->n_ports; i++) {
         pfd[i].fd = dp->ports[i].fd;
         pfd[i].events = POLLIN | POLLERR;
@@ -508,16 +504,16 @@ static void *dp_thread(void *arg)
         }
         for (i = 0; i < dp->n_ports; i++) {
             struct dp_port *p = &dp->ports[i];
-            struct tpacket_block_desc *bd;
-            int b;
+            uint32_t n, b;
 
-            for (b = 0; b < RX_BLOCKS_PER_ROUND && (bd = port_rx_block(p)); b++) {
-                got += process_block(dp, p, bd, now, now_ns);
-                port_rx_release(p, bd);
+            for (b = 0; b < RX_BURSTS_PER_ROUND && (n = port_rx_burst(p, rx, RX_BURST)); b++) {
+                process_burst(dp, p, rx, n, now, now_ns);
+                port_rx_release(p);
+                got += n;
             }
         }
         for (i = 0; i < dp->n_ports; i++)
-            if (dp->ports[i].tx_n)
+            if (port_tx_pending(&dp->ports[i]))
                 port_tx_flush(&dp->ports[i]);
         if (!got) {
             uint64_t v;
@@ -538,6 +534,7 @@ static void *dp_thread(void *arg)
     }
     pthread_mutex_unlock(&dp->lb->lock);
     free(pfd);
+    free(rx);
     return NULL;
 }
 
@@ -610,7 +607,7 @@ int dp_execute(struct datapath *dp, uint32_t in_port, const uint8_t *frame, uint
 /* ------------------------------------------------------------------ life cycle */
 
 struct datapath *dp_new(const uint32_t *port_nos, const char *const *ifnames, uint32_t n,
-                        uint32_t buckets, char *err, size_t errlen)
+                        enum port_kind kind, uint32_t buckets, char *err, size_t errlen)
 {
     struct datapath *dp = calloc(1, sizeof *dp);
     pthread_condattr_t ca;
@@ -642,7 +639,7 @@ struct datapath *dp_new(const uint32_t *port_nos, const char *const *ifnames, ui
     }
     flow_cache_adopt(dp->cache);
     for (i = 0; i < n; i++) {
-        if (port_open(&dp->ports[i], port_nos[i], ifnames[i], err, errlen)) {
+        if (port_open(&dp->ports[i], kind, port_nos[i], ifnames[i], err, errlen)) {
             int e = errno;
 
             dp_free(dp);
