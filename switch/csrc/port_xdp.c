@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "actions.h"
@@ -47,6 +48,8 @@
 #endif
 
 #define XDP_UMEM_LEN ((size_t)XDP_FRAMES * XDP_FRAME)
+#define XDP_BUSY_TRIES 50         /* binds to a queue still busy, XDP_BUSY_WAIT_MS apart */
+#define XDP_BUSY_WAIT_MS 10
 #define XDP_KICK_TRIES 8          /* sendto calls per flush at most (copy mode sends
                                      32 frames per call) */
 
@@ -166,9 +169,16 @@ static int xsk_setup(struct dp_port *p, uint16_t bind_flags, const char **what)
     sxdp.sxdp_ifindex = (uint32_t)p->ifindex;
     sxdp.sxdp_queue_id = 0;
     sxdp.sxdp_flags = bind_flags;
+    /* A socket closed on this queue a moment ago holds it until the kernel's deferred
+     * release has run (a restart, or "auto" after a refusal): wait for that a little. */
     *what = "bind";
-    if (bind(p->fd, (struct sockaddr *)&sxdp, sizeof sxdp))
-        return -1;
+    for (n = 0; bind(p->fd, (struct sockaddr *)&sxdp, sizeof sxdp); n++) {
+        struct timespec ts = {0, XDP_BUSY_WAIT_MS * 1000000L};
+
+        if (errno != EBUSY || n == XDP_BUSY_TRIES)
+            return -1;
+        nanosleep(&ts, NULL);
+    }
     x->bind_flags = bind_flags;
     return 0;
 }

@@ -2,8 +2,8 @@
 # Builds kp_switch._fastpath with AddressSanitizer + UndefinedBehaviorSanitizer into a
 # temporary directory and runs the C side of the fast path tests against that build
 # (parse/actions/cache/megaflow differential tests, the agent's randomized megaflow
-# check on the C cache, and the veth datapath tests).  Any ASan or
-# UBSan report aborts the run.  Extra arguments go to pytest.
+# check on the C cache, and the veth datapath tests on both port backends, AF_PACKET and
+# AF_XDP).  Any ASan or UBSan report aborts the run.  Extra arguments go to pytest.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 py=${PYTHON:-$here/.venv/bin/python}
@@ -31,7 +31,7 @@ rc=0
     "tests/switch/test_agent_invalidation.py::test_random_flow_mods_never_leave_a_stale_megaflow_answer[0]" \
     "tests/switch/test_agent_invalidation.py::test_random_flow_mods_never_leave_a_stale_megaflow_answer[1]" \
     tests/switch/test_fastpath_datapath.py tests/switch/test_gso.py \
-    tests/switch/test_session_hash.py "$@" || rc=$?
+    tests/switch/test_session_hash.py tests/switch/test_port_xdp.py "$@" || rc=$?
 if compgen -G "$out/[au]*san.*" >/dev/null; then
     cat "$out"/[au]*san.* >&2
     [ "$rc" != 0 ] || rc=1
