@@ -109,6 +109,9 @@ def main(argv=None):
         return 1
     if why_not_xdp:
         log.warning("ports on AF_PACKET: AF_XDP refused: %s", why_not_xdp)
+    modes = dp.port_io()
+    log.info("ports %s", ", ".join("%d=%s (%s)" % (no, name, modes.get(no, port_io))
+                                   for no, name in ports))
     agent = Agent(dp, ports, dpid=args.dpid, tls_context=tls_context,
                   node_announcement=announcement)
     done = threading.Event()
@@ -120,10 +123,8 @@ def main(argv=None):
         print("kp-switch: %s" % e, file=sys.stderr)
         agent.stop()
         return 1
-    modes = dp.port_io()
     log.info("dpid %016x, %s fast path, ports %s, controllers %s, listening on %s, %s",
-             args.dpid, dpimpl.NAME,
-             ", ".join("%d=%s (%s)" % (no, name, modes.get(no, port_io)) for no, name in ports),
+             args.dpid, dpimpl.NAME, ", ".join("%d=%s" % p for p in ports),
              args.controller or "none", args.listen or "nothing",
              announcement or "announcing no node address")
     while not done.wait(1.0):
