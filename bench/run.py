@@ -248,6 +248,20 @@ class Topology:
         self.namespaces = []
 
 
+def router_namespace(topo, rt, cli_end, pod_end):
+    """The kernel peer's router: namespace rt takes both root ends (the client side
+    answering as the gateway MAC, 10.0.0.1 on both) and forwards between them."""
+    for end in (cli_end, pod_end):
+        sh("ip", "link", "set", end, "netns", rt)
+        topo.links.remove(end)         # the namespace's deletion takes it
+    topo.nsexec(rt, "ip", "link", "set", cli_end, "address", GW_MAC)
+    topo.nsexec(rt, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    for end in (cli_end, pod_end):
+        topo.nsexec(rt, "sysctl", "-qw", "net.ipv4.conf.%s.rp_filter=0" % end)
+        topo.nsexec(rt, "ip", "addr", "add", "10.0.0.1/32", "dev", end)
+        topo.nsexec(rt, "ip", "link", "set", end, "up")
+
+
 # --------------------------------------------------------------------------- switches
 
 def flow_line(i, out_port=2):
@@ -510,17 +524,9 @@ class PpsBench:
         """The kernel peer: the router namespace takes both root ends and forwards with
         kube-proxy's iptables DNAT for the VIP (conntrack: one entry per 5-tuple)."""
         t, rt = self.topo, self.ns_rt
-        for end in (cli_end, pod_end):
-            sh("ip", "link", "set", end, "netns", rt)
-            t.links.remove(end)         # the namespace's deletion takes it
-        t.nsexec(rt, "ip", "link", "set", cli_end, "address", GW_MAC)
-        t.nsexec(rt, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         t.nsexec(rt, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
         t.nsexec(rt, "sysctl", "-qw", "net.netfilter.nf_conntrack_max=262144", check=False)
-        for end in (cli_end, pod_end):
-            t.nsexec(rt, "sysctl", "-qw", "net.ipv4.conf.%s.rp_filter=0" % end)
-            t.nsexec(rt, "ip", "addr", "add", "10.0.0.1/32", "dev", end)
-            t.nsexec(rt, "ip", "link", "set", end, "up")
+        router_namespace(t, rt, cli_end, pod_end)
         t.nsexec(rt, "ip", "route", "add", "10.0.1.0/24", "dev", cli_end)
         t.nsexec(rt, "ip", "route", "add", POD_IP + "/32", "dev", pod_end)
         t.nsexec(rt, "ip", "neigh", "replace", POD_IP, "lladdr", POD_MAC, "dev", pod_end,
@@ -908,15 +914,7 @@ class SessionsBench:
         """The kernel peer: the router namespace takes both root ends and forwards with
         kube-proxy's iptables chains for the VIP (a statistic rule per pod, DNAT)."""
         t, rt = self.topo, self.ns_rt
-        for end in (cli_end, pod_end):
-            sh("ip", "link", "set", end, "netns", rt)
-            t.links.remove(end)         # the namespace's deletion takes it
-        t.nsexec(rt, "ip", "link", "set", cli_end, "address", GW_MAC)
-        t.nsexec(rt, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        for end in (cli_end, pod_end):
-            t.nsexec(rt, "sysctl", "-qw", "net.ipv4.conf.%s.rp_filter=0" % end)
-            t.nsexec(rt, "ip", "addr", "add", "10.0.0.1/32", "dev", end)
-            t.nsexec(rt, "ip", "link", "set", end, "up")
+        router_namespace(t, rt, cli_end, pod_end)
         t.nsexec(rt, "ip", "route", "add", self.CLIENT + "/32", "dev", cli_end)
         for pod in self.PODS:
             t.nsexec(rt, "ip", "route", "add", pod + "/32", "dev", pod_end)
