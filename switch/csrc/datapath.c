@@ -18,6 +18,10 @@
 
 #define RX_BURSTS_PER_ROUND 16    /* per port, so one busy port cannot starve the others */
 #define IDLE_POLL_MS 100
+#define IDLE_SPIN_ROUNDS 1024     /* empty rounds before sleeping in poll: at a high rate
+                                     the thread stays awake, and the sender's core is
+                                     spared a wake-up per batch (AF_XDP's receive runs
+                                     there, bench/run.py) */
 #define ATOMIC_ADD(x, n) __atomic_fetch_add(&(x), (n), __ATOMIC_RELAXED)
 #define OWNER_ADD(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
 
@@ -479,7 +483,7 @@ static void *dp_thread(void *arg)
     struct datapath *dp = arg;
     struct pollfd *pfd = calloc(dp->n_ports + 1, sizeof *pfd);
     struct port_rx_frame *rx = calloc(RX_BURST, sizeof *rx);
-    uint32_t i;
+    uint32_t i, idle = 0;
 
     if (!pfd || !rx) {
         free(pfd);
@@ -515,9 +519,13 @@ static void *dp_thread(void *arg)
         for (i = 0; i < dp->n_ports; i++)
             if (port_tx_pending(&dp->ports[i]))
                 port_tx_flush(&dp->ports[i]);
-        if (!got) {
+        if (!got && idle < IDLE_SPIN_ROUNDS) {
+            idle++;
+            lb_yield(dp->lb);
+        } else if (!got) {
             uint64_t v;
 
+            idle = 0;
             pthread_mutex_unlock(&dp->lb->lock);
             if (poll(pfd, dp->n_ports + 1, IDLE_POLL_MS) > 0) {
                 if ((pfd[dp->n_ports].revents & POLLIN) && read(dp->wake_fd, &v, sizeof v) < 0) {
@@ -529,6 +537,7 @@ static void *dp_thread(void *arg)
             }
             pthread_mutex_lock(&dp->lb->lock);
         } else {
+            idle = 0;
             lb_yield(dp->lb);
         }
     }
