@@ -149,3 +149,52 @@ def test_unknown_port_io_is_a_clear_error(impl, hosts3):
 def test_the_python_twin_refuses_afxdp_with_the_reason(hosts3):
     with pytest.raises(OSError, match="AF_PACKET ports only"):
         fastpath_ref.Datapath([(1, hosts3[0].port_if)], 64, "afxdp")
+
+
+def _started_log(sw, timeout=15.0):
+    """The switch's log once it has said which port I/O it runs on."""
+    assert wait_for(lambda: " kp_switch: ports " in sw.log() or sw.proc.poll() is not None,
+                    timeout), sw.log()
+    return sw.log()
+
+
+def test_the_command_line_chooses_and_says_which(xdp_ok, hosts3, tmp_path):
+    """kp-switch --ports: afxdp and afpacket run on what they name; auto takes AF_XDP,
+    and with AF_XDP refused (a port's queue held) one warning says why and every port
+    runs on AF_PACKET; afxdp refused is an error exit with the reason."""
+    from of_harness import SwitchProcess
+    ifaces = [h.port_if for h in hosts3[:2]]
+    for choice, want in (("afxdp", "afxdp native copy"), ("afpacket", "afpacket"),
+                         ("auto", "afxdp native copy")):
+        sw = SwitchProcess(ifaces, log_path=str(tmp_path / ("%s.log" % choice)),
+                           extra=("--ports", choice))
+        try:
+            text = _started_log(sw)
+            assert "1=%s (%s), 2=%s (%s)" % (ifaces[0], want, ifaces[1], want) in text, text
+            if choice != "afpacket":
+                assert xdp_prog(ifaces[0]) == "kp_xsk_redir"
+        finally:
+            assert sw.stop() == 0
+        assert wait_for(lambda: xdp_prog(ifaces[0]) == ""), "program left after SIGTERM"
+    holder = _fastpath.Datapath([(1, ifaces[1])], 64, "afxdp")
+    try:
+        sw = SwitchProcess(ifaces, log_path=str(tmp_path / "auto-held.log"),
+                           extra=("--ports", "auto"))
+        try:
+            text = _started_log(sw)
+            warned = [l for l in text.splitlines() if "AF_XDP refused" in l]
+            assert len(warned) == 1 and ifaces[1] in warned[0], text
+            assert "1=%s (afpacket), 2=%s (afpacket)" % tuple(ifaces) in text, text
+        finally:
+            assert sw.stop() == 0
+        sw = SwitchProcess(ifaces, log_path=str(tmp_path / "afxdp-held.log"),
+                           extra=("--ports", "afxdp"))
+        try:
+            sw.proc.wait(15)
+        finally:
+            sw.stop()
+        assert sw.proc.returncode == 1
+        assert ifaces[1] in sw.proc.stderr.read()
+    finally:
+        del holder
+        gc.collect()
