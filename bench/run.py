@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""kp benchmarks: kp-switch against Open vSwitch (userspace, netdev) and a bare forwarder.
+"""kp benchmarks: kp-switch against Open vSwitch (userspace), the kernel and a bare forwarder.
 
     ./run bench                 # the full run (a few minutes)
     ./run bench --quick         # 2 rounds of 2 s, fewer sessions
@@ -11,14 +11,22 @@ What it measures, all in one run on a topology it builds and removes itself:
    kube-proxy DNAT flow per 5-tuple (the session flow kp_app installs: exact udp
    5-tuple to the VIP 10.96.0.10:80 -> set eth_src/eth_dst, ip_dst 10.0.0.101, udp_dst
    8080, output), with 1 flow and with 10,000 flows (one per generated 5-tuple), for
-       bare  bench/bare_forwarder.c: TPACKET_V3 rx -> sendmmsg tx, no parse, no lookup
-       kp    kp-switch (C fast path, flow cache)
-       ovs   Open vSwitch, bridge datapath_type=netdev, AF_PACKET (veth) ports
-   alternated round by round; medians, ratios kp/ovs and kp/bare, PASS/MISS.
-   The switch side (all three engines) is pinned to core 1, the generator to core 0.
+       kp-xdp     kp-switch (C fast path, flow cache) on AF_XDP ports (--ports afxdp)
+       kp-afpkt   kp-switch on AF_PACKET ports (--ports afpacket)
+       ovs-afpkt  Open vSwitch, bridge datapath_type=netdev, AF_PACKET (veth) ports
+       ovs-xdp    Open vSwitch, datapath_type=netdev, type=afxdp ports (a PMD thread on
+                  the switch core, pmd-maxsleep so that it sleeps while others run)
+       kernel     the kernel's own forwarding in a router namespace, iptables DNAT to
+                  the pod (one kube-proxy rule; conntrack: one entry per 5-tuple)
+       bare       bench/bare_forwarder.c: TPACKET_V3 rx -> sendmmsg tx, no parse, no lookup
+   alternated round by round, in both receive layouts (--layouts): the kernel's receive
+   work for the switch's port 1 on the generator's core, and steered to the switch
+   core by RPS; medians, ratios kp/peer, PASS/MISS against GOALS.
+   The switch side (every engine) is pinned to core 1, the generator to core 0.
    Also the CPU time (user + system, from /proc) the switch process spent per packet
    it forwarded: a cost the generator's limit does not hide (the kernel's share of
-   receiving and sending is in it, as it is for every engine).
+   receiving and sending is in it, as it is for every engine; for the kernel peer,
+   the softirq time of all cores).
 2. New sessions per second: distinct UDP flows to a VIP offered at a fixed rate (more
    than any keeps up with), counted at the pod, through kp_app (ryu-manager) with
    kp-switch, with Open vSwitch making the sessions itself (ct) and in packet-in mode,
@@ -74,9 +82,17 @@ POD_MAC = "02:00:00:00:01:01"       # not the sink interface's MAC: the sink's k
 CLIENT_IP = "10.0.1.2"
 SPORT0 = 10000
 
-GOALS = {"kp_over_ovs": 1.5, "kp_over_bare": 0.9, "cache_bytes_per_flow": 64}
+GOALS = {"kp_over_ovs": 1.5, "kp_over_bare": 0.9, "kp_over_kernel": 1.0,
+         "kp_over_ovs_xdp": 1.5, "cache_bytes_per_flow": 64}
 
-ENGINES = ("bare", "kp", "ovs")
+# The forwarding peers (section 1): kp-switch on each of its port backends, Open
+# vSwitch's userspace datapath on each of its, the kernel's own forwarding, and the
+# bare AF_PACKET forwarder.
+ENGINES = ("bare", "kp", "kp-afp", "ovs", "ovs-xdp", "kernel")
+ENGINE_TITLES = {"bare": "bare", "kp": "kp-xdp", "kp-afp": "kp-afpkt", "ovs": "ovs-afpkt",
+                 "ovs-xdp": "ovs-xdp", "kernel": "kernel"}
+# Receive layouts: where the kernel's receive work for the switch's ports runs.
+LAYOUTS = ("rx-gen-core", "rx-switch-core")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -232,6 +248,20 @@ class Topology:
         self.namespaces = []
 
 
+def router_namespace(topo, rt, cli_end, pod_end):
+    """The kernel peer's router: namespace rt takes both root ends (the client side
+    answering as the gateway MAC, 10.0.0.1 on both) and forwards between them."""
+    for end in (cli_end, pod_end):
+        sh("ip", "link", "set", end, "netns", rt)
+        topo.links.remove(end)         # the namespace's deletion takes it
+    topo.nsexec(rt, "ip", "link", "set", cli_end, "address", GW_MAC)
+    topo.nsexec(rt, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    for end in (cli_end, pod_end):
+        topo.nsexec(rt, "sysctl", "-qw", "net.ipv4.conf.%s.rp_filter=0" % end)
+        topo.nsexec(rt, "ip", "addr", "add", "10.0.0.1/32", "dev", end)
+        topo.nsexec(rt, "ip", "link", "set", end, "up")
+
+
 # --------------------------------------------------------------------------- switches
 
 def flow_line(i, out_port=2):
@@ -298,7 +328,9 @@ class OvsDaemon:
 
 
 class OvsBridge:
-    def __init__(self, name, ports, controller=None, dpid=1):
+    def __init__(self, name, ports, controller=None, dpid=1, iface_type=None):
+        """iface_type: None (netdev's AF_PACKET on a veth) or "afxdp" (AF_XDP ports,
+        polled by a PMD thread)."""
         self.name = name
         args = ["ovs-vsctl", "--timeout=20", "add-br", name, "--", "set", "bridge", name,
                 "datapath_type=netdev", "fail_mode=secure", "protocols=OpenFlow13",
@@ -306,12 +338,25 @@ class OvsBridge:
                 "other_config:datapath-id=%016x" % dpid]
         for i, p in enumerate(ports, 1):
             args += ["--", "add-port", name, p, "--", "set", "interface", p,
-                     "ofport_request=%d" % i]
+                     "ofport_request=%d" % i] + (["type=%s" % iface_type] if iface_type else [])
         sh(*args)
         self.created = True
         sh("ovs-ofctl", "-O", "OpenFlow13", "del-flows", name)
         if controller:      # after del-flows, which would race the controller's flows
             sh("ovs-vsctl", "--timeout=20", "set-controller", name, controller)
+
+    def set_ports(self, ports, iface_type=None):
+        """Attach ports again (numbered from 1, as at creation) or, with ports=[],
+        detach them all; the flow table stays."""
+        have = sh("ovs-vsctl", "--timeout=20", "list-ports", self.name, capture=True).split()
+        args = ["ovs-vsctl", "--timeout=20"]
+        for p in have:
+            args += ["--", "del-port", self.name, p]
+        for i, p in enumerate(ports, 1):
+            args += ["--", "add-port", self.name, p, "--", "set", "interface", p,
+                     "ofport_request=%d" % i] + (["type=%s" % iface_type] if iface_type else [])
+        if len(args) > 2:
+            sh(*args)
 
     @property
     def target(self):
@@ -323,10 +368,13 @@ class OvsBridge:
             self.created = False
 
 
-def start_kp_switch(procs, ports, listen_port, buckets, log_file, controller=None, dpid=1):
+def start_kp_switch(procs, ports, listen_port, buckets, log_file, controller=None, dpid=1,
+                    port_io=None):
     args = ["taskset", "-c", str(SWITCH_CPU), os.path.join(VENV_BIN, "kp-switch"),
             "--dpid", str(dpid), "--listen", "ptcp:%d" % listen_port,
             "--buckets", str(buckets), "--log-file", log_file]
+    if port_io:
+        args += ["--ports", port_io]
     if controller:
         args += ["--controller", controller]
     with open(log_file + ".stderr", "ab") as err:
@@ -376,50 +424,152 @@ class KpCacheStats:
 # --------------------------------------------------------------------------- pps
 
 class PpsBench:
+    """Section 1: each engine forwards the generator's DNAT traffic from its own pair of
+    links (generator -> port 1, port 2 -> sink), one engine at a time, rounds
+    alternated, in both receive layouts (RPS for the switch's port 1 off, then on)."""
+
     def __init__(self, args, exe, topo, procs, tmpdir, ovs_pid):
         self.args, self.exe, self.topo, self.procs, self.tmp = args, exe, topo, procs, tmpdir
         self.ovs_pid = ovs_pid
-        self.results = {1: {e: [] for e in ENGINES}, args.flows: {e: [] for e in ENGINES}}
+        self.layouts = [l for l in LAYOUTS if l in args.layouts]
+        self.engines = [e for e in ENGINES if e in args.engines]
+        counts = (1, args.flows)
+        self.results = {l: {f: {e: [] for e in self.engines} for f in counts}
+                        for l in self.layouts}
         # CPU time the switch process spent per packet it forwarded: what a switch costs
         # even where the generator, not the switch, limits the rate.
-        self.cpu_ns = {1: {e: [] for e in ENGINES}, args.flows: {e: [] for e in ENGINES}}
+        self.cpu_ns = {l: {f: {e: [] for e in self.engines} for f in counts}
+                       for l in self.layouts}
         self.details = []
         self.kp_stats = None
+        self.kp_port_io = {}
+        self.ovs_saved = None
 
     def setup(self):
         t = self.topo
         self.ns_src = t.ns("src")
         self.ns_dst = t.ns("dst")
+        self.ns_rt = t.ns("prt")
         self.links = {}
-        for e, c in (("bare", "b"), ("kp", "k"), ("ovs", "o")):
+        for e, c in (("bare", "b"), ("kp", "k"), ("kp-afp", "a"), ("ovs", "o"),
+                     ("ovs-xdp", "x"), ("kernel", "n")):
             a = t.link("g" + c, self.ns_src)          # generator -> switch port 1
             b = t.link("s" + c, self.ns_dst)          # switch port 2 -> sink
             self.links[e] = (a, b, "g" + c)
-            if self.args.rx_on_switch_core:
-                # RPS: the kernel's receive work for the switch's port 1 (the copy into
-                # its AF_PACKET ring / socket) runs on the switch core, not the generator's.
-                with open("/sys/class/net/%s/queues/rx-0/rps_cpus" % a, "w") as f:
-                    f.write("%x" % (1 << SWITCH_CPU))
+        self._kernel_router(*self.links["kernel"][:2])
+        # Counters of the router namespace's interfaces: /proc/<pid>/net/dev of a
+        # process inside it (no process start per reading).
+        self.rt_holder = self.procs.start(["ip", "netns", "exec", self.ns_rt, "sleep", "86400"])
         a, b, _ = self.links["bare"]
         self.bare = self.procs.start(["taskset", "-c", str(SWITCH_CPU), self.exe["bare_forwarder"],
                                       a, b], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
-        a, b, _ = self.links["kp"]
-        self.kp_port = free_port()
-        self.kp = start_kp_switch(self.procs, [a, b], self.kp_port, self.args.buckets,
-                                  os.path.join(self.tmp, "kp-switch-pps.log"))
-        self.kp_target = "tcp:127.0.0.1:%d" % self.kp_port
-        self.kp_cache = KpCacheStats(self.kp_port)
-        a, b, _ = self.links["ovs"]
-        self.ovs = OvsBridge(t.tag + "br", [a, b])
-        self.targets = {"kp": self.kp_target, "ovs": self.ovs.target}
-        self.pids = {"bare": self.bare.pid, "kp": self.kp.pid, "ovs": self.ovs_pid}
+        self.kp_ports, self.kp_procs, self.targets, self.kp_caches = {}, {}, {}, {}
+        for e, port_io in (("kp", "afxdp"), ("kp-afp", "afpacket")):
+            if e not in self.engines:
+                continue
+            a, b, _ = self.links[e]
+            self.kp_ports[e] = free_port()
+            log_file = os.path.join(self.tmp, "kp-switch-pps-%s.log" % port_io)
+            self.kp_procs[e] = start_kp_switch(self.procs, [a, b], self.kp_ports[e],
+                                               self.args.buckets, log_file, port_io=port_io)
+            self.targets[e] = "tcp:127.0.0.1:%d" % self.kp_ports[e]
+            self.kp_caches[e] = KpCacheStats(self.kp_ports[e])
+            with open(log_file, errors="replace") as f:
+                found = [l.split(" kp_switch: ports ", 1)[1].strip() for l in f
+                         if " kp_switch: ports " in l]
+            self.kp_port_io[e] = found[-1] if found else "?"
+            log("  %-7s kp-switch ports: %s" % (e, self.kp_port_io[e]))
+        self.bridges = {}
+        if "ovs-xdp" in self.engines:
+            self._ovs_pmd_config()
+        for e, c, typ in (("ovs", "br", None), ("ovs-xdp", "bx", "afxdp")):
+            if e not in self.engines:
+                continue
+            a, b, _ = self.links[e]
+            self.bridges[e] = OvsBridge(t.tag + c, [a, b], iface_type=typ)
+            self.targets[e] = self.bridges[e].target
+        self.ovs_xdp_ports(False)
+
+    def ovs_xdp_ports(self, attached):
+        """Open vSwitch's AF_XDP ports only while ovs-xdp is measured: while a port of
+        its needs a PMD thread, Open vSwitch's AF_PACKET ports forward a fraction of
+        what they do without one (measured: 10-170 kpps instead of 190-260), which
+        would make the ovs-afpkt figure meaningless.  Flows stay; the port numbers
+        are the same after re-attaching."""
+        br = self.bridges.get("ovs-xdp")
+        if br is not None:
+            a, b, _ = self.links["ovs-xdp"]
+            br.set_ports([a, b] if attached else [], "afxdp")
+            if attached:
+                time.sleep(1.0)     # the XDP program and the PMD's first polls
+        self.pids = {"bare": self.bare.pid, "ovs": self.ovs_pid, "ovs-xdp": self.ovs_pid,
+                     "kernel": None}
+        self.pids.update({e: p.pid for e, p in self.kp_procs.items()})
+
+    def _ovs_pmd_config(self):
+        """Open vSwitch's AF_XDP ports are polled by a PMD thread: on the switch core,
+        and asleep when idle (pmd-maxsleep, Open vSwitch 3.1), or it would spin on the
+        switch core through every other engine's runs.  Restored by close()."""
+        keys = ("pmd-cpu-mask", "pmd-maxsleep")
+        self.ovs_saved = {}
+        for k in keys:
+            r = sh("ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".", "other_config:" + k,
+                   check=False, capture=True)
+            self.ovs_saved[k] = r.strip() if isinstance(r, str) else None
+        sh("ovs-vsctl", "--timeout=5", "set", "Open_vSwitch", ".",
+           "other_config:pmd-cpu-mask=0x%x" % (1 << SWITCH_CPU), "other_config:pmd-maxsleep=10000")
+
+    def _kernel_router(self, cli_end, pod_end):
+        """The kernel peer: the router namespace takes both root ends and forwards with
+        kube-proxy's iptables DNAT for the VIP (conntrack: one entry per 5-tuple)."""
+        t, rt = self.topo, self.ns_rt
+        t.nsexec(rt, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
+        t.nsexec(rt, "sysctl", "-qw", "net.netfilter.nf_conntrack_max=262144", check=False)
+        router_namespace(t, rt, cli_end, pod_end)
+        t.nsexec(rt, "ip", "route", "add", "10.0.1.0/24", "dev", cli_end)
+        t.nsexec(rt, "ip", "route", "add", POD_IP + "/32", "dev", pod_end)
+        t.nsexec(rt, "ip", "neigh", "replace", POD_IP, "lladdr", POD_MAC, "dev", pod_end,
+                 "nud", "permanent")
+        for rule in ("-N KUBE-SERVICES", "-A PREROUTING -j KUBE-SERVICES",
+                     "-A KUBE-SERVICES -d %s/32 -p udp --dport %d -j DNAT --to-destination "
+                     "%s:%d" % (VIP, VIP_PORT, POD_IP, POD_PORT)):
+            t.nsexec(rt, "iptables", "-t", "nat", *rule.split())
+
+    def set_layout(self, layout):
+        """RPS for port 1 of every engine: its receive work on the switch core, or
+        (rps_cpus 0) where the generator's transmit runs it, the generator's core."""
+        mask = "%x" % (1 << SWITCH_CPU) if layout == "rx-switch-core" else "0"
+        for e, (a, _, _) in self.links.items():
+            path = "/sys/class/net/%s/queues/rx-0/rps_cpus" % a
+            if e == "kernel":
+                self.topo.nsexec(self.ns_rt, "sh", "-c", "echo %s > %s" % (mask, path))
+            else:
+                with open(path, "w") as f:
+                    f.write(mask)
+
+    def counter(self, engine, ifname, name):
+        if engine != "kernel":
+            return read_counter(ifname, name)
+        with open("/proc/%d/net/dev" % self.rt_holder.pid) as f:
+            for line in f:
+                if line.strip().startswith(ifname + ":"):
+                    v = line.split(":", 1)[1].split()
+                    return int(v[{"rx_packets": 1, "tx_packets": 9}[name]])
+        raise RuntimeError("no %s in the router namespace" % ifname)
+
+    @staticmethod
+    def softirq_seconds():
+        """Softirq time of all cores (the kernel forwarding's work), in seconds."""
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[7]) / os.sysconf("SC_CLK_TCK")
 
     def install(self, first, last):
-        for e in ("kp", "ovs"):
+        for e in [e for e in ("kp", "kp-afp", "ovs", "ovs-xdp") if e in self.engines]:
             secs = add_flows(self.targets[e], first, last, self.tmp)
             n = count_flows(self.targets[e])
-            log("  %-4s %5d flows installed (%d new in %.1f s)" % (e, n, last - first, secs))
+            log("  %-7s %5d flows installed (%d new in %.1f s)" % (e, n, last - first, secs))
             if n != last:
                 raise RuntimeError("%s holds %d DNAT flows, expected %d" % (e, n, last))
 
@@ -475,7 +625,7 @@ print(ok, bad)
         return self.procs.start(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
 
-    def measure(self, engine, flows):
+    def measure(self, layout, engine, flows):
         """One run: warm-up (caches fill), then flat out for --seconds; the forwarded
         rate is the sink link's counter over the middle of the flat-out phase."""
         a, b, _ = self.links[engine]
@@ -483,26 +633,35 @@ print(ok, bad)
         wpps = max(20000, 4 * flows) if flows > 1 else 5000
         secs = self.args.seconds
         kp0 = None
+        cache = self.kp_caches.get(engine)
+        pid = self.pids[engine]
+        if engine == "ovs-xdp":
+            self.ovs_xdp_ports(True)
         g = self.gen(engine, flows, secs + 0.5, pps=0, warmup=warm, warmup_pps=wpps)
         try:
             time.sleep(warm + 0.4)
-            if engine == "kp":
-                kp0 = self.kp_cache.get()
-            cpu0 = cpu_seconds(self.pids[engine])
-            c0, rx0, t0 = read_counter(b, "tx_packets"), read_counter(a, "rx_packets"), time.monotonic()
+            if cache:
+                kp0 = cache.get()
+            cpu0 = cpu_seconds(pid) if pid else self.softirq_seconds()
+            c0, rx0, t0 = (self.counter(engine, b, "tx_packets"),
+                           self.counter(engine, a, "rx_packets"), time.monotonic())
             time.sleep(secs - 0.2)
-            c1, rx1, t1 = read_counter(b, "tx_packets"), read_counter(a, "rx_packets"), time.monotonic()
-            cpu1 = cpu_seconds(self.pids[engine])
-            kp1 = self.kp_cache.get() if engine == "kp" else None
+            c1, rx1, t1 = (self.counter(engine, b, "tx_packets"),
+                           self.counter(engine, a, "rx_packets"), time.monotonic())
+            cpu1 = cpu_seconds(pid) if pid else self.softirq_seconds()
+            kp1 = cache.get() if cache else None
             out, err = g.communicate(timeout=secs + warm + 30)
         finally:
             self.procs.stop(g)
+            if engine == "ovs-xdp":
+                self.ovs_xdp_ports(False)
         if g.returncode:
             raise RuntimeError("pktgen: %s" % err.strip())
         gen = json.loads(out)
         pps = (c1 - c0) / (t1 - t0)
         offered = (rx1 - rx0) / (t1 - t0)
-        d = {"engine": engine, "flows": flows, "pps": pps, "offered_pps": offered,
+        d = {"layout": layout, "engine": engine, "flows": flows, "pps": pps,
+             "offered_pps": offered,
              "generator_pps": gen["sent"] / gen["seconds"] if gen["seconds"] else 0,
              "cpu_ns_per_packet": 1e9 * (cpu1 - cpu0) / max(1, c1 - c0)}
         if kp0 and kp1:
@@ -510,45 +669,65 @@ print(ok, bad)
             d["kp_cache"] = {"hits": hits, "misses": misses, "entries": kp1["entries"],
                              "insert_failures": kp1["insert_failures"] - kp0["insert_failures"],
                              "evictions": kp1["evictions"] - kp0["evictions"]}
-            self.kp_stats = kp1
+            if engine == "kp":
+                self.kp_stats = kp1
         self.details.append(d)
         return d
 
     def run(self):
         self.setup()
-        order = list(ENGINES)
+        order = list(self.engines)
         for phase, flows in enumerate((1, self.args.flows)):
             log("\n== %d flow%s ==" % (flows, "s" if flows > 1 else ""))
             if phase == 0:
                 self.install(0, 1)
             else:
                 self.install(1, flows)
-            for e in ("kp", "ovs"):
-                n = self.verify_translation(e)
-                log("  %-4s translation checked at the sink (%d frames: pod MAC, pod IP:port, "
-                    "checksums)" % (e, n))
-            for r in range(self.args.rounds):
-                for e in order:
-                    d = self.measure(e, flows)
-                    self.results[flows][e].append(d["pps"])
-                    self.cpu_ns[flows][e].append(d["cpu_ns_per_packet"])
-                    extra = ""
-                    if "kp_cache" in d:
-                        kc = d["kp_cache"]
-                        extra = "  cache: %d entries, %.2f%% misses" % (
-                            kc["entries"], 100.0 * kc["misses"] / max(1, kc["hits"] + kc["misses"]))
-                    if d["offered_pps"] < 1.05 * d["pps"]:
-                        extra += "  [generator-limited: offered ~ forwarded]"
-                        d["generator_limited"] = True
-                    log("  round %d  %-4s %9.0f pps  (offered %6.0f kpps, %5.0f ns CPU/packet)%s"
-                        % (r + 1, e, d["pps"], d["offered_pps"] / 1000,
-                           d["cpu_ns_per_packet"], extra))
-                order = order[1:] + order[:1]       # rotate who goes first
-        self.bare_counters = None
+            for e in [e for e in self.engines if e != "bare"]:
+                if e == "ovs-xdp":
+                    self.ovs_xdp_ports(True)
+                try:
+                    n = self.verify_translation(e)
+                finally:
+                    if e == "ovs-xdp":
+                        self.ovs_xdp_ports(False)
+                log("  %-7s translation checked at the sink (%d frames: pod MAC, pod "
+                    "IP:port, checksums)" % (e, n))
+            for layout in self.layouts:
+                self.set_layout(layout)
+                log("  -- receive layout: %s" % layout)
+                for r in range(self.args.rounds):
+                    for e in order:
+                        d = self.measure(layout, e, flows)
+                        self.results[layout][flows][e].append(d["pps"])
+                        self.cpu_ns[layout][flows][e].append(d["cpu_ns_per_packet"])
+                        extra = ""
+                        if "kp_cache" in d:
+                            kc = d["kp_cache"]
+                            extra = "  cache: %d entries, %.2f%% misses" % (
+                                kc["entries"],
+                                100.0 * kc["misses"] / max(1, kc["hits"] + kc["misses"]))
+                        if d["offered_pps"] < 1.05 * d["pps"]:
+                            extra += "  [generator-limited: offered ~ forwarded]"
+                            d["generator_limited"] = True
+                        log("  round %d  %-7s %9.0f pps  (offered %6.0f kpps, %5.0f ns "
+                            "CPU/packet)%s" % (r + 1, e, d["pps"], d["offered_pps"] / 1000,
+                                               d["cpu_ns_per_packet"], extra))
+                    order = order[1:] + order[:1]       # rotate who goes first
 
     def close(self):
-        if getattr(self, "ovs", None):
-            self.ovs.close()
+        for br in getattr(self, "bridges", {}).values():
+            br.close()
+        self.bridges = {}
+        if self.ovs_saved is not None:
+            for k, v in self.ovs_saved.items():
+                if v:
+                    sh("ovs-vsctl", "--timeout=5", "set", "Open_vSwitch", ".",
+                       "other_config:%s=%s" % (k, v), check=False)
+                else:
+                    sh("ovs-vsctl", "--timeout=5", "remove", "Open_vSwitch", ".",
+                       "other_config", k, check=False)
+            self.ovs_saved = None
 
 
 # --------------------------------------------------------------------------- new flows
@@ -735,15 +914,7 @@ class SessionsBench:
         """The kernel peer: the router namespace takes both root ends and forwards with
         kube-proxy's iptables chains for the VIP (a statistic rule per pod, DNAT)."""
         t, rt = self.topo, self.ns_rt
-        for end in (cli_end, pod_end):
-            sh("ip", "link", "set", end, "netns", rt)
-            t.links.remove(end)         # the namespace's deletion takes it
-        t.nsexec(rt, "ip", "link", "set", cli_end, "address", GW_MAC)
-        t.nsexec(rt, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        for end in (cli_end, pod_end):
-            t.nsexec(rt, "sysctl", "-qw", "net.ipv4.conf.%s.rp_filter=0" % end)
-            t.nsexec(rt, "ip", "addr", "add", "10.0.0.1/32", "dev", end)
-            t.nsexec(rt, "ip", "link", "set", end, "up")
+        router_namespace(t, rt, cli_end, pod_end)
         t.nsexec(rt, "ip", "route", "add", self.CLIENT + "/32", "dev", cli_end)
         for pod in self.PODS:
             t.nsexec(rt, "ip", "route", "add", pod + "/32", "dev", pod_end)
@@ -952,42 +1123,56 @@ def report(args, pps, sessions, mem, cpu_note, newflows=None):
     log("\n" + "=" * 78)
     log("Packets per second, 64-byte UDP, kube-proxy DNAT flow (switch side on core %d, "
         "generator on core %d)" % (SWITCH_CPU, GEN_CPU))
-    log("medians of %d rounds x %.1f s; each value: pps at the sink; kernel rx work for "
-        "the switch ports on core %d" % (args.rounds, args.seconds,
-                                         SWITCH_CPU if args.rx_on_switch_core else GEN_CPU))
-    log("%-8s %12s %12s %12s %9s %9s" % ("flows", "bare", "kp-switch", "ovs-netdev",
-                                         "kp/ovs", "kp/bare"))
+    log("medians of %d rounds x %.1f s; each value: pps at the sink.  kp-xdp: kp-switch on "
+        "AF_XDP ports (%s), kp-afpkt: on AF_PACKET; ovs-afpkt / ovs-xdp: Open vSwitch "
+        "userspace (netdev) on AF_PACKET / AF_XDP ports; kernel: the kernel's forwarding "
+        "with iptables DNAT + conntrack; bare: AF_PACKET rx -> tx, no lookup"
+        % (args.rounds, args.seconds, pps.kp_port_io.get("kp", "?") if pps else "?"))
+    pair = (("kp", "kernel"), ("kp", "ovs-xdp"), ("kp", "ovs"), ("kp", "bare"),
+            ("kp", "kp-afp"))
+    goal_of = {"kernel": "kp_over_kernel", "ovs-xdp": "kp_over_ovs_xdp", "ovs": "kp_over_ovs",
+               "bare": "kp_over_bare"}
     if pps:
-        for flows, by in pps.results.items():
-            m = {e: median(v) for e, v in by.items()}
-            r_ovs = m["kp"] / m["ovs"] if m["ovs"] else float("nan")
-            r_bare = m["kp"] / m["bare"] if m["bare"] else float("nan")
-            # Paired: the ratio within each round (runs seconds apart), then the median;
-            # steadier than the ratio of medians when other work loads the machine.
-            n = min(len(v) for v in by.values())
-            p_ovs = median([by["kp"][i] / by["ovs"][i] for i in range(n) if by["ovs"][i]])
-            p_bare = median([by["kp"][i] / by["bare"][i] for i in range(n) if by["bare"][i]])
-            log("%-8d %12.0f %12.0f %12.0f %9.2f %9.2f   (paired per round: %.2f, %.2f)"
-                % (flows, m["bare"], m["kp"], m["ovs"], r_ovs, r_bare, p_ovs, p_bare))
-            summary["pps"][str(flows)] = {"median_pps": m, "runs_pps": by,
-                                          "kp_over_ovs": r_ovs, "kp_over_bare": r_bare,
-                                          "paired_kp_over_ovs": p_ovs,
-                                          "paired_kp_over_bare": p_bare,
-                                          "ovs_over_bare": m["ovs"] / m["bare"] if m["bare"] else None}
-            summary["checks"].append({"goal": "kp >= %.1fx ovs, %d flows" % (GOALS["kp_over_ovs"], flows),
-                                      "value": r_ovs, "pass": r_ovs >= GOALS["kp_over_ovs"]})
-            summary["checks"].append({"goal": "kp >= %.1fx bare, %d flows" % (GOALS["kp_over_bare"], flows),
-                                      "value": r_bare, "pass": r_bare >= GOALS["kp_over_bare"]})
-        log("\nCPU time of the switch process per forwarded packet (ns; lower is better)")
-        log("%-8s %12s %12s %12s %9s %9s" % ("flows", "bare", "kp-switch", "ovs-netdev",
-                                             "ovs/kp", "kp/bare"))
-        summary["cpu_ns_per_packet"] = {}
-        for flows, by in pps.cpu_ns.items():
-            c = {e: median(v) for e, v in by.items()}
-            log("%-8d %12.0f %12.0f %12.0f %9.2f %9.2f" % (
-                flows, c["bare"], c["kp"], c["ovs"], c["ovs"] / c["kp"] if c["kp"] else 0,
-                c["kp"] / c["bare"] if c["bare"] else 0))
-            summary["cpu_ns_per_packet"][str(flows)] = {"median": c, "runs": by}
+        for layout, by_flows in pps.results.items():
+            log("\nreceive layout %s: the kernel's receive work for port 1 on core %d%s"
+                % (layout, SWITCH_CPU if layout == "rx-switch-core" else GEN_CPU,
+                   " (RPS; AF_XDP's receive runs in the veth's NAPI before RPS, on the "
+                   "generator's core either way)" if layout == "rx-switch-core" else ""))
+            have = pps.engines
+            pair_here = [(a, b) for a, b in pair if a in have and b in have]
+            log("%-7s " % "flows" + " ".join("%10s" % ENGINE_TITLES[e] for e in have) +
+                "  " + " ".join("%9s" % ("kp/" + ENGINE_TITLES[b]) for _, b in pair_here))
+            summary["pps"][layout] = {}
+            for flows, by in by_flows.items():
+                m = {e: median(v) for e, v in by.items()}
+                ratios = {b: (m[a] / m[b] if m[b] else float("nan")) for a, b in pair_here}
+                log("%-7d " % flows + " ".join("%10.0f" % m[e] for e in have) + "  " +
+                    " ".join("%9.2f" % ratios[b] for _, b in pair_here))
+                n = min(len(v) for v in by.values())
+                paired = {b: median([by["kp"][i] / by[b][i] for i in range(n) if by[b][i]])
+                          for _, b in pair_here}
+                summary["pps"][layout][str(flows)] = {
+                    "median_pps": m, "runs_pps": by,
+                    "kp_over": ratios, "paired_kp_over": paired}
+                for b, g in goal_of.items():
+                    if b not in ratios:
+                        continue
+                    summary["checks"].append({
+                        "goal": "kp >= %.1fx %s, %d flows, %s" % (GOALS[g], ENGINE_TITLES[b],
+                                                                 flows, layout),
+                        "value": ratios[b], "pass": ratios[b] >= GOALS[g]})
+            log("  paired per round (kp/peer within a round, median): " + "; ".join(
+                "%s flows: %s" % (f, ", ".join("%s %.2f" % (ENGINE_TITLES[b], v)
+                                              for b, v in d["paired_kp_over"].items()))
+                for f, d in summary["pps"][layout].items()))
+            log("CPU time per forwarded packet (ns; the switch process's user + system; "
+                "kernel: softirq time of all cores; ovs-xdp: its PMD thread polls)")
+            summary.setdefault("cpu_ns_per_packet", {})[layout] = {}
+            for flows, by in pps.cpu_ns[layout].items():
+                c = {e: median(v) for e, v in by.items()}
+                log("%-7d " % flows + " ".join("%10.0f" % c[e] for e in have))
+                summary["cpu_ns_per_packet"][layout][str(flows)] = {"median": c, "runs": by}
+        summary["kp_port_io"] = pps.kp_port_io
         summary["pps_runs"] = pps.details
     if sessions and sessions.results:
         log("\nNew sessions per second (first packet of each new UDP flow counted at the "
@@ -1047,12 +1232,10 @@ def report(args, pps, sessions, mem, cpu_note, newflows=None):
                               "value": mem["bytes_per_cached_flow"],
                               "pass": mem["bytes_per_cached_flow"] <= GOALS["cache_bytes_per_flow"]})
     log("\n" + "-" * 78 + "\nSUMMARY")
-    for flows, v in summary["pps"].items():
-        log("  %5s flows: kp %.0f pps | kp/ovs %.2f (goal >= %.1f) | kp/bare %.2f (goal >= %.1f)"
-            " | paired per round: kp/ovs %.2f, kp/bare %.2f"
-            % (flows, v["median_pps"]["kp"], v["kp_over_ovs"], GOALS["kp_over_ovs"],
-               v["kp_over_bare"], GOALS["kp_over_bare"], v["paired_kp_over_ovs"],
-               v["paired_kp_over_bare"]))
+    for layout, by_flows in summary["pps"].items():
+        for flows, v in by_flows.items():
+            log("  %-14s %5s flows: kp %.0f pps | " % (layout, flows, v["median_pps"]["kp"]) +
+                " | ".join("kp/%s %.2f" % (ENGINE_TITLES[b], r) for b, r in v["kp_over"].items()))
     if "new_flows" in summary:
         nm = summary["new_flows"]["median_new_flows_per_s"]
         log("  new flows/s through a static flow: kp %.0f, ovs %.0f"
@@ -1086,9 +1269,13 @@ def parse_args(argv):
                    help="new flows offered per second (above what the fastest keeps up with)")
     p.add_argument("--session-seconds", type=float, default=4.0)
     p.add_argument("--session-rounds", type=int, default=2)
-    p.add_argument("--rx-on-switch-core", action="store_true",
-                   help="steer the kernel's receive work for the switch ports to the switch "
-                        "core (RPS); by default it runs on the generator's core")
+    p.add_argument("--engines", default=",".join(ENGINES),
+                   help="forwarding peers of section 1, comma-separated (kp always); "
+                        "default all: " + ",".join(ENGINES))
+    p.add_argument("--layouts", default=",".join(LAYOUTS),
+                   help="receive layouts to measure, comma-separated: rx-gen-core (the "
+                        "kernel's receive work for the switch ports on the generator's core), "
+                        "rx-switch-core (steered to the switch core by RPS); default both")
     p.add_argument("--newflow-rate", type=int, default=200000,
                    help="new flows offered per second through the static flow")
     p.add_argument("--newflow-seconds", type=float, default=2.0)
@@ -1105,6 +1292,12 @@ def parse_args(argv):
         a.newflow_seconds, a.newflow_rounds = 1.0, 2
     if a.seconds < 1.0:
         p.error("--seconds must be at least 1")
+    a.engines = [e for e in a.engines.split(",") if e]
+    if "kp" not in a.engines or any(e not in ENGINES for e in a.engines):
+        p.error("--engines: kp and any of %s" % ",".join(ENGINES))
+    a.layouts = [l for l in a.layouts.split(",") if l]
+    if not a.layouts or any(l not in LAYOUTS for l in a.layouts):
+        p.error("--layouts: some of %s" % ",".join(LAYOUTS))
     return a
 
 

@@ -25,7 +25,8 @@ node's address, marked announced (``ku conf node_ip ... dpid N`` still overrides
 pingall is IPv4; the hosts have their IPv6 addresses and routes too (``n1c1 ping
 fd00:0:0:2::101``). For TCP and UDP through Open vSwitch's userspace datapath the hosts
 also need ``ethtool -K <intf> tx off`` (see ``tx_offload_off``); kp-switch needs no such
-thing.
+thing, on either of its port backends (``--switch kpswitch,port_io=afxdp`` or
+``port_io=afpacket``; by default kp-switch takes AF_XDP where every port allows it).
 
 ``--switch ovs`` here is this file's ``OVSNodeSwitch``, not Mininet's own: ``mn --custom``
 merges the file's ``switches`` into Mininet's, and this one is exported as ``ovs``. It is
@@ -453,7 +454,11 @@ class KpSwitchMissing(SystemExit):
 
 
 class KpSwitch(Switch):
-    """The bundled userspace OpenFlow 1.3 switch, kp-switch, in the root namespace."""
+    """The bundled userspace OpenFlow 1.3 switch, kp-switch, in the root namespace.
+
+    port_io= ('auto', 'afxdp', 'afpacket'; ``--switch kpswitch,port_io=afxdp``) is
+    kp-switch's ``--ports``: unset, kp-switch's default, auto (AF_XDP where every port
+    takes it)."""
 
     dpidLen = 16
     isSetup = False
@@ -461,9 +466,13 @@ class KpSwitch(Switch):
     stop_timeout = 5.0
 
     def __init__(self, name, logFile=None, logDir='/tmp', node_ip=None, node_ip6=None,
-                 **params):
+                 port_io=None, **params):
         Switch.__init__(self, name, **params)
+        if port_io not in (None, 'auto', 'afxdp', 'afpacket'):
+            raise ValueError("kpswitch: port_io must be auto, afxdp or afpacket, not %r"
+                             % (port_io,))
         self.node_ip, self.node_ip6 = node_ip, node_ip6
+        self.port_io = port_io
         self.index = KpSwitch._next_index
         KpSwitch._next_index += 1
         self.listen = self.listenPort or (6634 + self.index)
@@ -501,6 +510,8 @@ class KpSwitch(Switch):
         for option, value in (('--node-ip', self.node_ip), ('--node-ip6', self.node_ip6)):
             if value:
                 cmd += [option, value]
+        if self.port_io:
+            cmd += ['--ports', self.port_io]
         cmd += ['--listen', 'ptcp:%d' % self.listen, '--log-file', self.logFile] + intfs
         debug('*** %s: %s\n' % (self, ' '.join(cmd)))
         with open(self.logFile, 'ab') as log:

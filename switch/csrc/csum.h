@@ -44,6 +44,20 @@ static inline uint16_t csum_fold(uint64_t s)
     return (uint16_t)s;
 }
 
+/* Whether an L4 checksum field holds the folded sum of the pseudo-header alone (not
+ * complemented): what a sender that leaves the checksum to offload writes there
+ * (Linux's CHECKSUM_PARTIAL), for a receiver that is not told so (AF_XDP).  A finished
+ * checksum holds that value only when the rest of the segment sums to -0 with it, and
+ * finishing such a checksum again gives it back unchanged.  src_dst: the addresses
+ * (8 or 32 bytes, as in the IP header); l4_len: the segment's length. */
+static inline bool csum_holds_pseudo(const uint8_t *field, const uint8_t *src_dst,
+                                     size_t addr_len, uint8_t proto, uint32_t l4_len)
+{
+    uint64_t s = csum_add(0, src_dst, addr_len) + proto + (l4_len >> 16) + (l4_len & 0xffff);
+
+    return rd16(field) == csum_fold(s);
+}
+
 /* RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), over the 16-bit words of a field that
  * changed from old to new (len even, field at an even offset of the summed data).
  * Eqn. 3 rather than eqn. 2 so a result is never the -0 that eqn. 2 can produce.

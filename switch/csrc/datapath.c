@@ -16,8 +16,12 @@
 #include "parse.h"
 #include "segment.h"
 
-#define RX_BLOCKS_PER_ROUND 4     /* per port, so one busy port cannot starve the others */
+#define RX_BURSTS_PER_ROUND 16    /* per port, so one busy port cannot starve the others */
 #define IDLE_POLL_MS 100
+#define IDLE_SPIN_ROUNDS 1024     /* empty rounds before sleeping in poll: at a high rate
+                                     the thread stays awake, and the sender's core is
+                                     spared a wake-up per batch (AF_XDP's receive runs
+                                     there, bench/run.py) */
 #define ATOMIC_ADD(x, n) __atomic_fetch_add(&(x), (n), __ATOMIC_RELAXED)
 #define OWNER_ADD(x, n) __atomic_store_n(&(x), (x) + (n), __ATOMIC_RELAXED)
 
@@ -376,10 +380,29 @@ static void lookup_and_run(struct emit_ctx *ctx, struct pkt_buf *pb, struct flow
     actions_run(pb, port_no, prog->ops, prog->n_ops, &env);
 }
 
+/* The sender left the L4 checksum for the NIC to finish (a veth peer has checksum
+ * offload): the backend said so (AF_PACKET), or cannot say and the checksum field
+ * holds the pseudo-header sum (AF_XDP, csum_holds_pseudo).  Never a fragment's. */
+static int csum_unfinished(const uint8_t *frame, uint32_t flags, const struct flow_key *k,
+                           const struct pkt_layout *lay)
+{
+    int udp = !!(k->present & FK_UDP), v6 = !!(k->present & FK_IPV6);
+
+    if (!(k->present & (FK_TCP | FK_UDP)) || lay->l3 < 0 || lay->l4 < 0 ||
+        lay->l3_end < lay->l4 + (udp ? 8 : 20))
+        return 0;
+    if (flags & RXF_CSUM_PARTIAL)
+        return 1;
+    if (!(flags & RXF_CSUM_UNTOLD) || (!v6 && (rd16(frame + lay->l3 + 6) & 0x3fff)))
+        return 0;
+    return csum_holds_pseudo(frame + lay->l4 + (udp ? 6 : 16), frame + lay->l3 + (v6 ? 8 : 12),
+                             v6 ? 32 : 8, udp ? 17 : 6, (uint32_t)(lay->l3_end - lay->l4));
+}
+
 /* csum_start, csum_offset: where the sender's virtio-net header says its partial
  * checksum is (-1: it did not say). */
 static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *frame,
-                          uint32_t len, uint32_t headroom, uint32_t status, uint32_t seg_size,
+                          uint32_t len, uint32_t headroom, uint32_t flags, uint32_t seg_size,
                           uint32_t now, uint64_t now_ns, int32_t csum_start,
                           int32_t csum_offset)
 {
@@ -403,13 +426,16 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
         return;
     }
     /* The sender's stack left the checksum for the NIC to finish (the veth peer has
-     * checksum offload): finish it where the sender said, or every receiver would drop
-     * the packet; one pointing outside the datagram cannot be finished. */
-    if ((status & TP_STATUS_CSUMNOTREADY) &&
+     * checksum offload): finish it where the sender said (AF_PACKET tells), or every
+     * receiver would drop the packet; one pointing outside the datagram cannot be
+     * finished.  AF_XDP cannot tell: csum_unfinished guesses from the field. */
+    if ((flags & RXF_CSUM_PARTIAL) &&
         csum_finish_partial(frame, &k, &lay, csum_start, csum_offset)) {
         PSTAT_ADD(port, rx_errors, 1);
         return;
     }
+    if (!(flags & RXF_CSUM_PARTIAL) && csum_unfinished(frame, flags, &k, &lay))
+        csum_complete_partial(frame, lay.l4, lay.l3_end, !!(k.present & FK_UDP));
     /* A session's packets are translated before the tables see them (lb.h); with no
      * session in the table, not even the call. */
     if (lb_active(dp->lb))
@@ -420,7 +446,7 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
 struct gso_ctx {
     struct datapath *dp;
     struct dp_port *port;
-    uint32_t status, now;
+    uint32_t flags, now;
     uint64_t now_ns;
 };
 
@@ -430,68 +456,38 @@ static void process_datagram(void *ctx_, const uint8_t *seg, uint32_t len)
 
     /* seg is the port's gso_buf, ACTION_HEADROOM in: ours to rewrite in place. */
     process_frame(ctx->dp, ctx->port, (uint8_t *)seg, len, ACTION_HEADROOM,
-                  ctx->status & ~(uint32_t)TP_STATUS_CSUMNOTREADY, 0, ctx->now, ctx->now_ns,
+                  ctx->flags & ~(uint32_t)RXF_CSUM_PARTIAL, 0, ctx->now, ctx->now_ns,
                   -1, -1);
 }
 
-/* Handles one filled block of port's ring; returns the number of frames. */
-static uint32_t process_block(struct datapath *dp, struct dp_port *port,
-                              struct tpacket_block_desc *bd, uint32_t now, uint64_t now_ns)
+/* Handles one burst of frames a port's backend handed over. */
+static void process_burst(struct datapath *dp, struct dp_port *port,
+                          struct port_rx_frame *f, uint32_t n, uint32_t now, uint64_t now_ns)
 {
-    uint32_t n = bd->hdr.bh1.num_pkts, i;
-    struct tpacket3_hdr *h =
-        (struct tpacket3_hdr *)((uint8_t *)bd + bd->hdr.bh1.offset_to_first_pkt);
-    const uint32_t hdrlen = TPACKET_ALIGN(sizeof(struct tpacket3_hdr)) +
-                            sizeof(struct sockaddr_ll);
     int up = __atomic_load_n(&port->up, __ATOMIC_RELAXED);
+    uint32_t i;
 
-    for (i = 0; i < n; i++, h = (struct tpacket3_hdr *)((uint8_t *)h + h->tp_next_offset)) {
-        uint8_t *frame = (uint8_t *)h + h->tp_mac;
-        uint32_t len = h->tp_snaplen;
-        uint32_t headroom = h->tp_mac > hdrlen ? h->tp_mac - hdrlen : 0;
-        int udp;
-        uint16_t gso_size = port_rx_gso_size(port, frame, &udp);   /* before any rewrite */
-        int32_t cs_start = -1, cs_off = -1;
+    for (i = 0; i < n; i++, f++) {
+        int udp = !!(f->flags & RXF_GSO_UDP);
 
-        port_rx_csum(port, frame, &cs_start, &cs_off);
         if (!up) {
             PSTAT_ADD(port, rx_dropped, 1);
             continue;
         }
-        if (h->tp_snaplen < h->tp_len) {      /* did not fit a block: cannot forward */
+        if (f->gso_size && f->gso_size < SEG_MIN_SIZE) {   /* segment.h: refused, not cut */
             PSTAT_ADD(port, rx_errors, 1);
             continue;
         }
-        /* The kernel took the VLAN tag off into the header: put it back, so the key
-         * and the frame we forward are what was on the wire. */
-        if ((h->tp_status & TP_STATUS_VLAN_VALID) && len >= 12 && headroom >= 4) {
-            uint16_t tpid = (h->tp_status & TP_STATUS_VLAN_TPID_VALID) ? h->hv1.tp_vlan_tpid
-                                                                       : 0x8100;
+        if (f->gso_size && udp) {    /* the sender's datagrams, each switched on its own */
+            struct gso_ctx g = {dp, port, f->flags, now, now_ns};
 
-            frame -= 4;
-            memmove(frame, frame + 4, 12);
-            wr16(frame + 12, tpid);
-            wr16(frame + 14, (uint16_t)h->hv1.tp_vlan_tci);
-            len += 4;
-            headroom -= 4;
-            if (cs_start >= 0)
-                cs_start += 4;    /* the sender counted from the frame without it */
-        }
-        if (gso_size && gso_size < SEG_MIN_SIZE) {   /* segment.h: refused, not cut */
-            PSTAT_ADD(port, rx_errors, 1);
-            continue;
-        }
-        if (gso_size && udp) {    /* the sender's datagrams, each switched on its own */
-            struct gso_ctx g = {dp, port, h->tp_status, now, now_ns};
-
-            if (udp_segment(frame, len, gso_size, port->gso_buf + ACTION_HEADROOM,
+            if (udp_segment(f->data, f->len, f->gso_size, port->gso_buf + ACTION_HEADROOM,
                             GSO_SCRATCH - ACTION_HEADROOM, process_datagram, &g))
                 continue;
         }
-        process_frame(dp, port, frame, len, headroom, h->tp_status, udp ? 0 : gso_size, now,
-                      now_ns, cs_start, cs_off);
+        process_frame(dp, port, f->data, f->len, f->headroom, f->flags,
+                      udp ? 0 : f->gso_size, now, now_ns, f->csum_start, f->csum_offset);
     }
-    return n;
 }
 
 /* A port's socket reported an error: take it (so that poll does not report it again
@@ -511,10 +507,14 @@ static void *dp_thread(void *arg)
 {
     struct datapath *dp = arg;
     struct pollfd *pfd = calloc(dp->n_ports + 1, sizeof *pfd);
-    uint32_t i;
+    struct port_rx_frame *rx = calloc(RX_BURST, sizeof *rx);
+    uint32_t i, idle = 0;
 
-    if (!pfd)
+    if (!pfd || !rx) {
+        free(pfd);
+        free(rx);
         return NULL;
+    }
     for (i = 0; i < dp->n_ports; i++) {
         pfd[i].fd = dp->ports[i].fd;
         pfd[i].events = POLLIN | POLLERR;
@@ -533,20 +533,24 @@ static void *dp_thread(void *arg)
         }
         for (i = 0; i < dp->n_ports; i++) {
             struct dp_port *p = &dp->ports[i];
-            struct tpacket_block_desc *bd;
-            int b;
+            uint32_t n, b;
 
-            for (b = 0; b < RX_BLOCKS_PER_ROUND && (bd = port_rx_block(p)); b++) {
-                got += process_block(dp, p, bd, now, now_ns);
-                port_rx_release(p, bd);
+            for (b = 0; b < RX_BURSTS_PER_ROUND && (n = port_rx_burst(p, rx, RX_BURST)); b++) {
+                process_burst(dp, p, rx, n, now, now_ns);
+                port_rx_release(p);
+                got += n;
             }
         }
         for (i = 0; i < dp->n_ports; i++)
-            if (dp->ports[i].tx_n)
+            if (port_tx_pending(&dp->ports[i]))
                 port_tx_flush(&dp->ports[i]);
-        if (!got) {
+        if (!got && idle < IDLE_SPIN_ROUNDS) {
+            idle++;
+            lb_yield(dp->lb);
+        } else if (!got) {
             uint64_t v;
 
+            idle = 0;
             pthread_mutex_unlock(&dp->lb->lock);
             if (poll(pfd, dp->n_ports + 1, IDLE_POLL_MS) > 0) {
                 if ((pfd[dp->n_ports].revents & POLLIN) && read(dp->wake_fd, &v, sizeof v) < 0) {
@@ -558,12 +562,14 @@ static void *dp_thread(void *arg)
             }
             pthread_mutex_lock(&dp->lb->lock);
         } else {
+            idle = 0;
             lb_yield(dp->lb);
         }
         lb_sweep(dp->lb, now_ns / 1000000u, LB_SWEEP_PER_ROUND);
     }
     pthread_mutex_unlock(&dp->lb->lock);
     free(pfd);
+    free(rx);
     return NULL;
 }
 
@@ -636,7 +642,7 @@ int dp_execute(struct datapath *dp, uint32_t in_port, const uint8_t *frame, uint
 /* ------------------------------------------------------------------ life cycle */
 
 struct datapath *dp_new(const uint32_t *port_nos, const char *const *ifnames, uint32_t n,
-                        uint32_t buckets, char *err, size_t errlen)
+                        enum port_kind kind, uint32_t buckets, char *err, size_t errlen)
 {
     struct datapath *dp = calloc(1, sizeof *dp);
     pthread_condattr_t ca;
@@ -668,7 +674,7 @@ struct datapath *dp_new(const uint32_t *port_nos, const char *const *ifnames, ui
     }
     flow_cache_adopt(dp->cache);
     for (i = 0; i < n; i++) {
-        if (port_open(&dp->ports[i], port_nos[i], ifnames[i], err, errlen)) {
+        if (port_open(&dp->ports[i], kind, port_nos[i], ifnames[i], err, errlen)) {
             int e = errno;
 
             dp_free(dp);

@@ -82,9 +82,9 @@ struct datapath {
     uint32_t miss_count;
 };
 
-/* NULL on error, with errno set and a message in err. */
+/* NULL on error, with errno set and a message in err.  kind: every port's backend. */
 struct datapath *dp_new(const uint32_t *port_nos, const char *const *ifnames, uint32_t n,
-                        uint32_t buckets, char *err, size_t errlen);
+                        enum port_kind kind, uint32_t buckets, char *err, size_t errlen);
 void dp_free(struct datapath *dp);
 int dp_start(struct datapath *dp);   /* 0 or an errno */
 void dp_stop(struct datapath *dp);

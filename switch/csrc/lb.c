@@ -313,7 +313,9 @@ static unsigned sctp_summary(const uint8_t *f, const struct pkt_layout *lay)
 
 static int entry_live(const struct lb *lb, const struct lb_entry *e, uint64_t now)
 {
-    return e->sid && now - e->last_ms < lb->timeout_ms[e->state];
+    /* last_ms may be ahead of now: the entry was used by another thread (execute())
+     * whose clock was read after this one's. */
+    return e->sid && (e->last_ms >= now || now - e->last_ms < lb->timeout_ms[e->state]);
 }
 
 /* The entry no longer counts in its client's share (LB_E_COUNTED). */

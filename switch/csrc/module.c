@@ -1116,18 +1116,28 @@ typedef struct {
 
 static int Datapath_init(DatapathObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"ports", "buckets", NULL};
+    static char *kwlist[] = {"ports", "buckets", "port_io", NULL};
     PyObject *ports, *seq, *bo = NULL;
     uint32_t buckets = 1024, *nos = NULL, n, i, j;
-    const char **names = NULL;
+    const char **names = NULL, *port_io = "afpacket";
+    enum port_kind kind;
     char err[256] = "";
     struct datapath *dp;
     int rc = -1;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:Datapath", kwlist, &ports, &bo))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Os:Datapath", kwlist, &ports, &bo, &port_io))
         return -1;
     if (bo && get_buckets(bo, &buckets))
         return -1;
+    if (!strcmp(port_io, "afpacket")) {
+        kind = PORT_AFPACKET;
+    } else if (!strcmp(port_io, "afxdp")) {
+        kind = PORT_AFXDP;
+    } else {
+        PyErr_Format(PyExc_ValueError, "port_io must be 'afpacket' or 'afxdp', not '%s'",
+                     port_io);
+        return -1;
+    }
     seq = PySequence_Fast(ports, "ports must be a list of (port_no, ifname)");
     if (!seq)
         return -1;
@@ -1163,7 +1173,7 @@ static int Datapath_init(DatapathObject *self, PyObject *args, PyObject *kw)
             goto out;
     }
     Py_BEGIN_ALLOW_THREADS
-    dp = dp_new(nos, names, n, buckets, err, sizeof err);
+    dp = dp_new(nos, names, n, kind, buckets, err, sizeof err);
     Py_END_ALLOW_THREADS
     if (!dp) {
         PyErr_SetObject(PyExc_OSError,
@@ -1465,6 +1475,31 @@ fail:
     return NULL;
 }
 
+/* {port_no: "afpacket" | "afxdp native copy" | ...}: each port's I/O, for logs. */
+static PyObject *Datapath_port_io(DatapathObject *self, PyObject *unused)
+{
+    PyObject *d;
+    uint32_t i;
+
+    (void)unused;
+    if (!self->dp)
+        return PyErr_Format(PyExc_ValueError, "datapath not initialised");
+    d = PyDict_New();
+    for (i = 0; d && i < self->dp->n_ports; i++) {
+        const struct dp_port *p = &self->dp->ports[i];
+        char buf[64];
+        PyObject *key = PyLong_FromUnsignedLong(p->port_no), *v;
+
+        port_describe(p, buf, sizeof buf);
+        v = PyUnicode_FromString(buf);
+        if (!key || !v || PyDict_SetItem(d, key, v))
+            Py_CLEAR(d);
+        Py_XDECREF(key);
+        Py_XDECREF(v);
+    }
+    return d;
+}
+
 static PyObject *Datapath_set_port_state(DatapathObject *self, PyObject *args)
 {
     unsigned long port_no;
@@ -1523,13 +1558,16 @@ static PyMethodDef Datapath_methods[] = {
     {"set_buckets", (PyCFunction)Datapath_set_buckets, METH_O, NULL},
     {"stats", (PyCFunction)Datapath_stats, METH_NOARGS, NULL},
     {"set_port_state", (PyCFunction)Datapath_set_port_state, METH_VARARGS, NULL},
+    {"port_io", (PyCFunction)Datapath_port_io, METH_NOARGS,
+     "port_io() -> {port_no: 'afpacket' | 'afxdp native copy' | ...}"},
     {NULL, NULL, 0, NULL},
 };
 
 static PyTypeObject DatapathType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "kp_switch._fastpath.Datapath",
-    .tp_doc = "Datapath(ports, buckets=1024): AF_PACKET ports, a flow cache and a thread.",
+    .tp_doc = "Datapath(ports, buckets=1024, port_io='afpacket'): AF_PACKET or AF_XDP "
+              "ports, a flow cache and a thread.",
     .tp_basicsize = sizeof(DatapathObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,

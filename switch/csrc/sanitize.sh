@@ -2,7 +2,7 @@
 # Builds kp_switch._fastpath with AddressSanitizer + UndefinedBehaviorSanitizer into a
 # temporary directory and runs the C side of the fast path tests against that build
 # (parse/actions/cache/megaflow differential tests, the agent's randomized megaflow
-# check on the C cache, and the veth datapath tests).  Any ASan or
+# check on the C cache, and the veth datapath tests on both port backends, AF_PACKET and AF_XDP).  Any ASan or
 # UBSan report aborts the run.  Extra arguments go to pytest; with --python first, the
 # rest is a Python command line run under the sanitized build instead (./run fuzz).
 set -euo pipefail
@@ -38,7 +38,7 @@ else
     tests/switch/test_fastpath_datapath.py tests/switch/test_gso.py \
     tests/switch/test_session_hash.py tests/switch/test_keyed_hash.py \
     tests/switch/test_fastpath_hostile_packets.py tests/switch/test_lb_fragments_icmp.py \
-    tests/switch/test_vnet_hostile.py \
+    tests/switch/test_vnet_hostile.py tests/switch/test_port_xdp.py \
     "$@" || rc=$?
 fi
 if compgen -G "$out/[au]*san.*" >/dev/null; then

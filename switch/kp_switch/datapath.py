@@ -1,9 +1,13 @@
-"""Which fast path implementation the switch runs on: the one place that chooses.
+"""Which fast path implementation the switch runs on, and on which port I/O: the one
+place that chooses.
 
 The C extension `kp_switch._fastpath` when it imports; `KP_FASTPATH=ref` forces the
 pure-Python twin `kp_switch.fastpath_ref` (debugging), `KP_FASTPATH=c` requires C.
+Ports (`open_datapath`): AF_XDP or AF_PACKET, the same for every port of a switch;
+"auto" is AF_XDP when every port takes it, else AF_PACKET, with the reason.
 """
 import os
+from typing import List, Optional, Tuple
 
 from . import fastpath_ref
 
@@ -32,3 +36,26 @@ def rewrite(packet, actions, in_port=0):
         return packet
     outs = fastpath_ref.apply_actions(packet, acts + [("output", 0)], in_port)
     return outs[-1][1] if outs else packet
+
+
+PORT_IO_CHOICES = ("auto", "afxdp", "afpacket")
+
+
+def open_datapath(ports: List[Tuple[int, str]], buckets: int,
+                  port_io: str = "auto") -> Tuple[object, str, Optional[str]]:
+    """(datapath, the port I/O it runs on, why not AF_XDP when "auto" fell back, else None).
+
+    "afxdp" and "afpacket" raise OSError when the ports cannot be opened so; "auto"
+    tries AF_XDP on all ports (the faster: see switch/FASTPATH.md) and falls back to
+    AF_PACKET on any refusal (no kernel support, not root, a driver without XDP, an
+    interface with several receive queues or an XDP program of someone else's)."""
+    if port_io not in PORT_IO_CHOICES:
+        raise ValueError("port I/O must be one of %s, not %r" % (", ".join(PORT_IO_CHOICES),
+                                                                 port_io))
+    if port_io != "auto":
+        return Datapath(ports, buckets, port_io), port_io, None
+    try:
+        return Datapath(ports, buckets, "afxdp"), "afxdp", None
+    except OSError as e:
+        why = e.strerror or str(e)
+    return Datapath(ports, buckets, "afpacket"), "afpacket", why

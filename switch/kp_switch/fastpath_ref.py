@@ -17,6 +17,7 @@ Shared with the C code byte for byte:
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import select
@@ -1564,7 +1565,12 @@ def segment_udp(frame: bytes, gso_size: int) -> List[bytes]:
 class Datapath:
     """The fast path's API (FASTPATH.md) on plain AF_PACKET sockets and a Python thread."""
 
-    def __init__(self, ports: List[Tuple[int, str]], buckets: int = 1024) -> None:
+    def __init__(self, ports: List[Tuple[int, str]], buckets: int = 1024,
+                 port_io: str = "afpacket") -> None:
+        if port_io not in ("afpacket", "afxdp"):
+            raise ValueError("port_io must be 'afpacket' or 'afxdp', not %r" % (port_io,))
+        if port_io == "afxdp":
+            raise OSError(errno.EOPNOTSUPP, "the Python twin has AF_PACKET ports only")
         if not _is_pow2(buckets):
             raise ValueError("buckets must be a power of 2 (1 .. 2^20): %r" % (buckets,))
         self._ports: Dict[int, _Port] = {}
@@ -1909,6 +1915,9 @@ class Datapath:
     def lb_sessions(self, max_count: int = 1000) -> List[tuple]:
         with self._lock:
             return self._lb.sessions(max_count)
+
+    def port_io(self) -> Dict[int, str]:
+        return {no: "afpacket" for no in self._ports}
 
     def set_port_state(self, port_no: int, up: bool) -> None:
         port = self._ports.get(port_no)

@@ -2,7 +2,8 @@
 
     kp-switch --dpid 1 --controller tcp:127.0.0.1:6653 --listen ptcp:6634 IFACE [IFACE ...]
 
-The interfaces are its ports, numbered 1, 2, ... in the order given. With
+The interfaces are its ports, numbered 1, 2, ... in the order given, on AF_XDP or
+AF_PACKET (``--ports``; see switch/FASTPATH.md, "Port I/O"). With
 ``--node-ip 10.0.1.1/24`` (and/or ``--node-ip6 fd00:0:0:1::1/64``) it announces those node
 addresses to the controller in its OpenFlow description (kp_proto.node_announcement), so
 that kp_app knows the node's address and pod subnet without ``ku conf ... dpid N``.
@@ -35,6 +36,9 @@ def build_parser():
     p.add_argument("--listen", action="append", default=[], metavar="ptcp:PORT[:IP]",
                    help="accept OpenFlow management connections (default IP 127.0.0.1)")
     p.add_argument("--buckets", type=int, default=1024, help="flow cache buckets (power of 2)")
+    p.add_argument("--ports", choices=("auto", "afxdp", "afpacket"), default="auto",
+                   help="port I/O: AF_XDP, AF_PACKET, or auto (default): AF_XDP when every "
+                        "port takes it, else AF_PACKET with a log line saying why")
     p.add_argument("--node-ip", metavar="ADDR/LEN",
                    help="announce this IPv4 node address on its pod subnet, e.g. 10.0.1.1/24")
     p.add_argument("--node-ip6", metavar="ADDR/LEN",
@@ -98,10 +102,16 @@ def main(argv=None):
 
     ports = [(i + 1, name) for i, name in enumerate(args.ifaces)]
     try:
-        dp = dpimpl.Datapath(ports, args.buckets)
+        dp, port_io, why_not_xdp = dpimpl.open_datapath(ports, args.buckets, args.ports)
     except OSError as e:
-        print("kp-switch: cannot open the ports: %s (run as root)" % e, file=sys.stderr)
+        print("kp-switch: cannot open the ports (--ports %s): %s (run as root)"
+              % (args.ports, e), file=sys.stderr)
         return 1
+    if why_not_xdp:
+        log.warning("ports on AF_PACKET: AF_XDP refused: %s", why_not_xdp)
+    modes = dp.port_io()
+    log.info("ports %s", ", ".join("%d=%s (%s)" % (no, name, modes.get(no, port_io))
+                                   for no, name in ports))
     agent = Agent(dp, ports, dpid=args.dpid, tls_context=tls_context,
                   node_announcement=announcement)
     done = threading.Event()

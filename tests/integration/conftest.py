@@ -4,7 +4,9 @@
   only if this session started it (and no bridge of anyone else is left).
 - ``switch_kind`` ('kpswitch' or 'ovs'; parametrized over SWITCH_CASES: kp-switch, Open
   vSwitch making sessions itself, Open vSwitch in packet-in mode): every test that uses
-  it runs in each case with the same assertions. When kp-switch fails its contract probe
+  it runs in each case with the same assertions.  A test marked ``both_port_io`` runs
+  kp-switch on AF_XDP and on AF_PACKET by name (``switch_port_io``; skipped with the
+  reason where the kernel has no AF_XDP) instead of on kp-switch's default. When kp-switch fails its contract probe
   (``kp_lab.kp_switch_works``) the kpswitch case is reported XFAIL with the reason;
   ``KP_REQUIRE_KPSWITCH=1`` turns that into a failure.
 - ``controller_app`` (default 'kp_app') and ``controller_rest`` (default: whether the app
@@ -72,13 +74,21 @@ def kpswitch_status():
 # ('ovs', ct: the default there) or leaves them to the controller ('ovs-packet-in', as
 # any OpenFlow 1.3 switch).
 SWITCH_CASES = {'kpswitch': ('kpswitch', 'lb'), 'ovs': ('ovs', 'ct'),
-                'ovs-packet-in': ('ovs', 'packet-in')}
+                'ovs-packet-in': ('ovs', 'packet-in'),
+                'kpswitch-afxdp': ('kpswitch', 'lb'), 'kpswitch-afpacket': ('kpswitch', 'lb')}
 SWITCH_KEEPS_SESSIONS = ('ct', 'lb')
+# kp-switch's --ports per case: 'kpswitch' is its default (auto: AF_XDP where the ports
+# take it).  Tests marked both_port_io run on each backend by name instead.
+PORT_IO = {'kpswitch-afxdp': 'afxdp', 'kpswitch-afpacket': 'afpacket'}
+DEFAULT_CASES = ['kpswitch', 'ovs', 'ovs-packet-in']
+BOTH_PORT_IO_CASES = ['kpswitch-afxdp', 'kpswitch-afpacket', 'ovs', 'ovs-packet-in']
 
 
 def pytest_generate_tests(metafunc):
     if 'switch_kind' in metafunc.fixturenames:
-        metafunc.parametrize('switch_kind', list(SWITCH_CASES), indirect=True)
+        both = metafunc.definition.get_closest_marker('both_port_io') is not None
+        metafunc.parametrize('switch_kind', BOTH_PORT_IO_CASES if both else DEFAULT_CASES,
+                             indirect=True)
 
 
 def _case(item):
@@ -106,6 +116,10 @@ def switch_kind(request):
     if kind == 'ovs':
         request.getfixturevalue('ovs')
     else:
+        if PORT_IO.get(request.param) == 'afxdp':
+            why = _af_xdp_refusal()
+            if why:
+                pytest.skip(why)
         ok, detail = request.getfixturevalue('kpswitch_status')
         if not ok:
             if os.environ.get('KP_REQUIRE_KPSWITCH') == '1':
@@ -114,6 +128,22 @@ def switch_kind(request):
             short = lines[0] + (' ... ' + lines[-1] if len(lines) > 1 else '')
             pytest.xfail('kp-switch does not work yet: %s' % short)
     return kind
+
+
+def _af_xdp_refusal():
+    """Why this kernel has no AF_XDP sockets, or ''."""
+    import socket
+    try:
+        socket.socket(44, socket.SOCK_RAW, 0).close()      # AF_XDP
+    except OSError as e:
+        return 'the kernel refuses AF_XDP sockets: %s' % (e.strerror or e)
+    return ''
+
+
+@pytest.fixture
+def switch_port_io(request):
+    """kp-switch's --ports in this test's switch case, or None (its default)."""
+    return PORT_IO.get(_case(request.node))
 
 
 @pytest.fixture
@@ -163,13 +193,18 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def lab_factory(switch_kind, controller, request):
+def lab_factory(switch_kind, switch_port_io, controller, request):
     labs = []
 
     def make(topo_name='kpnode', **topo_args):
         lab = kp_lab.build_net(topo_name, switch=switch_kind,
-                               controller_port=controller.of_port, **topo_args)
+                               controller_port=controller.of_port, port_io=switch_port_io,
+                               **topo_args)
         labs.append(lab)
+        if switch_port_io:    # the switches run on what the case names, not a fallback
+            for name, modes in lab.switch_port_io().items():
+                assert modes and all(m.split()[0] == switch_port_io for m in modes), \
+                    (name, modes, lab.switch_logs([name]))
         return lab
 
     yield make

@@ -60,6 +60,7 @@ def serve(lab, kind, port):
     return [starter(pod, port, name=pod.name) for pod in lab.pods]
 
 
+@pytest.mark.both_port_io
 def test_http_to_a_cluster_ip_reaches_every_pod_in_proportion(kpnode, controller):
     configure(controller, kpnode)
     serve(kpnode, "http", 8080)
@@ -102,6 +103,7 @@ def test_a_long_tcp_connection_and_a_udp_flow_each_stay_on_their_pod(kpnode, con
     assert {r["peer"] for r in tcp["replies"] + udp["replies"]} == {kpnode.ip(c1.name)}
 
 
+@pytest.mark.both_port_io
 def test_node_port_over_tcp_and_udp(kpnode, controller):
     configure(controller, kpnode, protocol="any", port=80, target_port=8080, node_port=30080)
     serve(kpnode, "http", 8080)
@@ -114,6 +116,7 @@ def test_node_port_over_tcp_and_udp(kpnode, controller):
     assert {(r["from"], r["from_port"]) for r in udp["replies"]} == {("10.0.0.1", 30080)}
 
 
+@pytest.mark.both_port_io
 def test_nat66_over_ipv6(kpnode, controller):
     configure(controller, kpnode, prefix=VIP6 + "/128", family=6)
     serve(kpnode, "http", 8080)
@@ -247,6 +250,7 @@ print(json.dumps(replies))
 """
 
 
+@pytest.mark.both_port_io
 def test_udp_segment_senders_reach_the_service(kpnode, controller):
     # UDP_SEGMENT (as QUIC stacks write): the veth hands the switch 4 datagrams joined.
     configure(controller, kpnode, port=5000, target_port=5000, node_port=None,

@@ -68,6 +68,7 @@ def start(self):
             proc = getattr(sw, 'proc', None)
             if proc is not None:
                 print('KP-PIDS ' + json.dumps({sw.name + '-kp-switch': proc.pid}), flush=True)
+                print('KP-LOGS ' + json.dumps({sw.name: sw.logFile}), flush=True)
         sw.start = started
     _start(self)
 
@@ -114,6 +115,20 @@ def run_mn(args, timeout=MN_TIMEOUT):
     return proc.returncode, out, pids
 
 
+def switch_port_io_of(out):
+    """{kp-switch name: the port I/O its log's last start line names, e.g. {'afxdp
+    native copy'}} for the kp-switches of an mn run's output."""
+    found = {}
+    for line in out.splitlines():
+        if line.startswith('KP-LOGS '):
+            for name, path in json.loads(line[len('KP-LOGS '):]).items():
+                with open(path, errors='replace') as f:
+                    starts = re.findall(r' kp_switch: ports (.*)$', f.read(), re.M)
+                found[name] = set(re.findall(r'\d+=\S+ \(([^)]+)\)', starts[-1])) \
+                    if starts else set()
+    return found
+
+
 def leftovers(prefix, pids):
     pattern = re.compile(re.escape(prefix) + r'[a-z]\d+')
     left = {'interfaces': [n for n in kp_lab.procs.root_interfaces() if pattern.match(n)],
@@ -138,8 +153,10 @@ def remove_leftovers(prefix):
             subprocess.run(['ip', 'link', 'del', name], capture_output=True, timeout=10)
 
 
-def mn_switch_arg(switch_kind):
+def mn_switch_arg(switch_kind, port_io=None):
     # Exactly what the docstring of topologies/kp.py tells a user.
+    if switch_kind == 'kpswitch' and port_io:
+        return 'kpswitch,port_io=%s' % port_io
     return {'kpswitch': 'kpswitch', 'ovs': 'ovs,datapath=user'}[switch_kind]
 
 
@@ -148,14 +165,16 @@ def mn_switch_arg(switch_kind):
     'kpcluster,nodes=3,pods=2',
     'kpcluster,nodes=4,pods=3',
 ])
-def test_mn_pingall_drops_nothing_with_plain_kp_app(switch_kind, controller, topo):
+@pytest.mark.both_port_io
+def test_mn_pingall_drops_nothing_with_plain_kp_app(switch_kind, switch_port_io, controller,
+                                                    topo):
     """mn --custom topologies/kp.py --topo TOPO --switch kpswitch|ovs,datapath=user
     --controller remote,... --test pingall: 0 % dropped, nothing configured by hand."""
     held = kp_lab.reserve_prefix('kpm')
     prefix = held.prefix
     listen = kp_lab.free_port_range(8)
     args = ['--custom', KP_PY, '--topo', '%s,prefix=%s' % (topo, prefix),
-            '--switch', mn_switch_arg(switch_kind),
+            '--switch', mn_switch_arg(switch_kind, switch_port_io),
             '--controller', 'remote,ip=127.0.0.1,port=%d' % controller.of_port,
             '--listenport', str(listen), '--test', 'pingall']
     pids = {}
@@ -166,6 +185,10 @@ def test_mn_pingall_drops_nothing_with_plain_kp_app(switch_kind, controller, top
         dropped, received, sent = map(int, results[-1])
         assert (dropped, received) == (0, sent), out[-4000:]
         assert code == 0, out[-4000:]
+        if switch_port_io:     # on the backend mn was told (port_io=), not a fallback
+            modes = switch_port_io_of(out)
+            assert modes and all(m and {x.split()[0] for x in m} == {switch_port_io}
+                                 for m in modes.values()), modes
         assert 'KP-STOP-FAILED' not in out and 'Caught exception' not in out, out[-4000:]
         # kp_app learned every node's address from its switch, with no `ku conf`.
         nodes = json.loads(subprocess.run(

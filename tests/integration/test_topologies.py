@@ -113,6 +113,7 @@ def test_custom_file_loads_like_mn_does():
 
 # --------------------------------------------------------------------------- on Mininet
 
+@pytest.mark.both_port_io
 def test_kpnode_addresses_ping_and_teardown(kpnode, switch_kind):
     lab = kpnode
     assert sorted(h.name for h in lab.hosts) == ['c1', 'c2', 'p1', 'p2', 'p3']

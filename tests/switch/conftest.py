@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import os
+import socket
 import sys
 from typing import Iterator
 
@@ -47,6 +48,49 @@ if _fastpath is not None:
 def fp(request):
     """Each test that takes `fp` runs against the C extension and the Python twin."""
     return IMPLS[request.param]
+
+
+def af_xdp_refusal() -> str:
+    """Why this kernel has no AF_XDP sockets, or "" when it has them."""
+    try:
+        socket.socket(AF_XDP, socket.SOCK_RAW, 0).close()
+    except OSError as e:
+        return "the kernel refuses AF_XDP sockets: %s" % (e.strerror or e)
+    return ""
+
+
+AF_XDP = 44
+
+
+class OnPorts:
+    """An implementation whose Datapath opens its ports on one port I/O backend."""
+
+    def __init__(self, impl, port_io: str) -> None:
+        self.impl, self.port_io = impl, port_io
+
+    def __getattr__(self, name):
+        return getattr(self.impl, name)
+
+    def Datapath(self, ports, buckets=1024):
+        return self.impl.Datapath(ports, buckets, self.port_io)
+
+
+DP_IMPLS = ["ref"] + (["c-afpacket", "c-afxdp"] if _fastpath is not None else [])
+
+
+@pytest.fixture(params=DP_IMPLS)
+def fpio(request):
+    """For the tests that move packets through a Datapath: the Python twin (AF_PACKET),
+    and the C extension on each port backend.  Where the kernel has no AF_XDP, the
+    AF_XDP runs are skipped with its reason."""
+    if request.param == "ref":
+        return OnPorts(fastpath_ref, "afpacket")
+    if request.param == "c-afxdp":
+        why = af_xdp_refusal()
+        if why:
+            pytest.skip(why)
+        return OnPorts(_fastpath, "afxdp")
+    return OnPorts(_fastpath, "afpacket")
 
 
 @pytest.fixture

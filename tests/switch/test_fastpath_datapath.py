@@ -116,9 +116,9 @@ def _wait_ready(h: Host, port: int, proto: str = "u") -> None:
     raise AssertionError("server did not start in %s" % h.ns)
 
 
-def test_l2_misses_then_cached_hits(fp, hosts3):
+def test_l2_misses_then_cached_hits(fpio, hosts3):
     h0, h1, h2 = hosts3
-    dp = fp.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=64)
+    dp = fpio.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=64)
     server = h1.popen(PY, "-c", UDP_ECHO_SERVER, h1.ip4, "7000")
     try:
         _wait_ready(h1, 7000)
@@ -171,7 +171,7 @@ sys.exit(0 if got == int(sys.argv[3]) else 1)
 """
 
 
-def test_megaflows_answer_new_sessions_without_misses(fp, hosts3):
+def test_megaflows_answer_new_sessions_without_misses(fpio, hosts3):
     """The L2 policy's answer depends only on in_port and eth_dst: given as a megaflow
     mask, one miss per direction serves every later source port (each a megaflow hit,
     then exact hits), and the counters still add up to the packets received."""
@@ -179,7 +179,7 @@ def test_megaflows_answer_new_sessions_without_misses(fp, hosts3):
     h0, h1, h2 = hosts3
     mask = mask_blob({"in_port": IN_PORT_MASK, "eth_dst": (1 << 48) - 1})
     l2 = l2_policy(hosts3)
-    dp = fp.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=64)
+    dp = fpio.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=64)
     server = h1.popen(PY, "-c", UDP_ECHO_SERVER, h1.ip4, "7000")
     try:
         _wait_ready(h1, 7000)
@@ -200,9 +200,9 @@ def test_megaflows_answer_new_sessions_without_misses(fp, hosts3):
     assert dp.flow_counters([102])[0][0] >= 19 and dp.flow_counters([101])[0][0] >= 19
 
 
-def test_invalidate_and_port_down(fp, hosts3):
+def test_invalidate_and_port_down(fpio, hosts3):
     h0, h1, _ = hosts3
-    dp = fp.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=64)
+    dp = fpio.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=64)
     server = h1.popen(PY, "-c", UDP_ECHO_SERVER, h1.ip4, "7001")
     try:
         _wait_ready(h1, 7001)
@@ -276,7 +276,7 @@ print(line, hashlib.sha256(data).hexdigest(), ok)
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_tcp_through_nat_with_checksum_offload(fp, hosts3, family):
+def test_tcp_through_nat_with_checksum_offload(fpio, hosts3, family):
     """h0 talks to a VIP; the datapath DNATs to h1:8080 and SNATs the replies back.
     Offloads stay on, so the sender's packets arrive CHECKSUM_PARTIAL (and as GSO
     super-frames): the connection only completes if the datapath finishes and then
@@ -301,7 +301,7 @@ def test_tcp_through_nat_with_checksum_offload(fp, hosts3, family):
                     ("output", 1)], [2]
         return l2(key)
 
-    dp = fp.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=256)
+    dp = fpio.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=256)
     n = 300_000
     server = h1.popen(PY, "-c", TCP_SERVER, h_ip(h1), "8080", str(n))
     try:
@@ -354,14 +354,14 @@ while True:
 """
 
 
-def test_vlan_tagged_traffic_keeps_its_tag(fp, hosts3):
+def test_vlan_tagged_traffic_keeps_its_tag(fpio, hosts3):
     """The kernel hands AF_PACKET tagged frames with the tag stripped into metadata; the
     datapath must put it back, in the key and in the frame it forwards."""
     from conftest import eth, ipv4, l4
     h0, h1, _ = hosts3
     frame = eth(ipv4(l4("udp", "10.0.0.1", "10.0.0.2", payload=b"kp-vlan-magic"), 17),
                 0x0800, dst=h1.mac, src=h0.mac, vlans=((0x8100, 0x6005),))
-    dp = fp.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=64)
+    dp = fpio.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=64)
     recv = h1.popen(PY, "-c", RAW_RECV)
     try:
         time.sleep(0.3)
@@ -380,7 +380,7 @@ def test_vlan_tagged_traffic_keeps_its_tag(fp, hosts3):
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_tcp_through_the_datapaths_own_sessions(fp, hosts3, family):
+def test_tcp_through_the_datapaths_own_sessions(fpio, hosts3, family):
     """kp_lb: the datapath picks the pod from the VIP's table, keeps the session and
     translates both ways itself; the policy (the slow path) only ever sees the VIP's
     first packet and untranslated forwarding, and a bulk transfer with checksum
@@ -405,7 +405,7 @@ def test_tcp_through_the_datapaths_own_sessions(fp, hosts3, family):
             return [("kp_lb", 9)], [1]
         return l2(key)
 
-    dp = fp.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=256)
+    dp = fpio.Datapath([(i + 1, h.port_if) for i, h in enumerate(hosts3)], buckets=256)
     pods = [(h_ip(h1), 8080), (h_ip(h2), 8080)]
     table = [0] * 5          # every new session to h1
     msgs = kplb.encode_vip(9, 6 if v6 else 4, table, pods, 0)

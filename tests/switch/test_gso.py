@@ -79,8 +79,8 @@ def _through_switch(fp, hosts3, v6, receiver, receiver_args, sender, port, liste
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
-def test_udp_gso_datagrams_arrive_as_sent(fp, hosts3, v6):
-    out, why = _through_switch(fp, hosts3, v6, RECEIVE, ["12"], SEND, 7200, "u")
+def test_udp_gso_datagrams_arrive_as_sent(fpio, hosts3, v6):
+    out, why = _through_switch(fpio, hosts3, v6, RECEIVE, ["12"], SEND, 7200, "u")
     expected = " ".join("%d:%d" % (n, i) for i in range(3) for n in (1000, 1000, 1000, 500))
     assert out.strip() == expected, (out, why)
 
@@ -140,8 +140,8 @@ s.recv(1)
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
-def test_tcp_super_frames_leave_in_the_senders_segments(fp, hosts3, v6):
-    out, why = _through_switch(fp, hosts3, v6, SERVER, [str(MSS)], CLIENT, 7300, "t")
+def test_tcp_super_frames_leave_in_the_senders_segments(fpio, hosts3, v6):
+    out, why = _through_switch(fpio, hosts3, v6, SERVER, [str(MSS)], CLIENT, 7300, "t")
     got, largest = map(int, out.split())
     assert got == 256 * 1024, (out, why)
     assert 0 < largest <= MSS, (largest, why)

@@ -135,12 +135,13 @@ class KpLab:
 
     def __init__(self, topo_name='kpnode', switch='kpswitch', controller_port=6653,
                  controller_ip='127.0.0.1', prefix=None, wait_timeout=30, keep_logs=False,
-                 **topo_args):
+                 port_io=None, **topo_args):
         if topo_name not in TOPOS:
             raise ValueError('unknown topology %r (have %s)' % (topo_name, sorted(TOPOS)))
         if switch not in SWITCH_KINDS:
             raise ValueError('switch must be one of %s, not %r' % (SWITCH_KINDS, switch))
         self.topo_name, self.switch_kind = topo_name, switch
+        self.port_io = port_io    # kp-switch's --ports (None: its default, auto)
         self.controller_ip, self.controller_port = controller_ip, controller_port
         self.wait_timeout = wait_timeout
         self.reservation = reserve_prefix(prefix=prefix)
@@ -218,7 +219,7 @@ class KpLab:
         else:
             KpSwitch.checkSetup()
             self.log_dir = tempfile.mkdtemp(prefix='kp-lab-%s-' % (self.prefix or 'net'))
-            switch_cls = functools.partial(KpSwitch, logDir=self.log_dir)
+            switch_cls = functools.partial(KpSwitch, logDir=self.log_dir, port_io=self.port_io)
             listen = free_port_range(len(self.topo.switches()))
         self.net = Mininet(topo=None, switch=switch_cls, host=KpHost, controller=None,
                            build=False, autoSetMacs=False, listenPort=listen)
@@ -242,6 +243,23 @@ class KpLab:
             raise LabError('switches %s did not connect to %s:%d within %ss%s'
                            % (late, self.controller_ip, self.controller_port,
                               self.wait_timeout, self.switch_logs(late)))
+
+    def switch_port_io(self):
+        """{switch name: the port I/O each kp-switch says its ports run on, e.g.
+        {'afxdp native copy'}}, from the start line of its log."""
+        found = {}
+        for sw in self.net.switches:
+            if not isinstance(sw, KpSwitch):
+                continue
+            try:
+                with open(sw.logFile, errors='replace') as f:
+                    text = f.read()
+            except OSError:
+                text = ''
+            starts = re.findall(r' kp_switch: ports (.*)$', text, re.M)
+            found[sw.name] = set(re.findall(r'\d+=\S+ \(([^)]+)\)', starts[-1])) \
+                if starts else set()
+        return found
 
     def switch_logs(self, names=None, lines=30):
         """The tails of the kp-switch logs (of `names`, default all), as one text."""
@@ -346,7 +364,7 @@ def _close_open_labs():
 
 def build_net(topo_name='kpnode', switch='kpswitch', controller_port=6653,
               controller_ip='127.0.0.1', prefix=None, wait_timeout=30, loglevel=None,
-              keep_logs=False, **topo_args):
+              keep_logs=False, port_io=None, **topo_args):
     """Build and start a kp topology; returns a started KpLab (a context manager).
 
     topo_name: 'kpnode' (clients=, pods=) or 'kpcluster' (nodes=, pods=, clients=).
@@ -355,11 +373,12 @@ def build_net(topo_name='kpnode', switch='kpswitch', controller_port=6653,
     prefix: put in front of the switch names; None picks a free 'kpt<N>' (use '' for the
     plain names of the demo: s1, f0). Raises if a switch does not connect in wait_timeout
     seconds, after tearing everything down. kp-switch logs go to a directory per lab
-    (``lab.log_dir``), removed by close() unless keep_logs."""
+    (``lab.log_dir``), removed by close() unless keep_logs. port_io: kp-switch's --ports
+    (None: its default, auto)."""
     if loglevel:
         setLogLevel(loglevel)
     return KpLab(topo_name, switch, controller_port, controller_ip, prefix, wait_timeout,
-                 keep_logs, **topo_args).start()
+                 keep_logs, port_io, **topo_args).start()
 
 
 def kp_switch_works(timeout=10.0):
