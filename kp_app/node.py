@@ -25,7 +25,9 @@ ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST = 8, 128
 # Where a switch's new sessions are made: by the controller on a packet-in (any OpenFlow
 # 1.3 switch), or by the switch itself: with conntrack (Open vSwitch: kp_app.ct_pipeline)
 # or in kp-switch's C data path, from the VIP tables kp_app sends it (kp_app.lb_pipeline).
-MODE_PACKET_IN, MODE_CT, MODE_LB = "packet-in", "ct", "lb"
+# (Declared with the table layout, kp_app.pipeline_layout, which says what each has.)
+MODE_PACKET_IN, MODE_CT, MODE_LB = pipeline.layout.PACKET_IN, pipeline.layout.CT, \
+    pipeline.layout.LB_MODE
 MODES = (MODE_PACKET_IN, MODE_CT, MODE_LB)
 
 
