@@ -233,7 +233,8 @@ def run(log, seconds: float = 4.0, rounds: int = 2, scales=SCALES) -> dict:
         try:
             engine = make()
         except Exception as e:       # a peer that cannot run here is reported, not fatal
-            log("  %-8s could not start: %s" % (name, e))
+            why = (getattr(e, "stderr", None) or "").strip()
+            log("  %-8s could not start: %s%s" % (name, e, " (%s)" % why if why else ""))
             continue
         try:
             mine = results[name] = {}
