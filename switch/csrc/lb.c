@@ -514,16 +514,19 @@ int lb_translate(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     e = &lb->entries[s];
     p = partner_of(lb, s);
     chunks = sctp ? sctp_summary(pb->data, lay) : 0;
-    if (tcp && (e->flags & LB_E_FORWARD) && e->state == LB_TO_TCP_CLOSING &&
-        (fl & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) == TCP_SYN) {
-        /* A new connection on a closed one's ports: a new session, as conntrack does. */
+    if (tcp && e->state == LB_TO_TCP_CLOSING &&
+        (fl & (TCP_SYN | TCP_RST | TCP_FIN)) == TCP_SYN) {
+        /* A new connection on a closed one's ports: the session is over, as conntrack
+         * ends one. Either way: a client's SYN makes a new session; a SYN-ACK that
+         * meets the reply side is a connection that is not the session's (the client
+         * reached the pod directly from a port its VIP connection used) and must not
+         * be translated as the old session's reply. */
         if (p != NO_SLOT)
             entry_free(lb, p);
         entry_free(lb, s);
         return 0;
     }
-    if (sctp && (e->flags & LB_E_FORWARD) && e->state == LB_TO_TCP_CLOSING &&
-        (chunks & SCTP_STARTS)) {
+    if (sctp && e->state == LB_TO_TCP_CLOSING && (chunks & SCTP_STARTS)) {
         /* An INIT on a closed association's ports: a new session, as for TCP. */
         if (p != NO_SLOT)
             entry_free(lb, p);

@@ -190,12 +190,13 @@ class LoadBalancer:
         if e is None:
             return None
         partner = self.entries.get(e.partner)
-        if key[0] == TCP and e.forward and e.state == CLOSING \
-                and tcp_flags & (SYN | ACK | RST | FIN) == SYN:
+        # A SYN (or SYN-ACK) on a closed session's ports, either way: a connection that
+        # is not the session's, which ends (lb.c says why)
+        if key[0] == TCP and e.state == CLOSING and tcp_flags & (SYN | RST | FIN) == SYN:
             self.entries.pop(e.partner, None)
             del self.entries[key]
             return None
-        if key[0] == SCTP and e.forward and e.state == CLOSING and tcp_flags & sctp.STARTS:
+        if key[0] == SCTP and e.state == CLOSING and tcp_flags & sctp.STARTS:
             self.entries.pop(e.partner, None)
             del self.entries[key]
             return None

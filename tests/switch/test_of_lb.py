@@ -294,3 +294,63 @@ def test_a_pod_reaching_itself_through_its_vip_gets_the_request_from_the_hairpin
     finally:
         server.kill()
         server.wait()
+
+
+TCP_SERVER = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16); print("ready", flush=True)
+while True:
+    c, a = s.accept(); c.settimeout(3)
+    try:        # the client closes first: no TIME_WAIT here for its next connection
+        c.sendall(sys.argv[2].encode() + b" " + c.recv(100))
+        c.recv(100)
+    except OSError:
+        pass
+    finally:
+        c.close()
+"""
+TCP_ASK = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.settimeout(3)
+s.bind(("0.0.0.0", int(sys.argv[3])))
+try:
+    s.connect((sys.argv[1], int(sys.argv[2]))); s.sendall(b"hi")
+    print(s.recv(100).decode(), "%s:%d" % s.getpeername())
+except OSError as e:
+    print("FAILED", type(e).__name__, e)
+s.close()
+"""
+
+
+def test_a_client_port_a_closed_session_used_reaches_the_pod_directly(lb):
+    """A client whose TCP connection through the VIP closed reaches the pod itself from
+    the same port (a load generator reusing ports, kube-proxy's clients do as they
+    please): the pod's SYN-ACK meets the closed session's reply side and must reach the
+    client untranslated, from the pod, as conntrack ends a closed entry on a new SYN."""
+    hosts, ch, sw, pods, table = lb
+    servers = []
+    try:
+        for i, h in enumerate(hosts[1:3]):
+            p = h.popen("/usr/bin/python3", "-c", TCP_SERVER, str(TPORT), "pod%d" % (i + 1))
+            assert p.stdout.readline().strip() == "ready"
+            servers.append(p)
+        ch.send(flow_mod(M(eth_type=IP, ip_proto=6, ipv4_dst=VIP, tcp_dst=PORT),
+                         [kp_lb(VIP_ID)], priority=500))
+        assert ch.barrier() == []
+        client = hosts[0]
+        for sport in (45000, 45001, 45002):
+            via_vip = client.run("/usr/bin/python3", "-c", TCP_ASK, VIP, str(PORT),
+                                 str(sport), timeout=10).stdout.strip()
+            assert via_vip.startswith("pod") and via_vip.endswith("%s:%d" % (VIP, PORT)), \
+                (via_vip, sw.log()[-1500:])
+            name = via_vip.split()[0]
+            pod = hosts[int(name[3:])]
+            time.sleep(0.2)         # both FINs through: the session is closing
+            direct = client.run("/usr/bin/python3", "-c", TCP_ASK, pod.ip4, str(TPORT),
+                                str(sport), timeout=10).stdout.strip()
+            assert direct == "%s hi %s:%d" % (name, pod.ip4, TPORT), (direct, sw.log()[-1500:])
+    finally:
+        for p in servers:
+            p.kill()
+            p.wait()
