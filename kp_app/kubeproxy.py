@@ -16,7 +16,8 @@ from kp_app.errors import InvalidInput, KpError
 from kp_app.maglev import MaglevTable
 from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
 from kp_app.node import MODE_PACKET_IN, MODES, Node, gateway_mac
-from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
+from kp_app.pipeline import FlowAdd, FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
+from kp_app.refusals import SESSION, VIP, SwitchChannel
 from kp_app.service_apply import KubernetesServices
 from kp_app.sync_record import SyncRecord, synced
 from kp_proto import node_announcement
@@ -38,6 +39,8 @@ class KubeProxy(KubernetesServices):
         self.links: Dict[Tuple[int, int], Tuple[int, int]] = {}
         self._send = send
         self._clock = clock
+        # dpid -> what was sent on its connection and what it refused (kp_app.refusals)
+        self.channels: Dict[int, SwitchChannel] = {}
         self.jobs = ApplyJobs(run_now, lambda: None)    # (kp_app.ryu_shim has its own)
 
     def _broadcast(self, programming: Callable[[Node], list]) -> None:
@@ -59,18 +62,70 @@ class KubeProxy(KubernetesServices):
             node = self.nodes[dpid] = Node(dpid, self.model)
         node.mode = mode
         node.port_names = dict(port_names or {})
+        self.channels[dpid] = SwitchChannel()   # a new connection: nothing in flight
         self._apply_topology(node)
         self._send(dpid, node.full_programming(held))
         if port_names:
             self._send_probes(node)
 
     def switch_disconnected(self, dpid: int) -> None:
+        self.channels.pop(dpid, None)
         node = self.nodes.pop(dpid, None)
         if node is not None:
             for session in node.sessions:
                 node.end_session(session)
             self._links_changed({k: v for k, v in self.links.items()
                                  if k[0] != dpid and v[0] != dpid})
+
+    # -- the switch's answers: refusals and barriers (kp_app.refusals) -------------------
+
+    def channel(self, dpid: int) -> SwitchChannel:
+        """The book of switch `dpid`'s connection: the sender records what it sends."""
+        return self.channels.setdefault(dpid, SwitchChannel())
+
+    def switch_refused(self, dpid: int, xid: int, error: str) -> None:
+        """Switch `dpid` refused the message of `xid` (an OFPT_ERROR; `error` says why):
+        it is counted, and what it was part of is told (kp_app.refusals)."""
+        channel = self.channels.get(dpid)
+        if channel is None:
+            return
+        refusal, msg = channel.error(xid, error, self._clock())
+        vip = self.model.vip_by_id(refusal.vip_id) if refusal.vip_id else None
+        count = channel.refused[refusal.kind]
+        if refusal.kind != SESSION or count & (count - 1) == 0:     # (a flood: 1, 2, 4...)
+            LOG.warning("switch %016x refused %s%s: %s (%d %s refusals)", dpid,
+                        refusal.message, f" of VIP {vip.label()}" if vip else "", error,
+                        count, refusal.kind)
+        node = self.nodes.get(dpid)
+        if refusal.kind == SESSION and node is not None and isinstance(msg, FlowAdd):
+            node.flow_refused(msg.cookie, msg.match_dict)
+        elif refusal.kind == VIP and vip is None:
+            channel.forget_vip(refusal.vip_id)
+
+    def barrier_reply(self, dpid: int, xid: int) -> None:
+        channel = self.channels.get(dpid)
+        if channel is None:
+            return
+        for vip_id in channel.barrier_reply(xid):
+            vip = self.model.vip_by_id(vip_id)
+            LOG.info("switch %016x: VIP %s installed on retry", dpid,
+                     vip.label() if vip else vip_id)
+
+    def retry_refused(self) -> None:
+        """Send again the whole programming of the VIPs whose retry is due (the shim
+        calls this about once a second)."""
+        now = self._clock()
+        for dpid, channel in list(self.channels.items()):
+            node = self.nodes.get(dpid)
+            if node is None:
+                continue
+            for vip_id in channel.due(now):
+                vip = self.model.vip_by_id(vip_id)
+                if vip is None:
+                    channel.forget_vip(vip_id)
+                    continue
+                self._send(dpid, node.vip_reprogramming(vip))
+                channel.retrying(vip_id)
 
     def switch_described(self, dpid: int, dp_desc) -> None:
         """The switch's description (OFPMP_DESC dp_desc): the node addresses it announces
@@ -343,6 +398,8 @@ class KubeProxy(KubernetesServices):
         self._delete_flows(pipeline.cookie(0, vip.id), MASK_VIP, vip, list(vip.pods))
         # Once no flow can start a session of the VIP (lb mode: its sessions end here).
         self._broadcast(lambda n: n.forget_compiled(vip.id))
+        for channel in self.channels.values():
+            channel.forget_vip(vip.id)
 
     @synced
     def add_pods(self, prefix, port, addresses) -> dict:
@@ -457,13 +514,18 @@ class KubeProxy(KubernetesServices):
                                       "service_packet_ins": n.service_packet_ins}
                              for d, n in sorted(self.nodes.items())}}
 
+    def channel_status(self) -> Dict[str, dict]:
+        """Per switch: its refusals by kind, the last one, the VIPs it refused."""
+        return {str(d): self.channel(d).status() for d in sorted(self.nodes)}
+
     def show(self) -> dict:
         self._expire_idle()
         return {"conf": self.conf(), "vips": len(self.model.vips),
                 "pods": sum(len(v.pods) for v in self.model.vips.values()),
                 "sessions": sum(len(n.sessions) for n in self.nodes.values()),
                 "switches": sorted(self.nodes), "interfaces": self.interfaces(),
-                "modes": {str(d): n.mode for d, n in sorted(self.nodes.items())}}
+                "modes": {str(d): n.mode for d, n in sorted(self.nodes.items())},
+                "channels": self.channel_status()}
 
     def _expire_idle(self) -> float:
         """Untracked sessions have no switch flow to time out: they end here, or on the
@@ -496,6 +558,8 @@ class KubeProxy(KubernetesServices):
                 "no_pod": c.no_pod, "untracked": c.untracked + compiled_untracked,
                 "table_full": c.table_full,
                 "no_local_pod": c.no_local_pod, "filtered": c.filtered,
+                "refused": sum(ch.refused_by_vip.get(vip.id, 0)
+                               for ch in self.channels.values()),
                 "pods": [self._pod_dict(vip, a) for a in sorted(vip.pods, key=int)]}
 
     def _pod_dict(self, vip: Vip, address) -> dict:
@@ -517,7 +581,10 @@ class KubeProxy(KubernetesServices):
                 "node_port": vip.node_port, "protocol": vip.protocol, "nat": vip.nat,
                 "new_len": vip.new_len, "external_ips": [str(a) for a in vip.external_ips],
                 **vip.policies(), "service": vip.service,
-                "pods": pods, "counters": counters}
+                "pods": pods, "counters": counters,
+                # per switch: installed, pending, retrying or refused (kp_app.refusals)
+                "programming": {str(d): self.channel(d).vip_status(vip.id)
+                                for d in sorted(self.nodes)}}
 
     def _session_dict(self, dpid: int, s, now: float) -> dict:
         vip = self.model.vip_by_id(s.vip_id)

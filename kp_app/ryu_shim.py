@@ -23,7 +23,8 @@ from ryu.controller.handler import set_ev_cls
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
-from kp_app import config_file, ofmsg, operate_http, pipeline, ryu_config, state_file
+from kp_app import (config_file, ofmsg, operate_http, pipeline, refusals, ryu_config,
+                    state_file)
 from kp_app.apply_jobs import ApplyJobs
 from kp_app.errors import KpError
 from kp_app.kubeproxy import KubeProxy
@@ -34,6 +35,7 @@ from kp_proto import lb as kplb
 LOG = logging.getLogger("kp_app")
 STATS_WAIT_SECONDS = 1.0
 BUILD_ASIDE_MIN = 1 << 14     # smaller tables build in milliseconds: not worth a thread
+RETRY_TICK = 0.5              # seconds between looks for refused programming to retry
 
 
 class LiveService:
@@ -234,6 +236,7 @@ class KpRyuApp(app_manager.RyuApp):
         from kp_app import rest
         rest.register(kwargs["wsgi"], self.service)
         self.cluster = self._cluster_watch()    # None without a cluster
+        self.threads.append(hub.spawn(self._retry_loop))
 
     def _cluster_watch(self):
         """The watch of the cluster (kp_app.kube_watch) when there is one: green threads
@@ -288,10 +291,21 @@ class KpRyuApp(app_manager.RyuApp):
         datapath = self.datapaths.get(dpid)
         if datapath is None:
             return
+        sent = []
         data = ofmsg.encode_batch(messages, lambda: _next_xid(datapath),
-                                  dpid in self.kp_switches)
+                                  dpid in self.kp_switches, sent, refusals.wants_barrier(messages))
         if data:
+            self.kubeproxy.channel(dpid).sent(sent)
             datapath.send(data)
+
+    def _retry_loop(self) -> None:
+        """What the switches refused, sent again when its retry is due (kp_app.refusals)."""
+        while True:
+            hub.sleep(RETRY_TICK)
+            try:
+                self.kubeproxy.retry_refused()
+            except Exception:       # (the loop must go on: log it, never die silently)
+                LOG.exception("retrying refused programming failed")
 
     def refresh_stats(self) -> None:
         """Ask every switch for kp's flow stats (and kp-switch for its cache's, and in lb
@@ -477,4 +491,27 @@ class KpRyuApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _error(self, ev) -> None:
         msg = ev.msg
-        LOG.warning("switch %s error type=%d code=%d", msg.datapath.id, msg.type, msg.code)
+        dpid = msg.datapath.id
+        if dpid is None or self.datapaths.get(dpid) is not msg.datapath:
+            LOG.warning("switch %s error type=%d code=%d", dpid, msg.type, msg.code)
+            return
+        self.kubeproxy.switch_refused(dpid, msg.xid, error_text(msg.type, msg.code))
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier_reply(self, ev) -> None:
+        if self.datapaths.get(ev.msg.datapath.id) is ev.msg.datapath:
+            self.kubeproxy.barrier_reply(ev.msg.datapath.id, ev.msg.xid)
+
+
+def error_text(type_: int, code: int) -> str:
+    """An OFPT_ERROR's type and code by their names in the spec ("FLOW_MOD_FAILED
+    TABLE_FULL"), numbers for those Ryu does not know."""
+    def name(text: str, number: int, prefix: str) -> str:
+        text = text.split("(")[0]
+        return text.split("_", 1)[1] if text.startswith(prefix) else str(number)
+    try:
+        kind = name(ofproto_v1_3.ofp_error_type_to_str(type_), type_, "OFPET_")
+        what = name(ofproto_v1_3.ofp_error_code_to_str(type_, code), code, "OFP")
+    except (KeyError, ValueError, AttributeError):
+        return f"type {type_} code {code}"
+    return f"{kind} {what}"
