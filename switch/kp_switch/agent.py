@@ -237,10 +237,11 @@ class Connection:
 class Agent:
     def __init__(self, dp, ports, dpid=1, n_tables=N_TABLES, n_buffers=N_BUFFERS,
                  clock=time.monotonic, link_reader=read_link, tls_context=None,
-                 node_announcement=""):
+                 node_announcement="", max_flows=100000):
         """`dp`: a fast path Datapath; `ports`: [(port_no, ifname)]; `tls_context`: the
         ssl.SSLContext of ssl: controllers (tls.client_context); `node_announcement`:
-        appended to the DESC reply's dp_desc (kp_proto.node_announcement)."""
+        appended to the DESC reply's dp_desc (kp_proto.node_announcement); `max_flows`:
+        entries per table (an add beyond them: OFPFMFC_TABLE_FULL)."""
         self.dp = dp
         self.tls_context = tls_context
         self.dpid = dpid
@@ -256,7 +257,7 @@ class Agent:
             hw, up, speed = link_reader(ifname)
             plist.append(Port(port_no, ifname, hw, up, speed, now))
         self.ports = PortSet(plist)
-        self.tables = FlowTables(n_tables, cache=dp, max_flow_ids=dpimpl.MAX_FLOW_IDS)
+        self.tables = FlowTables(n_tables, max_flows, cache=dp, max_flow_ids=dpimpl.MAX_FLOW_IDS)
         self.groups = GroupTable()
         self.pipeline = Pipeline(self.tables, self.groups, self.ports)
         self.buffers = collections.OrderedDict()  # buffer_id -> (in_port, packet, time)

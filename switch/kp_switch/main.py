@@ -36,6 +36,9 @@ def build_parser():
     p.add_argument("--listen", action="append", default=[], metavar="ptcp:PORT[:IP]",
                    help="accept OpenFlow management connections (default IP 127.0.0.1)")
     p.add_argument("--buckets", type=int, default=1024, help="flow cache buckets (power of 2)")
+    p.add_argument("--max-flows", type=int, default=100000, metavar="N",
+                   help="flow entries per table; an add beyond them is refused with "
+                        "OFPFMFC_TABLE_FULL (default 100000)")
     p.add_argument("--ports", choices=("auto", "afxdp", "afpacket"), default="auto",
                    help="port I/O: AF_XDP, AF_PACKET, or auto (default): AF_XDP when every "
                         "port takes it, else AF_PACKET with a log line saying why")
@@ -70,6 +73,9 @@ def main(argv=None):
         if not os.path.exists("/sys/class/net/%s" % name):
             print("kp-switch: no such interface: %s" % name, file=sys.stderr)
             return 2
+    if args.max_flows < 1:
+        print("kp-switch: --max-flows must be at least 1", file=sys.stderr)
+        return 2
     if args.buckets < 1 or args.buckets & (args.buckets - 1):
         print("kp-switch: --buckets must be a power of 2", file=sys.stderr)
         return 2
@@ -113,7 +119,7 @@ def main(argv=None):
     log.info("ports %s", ", ".join("%d=%s (%s)" % (no, name, modes.get(no, port_io))
                                    for no, name in ports))
     agent = Agent(dp, ports, dpid=args.dpid, tls_context=tls_context,
-                  node_announcement=announcement)
+                  node_announcement=announcement, max_flows=args.max_flows)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: done.set())
