@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from kp_app import frames, pipeline
 from kp_app.apply_jobs import ApplyJobs, run_now
+from kp_app.dpid_claims import DpidClaims
 from kp_app.errors import InvalidInput, KpError
 from kp_app.maglev import MaglevTable
 from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
@@ -41,6 +42,8 @@ class KubeProxy(KubernetesServices):
         self._clock = clock
         # dpid -> what was sent on its connection and what it refused (kp_app.refusals)
         self.channels: Dict[int, SwitchChannel] = {}
+        # which connection speaks for a datapath id (the Ryu shim asks; kp_app.dpid_claims)
+        self.claims = DpidClaims()
         self.jobs = ApplyJobs(run_now, lambda: None)    # (kp_app.ryu_shim has its own)
 
     def _broadcast(self, programming: Callable[[Node], list]) -> None:
@@ -525,7 +528,7 @@ class KubeProxy(KubernetesServices):
                 "sessions": sum(len(n.sessions) for n in self.nodes.values()),
                 "switches": sorted(self.nodes), "interfaces": self.interfaces(),
                 "modes": {str(d): n.mode for d, n in sorted(self.nodes.items())},
-                "channels": self.channel_status()}
+                "channels": self.channel_status(), "dpid_claims": self.claims.status()}
 
     def _expire_idle(self) -> float:
         """Untracked sessions have no switch flow to time out: they end here, or on the

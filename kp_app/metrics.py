@@ -19,7 +19,9 @@ packets, bytes, active sessions, untracked (table full), and the refusals (no po
 local pod, filtered); per switch ({dpid}): packet-ins, kp-switch's flow cache and
 megaflow counters, and in lb mode its own session table (sessions, capacity, made,
 untracked, dropped), which come from the switch; and what the switch refused
-(kp_switch_refused{dpid, kind}, kp_switch_vips_refused{dpid}: kp_app.refusals).
+(kp_switch_refused{dpid, kind}, kp_switch_vips_refused{dpid}: kp_app.refusals); and
+second connections that claimed a switch's datapath id (kp_dpid_claims_refused,
+kp_dpid_takeovers: kp_app.dpid_claims).
 """
 from typing import Dict, Iterator, Tuple
 
@@ -82,6 +84,11 @@ class KpCollector:
         yield from self._vip_metrics(counters["vips"])
         yield from self._switch_metrics(counters["switches"])
         yield from self._channel_metrics(self._service.channel_status())
+        claims = self._service.claims.status()
+        yield _counter("kp_dpid_claims_refused", "Connections closed for claiming the "
+                       "datapath id of a live switch (kp_app.dpid_claims)", claims["refused"])
+        yield _counter("kp_dpid_takeovers", "Datapath ids a new connection took over from "
+                       "a dead (or, with --kp-dpid-takeover, any) one", claims["taken_over"])
 
     def _sync_metrics(self) -> Iterator[Metric]:
         r = self._service.syncs

@@ -23,9 +23,10 @@ from ryu.controller.handler import set_ev_cls
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
-from kp_app import (config_file, ofmsg, operate_http, pipeline, refusals, ryu_config,
-                    state_file)
+from kp_app import (config_file, dpid_claims, ofmsg, operate_http, pipeline, refusals,
+                    ryu_config, state_file)
 from kp_app.apply_jobs import ApplyJobs
+from kp_app.dpid_claims import ACCEPT, PROBE, REFUSE
 from kp_app.errors import KpError
 from kp_app.kubeproxy import KubeProxy
 from kp_app.maglev import MaglevTable
@@ -215,6 +216,9 @@ class KpRyuApp(app_manager.RyuApp):
         self.datapaths = {}
         self.kp_switches = set()
         self.kubeproxy = KubeProxy(self._send)
+        # (the option exists when kp_ryu_compat registered it: always under ryu-manager)
+        self.kubeproxy.claims.takeover = bool(getattr(cfg.CONF, "kp_dpid_takeover", False))
+        self._probes = {}       # dpid -> xid of the echo that asks its owner if it lives
         # The configuration file first: it may name the state file and the addresses.
         self.config = ryu_config.load(cfg.CONF)
         state_path = getattr(cfg.CONF, "kp_state_file", None)
@@ -299,11 +303,13 @@ class KpRyuApp(app_manager.RyuApp):
             datapath.send(data)
 
     def _retry_loop(self) -> None:
-        """What the switches refused, sent again when its retry is due (kp_app.refusals)."""
+        """What the switches refused, sent again when its retry is due (kp_app.refusals);
+        and the probes of datapath ids claimed twice that went unanswered."""
         while True:
             hub.sleep(RETRY_TICK)
             try:
                 self.kubeproxy.retry_refused()
+                self._probes_expired()
             except Exception:       # (the loop must go on: log it, never die silently)
                 LOG.exception("retrying refused programming failed")
 
@@ -341,26 +347,103 @@ class KpRyuApp(app_manager.RyuApp):
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def _state_change(self, ev) -> None:
+        """Connections by datapath id: the first keeps it unless it is dead
+        (kp_app.dpid_claims)."""
         datapath = ev.datapath
-        if datapath.id is None:
+        dpid = datapath.id
+        if dpid is None:
             return
-        if ev.state == MAIN_DISPATCHER:
-            LOG.info("switch %016x connected", datapath.id)
-            self.datapaths[datapath.id] = datapath
-            parser = datapath.ofproto_parser
-            # The switch is programmed once its description says what it is (the
-            # replies come in this order).
-            datapath.send_msg(parser.OFPDescStatsRequest(datapath, 0))
-            datapath.send_msg(parser.OFPPortDescStatsRequest(datapath, 0))
-        elif self.datapaths.get(datapath.id) is datapath:
-            LOG.info("switch %016x disconnected", datapath.id)
-            del self.datapaths[datapath.id]
-            self.kp_switches.discard(datapath.id)
-            self._lb_stats_parts.pop(datapath.id, None)
-            self.kubeproxy.switch_disconnected(datapath.id)
+        claims = self.kubeproxy.claims
+        if ev.state != MAIN_DISPATCHER:
+            newcomer = claims.gone(dpid, datapath)
+            if self.datapaths.get(dpid) is datapath:
+                LOG.info("switch %016x disconnected", dpid)
+                self._drop(dpid)
+            if newcomer is not None:
+                LOG.warning("switch %016x: the connection from %s takes it over", dpid,
+                            newcomer.address)
+                self._adopt(newcomer)
+            return
+        decision = claims.claim(dpid, datapath, time.monotonic())
+        owner = self.datapaths.get(dpid)
+        if decision == ACCEPT:
+            self._adopt(datapath)
+        elif decision == PROBE:
+            LOG.warning("switch %016x: a second connection from %s claims it while %s is "
+                        "connected: held, asking the first for an echo", dpid,
+                        datapath.address, owner.address if owner else "another")
+            self._probe(dpid, claims.owner(dpid))
+        elif decision == REFUSE:
+            LOG.warning("switch %016x: one more connection from %s claims it while one is "
+                        "held already: closed (%d refused)", dpid, datapath.address,
+                        claims.refused)
+            datapath.close()
+        else:   # takeover allowed (--kp-dpid-takeover)
+            LOG.warning("switch %016x: the connection from %s replaces the one from %s "
+                        "(--kp-dpid-takeover)", dpid, datapath.address,
+                        owner.address if owner else "none")
+            if owner is not None:
+                self._drop(dpid)
+                owner.close()
+            self._adopt(datapath)
+
+    def _adopt(self, datapath) -> None:
+        """A connection that owns its datapath id: the switch is programmed once its
+        description says what it is (the replies come in this order)."""
+        LOG.info("switch %016x connected from %s", datapath.id, datapath.address)
+        self.datapaths[datapath.id] = datapath
+        parser = datapath.ofproto_parser
+        datapath.send_msg(parser.OFPDescStatsRequest(datapath, 0))
+        datapath.send_msg(parser.OFPPortDescStatsRequest(datapath, 0))
+
+    def _drop(self, dpid: int) -> None:
+        """The owner of `dpid` went (or was closed): forget what its connection had."""
+        del self.datapaths[dpid]
+        self.kp_switches.discard(dpid)
+        self._lb_stats_parts.pop(dpid, None)
+        self._early_port_names.pop(dpid, None)
+        for key in [k for k in self._connecting if k[0] == dpid]:
+            del self._connecting[key]
+        self.kubeproxy.switch_disconnected(dpid)
+
+    def _current(self, datapath) -> bool:
+        """Is this the connection that owns its datapath id (not one held or refused)?"""
+        return datapath.id is not None and self.datapaths.get(datapath.id) is datapath
+
+    def _probe(self, dpid: int, owner) -> None:
+        echo = owner.ofproto_parser.OFPEchoRequest(owner, data=b"kp: still there?")
+        owner.set_xid(echo)
+        self._probes[dpid] = echo.xid
+        owner.send_msg(echo)
+
+    @set_ev_cls(ofp_event.EventOFPEchoReply, MAIN_DISPATCHER)
+    def _echo_reply(self, ev) -> None:
+        datapath = ev.msg.datapath
+        if datapath.id is None or self._probes.get(datapath.id) != ev.msg.xid:
+            return
+        del self._probes[datapath.id]
+        newcomer = self.kubeproxy.claims.answered(datapath.id, datapath)
+        if newcomer is not None:
+            LOG.warning("switch %016x: the first connection answered; the second, from %s, "
+                        "is closed (%d refused)", datapath.id, newcomer.address,
+                        self.kubeproxy.claims.refused)
+            newcomer.close()
+
+    def _probes_expired(self) -> None:
+        for dpid, old, newcomer in self.kubeproxy.claims.expired(time.monotonic()):
+            self._probes.pop(dpid, None)
+            LOG.warning("switch %016x: no echo reply from %s in %.0f s: taken for dead and "
+                        "closed; the connection from %s takes the switch over", dpid,
+                        old.address, dpid_claims.PROBE_SECONDS, newcomer.address)
+            if self.datapaths.get(dpid) is old:
+                self._drop(dpid)
+            old.close()
+            self._adopt(newcomer)
 
     @set_ev_cls(ofp_event.EventOFPDescStatsReply, MAIN_DISPATCHER)
     def _desc(self, ev) -> None:
+        if not self._current(ev.msg.datapath):
+            return
         body = ev.msg.body
         fields = [x if isinstance(x, bytes) else str(x).encode() for x in (
             body.mfr_desc, body.hw_desc, body.sw_desc, body.dp_desc)]
@@ -389,6 +472,8 @@ class KpRyuApp(app_manager.RyuApp):
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev) -> None:
+        if not self._current(ev.msg.datapath):
+            return
         ofp = ev.msg.datapath.ofproto
         dpid = ev.msg.datapath.id
         names = {p.port_no: _name(p) for p in ev.msg.body if _live(ofp, p)}
@@ -400,6 +485,8 @@ class KpRyuApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev) -> None:
         msg = ev.msg
+        if not self._current(msg.datapath):
+            return
         ofp, desc = msg.datapath.ofproto, msg.desc
         self.kubeproxy.port_status(msg.datapath.id, desc.port_no, _name(desc),
                                    _live(ofp, desc), deleted=msg.reason == ofp.OFPPR_DELETE)
@@ -409,16 +496,22 @@ class KpRyuApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev) -> None:
         msg = ev.msg
+        if not self._current(msg.datapath):
+            return
         self.kubeproxy.packet_in(msg.datapath.id, msg.match["in_port"], bytes(msg.data))
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     def _flow_removed(self, ev) -> None:
         msg = ev.msg
+        if not self._current(msg.datapath):
+            return
         self.kubeproxy.flow_removed(msg.datapath.id, msg.cookie, ofmsg.match_dict(msg.match),
                                     msg.packet_count, msg.byte_count)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats_reply(self, ev) -> None:
+        if not self._current(ev.msg.datapath):
+            return
         dpid = ev.msg.datapath.id
         connecting = self._connecting.get((dpid, ev.msg.xid))
         if connecting is not None:
@@ -440,7 +533,7 @@ class KpRyuApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPExperimenter, MAIN_DISPATCHER)
     def _experimenter(self, ev) -> None:
         msg = ev.msg
-        if msg.experimenter != ofmsg.KP_EXPERIMENTER:
+        if msg.experimenter != ofmsg.KP_EXPERIMENTER or not self._current(msg.datapath):
             return
         if msg.exp_type == ofmsg.KP_CACHE_STATS_REPLY:
             self.kubeproxy.cache_stats(msg.datapath.id, ofmsg.decode_cache_stats(msg.data))
@@ -499,7 +592,7 @@ class KpRyuApp(app_manager.RyuApp):
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def _barrier_reply(self, ev) -> None:
-        if self.datapaths.get(ev.msg.datapath.id) is ev.msg.datapath:
+        if self._current(ev.msg.datapath):
             self.kubeproxy.barrier_reply(ev.msg.datapath.id, ev.msg.xid)
 
 
