@@ -17,8 +17,9 @@ from kp_app.errors import InvalidInput, KpError
 from kp_app.maglev import MaglevTable
 from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
 from kp_app.node import MODE_PACKET_IN, MODES, Node, gateway_mac
-from kp_app.pipeline import FlowAdd, FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
-from kp_app.refusals import SESSION, VIP, SwitchChannel
+from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
+from kp_app.refusals import SwitchChannel
+from kp_app.switch_answers import SwitchAnswers
 from kp_app.service_apply import KubernetesServices
 from kp_app.sync_record import SyncRecord, synced
 from kp_proto import node_announcement
@@ -29,7 +30,7 @@ MAX_SESSION_LIST = 10000
 OFPP_MAX = 0xFFFFFF00
 
 
-class KubeProxy(KubernetesServices):
+class KubeProxy(KubernetesServices, SwitchAnswers):
     def __init__(self, send: Sender, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         self.model = ServiceModel()
@@ -79,56 +80,6 @@ class KubeProxy(KubernetesServices):
                 node.end_session(session)
             self._links_changed({k: v for k, v in self.links.items()
                                  if k[0] != dpid and v[0] != dpid})
-
-    # -- the switch's answers: refusals and barriers (kp_app.refusals) -------------------
-
-    def channel(self, dpid: int) -> SwitchChannel:
-        """The book of switch `dpid`'s connection: the sender records what it sends."""
-        return self.channels.setdefault(dpid, SwitchChannel())
-
-    def switch_refused(self, dpid: int, xid: int, error: str) -> None:
-        """Switch `dpid` refused the message of `xid` (an OFPT_ERROR; `error` says why):
-        it is counted, and what it was part of is told (kp_app.refusals)."""
-        channel = self.channels.get(dpid)
-        if channel is None:
-            return
-        refusal, msg = channel.error(xid, error, self._clock())
-        vip = self.model.vip_by_id(refusal.vip_id) if refusal.vip_id else None
-        count = channel.refused[refusal.kind]
-        if refusal.kind != SESSION or count & (count - 1) == 0:     # (a flood: 1, 2, 4...)
-            LOG.warning("switch %016x refused %s%s: %s (%d %s refusals)", dpid,
-                        refusal.message, f" of VIP {vip.label()}" if vip else "", error,
-                        count, refusal.kind)
-        node = self.nodes.get(dpid)
-        if refusal.kind == SESSION and node is not None and isinstance(msg, FlowAdd):
-            node.flow_refused(msg.cookie, msg.match_dict)
-        elif refusal.kind == VIP and vip is None:
-            channel.forget_vip(refusal.vip_id)
-
-    def barrier_reply(self, dpid: int, xid: int) -> None:
-        channel = self.channels.get(dpid)
-        if channel is None:
-            return
-        for vip_id in channel.barrier_reply(xid):
-            vip = self.model.vip_by_id(vip_id)
-            LOG.info("switch %016x: VIP %s installed on retry", dpid,
-                     vip.label() if vip else vip_id)
-
-    def retry_refused(self) -> None:
-        """Send again the whole programming of the VIPs whose retry is due (the shim
-        calls this about once a second)."""
-        now = self._clock()
-        for dpid, channel in list(self.channels.items()):
-            node = self.nodes.get(dpid)
-            if node is None:
-                continue
-            for vip_id in channel.due(now):
-                vip = self.model.vip_by_id(vip_id)
-                if vip is None:
-                    channel.forget_vip(vip_id)
-                    continue
-                self._send(dpid, node.vip_reprogramming(vip))
-                channel.retrying(vip_id)
 
     def switch_described(self, dpid: int, dp_desc) -> None:
         """The switch's description (OFPMP_DESC dp_desc): the node addresses it announces
@@ -516,10 +467,6 @@ class KubeProxy(KubernetesServices):
                                       **{f"lb_{k}": v for k, v in n.lb_totals.items()},
                                       "service_packet_ins": n.service_packet_ins}
                              for d, n in sorted(self.nodes.items())}}
-
-    def channel_status(self) -> Dict[str, dict]:
-        """Per switch: its refusals by kind, the last one, the VIPs it refused."""
-        return {str(d): self.channel(d).status() for d in sorted(self.nodes)}
 
     def show(self) -> dict:
         self._expire_idle()

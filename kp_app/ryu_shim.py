@@ -18,15 +18,15 @@ from ryu import cfg
 from ryu.app.wsgi import WSGIApplication
 from ryu.base import app_manager
 from ryu.controller import ofp_event
-from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER
+from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER
 from ryu.controller.handler import set_ev_cls
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
-from kp_app import (config_file, dpid_claims, ofmsg, operate_http, pipeline, refusals,
-                    ryu_config, state_file)
+from kp_app import (config_file, ofmsg, operate_http, pipeline, refusals, ryu_config,
+                    state_file)
 from kp_app.apply_jobs import ApplyJobs
-from kp_app.dpid_claims import ACCEPT, PROBE, REFUSE
+from kp_app.ryu_connections import SwitchConnections
 from kp_app.errors import KpError
 from kp_app.kubeproxy import KubeProxy
 from kp_app.maglev import MaglevTable
@@ -207,7 +207,7 @@ def _live(ofp, port) -> bool:
     return not (port.state & ofp.OFPPS_LINK_DOWN or port.config & ofp.OFPPC_PORT_DOWN)
 
 
-class KpRyuApp(app_manager.RyuApp):
+class KpRyuApp(SwitchConnections, app_manager.RyuApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
     _CONTEXTS = {"wsgi": WSGIApplication}
 
@@ -337,108 +337,13 @@ class KpRyuApp(app_manager.RyuApp):
         for event in events:
             event.wait(timeout=max(0.0, deadline - time.monotonic()))
 
-    # -- switch life ---------------------------------------------------------------------
+    # -- switch life (connections by datapath id: kp_app.ryu_connections) ----------------
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _features(self, ev) -> None:
         datapath = ev.msg.datapath
         parser = datapath.ofproto_parser
         datapath.send_msg(parser.OFPSetConfig(datapath, 0, datapath.ofproto.OFPCML_NO_BUFFER))
-
-    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
-    def _state_change(self, ev) -> None:
-        """Connections by datapath id: the first keeps it unless it is dead
-        (kp_app.dpid_claims)."""
-        datapath = ev.datapath
-        dpid = datapath.id
-        if dpid is None:
-            return
-        claims = self.kubeproxy.claims
-        if ev.state != MAIN_DISPATCHER:
-            newcomer = claims.gone(dpid, datapath)
-            if self.datapaths.get(dpid) is datapath:
-                LOG.info("switch %016x disconnected", dpid)
-                self._drop(dpid)
-            if newcomer is not None:
-                LOG.warning("switch %016x: the connection from %s takes it over", dpid,
-                            newcomer.address)
-                self._adopt(newcomer)
-            return
-        decision = claims.claim(dpid, datapath, time.monotonic())
-        owner = self.datapaths.get(dpid)
-        if decision == ACCEPT:
-            self._adopt(datapath)
-        elif decision == PROBE:
-            LOG.warning("switch %016x: a second connection from %s claims it while %s is "
-                        "connected: held, asking the first for an echo", dpid,
-                        datapath.address, owner.address if owner else "another")
-            self._probe(dpid, claims.owner(dpid))
-        elif decision == REFUSE:
-            LOG.warning("switch %016x: one more connection from %s claims it while one is "
-                        "held already: closed (%d refused)", dpid, datapath.address,
-                        claims.refused)
-            datapath.close()
-        else:   # takeover allowed (--kp-dpid-takeover)
-            LOG.warning("switch %016x: the connection from %s replaces the one from %s "
-                        "(--kp-dpid-takeover)", dpid, datapath.address,
-                        owner.address if owner else "none")
-            if owner is not None:
-                self._drop(dpid)
-                owner.close()
-            self._adopt(datapath)
-
-    def _adopt(self, datapath) -> None:
-        """A connection that owns its datapath id: the switch is programmed once its
-        description says what it is (the replies come in this order)."""
-        LOG.info("switch %016x connected from %s", datapath.id, datapath.address)
-        self.datapaths[datapath.id] = datapath
-        parser = datapath.ofproto_parser
-        datapath.send_msg(parser.OFPDescStatsRequest(datapath, 0))
-        datapath.send_msg(parser.OFPPortDescStatsRequest(datapath, 0))
-
-    def _drop(self, dpid: int) -> None:
-        """The owner of `dpid` went (or was closed): forget what its connection had."""
-        del self.datapaths[dpid]
-        self.kp_switches.discard(dpid)
-        self._lb_stats_parts.pop(dpid, None)
-        self._early_port_names.pop(dpid, None)
-        for key in [k for k in self._connecting if k[0] == dpid]:
-            del self._connecting[key]
-        self.kubeproxy.switch_disconnected(dpid)
-
-    def _current(self, datapath) -> bool:
-        """Is this the connection that owns its datapath id (not one held or refused)?"""
-        return datapath.id is not None and self.datapaths.get(datapath.id) is datapath
-
-    def _probe(self, dpid: int, owner) -> None:
-        echo = owner.ofproto_parser.OFPEchoRequest(owner, data=b"kp: still there?")
-        owner.set_xid(echo)
-        self._probes[dpid] = echo.xid
-        owner.send_msg(echo)
-
-    @set_ev_cls(ofp_event.EventOFPEchoReply, MAIN_DISPATCHER)
-    def _echo_reply(self, ev) -> None:
-        datapath = ev.msg.datapath
-        if datapath.id is None or self._probes.get(datapath.id) != ev.msg.xid:
-            return
-        del self._probes[datapath.id]
-        newcomer = self.kubeproxy.claims.answered(datapath.id, datapath)
-        if newcomer is not None:
-            LOG.warning("switch %016x: the first connection answered; the second, from %s, "
-                        "is closed (%d refused)", datapath.id, newcomer.address,
-                        self.kubeproxy.claims.refused)
-            newcomer.close()
-
-    def _probes_expired(self) -> None:
-        for dpid, old, newcomer in self.kubeproxy.claims.expired(time.monotonic()):
-            self._probes.pop(dpid, None)
-            LOG.warning("switch %016x: no echo reply from %s in %.0f s: taken for dead and "
-                        "closed; the connection from %s takes the switch over", dpid,
-                        old.address, dpid_claims.PROBE_SECONDS, newcomer.address)
-            if self.datapaths.get(dpid) is old:
-                self._drop(dpid)
-            old.close()
-            self._adopt(newcomer)
 
     @set_ev_cls(ofp_event.EventOFPDescStatsReply, MAIN_DISPATCHER)
     def _desc(self, ev) -> None:
