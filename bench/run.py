@@ -45,6 +45,11 @@ What it measures, all in one run on a topology it builds and removes itself:
    endpoint added to or removed from a 1,000-endpoint Service until the switch holds
    the new table (p50, p99); kp_app's and kp-switch's memory per Service.
    `--skip-programming` leaves it out.
+6. Scale (bench/scale.py): new TCP connections per second through one ClusterIP while
+   1, 1,000 and 10,000 Services are installed, through kp_app + kp-switch and the
+   kernel with kube-proxy's iptables rules and its nftables verdict maps (and Open
+   vSwitch at 1 Service); each engine at 10,000 against itself at 1, kp against each
+   peer at each scale, and the connections that failed. `--skip-scale` leaves it out.
 
 Results: a table on stdout and bench/results/latest.json.
 """
@@ -1284,12 +1289,17 @@ def parse_args(argv):
     p.add_argument("--skip-sessions", action="store_true")
     p.add_argument("--skip-newflows", action="store_true")
     p.add_argument("--skip-programming", action="store_true")
+    p.add_argument("--skip-scale", action="store_true")
+    p.add_argument("--scale-seconds", type=float, default=4.0,
+                   help="seconds of connections measured at each Service count")
+    p.add_argument("--scale-rounds", type=int, default=2)
     p.add_argument("--json", default=os.path.join(RESULTS, "latest.json"))
     a = p.parse_args(argv)
     if a.quick:
         a.rounds, a.seconds, a.warmup = 2, 2.0, 1.5
         a.session_seconds, a.session_rounds = 2.0, 1
         a.newflow_seconds, a.newflow_rounds = 1.0, 2
+        a.scale_seconds, a.scale_rounds = 2.0, 1
     if a.seconds < 1.0:
         p.error("--seconds must be at least 1")
     a.engines = [e for e in a.engines.split(",") if e]
@@ -1334,6 +1344,7 @@ def main(argv=None):
     ovsd = OvsDaemon()
     tmp = tempfile.mkdtemp(prefix="kpb-")
     pps = sessions = newflows = programming = None
+    scaled = {}
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt("signal %d" % signum)
@@ -1373,6 +1384,14 @@ def main(argv=None):
                 programming.run()
             except Exception as e:
                 log("programming benchmark failed: %s" % e)
+        if not args.skip_scale:
+            log("\n== new connections with 1, 1,000 and 10,000 Services installed ==")
+            import scale            # kp_lab and Mininet: only when this part runs
+            try:
+                measured = scale.run(log, args.scale_seconds, args.scale_rounds)
+                scaled = {"results": measured, "summary": scale.summary(measured, log)}
+            except Exception as e:
+                log("scale benchmark failed: %s" % e)
         mem = cache_memory(exe, pps.kp_stats if pps else None, args.buckets)
         load = os.getloadavg()[0]
         note = ("load average %.1f during the run (other work on this machine adds noise)"
@@ -1380,6 +1399,8 @@ def main(argv=None):
         summary = report(args, pps, sessions, mem, note, newflows)
         if programming is not None and programming.results:
             summary["programming"] = programming.results
+        if scaled:
+            summary["scale"] = scaled
         summary["config"] = {k: v for k, v in vars(args).items()}
         summary["elapsed_s"] = time.monotonic() - t_start
         summary["machine"] = {"cpus": os.cpu_count(), "kernel": os.uname().release,

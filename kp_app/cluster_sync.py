@@ -59,8 +59,9 @@ class ClusterSync:
                  wall_clock: Callable[[], float] = time.time,
                  clock: Callable[[], float] = time.monotonic,
                  build: Optional[Callable[[list], list]] = None) -> None:
-        """`build`: (pods, new_len) of the tables a sync needs -> those tables, built
-        (ryu_shim builds the big ones in a thread, off the controller's loop)."""
+        """`build`: (pods, new_len) pairs -> their tables, for the big tables a sync will
+        ask for, built ahead into the model's store (ryu_shim builds them in a thread,
+        off the controller's loop); None: each is built when the change asks."""
         self.kubeproxy = kubeproxy
         self._build = build
         self.node_name = node_name
@@ -123,34 +124,34 @@ class ClusterSync:
         gone = sorted(k for k in desired if k not in present and k in kp.model.services)
         report = []
         if gone:    # first: their VIPs' addresses and node ports may be asked for anew
-            report = self._apply_part([], {}, gone, [], skipped)
+            report = self._apply_part([], {}, gone, skipped)
         if wanted:
-            report += self._apply_part(sorted(wanted), wanted, [], self._built(wanted),
-                                       skipped)
+            self._build_ahead(wanted)
+            report += self._apply_part(sorted(wanted), wanted, [], skipped)
         return report
 
     def _apply_part(self, keys: List[str], wanted: Dict[str, list], gone: List[str],
-                    built: list, skipped: List[tuple]) -> List[dict]:
+                    skipped: List[tuple]) -> List[dict]:
         try:
             return _changed(self.kubeproxy.apply_services(
-                {k: wanted[k] for k in keys}, built, pruned=gone))
+                {k: wanted[k] for k in keys}, pruned=gone))
         except KpError as error:
             if len(keys) <= 1:
                 skipped += [(f"Service {k}", cluster_state._why(error)) for k in keys + gone]
                 return []
         half = len(keys) // 2
-        return (self._apply_part(keys[:half], wanted, [], built, skipped)
-                + self._apply_part(keys[half:], wanted, [], built, skipped))
+        return (self._apply_part(keys[:half], wanted, [], skipped)
+                + self._apply_part(keys[half:], wanted, [], skipped))
 
-    def _built(self, wanted: Dict[str, list]) -> list:
+    def _build_ahead(self, wanted: Dict[str, list]) -> None:
         if self._build is None:
-            return []
+            return
         try:
             untried = service_sync.changes(self.kubeproxy.model, wanted)
         except KpError:     # the apply says why
-            return []
-        tables = service_sync.tables_to_build(self.kubeproxy.model, untried)
-        return self._build(tables) if tables else []
+            return
+        self.kubeproxy.model.tables.build_ahead(
+            service_sync.tables_to_build(self.kubeproxy.model, untried), self._build)
 
     def _sync_nodes(self, store: ClusterStore, names, skipped: List[tuple]) -> List[str]:
         applied = []

@@ -7,7 +7,7 @@ on when it is gone. The hash is Open vSwitch's multipath over `symmetric_l3l4+ud
 the very function kp_app's model picks with (kp_proto.session_hash): the controller's
 packet-in path and Open vSwitch choose the same pod for the same 5-tuple.
 
-The tables (numbered in kp_app.pipeline), on a switch in "ct" mode:
+The tables (declared in kp_app.pipeline_layout), on a switch in "ct" mode:
 
     SERVICES   a compiled VIP destination -> reg1 = VIP id, ct(zone, nat) -> CONNTRACK
                a pod's packet from a target port, to this node's subnet
@@ -41,15 +41,16 @@ long, as the packet-in mode's session flows do.
 from typing import List, Optional
 
 from kp_app import pipeline
+from kp_app import pipeline_layout as layout
 from kp_app.pipeline import (CONNTRACK, CT_ZONE, FORWARDING, LB, SESSIONS, FlowAdd,
                              FlowDelete, addr_field, flow)
 from kp_proto.session_hash import MAX_OVS_TABLE, SCTP
 
 CT_NEW, CT_EST, CT_REL, CT_TRK = 0x01, 0x02, 0x04, 0x20
-PRIO_CT_TRACKED = 200
-PRIO_CT_NEW = 100
-PRIO_LB_HAIRPIN = 200
-PRIO_LB_ENTRY = 100
+PRIO_CT_TRACKED = layout.CT_TRACKED.priority
+PRIO_CT_NEW = layout.CT_NEW.priority
+PRIO_LB_HAIRPIN = layout.LB_HAIRPIN.priority
+PRIO_LB_ENTRY = layout.LB_ENTRY.priority
 # CONNTRACK and LB come after the tables they continue in, and OpenFlow's goto only goes
 # forward: they resubmit (an Open vSwitch action, as are the rest of these).
 TO_FORWARDING = (("resubmit", FORWARDING),)

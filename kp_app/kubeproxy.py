@@ -14,7 +14,6 @@ from kp_app import frames, pipeline
 from kp_app.apply_jobs import ApplyJobs, run_now
 from kp_app.dpid_claims import DpidClaims
 from kp_app.errors import InvalidInput, KpError
-from kp_app.maglev import MaglevTable
 from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
 from kp_app.node import MODE_PACKET_IN, MODES, Node, gateway_mac
 from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
@@ -301,7 +300,7 @@ class KubeProxy(KubernetesServices, SwitchAnswers):
                  dpid=None, udp_timeout=None, tcp_close_wait=None) -> dict:
         before = self.model.conf
         # Validate everything before changing anything: a scratch model takes the hits.
-        scratch = ServiceModel()
+        scratch = ServiceModel(self.model.tables)
         scratch.set_conf(buckets, timeout, udp_timeout, tcp_close_wait)
         scratch.set_node(node_ip, node_ip6, dpid)
         self.model.set_conf(buckets, timeout, udp_timeout, tcp_close_wait)
@@ -394,17 +393,14 @@ class KubeProxy(KubernetesServices, SwitchAnswers):
 
     def table_plan(self, prefix, port, addresses, remove: bool = False):
         """(pods, new_len) of the table a pod change would build, or None when the change
-        would fail: to build that table ahead, off the controller's loop, and hand it
-        over with `offer_table` before making the change."""
+        would fail: to build that table ahead (`model.tables.build_ahead`), off the
+        controller's loop, before making the change, which then finds it."""
         try:
             vip = self.model.find_vip(prefix, port)
         except KpError:
             return None
         pods = self.model.pods_after(vip, addresses, remove)
         return None if pods is None else (pods, vip.new_len)
-
-    def offer_table(self, table: MaglevTable) -> None:
-        self.model.offer_table(table)
 
     @synced
     def set_interface(self, nat, port_name, delete=False) -> dict:

@@ -21,8 +21,9 @@ waits for its table. This module is the specification the C code is tested again
 import array
 import hashlib
 import ipaddress
-from collections import Counter
-from typing import Iterable, Iterator, List, Sequence, Union
+import weakref
+from collections import Counter, OrderedDict
+from typing import Callable, Iterable, Iterator, List, Sequence, Tuple, Union
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -118,7 +119,7 @@ class MaglevTable:
     """A VIP's new-connection table: maps a flow hash to one of its active pods."""
 
     def __init__(self, pods: Sequence[Address], size: int) -> None:
-        self.pods = _ordered(pods)
+        self.pods = tuple(_ordered(pods))
         self.size = size
         # Compact and immutable by convention: 2 bytes a slot, not a list's 8 (10,000
         # Services' tables were 80 MB as lists), shared as it is with whoever sends it
@@ -130,7 +131,7 @@ class MaglevTable:
 
     def is_for(self, pods: Iterable[Address], size: int) -> bool:
         """Is this the table of these pods at this size (so that it need not be built)?"""
-        return size == self.size and _ordered(pods) == self.pods
+        return size == self.size and tuple(_ordered(pods)) == self.pods
 
     def pick(self, flow_hash: int) -> Address:
         if not self.slots:
@@ -144,3 +145,80 @@ class MaglevTable:
     def entries_of(self, pod: Address) -> int:
         """Slots `pod` holds: 0 for a pod not in the table (draining, or unknown)."""
         return self._entries.get(pod, 0)
+
+
+# A table this big takes long enough to build (2**14 slots: tens of milliseconds in C,
+# seconds without it) to be worth building ahead, in a thread, before the change.
+AHEAD_MIN_SIZE = 1 << 14
+# Tables built ahead that no change has asked for yet: at most this many slots in all
+# (the oldest go first: a change that asks for one after all builds it again).
+AHEAD_MAX_SLOTS = 1 << 24
+TableKey = Tuple[Tuple[Address, ...], int]
+
+
+class TableStore:
+    """Where every VIP table of kp_app comes from: built once per change, shared.
+
+    `table(pods, size)` is the table of those pods at that size: the one already in use
+    (by a VIP, a plan's scratch model, a node's local table: it lives as long as one of
+    them holds it), else one built ahead, else built now. `build_ahead` builds the big
+    tables a change will ask for before it is made, with the caller's `build` (kp_app's
+    Ryu app runs it in a thread, off the controller's loop), so that the change finds them
+    here. Nobody hands tables to anybody: a table is found by what it is."""
+
+    def __init__(self, ahead_max_slots: int = AHEAD_MAX_SLOTS) -> None:
+        self._in_use: "weakref.WeakValueDictionary[TableKey, MaglevTable]" = \
+            weakref.WeakValueDictionary()
+        self._ahead: "OrderedDict[TableKey, MaglevTable]" = OrderedDict()
+        self._ahead_slots = 0
+        self._ahead_max = ahead_max_slots
+        self.built = 0          # tables this store built itself (tests count rebuilds)
+
+    @staticmethod
+    def key(pods: Iterable[Address], size: int) -> TableKey:
+        return tuple(_ordered(pods)), size
+
+    def table(self, pods: Iterable[Address], size: int) -> MaglevTable:
+        key = self.key(pods, size)
+        table = self._ahead.pop(key, None)
+        if table is not None:
+            self._ahead_slots -= size
+        else:
+            table = self._in_use.get(key)
+        if table is None:
+            table = MaglevTable(key[0], size)
+            self.built += 1
+            key = (table.pods, size)        # (the key shares the table's own tuple)
+        self._in_use[key] = table
+        return table
+
+    def has(self, pods: Iterable[Address], size: int) -> bool:
+        key = self.key(pods, size)
+        return key in self._ahead or key in self._in_use
+
+    def build_ahead(self, wanted: Iterable[Tuple[Sequence[Address], int]],
+                    build: Callable[[List[Tuple[Sequence[Address], int]]], List[MaglevTable]],
+                    min_size: int = AHEAD_MIN_SIZE) -> int:
+        """Build the tables of `wanted` ((pods, size) pairs) of at least `min_size` slots
+        that are not here yet, with `build` (a list of pairs -> their tables), and keep
+        them for the change that will ask. Returns how many were built."""
+        todo = list({self.key(pods, size): None for pods, size in wanted
+                     if size >= min_size and not self.has(pods, size)})
+        if not todo:
+            return 0
+        for table in build(todo):
+            key = (table.pods, table.size)
+            if key in self._ahead:
+                continue
+            self._ahead[key] = table
+            self._ahead_slots += table.size
+            while self._ahead_slots > self._ahead_max:
+                _, oldest = self._ahead.popitem(last=False)
+                self._ahead_slots -= oldest.size
+        return len(todo)
+
+
+def build_tables(wanted: Sequence[Tuple[Sequence[Address], int]]) -> List[MaglevTable]:
+    """The tables of these (pods, size) pairs, built here and now (TableStore.build_ahead's
+    `build` where there is no thread to build them in)."""
+    return [MaglevTable(pods, size) for pods, size in wanted]

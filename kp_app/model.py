@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from kp_app.errors import Conflict, InvalidInput, NotFound
-from kp_app.maglev import MaglevTable
+from kp_app.maglev import MaglevTable, TableStore
 from kp_app.pipeline import reply_key
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -239,6 +239,9 @@ class Vip:
     source_ranges: Tuple[Network, ...] = ()
     pods: Dict[Address, Pod] = field(default_factory=dict)
     table: Optional[MaglevTable] = None
+    # With a "local" traffic policy: the table of the pods on each node's subnets (the
+    # node's subnets -> its table), made with `table`, at a change, for kp_app.node
+    local_tables: Optional[Dict[tuple, MaglevTable]] = None
     counters: Counters = field(default_factory=Counters)
 
     @property
@@ -272,15 +275,8 @@ class Vip:
     def active_pods(self) -> List[Address]:
         return [a for a, p in self.pods.items() if p.active]
 
-    def rebuild_table(self, built: Optional[MaglevTable] = None) -> None:
-        """The table of the active pods: `built` if it is that table (built ahead, off
-        the controller's loop), else built now. Swapped in whole: lookups never see a
-        half-filled table."""
-        pods = self.active_pods()
-        if built is not None and built.is_for(pods, self.new_len):
-            self.table = built
-        else:
-            self.table = MaglevTable(pods, self.new_len)
+    def has_local_policy(self) -> bool:
+        return "local" in (self.internal_policy, self.external_policy)
 
     def dnat_port(self, dst_port: int) -> int:
         """The pod port for a packet sent to `dst_port` (port 0 VIPs keep the port)."""
@@ -296,6 +292,10 @@ def _pod_ports(vip: Vip, address: Address) -> List[Tuple[Address, int, int]]:
         else []
 
 
+def _on(address: Address, subnets: tuple) -> bool:
+    return any(address.version == s.version and address in s for s in subnets)
+
+
 def _unlist(index: dict, key, vip: Vip) -> None:
     """Take `vip` itself (not an equal one) from index[key]; no empty lists are kept."""
     kept = [v for v in index[key] if v is not vip]
@@ -308,7 +308,10 @@ def _unlist(index: dict, key, vip: Vip) -> None:
 class ServiceModel:
     """Conf, node addresses, VIPs: validated mutations, lookups for the data path."""
 
-    def __init__(self) -> None:
+    def __init__(self, tables: Optional[TableStore] = None) -> None:
+        """`tables`: where the VIPs' tables come from (a scratch model that tries a
+        change shares the real one's, so that the change finds the tables it built)."""
+        self.tables = TableStore() if tables is None else tables
         self.conf = Conf()
         self.default_node = NodeAddresses()
         self.nodes: Dict[int, NodeAddresses] = {}
@@ -321,7 +324,6 @@ class ServiceModel:
         self.health_check_ports: Dict[str, int] = {}
         self._next_vip_id = 1
         self._next_pod_id = 1
-        self._offered: Optional[MaglevTable] = None
         # Indexes of self.vips, so that a packet finds its VIP in the time of a dict probe
         # however many Services there are (a Kubernetes cluster has thousands).
         self._by_id: Dict[int, Vip] = {}
@@ -362,6 +364,8 @@ class ServiceModel:
         if ipv6 is not None:
             target.ipv6_if = ipv6
             target.announced.discard(6)
+        if ipv4 is not None or ipv6 is not None:
+            self._node_addresses_changed()
 
     def announce_node(self, dpid: int, ipv4_if: Optional[ipaddress.IPv4Interface],
                       ipv6_if: Optional[ipaddress.IPv6Interface]) -> bool:
@@ -391,6 +395,8 @@ class ServiceModel:
             self.nodes.pop(dpid, None)
         elif changed:
             self.nodes[dpid] = target
+        if changed:
+            self._node_addresses_changed()
         return changed
 
     def node_addresses(self, dpid: int) -> NodeAddresses:
@@ -437,7 +443,7 @@ class ServiceModel:
         self._check_overlaps(network, port, node_port, externals, protocol)
         vip = Vip(self._free_vip_id(), network, port, target_port, node_port, protocol,
                   new_len, externals, service, **policies)
-        vip.rebuild_table()
+        self._rebuild_table(vip)
         self.adopt(vip)
         return vip
 
@@ -539,6 +545,7 @@ class ServiceModel:
         for name, value in parse_policies(affinity_timeout, external_policy,
                                           internal_policy, source_ranges).items():
             setattr(vip, name, value)
+        self._rebuild_local_tables(vip)
 
     def del_vip(self, prefix, port=None) -> Vip:
         vip = self.find_vip(prefix, port)
@@ -583,7 +590,7 @@ class ServiceModel:
         for address in removed:
             vip.pods[address].active = False
             self._draining.setdefault(vip.id, set()).add(address)
-        vip.rebuild_table(self._take_offered())
+        self._rebuild_table(vip)
         return added, removed
 
     def pods_after(self, vip: Vip, addresses, remove: bool = False) -> Optional[List[Address]]:
@@ -596,13 +603,39 @@ class ServiceModel:
         active = set(vip.active_pods())
         return sorted(active - parsed if remove else active | parsed, key=str)
 
-    def offer_table(self, table: MaglevTable) -> None:
-        """A table built ahead for the next pod change; that change takes it if it is for
-        the same pods, and builds its own otherwise (another change came first)."""
-        self._offered = table
+    def _rebuild_table(self, vip: Vip) -> None:
+        """The VIP's table of its active pods (and its local tables), from the store:
+        swapped in whole, so lookups never see a half-filled table."""
+        vip.table = self.tables.table(vip.active_pods(), vip.new_len)
+        self._rebuild_local_tables(vip)
 
-    def _take_offered(self) -> Optional[MaglevTable]:
-        table, self._offered = self._offered, None
+    def _rebuild_local_tables(self, vip: Vip) -> None:
+        """A VIP with a local traffic policy picks among the pods of the node the client
+        entered: one table per node's subnets, made here at the change, never when a
+        packet asks."""
+        if not vip.has_local_policy():
+            vip.local_tables = None
+            return
+        active = vip.active_pods()
+        vip.local_tables = {
+            subnets: self.tables.table([p for p in active if _on(p, subnets)], vip.new_len)
+            for subnets in self._node_subnets()}
+
+    def _node_subnets(self) -> Set[tuple]:
+        return {tuple(self.default_node.subnets())} | {
+            tuple(self.node_addresses(dpid).subnets()) for dpid in self.nodes}
+
+    def _node_addresses_changed(self) -> None:
+        for vip in self.vips.values():
+            if vip.has_local_policy():
+                self._rebuild_local_tables(vip)
+
+    def local_table(self, vip: Vip, subnets: tuple) -> MaglevTable:
+        """The table of the VIP's pods on these subnets (a node's): made at the change."""
+        table = (vip.local_tables or {}).get(subnets)
+        if table is None:   # (a node the change did not know: every change knows them all)
+            table = self.tables.table([p for p in vip.active_pods() if _on(p, subnets)],
+                                      vip.new_len)
         return table
 
     def forget_pod(self, vip: Vip, address: Address) -> None:

@@ -25,7 +25,9 @@ ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST = 8, 128
 # Where a switch's new sessions are made: by the controller on a packet-in (any OpenFlow
 # 1.3 switch), or by the switch itself: with conntrack (Open vSwitch: kp_app.ct_pipeline)
 # or in kp-switch's C data path, from the VIP tables kp_app sends it (kp_app.lb_pipeline).
-MODE_PACKET_IN, MODE_CT, MODE_LB = "packet-in", "ct", "lb"
+# (Declared with the table layout, kp_app.pipeline_layout, which says what each has.)
+MODE_PACKET_IN, MODE_CT, MODE_LB = pipeline.layout.PACKET_IN, pipeline.layout.CT, \
+    pipeline.layout.LB_MODE
 MODES = (MODE_PACKET_IN, MODE_CT, MODE_LB)
 
 
@@ -51,7 +53,6 @@ class Node:
         self.sessions = SessionTable(model.conf.buckets)
         self.affinity = ClientAffinity()
         # vip id -> (the VIP's table, this node's subnets, the table of its local pods)
-        self._local_tables: Dict[int, Tuple[MaglevTable, tuple, MaglevTable]] = {}
         self.pending: Dict[object, List[Tuple[float, int, bytes]]] = {}
         self.cache_stats: dict = {}
         # Set by KubeProxy from the discovered links: ports that lead to other switches,
@@ -495,17 +496,9 @@ class Node:
         return pod
 
     def _local_table(self, vip: Vip) -> MaglevTable:
-        """The table of the VIP's active pods on this node's subnets, built again only
-        when the VIP's table or the node's subnets change."""
-        subnets = tuple(self.model.node_addresses(self.dpid).subnets())
-        cached = self._local_tables.get(vip.id)
-        if cached is not None and cached[0] is vip.table and cached[1] == subnets:
-            return cached[2]
-        local = [p for p in vip.active_pods()
-                 if any(p.version == s.version and p in s for s in subnets)]
-        table = MaglevTable(local, vip.new_len)
-        self._local_tables[vip.id] = (vip.table, subnets, table)
-        return table
+        """The table of the VIP's active pods on this node's subnets (the model makes it
+        with the VIP's own table, at the change)."""
+        return self.model.local_table(vip, tuple(self.model.node_addresses(self.dpid).subnets()))
 
     def _choose_snat(self, session: Session, node_port: bool) -> None:
         """Rewrite the client's source to this node when the reply would not come back

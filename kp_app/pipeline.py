@@ -1,30 +1,12 @@
 """kp's OpenFlow 1.3 pipeline, and the switch programming it needs, as plain data.
 
-Table 0, SERVICES (which packets are a service's business):
-    1000  ARP, IPv6 neighbour discovery           -> controller (learn hosts, answer for
-                                                     node, gateway and VIP addresses)
-    1000  kp's link probes                        -> controller (discover the fabric)
-     700  node address + node_port, per protocol   -> SESSIONS
-     500+prefix length: VIP (prefix, protocol, port) -> SESSIONS
-     400  a pod's packet from a service's target port -> SESSIONS
-       0  -> FORWARDING
-Table 1, SESSIONS (what a kube-proxy node does to them):
-     900  session, client -> service (exact 5-tuple) -> DNAT to the pod, output
-     900  session, pod -> client (exact 5-tuple)     -> SNAT to the service, output
-     900  a pod's packets from its target port that are no session's (the client
-          reached the pod directly; exact 5-tuple) -> forwarded as they are
-     400  a pod's reply from its target port, to this node's subnet (no session flow)
-                                                   -> controller
-     300  a pod's reply from its target port, to elsewhere -> FORWARDING (routed to the
-          node where its session lives)
-       0  -> controller (a new session: a VIP's or a NodePort's first packet)
-Table 2, FORWARDING (L2 among the node's hosts, L3 between nodes):
-     310  to the gateway MAC, for a learned host   -> rewrite MACs, output to its port
-     300+ to the gateway MAC, for another node's subnet -> to that node's gateway MAC,
-          out of the port towards it
-     150  to the gateway MAC, anything else        -> controller (resolve, ping the node)
-     100  eth_dst = a learned host                 -> output to its port
-       0  -> flood
+The tables, and every class of flow in them with its priority and cookie kind, are
+declared in kp_app.pipeline_layout (`python -m kp_app.pipeline_layout` prints them); the
+builders here take their numbers from there. In short: SERVICES (table 0) says which
+packets are a service's business (ARP/ND and link probes to the controller, VIPs and node
+ports to SESSIONS, pods' replies from target ports); SESSIONS (1) holds the packet-in
+mode's session flows, DNAT one way and SNAT back, and sends a new session's first packet
+to the controller; FORWARDING (2) is L2 among the node's hosts and L3 between nodes.
 
 On a switch that makes sessions itself (Open vSwitch, "ct" mode), a compiled VIP's
 classifier flow goes to conntrack instead, and tables 3 (CONNTRACK) and 4 (LB) pick the
@@ -34,43 +16,37 @@ session from the VIP's table that kp_app sent it (kp_app.lb_pipeline); it needs 
 of its own. What either leaves to the controller still comes here, to SESSIONS, as on
 any switch.
 
-Session flows have a table of their own so that adding one overlaps nothing but that
-table's few entries: a switch that caches its decisions (kp-switch) then keeps the rest
-of the node's traffic cached while sessions come and go.
-
 A transit switch (every port goes to another switch, e.g. a cluster's fabric) gets only
 the link probe flow and, per node, "eth_dst = that node's gateway MAC -> the port
 towards it"; everything else is dropped.
-
-Every flow carries a cookie: a kp tag, the VIP id, the pod id and the flow's kind, so a
-VIP's or a pod's flows go with one cookie-masked delete, and flow-removed messages say
-whose flow ended. A pod's reply flows are the exception: VIPs with the same pod and
-target port share them, so they carry only their kind and go when the last VIP does.
 """
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 from kp_app.frames import LINK_PROBE_ETHERTYPE
 
-SERVICES, SESSIONS, FORWARDING = 0, 1, 2
-# Only on a switch that makes sessions itself with conntrack (kp_app.ct_pipeline).
-CONNTRACK, LB = 3, 4
+from kp_app import pipeline_layout as layout
+from kp_app.pipeline_layout import (CONNTRACK, FORWARDING, KIND_BASE, KIND_CT,  # noqa: F401
+                                    KIND_FORWARD, KIND_HOST, KIND_LB, KIND_NODE_PORT,
+                                    KIND_REPLY_MISS, KIND_REVERSE, KIND_ROUTE, KIND_VIP, LB,
+                                    SERVICES, SESSIONS)
 
-PRIO_CONTROL = 1000
-PRIO_SESSION = 900
-PRIO_NODE_PORT = 700
-PRIO_VIP = 500
-PRIO_REPLY = 400          # table 0: a pod's packet from a target port; SESSIONS: to here
-PRIO_REPLY_ROUTED = 300   # SESSIONS: a pod's reply to another node
-PRIO_HOST = 100
-PRIO_MISS = 0
+# The priorities the code here and kp_app.node use, from the declared layout.
+PRIO_CONTROL = layout.CONTROL.priority
+PRIO_SESSION = layout.SESSION.priority
+PRIO_NODE_PORT = layout.NODE_PORT.priority
+PRIO_VIP = layout.VIP.priority            # + the prefix length
+PRIO_REPLY = layout.REPLY.priority        # SERVICES; REPLY_LOCAL in SESSIONS is the same
+PRIO_REPLY_ROUTED = layout.REPLY_ROUTED.priority
+PRIO_REPLY_TRACKED = layout.REPLY_TRACKED.priority
+PRIO_HOST_ROUTE = layout.HOST_ROUTE.priority
+PRIO_ROUTE = layout.ROUTE.priority        # + the prefix length / 8
+PRIO_GATEWAY = layout.GATEWAY.priority
+PRIO_HOST = layout.HOST.priority
+PRIO_TRANSIT_ROUTE = layout.TRANSIT_ROUTE.priority
+PRIO_MISS = 0                             # every table's last flow
 
 COOKIE_TAG = 0x6B
-(KIND_BASE, KIND_VIP, KIND_FORWARD, KIND_REVERSE, KIND_HOST, KIND_REPLY_MISS, KIND_NODE_PORT,
- KIND_ROUTE, KIND_CT, KIND_LB) = range(1, 11)
-PRIO_HOST_ROUTE = 310
-PRIO_ROUTE = 300
-PRIO_GATEWAY = 150
 MASK_TAG = 0xFF << 56
 MASK_VIP = MASK_TAG | (0xFFFF << 40)
 MASK_POD = MASK_VIP | (0xFFFFFF << 16)
@@ -86,7 +62,6 @@ OFPP_IN_PORT = 0xFFFFFFF8
 # the connection it belongs to, and continues in CONNTRACK (kp_app.ct_pipeline).
 CT_ZONE = 0x6B
 TO_CONNTRACK = ("ct", False, CT_ZONE, CONNTRACK, ("nat",))
-PRIO_REPLY_TRACKED = PRIO_REPLY + 1
 
 
 def cookie(kind: int, vip_id: int = 0, pod_id: int = 0) -> int:
@@ -269,7 +244,7 @@ def transit_flows(gateways) -> list:
                   (("output", OFPP_CONTROLLER),), cookie=base),
              flow(SERVICES, PRIO_MISS, {}, (), cookie=base)]
     for mac, port in gateways:
-        flows.append(flow(SERVICES, PRIO_HOST, {"eth_dst": mac}, (("output", port),),
+        flows.append(flow(SERVICES, PRIO_TRANSIT_ROUTE, {"eth_dst": mac}, (("output", port),),
                           cookie=cookie(KIND_ROUTE)))
     return flows
 
@@ -396,7 +371,8 @@ def reply_flows(key, local_subnet=None, tracked: bool = False, idle_timeout: int
         flows.append(flow(SERVICES, PRIO_REPLY_TRACKED, local, (TO_CONNTRACK,), **owner))
     to_controller = (("output", OFPP_CONTROLLER),)
     if local_subnet is None:
-        return flows + [flow(SESSIONS, PRIO_REPLY, match, to_controller, **owner)]
+        return flows + [flow(SESSIONS, layout.REPLY_LOCAL.priority, match, to_controller,
+                             **owner)]
     return flows + [flow(SESSIONS, PRIO_REPLY, local, to_controller, **owner),
                     flow(SESSIONS, PRIO_REPLY_ROUTED, match, goto=FORWARDING, **owner)]
 

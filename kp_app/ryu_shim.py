@@ -29,13 +29,12 @@ from kp_app.apply_jobs import ApplyJobs
 from kp_app.ryu_connections import SwitchConnections
 from kp_app.errors import KpError
 from kp_app.kubeproxy import KubeProxy
-from kp_app.maglev import MaglevTable
+from kp_app.maglev import build_tables
 from kp_app.node import MODE_CT, MODE_LB, MODE_PACKET_IN
 from kp_proto import lb as kplb
 
 LOG = logging.getLogger("kp_app")
 STATS_WAIT_SECONDS = 1.0
-BUILD_ASIDE_MIN = 1 << 14     # smaller tables build in milliseconds: not worth a thread
 RETRY_TICK = 0.5              # seconds between looks for refused programming to retry
 
 
@@ -89,12 +88,11 @@ class LiveService:
         return answer
 
     def _build_table_aside(self, prefix, port, addresses, remove: bool) -> None:
-        """Build the table in a thread of its own while the controller goes on (a 2**20
-        table takes seconds of Python), then hand it to the change, which takes it
-        unless another change came first."""
+        """Build the change's table in a thread of its own while the controller goes on
+        (a 2**20 table takes seconds of Python); the change then finds it in the store."""
         plan = self._kp.table_plan(prefix, port, addresses, remove)
-        if plan is not None and plan[1] >= BUILD_ASIDE_MIN:
-            self._kp.offer_table(tpool.execute(MaglevTable, *plan))
+        if plan is not None:
+            self._kp.model.tables.build_ahead([plan], _build_in_thread)
 
     def apply_kubernetes(self, document, prune=False) -> dict:
         """As add_pods: the big tables the apply will need are built in a thread first;
@@ -120,8 +118,9 @@ class LiveService:
         """The apply's steps, with the change lock taken (the caller releases it)."""
         self._changing.acquire()
         try:
-            built = _build_tables_aside(self._kp.kubernetes_tables(document))
-            return self._kp.apply_kubernetes_steps(document, built, prune)
+            self._kp.model.tables.build_ahead(self._kp.kubernetes_tables(document),
+                                              _build_in_thread)
+            return self._kp.apply_kubernetes_steps(document, prune)
         except BaseException:
             self._changing.release()
             raise
@@ -168,14 +167,9 @@ def _restore(kubeproxy: KubeProxy, path: str) -> None:
     LOG.info("configuration restored from %s: %d VIPs", path, len(kubeproxy.model.vips))
 
 
-def _build_tables(wanted) -> list:
-    return [MaglevTable(pods, new_len) for pods, new_len in wanted]
-
-
-def _build_tables_aside(wanted) -> list:
-    """The big ones of these tables, built in a thread while the controller goes on."""
-    big = [t for t in wanted if t[1] >= BUILD_ASIDE_MIN]
-    return tpool.execute(_build_tables, big) if big else []
+def _build_in_thread(wanted) -> list:
+    """Tables built in a thread while the controller's loop goes on (TableStore's build)."""
+    return tpool.execute(build_tables, wanted)
 
 
 def _next_xid(datapath) -> int:
@@ -258,7 +252,7 @@ class KpRyuApp(SwitchConnections, app_manager.RyuApp):
             return None
         # (through the service: its changes take the change lock, as REST's do)
         sync = ClusterSync(self.service, getattr(cfg.CONF, "kp_node_name", None),
-                           build=_build_tables_aside)
+                           build=_build_in_thread)
         watch = kube_watch.ClusterWatch(
             api, sync, spawn=hub.spawn, sleep=hub.sleep,
             sync_period=getattr(cfg.CONF, "kp_sync_period", 30.0),

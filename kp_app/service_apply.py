@@ -10,13 +10,11 @@ switches (OpenFlow echo, packet-ins) between steps instead of holding it for sec
 changes out until it is done (the shim's change lock): a step never meets a model the
 plan was not tried on. `apply_kubernetes` and `apply_services` run it to its end.
 """
-import ipaddress
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from kp_app import frames, kubernetes, pipeline, service_sync
 from kp_app.apply_jobs import Steps
 from kp_app.errors import InvalidInput, KpError, NotFound
-from kp_app.maglev import MaglevTable
 from kp_app.sync_record import synced
 
 APPLY_STEP = 250        # VIP changes made between two yields of an apply
@@ -54,17 +52,15 @@ class KubernetesServices:
     """KubeProxy's Kubernetes Services (mixed into kp_app.kubeproxy.KubeProxy, whose
     model, nodes and VIP/pod programming it uses)."""
 
-    def apply_kubernetes(self, document, built: Sequence[MaglevTable] = (),
-                         prune: bool = False) -> dict:
+    def apply_kubernetes(self, document, prune: bool = False) -> dict:
         """Services with their Endpoints or EndpointSlices (objects as the Kubernetes API
         gives them) -> each Service's VIPs made, replaced, or given their new pods.
         `prune`: the document is every Service there is (a whole `kubectl get` of the
-        cluster): the applied Services it does not have go, with their VIPs.
-        `built`: tables built ahead from `kubernetes_tables`, taken where they fit."""
-        return run_steps(self.apply_kubernetes_steps(document, built, prune))
+        cluster): the applied Services it does not have go, with their VIPs. The big
+        tables it needs may be built ahead (`kubernetes_tables`, the model's store)."""
+        return run_steps(self.apply_kubernetes_steps(document, prune))
 
-    def apply_kubernetes_steps(self, document, built: Sequence[MaglevTable] = (),
-                               prune: bool = False) -> Steps:
+    def apply_kubernetes_steps(self, document, prune: bool = False) -> Steps:
         """apply_kubernetes in steps (see the module's doc): the document is read and its
         plan checked at the first next(), which raises if it is bad."""
         outer = self.syncs.in_sync()
@@ -81,30 +77,28 @@ class KubernetesServices:
             if not outer:
                 self.syncs.steps_refused()
             raise
-        return (yield from self.apply_services_steps(desired, built, pruned, health_ports,
+        return (yield from self.apply_services_steps(desired, pruned, health_ports,
                                                      triggers))
 
     def apply_kubernetes_job(self, document, prune: bool = False) -> dict:
         """apply_kubernetes as a job (kp_app.apply_jobs, `self.jobs`): with no loop to
         go back to it runs to its end at once (kp_app.ryu_shim's runs between the
         controller's other work)."""
-        return self.jobs.start(self.apply_kubernetes_steps(document, (), prune),
+        return self.jobs.start(self.apply_kubernetes_steps(document, prune),
                                lambda report: None).to_dict()
 
     def job(self, job_id: int) -> dict:
         """An apply job's progress, and its report once it is done."""
         return self.jobs.get(job_id).to_dict()
 
-    def apply_services(self, desired: Dict[str, list], built: Sequence[MaglevTable] = (),
-                       pruned: Sequence[str] = ()) -> dict:
+    def apply_services(self, desired: Dict[str, list], pruned: Sequence[str] = ()) -> dict:
         """Each Service of `desired` ('namespace/name' -> its kubernetes.ServiceVips; []
         to have none) brought to those VIPs through the checked plan, and the `pruned`
         Services forgotten with their VIPs: all of it, or (InvalidInput, Conflict)
         nothing. apply_kubernetes and the cluster watch (kp_app.cluster_sync) end here."""
-        return run_steps(self.apply_services_steps(desired, built, pruned))
+        return run_steps(self.apply_services_steps(desired, pruned))
 
     def apply_services_steps(self, desired: Dict[str, list],
-                             built: Sequence[MaglevTable] = (),
                              pruned: Sequence[str] = (),
                              health_ports: Optional[Dict[str, int]] = None,
                              triggers: Optional[Dict[str, float]] = None) -> Steps:
@@ -119,7 +113,7 @@ class KubernetesServices:
                 desired = dict(desired)
                 pruned = sorted(pruned)
                 desired.update({name: [] for name in pruned})     # keep no VIP of theirs
-                plan = service_sync.plan(self.model, desired, built)
+                plan = service_sync.plan(self.model, desired)
                 ports = dict(self.model.health_check_ports) if health_ports is None \
                     else health_ports
                 # (what changes is read off the model as it is, counted once it is made)
@@ -137,7 +131,7 @@ class KubernetesServices:
         for first in range(0, len(work), APPLY_STEP):
             with self.syncs.step():
                 for make_change, change in work[first:first + APPLY_STEP]:
-                    make_change(change, plan, built)
+                    make_change(change)
             if first + APPLY_STEP < len(work):
                 yield (first + APPLY_STEP, len(work))
         self.model.services.update(desired)
@@ -158,35 +152,26 @@ class KubernetesServices:
                           "pods_added": list(c.add), "pods_removed": list(c.remove)}
                          for c in changes]}
 
-    def _apply_delete(self, change: service_sync.VipChange, plan, built) -> None:
+    def _apply_delete(self, change: service_sync.VipChange) -> None:
         self.del_vip(change.prefix, change.port)
 
-    def _apply_make(self, change: service_sync.VipChange, plan, built) -> None:
-        self._make_vip(change, plan.tables.get((change.prefix, change.port)))
-
-    def _apply_update(self, change: service_sync.VipChange, plan, built) -> None:
+    def _apply_update(self, change: service_sync.VipChange) -> None:
         vip = self.model.find_vip(change.prefix, change.port)
         self.model.set_policies(vip, **change.spec.policies())
         self._sync_compiled(vip)
         if change.add or change.remove:
-            pods = [ipaddress.ip_address(a) for a in change.spec.pods]
-            ahead = service_sync.built_for(built, pods, vip.new_len)
-            if ahead is not None:
-                self.model.offer_table(ahead)
             self._change_pods(vip, change.add, change.remove, end_udp=True)
 
-    def _make_vip(self, change: service_sync.VipChange, table: Optional[MaglevTable]) -> None:
-        """A planned VIP made whole, with its pods and the table the plan built, and
-        programmed in one go (as add_vip then add_pods would, without programming the VIP
-        pod-less first)."""
+    def _apply_make(self, change: service_sync.VipChange) -> None:
+        """A planned VIP made whole, with its pods (its table the one the plan built,
+        found in the model's store), and programmed in one go (as add_vip then add_pods
+        would, without programming the VIP pod-less first)."""
         spec = change.spec
         vip = self.model.add_vip(spec.prefix, spec.port, spec.target_port, spec.node_port,
                                  spec.protocol, None, service_sync.new_len_for(len(spec.pods)),
                                  list(spec.external_ips), change.service, **spec.policies())
         added = []
         if spec.pods:
-            if table is not None:
-                self.model.offer_table(table)
             added = self.model.add_pods(vip, list(spec.pods))
         self._broadcast(lambda n: n.vip_programming(vip) + n.pod_programming(
             vip, added, probe=False))

@@ -11,7 +11,7 @@ scratch model before anything real changes.
 """
 import dataclasses
 import ipaddress
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from kp_app.errors import Conflict, InvalidInput
 from kp_app.kubernetes import ServiceVip
@@ -88,9 +88,9 @@ class Plan:
     deletes: List[VipChange]
     makes: List[VipChange]
     updates: List[VipChange]
-    # the made VIPs' new-connection tables, built when the plan was tried: the real
-    # change takes them instead of building them again
-    tables: Dict[Tuple[str, int], MaglevTable] = dataclasses.field(default_factory=dict)
+    # the made VIPs' new-connection tables, built when the plan was tried: held here so
+    # that the real changes find them in the model's store (kp_app.maglev.TableStore)
+    tables: List[MaglevTable] = dataclasses.field(default_factory=list)
 
     def changes(self) -> List[VipChange]:
         """Each VIP once, for the report."""
@@ -98,14 +98,11 @@ class Plan:
                 + self.updates)
 
 
-def plan(model: ServiceModel, desired: Dict[str, List[ServiceVip]],
-         built: Sequence[MaglevTable] = ()) -> Plan:
+def plan(model: ServiceModel, desired: Dict[str, List[ServiceVip]]) -> Plan:
     """The changes that bring each Service's VIPs to `desired`, tried. Raises
-    InvalidInput or Conflict, and changes nothing, when they cannot all be made.
-    `built`: tables built ahead (`tables_to_build`), taken instead of building them."""
+    InvalidInput or Conflict, and changes nothing, when they cannot all be made."""
     untried = changes(model, desired)
-    return dataclasses.replace(untried, tables=_try(model, untried.deletes, untried.makes,
-                                                    built))
+    return dataclasses.replace(untried, tables=_try(model, untried.deletes, untried.makes))
 
 
 def changes(model: ServiceModel, desired: Dict[str, List[ServiceVip]]) -> Plan:
@@ -181,20 +178,15 @@ def tables_to_build(model: ServiceModel, untried: Plan) -> List[Tuple[List[Addre
     return wanted
 
 
-def built_for(built: Sequence[MaglevTable], pods: List[Address],
-              new_len: int) -> Optional[MaglevTable]:
-    return next((table for table in built if table.is_for(pods, new_len)), None)
-
-
-def _try(model: ServiceModel, deletes: List[VipChange], makes: List[VipChange],
-         built: Sequence[MaglevTable]) -> Dict[Tuple[str, int], MaglevTable]:
+def _try(model: ServiceModel, deletes: List[VipChange],
+         makes: List[VipChange]) -> List[MaglevTable]:
     """Make the VIPs on a scratch model that has the real one's other VIPs (without
     their pods): every value and conflict check add_vip and add_pods do, nothing real.
     Returns the tables of the VIPs made with pods."""
-    tables = {}
+    tables = []
     if not makes:     # nothing to try (and indexing 10,000 VIPs for it costs 20 ms)
         return tables
-    scratch = ServiceModel()
+    scratch = ServiceModel(model.tables)
     gone = {_key(c.prefix, c.port) for c in deletes}
     for key, vip in model.vips.items():
         if key not in gone:     # (the real VIP itself: the scratch changes none it adopts)
@@ -205,9 +197,6 @@ def _try(model: ServiceModel, deletes: List[VipChange], makes: List[VipChange],
                               spec.protocol, None, new_len_for(len(spec.pods)),
                               list(spec.external_ips), change.service, **spec.policies())
         if spec.pods:
-            ahead = built_for(built, _pods(spec.pods), vip.new_len)
-            if ahead is not None:
-                scratch.offer_table(ahead)
             scratch.add_pods(vip, list(spec.pods))
-            tables[(change.prefix, change.port)] = vip.table
+            tables.append(vip.table)
     return tables

@@ -385,6 +385,15 @@ class Removed:
         self.reason = reason
 
 
+# A delete (or stats request) by cookie and mask, kp_app's way of removing a VIP's or a
+# pod's flows, finds its entries through an index of the entries by (cookie & mask),
+# made the first time a mask is asked for and kept up to date from then on, instead of
+# checking every entry of every table: 10,000 Services deleted among 40,000 flows were
+# 400 million match checks in Python, minutes of the agent's time. At most this many
+# masks are indexed (kp_app uses four); a request with another one scans.
+MAX_COOKIE_INDEXES = 8
+
+
 class FlowTables:
     """The pipeline's tables and the OpenFlow rules that change them."""
 
@@ -401,6 +410,8 @@ class FlowTables:
         self._next_id = 0
         self._free_ids = collections.deque()
         self._timed = {}  # id -> entry with an idle or hard timeout
+        # mask -> (cookie & mask) -> {entry id: entry}, every table's (MAX_COOKIE_INDEXES)
+        self._cookie_indexes = {}
 
     # -- ids and counters ------------------------------------------------------------
 
@@ -429,6 +440,32 @@ class FlowTables:
                 last = last_ns / 1e9
                 if last > e.last_used:
                     e.last_used = last
+
+    # -- entries in and out (every insert and remove goes through these two) ----------
+
+    def _insert(self, entry):
+        self.tables[entry.table_id].insert(entry)
+        for mask, index in self._cookie_indexes.items():
+            index.setdefault(entry.cookie & mask, {})[entry.id] = entry
+
+    def _take_out(self, entry):
+        self.tables[entry.table_id].remove(entry)
+        for mask, index in self._cookie_indexes.items():
+            key = entry.cookie & mask
+            same = index.get(key)
+            if same is not None:
+                same.pop(entry.id, None)
+                if not same:
+                    del index[key]
+
+    def _cookie_index(self, mask):
+        """The entries by (cookie & mask), or None when too many masks are indexed."""
+        index = self._cookie_indexes.get(mask)
+        if index is None and len(self._cookie_indexes) < MAX_COOKIE_INDEXES:
+            index = self._cookie_indexes[mask] = {}
+            for e in self.all_entries():
+                index.setdefault(e.cookie & mask, {})[e.id] = e
+        return index
 
     def all_entries(self, table_id=ofp.OFPTT_ALL):
         tables = self.tables if table_id == ofp.OFPTT_ALL else [self.tables[table_id]]
@@ -512,7 +549,7 @@ class FlowTables:
             # flow-removed; duration starts again.  Same match, priority and tie-break
             # rank: the same packets as before, so only what went through it is stale.
             self.sync_counters([old])
-            table.remove(old)
+            self._take_out(old)
             self._timed.pop(old.id, None)
             entry.id = old.id
             entry.seq = old.seq
@@ -529,7 +566,7 @@ class FlowTables:
             self._next_seq += 1
             self._set_baseline(entry)
             stale = self.add_invalidations(fm.table_id, match, fm.priority)
-        table.insert(entry)
+        self._insert(entry)
         if entry.idle_timeout or entry.hard_timeout:
             self._timed[entry.id] = entry
         if stale is None or len(stale) > MAX_PRECISE_INVALIDATIONS:
@@ -545,6 +582,10 @@ class FlowTables:
         if strict:
             tables = self.tables if table_id == ofp.OFPTT_ALL else [self.tables[table_id]]
             found = [e for e in (t.find_strict(match, priority) for t in tables) if e is not None]
+        elif cookie_mask and self._cookie_index(cookie_mask) is not None:
+            same = self._cookie_index(cookie_mask).get(cookie & cookie_mask, {}).values()
+            found = sorted((e for e in same if table_id in (ofp.OFPTT_ALL, e.table_id)
+                            and e.match.covered_by(match)), key=lambda e: (e.table_id, e.seq))
         else:
             found = [e for e in self.all_entries(table_id) if e.match.covered_by(match)]
         if cookie_mask:
@@ -561,7 +602,7 @@ class FlowTables:
         removed = []
         for e in entries:
             table = self.tables[e.table_id]
-            table.remove(e)
+            self._take_out(e)
             table.removed_cache_packets += e.cache_packets
             self._timed.pop(e.id, None)
             self.cache.invalidate_flow(e.id)

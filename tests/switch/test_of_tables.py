@@ -486,3 +486,50 @@ def test_packet_out_to_table():
                                                         ("output", ofp.OFPP_TABLE, 0)], 60, s.now)
     assert r.actions == [("set_field", "eth_dst", "02:00:00:00:00:05"), ("output", 3)]
     assert not r.cacheable
+
+
+# -- deletes by cookie and mask, through the cookie indexes --------------------------
+
+def test_cookie_masked_requests_find_what_a_scan_of_every_entry_finds():
+    """Random flows in two tables, with cookies sharing their upper parts; deletes and
+    stats by many cookie masks (more than are indexed, so some scan), replaced flows,
+    timeouts: each request finds exactly the entries a check of every entry finds."""
+    import random
+    from kp_switch.tables import MAX_COOKIE_INDEXES
+    rng = random.Random(7)
+    s = Switch(n_tables=2, max_entries=5000)
+    masks = [0xFF << 56, (0xFF << 56) | (0xFFFF << 40), (1 << 64) - 1, 0xFFFF,
+             (0xFF << 56) | 0xFFFF] + [rng.getrandbits(64) for _ in range(MAX_COOKIE_INDEXES)]
+
+    def cookie():
+        return (0x6B << 56) | (rng.randrange(8) << 40) | (rng.randrange(4) << 16) | \
+            rng.randrange(1, 4)
+
+    def add_some(n):
+        for _ in range(n):
+            s.add(M(eth_type=0x800, ipv4_dst="10.0.%d.%d" % (rng.randrange(4),
+                                                              rng.randrange(64))),
+                  [out(2)], priority=rng.choice((10, 20)), table_id=rng.randrange(2),
+                  cookie=cookie(), idle_timeout=rng.choice((0, 0, 5)))
+
+    def brute(table_id, value, mask):
+        return {e.id for e in s.tables.all_entries(table_id)
+                if (e.cookie & mask) == (value & mask)}
+
+    add_some(400)
+    for round_ in range(60):
+        mask, value = rng.choice(masks), cookie()
+        table_id = rng.choice((ofp.OFPTT_ALL, 0, 1))
+        expected = brute(table_id, value, mask)
+        found = s.tables.stats(table_id, Match.from_ryu(M()), ofp.OFPP_ANY, ofp.OFPG_ANY,
+                               value, mask)
+        assert {e.id for e in found} == expected
+        if round_ % 3 == 0:
+            removed = s.delete(table_id=table_id, cookie=value, cookie_mask=mask)
+            assert {r.entry.id for r in removed} == expected
+            assert not brute(table_id, value, mask)
+        add_some(10)
+        if round_ % 10 == 0:      # some go by their idle timeout, one way out of several
+            s.now += 6
+            s.tables.expire(s.now)
+    assert len(s.tables._cookie_indexes) == MAX_COOKIE_INDEXES

@@ -5,7 +5,7 @@ import pytest
 
 from kp_app.errors import Conflict, InvalidInput, NotFound
 from kp_app.kubeproxy import KubeProxy
-from kp_app.maglev import MaglevTable
+from kp_app.maglev import MaglevTable, build_tables
 
 ip = ipaddress.ip_address
 
@@ -118,27 +118,57 @@ def test_interfaces(kp):
     assert kp.interfaces() == {"nat4": ["s1-eth3"], "nat6": []}
 
 
-def test_a_table_built_ahead_is_taken_only_by_the_change_it_is_for(kp):
+def test_a_table_built_ahead_is_found_by_the_change_it_is_for(kp):
     kp.add_vip("10.96.0.10/32", port=80, new_len=64)
     kp.add_pods("10.96.0.10/32", 80, ["10.0.0.1"])
     plan = kp.table_plan("10.96.0.10/32", 80, ["10.0.0.2", "10.0.0.3"])
     assert [str(p) for p in plan[0]] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"] and plan[1] == 64
-    built = MaglevTable(*plan)
-    kp.offer_table(built)
+    tables = kp.model.tables
+    assert tables.build_ahead([plan], build_tables, min_size=1) == 1
+    built = tables.built
     kp.add_pods("10.96.0.10/32", 80, ["10.0.0.2", "10.0.0.3"])
     vip = kp.model.find_vip("10.96.0.10/32", 80)
-    assert vip.table is built
-    # Another change came first: the table offered is not this change's, which builds its
-    # own; and an offer is taken once.
-    kp.offer_table(MaglevTable(*kp.table_plan("10.96.0.10/32", 80, ["10.0.0.4"])))
+    assert vip.table.pods == (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"))
+    assert tables.built == built            # the change found it
+    # Another change came first: the table built ahead is not this change's, which
+    # builds its own.
+    tables.build_ahead([kp.table_plan("10.96.0.10/32", 80, ["10.0.0.4"])], build_tables,
+                       min_size=1)
     kp.del_pods("10.96.0.10/32", 80, ["10.0.0.1"])
-    assert vip.table.pods == [ip("10.0.0.2"), ip("10.0.0.3")]
+    assert vip.table.pods == (ip("10.0.0.2"), ip("10.0.0.3"))
     assert vip.table.slots == MaglevTable([ip("10.0.0.2"), ip("10.0.0.3")], 64).slots
+    assert tables.built == built + 1
     kp.del_pods("10.96.0.10/32", 80, ["10.0.0.2"])
-    assert vip.table.pods == [ip("10.0.0.3")]
+    assert vip.table.pods == (ip("10.0.0.3"),)
     assert kp.table_plan("10.96.0.10/32", 80, ["10.0.0.3"], remove=True) == ([], 64)
     assert kp.table_plan("10.96.0.10/32", 80, ["not an address"]) is None
     assert kp.table_plan("10.96.0.99/32", 80, ["10.0.0.3"]) is None
+
+
+def test_vips_with_the_same_pods_share_one_table(kp):
+    builds = []
+    for port in (80, 81):
+        kp.add_vip("10.96.0.10/32", port=port, new_len=64)
+        before = kp.model.tables.built
+        kp.add_pods("10.96.0.10/32", port, ["10.0.0.1", "10.0.0.2"])
+        builds.append(kp.model.tables.built - before)
+    a, b = (kp.model.find_vip("10.96.0.10/32", p) for p in (80, 81))
+    assert a.table is b.table and builds == [1, 0]
+
+
+def test_a_local_policy_table_is_made_with_the_change_not_by_a_packet(kp):
+    kp.set_conf(node_ip="10.0.0.1/24")
+    kp.add_vip("10.96.0.10/32", port=80, new_len=64, internal_policy="local")
+    kp.add_pods("10.96.0.10/32", 80, ["10.0.0.5", "10.0.9.5"])
+    vip = kp.model.find_vip("10.96.0.10/32", 80)
+    subnets = tuple(kp.model.node_addresses(1).subnets())
+    assert vip.local_tables[subnets].pods == (ip("10.0.0.5"),)
+    built = kp.model.tables.built
+    assert kp.model.local_table(vip, subnets) is vip.local_tables[subnets]
+    assert kp.model.tables.built == built
+    kp.set_conf(node_ip="10.0.9.1/24")          # the node moved: its local pods too
+    subnets = tuple(kp.model.node_addresses(1).subnets())
+    assert vip.local_tables[subnets].pods == (ip("10.0.9.5"),)
 
 
 def _brute_destination(model, ip_proto, dst, dst_port):

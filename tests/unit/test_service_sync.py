@@ -57,15 +57,15 @@ def _web(pods, name="web"):
 @pytest.fixture
 def builds(monkeypatch):
     """Every table of pods the model builds, from here on."""
-    import kp_app.model
+    import kp_app.maglev
     built = []
 
-    class Counted(kp_app.model.MaglevTable):
+    class Counted(kp_app.maglev.MaglevTable):
         def __init__(self, pods, new_len):
             super().__init__(pods, new_len)
             if pods:
                 built.append(self)
-    monkeypatch.setattr(kp_app.model, "MaglevTable", Counted)
+    monkeypatch.setattr(kp_app.maglev, "MaglevTable", Counted)
     return built
 
 
@@ -94,9 +94,17 @@ def test_tables_built_ahead_are_the_ones_apply_takes():
     wanted = kp.kubernetes_tables(document)
     assert [(sorted(map(str, pods)), n) for pods, n in wanted] == [
         (["10.1.0.2", "10.1.0.3"], 1024)]
-    ahead = [MaglevTable(pods, n) for pods, n in wanted]
-    kp.apply_kubernetes(document, ahead)
+    ahead = []
+
+    def build(todo):
+        ahead.extend(MaglevTable(pods, n) for pods, n in todo)
+        return ahead
+    assert kp.model.tables.build_ahead(wanted, build, min_size=1) == 1
+    assert kp.model.tables.build_ahead(wanted, build, min_size=1) == 0     # there already
+    built = kp.model.tables.built
+    kp.apply_kubernetes(document)
     assert kp.model.find_vip("10.96.0.10/32", 80).table is ahead[0]
+    assert kp.model.tables.built == built      # found, not built again
     assert kp.kubernetes_tables({"kind": "Pod"}) == []   # apply itself says why
     new = _web(["10.1.0.5"], name="other")
     new["items"][0]["spec"]["clusterIP"] = "10.96.0.11"
