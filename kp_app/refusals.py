@@ -15,7 +15,8 @@ What a refusal changes, by what the message was (its cookie, or its VIP id):
 - any of a VIP's programming: the VIP is "refused" on that switch, and its whole
   programming is sent again after 1, 2, 4, 8, 16 s (RETRY_DELAYS); a retry whose barrier
   comes back without an error makes it "installed" again. After the last retry it stays
-  "refused" (reported, not retried) until the VIP is deleted or the switch reconnects;
+  "refused" (reported, not retried) until the VIP changes (its retries start again), is
+  deleted, or the switch reconnects;
 - anything else (base flows, host flows, routes, the session table's configuration):
   counted and reported with the switch, not retried.
 
@@ -136,8 +137,22 @@ class SwitchChannel:
             kind, vip_id = what_of(msg)
             if kind == VIP:
                 self.unconfirmed[vip_id] = xid
+                r = self.vips.get(vip_id)
+                if r is not None and r.state() == "refused":
+                    r.attempts, r.due = 0, 0.0  # the VIP changed: its retries start again
         while len(self.in_flight) > MAX_IN_FLIGHT:
-            self.in_flight.popitem(last=False)
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        """Too much in flight: the oldest message's answer is no longer followed. A VIP
+        waiting on it is taken as answered; a retry waiting on it goes again."""
+        xid, msg = self.in_flight.popitem(last=False)
+        kind, vip_id = what_of(msg)
+        if kind == VIP and self.unconfirmed.get(vip_id) == xid:
+            del self.unconfirmed[vip_id]
+        for r in self.vips.values():
+            if r.retry_xid == xid:
+                r.retry_xid, r.due = None, 0.0
 
     def barrier_reply(self, xid: int) -> List[int]:
         """A barrier's reply: everything sent up to it is done. The VIPs whose retry this

@@ -60,7 +60,11 @@ class SwitchAnswers:
                 if vip is None:
                     channel.forget_vip(vip_id)
                     continue
-                self._send(dpid, node.vip_reprogramming(vip))
+                msgs = node.vip_reprogramming(vip)
+                if not msgs:            # (nothing of it on this switch any more)
+                    channel.forget_vip(vip_id)
+                    continue
+                self._send(dpid, msgs)
                 channel.retrying(vip_id)
 
     def channel_status(self) -> Dict[str, dict]:

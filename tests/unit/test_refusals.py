@@ -194,3 +194,37 @@ def test_lb_mode_a_refused_vip_table_is_sent_whole_again():
     assert any(isinstance(m, LbVip) for m in retry)
     rig.proxy.barrier_reply(1, rig.last_barrier())
     assert rig.status()["state"] == "installed"
+
+
+def test_a_change_of_a_vip_given_up_on_starts_its_retries_again():
+    rig = Rig(mode="lb")
+    rig.proxy.add_vip(VIP, port=PORT, target_port=8080, protocol="tcp")
+    rig.proxy.add_pods(VIP, PORT, ["10.0.0.101"])
+    def refuse():
+        rig.proxy.switch_refused(1, rig.xid_of(lambda m: isinstance(m, LbVip)),
+                                 "BAD_REQUEST BAD_LEN")
+    for delay in refusals.RETRY_DELAYS:
+        refuse()
+        rig.now += delay
+        rig.proxy.retry_refused()
+    refuse()
+    assert rig.status()["state"] == "refused"
+    rig.proxy.add_pods(VIP, PORT, ["10.0.0.102"])       # a new table: an LbVip goes out
+    assert rig.status()["state"] == "retrying" and rig.status()["retries"] == 0
+    before = len(rig.sent)
+    rig.proxy.retry_refused()
+    assert any(isinstance(m, LbVip) for _, m in rig.sent[before:])
+    rig.proxy.barrier_reply(1, rig.last_barrier())
+    assert rig.status()["state"] == "installed"
+
+
+def test_what_is_in_flight_is_bounded(monkeypatch):
+    monkeypatch.setattr(refusals, "MAX_IN_FLIGHT", 8)
+    rig = Rig()
+    rig.proxy.add_vip(VIP, port=PORT, target_port=8080, protocol="tcp")
+    assert rig.status()["state"] == "pending"
+    channel = rig.proxy.channel(1)
+    channel.sent([(10000 + i, PacketOut(b"", ())) for i in range(20)])
+    assert len(channel.in_flight) == 8
+    # The VIP's answer is no longer followed: not left pending for ever.
+    assert rig.status()["state"] == "installed"
