@@ -11,10 +11,11 @@ needs doing before it does:
   current directory as a file to load, so from the project's root (where ``kp_app/`` is a
   directory) it fails with IsADirectoryError. A directory is a package: import it by name.
 
-- kp_app's command-line options (--kp-mode, --kp-state-file, --kubeconfig,
-  --auth-token-file, --kp-config, --healthz-bind-address, --metrics-bind-address) must be
-  known to Ryu's configuration before ryu-manager parses its command line, which is
-  before it imports kp_app: they are registered when ``ryu.flags`` is.
+- kp_app's command-line options (--kp-mode, --kp-dpid-takeover, --kp-state-file,
+  --kubeconfig, --auth-token-file, --kp-config, --healthz-bind-address,
+  --metrics-bind-address) must be known to Ryu's configuration before ryu-manager
+  parses its command line, which is before it imports kp_app: they are registered when
+  ``ryu.flags`` is.
 
 A .pth file runs at interpreter start, long before those imports; this installs a finder
 that waits for each module to be imported and then mends it. Nothing is imported early,
@@ -56,6 +57,10 @@ def _register_kp_options(module) -> None:
                         "data path), ct (Open vSwitch's conntrack), packet-in (the "
                         "controller, any OpenFlow 1.3 switch), or auto: lb on kp-switch, "
                         "ct on Open vSwitch, packet-in elsewhere"),
+        cfg.BoolOpt("kp-dpid-takeover", default=False,
+                    help="kp_app: a switch that connects with the datapath id of one "
+                         "connected already replaces it (default: the first keeps it "
+                         "unless it fails an echo; see kp_app/dpid_claims.py)"),
         cfg.StrOpt("kp-state-file", default=None,
                    help="keep kp_app's configuration in this JSON file: restored at start, "
                         "written after every change (default: in memory only)"),

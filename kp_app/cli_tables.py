@@ -114,6 +114,11 @@ def vips(answer: List[Dict[str, Any]], verbose: bool = False) -> str:
             lines.append(f"  external_ips: {', '.join(vip['external_ips'])}")
         if vip.get("source_ranges"):
             lines.append(f"  source_ranges: {', '.join(vip['source_ranges'])}")
+        for dpid, state in sorted((vip.get("programming") or {}).items()):
+            if state.get("state") in ("retrying", "refused"):     # (kp_app.refusals)
+                lines.append(f"  {state['state']} by switch {dpid}: {state.get('error')} "
+                             f"({state.get('retries')} retries, "
+                             f"{state.get('retries_left')} left)")
         pods = vip.get("pods", [])
         if verbose:
             counters = vip.get("counters") or {}
@@ -245,6 +250,19 @@ def _with_mode(dpid: Any, modes: Dict[str, str]) -> str:
     return f"{dpid} ({mode})" if mode else str(dpid)
 
 
+def _refusal_lines(channels: Dict[str, Dict[str, Any]]) -> List[str]:
+    """A line per switch that refused messages: how many of each kind, the last one."""
+    lines = []
+    for dpid, status in sorted(channels.items()):
+        counts = status.get("refused") or {}
+        last = status.get("last_refused")
+        if sum(counts.values()) and last:
+            lines.append(f"switch {dpid} refused: " + ", ".join(
+                f"{n} {kind}" for kind, n in counts.items() if n)
+                + f"; last: {last.get('error')}, {last.get('message')}")
+    return lines
+
+
 def show(answers: Dict[str, Any]) -> str:
     """`ku show`: conf, totals, SNAT interfaces, the VIPs with pods and counters, and the
     switches' cache figures (answers of GET /v1/show, /v1/vips, /v1/counters)."""
@@ -260,6 +278,7 @@ def show(answers: Dict[str, Any]) -> str:
         f"{', '.join(_with_mode(s, summary.get('modes') or {}) for s in switches) or 'none connected'}",
         "SNAT interfaces: " + ("; ".join(f"{nat} {', '.join(names) or '-'}"
                                           for nat, names in sorted(ifaces.items())) or "-"),
+        *_refusal_lines(summary.get("channels") or {}),
         "",
         vips(answers["vips"]),
     ]

@@ -12,10 +12,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from kp_app import frames, pipeline
 from kp_app.apply_jobs import ApplyJobs, run_now
+from kp_app.dpid_claims import DpidClaims
 from kp_app.errors import InvalidInput, KpError
 from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
 from kp_app.node import MODE_PACKET_IN, MODES, Node, gateway_mac
 from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
+from kp_app.refusals import SwitchChannel
+from kp_app.switch_answers import SwitchAnswers
 from kp_app.service_apply import KubernetesServices
 from kp_app.sync_record import SyncRecord, synced
 from kp_proto import node_announcement
@@ -26,7 +29,7 @@ MAX_SESSION_LIST = 10000
 OFPP_MAX = 0xFFFFFF00
 
 
-class KubeProxy(KubernetesServices):
+class KubeProxy(KubernetesServices, SwitchAnswers):
     def __init__(self, send: Sender, clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         self.model = ServiceModel()
@@ -37,6 +40,10 @@ class KubeProxy(KubernetesServices):
         self.links: Dict[Tuple[int, int], Tuple[int, int]] = {}
         self._send = send
         self._clock = clock
+        # dpid -> what was sent on its connection and what it refused (kp_app.refusals)
+        self.channels: Dict[int, SwitchChannel] = {}
+        # which connection speaks for a datapath id (the Ryu shim asks; kp_app.dpid_claims)
+        self.claims = DpidClaims()
         self.jobs = ApplyJobs(run_now, lambda: None)    # (kp_app.ryu_shim has its own)
 
     def _broadcast(self, programming: Callable[[Node], list]) -> None:
@@ -58,12 +65,14 @@ class KubeProxy(KubernetesServices):
             node = self.nodes[dpid] = Node(dpid, self.model)
         node.mode = mode
         node.port_names = dict(port_names or {})
+        self.channels[dpid] = SwitchChannel()   # a new connection: nothing in flight
         self._apply_topology(node)
         self._send(dpid, node.full_programming(held))
         if port_names:
             self._send_probes(node)
 
     def switch_disconnected(self, dpid: int) -> None:
+        self.channels.pop(dpid, None)
         node = self.nodes.pop(dpid, None)
         if node is not None:
             for session in node.sessions:
@@ -342,6 +351,8 @@ class KubeProxy(KubernetesServices):
         self._delete_flows(pipeline.cookie(0, vip.id), MASK_VIP, vip, list(vip.pods))
         # Once no flow can start a session of the VIP (lb mode: its sessions end here).
         self._broadcast(lambda n: n.forget_compiled(vip.id))
+        for channel in self.channels.values():
+            channel.forget_vip(vip.id)
 
     @synced
     def add_pods(self, prefix, port, addresses) -> dict:
@@ -459,7 +470,8 @@ class KubeProxy(KubernetesServices):
                 "pods": sum(len(v.pods) for v in self.model.vips.values()),
                 "sessions": sum(len(n.sessions) for n in self.nodes.values()),
                 "switches": sorted(self.nodes), "interfaces": self.interfaces(),
-                "modes": {str(d): n.mode for d, n in sorted(self.nodes.items())}}
+                "modes": {str(d): n.mode for d, n in sorted(self.nodes.items())},
+                "channels": self.channel_status(), "dpid_claims": self.claims.status()}
 
     def _expire_idle(self) -> float:
         """Untracked sessions have no switch flow to time out: they end here, or on the
@@ -492,6 +504,8 @@ class KubeProxy(KubernetesServices):
                 "no_pod": c.no_pod, "untracked": c.untracked + compiled_untracked,
                 "table_full": c.table_full,
                 "no_local_pod": c.no_local_pod, "filtered": c.filtered,
+                "refused": sum(ch.refused_by_vip.get(vip.id, 0)
+                               for ch in self.channels.values()),
                 "pods": [self._pod_dict(vip, a) for a in sorted(vip.pods, key=int)]}
 
     def _pod_dict(self, vip: Vip, address) -> dict:
@@ -513,7 +527,10 @@ class KubeProxy(KubernetesServices):
                 "node_port": vip.node_port, "protocol": vip.protocol, "nat": vip.nat,
                 "new_len": vip.new_len, "external_ips": [str(a) for a in vip.external_ips],
                 **vip.policies(), "service": vip.service,
-                "pods": pods, "counters": counters}
+                "pods": pods, "counters": counters,
+                # per switch: installed, pending, retrying or refused (kp_app.refusals)
+                "programming": {str(d): self.channel(d).vip_status(vip.id)
+                                for d in sorted(self.nodes)}}
 
     def _session_dict(self, dpid: int, s, now: float) -> dict:
         vip = self.model.vip_by_id(s.vip_id)

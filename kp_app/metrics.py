@@ -18,7 +18,10 @@ kp's own, per VIP ({vip, protocol, service}) and per pod ({vip, pod}): new sessi
 packets, bytes, active sessions, untracked (table full), and the refusals (no pod, no
 local pod, filtered); per switch ({dpid}): packet-ins, kp-switch's flow cache and
 megaflow counters, and in lb mode its own session table (sessions, capacity, made,
-untracked, dropped), which come from the switch.
+untracked, dropped), which come from the switch; and what the switch refused
+(kp_switch_refused{dpid, kind}, kp_switch_vips_refused{dpid}: kp_app.refusals); and
+second connections that claimed a switch's datapath id (kp_dpid_claims_refused,
+kp_dpid_takeovers: kp_app.dpid_claims).
 """
 from typing import Dict, Iterator, Tuple
 
@@ -42,7 +45,9 @@ VIP_COUNTERS = {"new_sessions": "new sessions", "packets": "packets", "bytes": "
                               "those dropped beyond them)",
                 "no_pod": "new sessions refused: no pod",
                 "filtered": "new sessions refused: outside loadBalancerSourceRanges",
-                "no_local_pod": "new sessions refused: no local pod (traffic policy Local)"}
+                "no_local_pod": "new sessions refused: no local pod (traffic policy Local)",
+                "refused": "messages of the VIP's programming (its flows, its table, its "
+                           "sessions' flows) that a switch refused (kp_app.refusals)"}
 POD_COUNTERS = ("new_sessions", "packets", "bytes")
 
 
@@ -78,6 +83,12 @@ class KpCollector:
                      "kp-switch keeps itself", self._service.session_count())
         yield from self._vip_metrics(counters["vips"])
         yield from self._switch_metrics(counters["switches"])
+        yield from self._channel_metrics(self._service.channel_status())
+        claims = self._service.claims.status()
+        yield _counter("kp_dpid_claims_refused", "Connections closed for claiming the "
+                       "datapath id of a live switch (kp_app.dpid_claims)", claims["refused"])
+        yield _counter("kp_dpid_takeovers", "Datapath ids a new connection took over from "
+                       "a dead (or, with --kp-dpid-takeover, any) one", claims["taken_over"])
 
     def _sync_metrics(self) -> Iterator[Metric]:
         r = self._service.syncs
@@ -168,6 +179,23 @@ class KpCollector:
                     add(f"kp_switch_cache_{key}", GaugeMetricFamily if gauge
                         else CounterMetricFamily, f"kp-switch's flow cache: {key}", dpid, value)
         yield from families.values()
+
+
+    def _channel_metrics(self, channels: Dict[str, dict]) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "kp_switch_refused", "Messages the switch refused with an OFPT_ERROR, by what "
+            "they were: a session's flow, a VIP's programming, the switch's own",
+            labels=["dpid", "kind"])
+        vips = GaugeMetricFamily("kp_switch_vips_refused",
+                                 "VIPs the switch refused some programming of, retrying "
+                                 "or given up (see the VIP's programming in REST)",
+                                 labels=["dpid"])
+        for dpid, status in channels.items():
+            for kind, count in status["refused"].items():
+                refused.add_metric([dpid, kind], count)
+            vips.add_metric([dpid], len(status["vips_refused"]))
+        yield refused
+        yield vips
 
 
 def registry(service) -> CollectorRegistry:

@@ -613,6 +613,26 @@ class Node:
             self.end_session(session)
         return []
 
+    def flow_refused(self, cookie: int, match: dict) -> None:
+        """The switch refused one of a session's flows (kp_app.refusals): the session
+        stays, its flow is not installed, and the next packet that misses puts it back."""
+        parts = pipeline.cookie_parts(cookie)
+        if parts is None or parts[0] not in (pipeline.KIND_FORWARD, pipeline.KIND_REVERSE):
+            return
+        session = self._session_of_flow(parts[0], match)
+        if session is None:
+            return
+        if parts[0] == pipeline.KIND_FORWARD:
+            session.forward_installed = False
+        else:
+            session.reverse_installed = False
+
+    def vip_reprogramming(self, vip: Vip) -> list:
+        """All of a VIP's programming again, as if the switch held none of it (it refused
+        some: kp_app.refusals retries it)."""
+        self._compiled.pop(vip.id, None)
+        return self.vip_programming(vip)
+
     def expire_untracked(self, now: float) -> None:
         for session in self.sessions.expire_untracked(now, self.model.conf.idle_timeout):
             self.end_session(session)

@@ -328,16 +328,32 @@ def barrier_request(xid: int) -> bytes:
     return HEADER.pack(VERSION, OFPT_BARRIER_REQUEST, HEADER.size, xid)
 
 
-def encode_batch(messages: Iterable, next_xid: Callable[[], int], kp_switch: bool) -> bytes:
+def encode_batch(messages: Iterable, next_xid: Callable[[], int], kp_switch: bool,
+                 sent: Optional[list] = None, barrier: bool = False) -> bytes:
     """A batch of pipeline messages as one buffer. A delete is followed by a barrier: it
-    must be done before the adds that come after it."""
+    must be done before the adds that come after it. `barrier`: one more at the end (a
+    switch answers it once every message of the batch is done, refused or not).
+    `sent`: gets (xid, message) of each message that went out, in order, a barrier as
+    (xid, None), so that an OFPT_ERROR's xid names what it refuses (kp_app.refusals)."""
     out = []
+    record = sent.append if sent is not None else (lambda pair: None)
+    fenced = True       # nothing since the last barrier
     for msg in messages:
-        data = encode(msg, next_xid(), kp_switch)
+        xid = next_xid()
+        data = encode(msg, xid, kp_switch)
         if data:
             out.append(data)
+            record((xid, msg))
+            fenced = False
         if isinstance(msg, FlowDelete):
-            out.append(barrier_request(next_xid()))
+            xid = next_xid()
+            out.append(barrier_request(xid))
+            record((xid, None))
+            fenced = True
+    if barrier and not fenced:
+        xid = next_xid()
+        out.append(barrier_request(xid))
+        record((xid, None))
     return b"".join(out)
 
 

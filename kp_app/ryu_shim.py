@@ -18,13 +18,15 @@ from ryu import cfg
 from ryu.app.wsgi import WSGIApplication
 from ryu.base import app_manager
 from ryu.controller import ofp_event
-from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER
+from ryu.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER
 from ryu.controller.handler import set_ev_cls
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
-from kp_app import config_file, ofmsg, operate_http, pipeline, ryu_config, state_file
+from kp_app import (config_file, ofmsg, operate_http, pipeline, refusals, ryu_config,
+                    state_file)
 from kp_app.apply_jobs import ApplyJobs
+from kp_app.ryu_connections import SwitchConnections
 from kp_app.errors import KpError
 from kp_app.kubeproxy import KubeProxy
 from kp_app.maglev import build_tables
@@ -33,6 +35,7 @@ from kp_proto import lb as kplb
 
 LOG = logging.getLogger("kp_app")
 STATS_WAIT_SECONDS = 1.0
+RETRY_TICK = 0.5              # seconds between looks for refused programming to retry
 
 
 class LiveService:
@@ -198,7 +201,7 @@ def _live(ofp, port) -> bool:
     return not (port.state & ofp.OFPPS_LINK_DOWN or port.config & ofp.OFPPC_PORT_DOWN)
 
 
-class KpRyuApp(app_manager.RyuApp):
+class KpRyuApp(SwitchConnections, app_manager.RyuApp):
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
     _CONTEXTS = {"wsgi": WSGIApplication}
 
@@ -207,6 +210,9 @@ class KpRyuApp(app_manager.RyuApp):
         self.datapaths = {}
         self.kp_switches = set()
         self.kubeproxy = KubeProxy(self._send)
+        # (the option exists when kp_ryu_compat registered it: always under ryu-manager)
+        self.kubeproxy.claims.takeover = bool(getattr(cfg.CONF, "kp_dpid_takeover", False))
+        self._probes = {}       # dpid -> xid of the echo that asks its owner if it lives
         # The configuration file first: it may name the state file and the addresses.
         self.config = ryu_config.load(cfg.CONF)
         state_path = getattr(cfg.CONF, "kp_state_file", None)
@@ -228,6 +234,7 @@ class KpRyuApp(app_manager.RyuApp):
         from kp_app import rest
         rest.register(kwargs["wsgi"], self.service)
         self.cluster = self._cluster_watch()    # None without a cluster
+        self.threads.append(hub.spawn(self._retry_loop))
 
     def _cluster_watch(self):
         """The watch of the cluster (kp_app.kube_watch) when there is one: green threads
@@ -282,10 +289,23 @@ class KpRyuApp(app_manager.RyuApp):
         datapath = self.datapaths.get(dpid)
         if datapath is None:
             return
+        sent = []
         data = ofmsg.encode_batch(messages, lambda: _next_xid(datapath),
-                                  dpid in self.kp_switches)
+                                  dpid in self.kp_switches, sent, refusals.wants_barrier(messages))
         if data:
+            self.kubeproxy.channel(dpid).sent(sent)
             datapath.send(data)
+
+    def _retry_loop(self) -> None:
+        """What the switches refused, sent again when its retry is due (kp_app.refusals);
+        and the probes of datapath ids claimed twice that went unanswered."""
+        while True:
+            hub.sleep(RETRY_TICK)
+            try:
+                self.kubeproxy.retry_refused()
+                self._probes_expired()
+            except Exception:       # (the loop must go on: log it, never die silently)
+                LOG.exception("retrying refused programming failed")
 
     def refresh_stats(self) -> None:
         """Ask every switch for kp's flow stats (and kp-switch for its cache's, and in lb
@@ -311,7 +331,7 @@ class KpRyuApp(app_manager.RyuApp):
         for event in events:
             event.wait(timeout=max(0.0, deadline - time.monotonic()))
 
-    # -- switch life ---------------------------------------------------------------------
+    # -- switch life (connections by datapath id: kp_app.ryu_connections) ----------------
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def _features(self, ev) -> None:
@@ -319,28 +339,10 @@ class KpRyuApp(app_manager.RyuApp):
         parser = datapath.ofproto_parser
         datapath.send_msg(parser.OFPSetConfig(datapath, 0, datapath.ofproto.OFPCML_NO_BUFFER))
 
-    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
-    def _state_change(self, ev) -> None:
-        datapath = ev.datapath
-        if datapath.id is None:
-            return
-        if ev.state == MAIN_DISPATCHER:
-            LOG.info("switch %016x connected", datapath.id)
-            self.datapaths[datapath.id] = datapath
-            parser = datapath.ofproto_parser
-            # The switch is programmed once its description says what it is (the
-            # replies come in this order).
-            datapath.send_msg(parser.OFPDescStatsRequest(datapath, 0))
-            datapath.send_msg(parser.OFPPortDescStatsRequest(datapath, 0))
-        elif self.datapaths.get(datapath.id) is datapath:
-            LOG.info("switch %016x disconnected", datapath.id)
-            del self.datapaths[datapath.id]
-            self.kp_switches.discard(datapath.id)
-            self._lb_stats_parts.pop(datapath.id, None)
-            self.kubeproxy.switch_disconnected(datapath.id)
-
     @set_ev_cls(ofp_event.EventOFPDescStatsReply, MAIN_DISPATCHER)
     def _desc(self, ev) -> None:
+        if not self._current(ev.msg.datapath):
+            return
         body = ev.msg.body
         fields = [x if isinstance(x, bytes) else str(x).encode() for x in (
             body.mfr_desc, body.hw_desc, body.sw_desc, body.dp_desc)]
@@ -369,6 +371,8 @@ class KpRyuApp(app_manager.RyuApp):
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def _port_desc(self, ev) -> None:
+        if not self._current(ev.msg.datapath):
+            return
         ofp = ev.msg.datapath.ofproto
         dpid = ev.msg.datapath.id
         names = {p.port_no: _name(p) for p in ev.msg.body if _live(ofp, p)}
@@ -380,6 +384,8 @@ class KpRyuApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def _port_status(self, ev) -> None:
         msg = ev.msg
+        if not self._current(msg.datapath):
+            return
         ofp, desc = msg.datapath.ofproto, msg.desc
         self.kubeproxy.port_status(msg.datapath.id, desc.port_no, _name(desc),
                                    _live(ofp, desc), deleted=msg.reason == ofp.OFPPR_DELETE)
@@ -389,16 +395,22 @@ class KpRyuApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev) -> None:
         msg = ev.msg
+        if not self._current(msg.datapath):
+            return
         self.kubeproxy.packet_in(msg.datapath.id, msg.match["in_port"], bytes(msg.data))
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     def _flow_removed(self, ev) -> None:
         msg = ev.msg
+        if not self._current(msg.datapath):
+            return
         self.kubeproxy.flow_removed(msg.datapath.id, msg.cookie, ofmsg.match_dict(msg.match),
                                     msg.packet_count, msg.byte_count)
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def _flow_stats_reply(self, ev) -> None:
+        if not self._current(ev.msg.datapath):
+            return
         dpid = ev.msg.datapath.id
         connecting = self._connecting.get((dpid, ev.msg.xid))
         if connecting is not None:
@@ -420,7 +432,7 @@ class KpRyuApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPExperimenter, MAIN_DISPATCHER)
     def _experimenter(self, ev) -> None:
         msg = ev.msg
-        if msg.experimenter != ofmsg.KP_EXPERIMENTER:
+        if msg.experimenter != ofmsg.KP_EXPERIMENTER or not self._current(msg.datapath):
             return
         if msg.exp_type == ofmsg.KP_CACHE_STATS_REPLY:
             self.kubeproxy.cache_stats(msg.datapath.id, ofmsg.decode_cache_stats(msg.data))
@@ -471,4 +483,27 @@ class KpRyuApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def _error(self, ev) -> None:
         msg = ev.msg
-        LOG.warning("switch %s error type=%d code=%d", msg.datapath.id, msg.type, msg.code)
+        dpid = msg.datapath.id
+        if dpid is None or self.datapaths.get(dpid) is not msg.datapath:
+            LOG.warning("switch %s error type=%d code=%d", dpid, msg.type, msg.code)
+            return
+        self.kubeproxy.switch_refused(dpid, msg.xid, error_text(msg.type, msg.code))
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier_reply(self, ev) -> None:
+        if self._current(ev.msg.datapath):
+            self.kubeproxy.barrier_reply(ev.msg.datapath.id, ev.msg.xid)
+
+
+def error_text(type_: int, code: int) -> str:
+    """An OFPT_ERROR's type and code by their names in the spec ("FLOW_MOD_FAILED
+    TABLE_FULL"), numbers for those Ryu does not know."""
+    def name(text: str, number: int, prefix: str) -> str:
+        text = text.split("(")[0]
+        return text.split("_", 1)[1] if text.startswith(prefix) else str(number)
+    try:
+        kind = name(ofproto_v1_3.ofp_error_type_to_str(type_), type_, "OFPET_")
+        what = name(ofproto_v1_3.ofp_error_code_to_str(type_, code), code, "OFP")
+    except (KeyError, ValueError, AttributeError):
+        return f"type {type_} code {code}"
+    return f"{kind} {what}"

@@ -4,14 +4,16 @@ Threads (plain threads and blocking sockets; no eventlet):
 - one connector per `--controller` target: connects, runs the channel, reconnects with
   backoff (1 s doubling to 8 s) when the controller goes away; the tables stay as they
   are meanwhile, so the switch keeps forwarding (fail-secure);
-- one acceptor per `--listen` address (management connections: ovs-ofctl and friends);
-- per connection a reader (decodes and handles requests) and a writer (a bounded queue,
-  so a slow controller never blocks the slow path: packet-ins beyond it are dropped);
+- one acceptor per `--listen` address (management connections: ovs-ofctl and friends;
+  at most limits.MAX_MGMT_CONNECTIONS at once);
+- per connection a reader (decodes and handles requests, paced by a token bucket: see
+  limits.py for what a connection may cost) and a writer (a bounded queue, so a slow
+  controller never blocks the slow path: packet-ins beyond it are dropped);
 - the slow path: `dp.next_misses()` -> pipeline -> `dp.execute()` (+ `dp.cache_insert()`
   when cacheable, with the megaflow mask the pipeline computed unless the answer cannot
   be one: FASTPATH.md "Megaflows") -> packet-ins;
 - a housekeeping tick about once a second: flow timeouts (cache hits count as use),
-  link state of the ports (port-status), echo keepalives.
+  link state of the ports (port-status), echo keepalives, handshake deadlines.
 
 Locking: `self.lock` guards the tables, groups, ports and buffers.  The slow path holds
 it from the lookup to the cache insert, and flow-mods hold it while they change tables
@@ -38,6 +40,7 @@ from kp_proto import experimenter as kpexp
 from kp_proto import lb as kplb
 
 from . import datapath as dpimpl
+from . import limits
 from . import megaflow
 from . import tls as kptls
 from . import wire
@@ -59,7 +62,7 @@ TICK = 1.0
 ECHO_IDLE = 5.0
 DEAD_IDLE = 15.0
 SEND_QUEUE = 4096
-READ_CHUNK = 1 << 16   # bytes read from a channel at a time
+READ_CHUNK = limits.READ_CHUNK
 WRITE_BATCH = 1 << 16  # queued messages joined into one send up to this many bytes
 CAPABILITIES = ofp.OFPC_FLOW_STATS | ofp.OFPC_TABLE_STATS | ofp.OFPC_PORT_STATS | ofp.OFPC_GROUP_STATS
 SLAVE_DENIED = {ofp.OFPT_PACKET_OUT, ofp.OFPT_FLOW_MOD, ofp.OFPT_GROUP_MOD, ofp.OFPT_PORT_MOD,
@@ -93,11 +96,18 @@ def parse_target(spec, passive):
 class Connection:
     """One OpenFlow channel (to a controller, or a management client)."""
 
-    def __init__(self, agent, sock, peer, passive):
+    def __init__(self, agent, sock, peer, passive, rate=None):
+        """`rate`: messages a second its reader handles (limits: MGMT_RATE for a
+        management connection, CONTROLLER_RATE for a controller)."""
         self.agent = agent
         self.sock = sock
         self.peer = peer
         self.passive = passive
+        if rate is None:
+            rate = limits.MGMT_RATE if passive else limits.CONTROLLER_RATE
+        self.bucket = limits.TokenBucket(rate, rate, time.monotonic())
+        self.throttled = 0  # messages whose reading waited for the bucket
+        self.opened = time.monotonic()
         self.negotiated = False
         self.role = ofp.OFPCR_ROLE_EQUAL
         self.async_masks = DEFAULT_ASYNC
@@ -201,6 +211,8 @@ class Connection:
                         break
                     data = buf[off:off + length] if (off or length != n) else buf
                     off += length
+                    if self._pace():
+                        break
                     self.last_rx = time.monotonic()
                     self.echo_sent = 0.0
                     self.agent.handle(self, data)
@@ -224,6 +236,18 @@ class Connection:
             except OSError:
                 pass
 
+    def _pace(self):
+        """Wait until the bucket lets the next message be handled (reading nothing
+        meanwhile, so TCP pushes back on the peer); True if the connection closed."""
+        wait = self.bucket.take(time.monotonic())
+        if wait <= 0:
+            return False
+        if not self.throttled:
+            LOG.warning("%r: over %.0f messages a second: reading it more slowly", self,
+                        self.bucket.rate)
+        self.throttled += 1
+        return self.closed.wait(wait)
+
     def wants(self, kind, reason):
         """Should this connection get an async message (kind: 0 packet-in, 1 port-status,
         2 flow-removed) with this reason?"""
@@ -237,10 +261,13 @@ class Connection:
 class Agent:
     def __init__(self, dp, ports, dpid=1, n_tables=N_TABLES, n_buffers=N_BUFFERS,
                  clock=time.monotonic, link_reader=read_link, tls_context=None,
-                 node_announcement=""):
+                 node_announcement="", max_flows=100000,
+                 max_mgmt_connections=limits.MAX_MGMT_CONNECTIONS, mgmt_rate=limits.MGMT_RATE):
         """`dp`: a fast path Datapath; `ports`: [(port_no, ifname)]; `tls_context`: the
         ssl.SSLContext of ssl: controllers (tls.client_context); `node_announcement`:
-        appended to the DESC reply's dp_desc (kp_proto.node_announcement)."""
+        appended to the DESC reply's dp_desc (kp_proto.node_announcement); `max_flows`:
+        entries per table (an add beyond them: OFPFMFC_TABLE_FULL); `max_mgmt_connections`,
+        `mgmt_rate`: management connections at once, and messages a second each (limits)."""
         self.dp = dp
         self.tls_context = tls_context
         self.dpid = dpid
@@ -256,7 +283,7 @@ class Agent:
             hw, up, speed = link_reader(ifname)
             plist.append(Port(port_no, ifname, hw, up, speed, now))
         self.ports = PortSet(plist)
-        self.tables = FlowTables(n_tables, cache=dp, max_flow_ids=dpimpl.MAX_FLOW_IDS)
+        self.tables = FlowTables(n_tables, max_flows, cache=dp, max_flow_ids=dpimpl.MAX_FLOW_IDS)
         self.groups = GroupTable()
         self.pipeline = Pipeline(self.tables, self.groups, self.ports)
         self.buffers = collections.OrderedDict()  # buffer_id -> (in_port, packet, time)
@@ -269,6 +296,10 @@ class Agent:
         self.threads = []
         self.listen_socks = []
         self.packet_ins_dropped = 0
+        self.max_mgmt_connections = max_mgmt_connections
+        self.mgmt_rate = mgmt_rate
+        self.mgmt_connections = 0   # open now, over every --listen port
+        self.mgmt_refused = 0       # accepted beyond the limit and closed
         self.handlers = {
             ofp.OFPT_ECHO_REQUEST: self.on_echo_request,
             ofp.OFPT_ECHO_REPLY: lambda c, m: None,
@@ -338,10 +369,30 @@ class Agent:
                 continue
             except OSError:
                 break
+            with self.lock:
+                full = self.mgmt_connections >= self.max_mgmt_connections
+                if full:
+                    self.mgmt_refused += 1
+                else:
+                    self.mgmt_connections += 1
+            if full:
+                if self.mgmt_refused % limits.LOG_EVERY == 1:
+                    LOG.warning("management connection from %s:%d refused: %d open already "
+                                "(%d refused so far)", peer[0], peer[1],
+                                self.max_mgmt_connections, self.mgmt_refused)
+                s.close()
+                continue
             s.settimeout(None)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._serve, args=(s, peer, True), name="kp-of-mgmt",
+            threading.Thread(target=self._serve_mgmt, args=(s, peer), name="kp-of-mgmt",
                              daemon=True).start()
+
+    def _serve_mgmt(self, sock, peer):
+        try:
+            self._serve(sock, peer, True)
+        finally:
+            with self.lock:
+                self.mgmt_connections -= 1
 
     def _connect_loop(self, target, tls=False):
         backoff = 1.0
@@ -372,7 +423,7 @@ class Agent:
             backoff = min(backoff * 2, 8.0)
 
     def _serve(self, sock, peer, passive):
-        conn = Connection(self, sock, peer, passive)
+        conn = Connection(self, sock, peer, passive, self.mgmt_rate if passive else None)
         with self.lock:
             self.connections.add(conn)
         try:
@@ -713,13 +764,18 @@ class Agent:
             conns = list(self.connections)
         mono = time.monotonic()
         for c in conns:
-            if c.passive or not c.negotiated:
+            if not c.negotiated:
+                if mono - c.opened > limits.HELLO_TIMEOUT:
+                    LOG.warning("%r: no hello in %.0fs, disconnecting", c, limits.HELLO_TIMEOUT)
+                    c.close()
                 continue
+            echo_idle, dead_idle = ((limits.MGMT_ECHO_IDLE, limits.MGMT_DEAD_IDLE) if c.passive
+                                    else (ECHO_IDLE, DEAD_IDLE))
             idle = mono - c.last_rx
-            if idle > DEAD_IDLE:
+            if idle > dead_idle:
                 LOG.warning("%r: no answer for %.0fs, disconnecting", c, idle)
                 c.close()
-            elif idle > ECHO_IDLE and not c.echo_sent:
+            elif idle > echo_idle and not c.echo_sent:
                 c.echo_sent = mono
                 c.send(wire.echo_request(0), async_=True)
 

@@ -15,6 +15,8 @@ import signal
 import sys
 import threading
 
+from .limits import MAX_MGMT_CONNECTIONS, MGMT_RATE
+
 
 def _dpid(text):
     """'1' and '42' are decimal; '0x2a', 16 hex digits (as Mininet passes) or any a-f: hex."""
@@ -35,7 +37,17 @@ def build_parser():
     p.add_argument("--ca-cert", help="TLS: the CA certificate controllers must be signed by (PEM)")
     p.add_argument("--listen", action="append", default=[], metavar="ptcp:PORT[:IP]",
                    help="accept OpenFlow management connections (default IP 127.0.0.1)")
+    p.add_argument("--max-mgmt-connections", type=int, default=MAX_MGMT_CONNECTIONS,
+                   metavar="N",
+                   help="management connections at once over every --listen port; more "
+                        "are closed as they come (default %(default)s)")
+    p.add_argument("--mgmt-rate", type=int, default=MGMT_RATE, metavar="MSGS",
+                   help="messages a second a management connection may send; beyond it "
+                        "kp-switch reads it more slowly (default %(default)s)")
     p.add_argument("--buckets", type=int, default=1024, help="flow cache buckets (power of 2)")
+    p.add_argument("--max-flows", type=int, default=100000, metavar="N",
+                   help="flow entries per table; an add beyond them is refused with "
+                        "OFPFMFC_TABLE_FULL (default 100000)")
     p.add_argument("--ports", choices=("auto", "afxdp", "afpacket"), default="auto",
                    help="port I/O: AF_XDP, AF_PACKET, or auto (default): AF_XDP when every "
                         "port takes it, else AF_PACKET with a log line saying why")
@@ -69,6 +81,10 @@ def main(argv=None):
     for name in args.ifaces:
         if not os.path.exists("/sys/class/net/%s" % name):
             print("kp-switch: no such interface: %s" % name, file=sys.stderr)
+            return 2
+    for name in ("max_flows", "max_mgmt_connections", "mgmt_rate"):
+        if getattr(args, name) < 1:
+            print("kp-switch: --%s must be at least 1" % name.replace("_", "-"), file=sys.stderr)
             return 2
     if args.buckets < 1 or args.buckets & (args.buckets - 1):
         print("kp-switch: --buckets must be a power of 2", file=sys.stderr)
@@ -113,7 +129,8 @@ def main(argv=None):
     log.info("ports %s", ", ".join("%d=%s (%s)" % (no, name, modes.get(no, port_io))
                                    for no, name in ports))
     agent = Agent(dp, ports, dpid=args.dpid, tls_context=tls_context,
-                  node_announcement=announcement)
+                  node_announcement=announcement, max_flows=args.max_flows,
+                  max_mgmt_connections=args.max_mgmt_connections, mgmt_rate=args.mgmt_rate)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: done.set())
