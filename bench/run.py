@@ -69,6 +69,7 @@ import tempfile
 import time
 import urllib.request
 
+from kp_lab.controller import free_port
 from kp_lab.procs import stop_process
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -135,12 +136,6 @@ def build():
 def read_counter(ifname, name):
     with open("/sys/class/net/%s/statistics/%s" % (ifname, name)) as f:
         return int(f.read())
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port, proc, timeout=30):

@@ -1,27 +1,20 @@
-"""A real `ryu-manager kp_app` for the channel tests: its OpenFlow, REST, health and
-metrics listeners on free loopback ports, stopped by its own PID."""
+"""A real `ryu-manager kp_app` for the channel tests (kp_lab's ControllerProcess: its
+OpenFlow, REST, health and metrics listeners on free loopback ports, stopped by its own
+PID), with the calls these tests make of it."""
 import json
-import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
 
-from of_harness import VENV_BIN, free_port
+from kp_lab.controller import ControllerProcess
 
 
 class KpApp:
     def __init__(self, extra=()):
-        self.of_port, self.rest_port = free_port(), free_port()
-        self.url = "http://127.0.0.1:%d" % self.rest_port
-        self.log_path = "/tmp/kp-app-test-%d-%d.log" % (os.getpid(), self.of_port)
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [os.path.join(VENV_BIN, "ryu-manager"), "--ofp-tcp-listen-port", str(self.of_port),
-             "--wsapi-port", str(self.rest_port),
-             "--healthz-bind-address", "127.0.0.1:%d" % free_port(),
-             "--metrics-bind-address", "127.0.0.1:%d" % free_port(), *extra, "kp_app"],
-            stdout=subprocess.DEVNULL, stderr=self._log, text=True)
+        self.ctl = ControllerProcess(extra_args=extra).start()
+        self.proc = self.ctl.proc
+        self.of_port, self.rest_port = self.ctl.of_port, self.ctl.wsapi_port
+        self.url = self.ctl.url("")
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     @property
@@ -70,18 +63,8 @@ class KpApp:
                          lambda: dpid in self.get("/v1/show")["switches"])
 
     def log(self):
-        try:
-            with open(self.log_path) as f:
-                return f.read()
-        except OSError:
-            return ""
+        return self.ctl.log_tail(100000)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        self.ctl.stop()
+        self.ctl.remove_log()
