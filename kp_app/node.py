@@ -1,14 +1,16 @@
-"""One switch's share of the controller: its hosts, its sessions, its packet-ins.
+"""One switch's share of the controller: its sessions and packet-ins, composed with
+its hosts (kp_app.hosts), ARP and neighbour discovery (kp_app.neighbours) and routes
+between nodes (kp_app.routing).
 
 A Node turns events (packet-in, flow-removed, stats) into switch programming, returned
 as data (kp_app.pipeline messages). It never talks to the switch and never reads the
 clock: `now` comes in with each event.
 """
 import ipaddress
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from kp_app import ct_pipeline, frames, lb_pipeline, pipeline
+from kp_app import ct_pipeline, frames, lb_pipeline, neighbours, pipeline, routing
+from kp_app.hosts import HostTable
 from kp_app.maglev import MaglevTable
 from kp_app.model import Address, ServiceModel, Vip
 from kp_app.pipeline import (OFPP_CONTROLLER, OFPP_FLOOD, FlowDelete, PacketOut,
@@ -21,18 +23,11 @@ PENDING_SECONDS = 3.0
 # Source ports for sessions whose client is SNATed to the node's address; the node's
 # address belongs to no host, so any range works; this one avoids well-known ports.
 SNAT_PORT_FIRST, SNAT_PORT_LAST = 32768, 60999
-ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST = 8, 128
 # Where a switch's new sessions are made: by the controller on a packet-in (any OpenFlow
 # 1.3 switch), or by the switch itself: with conntrack (Open vSwitch: kp_app.ct_pipeline)
 # or in kp-switch's C data path, from the VIP tables kp_app sends it (kp_app.lb_pipeline).
 MODE_PACKET_IN, MODE_CT, MODE_LB = "packet-in", "ct", "lb"
 MODES = (MODE_PACKET_IN, MODE_CT, MODE_LB)
-
-
-@dataclass
-class Host:
-    mac: str
-    port: int
 
 
 def gateway_mac(dpid: int) -> str:
@@ -45,8 +40,7 @@ class Node:
         self.dpid = dpid
         self.model = model
         self.mac = gateway_mac(dpid)
-        self.hosts: Dict[object, Host] = {}
-        self.mac_ports: Dict[str, int] = {}
+        self.hosts = HostTable()
         self.port_names: Dict[int, str] = {}
         self.sessions = SessionTable(model.conf.buckets)
         self.affinity = ClientAffinity()
@@ -113,7 +107,7 @@ class Node:
                 continue
             match = f.match_dict
             if f.priority == pipeline.PRIO_HOST and "eth_dst" in match:
-                self.mac_ports.setdefault(match["eth_dst"], outputs[0])
+                self.hosts.adopt(match["eth_dst"], outputs[0])
                 continue
             macs = [a[2] for a in f.actions if a[:2] == ("set_field", "eth_dst")]
             target = match.get("ipv4_dst") or match.get("ipv6_dst")
@@ -122,7 +116,7 @@ class Node:
                     address = ipaddress.ip_address(target)
                 except ValueError:
                     continue
-                self.hosts.setdefault(address, Host(macs[0], outputs[0]))
+                self.hosts.adopt(macs[0], outputs[0], address)
 
     def _programming(self) -> list:
         msgs: list = pipeline.base_flows(self.mac,
@@ -135,7 +129,7 @@ class Node:
         msgs += pipeline.route_flows(self.mac, self.routes)
         for vip in self.model.vips.values():
             msgs += self.vip_programming(vip)
-        for mac, port in self.mac_ports.items():
+        for mac, port in self.hosts.mac_items():
             msgs.append(pipeline.host_flow(mac, port))
         for address, host in self.hosts.items():
             msgs.append(pipeline.host_route_flow(self.mac, address, host.mac, host.port))
@@ -268,12 +262,7 @@ class Node:
         """A port went down or away: forget the hosts learned behind it, with their flows,
         and end the sessions whose client or pod was there (their flows go too): if the
         host comes back behind another port, it is learned there afresh."""
-        macs = [m for m, p in self.mac_ports.items() if p == port]
-        addresses = [a for a, h in self.hosts.items() if h.port == port]
-        for mac in macs:
-            del self.mac_ports[mac]
-        for address in addresses:
-            del self.hosts[address]
+        macs, addresses = self.hosts.forget_port(port)
         msgs: list = [pipeline.host_deletes(port)] if macs or addresses else []
         for session in list(self.sessions):
             if session.client_in_port == port or session.pod in addresses:
@@ -293,13 +282,10 @@ class Node:
         for address in addresses:
             subnet = subnets[address.version]
             if (address in self.hosts or (subnet is not None and address not in subnet)
-                    or self._route_for(address) is not None):
+                    or routing.next_hop(self.routes, address) is not None):
                 continue
-            if address.version == 4:
-                data = frames.arp_request(self.mac, node.ipv4, address)
-            else:
-                data = frames.neighbor_solicit(self.mac, None, address)
-            msgs.append(PacketOut(data, self._flood(None), OFPP_CONTROLLER))
+            msgs.append(PacketOut(neighbours.solicitation(self.mac, node.ipv4, address),
+                                  self._flood(None), OFPP_CONTROLLER))
         return msgs
 
     def _flood(self, in_port: Optional[int]) -> tuple:
@@ -309,21 +295,12 @@ class Node:
         return tuple(("output", p) for p in sorted(self.port_names)
                      if p != in_port and p not in self.switch_ports)
 
-    def _route_for(self, address):
-        """(next node's gateway MAC, port) when `address` is in another node's subnet."""
-        best = None
-        for subnet, mac, port in self.routes:
-            if address.version == subnet.version and address in subnet:
-                if best is None or subnet.prefixlen > best[0].prefixlen:
-                    best = (subnet, mac, port)
-        return None if best is None else best[1:]
-
     def resolve(self, address):
         """(MAC, port) to send a packet for `address` to, or None if not known yet."""
         host = self.hosts.get(address)
         if host is not None:
             return host.mac, host.port
-        return self._route_for(address)
+        return routing.next_hop(self.routes, address)
 
     # -- packet-in ---------------------------------------------------------------------
 
@@ -332,10 +309,8 @@ class Node:
         if frame is None or self.transit_gateways is not None:
             return []
         msgs, learned = self._learn(frame, in_port)
-        if frame.is_arp:
-            msgs += self._arp(frame, in_port)
-        elif frame.is_nd:
-            msgs += self._nd(frame, in_port)
+        if frame.is_arp or frame.is_nd:
+            msgs += self._neighbour(frame, in_port)
         elif frame.has_ports and frame.ip_src is not None:
             self.service_packet_ins += 1
             msgs += self._service_packet(frame, in_port, now)
@@ -353,20 +328,12 @@ class Node:
         src = frame.eth_src
         if src == self.mac or int(src.split(":")[0], 16) & 1 or in_port in self.switch_ports:
             return msgs, learned
-        if self.mac_ports.get(src) != in_port:
-            self.mac_ports[src] = in_port
+        if self.hosts.learn_mac(src, in_port):
             msgs.append(pipeline.host_flow(src, in_port))
-        address, mac = None, src
-        if frame.is_arp and frame.arp_spa and not frame.arp_spa.is_unspecified:
-            address, mac = frame.arp_spa, frame.arp_sha
-        elif frame.is_nd and frame.icmp_type == frames.ND_NA and frame.nd_target:
-            address, mac = frame.nd_target, frame.nd_lladdr or src
-        elif frame.ip_src is not None and not frame.ip_src.is_unspecified:
-            address = frame.ip_src
-        if address is not None and not self._is_ours(address):
-            known = self.hosts.get(address)
-            if known is None or (known.mac, known.port) != (mac, in_port):
-                self.hosts[address] = Host(mac, in_port)
+        claimed = neighbours.claim(frame)
+        if claimed is not None and not self._is_ours(claimed[0]):
+            address, mac = claimed
+            if self.hosts.learn_address(address, mac, in_port):
                 msgs.append(pipeline.host_route_flow(self.mac, address, mac, in_port))
                 if address in self.pending:
                     learned.append(address)
@@ -377,17 +344,11 @@ class Node:
         node = self.model.node_addresses(self.dpid)
         return address in (node.ipv4, node.ipv6) or self.model.serves(address)
 
-    def _arp(self, frame: frames.Frame, in_port: int) -> list:
-        if frame.arp_op == 1 and frame.arp_tpa is not None and self._is_ours(frame.arp_tpa):
-            return [PacketOut(frames.arp_reply(frame, self.mac), (("output", in_port),),
-                              OFPP_CONTROLLER)]
-        return self._forward_neighbour(frame, in_port)
-
-    def _nd(self, frame: frames.Frame, in_port: int) -> list:
-        if (frame.icmp_type == frames.ND_NS and frame.nd_target is not None
-                and self._is_ours(frame.nd_target)):
-            return [PacketOut(frames.neighbor_advert(frame, self.mac), (("output", in_port),),
-                              OFPP_CONTROLLER)]
+    def _neighbour(self, frame: frames.Frame, in_port: int) -> list:
+        """ARP or ND: answered when it asks for one of kp's addresses, else the hosts'."""
+        reply = neighbours.answer(frame, self.mac, self._is_ours)
+        if reply is not None:
+            return [PacketOut(reply, (("output", in_port),), OFPP_CONTROLLER)]
         return self._forward_neighbour(frame, in_port)
 
     def _forward_neighbour(self, frame: frames.Frame, in_port: int) -> list:
@@ -398,7 +359,7 @@ class Node:
         """Not for a service: switch it like the FORWARDING table would."""
         if frame.eth_dst == self.mac and frame.ip_dst is not None:
             return self._route(frame, in_port, None)
-        port = self.mac_ports.get(frame.eth_dst)
+        port = self.hosts.port_of(frame.eth_dst)
         if port == in_port:
             return []
         actions = (("output", port),) if port is not None else self._flood(in_port)
@@ -408,8 +369,7 @@ class Node:
         """A packet for the gateway: answer pings to the node, or route it on."""
         node = self.model.node_addresses(self.dpid)
         if frame.ip_dst == node.for_version(frame.ip_dst.version):
-            if frame.icmp_type in (ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST) and (
-                    frame.ip_proto in (frames.ICMP, frames.ICMPV6)):
+            if routing.is_echo_request(frame):
                 return [PacketOut(frames.echo_reply(frame, self.mac), (("output", in_port),),
                                   OFPP_CONTROLLER)]
             return []

@@ -1,0 +1,45 @@
+"""ARP and IPv6 neighbour discovery: what kp answers, what a frame claims, how kp asks.
+
+kp answers ARP requests and neighbour solicitations for the addresses it owns (the
+node's, and every service address: VIPs, external IPs); everything else between hosts
+is theirs (forwarded, or in lb/ct modes switched by the switch itself: see
+kp_app.pipeline.base_flows). Pure functions over kp_app.frames.
+"""
+from typing import Callable, Optional, Tuple
+
+from kp_app import frames
+
+ARP_REQUEST, ARP_REPLY = 1, 2
+
+
+def answer(frame: frames.Frame, gateway_mac: str,
+           is_ours: Callable[[object], bool]) -> Optional[bytes]:
+    """kp's ARP reply or neighbour advertisement to a request for one of its own
+    addresses, or None when the frame asks for no address of kp's."""
+    if frame.is_arp:
+        if frame.arp_op == ARP_REQUEST and frame.arp_tpa is not None and is_ours(frame.arp_tpa):
+            return frames.arp_reply(frame, gateway_mac)
+    elif frame.is_nd:
+        if (frame.icmp_type == frames.ND_NS and frame.nd_target is not None
+                and is_ours(frame.nd_target)):
+            return frames.neighbor_advert(frame, gateway_mac)
+    return None
+
+
+def claim(frame: frames.Frame) -> Optional[Tuple[object, str]]:
+    """(address, MAC) a frame says its sender is: an ARP sender, a neighbour
+    advertisement's target, else the IP source behind the Ethernet source."""
+    if frame.is_arp and frame.arp_spa and not frame.arp_spa.is_unspecified:
+        return frame.arp_spa, frame.arp_sha
+    if frame.is_nd and frame.icmp_type == frames.ND_NA and frame.nd_target:
+        return frame.nd_target, frame.nd_lladdr or frame.eth_src
+    if frame.ip_src is not None and not frame.ip_src.is_unspecified:
+        return frame.ip_src, frame.eth_src
+    return None
+
+
+def solicitation(gateway_mac: str, node_ipv4, address) -> bytes:
+    """kp asking for `address`'s MAC (ARP request, or neighbour solicitation)."""
+    if address.version == 4:
+        return frames.arp_request(gateway_mac, node_ipv4, address)
+    return frames.neighbor_solicit(gateway_mac, None, address)
