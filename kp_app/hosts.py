@@ -1,73 +1,170 @@
 """The hosts behind one switch's ports: which MAC is behind which port (L2), and which
 MAC and port an IP address is (the hosts the node routes to: pods, clients).
 
-Pure data: the Node learns into it from packet-ins and turns what changed into flows.
+Bindings. An address, and a MAC, is bound to the port it was first learned on: a frame
+from another port that claims it (an ARP or neighbour advertisement, a spoofed source)
+does not move it (the move is refused and counted) unless the binding is released: the
+port went down or away (`forget_port`), or the binding is idle, no frame from its host
+for `HOST_IDLE_SECONDS` (a host that really moved is learned at its new port after
+that). On the port it is bound to, an address may change its MAC (a pod restarted).
+Only what the controller sees refreshes a binding; the Node asks a bound host that is
+in use (a pod of a VIP) again, out of its port, before it goes idle (`stale`).
+
+Bounds. Each table holds at most `MAX_HOSTS` entries. When one is full, a new entry
+takes the place of the entry idle longest, if that one is idle; else of the entry seen
+least recently that is not in use (the Node says which are: pods of VIPs); if every
+entry is in use and none idle, the new one is not learned (refused, counted), so a flood
+of new addresses or MACs from a host port never pushes out a pod kp sends traffic to.
+
+Pure data: the Node learns into it from packet-ins (with `now`) and turns what changed
+into flows.
 """
-from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from kp_app.model import Address
+
+HOST_IDLE_SECONDS = 300.0   # a binding no frame refreshed for this long is released
+MAX_HOSTS = 4096            # entries per table (addresses; MACs) of one switch
+REFUSAL_LOG_SECONDS = 10.0  # refused claims are logged at most once in this long
 
 
 @dataclass
 class Host:
     mac: str
     port: int
+    seen: Optional[float] = None    # None: adopted from the switch's flows, not seen yet
+
+
+@dataclass
+class Learned:
+    """What one learn changed: the entry is new or moved (its flow to be installed),
+    the claim was refused (a bound entry elsewhere, or no room), and the entries pushed
+    out to make room (their flows to be deleted): [(key, Host)]."""
+    changed: bool = False
+    refused: bool = False
+    evicted: List[Tuple[object, Host]] = field(default_factory=list)
+
+
+def _never(_key) -> bool:
+    return False
+
+
+class _BoundTable:
+    """key (an address or a MAC) -> Host, bound to its port, bounded."""
+
+    def __init__(self, limit: int, idle: float) -> None:
+        self.entries: Dict[object, Host] = {}
+        self.limit, self.idle = limit, idle
+
+    def is_idle(self, host: Host, now: float) -> bool:
+        return host.seen is not None and now - host.seen >= self.idle
+
+    def learn(self, key, mac: str, port: int, now: float,
+              in_use: Callable[[object], bool]) -> Learned:
+        known = self.entries.get(key)
+        if known is not None:
+            if known.port == port:
+                changed = known.mac != mac
+                known.mac, known.seen = mac, now
+                return Learned(changed=changed)
+            if not self.is_idle(known, now):
+                return Learned(refused=True)
+            self.entries[key] = Host(mac, port, now)    # released by idleness: moved
+            return Learned(changed=True)
+        evicted = []
+        if len(self.entries) >= self.limit:
+            victim = self._victim(now, in_use)
+            if victim is None:
+                return Learned(refused=True)
+            evicted.append((victim, self.entries.pop(victim)))
+        self.entries[key] = Host(mac, port, now)
+        return Learned(changed=True, evicted=evicted)
+
+    def _victim(self, now: float, in_use: Callable[[object], bool]):
+        def age(item):
+            return item[1].seen if item[1].seen is not None else now
+        by_age = sorted(self.entries.items(), key=age)
+        if by_age and self.is_idle(by_age[0][1], now):
+            return by_age[0][0]
+        return next((k for k, _ in by_age if not in_use(k)), None)
+
+    def forget_port(self, port: int) -> list:
+        keys = [k for k, h in self.entries.items() if h.port == port]
+        for key in keys:
+            del self.entries[key]
+        return keys
 
 
 class HostTable:
-    """address -> Host, and MAC -> port."""
+    """address -> Host, and MAC -> port, each bound and bounded (the module's text).
+    `refused` counts the claims refused: moves of a bound entry, and no room."""
 
-    def __init__(self) -> None:
-        self.addresses: Dict[Address, Host] = {}
-        self.macs: Dict[str, int] = {}
+    def __init__(self, limit: int = MAX_HOSTS, idle: float = HOST_IDLE_SECONDS) -> None:
+        self._addresses = _BoundTable(limit, idle)
+        self._macs = _BoundTable(limit, idle)
+        self.refused = 0
+
+    @property
+    def idle(self) -> float:
+        return self._addresses.idle
 
     def __contains__(self, address) -> bool:
-        return address in self.addresses
+        return address in self._addresses.entries
 
     def __len__(self) -> int:
-        return len(self.addresses)
+        return len(self._addresses.entries)
 
     def get(self, address) -> Optional[Host]:
-        return self.addresses.get(address)
+        return self._addresses.entries.get(address)
 
     def items(self) -> Iterator[Tuple[Address, Host]]:
-        return iter(list(self.addresses.items()))
+        return iter(list(self._addresses.entries.items()))
 
     def port_of(self, mac: str) -> Optional[int]:
-        return self.macs.get(mac)
+        host = self._macs.entries.get(mac)
+        return None if host is None else host.port
 
     def mac_items(self) -> Iterator[Tuple[str, int]]:
-        return iter(list(self.macs.items()))
+        return iter([(m, h.port) for m, h in self._macs.entries.items()])
 
-    def learn_mac(self, mac: str, port: int) -> bool:
-        """True if `mac` is new behind `port` (its flow is to be (re)installed)."""
-        if self.macs.get(mac) == port:
-            return False
-        self.macs[mac] = port
-        return True
+    def learn_mac(self, mac: str, port: int, now: float) -> Learned:
+        learned = self._macs.learn(mac, mac, port, now, _never)
+        self.refused += learned.refused
+        return learned
 
-    def learn_address(self, address, mac: str, port: int) -> bool:
-        """True if `address` is new as (`mac`, `port`)."""
-        known = self.addresses.get(address)
-        if known is not None and (known.mac, known.port) == (mac, port):
-            return False
-        self.addresses[address] = Host(mac, port)
-        return True
+    def learn_address(self, address, mac: str, port: int, now: float,
+                      in_use: Callable[[object], bool] = _never) -> Learned:
+        """`in_use(address)`: an entry that must not be pushed out for a new one."""
+        learned = self._addresses.learn(address, mac, port, now, in_use)
+        self.refused += learned.refused
+        return learned
+
+    def stale(self, now: float, in_use: Callable[[object], bool]) -> List[Tuple[Address, Host]]:
+        """Addresses in use that no frame refreshed for half the idle time, and not yet
+        idle (the Node asks them again, out of their port: a live host answers before
+        its binding is released, a gone one is asked no more); and stamps the adopted
+        ones with `now`."""
+        out = []
+        for address, host in self._addresses.entries.items():
+            if host.seen is None:
+                host.seen = now
+            elif self.idle / 2 <= now - host.seen < self.idle and in_use(address):
+                out.append((address, host))
+        for host in self._macs.entries.values():
+            if host.seen is None:
+                host.seen = now
+        return out
 
     def adopt(self, mac: Optional[str], port: int, address=None) -> None:
-        """What a switch's flows say was learned before (a controller restart)."""
-        if address is None:
-            self.macs.setdefault(mac, port)
-        else:
-            self.addresses.setdefault(address, Host(mac, port))
+        """What a switch's flows say was learned before (a controller restart): bound as
+        if just seen, once `stale` stamps it."""
+        table = self._macs if address is None else self._addresses
+        key = mac if address is None else address
+        if key not in table.entries and len(table.entries) < table.limit:
+            table.entries[key] = Host(mac, port)
 
     def forget_port(self, port: int) -> Tuple[List[str], List[Address]]:
-        """Forget every MAC and address behind `port`: (the MACs, the addresses)."""
-        macs = [m for m, p in self.macs.items() if p == port]
-        addresses = [a for a, h in self.addresses.items() if h.port == port]
-        for mac in macs:
-            del self.macs[mac]
-        for address in addresses:
-            del self.addresses[address]
-        return macs, addresses
+        """Forget (release) every MAC and address behind `port`: (the MACs, the
+        addresses)."""
+        return self._macs.forget_port(port), self._addresses.forget_port(port)

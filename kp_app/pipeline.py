@@ -1,6 +1,8 @@
 """kp's OpenFlow 1.3 pipeline, and the switch programming it needs, as plain data.
 
 Table 0, SERVICES (which packets are a service's business):
+    1010  (a switch that forwards ARP and ND itself) ARP from, ND from or advertising kp's
+          own addresses (node, VIPs, external IPs) -> controller only (never to hosts)
     1000  ARP, IPv6 neighbour discovery           -> controller (learn hosts, answer for
                                                      node, gateway and VIP addresses)
     1000  kp's link probes                        -> controller (discover the fabric)
@@ -57,6 +59,7 @@ SERVICES, SESSIONS, FORWARDING = 0, 1, 2
 CONNTRACK, LB = 3, 4
 
 PRIO_CONTROL = 1000
+PRIO_NEIGHBOUR_GUARD = PRIO_CONTROL + 10
 PRIO_SESSION = 900
 PRIO_NODE_PORT = 700
 PRIO_VIP = 500
@@ -259,6 +262,39 @@ def base_flows(gateway_mac: str, switch_forwards_neighbours: bool = False) -> li
         flow(SESSIONS, PRIO_MISS, {}, to_controller, cookie=base),
         flow(FORWARDING, PRIO_MISS, {}, (("output", OFPP_FLOOD),), cookie=base),
     ]
+
+
+def neighbour_guard_flows(network) -> list:
+    """On a switch that forwards ARP and ND itself (base_flows' `switch_forwards_neighbours`):
+    the ARP and ND that claim an address of `network`, one of kp's own (the node's, a VIP
+    prefix, an external IP), go to the controller only, never on to other hosts. kp
+    answers for those addresses; a host that claims one (a gratuitous ARP, an ARP reply,
+    an unsolicited NA, a solicitation from it) is refused there (kp_app.node).
+
+    IPv4: ARP whose sender address is in `network`. IPv6: NS and NA from an address in
+    it, and NA whose target is it (OpenFlow 1.3 matches ipv6_nd_target without a mask:
+    for a VIP prefix wider than /128 only the sources are guarded)."""
+    to_controller = (("output", OFPP_CONTROLLER),)
+    base = cookie(KIND_BASE)
+    if network.version == 4:
+        return [flow(SERVICES, PRIO_NEIGHBOUR_GUARD,
+                     {"eth_type": 0x0806, "arp_spa": network_match(network)},
+                     to_controller, cookie=base)]
+    icmp6 = {"eth_type": 0x86DD, "ip_proto": 58}
+    flows = [flow(SERVICES, PRIO_NEIGHBOUR_GUARD,
+                  {**icmp6, "icmpv6_type": kind, "ipv6_src": network_match(network)},
+                  to_controller, cookie=base) for kind in (135, 136)]
+    if network.prefixlen == network.max_prefixlen:
+        flows.append(flow(SERVICES, PRIO_NEIGHBOUR_GUARD,
+                          {**icmp6, "icmpv6_type": 136,
+                           "ipv6_nd_target": str(network.network_address)},
+                          to_controller, cookie=base))
+    return flows
+
+
+def strict_delete(f: FlowAdd) -> FlowDelete:
+    """Delete exactly this flow (its cookie, table, match and priority)."""
+    return FlowDelete(f.cookie, MASK_ALL, f.table, f.match, priority=f.priority)
 
 
 def transit_flows(gateways) -> list:
