@@ -16,13 +16,21 @@ least recently that is not in use (the Node says which are: pods of VIPs); if ev
 entry is in use and none idle, the new one is not learned (refused, counted), so a flood
 of new addresses or MACs from a host port never pushes out a pod kp sends traffic to.
 
-Pure data: the Node learns into it from packet-ins (with `now`) and turns what changed
-into flows.
+Refused claims are counted (`refused`, the Node's `claims_refused`) and logged, at most
+one line per REFUSAL_LOG_SECONDS. kp's own addresses (the node's, services') are never
+learned: the Node refuses their claims before they get here (`refuse_own`).
+
+Pure: the Node learns into it from packet-ins (with `now`); what changed comes back as
+flows (kp_app.pipeline).
 """
+import logging
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
+from kp_app import pipeline
 from kp_app.model import Address
+
+LOG = logging.getLogger("kp_app")
 
 HOST_IDLE_SECONDS = 300.0   # a binding no frame refreshed for this long is released
 MAX_HOSTS = 4096            # entries per table (addresses; MACs) of one switch
@@ -44,6 +52,15 @@ class Learned:
     changed: bool = False
     refused: bool = False
     evicted: List[Tuple[object, Host]] = field(default_factory=list)
+
+
+@dataclass
+class Learning:
+    """What learning one frame's sender gave: flows (new and moved hosts, and deletes of
+    those pushed out), the addresses newly learned, whether a claim was refused."""
+    flows: list = field(default_factory=list)
+    addresses: list = field(default_factory=list)
+    refused: bool = False
 
 
 def _never(_key) -> bool:
@@ -104,6 +121,7 @@ class HostTable:
         self._addresses = _BoundTable(limit, idle)
         self._macs = _BoundTable(limit, idle)
         self.refused = 0
+        self._logged: Tuple[float, int] = (float("-inf"), 0)    # (when, `refused` then)
 
     @property
     def idle(self) -> float:
@@ -140,6 +158,51 @@ class HostTable:
         self.refused += learned.refused
         return learned
 
+    def learn(self, gateway_mac: str, src_mac: str, claimed: Optional[Tuple[Address, str]],
+              port: int, now: float, in_use: Callable[[object], bool] = _never) -> Learning:
+        """Learn a frame's Ethernet source at `port`, and the (address, MAC) it claims
+        (kp_app.neighbours.claim), if any, with their flows (routed ones via
+        `gateway_mac`)."""
+        out = Learning()
+        mac_learned = self.learn_mac(src_mac, port, now)
+        out.refused = mac_learned.refused
+        if mac_learned.changed:
+            out.flows.append(pipeline.host_flow(src_mac, port))
+        out.flows += [_host_delete(None, m, h) for m, h in mac_learned.evicted]
+        if claimed is not None:
+            address, mac = claimed
+            learned = self.learn_address(address, mac, port, now, in_use)
+            out.refused = out.refused or learned.refused
+            out.flows += [_host_delete(gateway_mac, a, h) for a, h in learned.evicted]
+            if learned.changed:
+                out.flows.append(pipeline.host_route_flow(gateway_mac, address, mac, port))
+                out.addresses.append(address)
+        return out
+
+    def refuse_own(self, dpid: int, address, src_mac: str, port: int, now: float) -> None:
+        """An ARP or ND frame claimed one of kp's own addresses: counted and logged."""
+        self.refused += 1
+        self._log(dpid, now, f"{address} (kp's own) claimed by {src_mac} on port {port}")
+
+    def log_refusal(self, dpid: int, now: float, src_mac: str, port: int,
+                    claimed: Optional[Tuple[Address, str]]) -> None:
+        known = self.get(claimed[0]) if claimed is not None else None
+        bound = self._macs.entries.get(src_mac)
+        self._log(dpid, now, f"{src_mac} on port {port}" + (
+            f" claiming {claimed[0]} (bound to port {known.port})" if known and
+            known.port != port else "") + (
+            f" (the MAC is bound to port {bound.port})" if bound and bound.port != port
+            else ""))
+
+    def _log(self, dpid: int, now: float, what: str) -> None:
+        """One line per REFUSAL_LOG_SECONDS, with the count since the last line."""
+        last, refused_then = self._logged
+        if now - last < REFUSAL_LOG_SECONDS:
+            return
+        LOG.warning("switch %016x: refused a host's claim: %s (%d refused since the "
+                    "last such line)", dpid, what, self.refused - refused_then)
+        self._logged = (now, self.refused)
+
     def stale(self, now: float, in_use: Callable[[object], bool]) -> List[Tuple[Address, Host]]:
         """Addresses in use that no frame refreshed for half the idle time, and not yet
         idle (the Node asks them again, out of their port: a live host answers before
@@ -168,3 +231,11 @@ class HostTable:
         """Forget (release) every MAC and address behind `port`: (the MACs, the
         addresses)."""
         return self._macs.forget_port(port), self._addresses.forget_port(port)
+
+
+def _host_delete(gateway_mac: Optional[str], key, host: Host) -> pipeline.FlowDelete:
+    """The flow of one host pushed out of a full table: its routed flow (an address,
+    `gateway_mac` given) or its L2 flow (a MAC)."""
+    return pipeline.strict_delete(
+        pipeline.host_flow(key, host.port) if gateway_mac is None
+        else pipeline.host_route_flow(gateway_mac, key, host.mac, host.port))

@@ -3,11 +3,14 @@
 kp answers ARP requests and neighbour solicitations for the addresses it owns (the
 node's, and every service address: VIPs, external IPs); everything else between hosts
 is theirs (forwarded, or in lb/ct modes switched by the switch itself: see
-kp_app.pipeline.base_flows). Pure functions over kp_app.frames.
+kp_app.pipeline.base_flows). A host that claims one of kp's addresses is refused
+(kp_app.node, kp_app.hosts); where the switch forwards ARP and ND itself, `Guards`' flows
+send such claims to the controller only. Pure, over kp_app.frames and kp_app.pipeline.
 """
-from typing import Callable, Optional, Tuple
+import ipaddress
+from typing import Callable, Dict, List, Optional, Tuple
 
-from kp_app import frames
+from kp_app import frames, pipeline
 
 ARP_REQUEST, ARP_REPLY = 1, 2
 
@@ -43,3 +46,30 @@ def solicitation(gateway_mac: str, node_ipv4, address) -> bytes:
     if address.version == 4:
         return frames.arp_request(gateway_mac, node_ipv4, address)
     return frames.neighbor_solicit(gateway_mac, None, address)
+
+
+class Guards:
+    """The guard flows (pipeline.neighbour_guard_flows) of kp's own addresses on one
+    switch that forwards ARP and ND itself: the node's, and each VIP's prefix and
+    external IPs, which VIPs of the same address share."""
+
+    def __init__(self) -> None:
+        self._networks: Dict[int, tuple] = {}   # vip id -> its networks
+
+    @staticmethod
+    def node_flows(node) -> List[pipeline.FlowAdd]:
+        """The node's addresses' (kp_app.model.NodeAddresses)."""
+        return [f for address in (node.ipv4, node.ipv6) if address is not None
+                for f in pipeline.neighbour_guard_flows(ipaddress.ip_network(address))]
+
+    def vip_flows(self, vip) -> List[pipeline.FlowAdd]:
+        networks = (vip.prefix,) + tuple(ipaddress.ip_network(a) for a in vip.external_ips)
+        self._networks[vip.id] = networks
+        return [f for n in networks for f in pipeline.neighbour_guard_flows(n)]
+
+    def forget(self, vip_id: int) -> List[pipeline.FlowDelete]:
+        """A VIP went: deletes of its guards that no other VIP's addresses need."""
+        gone = self._networks.pop(vip_id, ())
+        kept = {n for networks in self._networks.values() for n in networks}
+        return [pipeline.strict_delete(f) for n in gone if n not in kept
+                for f in pipeline.neighbour_guard_flows(n)]

@@ -5,13 +5,15 @@ between nodes (kp_app.routing).
 A Node turns events (packet-in, flow-removed, stats) into switch programming, returned
 as data (kp_app.pipeline messages). It never talks to the switch and never reads the
 clock: `now` comes in with each event.
+
+(Over 500 lines: what is left is one switch's programming and the life of its sessions,
+which share the node's state at every step; hosts, ARP/ND and routing are out.)
 """
 import ipaddress
-import logging
 from typing import Dict, List, Optional, Tuple
 
 from kp_app import ct_pipeline, frames, lb_pipeline, neighbours, pipeline, routing
-from kp_app.hosts import REFUSAL_LOG_SECONDS, Host, HostTable
+from kp_app.hosts import HostTable
 from kp_app.maglev import MaglevTable
 from kp_app.model import Address, ServiceModel, Vip
 from kp_app.pipeline import (OFPP_CONTROLLER, OFPP_FLOOD, FlowDelete, PacketOut,
@@ -19,7 +21,6 @@ from kp_app.pipeline import (OFPP_CONTROLLER, OFPP_FLOOD, FlowDelete, PacketOut,
 from kp_app.sessions import ClientAffinity, FiveTuple, Session, SessionTable, client_hash
 from kp_proto.session_hash import DEFAULT_BASIS as HASH_BASIS
 
-LOG = logging.getLogger("kp_app")
 PENDING_PER_HOST = 16       # first packets held while a pod's MAC is being resolved
 PENDING_SECONDS = 3.0
 # Source ports for sessions whose client is SNATed to the node's address; the node's
@@ -43,10 +44,6 @@ class Node:
         self.model = model
         self.mac = gateway_mac(dpid)
         self.hosts = HostTable()
-        # ARP and ND that claimed one of kp's own addresses (the node's, a service's):
-        # never learned nor forwarded. With self.hosts.refused: `claims_refused`.
-        self.own_claims_refused = 0
-        self._refusals_logged: Tuple[float, int] = (float("-inf"), 0)
         self.port_names: Dict[int, str] = {}
         self.sessions = SessionTable(model.conf.buckets)
         self.affinity = ClientAffinity()
@@ -67,9 +64,7 @@ class Node:
         # vip id -> what the switch holds for it, to send only what a change changes:
         # the compiled flows (ct mode), a lb_pipeline.Compiled (lb mode)
         self._compiled: Dict[int, object] = {}
-        # vip id -> its networks whose ARP and ND the switch sends only to the controller
-        # (pipeline.neighbour_guard_flows; lb and ct modes), shared by VIPs of one address
-        self._guarded: Dict[int, tuple] = {}
+        self.guards = neighbours.Guards()     # (lb and ct modes)
         # vip id -> (packets, bytes) its compiled classifier flows passed, and
         # vip id -> {table index: new sessions its LB entry made}, from the last flow
         # stats (a session the switch makes is known to the controller only as counts)
@@ -130,12 +125,9 @@ class Node:
     def _programming(self) -> list:
         msgs: list = pipeline.base_flows(self.mac,
                                          switch_forwards_neighbours=self.mode != MODE_PACKET_IN)
-        self._compiled, self._guarded = {}, {}
-        node = self.model.node_addresses(self.dpid)
+        self._compiled, self.guards = {}, neighbours.Guards()
         if self.mode != MODE_PACKET_IN:
-            for address in (node.ipv4, node.ipv6):
-                if address is not None:
-                    msgs += pipeline.neighbour_guard_flows(ipaddress.ip_network(address))
+            msgs += self.guards.node_flows(self.model.node_addresses(self.dpid))
         if self.mode == MODE_CT:
             msgs += ct_pipeline.base_flows()
         msgs.append(pipeline.SetCacheBuckets(self.model.conf.buckets))
@@ -175,23 +167,8 @@ class Node:
         flows = lb_pipeline.vip_flows(vip, node) if self.mode == MODE_LB else pipeline.vip_flows(
             vip, node, self.mode == MODE_CT and ct_pipeline.why_not_compiled(vip) is None,
             ct_pipeline.external_compiled(vip), tracked=self.mode == MODE_CT)
-        return (msgs + [m for m in flows if m not in sent] + self._guard_programming(vip)
-                + self.probe(list(vip.pods)))
-
-    def _guard_programming(self, vip: Vip) -> list:
-        """Where the switch forwards ARP and ND itself: the VIP's addresses' guards."""
-        if self.mode == MODE_PACKET_IN:
-            return []
-        networks = (vip.prefix,) + tuple(ipaddress.ip_network(a) for a in vip.external_ips)
-        self._guarded[vip.id] = networks
-        return [f for n in networks for f in pipeline.neighbour_guard_flows(n)]
-
-    def _guard_deletes(self, vip_id: int) -> list:
-        """The guards of a VIP gone that no other VIP's addresses need."""
-        gone = self._guarded.pop(vip_id, ())
-        kept = {n for networks in self._guarded.values() for n in networks}
-        return [pipeline.strict_delete(f) for n in gone if n not in kept
-                for f in pipeline.neighbour_guard_flows(n)]
+        guards = self.guards.vip_flows(vip) if self.mode != MODE_PACKET_IN else []
+        return msgs + [m for m in flows if m not in sent] + guards + self.probe(list(vip.pods))
 
     def compiled_programming(self, vip: Vip) -> list:
         """What a switch that makes sessions itself needs after a change of the VIP's
@@ -256,7 +233,7 @@ class Node:
         """The VIP is gone (its flows went with one cookie-masked delete). In lb mode the
         switch ends its sessions and forgets it."""
         held = self._compiled.pop(vip_id, None)
-        guards = self._guard_deletes(vip_id)
+        guards = self.guards.forget(vip_id)
         if self.mode != MODE_LB or self.transit_gateways is not None:
             return guards
         return guards + lb_pipeline.forget(held or lb_pipeline.NOTHING, vip_id)
@@ -359,64 +336,38 @@ class Node:
     def claims_refused(self) -> int:
         """Claims not learned: moves of a bound address or MAC, no room in a full table,
         ARP and ND for kp's own addresses (kp_app.hosts)."""
-        return self.hosts.refused + self.own_claims_refused
+        return self.hosts.refused
 
     def _learn(self, frame: frames.Frame, in_port: int, now: float):
-        """Learn the frame's sender: (flows, addresses newly learned, whether a claim
-        of it was refused)."""
-        msgs: list = []
-        learned: list = []
+        """Learn the frame's sender (kp_app.hosts): (flows, addresses newly learned,
+        whether a claim of it was refused: an ARP or ND frame so refused is dropped)."""
         src = frame.eth_src
         if src == self.mac or int(src.split(":")[0], 16) & 1 or in_port in self.switch_ports:
-            return msgs, learned, False
+            return [], [], False
         claimed = neighbours.claim(frame)
         if claimed is not None and self._is_ours(claimed[0]):
             if frame.is_arp or frame.is_nd:
-                self.own_claims_refused += 1
-                self._log_refusal(now, f"{claimed[0]} (kp's own) claimed by {src} on port "
-                                       f"{in_port}")
-                return msgs, learned, True
+                self.hosts.refuse_own(self.dpid, claimed[0], src, in_port, now)
+                return [], [], True
             claimed = None      # (a spoofed source: not learned)
-        result = self.hosts.learn_mac(src, in_port, now)
-        refused = result.refused
-        if result.changed:
-            msgs.append(pipeline.host_flow(src, in_port))
-        msgs += [_host_delete(None, mac, host) for mac, host in result.evicted]
-        if claimed is not None:
-            address, mac = claimed
-            result = self.hosts.learn_address(address, mac, in_port, now,
-                                              self._in_use_check())
-            refused = refused or result.refused
-            msgs += [_host_delete(self.mac, a, host) for a, host in result.evicted]
-            if result.changed:
-                msgs.append(pipeline.host_route_flow(self.mac, address, mac, in_port))
-                if address in self.pending:
-                    learned.append(address)
-        if refused:
-            known = self.hosts.get(claimed[0]) if claimed is not None else None
-            self._log_refusal(now, f"{src} on port {in_port}" + (
-                f" claiming {claimed[0]} (bound to port {known.port})" if known else ""))
-        return msgs, learned, refused
+        learning = self.hosts.learn(self.mac, src, claimed, in_port, now, self._in_use())
+        if learning.refused:
+            self.hosts.log_refusal(self.dpid, now, src, in_port, claimed)
+        learned = [a for a in learning.addresses if a in self.pending]
+        return learning.flows, learned, learning.refused
 
-    def _in_use_check(self):
-        """A callable: is this address in use (a pod of a VIP, a session's client or
-        pod)? Those are never pushed out of a full host table. Built once per call."""
-        used: set = set()
-        for vip in self.model.vips.values():
-            used.update(vip.pods)
-        for session in self.sessions:
-            used.update((session.forward.src, session.pod))
-        return used.__contains__
+    def _in_use(self):
+        """Is this address in use (a pod of a VIP, a session's client or pod)? Those are
+        never pushed out of a full host table. The set is built on the first question
+        (a full table), once per packet."""
+        used: list = []
 
-    def _log_refusal(self, now: float, what: str) -> None:
-        """One log line per REFUSAL_LOG_SECONDS, with the count since the last."""
-        last, count_then = self._refusals_logged
-        if now - last < REFUSAL_LOG_SECONDS:
-            return
-        total = self.claims_refused
-        LOG.warning("switch %016x: refused a host's claim: %s (%d refused since the last "
-                    "such line)", self.dpid, what, total - count_then)
-        self._refusals_logged = (now, total)
+        def check(address) -> bool:
+            if not used:
+                used.append({a for vip in self.model.vips.values() for a in vip.pods}
+                            | {a for s in self.sessions for a in (s.forward.src, s.pod)})
+            return address in used[0]
+        return check
 
     def refresh_hosts(self, now: float) -> list:
         """Periodic: ask the bound hosts in use that are going idle again, each out of
@@ -426,7 +377,7 @@ class Node:
         node = self.model.node_addresses(self.dpid)
         return [PacketOut(neighbours.solicitation(self.mac, node.ipv4, address),
                           (("output", host.port),), OFPP_CONTROLLER)
-                for address, host in self.hosts.stale(now, self._in_use_check())]
+                for address, host in self.hosts.stale(now, self._in_use())]
 
     def _is_ours(self, address) -> bool:
         """Addresses the node answers for: its own, and every service address."""
@@ -729,14 +680,6 @@ class Node:
     def sessions_of(self, vip_id: int, pod=None) -> List[Session]:
         return [s for s in self.sessions
                 if s.vip_id == vip_id and (pod is None or s.pod == pod)]
-
-
-def _host_delete(gateway_mac: Optional[str], key, host: Host) -> FlowDelete:
-    """The flow of one host pushed out of a full table: its routed flow (an address,
-    `gateway_mac` given) or its L2 flow (a MAC)."""
-    return pipeline.strict_delete(
-        pipeline.host_flow(key, host.port) if gateway_mac is None
-        else pipeline.host_route_flow(gateway_mac, key, host.mac, host.port))
 
 
 def _flow_order(f) -> tuple:
