@@ -52,6 +52,7 @@ class Learned:
     changed: bool = False
     refused: bool = False
     evicted: List[Tuple[object, Host]] = field(default_factory=list)
+    moved_from: Optional[Host] = None   # the binding an idle entry's move replaced
 
 
 @dataclass
@@ -88,7 +89,7 @@ class _BoundTable:
             if not self.is_idle(known, now):
                 return Learned(refused=True)
             self.entries[key] = Host(mac, port, now)    # released by idleness: moved
-            return Learned(changed=True)
+            return Learned(changed=True, moved_from=known)
         evicted = []
         if len(self.entries) >= self.limit:
             victim = self._victim(now, in_use)
@@ -159,10 +160,12 @@ class HostTable:
         return learned
 
     def learn(self, gateway_mac: str, src_mac: str, claimed: Optional[Tuple[Address, str]],
-              port: int, now: float, in_use: Callable[[object], bool] = _never) -> Learning:
+              port: int, now: float, in_use: Callable[[object], bool] = _never,
+              guard: bool = False) -> Learning:
         """Learn a frame's Ethernet source at `port`, and the (address, MAC) it claims
         (kp_app.neighbours.claim), if any, with their flows (routed ones via
-        `gateway_mac`)."""
+        `gateway_mac`; with `guard`, where the switch forwards ARP and ND itself, the
+        address's guards: pipeline.host_guard_flows)."""
         out = Learning()
         mac_learned = self.learn_mac(src_mac, port, now)
         out.refused = mac_learned.refused
@@ -171,11 +174,19 @@ class HostTable:
         out.flows += [_host_delete(None, m, h) for m, h in mac_learned.evicted]
         if claimed is not None:
             address, mac = claimed
+            new = address not in self._addresses.entries
             learned = self.learn_address(address, mac, port, now, in_use)
             out.refused = out.refused or learned.refused
             out.flows += [_host_delete(gateway_mac, a, h) for a, h in learned.evicted]
+            if guard:
+                gone = learned.evicted + ([(address, learned.moved_from)]
+                                          if learned.moved_from else [])
+                out.flows += [pipeline.strict_delete(f) for a, h in gone
+                              for f in pipeline.host_guard_flows(a, h.port)]
             if learned.changed:
                 out.flows.append(pipeline.host_route_flow(gateway_mac, address, mac, port))
+                if guard and (new or learned.moved_from is not None):
+                    out.flows += pipeline.host_guard_flows(address, port)
                 out.addresses.append(address)
         return out
 

@@ -139,6 +139,8 @@ class Node:
             msgs.append(pipeline.host_flow(mac, port))
         for address, host in self.hosts.items():
             msgs.append(pipeline.host_route_flow(self.mac, address, host.mac, host.port))
+            if self.mode != MODE_PACKET_IN:
+                msgs += pipeline.host_guard_flows(address, host.port)
         return msgs
 
     def route_programming(self) -> list:
@@ -272,6 +274,9 @@ class Node:
         host comes back behind another port, it is learned there afresh."""
         macs, addresses = self.hosts.forget_port(port)
         msgs: list = [pipeline.host_deletes(port)] if macs or addresses else []
+        if self.mode != MODE_PACKET_IN:     # (they output to the controller, not the port)
+            msgs += [pipeline.strict_delete(f) for a in addresses
+                     for f in pipeline.host_guard_flows(a, port)]
         for session in list(self.sessions):
             if session.client_in_port == port or session.pod in addresses:
                 msgs += pipeline.session_deletes(session)
@@ -350,7 +355,8 @@ class Node:
                 self.hosts.refuse_own(self.dpid, claimed[0], src, in_port, now)
                 return [], [], True
             claimed = None      # (a spoofed source: not learned)
-        learning = self.hosts.learn(self.mac, src, claimed, in_port, now, self._in_use())
+        learning = self.hosts.learn(self.mac, src, claimed, in_port, now, self._in_use(),
+                                    guard=self.mode != MODE_PACKET_IN)
         if learning.refused:
             self.hosts.log_refusal(self.dpid, now, src, in_port, claimed)
         learned = [a for a in learning.addresses if a in self.pending]

@@ -1,8 +1,10 @@
 """kp's OpenFlow 1.3 pipeline, and the switch programming it needs, as plain data.
 
 Table 0, SERVICES (which packets are a service's business):
-    1010  (a switch that forwards ARP and ND itself) ARP from, ND from or advertising kp's
-          own addresses (node, VIPs, external IPs) -> controller only (never to hosts)
+    1011  (a switch that forwards ARP and ND itself) ARP/ND claiming a learned host's
+          address, in at the port it is bound to -> controller, FORWARDING
+    1010  (the same) ARP from, ND from or advertising kp's own addresses (node, VIPs,
+          external IPs) or a learned host's -> controller only (never to hosts)
     1000  ARP, IPv6 neighbour discovery           -> controller (learn hosts, answer for
                                                      node, gateway and VIP addresses)
     1000  kp's link probes                        -> controller (discover the fabric)
@@ -49,6 +51,7 @@ VIP's or a pod's flows go with one cookie-masked delete, and flow-removed messag
 whose flow ended. A pod's reply flows are the exception: VIPs with the same pod and
 target port share them, so they carry only their kind and go when the last VIP does.
 """
+import ipaddress
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -264,31 +267,44 @@ def base_flows(gateway_mac: str, switch_forwards_neighbours: bool = False) -> li
     ]
 
 
+def claim_matches(network) -> list:
+    """Matches of the ARP and ND that claim an address of `network` for their sender.
+    IPv4: ARP whose sender address is in it. IPv6: NS and NA from an address in it, and
+    NA whose target is it (OpenFlow 1.3 matches ipv6_nd_target without a mask: for a
+    prefix wider than /128 only the sources)."""
+    if network.version == 4:
+        return [{"eth_type": 0x0806, "arp_spa": network_match(network)}]
+    icmp6 = {"eth_type": 0x86DD, "ip_proto": 58}
+    matches = [{**icmp6, "icmpv6_type": kind, "ipv6_src": network_match(network)}
+               for kind in (135, 136)]
+    if network.prefixlen == network.max_prefixlen:
+        matches.append({**icmp6, "icmpv6_type": 136,
+                        "ipv6_nd_target": str(network.network_address)})
+    return matches
+
+
 def neighbour_guard_flows(network) -> list:
     """On a switch that forwards ARP and ND itself (base_flows' `switch_forwards_neighbours`):
     the ARP and ND that claim an address of `network`, one of kp's own (the node's, a VIP
     prefix, an external IP), go to the controller only, never on to other hosts. kp
     answers for those addresses; a host that claims one (a gratuitous ARP, an ARP reply,
-    an unsolicited NA, a solicitation from it) is refused there (kp_app.node).
+    an unsolicited NA, a solicitation from it) is refused there (kp_app.node)."""
+    return [flow(SERVICES, PRIO_NEIGHBOUR_GUARD, m, (("output", OFPP_CONTROLLER),),
+                 cookie=cookie(KIND_BASE)) for m in claim_matches(network)]
 
-    IPv4: ARP whose sender address is in `network`. IPv6: NS and NA from an address in
-    it, and NA whose target is it (OpenFlow 1.3 matches ipv6_nd_target without a mask:
-    for a VIP prefix wider than /128 only the sources are guarded)."""
+
+def host_guard_flows(address, port: int) -> list:
+    """On such a switch, for a host kp learned (kp_app.hosts: bound to `port`): ARP and
+    ND that claim its address go on as any (to the controller, and FORWARDING) only from
+    its own port; from any other, to the controller only (which refuses them), so that
+    no host can tell the others it is this one."""
     to_controller = (("output", OFPP_CONTROLLER),)
-    base = cookie(KIND_BASE)
-    if network.version == 4:
-        return [flow(SERVICES, PRIO_NEIGHBOUR_GUARD,
-                     {"eth_type": 0x0806, "arp_spa": network_match(network)},
-                     to_controller, cookie=base)]
-    icmp6 = {"eth_type": 0x86DD, "ip_proto": 58}
-    flows = [flow(SERVICES, PRIO_NEIGHBOUR_GUARD,
-                  {**icmp6, "icmpv6_type": kind, "ipv6_src": network_match(network)},
-                  to_controller, cookie=base) for kind in (135, 136)]
-    if network.prefixlen == network.max_prefixlen:
-        flows.append(flow(SERVICES, PRIO_NEIGHBOUR_GUARD,
-                          {**icmp6, "icmpv6_type": 136,
-                           "ipv6_nd_target": str(network.network_address)},
-                          to_controller, cookie=base))
+    host = cookie(KIND_HOST)
+    flows = []
+    for m in claim_matches(ipaddress.ip_network(address)):
+        flows.append(flow(SERVICES, PRIO_NEIGHBOUR_GUARD, m, to_controller, cookie=host))
+        flows.append(flow(SERVICES, PRIO_NEIGHBOUR_GUARD + 1, {"in_port": port, **m},
+                          to_controller, cookie=host, goto=FORWARDING))
     return flows
 
 

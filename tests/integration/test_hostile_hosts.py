@@ -3,8 +3,8 @@
 
 - a host that claims the node's, a VIP's or a pod's address (gratuitous ARP, ARP
   replies, unsolicited neighbour advertisements) takes none of them: the VIP keeps
-  reaching the real pod, and no other host is told the node's or the VIP's address is
-  the attacker's;
+  reaching the real pod, and no other host is told the node's, the VIP's or the pod's
+  address is the attacker's;
 - a host that forges kp's link probes, or sends one back, makes no fabric link of its
   port: the pods behind the node's ports stay reachable through a VIP;
 - the fabric's real links, confirmed by the probes kp sends again and again, outlive
@@ -94,6 +94,9 @@ def test_a_host_claiming_the_nodes_a_vips_or_a_pods_address_takes_none(kpnode, c
     assert reaches_only(c1, VIP, p1.name) and reaches_only(c1, VIP6, p1.name)
     gateway4, gateway6 = neighbour_mac(c1, "10.0.0.1"), neighbour_mac(c1, "fd00::1")
     assert gateway4 and gateway6
+    pod4, pod6 = kpnode.ip(p1.name), kpnode.ip(p1.name, 6)
+    assert kp_lab.ping(c1, pod4) and kp_lab.ping(c1, pod6)     # c1 knows the pod too
+    assert neighbour_mac(c1, pod4) == neighbour_mac(c1, pod6) == p1.MAC()
     mac = attacker.MAC()
     claims = []
     for address in ("10.0.0.1", VIP, kpnode.ip(p1.name)):
@@ -112,6 +115,8 @@ def test_a_host_claiming_the_nodes_a_vips_or_a_pods_address_takes_none(kpnode, c
     assert neighbour_mac(c1, "10.0.0.1") == gateway4
     assert neighbour_mac(c1, "fd00::1") == gateway6
     assert mac not in (neighbour_mac(c1, VIP), neighbour_mac(c1, VIP6))
+    assert neighbour_mac(c1, pod4) == neighbour_mac(c1, pod6) == p1.MAC()
+    assert kp_lab.ping(c1, pod4) and kp_lab.ping(c1, pod6)
 
 
 def test_a_host_forging_or_returning_link_probes_makes_no_link(kpnode, controller):

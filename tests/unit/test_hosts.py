@@ -9,7 +9,7 @@ from kp_app import frames, pipeline
 from kp_app.hosts import HOST_IDLE_SECONDS, HostTable
 from kp_app.kubeproxy import KubeProxy
 from kp_app.node import MODE_LB, gateway_mac
-from kp_app.pipeline import FlowAdd, PacketOut
+from kp_app.pipeline import FlowAdd, FlowDelete, PacketOut
 from test_node import CLIENT_MAC, CLIENT_PORT, PODS, Clock
 
 GW = gateway_mac(1)
@@ -161,3 +161,33 @@ def test_a_switch_that_forwards_neighbours_sends_claims_of_kps_addresses_only_up
     kp.del_vip("10.96.0.10/32", 80)
     (gone,) = [m for m in sent if getattr(m, "priority", None) == pipeline.PRIO_NEIGHBOUR_GUARD]
     assert dict(gone.match) == {"eth_type": 0x0806, "arp_spa": "10.96.0.10"}
+
+
+def test_where_the_switch_forwards_arp_a_hosts_claims_pass_only_from_its_port():
+    sent = []
+    clock = Clock()
+    kp = KubeProxy(lambda dpid, msgs: sent.extend(msgs), clock=clock)
+    kp.set_conf(node_ip="10.0.0.1/24")
+    kp.switch_connected(1, mode=MODE_LB)
+    kp.packet_in(1, POD_PORT, frames.arp(2, POD_MAC, POD, GW, "10.0.0.1"))
+    guards = [m for m in sent if isinstance(m, FlowAdd) and m.priority in (
+        pipeline.PRIO_NEIGHBOUR_GUARD, pipeline.PRIO_NEIGHBOUR_GUARD + 1)
+        and dict(m.match).get("arp_spa") == POD]
+    assert {(dict(m.match).get("in_port"), m.actions, m.goto) for m in guards} == {
+        (None, (("output", pipeline.OFPP_CONTROLLER),), None),
+        (POD_PORT, (("output", pipeline.OFPP_CONTROLLER),), pipeline.FORWARDING)}
+    # Moved (once idle): the old port's pass goes, the new one's comes.
+    sent.clear()
+    clock.now += HOST_IDLE_SECONDS
+    kp.packet_in(1, ATTACKER_PORT, frames.arp(2, ATTACKER_MAC, POD, GW, "10.0.0.1"))
+    deleted = [dict(m.match).get("in_port") for m in sent if isinstance(m, FlowDelete)
+               and m.priority == pipeline.PRIO_NEIGHBOUR_GUARD + 1]
+    added = [dict(m.match).get("in_port") for m in sent if isinstance(m, FlowAdd)
+             and m.priority == pipeline.PRIO_NEIGHBOUR_GUARD + 1]
+    assert deleted == [POD_PORT] and added == [ATTACKER_PORT]
+    # Its port gone, its guards go with it.
+    sent.clear()
+    kp.port_status(1, ATTACKER_PORT, "s1-eth9", live=False)
+    assert {dict(m.match).get("in_port") for m in sent if isinstance(m, FlowDelete)
+            and m.priority is not None and m.priority >= pipeline.PRIO_NEIGHBOUR_GUARD} == {
+        None, ATTACKER_PORT}
