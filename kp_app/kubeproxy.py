@@ -11,9 +11,9 @@ from collections import deque
 from typing import Callable, Dict, List, Optional, Tuple
 
 from kp_app import frames, pipeline
-from kp_app.links import LINK_TIMEOUT, LinkProbes
 from kp_app.apply_jobs import ApplyJobs, run_now
 from kp_app.errors import InvalidInput, KpError
+from kp_app.links import LINK_TIMEOUT, LinkProbes
 from kp_app.maglev import MaglevTable
 from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
 from kp_app.node import MODE_PACKET_IN, MODES, Node, gateway_mac
@@ -123,10 +123,7 @@ class KubeProxy(KubernetesServices):
         node.packet_ins += 1
         if frames.is_link_probe(data):
             sender = self.probes.sender(data, (dpid, in_port), self._clock())
-            if sender is None:
-                LOG.warning("switch %016x: refused a link probe in at port %d (forged, "
-                            "stale or looped)", dpid, in_port)
-            else:
+            if sender is not None:
                 self._link_seen(sender, (dpid, in_port))
             return
         msgs = node.packet_in(in_port, data, self._clock())

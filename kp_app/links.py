@@ -10,10 +10,14 @@ a link: a forged probe fails its tag, one captured and sent again later is too o
 (What is not stopped: two colluding hosts relaying a fresh probe between their ports
 within PROBE_MAX_AGE.) A link not confirmed by a probe for LINK_TIMEOUT is dropped.
 """
+import logging
 import os
 from typing import Dict, Optional, Tuple
 
 from kp_app import frames
+from kp_app.hosts import REFUSAL_LOG_SECONDS    # (one rate for every refusal logged)
+
+LOG = logging.getLogger("kp_app")
 
 PROBE_INTERVAL = 10.0           # s between two rounds of probes (kp_app.ryu_shim's timer)
 PROBE_MAX_AGE = PROBE_INTERVAL  # s: a probe older than this (or from the future) is refused
@@ -31,6 +35,7 @@ class LinkProbes:
         self._secret = secret if secret is not None else os.urandom(SECRET_BYTES)
         self.confirmed: Dict[Port, float] = {}
         self.refused = 0
+        self._logged: Tuple[float, int] = (float("-inf"), 0)    # (when, `refused` then)
 
     def probe(self, src_mac: str, dpid: int, port: int, now: float) -> bytes:
         return frames.link_probe(src_mac, dpid, port, self._secret, now)
@@ -39,11 +44,19 @@ class LinkProbes:
         """The (dpid, port) a probe received at `receiver` was sent from, if this
         controller sent it lately and it is not a loop; else None (counted)."""
         parsed = frames.parse_link_probe(raw, self._secret)
-        if parsed is None or not -1.0 <= now - parsed[2] <= PROBE_MAX_AGE \
-                or parsed[:2] == receiver:
-            self.refused += 1
-            return None
-        return parsed[:2]
+        why = ("forged or altered" if parsed is None
+               else "stale" if not -1.0 <= now - parsed[2] <= PROBE_MAX_AGE
+               else "sent back where it came from" if parsed[:2] == receiver else None)
+        if why is None:
+            return parsed[:2]
+        self.refused += 1
+        last, refused_then = self._logged
+        if now - last >= REFUSAL_LOG_SECONDS:   # one line per REFUSAL_LOG_SECONDS
+            LOG.warning("switch %016x: refused a link probe in at port %d: %s (%d refused "
+                        "since the last such line)", receiver[0], receiver[1], why,
+                        self.refused - refused_then)
+            self._logged = (now, self.refused)
+        return None
 
     def confirm(self, a: Port, b: Port, now: float) -> None:
         self.confirmed[a] = self.confirmed[b] = now

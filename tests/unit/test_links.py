@@ -84,3 +84,16 @@ def test_links_no_probe_confirms_go_and_confirmed_ones_stay():
         deliver(kp, 1, 3, FABRIC, 1)
     assert kp.links == {(1, 3): (FABRIC, 1), (FABRIC, 1): (1, 3)}
     assert kp.nodes[1].routes == []       # node 2 is no longer reachable through the fabric
+
+
+def test_refused_probes_are_logged_once_per_interval_with_their_count(caplog):
+    kp = two_nodes()
+    forged = LinkProbes(b"x" * 32).probe(gateway_mac(2), 2, 3, kp.clock.now)
+    for _ in range(50):
+        kp.packet_in(1, 1, forged)
+    kp.clock.now += 10.0
+    kp.packet_in(1, 1, forged)
+    lines = [r.getMessage() for r in caplog.records if "refused a link probe" in r.getMessage()]
+    assert len(lines) == 2 and "forged or altered" in lines[0]
+    assert "(50 refused since the last such line)" in lines[1]
+    assert kp.probes.refused == 51
