@@ -12,9 +12,14 @@ in use (a pod of a VIP) again, out of its port, before it goes idle (`stale`).
 
 Bounds. Each table holds at most `MAX_HOSTS` entries. When one is full, a new entry
 takes the place of the entry idle longest, if that one is idle; else of the entry seen
-least recently that is not in use (the Node says which are: pods of VIPs); if every
+least recently that is not in use (the Node says which are: pods of VIPs, sessions'
+clients and pods); if every
 entry is in use and none idle, the new one is not learned (refused, counted), so a flood
 of new addresses or MACs from a host port never pushes out a pod kp sends traffic to.
+
+Where the switch forwards ARP and ND itself (lb and ct modes), a learned address's
+claims pass on to other hosts only from the port it is bound to (its guard flows,
+kp_app.pipeline.host_guard_flows, which follow the binding: `learn(guard=True)`).
 
 Refused claims are counted (`refused`, the Node's `claims_refused`) and logged, at most
 one line per REFUSAL_LOG_SECONDS. kp's own addresses (the node's, services') are never
@@ -24,6 +29,7 @@ Pure: the Node learns into it from packet-ins (with `now`); what changed comes b
 flows (kp_app.pipeline).
 """
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -69,10 +75,12 @@ def _never(_key) -> bool:
 
 
 class _BoundTable:
-    """key (an address or a MAC) -> Host, bound to its port, bounded."""
+    """key (an address or a MAC) -> Host, bound to its port, bounded. `entries` is in
+    the order they were last seen (the least recently seen first): a full table finds
+    its victim at the front, not by sorting."""
 
     def __init__(self, limit: int, idle: float) -> None:
-        self.entries: Dict[object, Host] = {}
+        self.entries: "OrderedDict[object, Host]" = OrderedDict()
         self.limit, self.idle = limit, idle
 
     def is_idle(self, host: Host, now: float) -> bool:
@@ -85,10 +93,12 @@ class _BoundTable:
             if known.port == port:
                 changed = known.mac != mac
                 known.mac, known.seen = mac, now
+                self.entries.move_to_end(key)
                 return Learned(changed=changed)
             if not self.is_idle(known, now):
                 return Learned(refused=True)
             self.entries[key] = Host(mac, port, now)    # released by idleness: moved
+            self.entries.move_to_end(key)
             return Learned(changed=True, moved_from=known)
         evicted = []
         if len(self.entries) >= self.limit:
@@ -100,12 +110,12 @@ class _BoundTable:
         return Learned(changed=True, evicted=evicted)
 
     def _victim(self, now: float, in_use: Callable[[object], bool]):
-        def age(item):
-            return item[1].seen if item[1].seen is not None else now
-        by_age = sorted(self.entries.items(), key=age)
-        if by_age and self.is_idle(by_age[0][1], now):
-            return by_age[0][0]
-        return next((k for k, _ in by_age if not in_use(k)), None)
+        """The entry idle longest if it is idle, else the least recently seen one not
+        in use (None: every one is)."""
+        oldest = next(iter(self.entries), None)
+        if oldest is not None and self.is_idle(self.entries[oldest], now):
+            return oldest
+        return next((k for k in self.entries if not in_use(k)), None)
 
     def forget_port(self, port: int) -> list:
         keys = [k for k, h in self.entries.items() if h.port == port]

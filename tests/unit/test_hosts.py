@@ -191,3 +191,12 @@ def test_where_the_switch_forwards_arp_a_hosts_claims_pass_only_from_its_port():
     assert {dict(m.match).get("in_port") for m in sent if isinstance(m, FlowDelete)
             and m.priority is not None and m.priority >= pipeline.PRIO_NEIGHBOUR_GUARD} == {
         None, ATTACKER_PORT}
+
+
+def test_an_entry_seen_again_is_the_last_to_go():
+    t = HostTable(limit=2)
+    t.learn_address(A("10.0.0.1"), "m", 1, 0.0)
+    t.learn_address(A("10.0.0.2"), "m", 1, 1.0)
+    t.learn_address(A("10.0.0.1"), "m", 1, 2.0)         # seen again
+    learned = t.learn_address(A("10.0.0.3"), "m", 1, 3.0)
+    assert [k for k, _ in learned.evicted] == [A("10.0.0.2")]
