@@ -7,10 +7,12 @@ any OpenFlow switch, so it carries this small codec instead of depending on one.
 Every read is bounds-checked; a frame that is too short parses as far as it is whole.
 """
 import functools
+import hashlib
+import hmac
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -283,21 +285,44 @@ def echo_reply(request: Frame, mac: str) -> bytes:
 
 
 # -- link probes (kp's own LLDP: which switch port faces which) -------------------------
+#
+# magic (8) | dpid (8) | port (4) | timestamp, ms of the controller's clock (8) | tag (16)
+# The tag is HMAC-SHA256 over everything before it, under the controller's own secret
+# (kp_app.links: os.urandom at start), truncated to 16 bytes: only that controller makes
+# probes it takes, and the timestamp lets it refuse an old one sent again.
 
 LINK_PROBE_ETHERTYPE = 0x88B5
 LINK_PROBE_DST = "01:6b:70:00:00:0e"
 _PROBE_MAGIC = b"kp-link\0"
+_PROBE_BODY = struct.Struct("!QIQ")
+LINK_PROBE_TAG_BYTES = 16
+_PROBE_LEN = 14 + len(_PROBE_MAGIC) + _PROBE_BODY.size + LINK_PROBE_TAG_BYTES
 
 
-def link_probe(src_mac: str, dpid: int, port: int) -> bytes:
-    return (_eth(LINK_PROBE_DST, src_mac, LINK_PROBE_ETHERTYPE) + _PROBE_MAGIC
-            + struct.pack("!QI", dpid, port))
+def _probe_tag(key: bytes, signed: bytes) -> bytes:
+    return hmac.new(key, signed, hashlib.sha256).digest()[:LINK_PROBE_TAG_BYTES]
 
 
-def parse_link_probe(raw: bytes):
-    """(dpid, port) the probe was sent from, or None if `raw` is not a probe."""
-    if (len(raw) < 14 + len(_PROBE_MAGIC) + 12
-            or struct.unpack_from("!H", raw, 12)[0] != LINK_PROBE_ETHERTYPE
+def link_probe(src_mac: str, dpid: int, port: int, key: bytes, now: float) -> bytes:
+    """A probe out of `port` of switch `dpid`, signed with `key` at time `now` (s)."""
+    signed = _PROBE_MAGIC + _PROBE_BODY.pack(dpid, port, max(0, int(now * 1000)))
+    return _eth(LINK_PROBE_DST, src_mac, LINK_PROBE_ETHERTYPE) + signed + _probe_tag(key, signed)
+
+
+def is_link_probe(raw: bytes) -> bool:
+    """Of the probes' EtherType: kp's business, never a host's traffic (valid or not)."""
+    return len(raw) >= 14 and struct.unpack_from("!H", raw, 12)[0] == LINK_PROBE_ETHERTYPE
+
+
+def parse_link_probe(raw: bytes, key: bytes) -> Optional[Tuple[int, int, float]]:
+    """(dpid, port, sent at, s) of a probe `key` signed, or None: not a probe, or a
+    forged or altered one (the tag is compared in constant time)."""
+    if (len(raw) < _PROBE_LEN or not is_link_probe(raw)
             or raw[14:14 + len(_PROBE_MAGIC)] != _PROBE_MAGIC):
         return None
-    return struct.unpack_from("!QI", raw, 14 + len(_PROBE_MAGIC))
+    signed = raw[14:_PROBE_LEN - LINK_PROBE_TAG_BYTES]
+    if not hmac.compare_digest(_probe_tag(key, signed),
+                               raw[_PROBE_LEN - LINK_PROBE_TAG_BYTES:_PROBE_LEN]):
+        return None
+    dpid, port, millis = _PROBE_BODY.unpack_from(raw, 14 + len(_PROBE_MAGIC))
+    return dpid, port, millis / 1000.0

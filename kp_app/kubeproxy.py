@@ -14,6 +14,7 @@ from kp_app import frames, pipeline
 from kp_app.apply_jobs import ApplyJobs, run_now
 from kp_app.dpid_claims import DpidClaims
 from kp_app.errors import InvalidInput, KpError
+from kp_app.links import LINK_TIMEOUT, LinkProbes
 from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
 from kp_app.node import MODE_PACKET_IN, MODES, Node, gateway_mac
 from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
@@ -38,6 +39,7 @@ class KubeProxy(KubernetesServices, SwitchAnswers):
         self.nodes: Dict[int, Node] = {}
         # (dpid, port) -> (dpid, port), both ways, from kp's link probes.
         self.links: Dict[Tuple[int, int], Tuple[int, int]] = {}
+        self.probes = LinkProbes()      # signs and checks them, ages the links
         self._send = send
         self._clock = clock
         # dpid -> what was sent on its connection and what it refused (kp_app.refusals)
@@ -127,9 +129,10 @@ class KubeProxy(KubernetesServices, SwitchAnswers):
         if node is None:
             return
         node.packet_ins += 1
-        probe = frames.parse_link_probe(data)
-        if probe is not None:
-            self._link_seen(probe, (dpid, in_port))
+        if frames.is_link_probe(data):
+            sender = self.probes.sender(data, (dpid, in_port), self._clock())
+            if sender is not None:
+                self._link_seen(sender, (dpid, in_port))
             return
         msgs = node.packet_in(in_port, data, self._clock())
         if msgs:
@@ -196,12 +199,31 @@ class KubeProxy(KubernetesServices, SwitchAnswers):
     # -- the fabric: links between switches, transit switches, routes between nodes -----
 
     def _send_probes(self, node: Node, ports=None) -> None:
+        now = self._clock()
         self._send(node.dpid, [
-            PacketOut(frames.link_probe(node.mac, node.dpid, port), (("output", port),),
+            PacketOut(self.probes.probe(node.mac, node.dpid, port, now), (("output", port),),
                       OFPP_CONTROLLER) for port in sorted(node.port_names if ports is None
                                                           else ports)])
 
+    def periodic(self) -> None:
+        """Every kp_app.links.PROBE_INTERVAL (kp_app.ryu_shim's timer): probe every
+        port again, drop the links no probe confirmed lately, and ask the bound hosts
+        in use that are going idle again (kp_app.hosts)."""
+        now = self._clock()
+        for node in list(self.nodes.values()):
+            if node.port_names:
+                self._send_probes(node)
+            msgs = node.refresh_hosts(now)
+            if msgs:
+                self._send(node.dpid, msgs)
+        alive = self.probes.alive(self.links, now)
+        if alive != self.links:
+            LOG.info("links no probe confirmed for %.0f s: %s", LINK_TIMEOUT,
+                     sorted(set(self.links) - set(alive)))
+            self._links_changed(alive)
+
     def _link_seen(self, sender: Tuple[int, int], receiver: Tuple[int, int]) -> None:
+        self.probes.confirm(sender, receiver, self._clock())
         if self.links.get(sender) == receiver:
             return
         links = dict(self.links)

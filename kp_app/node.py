@@ -1,14 +1,19 @@
-"""One switch's share of the controller: its hosts, its sessions, its packet-ins.
+"""One switch's share of the controller: its sessions and packet-ins, composed with
+its hosts (kp_app.hosts), ARP and neighbour discovery (kp_app.neighbours) and routes
+between nodes (kp_app.routing).
 
 A Node turns events (packet-in, flow-removed, stats) into switch programming, returned
 as data (kp_app.pipeline messages). It never talks to the switch and never reads the
 clock: `now` comes in with each event.
+
+(Over 500 lines: what is left is one switch's programming and the life of its sessions,
+which share the node's state at every step; hosts, ARP/ND and routing are out.)
 """
 import ipaddress
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from kp_app import ct_pipeline, frames, lb_pipeline, pipeline
+from kp_app import ct_pipeline, frames, lb_pipeline, neighbours, pipeline, routing
+from kp_app.hosts import HostTable
 from kp_app.maglev import MaglevTable
 from kp_app.model import Address, ServiceModel, Vip
 from kp_app.pipeline import (OFPP_CONTROLLER, OFPP_FLOOD, FlowDelete, PacketOut,
@@ -21,7 +26,6 @@ PENDING_SECONDS = 3.0
 # Source ports for sessions whose client is SNATed to the node's address; the node's
 # address belongs to no host, so any range works; this one avoids well-known ports.
 SNAT_PORT_FIRST, SNAT_PORT_LAST = 32768, 60999
-ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST = 8, 128
 # Where a switch's new sessions are made: by the controller on a packet-in (any OpenFlow
 # 1.3 switch), or by the switch itself: with conntrack (Open vSwitch: kp_app.ct_pipeline)
 # or in kp-switch's C data path, from the VIP tables kp_app sends it (kp_app.lb_pipeline).
@@ -29,12 +33,6 @@ ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST = 8, 128
 MODE_PACKET_IN, MODE_CT, MODE_LB = pipeline.layout.PACKET_IN, pipeline.layout.CT, \
     pipeline.layout.LB_MODE
 MODES = (MODE_PACKET_IN, MODE_CT, MODE_LB)
-
-
-@dataclass
-class Host:
-    mac: str
-    port: int
 
 
 def gateway_mac(dpid: int) -> str:
@@ -47,8 +45,7 @@ class Node:
         self.dpid = dpid
         self.model = model
         self.mac = gateway_mac(dpid)
-        self.hosts: Dict[object, Host] = {}
-        self.mac_ports: Dict[str, int] = {}
+        self.hosts = HostTable()
         self.port_names: Dict[int, str] = {}
         self.sessions = SessionTable(model.conf.buckets)
         self.affinity = ClientAffinity()
@@ -68,6 +65,7 @@ class Node:
         # vip id -> what the switch holds for it, to send only what a change changes:
         # the compiled flows (ct mode), a lb_pipeline.Compiled (lb mode)
         self._compiled: Dict[int, object] = {}
+        self.guards = neighbours.Guards()     # (lb and ct modes)
         # vip id -> (packets, bytes) its compiled classifier flows passed, and
         # vip id -> {table index: new sessions its LB entry made}, from the last flow
         # stats (a session the switch makes is known to the controller only as counts)
@@ -114,7 +112,7 @@ class Node:
                 continue
             match = f.match_dict
             if f.priority == pipeline.PRIO_HOST and "eth_dst" in match:
-                self.mac_ports.setdefault(match["eth_dst"], outputs[0])
+                self.hosts.adopt(match["eth_dst"], outputs[0])
                 continue
             macs = [a[2] for a in f.actions if a[:2] == ("set_field", "eth_dst")]
             target = match.get("ipv4_dst") or match.get("ipv6_dst")
@@ -123,12 +121,14 @@ class Node:
                     address = ipaddress.ip_address(target)
                 except ValueError:
                     continue
-                self.hosts.setdefault(address, Host(macs[0], outputs[0]))
+                self.hosts.adopt(macs[0], outputs[0], address)
 
     def _programming(self) -> list:
         msgs: list = pipeline.base_flows(self.mac,
                                          switch_forwards_neighbours=self.mode != MODE_PACKET_IN)
-        self._compiled = {}
+        self._compiled, self.guards = {}, neighbours.Guards()
+        if self.mode != MODE_PACKET_IN:
+            msgs += self.guards.node_flows(self.model.node_addresses(self.dpid))
         if self.mode == MODE_CT:
             msgs += ct_pipeline.base_flows()
         msgs.append(pipeline.SetCacheBuckets(self.model.conf.buckets))
@@ -136,10 +136,12 @@ class Node:
         msgs += pipeline.route_flows(self.mac, self.routes)
         for vip in self.model.vips.values():
             msgs += self.vip_programming(vip)
-        for mac, port in self.mac_ports.items():
+        for mac, port in self.hosts.mac_items():
             msgs.append(pipeline.host_flow(mac, port))
         for address, host in self.hosts.items():
             msgs.append(pipeline.host_route_flow(self.mac, address, host.mac, host.port))
+            if self.mode != MODE_PACKET_IN:
+                msgs += pipeline.host_guard_flows(address, host.port)
         return msgs
 
     def route_programming(self) -> list:
@@ -168,7 +170,8 @@ class Node:
         flows = lb_pipeline.vip_flows(vip, node) if self.mode == MODE_LB else pipeline.vip_flows(
             vip, node, self.mode == MODE_CT and ct_pipeline.why_not_compiled(vip) is None,
             ct_pipeline.external_compiled(vip), tracked=self.mode == MODE_CT)
-        return msgs + [m for m in flows if m not in sent] + self.probe(list(vip.pods))
+        guards = self.guards.vip_flows(vip) if self.mode != MODE_PACKET_IN else []
+        return msgs + [m for m in flows if m not in sent] + guards + self.probe(list(vip.pods))
 
     def compiled_programming(self, vip: Vip) -> list:
         """What a switch that makes sessions itself needs after a change of the VIP's
@@ -233,9 +236,10 @@ class Node:
         """The VIP is gone (its flows went with one cookie-masked delete). In lb mode the
         switch ends its sessions and forgets it."""
         held = self._compiled.pop(vip_id, None)
+        guards = self.guards.forget(vip_id)
         if self.mode != MODE_LB or self.transit_gateways is not None:
-            return []
-        return lb_pipeline.forget(held or lb_pipeline.NOTHING, vip_id)
+            return guards
+        return guards + lb_pipeline.forget(held or lb_pipeline.NOTHING, vip_id)
 
     def pod_programming(self, vip: Vip, added, probe: bool = True) -> list:
         """New pods of a VIP: their reply flows, and (`probe`) a probe for their MACs."""
@@ -269,13 +273,11 @@ class Node:
         """A port went down or away: forget the hosts learned behind it, with their flows,
         and end the sessions whose client or pod was there (their flows go too): if the
         host comes back behind another port, it is learned there afresh."""
-        macs = [m for m, p in self.mac_ports.items() if p == port]
-        addresses = [a for a, h in self.hosts.items() if h.port == port]
-        for mac in macs:
-            del self.mac_ports[mac]
-        for address in addresses:
-            del self.hosts[address]
+        macs, addresses = self.hosts.forget_port(port)
         msgs: list = [pipeline.host_deletes(port)] if macs or addresses else []
+        if self.mode != MODE_PACKET_IN:     # (they output to the controller, not the port)
+            msgs += [pipeline.strict_delete(f) for a in addresses
+                     for f in pipeline.host_guard_flows(a, port)]
         for session in list(self.sessions):
             if session.client_in_port == port or session.pod in addresses:
                 msgs += pipeline.session_deletes(session)
@@ -294,13 +296,10 @@ class Node:
         for address in addresses:
             subnet = subnets[address.version]
             if (address in self.hosts or (subnet is not None and address not in subnet)
-                    or self._route_for(address) is not None):
+                    or routing.next_hop(self.routes, address) is not None):
                 continue
-            if address.version == 4:
-                data = frames.arp_request(self.mac, node.ipv4, address)
-            else:
-                data = frames.neighbor_solicit(self.mac, None, address)
-            msgs.append(PacketOut(data, self._flood(None), OFPP_CONTROLLER))
+            msgs.append(PacketOut(neighbours.solicitation(self.mac, node.ipv4, address),
+                                  self._flood(None), OFPP_CONTROLLER))
         return msgs
 
     def _flood(self, in_port: Optional[int]) -> tuple:
@@ -310,21 +309,12 @@ class Node:
         return tuple(("output", p) for p in sorted(self.port_names)
                      if p != in_port and p not in self.switch_ports)
 
-    def _route_for(self, address):
-        """(next node's gateway MAC, port) when `address` is in another node's subnet."""
-        best = None
-        for subnet, mac, port in self.routes:
-            if address.version == subnet.version and address in subnet:
-                if best is None or subnet.prefixlen > best[0].prefixlen:
-                    best = (subnet, mac, port)
-        return None if best is None else best[1:]
-
     def resolve(self, address):
         """(MAC, port) to send a packet for `address` to, or None if not known yet."""
         host = self.hosts.get(address)
         if host is not None:
             return host.mac, host.port
-        return self._route_for(address)
+        return routing.next_hop(self.routes, address)
 
     # -- packet-in ---------------------------------------------------------------------
 
@@ -332,11 +322,10 @@ class Node:
         frame = frames.parse(data)
         if frame is None or self.transit_gateways is not None:
             return []
-        msgs, learned = self._learn(frame, in_port)
-        if frame.is_arp:
-            msgs += self._arp(frame, in_port)
-        elif frame.is_nd:
-            msgs += self._nd(frame, in_port)
+        msgs, learned, refused = self._learn(frame, in_port, now)
+        if frame.is_arp or frame.is_nd:
+            # A refused claim is neither answered nor passed on to other hosts.
+            msgs += [] if refused else self._neighbour(frame, in_port)
         elif frame.has_ports and frame.ip_src is not None:
             self.service_packet_ins += 1
             msgs += self._service_packet(frame, in_port, now)
@@ -349,46 +338,64 @@ class Node:
                 msgs += self.packet_in(port, held, now)
         return msgs
 
-    def _learn(self, frame: frames.Frame, in_port: int):
-        msgs, learned = [], []
+    @property
+    def claims_refused(self) -> int:
+        """Claims not learned: moves of a bound address or MAC, no room in a full table,
+        ARP and ND for kp's own addresses (kp_app.hosts)."""
+        return self.hosts.refused
+
+    def _learn(self, frame: frames.Frame, in_port: int, now: float):
+        """Learn the frame's sender (kp_app.hosts): (flows, addresses newly learned,
+        whether a claim of it was refused: an ARP or ND frame so refused is dropped)."""
         src = frame.eth_src
         if src == self.mac or int(src.split(":")[0], 16) & 1 or in_port in self.switch_ports:
-            return msgs, learned
-        if self.mac_ports.get(src) != in_port:
-            self.mac_ports[src] = in_port
-            msgs.append(pipeline.host_flow(src, in_port))
-        address, mac = None, src
-        if frame.is_arp and frame.arp_spa and not frame.arp_spa.is_unspecified:
-            address, mac = frame.arp_spa, frame.arp_sha
-        elif frame.is_nd and frame.icmp_type == frames.ND_NA and frame.nd_target:
-            address, mac = frame.nd_target, frame.nd_lladdr or src
-        elif frame.ip_src is not None and not frame.ip_src.is_unspecified:
-            address = frame.ip_src
-        if address is not None and not self._is_ours(address):
-            known = self.hosts.get(address)
-            if known is None or (known.mac, known.port) != (mac, in_port):
-                self.hosts[address] = Host(mac, in_port)
-                msgs.append(pipeline.host_route_flow(self.mac, address, mac, in_port))
-                if address in self.pending:
-                    learned.append(address)
-        return msgs, learned
+            return [], [], False
+        claimed = neighbours.claim(frame)
+        if claimed is not None and self._is_ours(claimed[0]):
+            if frame.is_arp or frame.is_nd:
+                self.hosts.refuse_own(self.dpid, claimed[0], src, in_port, now)
+                return [], [], True
+            claimed = None      # (a spoofed source: not learned)
+        learning = self.hosts.learn(self.mac, src, claimed, in_port, now, self._in_use(),
+                                    guard=self.mode != MODE_PACKET_IN)
+        if learning.refused:
+            self.hosts.log_refusal(self.dpid, now, src, in_port, claimed)
+        learned = [a for a in learning.addresses if a in self.pending]
+        return learning.flows, learned, learning.refused
+
+    def _in_use(self):
+        """Is this address in use (a pod of a VIP, a session's client or pod)? Those are
+        never pushed out of a full host table. The set is built on the first question
+        (a full table), once per packet."""
+        used: list = []
+
+        def check(address) -> bool:
+            if not used:
+                used.append({a for vip in self.model.vips.values() for a in vip.pods}
+                            | {a for s in self.sessions for a in (s.forward.src, s.pod)})
+            return address in used[0]
+        return check
+
+    def refresh_hosts(self, now: float) -> list:
+        """Periodic: ask the bound hosts in use that are going idle again, each out of
+        its own port, so that a live pod keeps its binding (kp_app.hosts)."""
+        if self.transit_gateways is not None:
+            return []
+        node = self.model.node_addresses(self.dpid)
+        return [PacketOut(neighbours.solicitation(self.mac, node.ipv4, address),
+                          (("output", host.port),), OFPP_CONTROLLER)
+                for address, host in self.hosts.stale(now, self._in_use())]
 
     def _is_ours(self, address) -> bool:
         """Addresses the node answers for: its own, and every service address."""
         node = self.model.node_addresses(self.dpid)
         return address in (node.ipv4, node.ipv6) or self.model.serves(address)
 
-    def _arp(self, frame: frames.Frame, in_port: int) -> list:
-        if frame.arp_op == 1 and frame.arp_tpa is not None and self._is_ours(frame.arp_tpa):
-            return [PacketOut(frames.arp_reply(frame, self.mac), (("output", in_port),),
-                              OFPP_CONTROLLER)]
-        return self._forward_neighbour(frame, in_port)
-
-    def _nd(self, frame: frames.Frame, in_port: int) -> list:
-        if (frame.icmp_type == frames.ND_NS and frame.nd_target is not None
-                and self._is_ours(frame.nd_target)):
-            return [PacketOut(frames.neighbor_advert(frame, self.mac), (("output", in_port),),
-                              OFPP_CONTROLLER)]
+    def _neighbour(self, frame: frames.Frame, in_port: int) -> list:
+        """ARP or ND: answered when it asks for one of kp's addresses, else the hosts'."""
+        reply = neighbours.answer(frame, self.mac, self._is_ours)
+        if reply is not None:
+            return [PacketOut(reply, (("output", in_port),), OFPP_CONTROLLER)]
         return self._forward_neighbour(frame, in_port)
 
     def _forward_neighbour(self, frame: frames.Frame, in_port: int) -> list:
@@ -399,7 +406,7 @@ class Node:
         """Not for a service: switch it like the FORWARDING table would."""
         if frame.eth_dst == self.mac and frame.ip_dst is not None:
             return self._route(frame, in_port, None)
-        port = self.mac_ports.get(frame.eth_dst)
+        port = self.hosts.port_of(frame.eth_dst)
         if port == in_port:
             return []
         actions = (("output", port),) if port is not None else self._flood(in_port)
@@ -409,8 +416,7 @@ class Node:
         """A packet for the gateway: answer pings to the node, or route it on."""
         node = self.model.node_addresses(self.dpid)
         if frame.ip_dst == node.for_version(frame.ip_dst.version):
-            if frame.icmp_type in (ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST) and (
-                    frame.ip_proto in (frames.ICMP, frames.ICMPV6)):
+            if routing.is_echo_request(frame):
                 return [PacketOut(frames.echo_reply(frame, self.mac), (("output", in_port),),
                                   OFPP_CONTROLLER)]
             return []

@@ -59,6 +59,7 @@ OXM_FIELDS = {
     "icmpv4_type": (19, 1), "icmpv4_code": (20, 1), "arp_op": (21, 2),
     "arp_spa": (22, 4), "arp_tpa": (23, 4), "arp_sha": (24, 6), "arp_tha": (25, 6),
     "ipv6_src": (26, 16), "ipv6_dst": (27, 16), "icmpv6_type": (29, 1), "icmpv6_code": (30, 1),
+    "ipv6_nd_target": (31, 16),
 }
 NXM_1 = 0x0001
 NXM_FIELDS = {"reg0": (0, 4), "reg1": (1, 4), "ct_state": (105, 4)}

@@ -20,6 +20,7 @@ A transit switch (every port goes to another switch, e.g. a cluster's fabric) ge
 the link probe flow and, per node, "eth_dst = that node's gateway MAC -> the port
 towards it"; everything else is dropped.
 """
+import ipaddress
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -33,6 +34,7 @@ from kp_app.pipeline_layout import (CONNTRACK, FORWARDING, KIND_BASE, KIND_CT,  
 
 # The priorities the code here and kp_app.node use, from the declared layout.
 PRIO_CONTROL = layout.CONTROL.priority
+PRIO_NEIGHBOUR_GUARD = layout.NEIGHBOUR_GUARD.priority   # + 1: from the host's own port
 PRIO_SESSION = layout.SESSION.priority
 PRIO_NODE_PORT = layout.NODE_PORT.priority
 PRIO_VIP = layout.VIP.priority            # + the prefix length
@@ -234,6 +236,52 @@ def base_flows(gateway_mac: str, switch_forwards_neighbours: bool = False) -> li
         flow(SESSIONS, PRIO_MISS, {}, to_controller, cookie=base),
         flow(FORWARDING, PRIO_MISS, {}, (("output", OFPP_FLOOD),), cookie=base),
     ]
+
+
+def claim_matches(network) -> list:
+    """Matches of the ARP and ND that claim an address of `network` for their sender.
+    IPv4: ARP whose sender address is in it. IPv6: NS and NA from an address in it, and
+    NA whose target is it (OpenFlow 1.3 matches ipv6_nd_target without a mask: for a
+    prefix wider than /128 only the sources)."""
+    if network.version == 4:
+        return [{"eth_type": 0x0806, "arp_spa": network_match(network)}]
+    icmp6 = {"eth_type": 0x86DD, "ip_proto": 58}
+    matches = [{**icmp6, "icmpv6_type": kind, "ipv6_src": network_match(network)}
+               for kind in (135, 136)]
+    if network.prefixlen == network.max_prefixlen:
+        matches.append({**icmp6, "icmpv6_type": 136,
+                        "ipv6_nd_target": str(network.network_address)})
+    return matches
+
+
+def neighbour_guard_flows(network) -> list:
+    """On a switch that forwards ARP and ND itself (base_flows' `switch_forwards_neighbours`):
+    the ARP and ND that claim an address of `network`, one of kp's own (the node's, a VIP
+    prefix, an external IP), go to the controller only, never on to other hosts. kp
+    answers for those addresses; a host that claims one (a gratuitous ARP, an ARP reply,
+    an unsolicited NA, a solicitation from it) is refused there (kp_app.node)."""
+    return [flow(SERVICES, PRIO_NEIGHBOUR_GUARD, m, (("output", OFPP_CONTROLLER),),
+                 cookie=cookie(KIND_BASE)) for m in claim_matches(network)]
+
+
+def host_guard_flows(address, port: int) -> list:
+    """On such a switch, for a host kp learned (kp_app.hosts: bound to `port`): ARP and
+    ND that claim its address go on as any (to the controller, and FORWARDING) only from
+    its own port; from any other, to the controller only (which refuses them), so that
+    no host can tell the others it is this one."""
+    to_controller = (("output", OFPP_CONTROLLER),)
+    host = cookie(KIND_HOST)
+    flows = []
+    for m in claim_matches(ipaddress.ip_network(address)):
+        flows.append(flow(SERVICES, PRIO_NEIGHBOUR_GUARD, m, to_controller, cookie=host))
+        flows.append(flow(SERVICES, PRIO_NEIGHBOUR_GUARD + 1, {"in_port": port, **m},
+                          to_controller, cookie=host, goto=FORWARDING))
+    return flows
+
+
+def strict_delete(f: FlowAdd) -> FlowDelete:
+    """Delete exactly this flow (its cookie, table, match and priority)."""
+    return FlowDelete(f.cookie, MASK_ALL, f.table, f.match, priority=f.priority)
 
 
 def transit_flows(gateways) -> list:

@@ -62,6 +62,15 @@ def _c(name, table, priority, kinds, modes, match, does, span=0) -> FlowClass:
 
 ALL = NODE_MODES | {TRANSIT}
 
+HOST_GUARD_OWN_PORT = _c("host-guard-own-port", SERVICES, 1011, [KIND_HOST], SWITCHES_SESSIONS,
+                         "ARP/ND claiming a learned host's address, in at the port it is "
+                         "bound to (kp_app.hosts)", "controller, and FORWARDING")
+HOST_GUARD = _c("host-guard", SERVICES, 1010, [KIND_HOST], SWITCHES_SESSIONS,
+                "ARP/ND claiming a learned host's address, from any other port",
+                "controller only (which refuses the claim)")
+NEIGHBOUR_GUARD = _c("neighbour-guard", SERVICES, 1010, [KIND_BASE], SWITCHES_SESSIONS,
+                     "ARP/ND claiming kp's own addresses (the node's, VIPs, external IPs)",
+                     "controller only (kp answers for them; never on to hosts)")
 CONTROL = _c("control", SERVICES, 1000, [KIND_BASE], ALL,
              "ARP, IPv6 neighbour discovery, kp's link probes",
              "controller (learn hosts, answer for the node's, gateway's and VIPs' addresses, "
@@ -125,7 +134,7 @@ LB_ENTRY = _c("lb-entry", LB, 100, [KIND_LB], {CT},
 LB_MISS = _c("lb-miss", LB, 0, [KIND_BASE], {CT}, "anything else", "SESSIONS (resubmit)")
 
 LAYOUT: Tuple[FlowClass, ...] = (
-    CONTROL, NODE_PORT, VIP, REPLY_TRACKED, REPLY, TRANSIT_ROUTE, SERVICES_MISS,
+    HOST_GUARD_OWN_PORT, HOST_GUARD, NEIGHBOUR_GUARD, CONTROL, NODE_PORT, VIP, REPLY_TRACKED, REPLY, TRANSIT_ROUTE, SERVICES_MISS,
     SESSION, REPLY_LOCAL, REPLY_ROUTED, SESSIONS_MISS,
     NEIGHBOUR_TO_NODE, HOST_ROUTE, ROUTE, GATEWAY, HOST, FORWARDING_MISS,
     CT_TRACKED, CT_NEW, CT_MISS, LB_HAIRPIN, LB_ENTRY, LB_MISS)

@@ -23,7 +23,7 @@ from ryu.controller.handler import set_ev_cls
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
-from kp_app import (config_file, ofmsg, operate_http, pipeline, refusals, ryu_config,
+from kp_app import (config_file, links, ofmsg, operate_http, pipeline, refusals, ryu_config,
                     state_file)
 from kp_app.apply_jobs import ApplyJobs
 from kp_app.ryu_connections import SwitchConnections
@@ -235,6 +235,17 @@ class KpRyuApp(SwitchConnections, app_manager.RyuApp):
         rest.register(kwargs["wsgi"], self.service)
         self.cluster = self._cluster_watch()    # None without a cluster
         self.threads.append(hub.spawn(self._retry_loop))
+        self.threads.append(hub.spawn(self._probe_periodically))
+
+    def _probe_periodically(self) -> None:
+        """Every kp_app.links.PROBE_INTERVAL: link probes again, links and host bindings
+        aged (KubeProxy.periodic). A failure is logged and the next round still comes."""
+        while True:
+            hub.sleep(links.PROBE_INTERVAL)
+            try:
+                self.kubeproxy.periodic()
+            except Exception:   # (the hub would end this thread silently)
+                LOG.exception("kp_app: the periodic link probe failed")
 
     def _cluster_watch(self):
         """The watch of the cluster (kp_app.kube_watch) when there is one: green threads

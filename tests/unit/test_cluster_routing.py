@@ -24,7 +24,7 @@ def cluster():
         kp.switch_connected(n, {1: f"s{n}-eth1", 2: f"s{n}-eth2", 3: f"s{n}-eth3"})
     kp.switch_connected(FABRIC, {1: "f0-eth1", 2: "f0-eth2", 3: "f0-eth3"})
     for n in (1, 2, 3):   # each node's probe out of its uplink arrives at the fabric...
-        kp.packet_in(FABRIC, n, frames.link_probe(gateway_mac(n), n, 3))
+        kp.packet_in(FABRIC, n, kp.probes.probe(gateway_mac(n), n, 3, 5.0))
         # ...and the pods answer the controller's ARP probes
         kp.packet_in(n, 2, frames.arp(2, f"00:00:00:0{n}:01:01", f"10.0.{n}.101",
                                       gateway_mac(n), f"10.0.{n}.1"))

@@ -329,7 +329,7 @@ def test_a_port_that_comes_is_named_probed_and_can_be_a_nat_interface(kp):
     kp.sent.clear()
     kp.port_status(1, 9, "s1-eth9", live=True)           # a pod plugged in after connect
     (probe,) = [m for m in kp.sent if isinstance(m, PacketOut)]
-    assert probe.actions == (("output", 9),) and frames.parse_link_probe(probe.data)
+    assert probe.actions == (("output", 9),) and frames.is_link_probe(probe.data)
     kp.packet_in(1, 9, frames.arp(2, "00:00:00:00:01:09", "10.0.0.109", GW, "10.0.0.1"))
     for sport in range(43000, 43040):
         kp.packet_in(1, CLIENT_PORT, l4_packet("10.0.0.11", sport, "10.96.0.10", 80))

@@ -155,7 +155,7 @@ def test_announced_addresses_route_a_cluster_with_no_hand_configuration():
     kp.switch_connected(FABRIC, {1: "f0-eth1", 2: "f0-eth2", 3: "f0-eth3"})
     kp.switch_described(FABRIC, "f0")
     for n in (1, 2, 3):
-        kp.packet_in(FABRIC, n, frames.link_probe(gateway_mac(n), n, 3))
+        kp.packet_in(FABRIC, n, kp.probes.probe(gateway_mac(n), n, 3, 5.0))
     assert kp.nodes[1].routes == []                       # nothing known yet
     sent.clear()
     for n in (1, 2, 3):
@@ -176,7 +176,7 @@ def test_an_announcement_reprograms_its_node_and_only_the_routes_of_the_others()
         kp.switch_connected(n, {1: f"s{n}-eth1", 2: f"s{n}-eth2", 3: f"s{n}-eth3"})
     kp.switch_connected(FABRIC, {1: "f0-eth1", 2: "f0-eth2"})
     for n in (1, 2):
-        kp.packet_in(FABRIC, n, frames.link_probe(gateway_mac(n), n, 3))
+        kp.packet_in(FABRIC, n, kp.probes.probe(gateway_mac(n), n, 3, 5.0))
     kp.switch_described(1, "kp-node ipv4=10.0.1.1/24")
     sent.clear()
     kp.switch_described(2, "kp-node ipv4=10.0.2.1/24")

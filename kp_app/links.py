@@ -1,0 +1,69 @@
+"""Link discovery between switches: kp's signed probes, and how long a link lives.
+
+Every PROBE_INTERVAL seconds (and when a switch or port comes) kp sends a probe out of
+each port of each switch (kp_app.frames.link_probe). A probe that comes back in at
+another switch's port says the two ports face each other: a fabric link. Probes are
+signed with a secret of this controller alone (os.urandom at start, never sent nor
+stored) and carry the time they were sent, so a host cannot make kp take its port for
+a link: a forged probe fails its tag, one captured and sent again later is too old
+(PROBE_MAX_AGE), one sent back into the port it came out of is a loop, not a link.
+(What is not stopped: two colluding hosts relaying a fresh probe between their ports
+within PROBE_MAX_AGE.) A link not confirmed by a probe for LINK_TIMEOUT is dropped.
+"""
+import logging
+import os
+from typing import Dict, Optional, Tuple
+
+from kp_app import frames
+from kp_app.hosts import REFUSAL_LOG_SECONDS    # (one rate for every refusal logged)
+
+LOG = logging.getLogger("kp_app")
+
+PROBE_INTERVAL = 10.0           # s between two rounds of probes (kp_app.ryu_shim's timer)
+PROBE_MAX_AGE = PROBE_INTERVAL  # s: a probe older than this (or from the future) is refused
+LINK_TIMEOUT = 3.5 * PROBE_INTERVAL     # s: a link no probe confirmed for this long goes
+SECRET_BYTES = 32
+
+Port = Tuple[int, int]      # (dpid, port)
+
+
+class LinkProbes:
+    """Makes and checks this controller's probes; remembers when each link was last
+    confirmed. `refused` counts the probes refused (forged, stale, looped)."""
+
+    def __init__(self, secret: Optional[bytes] = None) -> None:
+        self._secret = secret if secret is not None else os.urandom(SECRET_BYTES)
+        self.confirmed: Dict[Port, float] = {}
+        self.refused = 0
+        self._logged: Tuple[float, int] = (float("-inf"), 0)    # (when, `refused` then)
+
+    def probe(self, src_mac: str, dpid: int, port: int, now: float) -> bytes:
+        return frames.link_probe(src_mac, dpid, port, self._secret, now)
+
+    def sender(self, raw: bytes, receiver: Port, now: float) -> Optional[Port]:
+        """The (dpid, port) a probe received at `receiver` was sent from, if this
+        controller sent it lately and it is not a loop; else None (counted)."""
+        parsed = frames.parse_link_probe(raw, self._secret)
+        why = ("forged or altered" if parsed is None
+               else "stale" if not -1.0 <= now - parsed[2] <= PROBE_MAX_AGE
+               else "sent back where it came from" if parsed[:2] == receiver else None)
+        if why is None:
+            return parsed[:2]
+        self.refused += 1
+        last, refused_then = self._logged
+        if now - last >= REFUSAL_LOG_SECONDS:   # one line per REFUSAL_LOG_SECONDS
+            LOG.warning("switch %016x: refused a link probe in at port %d: %s (%d refused "
+                        "since the last such line)", receiver[0], receiver[1], why,
+                        self.refused - refused_then)
+            self._logged = (now, self.refused)
+        return None
+
+    def confirm(self, a: Port, b: Port, now: float) -> None:
+        self.confirmed[a] = self.confirmed[b] = now
+
+    def alive(self, links: Dict[Port, Port], now: float) -> Dict[Port, Port]:
+        """Of `links` (both ways), those confirmed within LINK_TIMEOUT."""
+        kept = {a: b for a, b in links.items()
+                if now - self.confirmed.get(a, float("-inf")) < LINK_TIMEOUT}
+        self.confirmed = {p: t for p, t in self.confirmed.items() if p in kept}
+        return kept
