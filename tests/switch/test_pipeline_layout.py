@@ -39,7 +39,7 @@ class Cluster:
             if isinstance(msg, PacketOut):
                 for action in msg.actions:
                     far = WIRES.get((dpid, action[1])) if action[0] == "output" else None
-                    if far is not None and frames.parse_link_probe(msg.data) is not None:
+                    if far is not None and frames.is_link_probe(msg.data):
                         self.probes.append((far, msg.data))
             elif isinstance(msg, (FlowAdd, FlowDelete)):
                 # (the fabric switch is a node switch until its links are known)
