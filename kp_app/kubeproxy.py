@@ -493,7 +493,10 @@ class KubeProxy(KubernetesServices, SwitchAnswers):
                 "sessions": sum(len(n.sessions) for n in self.nodes.values()),
                 "switches": sorted(self.nodes), "interfaces": self.interfaces(),
                 "modes": {str(d): n.mode for d, n in sorted(self.nodes.items())},
-                "channels": self.channel_status(), "dpid_claims": self.claims.status()}
+                "channels": self.channel_status(), "dpid_claims": self.claims.status(),
+                "hosts": {str(d): {"learned": len(n.hosts), "claims_refused": n.claims_refused}
+                          for d, n in sorted(self.nodes.items())},
+                "link_probes_refused": self.probes.refused}
 
     def _expire_idle(self) -> float:
         """Untracked sessions have no switch flow to time out: they end here, or on the

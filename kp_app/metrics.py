@@ -89,6 +89,21 @@ class KpCollector:
                        "datapath id of a live switch (kp_app.dpid_claims)", claims["refused"])
         yield _counter("kp_dpid_takeovers", "Datapath ids a new connection took over from "
                        "a dead (or, with --kp-dpid-takeover, any) one", claims["taken_over"])
+        shown = self._service.show()
+        refused = CounterMetricFamily(
+            "kp_host_claims_refused", "ARP, ND and sources claiming an address or MAC bound "
+            "to another port, or kp's own, and hosts not learned for want of room "
+            "(kp_app.hosts)", labels=["dpid"])
+        learned = GaugeMetricFamily("kp_hosts", "Hosts learned behind the switch's ports",
+                                    labels=["dpid"])
+        for dpid, hosts in shown["hosts"].items():
+            refused.add_metric([dpid], hosts["claims_refused"])
+            learned.add_metric([dpid], hosts["learned"])
+        yield refused
+        yield learned
+        yield _counter("kp_link_probes_refused", "Link probes refused: forged, altered, "
+                       "stale, or back into the port they left (kp_app.links)",
+                       shown["link_probes_refused"])
 
     def _sync_metrics(self) -> Iterator[Metric]:
         r = self._service.syncs

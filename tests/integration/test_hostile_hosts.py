@@ -21,7 +21,7 @@ import time
 import kp_lab
 from test_cluster import cluster  # noqa: F401 (a fixture)
 from test_cluster import add_pods
-from test_kube_proxy import VIP, VIP6, configure
+from test_kube_proxy import DIRECT, VIP, VIP6, api, configure
 
 from kp_app import frames
 from kp_app.links import LINK_TIMEOUT, PROBE_INTERVAL, LinkProbes
@@ -117,6 +117,18 @@ def test_a_host_claiming_the_nodes_a_vips_or_a_pods_address_takes_none(kpnode, c
     assert mac not in (neighbour_mac(c1, VIP), neighbour_mac(c1, VIP6))
     assert neighbour_mac(c1, pod4) == neighbour_mac(c1, pod6) == p1.MAC()
     assert kp_lab.ping(c1, pod4) and kp_lab.ping(c1, pod6)
+    # ... and the operator sees the claims refused, in REST and in /metrics
+    status, shown = api(controller, "GET", "/show")
+    assert status == 200 and shown["hosts"]["1"]["claims_refused"] >= len(claims)
+    assert scraped(controller, "kp_host_claims_refused_total") >= len(claims)
+
+
+def scraped(controller, name: str) -> float:
+    with DIRECT.open(controller.metrics_url(), timeout=15) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
 
 
 def test_a_host_forging_or_returning_link_probes_makes_no_link(kpnode, controller):
@@ -132,6 +144,8 @@ def test_a_host_forging_or_returning_link_probes_makes_no_link(kpnode, controlle
               for dpid in (1, 2) for port in range(1, 7)]
     send(attacker, captured, *forged)
     assert wait_for_log(controller, "refused a link probe")
+    assert scraped(controller, "kp_link_probes_refused_total") >= 1
+    assert api(controller, "GET", "/show")[1]["link_probes_refused"] >= 1
     # Had any made a link, its ports would no longer be host ports: kp would not look
     # for pods behind them, nor forward to them. p1 is found, and reached.
     configure(controller, kpnode, pods=[kpnode.ip(p1.name)])
