@@ -4,6 +4,10 @@ The REST API calls the service methods (docs/service-api.md); the Ryu shim calls
 event methods. Both end in the same place: the model changes, and the switch programming
 that follows from the change goes out through `send(dpid, messages)`, as data. Nothing
 here imports Ryu; the clock is injected.
+
+(Over 500 lines: one method per operation of docs/service-api.md and per switch event;
+Kubernetes Services (service_apply), what switches answer (switch_answers), links
+(links) and a switch's own share (node) are in modules of their own.)
 """
 import logging
 import time

@@ -22,6 +22,9 @@ kube-proxy's rules, in brief:
 
 (A little over 500 lines: the reading of these three kinds and kube-proxy's rules for
 them are one concept, which `ku apply` and the cluster watch share.)
+
+(Over 500 lines: one concern, what a manifest means to kube-proxy: each of its rules
+above with the check of the fields it reads, for Services, Endpoints and EndpointSlices.)
 """
 import datetime
 import ipaddress

@@ -3,6 +3,10 @@
 This is the single source of truth; every switch's flows are derived from it. Each
 mutation validates all of its input first and only then changes anything, so an
 error (KpError) always leaves the model as it was.
+
+(Over 500 lines: the VIPs' indexes, by id, address, node port, a pod's reply key and
+draining pods, are kept up to date by the very mutations that change what they index;
+they are read together or not at all. Vip, Pod and the value parsers come first.)
 """
 import functools
 import ipaddress

@@ -22,6 +22,9 @@ MAX_BODY_BYTES; a body nested deeper than MAX_JSON_DEPTH is a 400.
 Ryu's `WSGIApplication.register` connects a controller's routes in the alphabetical
 order of its method names, and Routes returns the first route that matches; so the
 405/404 fallbacks are connected by `register` below, after all real routes.
+
+(Over 500 lines: the route table of the whole API, each route with the shape check of
+its body, read against docs/openapi.yaml, which a test holds it to route by route.)
 """
 import functools
 import hmac

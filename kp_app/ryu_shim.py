@@ -6,6 +6,9 @@ REST reads that show counters first refresh them from the switches (a flow-stats
 cache-stats round trip, and kp-switch's session counters in lb mode, bounded in time); a
 pod change whose new-connection table is big
 has it built in a thread first, so that the controller goes on meanwhile.
+
+(Over 500 lines: every Ryu event kp_app handles, each a few lines into KubeProxy, and
+the locks REST takes around them; connections by datapath id are in ryu_connections.)
 """
 import logging
 import os

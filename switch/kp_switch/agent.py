@@ -24,6 +24,10 @@ What invalidates what (tables.py has the flow-mod rules: an add invalidates only
 lower-or-equal-priority entries it overlaps and its table's miss; modify, delete and
 timeouts the entries' own ids): a group-mod the flows using the group; port-mod,
 a link change and set-config's invalid-TTL flag the whole cache.
+
+(Over 500 lines: the threads above share the tables' lock and the datapath, and how
+each takes them is the agent's whole correctness; OpenFlow's encoding is in wire.py,
+the tables' rules in tables.py, connection limits in limits.py.)
 """
 import collections
 import logging

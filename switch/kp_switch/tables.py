@@ -48,6 +48,10 @@ Lookup ties between equal-priority entries in different subtables are broken by 
 order the entries were added (`seq`, the earlier wins), never by the subtables' order,
 which shifts as entries come and go: otherwise removing or adding an entry could change
 the winner of a tie between two other entries without invalidating either.
+
+(Over 500 lines: the classifier and the flow-mod rules are one argument, the invalidation
+rules above: an entry's insert, replace and removal and the cache ids they invalidate
+must be read side by side for the cache to be only ever a cache.)
 """
 import collections
 

@@ -9,6 +9,9 @@ Decoding raises OFError with the code the spec prescribes for malformed requests
 walks every list itself and checks each length before using it (see "decoding" below):
 Ryu's list parsers trust the lengths they read, assert on unknown types and loop forever
 on some lengths, so they are never handed a list, only single items already checked.
+
+(Over 500 lines: one codec of one protocol, each message's decoder beside its encoder,
+so that every length check is in one place.)
 """
 import struct
 
