@@ -72,6 +72,10 @@ def _register_kp_options(module) -> None:
                    help="kp_app: the Kubernetes Node this kp_app serves: its addresses and "
                         "pod CIDR are the default node addresses, its zone label the zone "
                         "for topology hints"),
+        cfg.FloatOpt("kp-probe-interval", default=10.0, min=0.5,
+                     help="kp_app: seconds between two rounds of link probes (kp_app/links.py); "
+                          "a probe older than that is refused, and a link between switches "
+                          "that no probe confirmed for 3.5 of them goes"),
         cfg.FloatOpt("kp-sync-period", default=30.0, min=1.0,
                      help="kp_app: seconds between full resyncs of the watched cluster"),
         cfg.StrOpt("auth-token-file", default=None,

@@ -18,7 +18,7 @@ from kp_app import frames, pipeline
 from kp_app.apply_jobs import ApplyJobs, run_now
 from kp_app.dpid_claims import DpidClaims
 from kp_app.errors import InvalidInput, KpError
-from kp_app.links import LINK_TIMEOUT, LinkProbes
+from kp_app.links import LinkProbes
 from kp_app.model import DEFAULT_NEW_LEN, ServiceModel, Vip, parse_int
 from kp_app.node import MODE_PACKET_IN, MODES, Node, gateway_mac
 from kp_app.pipeline import FlowDelete, MASK_POD, MASK_VIP, OFPP_CONTROLLER, PacketOut
@@ -210,7 +210,7 @@ class KubeProxy(KubernetesServices, SwitchAnswers):
                                                           else ports)])
 
     def periodic(self) -> None:
-        """Every kp_app.links.PROBE_INTERVAL (kp_app.ryu_shim's timer): probe every
+        """Every probe interval (self.probes.interval; kp_app.ryu_shim's timer): probe every
         port again, drop the links no probe confirmed lately, and ask the bound hosts
         in use that are going idle again (kp_app.hosts)."""
         now = self._clock()
@@ -222,7 +222,7 @@ class KubeProxy(KubernetesServices, SwitchAnswers):
                 self._send(node.dpid, msgs)
         alive = self.probes.alive(self.links, now)
         if alive != self.links:
-            LOG.info("links no probe confirmed for %.0f s: %s", LINK_TIMEOUT,
+            LOG.info("links no probe confirmed for %.0f s: %s", self.probes.link_timeout,
                      sorted(set(self.links) - set(alive)))
             self._links_changed(alive)
 

@@ -19,9 +19,12 @@ from kp_app.hosts import REFUSAL_LOG_SECONDS    # (one rate for every refusal lo
 
 LOG = logging.getLogger("kp_app")
 
-PROBE_INTERVAL = 10.0           # s between two rounds of probes (kp_app.ryu_shim's timer)
-PROBE_MAX_AGE = PROBE_INTERVAL  # s: a probe older than this (or from the future) is refused
-LINK_TIMEOUT = 3.5 * PROBE_INTERVAL     # s: a link no probe confirmed for this long goes
+PROBE_INTERVAL = 10.0           # s between two rounds of probes (--kp-probe-interval)
+MIN_PROBE_INTERVAL = 0.5        # s: the fastest --kp-probe-interval takes
+# A probe older than one interval (or from the future) is refused; a link no probe
+# confirmed for 3.5 intervals (three rounds lost) goes.
+PROBE_MAX_AGE = PROBE_INTERVAL
+LINK_TIMEOUT = 3.5 * PROBE_INTERVAL
 SECRET_BYTES = 32
 
 Port = Tuple[int, int]      # (dpid, port)
@@ -31,7 +34,14 @@ class LinkProbes:
     """Makes and checks this controller's probes; remembers when each link was last
     confirmed. `refused` counts the probes refused (forged, stale, looped)."""
 
-    def __init__(self, secret: Optional[bytes] = None) -> None:
+    def __init__(self, secret: Optional[bytes] = None, interval: float = PROBE_INTERVAL) -> None:
+        """`interval`: seconds between two rounds of probes; a probe older than that is
+        refused, and a link unconfirmed for 3.5 of them goes."""
+        if not interval >= MIN_PROBE_INTERVAL:
+            raise ValueError(f"the probe interval must be at least {MIN_PROBE_INTERVAL} s")
+        self.interval = float(interval)
+        self.max_age = self.interval * (PROBE_MAX_AGE / PROBE_INTERVAL)
+        self.link_timeout = self.interval * (LINK_TIMEOUT / PROBE_INTERVAL)
         self._secret = secret if secret is not None else os.urandom(SECRET_BYTES)
         self.confirmed: Dict[Port, float] = {}
         self.refused = 0
@@ -45,7 +55,7 @@ class LinkProbes:
         controller sent it lately and it is not a loop; else None (counted)."""
         parsed = frames.parse_link_probe(raw, self._secret)
         why = ("forged or altered" if parsed is None
-               else "stale" if not -1.0 <= now - parsed[2] <= PROBE_MAX_AGE
+               else "stale" if not -1.0 <= now - parsed[2] <= self.max_age
                else "sent back where it came from" if parsed[:2] == receiver else None)
         if why is None:
             return parsed[:2]
@@ -62,8 +72,8 @@ class LinkProbes:
         self.confirmed[a] = self.confirmed[b] = now
 
     def alive(self, links: Dict[Port, Port], now: float) -> Dict[Port, Port]:
-        """Of `links` (both ways), those confirmed within LINK_TIMEOUT."""
+        """Of `links` (both ways), those confirmed within the link timeout."""
         kept = {a: b for a, b in links.items()
-                if now - self.confirmed.get(a, float("-inf")) < LINK_TIMEOUT}
+                if now - self.confirmed.get(a, float("-inf")) < self.link_timeout}
         self.confirmed = {p: t for p, t in self.confirmed.items() if p in kept}
         return kept

@@ -215,6 +215,8 @@ class KpRyuApp(SwitchConnections, app_manager.RyuApp):
         self.kubeproxy = KubeProxy(self._send)
         # (the option exists when kp_ryu_compat registered it: always under ryu-manager)
         self.kubeproxy.claims.takeover = bool(getattr(cfg.CONF, "kp_dpid_takeover", False))
+        self.kubeproxy.probes = links.LinkProbes(
+            interval=getattr(cfg.CONF, "kp_probe_interval", links.PROBE_INTERVAL))
         self._probes = {}       # dpid -> xid of the echo that asks its owner if it lives
         # The configuration file first: it may name the state file and the addresses.
         self.config = ryu_config.load(cfg.CONF)
@@ -241,10 +243,10 @@ class KpRyuApp(SwitchConnections, app_manager.RyuApp):
         self.threads.append(hub.spawn(self._probe_periodically))
 
     def _probe_periodically(self) -> None:
-        """Every kp_app.links.PROBE_INTERVAL: link probes again, links and host bindings
+        """Every probe interval (--kp-probe-interval): link probes again, links and host bindings
         aged (KubeProxy.periodic). A failure is logged and the next round still comes."""
         while True:
-            hub.sleep(links.PROBE_INTERVAL)
+            hub.sleep(self.kubeproxy.probes.interval)
             try:
                 self.kubeproxy.periodic()
             except Exception:   # (the hub would end this thread silently)

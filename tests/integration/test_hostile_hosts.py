@@ -18,13 +18,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import kp_lab
 from test_cluster import cluster  # noqa: F401 (a fixture)
 from test_cluster import add_pods
 from test_kube_proxy import DIRECT, VIP, VIP6, api, configure
 
 from kp_app import frames
-from kp_app.links import LINK_TIMEOUT, PROBE_INTERVAL, LinkProbes
+from kp_app.links import LinkProbes
 
 # Sends each hex frame given out of the interface (a host's raw socket).
 SEND = ("import socket, sys\n"
@@ -38,6 +40,16 @@ CAPTURE_PROBE = ("import socket, sys\n"
                  "s.bind((sys.argv[1], 0))\n"
                  "s.settimeout(float(sys.argv[2]))\n"
                  "print(s.recv(2048).hex())\n" % frames.LINK_PROBE_ETHERTYPE)
+
+
+# Probes every second (ten by default): a link then lives 3.5 s unconfirmed, and the test
+# that links outlive that through the periodic probes waits seconds, not a minute.
+PROBE_SECONDS = 1.0
+
+
+@pytest.fixture
+def controller_extra_args():
+    return ["--kp-probe-interval", str(PROBE_SECONDS)]
 
 
 def run_in(host, script, *args, timeout=30):
@@ -158,7 +170,8 @@ def test_fabric_links_outlive_the_link_timeout_through_periodic_probes(cluster, 
     add_pods(controller, cluster, ["n3p1"])
     client = cluster.host("n1p1")
     assert kp_lab.ping(client, cluster.ip("n3p2"))      # routed over the fabric
-    time.sleep(LINK_TIMEOUT + PROBE_INTERVAL)           # what an unconfirmed link lives
+    timeout = LinkProbes(interval=PROBE_SECONDS).link_timeout
+    time.sleep(timeout + PROBE_SECONDS)                 # what an unconfirmed link lives
     assert kp_lab.ping(client, cluster.ip("n3p2"))
     assert kp_lab.http_get(client, kp_lab.url_for(VIP, 80))["ok"]
     assert "no probe confirmed" not in controller.log_tail(2000)

@@ -1,5 +1,7 @@
 """Link discovery (kp_app.links, KubeProxy's fabric): only this controller's fresh probes
 make links, and links that no probe confirms go."""
+import pytest
+
 from kp_app import frames
 from kp_app.kubeproxy import KubeProxy
 from kp_app.links import LINK_TIMEOUT, PROBE_INTERVAL, PROBE_MAX_AGE, LinkProbes
@@ -97,3 +99,18 @@ def test_refused_probes_are_logged_once_per_interval_with_their_count(caplog):
     assert len(lines) == 2 and "forged or altered" in lines[0]
     assert "(50 refused since the last such line)" in lines[1]
     assert kp.probes.refused == 51
+
+
+def test_the_probe_interval_sets_how_old_a_probe_and_how_quiet_a_link_may_be():
+    fast = LinkProbes(b"k" * 32, interval=1.0)
+    assert (fast.interval, fast.max_age, fast.link_timeout) == (1.0, 1.0, 3.5)
+    probe = fast.probe("02:00:00:00:00:01", 1, 2, 100.0)
+    assert fast.sender(probe, (2, 1), 100.9) == (1, 2)
+    assert fast.sender(probe, (2, 1), 101.5) is None and fast.refused == 1     # stale
+    fast.confirm((1, 2), (2, 1), 100.0)
+    links = {(1, 2): (2, 1), (2, 1): (1, 2)}
+    assert fast.alive(links, 103.4) == links and fast.alive(links, 103.6) == {}
+    default = LinkProbes(b"k" * 32)
+    assert (default.max_age, default.link_timeout) == (PROBE_MAX_AGE, LINK_TIMEOUT)
+    with pytest.raises(ValueError):
+        LinkProbes(interval=0.1)
