@@ -112,6 +112,8 @@ static void vip_free(struct lb_vip *v)
     free(v);
 }
 
+void lb_vip_free(struct lb_vip *v) { vip_free(v); }
+
 void lb_free(struct lb *lb)
 {
     uint32_t i;

@@ -182,6 +182,8 @@ int lb_configure(struct lb *lb, uint32_t buckets, const uint32_t timeouts_s[LB_N
 struct lb_vip *lb_vip_build(uint32_t id, uint32_t version, uint32_t new_len, uint32_t basis,
                             const uint8_t *table, const uint8_t *pods, uint32_t n_pods,
                             char *err, size_t errlen);
+/* A VIP lb_vip_build made and nobody published (NULL: nothing). */
+void lb_vip_free(struct lb_vip *v);
 /* With the lock held: publishes vip (NULL: deletes the VIP) and frees the old one.
  * Counters of pods present in both carry over. */
 void lb_vip_set(struct lb *lb, uint32_t id, struct lb_vip *vip);

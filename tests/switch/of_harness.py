@@ -42,6 +42,20 @@ def sctp_agent():
 KP_SWITCH = os.path.join(VENV_BIN, "kp-switch")
 
 
+def switch_args():
+    """Extra kp-switch arguments for the OpenFlow suites (KP_TEST_SWITCH_ARGS, e.g.
+    "--threads 2"), and the number of datapath threads they ask for."""
+    extra = os.environ.get("KP_TEST_SWITCH_ARGS", "").split()
+    threads = int(extra[extra.index("--threads") + 1]) if "--threads" in extra else 1
+    return extra, threads
+
+
+def steer_thread(sport, dport, threads):
+    """The datapath thread kp-switch's fanout gives a TCP/UDP/SCTP packet (csrc/steer.h,
+    written again here): the larger port, mixed."""
+    return (((max(sport, dport) * 0x9E3779B1) & 0xFFFFFFFF) >> 16) % threads
+
+
 class FakeDatapath:
     """What Ryu's message classes need to serialize and parse: ofproto modules."""
     ofproto = ofp
