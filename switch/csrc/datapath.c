@@ -726,6 +726,7 @@ static int thread_init(struct datapath *dp, uint32_t t, uint32_t buckets)
     th->lb = lb_new(LB_DEFAULT_BUCKETS);
     if (th->wake_fd < 0 || !th->ports || !th->counters || !th->cache || !th->lb)
         return -1;
+    th->lb->steer_threads = dp->n_threads_wanted;
     flow_cache_adopt(th->cache);
     return 0;
 }
@@ -781,6 +782,7 @@ struct datapath *dp_new(const uint32_t *port_nos, const char *const *ifnames, ui
     pthread_cond_init(&dp->miss_cv, &ca);
     pthread_condattr_destroy(&ca);
     dp->n_ports = n;
+    dp->n_threads_wanted = threads;
     dp->miss_buf = malloc(MISS_RING_BYTES);
     dp->threads = calloc(threads, sizeof *dp->threads);
     if (dp->threads)

@@ -101,7 +101,8 @@ struct dp_thread {
 };
 
 struct datapath {
-    uint32_t n_ports, n_threads;
+    uint32_t n_ports, n_threads;       /* n_threads: those set up (all, once made) */
+    uint32_t n_threads_wanted;
     struct dp_thread *threads;         /* n_threads */
     uint64_t cmd_queue_drops, mf_cmd_drops;   /* atomics */
     int stopping;                      /* atomic */

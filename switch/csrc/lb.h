@@ -135,6 +135,8 @@ struct lb_counters {
     uint64_t created, untracked, dropped, table_full, source_limited, expired, flushed;
     uint64_t fragments;                 /* later fragments translated as their first */
     uint64_t icmp_errors;               /* ICMP errors translated back (lb_icmp.c) */
+    uint64_t split;                     /* sessions whose reply the fanout steers to
+                                           another thread than the request (steer.h) */
 };
 
 struct lb {
@@ -157,6 +159,7 @@ struct lb {
     struct lb_frag *frags;              /* LB_FRAG_SLOTS */
     uint32_t frags_used;                /* slots ever filled since the last flush */
     struct lb_counters c;
+    uint32_t steer_threads;             /* the datapath's thread count (steer.h) */
 };
 
 /* NULL when out of memory. */

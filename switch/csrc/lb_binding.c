@@ -194,7 +194,7 @@ static uint64_t now_ms(void)
 /* The VIPs from id `first` on, at most `most` of them, summed over the threads (every
  * lock held: each thread has the same VIPs, with the same pods). */
 static int take_snapshot(struct datapath *dp, struct vip_snap **out, uint32_t *n_out,
-                         uint64_t totals[9], uint64_t now, uint32_t first, uint32_t most)
+                         uint64_t totals[10], uint64_t now, uint32_t first, uint32_t most)
 {
     struct lb *lb = dp->threads[0].lb;
     uint32_t i, n = 0, s, total, t, j;
@@ -231,7 +231,7 @@ static int take_snapshot(struct datapath *dp, struct vip_snap **out, uint32_t *n
         }
         n++;
     }
-    memset(totals, 0, 9 * sizeof *totals);
+    memset(totals, 0, 10 * sizeof *totals);
     for (t = 0; t < dp->n_threads; t++) {
         lb = dp->threads[t].lb;
         /* Live sessions, counted now (entries wait for an insert to reclaim them). */
@@ -250,6 +250,7 @@ static int take_snapshot(struct datapath *dp, struct vip_snap **out, uint32_t *n
         totals[6] += lb->c.source_limited;
         totals[7] += lb->c.fragments;
         totals[8] += lb->c.icmp_errors;
+        totals[9] += lb->c.split;
     }
     *out = snap;
     *n_out = n;
@@ -259,7 +260,7 @@ static int take_snapshot(struct datapath *dp, struct vip_snap **out, uint32_t *n
 PyObject *lb_py_stats(struct datapath *dp, PyObject *args)
 {
     struct vip_snap *snap = NULL;
-    uint64_t totals[9];
+    uint64_t totals[10];
     uint32_t n = 0, i, j;
     PyObject *vips = NULL, *out = NULL;
     uint64_t now = now_ms();
@@ -299,14 +300,15 @@ PyObject *lb_py_stats(struct datapath *dp, PyObject *args)
         }
         Py_DECREF(d);
     }
-    out = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsO}", "sessions", (unsigned long long)totals[0],
+    out = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsO}", "sessions", (unsigned long long)totals[0],
                         "capacity", (unsigned long long)totals[1], "created",
                         (unsigned long long)totals[2], "untracked",
                         (unsigned long long)totals[3], "dropped", (unsigned long long)totals[4],
                         "table_full", (unsigned long long)totals[5], "source_limited",
                         (unsigned long long)totals[6], "fragments",
                         (unsigned long long)totals[7], "icmp_errors",
-                        (unsigned long long)totals[8], "vips", vips);
+                        (unsigned long long)totals[8], "split_sessions",
+                        (unsigned long long)totals[9], "vips", vips);
 fail:
     Py_XDECREF(vips);
 done:
