@@ -43,8 +43,9 @@ KP_SWITCH = os.path.join(VENV_BIN, "kp-switch")
 
 
 def switch_args():
-    """Extra kp-switch arguments for the OpenFlow suites (KP_TEST_SWITCH_ARGS, e.g.
-    "--threads 2"), and the number of datapath threads they ask for."""
+    """Extra kp-switch arguments every SwitchProcess gets (KP_TEST_SWITCH_ARGS, e.g.
+    "--threads 2": the OpenFlow suites on two datapath threads), and the number of
+    datapath threads they ask for."""
     extra = os.environ.get("KP_TEST_SWITCH_ARGS", "").split()
     threads = int(extra[extra.index("--threads") + 1]) if "--threads" in extra else 1
     return extra, threads
@@ -371,6 +372,13 @@ class SwitchProcess:
     def __init__(self, ifaces, controller=None, listen_port=None, dpid=1, log_path=None, extra=()):
         self.listen_port = listen_port or free_port()
         self.log_path = log_path or "/tmp/kp-switch-test-%d.log" % os.getpid()
+        # KP_TEST_SWITCH_ARGS (e.g. "--threads 2") for every switch but one that says
+        # otherwise itself
+        env_args, _ = switch_args()
+        if "--threads" in env_args and "--threads" in extra:
+            i = env_args.index("--threads")
+            env_args = env_args[:i] + env_args[i + 2:]
+        extra = list(extra) + env_args
         args = [KP_SWITCH, "--dpid", str(dpid), "--listen", "ptcp:%d" % self.listen_port,
                 "--log-file", self.log_path, "-v", *extra]
         if controller:

@@ -87,11 +87,8 @@ def rig(request):
     servers = []
     try:
         ctl = TestController()
-        extra = [a for a in SWITCH_ARGS]
-        if "--threads" not in extra:
-            extra += ["--threads", str(request.param)]
         sw = SwitchProcess([h.port_if for h in hosts], controller=ctl.target, dpid=0x2B,
-                           extra=extra)
+                           extra=["--threads", str(request.param)])   # + the env's others
         sw.threads = request.param
         ch = ctl.accept()
         for i, h in enumerate(hosts[1:3]):
