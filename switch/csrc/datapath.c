@@ -33,19 +33,40 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-struct dp_port *dp_port(struct datapath *dp, uint32_t port_no)
+struct dp_port *dp_thread_port(struct dp_thread *th, uint32_t port_no)
 {
     uint32_t i;
 
-    for (i = 0; i < dp->n_ports; i++)
-        if (dp->ports[i].port_no == port_no)
-            return &dp->ports[i];
+    for (i = 0; i < th->dp->n_ports; i++)
+        if (th->ports[i].port_no == port_no)
+            return &th->ports[i];
     return NULL;
+}
+
+struct dp_port *dp_port(struct datapath *dp, uint32_t port_no)
+{
+    return dp_thread_port(&dp->threads[0], port_no);
+}
+
+void dp_lb_lock_all(struct datapath *dp)
+{
+    uint32_t t;
+
+    for (t = 0; t < dp->n_threads; t++)
+        lb_lock(dp->threads[t].lb);
+}
+
+void dp_lb_unlock_all(struct datapath *dp)
+{
+    uint32_t t;
+
+    for (t = dp->n_threads; t-- > 0;)
+        lb_unlock(dp->threads[t].lb);
 }
 
 /* ------------------------------------------------------------------ commands */
 
-static void apply_cmd(struct datapath *dp, struct dp_cmd *c, uint32_t now_ms)
+static void apply_cmd(struct dp_thread *dp, struct dp_cmd *c, uint32_t now_ms)
 {
     switch (c->kind) {
     case CMD_INSERT:
@@ -69,7 +90,7 @@ static void apply_cmd(struct datapath *dp, struct dp_cmd *c, uint32_t now_ms)
 }
 
 /* Called with cmd_lock held by the cache's owner. */
-static void drain_cmds_locked(struct datapath *dp, uint32_t now_ms)
+static void drain_cmds_locked(struct dp_thread *dp, uint32_t now_ms)
 {
     while (dp->cmd_count) {
         apply_cmd(dp, &dp->cmds[dp->cmd_head], now_ms);
@@ -81,17 +102,17 @@ static void drain_cmds_locked(struct datapath *dp, uint32_t now_ms)
 
 static uint32_t now_ms(void) { return (uint32_t)(mono_ns() / 1000000u); }
 
+static void wake(struct dp_thread *th);
+
 /* Session slots lb_sweep looks at per round: a few hundred nanoseconds of a round.  An
  * idle thread rounds every IDLE_POLL_MS (2,560 slots a second: the default 1,024
  * buckets are swept in under 2 s), a busy one thousands of times a second. */
 #define LB_SWEEP_PER_ROUND 256u
 
-/* Queues c (or, with no thread running, applies it).  With wait, blocks for room;
- * without, returns -1 when the queue is full. */
-static int push_cmd(struct datapath *dp, const struct dp_cmd *c, int wait)
+/* Queues c for one thread (or, with that thread not running, applies it).  With wait,
+ * blocks for room; without, returns -1 when the queue is full. */
+static int push_cmd(struct dp_thread *dp, const struct dp_cmd *c, int wait)
 {
-    uint64_t one = 1;
-
     pthread_mutex_lock(&dp->cmd_lock);
     if (!dp->running) {
         struct dp_cmd copy = *c;
@@ -111,9 +132,7 @@ static int push_cmd(struct datapath *dp, const struct dp_cmd *c, int wait)
     dp->cmds[(dp->cmd_head + dp->cmd_count) % CMD_QUEUE_LEN] = *c;
     __atomic_store_n(&dp->cmd_count, dp->cmd_count + 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&dp->cmd_lock);
-    if (write(dp->wake_fd, &one, sizeof one) < 0) {
-        /* the counter saturating is the only failure, and then a wake is pending */
-    }
+    wake(dp);
     return 0;
 }
 
@@ -122,6 +141,7 @@ void dp_cache_insert(struct datapath *dp, const struct flow_key *k,
                      uint32_t n_ids, const struct mf_key *mask)
 {
     struct dp_cmd c;
+    uint32_t t;
 
     if (n_ops > MAX_OPS || n_ids > MAX_IDS_PER_INSERT) {
         ATOMIC_ADD(dp->cmd_queue_drops, 1);   /* uncacheable: counted, like a full pool */
@@ -140,45 +160,59 @@ void dp_cache_insert(struct datapath *dp, const struct flow_key *k,
         c.has_mask = 1;
         c.mask = *mask;
     }
-    if (push_cmd(dp, &c, 0)) {
-        ATOMIC_ADD(dp->cmd_queue_drops, 1);
-        if (mask)
-            ATOMIC_ADD(dp->mf_cmd_drops, 1);
-    }
+    for (t = 0; t < dp->n_threads; t++)
+        if (push_cmd(&dp->threads[t], &c, 0)) {
+            ATOMIC_ADD(dp->cmd_queue_drops, 1);
+            if (mask)
+                ATOMIC_ADD(dp->mf_cmd_drops, 1);
+        }
 }
 
 void dp_invalidate_flow(struct datapath *dp, uint32_t flow_id)
 {
     struct dp_cmd c = {.kind = CMD_INVALIDATE_FLOW, .flow_id = flow_id};
+    uint32_t t;
 
-    push_cmd(dp, &c, 1);
+    for (t = 0; t < dp->n_threads; t++)
+        push_cmd(&dp->threads[t], &c, 1);
 }
 
 void dp_invalidate_all(struct datapath *dp)
 {
     struct dp_cmd c = {.kind = CMD_INVALIDATE_ALL};
+    uint32_t t;
 
-    push_cmd(dp, &c, 1);
+    for (t = 0; t < dp->n_threads; t++)
+        push_cmd(&dp->threads[t], &c, 1);
 }
 
 int dp_set_buckets(struct datapath *dp, uint32_t buckets)
 {
+    struct flow_cache *caches[DP_MAX_THREADS];
     struct dp_cmd c = {.kind = CMD_SWAP_CACHE};
+    uint32_t t;
 
     if (buckets == 0 || buckets > MAX_BUCKETS || (buckets & (buckets - 1)))
         return EINVAL;
-    c.cache = flow_cache_new(buckets, &dp->cst);
-    if (!c.cache)
-        return ENOMEM;
-    push_cmd(dp, &c, 1);
+    for (t = 0; t < dp->n_threads; t++)     /* all or none */
+        if (!(caches[t] = flow_cache_new(buckets, &dp->threads[t].cst))) {
+            while (t-- > 0)
+                flow_cache_free(caches[t]);
+            return ENOMEM;
+        }
+    for (t = 0; t < dp->n_threads; t++) {
+        c.cache = caches[t];
+        push_cmd(&dp->threads[t], &c, 1);
+    }
     return 0;
 }
 
 /* ------------------------------------------------------------------ misses */
 
-static void miss_push(struct datapath *dp, uint32_t in_port, const struct flow_key *k,
+static void miss_push(struct dp_thread *th, uint32_t in_port, const struct flow_key *k,
                       const uint8_t *frame, uint32_t len)
 {
+    struct datapath *dp = th->dp;
     size_t rec_len = (MISS_HDR_LEN + len + 7u) & ~(size_t)7u;
     size_t pos, room, pad;
     struct miss_rec *r;
@@ -189,7 +223,7 @@ static void miss_push(struct datapath *dp, uint32_t in_port, const struct flow_k
     room = MISS_RING_BYTES - (size_t)(dp->miss_head - dp->miss_tail);
     if (dp->miss_count >= MISS_QUEUE_LEN || room < pad + rec_len) {
         pthread_mutex_unlock(&dp->miss_lock);
-        OWNER_ADD(dp->miss_queue_drops, 1);
+        ATOMIC_ADD(th->miss_queue_drops, 1);   /* execute() pushes from its thread too */
         return;
     }
     if (pad) {        /* records are contiguous: skip the ring's tail end */
@@ -204,6 +238,8 @@ static void miss_push(struct datapath *dp, uint32_t in_port, const struct flow_k
     r->skip = 0;
     r->in_port = in_port;
     r->pkt_len = len;
+    r->thread = th->index;
+    r->pad = 0;
     r->key = *k;
     memcpy((uint8_t *)r + MISS_HDR_LEN, frame, len);
     dp->miss_head += rec_len;
@@ -270,7 +306,7 @@ uint8_t *dp_next_misses(struct datapath *dp, int timeout_ms, uint32_t max_count,
 /* ------------------------------------------------------------------ packets */
 
 struct emit_ctx {
-    struct datapath *dp;
+    struct dp_thread *th;
     int direct;               /* execute(): send now, from the caller's thread */
     uint32_t seg_size;        /* the sender's TCP GSO size, or 0 */
     struct dp_port *port;     /* the packet's port (the datapath thread's packets) */
@@ -282,7 +318,7 @@ struct emit_ctx {
 static void emit_out(void *ctx_, uint32_t port_no, const uint8_t *frame, uint32_t len)
 {
     struct emit_ctx *ctx = ctx_;
-    struct dp_port *p = dp_port(ctx->dp, port_no);
+    struct dp_port *p = dp_thread_port(ctx->th, port_no);
 
     if (!p)
         return;
@@ -297,7 +333,7 @@ static void emit_out(void *ctx_, uint32_t port_no, const uint8_t *frame, uint32_
 }
 
 struct miss_ctx {
-    struct datapath *dp;
+    struct dp_thread *th;
     uint32_t in_port;
 };
 
@@ -308,7 +344,7 @@ static void push_segment_miss(void *ctx_, const uint8_t *seg, uint32_t len)
     struct pkt_layout lay;
 
     if (parse_packet(seg, len, ctx->in_port, &k, &lay) != PARSE_RUNT)
-        miss_push(ctx->dp, ctx->in_port, &k, seg, len);
+        miss_push(ctx->th, ctx->in_port, &k, seg, len);
 }
 
 static void lookup_and_run(struct emit_ctx *ctx, struct pkt_buf *pb, struct flow_key *k);
@@ -319,7 +355,7 @@ static void lookup_and_run(struct emit_ctx *ctx, struct pkt_buf *pb, struct flow
 static void lb_recirculate(void *ctx_, struct pkt_buf *pb, uint32_t in_port, uint32_t vip_id)
 {
     struct emit_ctx *ctx = ctx_;
-    struct datapath *dp = ctx->dp;
+    struct dp_thread *dp = ctx->th;
     struct pkt_layout lay;
     struct flow_key k;
 
@@ -340,7 +376,7 @@ static void lb_recirculate(void *ctx_, struct pkt_buf *pb, uint32_t in_port, uin
 /* The cache's answer for the packet (or the slow path's, as a miss), run. */
 static void lookup_and_run(struct emit_ctx *ctx, struct pkt_buf *pb, struct flow_key *k)
 {
-    struct datapath *dp = ctx->dp;
+    struct dp_thread *dp = ctx->th;
     struct action_env env = {emit_out, lb_recirculate, ctx};
     const struct action_prog *prog;
     uint64_t ids = 0;
@@ -401,7 +437,7 @@ static int csum_unfinished(const uint8_t *frame, uint32_t flags, const struct fl
 
 /* csum_start, csum_offset: where the sender's virtio-net header says its partial
  * checksum is (-1: it did not say). */
-static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *frame,
+static void process_frame(struct dp_thread *dp, struct dp_port *port, uint8_t *frame,
                           uint32_t len, uint32_t headroom, uint32_t flags, uint32_t seg_size,
                           uint32_t now, uint64_t now_ns, int32_t csum_start,
                           int32_t csum_offset)
@@ -444,7 +480,7 @@ static void process_frame(struct datapath *dp, struct dp_port *port, uint8_t *fr
 }
 
 struct gso_ctx {
-    struct datapath *dp;
+    struct dp_thread *dp;
     struct dp_port *port;
     uint32_t flags, now;
     uint64_t now_ns;
@@ -461,7 +497,7 @@ static void process_datagram(void *ctx_, const uint8_t *seg, uint32_t len)
 }
 
 /* Handles one burst of frames a port's backend handed over. */
-static void process_burst(struct datapath *dp, struct dp_port *port,
+static void process_burst(struct dp_thread *dp, struct dp_port *port,
                           struct port_rx_frame *f, uint32_t n, uint32_t now, uint64_t now_ns)
 {
     int up = __atomic_load_n(&port->up, __ATOMIC_RELAXED);
@@ -505,8 +541,9 @@ static void port_error(struct dp_port *p, struct pollfd *pfd)
 
 static void *dp_thread(void *arg)
 {
-    struct datapath *dp = arg;
-    struct pollfd *pfd = calloc(dp->n_ports + 1, sizeof *pfd);
+    struct dp_thread *dp = arg;
+    uint32_t n_ports = dp->dp->n_ports;
+    struct pollfd *pfd = calloc(n_ports + 1, sizeof *pfd);
     struct port_rx_frame *rx = calloc(RX_BURST, sizeof *rx);
     uint32_t i, idle = 0;
 
@@ -515,14 +552,14 @@ static void *dp_thread(void *arg)
         free(rx);
         return NULL;
     }
-    for (i = 0; i < dp->n_ports; i++) {
+    for (i = 0; i < n_ports; i++) {
         pfd[i].fd = dp->ports[i].fd;
         pfd[i].events = POLLIN | POLLERR;
     }
-    pfd[dp->n_ports].fd = dp->wake_fd;
-    pfd[dp->n_ports].events = POLLIN;
+    pfd[n_ports].fd = dp->wake_fd;
+    pfd[n_ports].events = POLLIN;
     pthread_mutex_lock(&dp->lb->lock);     /* held but while polling: see lb.h */
-    while (!__atomic_load_n(&dp->stopping, __ATOMIC_ACQUIRE)) {
+    while (!__atomic_load_n(&dp->dp->stopping, __ATOMIC_ACQUIRE)) {
         uint64_t now_ns = mono_ns();
         uint32_t now = (uint32_t)(now_ns / 1000000u), got = 0;
 
@@ -531,7 +568,7 @@ static void *dp_thread(void *arg)
             drain_cmds_locked(dp, now);
             pthread_mutex_unlock(&dp->cmd_lock);
         }
-        for (i = 0; i < dp->n_ports; i++) {
+        for (i = 0; i < n_ports; i++) {
             struct dp_port *p = &dp->ports[i];
             uint32_t n, b;
 
@@ -541,7 +578,7 @@ static void *dp_thread(void *arg)
                 got += n;
             }
         }
-        for (i = 0; i < dp->n_ports; i++)
+        for (i = 0; i < n_ports; i++)
             if (port_tx_pending(&dp->ports[i]))
                 port_tx_flush(&dp->ports[i]);
         if (!got && idle < IDLE_SPIN_ROUNDS) {
@@ -552,11 +589,11 @@ static void *dp_thread(void *arg)
 
             idle = 0;
             pthread_mutex_unlock(&dp->lb->lock);
-            if (poll(pfd, dp->n_ports + 1, IDLE_POLL_MS) > 0) {
-                if ((pfd[dp->n_ports].revents & POLLIN) && read(dp->wake_fd, &v, sizeof v) < 0) {
+            if (poll(pfd, n_ports + 1, IDLE_POLL_MS) > 0) {
+                if ((pfd[n_ports].revents & POLLIN) && read(dp->wake_fd, &v, sizeof v) < 0) {
                     /* EAGAIN: another reader (none) took it; nothing to do */
                 }
-                for (i = 0; i < dp->n_ports; i++)
+                for (i = 0; i < n_ports; i++)
                     if (pfd[i].revents & (POLLERR | POLLHUP | POLLNVAL))
                         port_error(&dp->ports[i], &pfd[i]);
             }
@@ -573,48 +610,81 @@ static void *dp_thread(void *arg)
     return NULL;
 }
 
+static void wake(struct dp_thread *th)
+{
+    uint64_t one = 1;
+
+    if (write(th->wake_fd, &one, sizeof one) < 0) {
+        /* saturated counter: a wake is already pending */
+    }
+}
+
+static void stop_threads(struct datapath *dp)
+{
+    uint32_t t;
+    int any = 0;
+
+    for (t = 0; t < dp->n_threads; t++) {
+        pthread_mutex_lock(&dp->threads[t].cmd_lock);
+        any |= dp->threads[t].running;
+        pthread_mutex_unlock(&dp->threads[t].cmd_lock);
+    }
+    if (!any)
+        return;
+    __atomic_store_n(&dp->stopping, 1, __ATOMIC_RELEASE);
+    for (t = 0; t < dp->n_threads; t++) {
+        struct dp_thread *th = &dp->threads[t];
+        int running;
+
+        pthread_mutex_lock(&th->cmd_lock);
+        running = th->running;
+        pthread_mutex_unlock(&th->cmd_lock);
+        if (!running)
+            continue;
+        wake(th);
+        pthread_join(th->thread, NULL);
+        pthread_mutex_lock(&th->cmd_lock);
+        th->running = 0;
+        drain_cmds_locked(th, now_ms());   /* the caller now owns the cache */
+        pthread_mutex_unlock(&th->cmd_lock);
+    }
+}
+
+/* All threads or none. */
 int dp_start(struct datapath *dp)
 {
+    uint32_t t;
     int r = 0;
 
-    pthread_mutex_lock(&dp->cmd_lock);
-    if (!dp->running) {
-        __atomic_store_n(&dp->stopping, 0, __ATOMIC_RELEASE);
-        r = pthread_create(&dp->thread, NULL, dp_thread, dp);
-        if (!r)
-            dp->running = 1;
+    __atomic_store_n(&dp->stopping, 0, __ATOMIC_RELEASE);
+    for (t = 0; t < dp->n_threads && !r; t++) {
+        struct dp_thread *th = &dp->threads[t];
+
+        pthread_mutex_lock(&th->cmd_lock);
+        if (!th->running) {
+            r = pthread_create(&th->thread, NULL, dp_thread, th);
+            if (!r)
+                th->running = 1;
+        }
+        pthread_mutex_unlock(&th->cmd_lock);
     }
-    pthread_mutex_unlock(&dp->cmd_lock);
+    if (r)
+        stop_threads(dp);
     return r;
 }
 
 void dp_stop(struct datapath *dp)
 {
-    uint64_t one = 1;
-    int running;
-
-    pthread_mutex_lock(&dp->cmd_lock);
-    running = dp->running;
-    pthread_mutex_unlock(&dp->cmd_lock);
-    if (!running)
-        return;
-    __atomic_store_n(&dp->stopping, 1, __ATOMIC_RELEASE);
-    if (write(dp->wake_fd, &one, sizeof one) < 0) {
-        /* saturated counter: a wake is already pending */
-    }
-    pthread_join(dp->thread, NULL);
-    pthread_mutex_lock(&dp->cmd_lock);
-    dp->running = 0;
-    drain_cmds_locked(dp, now_ms());       /* the caller now owns the cache */
-    pthread_mutex_unlock(&dp->cmd_lock);
+    stop_threads(dp);
 }
 
 /* ------------------------------------------------------------------ execute */
 
-int dp_execute(struct datapath *dp, uint32_t in_port, const uint8_t *frame, uint32_t len,
-               const struct action_op *ops, uint32_t n_ops)
+int dp_execute(struct datapath *dp, uint32_t thread, uint32_t in_port, const uint8_t *frame,
+               uint32_t len, const struct action_op *ops, uint32_t n_ops)
 {
-    struct emit_ctx ctx = {dp, 1, 0, NULL, 0, mono_ns(), 0};
+    struct dp_thread *th = &dp->threads[thread < dp->n_threads ? thread : 0];
+    struct emit_ctx ctx = {th, 1, 0, NULL, 0, mono_ns(), 0};
     struct action_env env = {emit_out, lb_recirculate, &ctx};
     struct pkt_buf pb;
     uint8_t *buf = malloc((size_t)len + ACTION_HEADROOM);   /* slow path */
@@ -631,79 +701,141 @@ int dp_execute(struct datapath *dp, uint32_t in_port, const uint8_t *frame, uint
     pb.len = len;
     pb.headroom = ACTION_HEADROOM;
     if (lb)
-        lb_lock(dp->lb);
+        lb_lock(th->lb);
     actions_run(&pb, in_port, ops, n_ops, &env);
     if (lb)
-        lb_unlock(dp->lb);
+        lb_unlock(th->lb);
     free(buf);
     return 0;
 }
 
 /* ------------------------------------------------------------------ life cycle */
 
-struct datapath *dp_new(const uint32_t *port_nos, const char *const *ifnames, uint32_t n,
-                        enum port_kind kind, uint32_t buckets, char *err, size_t errlen)
+static int thread_init(struct datapath *dp, uint32_t t, uint32_t buckets)
 {
-    struct datapath *dp = calloc(1, sizeof *dp);
-    pthread_condattr_t ca;
+    struct dp_thread *th = &dp->threads[t];
+
+    th->dp = dp;
+    th->index = t;
+    pthread_mutex_init(&th->cmd_lock, NULL);
+    pthread_cond_init(&th->cmd_space, NULL);
+    th->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    th->ports = calloc(dp->n_ports ? dp->n_ports : 1, sizeof *th->ports);
+    th->counters = calloc(MAX_FLOW_IDS, sizeof *th->counters);
+    th->cache = flow_cache_new(buckets, &th->cst);
+    th->lb = lb_new(LB_DEFAULT_BUCKETS);
+    if (th->wake_fd < 0 || !th->ports || !th->counters || !th->cache || !th->lb)
+        return -1;
+    th->lb->steer_threads = dp->n_threads_wanted;
+    flow_cache_adopt(th->cache);
+    return 0;
+}
+
+static void thread_free(struct dp_thread *th, uint32_t n_open)
+{
     uint32_t i;
 
+    for (i = 0; th->ports && i < n_open; i++)
+        port_close(&th->ports[i]);
+    if (th->wake_fd >= 0)
+        close(th->wake_fd);
+    flow_cache_free(th->cache);
+    lb_free(th->lb);
+    free(th->ports);
+    free(th->counters);
+    pthread_mutex_destroy(&th->cmd_lock);
+    pthread_cond_destroy(&th->cmd_space);
+}
+
+struct datapath *dp_new(const uint32_t *port_nos, const char *const *ifnames, uint32_t n,
+                        enum port_kind kind, uint32_t buckets, uint32_t threads, char *err,
+                        size_t errlen)
+{
+    struct datapath *dp;
+    pthread_condattr_t ca;
+    uint32_t i, t;
+    int failed = 0;
+
+    if (threads < 1 || threads > DP_MAX_THREADS) {
+        snprintf(err, errlen, "%u datapath threads: want 1..%u", threads, DP_MAX_THREADS);
+        errno = EINVAL;
+        return NULL;
+    }
+    /* AF_XDP takes one thread: an XSK receives one queue, and the queue a frame comes
+     * in on is the sender's choice (a veth peer's transmit queue follows its socket's
+     * random hash), so a session's two directions could reach two threads.  That
+     * needs symmetric RSS or a hand-off between threads (FASTPATH.md, "Threads"). */
+    if (kind == PORT_AFXDP && threads > 1) {
+        snprintf(err, errlen, "AF_XDP ports take one datapath thread, not %u (several threads "
+                 "run on AF_PACKET fanout)", threads);
+        errno = EOPNOTSUPP;
+        return NULL;
+    }
+    dp = calloc(1, sizeof *dp);
     if (!dp) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    pthread_mutex_init(&dp->cmd_lock, NULL);
-    pthread_cond_init(&dp->cmd_space, NULL);
     pthread_mutex_init(&dp->miss_lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&dp->miss_cv, &ca);
     pthread_condattr_destroy(&ca);
-    dp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    dp->ports = calloc(n ? n : 1, sizeof *dp->ports);
-    dp->counters = calloc(MAX_FLOW_IDS, sizeof *dp->counters);
+    dp->n_ports = n;
+    dp->n_threads_wanted = threads;
     dp->miss_buf = malloc(MISS_RING_BYTES);
-    dp->cache = flow_cache_new(buckets, &dp->cst);
-    dp->lb = lb_new(LB_DEFAULT_BUCKETS);
-    if (dp->wake_fd < 0 || !dp->ports || !dp->counters || !dp->miss_buf || !dp->cache ||
-        !dp->lb) {
+    dp->threads = calloc(threads, sizeof *dp->threads);
+    if (dp->threads)
+        for (t = 0; t < threads; t++)
+            dp->threads[t].wake_fd = -1;
+    for (t = 0; dp->threads && t < threads && !failed; t++) {
+        dp->n_threads = t + 1;
+        failed = thread_init(dp, t, buckets);
+    }
+    if (!dp->miss_buf || !dp->threads || failed) {
         snprintf(err, errlen, "out of memory");
+        dp->n_ports = 0;       /* none opened yet */
         dp_free(dp);
         errno = ENOMEM;
         return NULL;
     }
-    flow_cache_adopt(dp->cache);
+    /* Thread t's socket on every port; with several threads each port's sockets form
+     * one fanout group (port_open: the first creates it). */
     for (i = 0; i < n; i++) {
-        if (port_open(&dp->ports[i], kind, port_nos[i], ifnames[i], err, errlen)) {
-            int e = errno;
+        int group = threads > 1 ? 0 : -1;
 
-            dp_free(dp);
-            errno = e;
-            return NULL;
+        for (t = 0; t < threads; t++) {
+            struct dp_port *p = &dp->threads[t].ports[i];
+
+            if (port_open(p, kind, port_nos[i], ifnames[i], group, err, errlen)) {
+                int e = errno;
+
+                dp->n_ports = i;       /* thread_free closes the ports fully open */
+                for (; t-- > 0;)
+                    port_close(&dp->threads[t].ports[i]);
+                dp_free(dp);
+                errno = e;
+                return NULL;
+            }
+            group = p->fanout;
         }
-        dp->n_ports = i + 1;
     }
     return dp;
 }
 
 void dp_free(struct datapath *dp)
 {
-    uint32_t i;
+    uint32_t t;
 
     if (!dp)
         return;
-    dp_stop(dp);
-    for (i = 0; i < dp->n_ports; i++)
-        port_close(&dp->ports[i]);
-    if (dp->wake_fd >= 0)
-        close(dp->wake_fd);
-    flow_cache_free(dp->cache);
-    lb_free(dp->lb);
-    free(dp->ports);
-    free(dp->counters);
+    if (dp->threads) {
+        dp_stop(dp);
+        for (t = 0; t < dp->n_threads; t++)
+            thread_free(&dp->threads[t], dp->n_ports);
+    }
+    free(dp->threads);
     free(dp->miss_buf);
-    pthread_mutex_destroy(&dp->cmd_lock);
-    pthread_cond_destroy(&dp->cmd_space);
     pthread_mutex_destroy(&dp->miss_lock);
     pthread_cond_destroy(&dp->miss_cv);
     free(dp);

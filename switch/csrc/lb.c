@@ -11,6 +11,7 @@
 #include "csum.h"
 #include "keyed_hash.h"
 #include "session_hash.h"
+#include "steer.h"
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
@@ -111,6 +112,8 @@ static void vip_free(struct lb_vip *v)
     free(v->pod_sessions);
     free(v);
 }
+
+void lb_vip_free(struct lb_vip *v) { vip_free(v); }
 
 void lb_free(struct lb *lb)
 {
@@ -670,6 +673,10 @@ int lb_select(struct lb *lb, struct pkt_buf *pb, struct flow_key *k,
     rev.new_dport = key.sport;
     if (keyed && starts_session(k, pb->data, lay) && insert_session(lb, &fwd, &rev, now) > 0) {
         lb->c.created++;
+        if (lb->steer_threads > 1 && steer_ports(key.sport, key.dport) % lb->steer_threads !=
+                                         steer_ports(rev.key.sport, rev.key.dport) %
+                                             lb->steer_threads)
+            lb->c.split++;    /* its replies reach a thread without it (steer.h) */
         v->sessions++;
         v->pod_sessions[pi]++;
     } else {

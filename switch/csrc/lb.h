@@ -135,6 +135,8 @@ struct lb_counters {
     uint64_t created, untracked, dropped, table_full, source_limited, expired, flushed;
     uint64_t fragments;                 /* later fragments translated as their first */
     uint64_t icmp_errors;               /* ICMP errors translated back (lb_icmp.c) */
+    uint64_t split;                     /* sessions whose reply the fanout steers to
+                                           another thread than the request (steer.h) */
 };
 
 struct lb {
@@ -157,6 +159,7 @@ struct lb {
     struct lb_frag *frags;              /* LB_FRAG_SLOTS */
     uint32_t frags_used;                /* slots ever filled since the last flush */
     struct lb_counters c;
+    uint32_t steer_threads;             /* the datapath's thread count (steer.h) */
 };
 
 /* NULL when out of memory. */
@@ -182,6 +185,8 @@ int lb_configure(struct lb *lb, uint32_t buckets, const uint32_t timeouts_s[LB_N
 struct lb_vip *lb_vip_build(uint32_t id, uint32_t version, uint32_t new_len, uint32_t basis,
                             const uint8_t *table, const uint8_t *pods, uint32_t n_pods,
                             char *err, size_t errlen);
+/* A VIP lb_vip_build made and nobody published (NULL: nothing). */
+void lb_vip_free(struct lb_vip *v);
 /* With the lock held: publishes vip (NULL: deletes the VIP) and frees the old one.
  * Counters of pods present in both carry over. */
 void lb_vip_set(struct lb *lb, uint32_t id, struct lb_vip *vip);

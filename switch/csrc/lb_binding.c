@@ -1,6 +1,12 @@
 /* CPython glue for the in-switch load balancer (lb.h): the Datapath's lb_* methods.
- * Each takes the load balancer's lock with the GIL released; nothing here touches a
- * packet.  Twin: fastpath_ref.LoadBalancer. */
+ * Each takes the load balancers' locks with the GIL released; nothing here touches a
+ * packet.  Twin: fastpath_ref.LoadBalancer.
+ *
+ * Every datapath thread has its own load balancer (datapath.h): a change is made to
+ * each, under all their locks at once (taken in thread order), so no thread sees a
+ * VIP that another does not; a VIP's table and pods are built once per thread, and
+ * its counters are read as their sum over the threads, the session list as every
+ * thread's sessions. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -53,9 +59,10 @@ PyObject *lb_py_configure(struct datapath *dp, PyObject *args)
         return PyErr_Format(PyExc_ValueError, "%lu session buckets: want a power of 2 in 1..%u",
                             buckets, LB_MAX_BUCKETS);
     Py_BEGIN_ALLOW_THREADS
-    lb_lock(dp->lb);
-    r = lb_configure(dp->lb, (uint32_t)buckets, ts, hairpin);
-    lb_unlock(dp->lb);
+    dp_lb_lock_all(dp);
+    for (i = 0, r = 0; i < (int)dp->n_threads && !r; i++)   /* ENOMEM: it keeps its table */
+        r = lb_configure(dp->threads[i].lb, (uint32_t)buckets, ts, hairpin);
+    dp_lb_unlock_all(dp);
     Py_END_ALLOW_THREADS
     if (r == ENOMEM)
         return PyErr_NoMemory();
@@ -68,8 +75,9 @@ PyObject *lb_py_set_vip(struct datapath *dp, PyObject *args)
 {
     unsigned long id, version, basis;
     Py_buffer table, pods;
-    struct lb_vip *v = NULL;
+    struct lb_vip *v[DP_MAX_THREADS] = {NULL};
     char err[160] = "";
+    uint32_t t, built = 0;
 
     if (!PyArg_ParseTuple(args, "kkky*y*:lb_set_vip", &id, &version, &basis, &table, &pods))
         return NULL;
@@ -78,18 +86,25 @@ PyObject *lb_py_set_vip(struct datapath *dp, PyObject *args)
         (size_t)pods.len / 20 > LB_MAX_PODS)
         snprintf(err, sizeof err, "lb_set_vip: %zd table bytes, %zd pod bytes", table.len,
                  pods.len);
-    else
-        v = lb_vip_build((uint32_t)id, (uint32_t)version, (uint32_t)(table.len / 2),
-                         (uint32_t)basis, table.buf, pods.buf, (uint32_t)(pods.len / 20), err,
-                         sizeof err);
+    else   /* one copy per thread, all built before any is published */
+        for (; built < dp->n_threads; built++)
+            if (!(v[built] = lb_vip_build((uint32_t)id, (uint32_t)version,
+                                          (uint32_t)(table.len / 2), (uint32_t)basis,
+                                          table.buf, pods.buf, (uint32_t)(pods.len / 20), err,
+                                          sizeof err)))
+                break;
     PyBuffer_Release(&table);
     PyBuffer_Release(&pods);
-    if (!v)
+    if (built < dp->n_threads) {
+        for (t = 0; t < built; t++)
+            lb_vip_free(v[t]);
         return PyErr_Format(PyExc_ValueError, "%s", err);
+    }
     Py_BEGIN_ALLOW_THREADS
-    lb_lock(dp->lb);
-    lb_vip_set(dp->lb, (uint32_t)id, v);
-    lb_unlock(dp->lb);
+    dp_lb_lock_all(dp);
+    for (t = 0; t < dp->n_threads; t++)
+        lb_vip_set(dp->threads[t].lb, (uint32_t)id, v[t]);
+    dp_lb_unlock_all(dp);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -97,15 +112,17 @@ PyObject *lb_py_set_vip(struct datapath *dp, PyObject *args)
 PyObject *lb_py_delete_vip(struct datapath *dp, PyObject *arg)
 {
     unsigned long id = PyLong_AsUnsignedLong(arg);
+    uint32_t t;
 
     if (PyErr_Occurred())
         return NULL;
     if (id == 0 || id >= LB_MAX_VIPS)
         return PyErr_Format(PyExc_ValueError, "VIP id %lu out of 1..%u", id, LB_MAX_VIPS - 1);
     Py_BEGIN_ALLOW_THREADS
-    lb_lock(dp->lb);
-    lb_vip_set(dp->lb, (uint32_t)id, NULL);
-    lb_unlock(dp->lb);
+    dp_lb_lock_all(dp);
+    for (t = 0; t < dp->n_threads; t++)
+        lb_vip_set(dp->threads[t].lb, (uint32_t)id, NULL);
+    dp_lb_unlock_all(dp);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -117,6 +134,7 @@ PyObject *lb_py_flush(struct datapath *dp, PyObject *args)
     uint8_t pod[16];
     int has_pod = 0;
     uint64_t n;
+    uint32_t t;
 
     if (!PyArg_ParseTuple(args, "k|Okk:lb_flush", &id, &addr, &version, &port))
         return NULL;
@@ -133,9 +151,11 @@ PyObject *lb_py_flush(struct datapath *dp, PyObject *args)
         has_pod = 1;
     }
     Py_BEGIN_ALLOW_THREADS
-    lb_lock(dp->lb);
-    n = lb_flush(dp->lb, (uint32_t)id, has_pod ? pod : NULL, (uint32_t)version, (uint16_t)port);
-    lb_unlock(dp->lb);
+    dp_lb_lock_all(dp);
+    for (t = 0, n = 0; t < dp->n_threads; t++)
+        n += lb_flush(dp->threads[t].lb, (uint32_t)id, has_pod ? pod : NULL, (uint32_t)version,
+                      (uint16_t)port);
+    dp_lb_unlock_all(dp);
     Py_END_ALLOW_THREADS
     return PyLong_FromUnsignedLongLong(n);
 }
@@ -143,13 +163,15 @@ PyObject *lb_py_flush(struct datapath *dp, PyObject *args)
 PyObject *lb_py_set_hash_key(struct datapath *dp, PyObject *args)
 {
     unsigned long long k0, k1;
+    uint32_t t;
 
     if (!PyArg_ParseTuple(args, "KK:lb_set_hash_key", &k0, &k1))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    lb_lock(dp->lb);
-    lb_set_hash_key(dp->lb, k0, k1);
-    lb_unlock(dp->lb);
+    dp_lb_lock_all(dp);
+    for (t = 0; t < dp->n_threads; t++)
+        lb_set_hash_key(dp->threads[t].lb, k0, k1);
+    dp_lb_unlock_all(dp);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -169,13 +191,14 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* The VIPs from id `first` on, at most `most` of them. */
-static int take_snapshot(struct lb *lb, struct vip_snap **out, uint32_t *n_out,
-                         uint64_t totals[9], uint64_t now, uint32_t first, uint32_t most)
+/* The VIPs from id `first` on, at most `most` of them, summed over the threads (every
+ * lock held: each thread has the same VIPs, with the same pods). */
+static int take_snapshot(struct datapath *dp, struct vip_snap **out, uint32_t *n_out,
+                         uint64_t totals[10], uint64_t now, uint32_t first, uint32_t most)
 {
-    uint32_t i, n = 0, s, total;
+    struct lb *lb = dp->threads[0].lb;
+    uint32_t i, n = 0, s, total, t, j;
     struct vip_snap *snap;
-    uint64_t live = 0;
 
     if (first == 0)
         first = 1;
@@ -191,33 +214,44 @@ static int take_snapshot(struct lb *lb, struct vip_snap **out, uint32_t *n_out,
             continue;
         snap[n].id = v->id;
         snap[n].n_pods = v->n_pods;
-        snap[n].packets = v->packets;
-        snap[n].bytes = v->bytes;
-        snap[n].sessions = v->sessions;
-        snap[n].untracked = v->untracked;
-        snap[n].pods = malloc((size_t)v->n_pods * sizeof *snap[n].pods);
-        if (snap[n].pods)
-            memcpy(snap[n].pods, v->pod_sessions, (size_t)v->n_pods * sizeof *snap[n].pods);
-        else
+        snap[n].pods = calloc(v->n_pods ? v->n_pods : 1, sizeof *snap[n].pods);
+        if (!snap[n].pods)
             snap[n].n_pods = 0;
+        for (t = 0; t < dp->n_threads; t++) {
+            const struct lb_vip *tv = dp->threads[t].lb->vips[i];
+
+            if (!tv)
+                continue;
+            snap[n].packets += tv->packets;
+            snap[n].bytes += tv->bytes;
+            snap[n].sessions += tv->sessions;
+            snap[n].untracked += tv->untracked;
+            for (j = 0; j < snap[n].n_pods && j < tv->n_pods; j++)
+                snap[n].pods[j] += tv->pod_sessions[j];
+        }
         n++;
     }
-    /* Live sessions, counted now (entries wait for an insert to reclaim them). */
-    total = lb->n_buckets * LB_WAYS;
-    for (s = 0; s < total; s++) {
-        const struct lb_entry *e = &lb->entries[s];
+    memset(totals, 0, 10 * sizeof *totals);
+    for (t = 0; t < dp->n_threads; t++) {
+        lb = dp->threads[t].lb;
+        /* Live sessions, counted now (entries wait for an insert to reclaim them). */
+        total = lb->n_buckets * LB_WAYS;
+        for (s = 0; s < total; s++) {
+            const struct lb_entry *e = &lb->entries[s];
 
-        live += e->sid && (e->flags & LB_E_FORWARD) && now - e->last_ms < lb->timeout_ms[e->state];
+            totals[0] += e->sid && (e->flags & LB_E_FORWARD) &&
+                         now - e->last_ms < lb->timeout_ms[e->state];
+        }
+        totals[1] += (uint64_t)total / 2;
+        totals[2] += lb->c.created;
+        totals[3] += lb->c.untracked;
+        totals[4] += lb->c.dropped;
+        totals[5] += lb->c.table_full;
+        totals[6] += lb->c.source_limited;
+        totals[7] += lb->c.fragments;
+        totals[8] += lb->c.icmp_errors;
+        totals[9] += lb->c.split;
     }
-    totals[0] = live;
-    totals[1] = (uint64_t)total / 2;
-    totals[2] = lb->c.created;
-    totals[3] = lb->c.untracked;
-    totals[4] = lb->c.dropped;
-    totals[5] = lb->c.table_full;
-    totals[6] = lb->c.source_limited;
-    totals[7] = lb->c.fragments;
-    totals[8] = lb->c.icmp_errors;
     *out = snap;
     *n_out = n;
     return 0;
@@ -226,7 +260,7 @@ static int take_snapshot(struct lb *lb, struct vip_snap **out, uint32_t *n_out,
 PyObject *lb_py_stats(struct datapath *dp, PyObject *args)
 {
     struct vip_snap *snap = NULL;
-    uint64_t totals[9];
+    uint64_t totals[10];
     uint32_t n = 0, i, j;
     PyObject *vips = NULL, *out = NULL;
     uint64_t now = now_ms();
@@ -238,10 +272,10 @@ PyObject *lb_py_stats(struct datapath *dp, PyObject *args)
     if (first >= LB_MAX_VIPS)
         first = LB_MAX_VIPS;
     Py_BEGIN_ALLOW_THREADS
-    lb_lock(dp->lb);
-    r = take_snapshot(dp->lb, &snap, &n, totals, now, (uint32_t)first,
+    dp_lb_lock_all(dp);
+    r = take_snapshot(dp, &snap, &n, totals, now, (uint32_t)first,
                       most > LB_MAX_VIPS ? LB_MAX_VIPS : (uint32_t)most);
-    lb_unlock(dp->lb);
+    dp_lb_unlock_all(dp);
     Py_END_ALLOW_THREADS
     if (r)
         return PyErr_NoMemory();
@@ -266,14 +300,15 @@ PyObject *lb_py_stats(struct datapath *dp, PyObject *args)
         }
         Py_DECREF(d);
     }
-    out = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsO}", "sessions", (unsigned long long)totals[0],
+    out = Py_BuildValue("{sKsKsKsKsKsKsKsKsKsKsO}", "sessions", (unsigned long long)totals[0],
                         "capacity", (unsigned long long)totals[1], "created",
                         (unsigned long long)totals[2], "untracked",
                         (unsigned long long)totals[3], "dropped", (unsigned long long)totals[4],
                         "table_full", (unsigned long long)totals[5], "source_limited",
                         (unsigned long long)totals[6], "fragments",
                         (unsigned long long)totals[7], "icmp_errors",
-                        (unsigned long long)totals[8], "vips", vips);
+                        (unsigned long long)totals[8], "split_sessions",
+                        (unsigned long long)totals[9], "vips", vips);
 fail:
     Py_XDECREF(vips);
 done:
@@ -290,7 +325,7 @@ PyObject *lb_py_sessions(struct datapath *dp, PyObject *args)
     unsigned long max = 1000;
     struct lb_entry *copy;
     uint64_t now = now_ms(), *idle;
-    uint32_t n = 0, s, total, i;
+    uint32_t n = 0, s, total, i, t;
     PyObject *out;
     static const char *const states[LB_N_TIMEOUTS] = {"established", "closing", "opening",
                                                       "udp"};
@@ -307,18 +342,22 @@ PyObject *lb_py_sessions(struct datapath *dp, PyObject *args)
         return PyErr_NoMemory();
     }
     Py_BEGIN_ALLOW_THREADS
-    lb_lock(dp->lb);
-    total = dp->lb->n_buckets * LB_WAYS;
-    for (s = 0; s < total && n < max; s++) {
-        const struct lb_entry *e = &dp->lb->entries[s];
+    dp_lb_lock_all(dp);
+    for (t = 0; t < dp->n_threads; t++) {     /* each session is in one thread's table */
+        const struct lb *lb = dp->threads[t].lb;
 
-        if (e->sid && (e->flags & LB_E_FORWARD) &&
-            now - e->last_ms < dp->lb->timeout_ms[e->state]) {
-            copy[n] = *e;
-            idle[n++] = now - e->last_ms;
+        total = lb->n_buckets * LB_WAYS;
+        for (s = 0; s < total && n < max; s++) {
+            const struct lb_entry *e = &lb->entries[s];
+
+            if (e->sid && (e->flags & LB_E_FORWARD) &&
+                now - e->last_ms < lb->timeout_ms[e->state]) {
+                copy[n] = *e;
+                idle[n++] = now - e->last_ms;
+            }
         }
     }
-    lb_unlock(dp->lb);
+    dp_lb_unlock_all(dp);
     Py_END_ALLOW_THREADS
     out = PyList_New(0);
     for (i = 0; out && i < n; i++) {

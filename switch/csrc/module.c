@@ -1116,17 +1116,24 @@ typedef struct {
 
 static int Datapath_init(DatapathObject *self, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"ports", "buckets", "port_io", NULL};
+    static char *kwlist[] = {"ports", "buckets", "port_io", "threads", NULL};
     PyObject *ports, *seq, *bo = NULL;
     uint32_t buckets = 1024, *nos = NULL, n, i, j;
+    int threads = 1;
     const char **names = NULL, *port_io = "afpacket";
     enum port_kind kind;
     char err[256] = "";
     struct datapath *dp;
     int rc = -1;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Os:Datapath", kwlist, &ports, &bo, &port_io))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Osi:Datapath", kwlist, &ports, &bo, &port_io,
+                                     &threads))
         return -1;
+    if (threads < 1 || threads > DP_MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "%d datapath threads: want 1..%d", threads,
+                     DP_MAX_THREADS);
+        return -1;
+    }
     if (bo && get_buckets(bo, &buckets))
         return -1;
     if (!strcmp(port_io, "afpacket")) {
@@ -1173,7 +1180,7 @@ static int Datapath_init(DatapathObject *self, PyObject *args, PyObject *kw)
             goto out;
     }
     Py_BEGIN_ALLOW_THREADS
-    dp = dp_new(nos, names, n, kind, buckets, err, sizeof err);
+    dp = dp_new(nos, names, n, kind, buckets, (uint32_t)threads, err, sizeof err);
     Py_END_ALLOW_THREADS
     if (!dp) {
         PyErr_SetObject(PyExc_OSError,
@@ -1266,9 +1273,10 @@ static PyObject *Datapath_next_misses(DatapathObject *self, PyObject *args, PyOb
         const struct miss_rec *r = (const struct miss_rec *)(buf + off);
         PyObject *d = key_dict(&r->key), *t;
 
-        t = d ? Py_BuildValue("(ky#Ny#)", (unsigned long)r->in_port,
+        t = d ? Py_BuildValue("(ky#Ny#k)", (unsigned long)r->in_port,
                               (const char *)r + MISS_HDR_LEN, (Py_ssize_t)r->pkt_len, d,
-                              (const char *)&r->key, (Py_ssize_t)sizeof r->key)
+                              (const char *)&r->key, (Py_ssize_t)sizeof r->key,
+                              (unsigned long)r->thread)
               : NULL;
         if (!t || PyList_Append(out, t)) {
             Py_XDECREF(t);
@@ -1285,7 +1293,7 @@ static PyObject *Datapath_next_misses(DatapathObject *self, PyObject *args, PyOb
 static PyObject *Datapath_execute(DatapathObject *self, PyObject *args)
 {
     struct datapath *dp = self->dp;
-    unsigned long in_port;
+    unsigned long in_port, thread = 0;
     Py_buffer b;
     PyObject *actions;
     struct action_op *ops;
@@ -1293,14 +1301,19 @@ static PyObject *Datapath_execute(DatapathObject *self, PyObject *args)
     int r;
 
     NEED_DP(self);
-    if (!PyArg_ParseTuple(args, "ky*O:execute", &in_port, &b, &actions))
+    if (!PyArg_ParseTuple(args, "ky*O|k:execute", &in_port, &b, &actions, &thread))
         return NULL;
+    if (thread >= dp->n_threads) {
+        PyBuffer_Release(&b);
+        return PyErr_Format(PyExc_ValueError, "no datapath thread %lu (of %u)", thread,
+                            dp->n_threads);
+    }
     if (compile_actions(actions, &ops, &n)) {
         PyBuffer_Release(&b);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    r = dp_execute(dp, (uint32_t)in_port, b.buf, (uint32_t)b.len, ops, n);
+    r = dp_execute(dp, (uint32_t)thread, (uint32_t)in_port, b.buf, (uint32_t)b.len, ops, n);
     Py_END_ALLOW_THREADS
     PyMem_Free(ops);
     PyBuffer_Release(&b);
@@ -1375,19 +1388,22 @@ static PyObject *Datapath_flow_counters(DatapathObject *self, PyObject *arg)
     out = PyList_New(n);
     for (i = 0; out && i < n; i++) {
         PyObject *x = PySequence_Fast_GET_ITEM(seq, i), *t;
-        uint32_t id;
-        struct flow_counter *fc;
+        unsigned long long packets = 0, bytes = 0, last = 0;
+        uint32_t id, th;
 
         if (get_flow_id(x, &id)) {
             Py_CLEAR(out);
             break;
         }
-        fc = &self->dp->counters[id];
-        t = Py_BuildValue("(KKK)",
-                          (unsigned long long)__atomic_load_n(&fc->packets, __ATOMIC_RELAXED),
-                          (unsigned long long)__atomic_load_n(&fc->bytes, __ATOMIC_RELAXED),
-                          (unsigned long long)__atomic_load_n(&fc->last_hit_ns,
-                                                              __ATOMIC_RELAXED));
+        for (th = 0; th < self->dp->n_threads; th++) {   /* each thread counts its own */
+            struct flow_counter *fc = &self->dp->threads[th].counters[id];
+            unsigned long long l = __atomic_load_n(&fc->last_hit_ns, __ATOMIC_RELAXED);
+
+            packets += __atomic_load_n(&fc->packets, __ATOMIC_RELAXED);
+            bytes += __atomic_load_n(&fc->bytes, __ATOMIC_RELAXED);
+            last = l > last ? l : last;
+        }
+        t = Py_BuildValue("(KKK)", packets, bytes, last);
         if (!t) {
             Py_CLEAR(out);
             break;
@@ -1421,44 +1437,73 @@ static PyObject *Datapath_stats(DatapathObject *self, PyObject *unused)
 {
     struct datapath *dp = self->dp;
     struct cache_stats st;
+    unsigned long long parse_errors = 0, malformed = 0, refused = 0, miss_drops = 0;
     PyObject *d, *ports;
-    uint32_t i;
+    uint32_t i, t;
 
     (void)unused;
     NEED_DP(self);
-    st.hits = LD(dp->cst.hits);
-    st.misses = LD(dp->cst.misses);
-    st.inserts = LD(dp->cst.inserts);
-    st.insert_failures = LD(dp->cst.insert_failures);
-    st.evictions = LD(dp->cst.evictions);
-    st.expired = LD(dp->cst.expired);
-    st.invalidated = LD(dp->cst.invalidated);
-    st.entries = LD(dp->cst.entries);
-    st.buckets = LD(dp->cst.buckets);
-    st.mf_hits = LD(dp->cst.mf_hits);
-    st.mf_inserts = LD(dp->cst.mf_inserts);
-    st.mf_insert_failures = LD(dp->cst.mf_insert_failures);
-    st.mf_entries = LD(dp->cst.mf_entries);
-    st.mf_subtables = LD(dp->cst.mf_subtables);
+    /* Sums over the threads; buckets is one cache's (each thread's has as many). */
+    memset(&st, 0, sizeof st);
+    for (t = 0; t < dp->n_threads; t++) {
+        const struct dp_thread *th = &dp->threads[t];
+
+        st.hits += LD(th->cst.hits);
+        st.misses += LD(th->cst.misses);
+        st.inserts += LD(th->cst.inserts);
+        st.insert_failures += LD(th->cst.insert_failures);
+        st.evictions += LD(th->cst.evictions);
+        st.expired += LD(th->cst.expired);
+        st.invalidated += LD(th->cst.invalidated);
+        st.entries += LD(th->cst.entries);
+        st.mf_hits += LD(th->cst.mf_hits);
+        st.mf_inserts += LD(th->cst.mf_inserts);
+        st.mf_insert_failures += LD(th->cst.mf_insert_failures);
+        st.mf_entries += LD(th->cst.mf_entries);
+        st.mf_subtables += LD(th->cst.mf_subtables);
+        parse_errors += LD(th->parse_errors);
+        malformed += LD(th->malformed);
+        refused += LD(th->refused);
+        miss_drops += LD(th->miss_queue_drops);
+    }
+    st.buckets = LD(dp->threads[0].cst.buckets);
     d = cache_stats_dict(&st, LD(dp->cmd_queue_drops), LD(dp->mf_cmd_drops));
     ports = PyDict_New();
     if (!d || !ports)
         goto fail;
-    if (put(d, "parse_errors", PyLong_FromUnsignedLongLong(LD(dp->parse_errors))) ||
-        put(d, "malformed", PyLong_FromUnsignedLongLong(LD(dp->malformed))) ||
-        put(d, "refused", PyLong_FromUnsignedLongLong(LD(dp->refused))) ||
-        put(d, "miss_queue_drops", PyLong_FromUnsignedLongLong(LD(dp->miss_queue_drops))))
+    if (put(d, "parse_errors", PyLong_FromUnsignedLongLong(parse_errors)) ||
+        put(d, "malformed", PyLong_FromUnsignedLongLong(malformed)) ||
+        put(d, "refused", PyLong_FromUnsignedLongLong(refused)) ||
+        put(d, "miss_queue_drops", PyLong_FromUnsignedLongLong(miss_drops)) ||
+        put(d, "threads", PyLong_FromUnsignedLong(dp->n_threads)))
         goto fail;
     for (i = 0; i < dp->n_ports; i++) {
-        struct dp_port *p = &dp->ports[i];
-        PyObject *pd = Py_BuildValue(
-            "{sKsKsKsKsKsKsKsK}", "rx_packets", LD(p->st.rx_packets), "rx_bytes",
-            LD(p->st.rx_bytes), "rx_dropped", LD(p->st.rx_dropped), "rx_errors",
-            LD(p->st.rx_errors), "tx_packets", LD(p->st.tx_packets), "tx_bytes",
-            LD(p->st.tx_bytes), "tx_dropped", LD(p->st.tx_dropped), "tx_errors",
-            LD(p->st.tx_errors));
-        PyObject *key = PyLong_FromUnsignedLong(p->port_no);
-        int r = pd && key ? PyDict_SetItem(ports, key, pd) : -1;
+        struct port_stats ps;
+        PyObject *pd, *key;
+        int r;
+
+        memset(&ps, 0, sizeof ps);
+        for (t = 0; t < dp->n_threads; t++) {
+            const struct dp_port *p = &dp->threads[t].ports[i];
+
+            ps.rx_packets += LD(p->st.rx_packets);
+            ps.rx_bytes += LD(p->st.rx_bytes);
+            ps.rx_dropped += LD(p->st.rx_dropped);
+            ps.rx_errors += LD(p->st.rx_errors);
+            ps.tx_packets += LD(p->st.tx_packets);
+            ps.tx_bytes += LD(p->st.tx_bytes);
+            ps.tx_dropped += LD(p->st.tx_dropped);
+            ps.tx_errors += LD(p->st.tx_errors);
+        }
+        pd = Py_BuildValue(
+            "{sKsKsKsKsKsKsKsK}", "rx_packets", (unsigned long long)ps.rx_packets, "rx_bytes",
+            (unsigned long long)ps.rx_bytes, "rx_dropped", (unsigned long long)ps.rx_dropped,
+            "rx_errors", (unsigned long long)ps.rx_errors, "tx_packets",
+            (unsigned long long)ps.tx_packets, "tx_bytes", (unsigned long long)ps.tx_bytes,
+            "tx_dropped", (unsigned long long)ps.tx_dropped, "tx_errors",
+            (unsigned long long)ps.tx_errors);
+        key = PyLong_FromUnsignedLong(dp->threads[0].ports[i].port_no);
+        r = pd && key ? PyDict_SetItem(ports, key, pd) : -1;
 
         Py_XDECREF(pd);
         Py_XDECREF(key);
@@ -1486,7 +1531,7 @@ static PyObject *Datapath_port_io(DatapathObject *self, PyObject *unused)
         return PyErr_Format(PyExc_ValueError, "datapath not initialised");
     d = PyDict_New();
     for (i = 0; d && i < self->dp->n_ports; i++) {
-        const struct dp_port *p = &self->dp->ports[i];
+        const struct dp_port *p = &self->dp->threads[0].ports[i];
         char buf[64];
         PyObject *key = PyLong_FromUnsignedLong(p->port_no), *v;
 
@@ -1505,6 +1550,7 @@ static PyObject *Datapath_set_port_state(DatapathObject *self, PyObject *args)
     unsigned long port_no;
     int up;
     struct dp_port *p;
+    uint32_t t;
 
     NEED_DP(self);
     if (!PyArg_ParseTuple(args, "kp:set_port_state", &port_no, &up))
@@ -1512,7 +1558,9 @@ static PyObject *Datapath_set_port_state(DatapathObject *self, PyObject *args)
     p = dp_port(self->dp, (uint32_t)port_no);
     if (!p)
         return PyErr_Format(PyExc_ValueError, "no port %lu", port_no);
-    __atomic_store_n(&p->up, up, __ATOMIC_RELAXED);
+    for (t = 0; t < self->dp->n_threads; t++)   /* every thread's socket on it */
+        __atomic_store_n(&dp_thread_port(&self->dp->threads[t], (uint32_t)port_no)->up, up,
+                         __ATOMIC_RELAXED);
     Py_RETURN_NONE;
 }
 
@@ -1546,9 +1594,10 @@ static PyMethodDef Datapath_methods[] = {
     {"stop", (PyCFunction)Datapath_stop, METH_NOARGS, "Stop and join it (idempotent)."},
     {"next_misses", (PyCFunction)(void (*)(void))Datapath_next_misses,
      METH_VARARGS | METH_KEYWORDS,
-     "next_misses(timeout_ms, max_count=64) -> [(in_port, packet, key, key_blob)]"},
+     "next_misses(timeout_ms, max_count=64) -> [(in_port, packet, key, key_blob, thread)]"},
     {"execute", (PyCFunction)Datapath_execute, METH_VARARGS,
-     "execute(in_port, packet, actions): run actions and transmit now."},
+     "execute(in_port, packet, actions, thread=0): run actions and transmit now (a "
+     "kp_lb's session goes in that datapath thread's table: the miss's)."},
     {"cache_insert", (PyCFunction)Datapath_cache_insert, METH_VARARGS,
      "cache_insert(key_blob, actions, flow_ids, mask_blob=None): lossy."},
     {"invalidate_flow", (PyCFunction)Datapath_invalidate_flow, METH_O, NULL},
@@ -1566,8 +1615,8 @@ static PyMethodDef Datapath_methods[] = {
 static PyTypeObject DatapathType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "kp_switch._fastpath.Datapath",
-    .tp_doc = "Datapath(ports, buckets=1024, port_io='afpacket'): AF_PACKET or AF_XDP "
-              "ports, a flow cache and a thread.",
+    .tp_doc = "Datapath(ports, buckets=1024, port_io='afpacket', threads=1): AF_PACKET or "
+              "AF_XDP ports, and threads datapath threads, each with its own caches.",
     .tp_basicsize = sizeof(DatapathObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
@@ -1633,6 +1682,7 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         PyModule_AddIntConstant(m, "MF_BYTES_PER_FLOW", (long)MF_BYTES_PER_FLOW) ||
         PyModule_AddIntConstant(m, "AGE_LIMIT", (long)AGE_LIMIT) ||
         PyModule_AddIntConstant(m, "MISS_QUEUE_LEN", MISS_QUEUE_LEN) ||
+        PyModule_AddIntConstant(m, "MAX_THREADS", DP_MAX_THREADS) ||
         PyModule_AddIntConstant(m, "KEY_SIZE", FLOW_KEY_SIZE) ||
         PyModule_AddIntConstant(m, "MAX_BUCKETS", MAX_BUCKETS)) {
         Py_DECREF(m);

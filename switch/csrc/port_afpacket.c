@@ -9,7 +9,13 @@
  * sends, so the port's send socket (port_io.c), which receives nothing, sends.
  * Transmit copies each output into a batch slot, because one packet may be output
  * several times with different rewrites in between, and sends a batch with one
- * sendmmsg. */
+ * sendmmsg.
+ *
+ * With several datapath threads, each has its own socket on the port (its own ring and
+ * batch), and the sockets form one fanout group whose program (steer.h) picks the
+ * socket, so that both directions of a session reach the thread that holds it.  The
+ * group's id comes from PACKET_FANOUT_FLAG_UNIQUEID: no clash with
+ * another kp-switch's groups in the same network namespace. */
 #define _GNU_SOURCE
 #include "port_io.h"
 
@@ -24,10 +30,46 @@
 
 #include "actions.h"
 #include "csum.h"
+#include "steer.h"
 
 #ifndef PACKET_IGNORE_OUTGOING
 #define PACKET_IGNORE_OUTGOING 23
 #endif
+#ifndef PACKET_FANOUT_FLAG_UNIQUEID
+#define PACKET_FANOUT_FLAG_UNIQUEID 0x2000   /* Linux 4.17 */
+#endif
+#ifndef PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+#define PACKET_FANOUT_FLAG_IGNORE_OUTGOING 0x4000   /* Linux 6.9 */
+#endif
+
+/* Joins (or, with p->fanout 0, starts, with the steering program) the port's fanout
+ * group; p->fanout is then what joining takes (the id, type and flags).
+ * PACKET_IGNORE_OUTGOING is the socket's, and a fanout group's sockets get their frames
+ * through the group's hook, which has its own flag for it (Linux 6.9); afp_rx_burst
+ * skips our own transmissions where the kernel does not. */
+static int afp_fanout(struct dp_port *p)
+{
+    uint32_t v;
+    socklen_t len = sizeof v;
+
+    if (p->fanout == 0) {
+        v = (uint32_t)(PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID |
+                       PACKET_FANOUT_FLAG_IGNORE_OUTGOING) << 16;
+        if (setsockopt(p->fd, SOL_PACKET, PACKET_FANOUT, &v, sizeof v)) {
+            v = (uint32_t)(PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID) << 16;
+            if (setsockopt(p->fd, SOL_PACKET, PACKET_FANOUT, &v, sizeof v))
+                return -1;
+        }
+        if (getsockopt(p->fd, SOL_PACKET, PACKET_FANOUT, &v, &len) ||
+            setsockopt(p->fd, SOL_PACKET, PACKET_FANOUT_DATA, steer_program(),
+                       sizeof(struct sock_fprog)))
+            return -1;
+        p->fanout = (int)v;   /* id | type << 16 | flags << 24: never 0 (type 6) */
+        return 0;
+    }
+    v = (uint32_t)p->fanout;
+    return setsockopt(p->fd, SOL_PACKET, PACKET_FANOUT, &v, sizeof v);
+}
 
 static void afp_close(struct dp_port *p)
 {
@@ -96,6 +138,8 @@ static int afp_open(struct dp_port *p, char *err, size_t errlen)
     sll.sll_ifindex = p->ifindex;
     if (bind(p->fd, (struct sockaddr *)&sll, sizeof sll))
         return fail(p, err, errlen, "bind");
+    if (p->fanout >= 0 && afp_fanout(p))
+        return fail(p, err, errlen, "PACKET_FANOUT");
     a->tx_bufs = malloc((size_t)TX_BATCH * TX_SLOT);
     if (!a->tx_bufs) {
         errno = ENOMEM;
@@ -173,6 +217,11 @@ static uint32_t afp_rx_burst(struct dp_port *p, struct port_rx_frame *out, uint3
 
         a->blk_left--;
         a->blk_next += h->tp_next_offset;
+        if (p->fanout >= 0 &&
+            ((const struct sockaddr_ll *)((const uint8_t *)h +
+                                          TPACKET_ALIGN(sizeof(struct tpacket3_hdr))))
+                    ->sll_pkttype == PACKET_OUTGOING)
+            continue;     /* ours (or another sender's on this host): see afp_fanout */
         f->data = (uint8_t *)h + h->tp_mac;
         f->len = h->tp_snaplen;
         f->headroom = h->tp_mac > hdrlen ? h->tp_mac - hdrlen : 0;
@@ -272,8 +321,7 @@ static int afp_tx_pending(const struct dp_port *p)
 
 static void afp_describe(const struct dp_port *p, char *buf, size_t len)
 {
-    (void)p;
-    snprintf(buf, len, "afpacket");
+    snprintf(buf, len, p->fanout >= 0 ? "afpacket fanout" : "afpacket");
 }
 
 const struct port_backend port_afpacket_backend = {

@@ -17,7 +17,7 @@
 #include "segment.h"
 
 int port_open(struct dp_port *p, enum port_kind kind, uint32_t port_no, const char *ifname,
-              char *err, size_t errlen)
+              int fanout, char *err, size_t errlen)
 {
     struct sockaddr_ll sll;
     struct ifreq ifr;
@@ -26,6 +26,7 @@ int port_open(struct dp_port *p, enum port_kind kind, uint32_t port_no, const ch
 
     memset(p, 0, sizeof *p);
     p->fd = p->tx_fd = -1;
+    p->fanout = fanout;
     p->port_no = port_no;
     p->kind = kind;
     p->up = 1;

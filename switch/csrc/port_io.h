@@ -7,7 +7,9 @@
  * What is common lives here and in port_io.c: the port's identity and counters, the
  * TCP/UDP segmentation of outputs, and the direct send socket.
  *
- * Threads: receiving, the transmit batch, seg_buf and gso_buf belong to the datapath
+ * Threads: a dp_port is one datapath thread's socket(s) on the interface (datapath.h:
+ * with N threads, N dp_ports per interface, their receive sockets in one AF_PACKET
+ * fanout group); receiving, the transmit batch, seg_buf and gso_buf belong to that
  * thread.  port_tx_direct() may be called from any thread (execute() from Python): it
  * sends on the port's own AF_PACKET send socket (either backend) with its own scratch,
  * and the counters are atomics. */
@@ -118,6 +120,8 @@ struct dp_port {
     int backend_open;         /* the backend's open succeeded: close it */
     int fd;                   /* the one to poll for received frames */
     int tx_fd;                /* AF_PACKET, sends only (no header: frames go out whole) */
+    int fanout;               /* AF_PACKET: the fanout group of the port's receive
+                                 sockets (one per datapath thread), or -1: none */
     uint32_t mtu;
     int up;                   /* read and written with atomics */
     struct port_stats st;     /* atomics */
@@ -150,9 +154,11 @@ struct port_backend {
 extern const struct port_backend port_afpacket_backend;
 extern const struct port_backend port_xdp_backend;
 
-/* 0, or -1 with errno set and a message in err. */
+/* 0, or -1 with errno set and a message in err.  fanout (AF_PACKET): -1 none; 0: the
+ * receive socket starts a new PACKET_FANOUT_HASH group (its id is then in p->fanout);
+ * else the id of the group to join. */
 int port_open(struct dp_port *p, enum port_kind kind, uint32_t port_no, const char *ifname,
-              char *err, size_t errlen);
+              int fanout, char *err, size_t errlen);
 void port_close(struct dp_port *p);
 
 static inline const struct port_backend *port_backend_of(const struct dp_port *p)

@@ -38,7 +38,7 @@ else
     tests/switch/test_fastpath_datapath.py tests/switch/test_gso.py \
     tests/switch/test_session_hash.py tests/switch/test_keyed_hash.py \
     tests/switch/test_fastpath_hostile_packets.py tests/switch/test_lb_fragments_icmp.py \
-    tests/switch/test_vnet_hostile.py tests/switch/test_port_xdp.py \
+    tests/switch/test_vnet_hostile.py tests/switch/test_port_xdp.py tests/switch/test_threads.py \
     "$@" || rc=$?
 fi
 if compgen -G "$out/[au]*san.*" >/dev/null; then

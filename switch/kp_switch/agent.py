@@ -666,12 +666,15 @@ class Agent:
             if r.entry.flags & ofp.OFPFF_SEND_FLOW_REM:
                 self._async(2, r.reason, wire.flow_removed(r.entry, r.reason, now))
 
-    def _execute(self, in_port, packet, res):
+    def _execute(self, in_port, packet, res, thread=0):
+        """thread: the datapath thread whose miss this is (a kp_lb in the actions makes
+        its session in that thread's table); packet-outs go as thread 0's."""
+        extra = (thread,) if thread else ()   # fake datapaths take 3 arguments
         try:
             if res.actions:
-                self.dp.execute(in_port, packet, res.actions)
+                self.dp.execute(in_port, packet, res.actions, *extra)
             for copy in res.copies:
-                self.dp.execute(in_port, packet, copy)
+                self.dp.execute(in_port, packet, copy, *extra)
         except (ValueError, OSError) as e:
             LOG.warning("execute failed on %r: %s", res.actions, e)
 
@@ -704,16 +707,20 @@ class Agent:
                 LOG.exception("next_misses failed")
                 self.stopping.wait(0.1)
                 continue
-            for in_port, packet, key, blob in misses:
+            for miss in misses:
+                # (in_port, packet, key, blob, the thread that missed); fakes give no thread
+                in_port, packet, key, blob = miss[:4]
+                thread = miss[4] if len(miss) > 4 else 0
                 if key is None:
                     continue
                 try:
-                    self.slow_path(in_port, packet, key, blob)
+                    self.slow_path(in_port, packet, key, blob, thread)
                 except Exception:
                     LOG.exception("slow path failed for %r", key)
 
-    def slow_path(self, in_port, packet, key, blob):
-        """One cache miss: tables -> execute -> cache insert -> packet-ins."""
+    def slow_path(self, in_port, packet, key, blob, thread=0):
+        """One cache miss: tables -> execute -> cache insert -> packet-ins.  thread: the
+        datapath thread that missed (its session table takes a kp_lb's session)."""
         with self.lock:
             now = self.clock()
             res = self.pipeline.run(in_port, key, len(packet), now)
@@ -724,7 +731,7 @@ class Agent:
                     from .pipeline import PacketIn
                     res.packet_ins.append(PacketIn(ofp.OFPR_INVALID_TTL, 0xFF, 0xFFFFFFFFFFFFFFFF,
                                                    self.miss_send_len, in_port, 0, []))
-            self._execute(in_port, packet, res)
+            self._execute(in_port, packet, res, thread)
             if res.cacheable:
                 mask = None
                 if res.megaflow is not None:

@@ -105,7 +105,9 @@ FRAG, FRAG_LATER = 1, 2    # csrc/parse.h PKT_FRAG_*
 SEG_MIN_SIZE = 88          # csrc/segment.h: the smallest segment size cut to (why: there)
 
 Action = Tuple[Any, ...]
-Miss = Tuple[int, bytes, Optional[Dict[str, Any]], bytes]
+Miss = Tuple[int, bytes, Optional[Dict[str, Any]], bytes, int]   # ..., the thread
+# The twin has one datapath thread (the C datapath: 1..its MAX_THREADS, datapath.h).
+MAX_THREADS = 1
 
 
 # --------------------------------------------------------------------------- parsing
@@ -1566,7 +1568,9 @@ class Datapath:
     """The fast path's API (FASTPATH.md) on plain AF_PACKET sockets and a Python thread."""
 
     def __init__(self, ports: List[Tuple[int, str]], buckets: int = 1024,
-                 port_io: str = "afpacket") -> None:
+                 port_io: str = "afpacket", threads: int = 1) -> None:
+        if threads != 1:
+            raise ValueError("%r datapath threads: the Python twin has 1" % (threads,))
         if port_io not in ("afpacket", "afxdp"):
             raise ValueError("port_io must be 'afpacket' or 'afxdp', not %r" % (port_io,))
         if port_io == "afxdp":
@@ -1768,7 +1772,7 @@ class Datapath:
             if len(self._misses) >= MISS_QUEUE_LEN:
                 self._st["miss_queue_drops"] += 1
                 return
-            self._misses.append((in_port, frame, _key_dict(p), p.blob()))
+            self._misses.append((in_port, frame, _key_dict(p), p.blob(), 0))
             self._miss_cv.notify()
 
     def _lb_hook(self, in_port: int, seg_size: int, depth: int, port: Optional[_Port]):
@@ -1833,7 +1837,9 @@ class Datapath:
             del self._misses[:max_count]
             return out
 
-    def execute(self, in_port: int, packet: bytes, actions: list) -> None:
+    def execute(self, in_port: int, packet: bytes, actions: list, thread: int = 0) -> None:
+        if thread != 0:
+            raise ValueError("no datapath thread %r (of 1)" % (thread,))
         prog = compile_actions(actions)
         self._transmit(_run(bytearray(packet), in_port, prog,
                             self._lb_hook(in_port, 0, 0, None)))
@@ -1881,6 +1887,7 @@ class Datapath:
         with self._lock:
             d: Dict[str, Any] = self._cache.stats()
             d.update(self._st)
+            d["threads"] = 1
             d["ports"] = {n: dict(p.st) for n, p in self._ports.items()}
         return d
 

@@ -155,7 +155,7 @@ class LoadBalancer:
                     dropped=self.c["dropped"], table_full=self.c["table_full"],
                     source_limited=self.c["source_limited"],
                     fragments=self.c["fragments"], icmp_errors=self.c["icmp_errors"],
-                    vips=vips)
+                    split_sessions=0, vips=vips)   # one thread: none split (steer.h)
 
     def sessions(self, max_count: int = 1000) -> List[tuple]:
         now, out = _now_ms(), []

@@ -7,8 +7,11 @@ AF_PACKET (``--ports``; see switch/FASTPATH.md, "Port I/O"). With
 ``--node-ip 10.0.1.1/24`` (and/or ``--node-ip6 fd00:0:0:1::1/64``) it announces those node
 addresses to the controller in its OpenFlow description (kp_proto.node_announcement), so
 that kp_app knows the node's address and pod subnet without ``ku conf ... dpid N``.
+``--threads N`` runs N datapath threads, each with its own receive sockets (an AF_PACKET
+fanout group per port), flow caches and session table (switch/FASTPATH.md, "Threads").
 """
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -51,6 +54,9 @@ def build_parser():
     p.add_argument("--ports", choices=("auto", "afxdp", "afpacket"), default="auto",
                    help="port I/O: AF_XDP, AF_PACKET, or auto (default): AF_XDP when every "
                         "port takes it, else AF_PACKET with a log line saying why")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="datapath threads, each with its own receive sockets, flow caches "
+                        "and session table (default 1; several run on AF_PACKET fanout)")
     p.add_argument("--node-ip", metavar="ADDR/LEN",
                    help="announce this IPv4 node address on its pod subnet, e.g. 10.0.1.1/24")
     p.add_argument("--node-ip6", metavar="ADDR/LEN",
@@ -116,12 +122,19 @@ def main(argv=None):
     from . import datapath as dpimpl
     from .agent import Agent
 
+    if not 1 <= args.threads <= dpimpl.MAX_THREADS:
+        print("kp-switch: --threads %d: want 1..%d" % (args.threads, dpimpl.MAX_THREADS),
+              file=sys.stderr)
+        return 2
     ports = [(i + 1, name) for i, name in enumerate(args.ifaces)]
     try:
-        dp, port_io, why_not_xdp = dpimpl.open_datapath(ports, args.buckets, args.ports)
+        dp, port_io, why_not_xdp = dpimpl.open_datapath(ports, args.buckets, args.ports,
+                                                        args.threads)
     except OSError as e:
-        print("kp-switch: cannot open the ports (--ports %s): %s (run as root)"
-              % (args.ports, e), file=sys.stderr)
+        print("kp-switch: cannot open the ports (--ports %s, --threads %d): %s%s"
+              % (args.ports, args.threads, e,
+                 " (run as root)" if e.errno in (errno.EPERM, errno.EACCES) else ""),
+              file=sys.stderr)
         return 1
     if why_not_xdp:
         log.warning("ports on AF_PACKET: AF_XDP refused: %s", why_not_xdp)
@@ -140,8 +153,9 @@ def main(argv=None):
         print("kp-switch: %s" % e, file=sys.stderr)
         agent.stop()
         return 1
-    log.info("dpid %016x, %s fast path, ports %s, controllers %s, listening on %s, %s",
-             args.dpid, dpimpl.NAME, ", ".join("%d=%s" % p for p in ports),
+    log.info("dpid %016x, %s fast path, %d datapath thread%s, ports %s, controllers %s, "
+             "listening on %s, %s", args.dpid, dpimpl.NAME, args.threads,
+             "s" if args.threads > 1 else "", ", ".join("%d=%s" % p for p in ports),
              args.controller or "none", args.listen or "nothing",
              announcement or "announcing no node address")
     while not done.wait(1.0):

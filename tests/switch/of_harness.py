@@ -43,6 +43,21 @@ def sctp_agent():
 KP_SWITCH = os.path.join(VENV_BIN, "kp-switch")
 
 
+def switch_args():
+    """Extra kp-switch arguments every SwitchProcess gets (KP_TEST_SWITCH_ARGS, e.g.
+    "--threads 2": the OpenFlow suites on two datapath threads), and the number of
+    datapath threads they ask for."""
+    extra = os.environ.get("KP_TEST_SWITCH_ARGS", "").split()
+    threads = int(extra[extra.index("--threads") + 1]) if "--threads" in extra else 1
+    return extra, threads
+
+
+def steer_thread(sport, dport, threads):
+    """The datapath thread kp-switch's fanout gives a TCP/UDP/SCTP packet (csrc/steer.h,
+    written again here): the larger port, mixed."""
+    return (((max(sport, dport) * 0x9E3779B1) & 0xFFFFFFFF) >> 16) % threads
+
+
 class FakeDatapath:
     """What Ryu's message classes need to serialize and parse: ofproto modules."""
     ofproto = ofp
@@ -350,6 +365,13 @@ class SwitchProcess:
     def __init__(self, ifaces, controller=None, listen_port=None, dpid=1, log_path=None, extra=()):
         self.listen_port = listen_port or free_port()
         self.log_path = log_path or "/tmp/kp-switch-test-%d.log" % os.getpid()
+        # KP_TEST_SWITCH_ARGS (e.g. "--threads 2") for every switch but one that says
+        # otherwise itself
+        env_args, _ = switch_args()
+        if "--threads" in env_args and "--threads" in extra:
+            i = env_args.index("--threads")
+            env_args = env_args[:i] + env_args[i + 2:]
+        extra = list(extra) + env_args
         args = [KP_SWITCH, "--dpid", str(dpid), "--listen", "ptcp:%d" % self.listen_port,
                 "--log-file", self.log_path, "-v", *extra]
         if controller:

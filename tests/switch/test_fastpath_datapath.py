@@ -31,7 +31,7 @@ class MiniController:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                for in_port, pkt, key, blob in self.dp.next_misses(50):
+                for in_port, pkt, key, blob, *_ in self.dp.next_misses(50):
                     assert isinstance(pkt, bytes) and len(blob) > 0
                     self.misses.append(key)
                     if key is None:

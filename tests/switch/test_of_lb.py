@@ -16,9 +16,21 @@ from ryu.ofproto import ofproto_v1_3_parser as parser
 from kp_proto import lb as kplb
 from kp_proto.experimenter import KP_EXPERIMENTER_ID
 from kp_proto.session_hash import session_hash, table_index
-from of_harness import DP, Hosts, SwitchProcess, TestController, close_rig, delete_all, flow_mod, out
+from of_harness import (DP, Hosts, SwitchProcess, TestController, close_rig, delete_all, flow_mod,
+                        out, steer_thread, switch_args)
 
 pytestmark = pytest.mark.kpswitch
+# The suite runs on one datapath thread and on two (kp-switch --threads; or on what
+# KP_TEST_SWITCH_ARGS="--threads N" asks for).  Each thread has its own session table
+# of the configured buckets, so the tests that fill one table send from client ports
+# one thread receives (steer_thread).
+SWITCH_ARGS, THREADS = switch_args()
+THREAD_COUNTS = [THREADS] if "--threads" in SWITCH_ARGS else [1, 2]
+
+
+def thread0_ports(first, n, threads):
+    """n client ports from `first` on that datapath thread 0 receives (all with one)."""
+    return [p for p in range(first, first + 64 * n) if steer_thread(p, PORT, threads) == 0][:n]
 M = parser.OFPMatch
 IP = 0x0800
 VIP, VIP_MAC, VIP_ID, PORT, TPORT = "10.79.0.100", "02:00:00:00:01:00", 7, 53, 5353
@@ -66,8 +78,8 @@ def lb_stats(ch):
     return totals, {v["vip_id"]: v for v in vips}
 
 
-@pytest.fixture(scope="module")
-def rig():
+@pytest.fixture(scope="module", params=THREAD_COUNTS, ids=lambda n: "threads%d" % n)
+def rig(request):
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces")
     hosts = Hosts(4, net=79)     # a client, two pods, another client
@@ -76,7 +88,8 @@ def rig():
     try:
         ctl = TestController()
         sw = SwitchProcess([h.port_if for h in hosts], controller=ctl.target, dpid=0x2B,
-                           extra=os.environ.get("KP_TEST_SWITCH_ARGS", "").split())
+                           extra=["--threads", str(request.param)])   # + the env's others
+        sw.threads = request.param
         ch = ctl.accept()
         for i, h in enumerate(hosts[1:3]):
             p = h.popen("/usr/bin/python3", "-c", ECHO, str(TPORT), "pod%d" % (i + 1))
@@ -133,12 +146,17 @@ def test_switch_makes_sessions_on_the_pod_kps_model_picks(lb):
         assert got == "pod%d hi %s:%d" % (want + 1, VIP, PORT), (sport, got, sw.log()[-1500:])
         assert ask(hosts[0], sport).startswith("pod%d " % (want + 1))   # the session's pod
     assert picked == {0, 1}
+    # with two threads, both made sessions (their client ports steer to each), and the
+    # counters and the session list below are both threads' together
+    assert {steer_thread(p, PORT, sw.threads) for p in range(40000, 40012)} == \
+        set(range(sw.threads))
     totals, vips = lb_stats(ch)
     assert totals["created"] >= 12 and totals["sessions"] >= 12 and totals["dropped"] == 0
     assert vips[VIP_ID]["sessions"] == sum(vips[VIP_ID]["pods"]) >= 12
     r = ch.request(exp(kplb.KP_LB_SESSIONS_REQUEST, kplb.encode_sessions_request(100)))[0]
     assert getattr(r, "exp_type", None) == kplb.KP_LB_SESSIONS_REPLY, (r, sw.log()[-2000:])
     listed = {s["client"]: s for s in kplb.decode_sessions_reply(r.data)}
+    assert {(hosts[0].ip4, p) for p in range(40000, 40012)} <= set(listed)
     s = listed[(hosts[0].ip4, 40000)]
     want = expected_pod(hosts[0].ip4, 40000, table)
     assert (s["vip"], s["pod"], s["vip_id"], s["state"]) == ((VIP, PORT), pods[want], VIP_ID, "udp")
@@ -178,7 +196,7 @@ def test_one_client_holds_its_share_of_the_table_and_others_still_get_sessions(l
     share = 16 * kplb.SESSION_WAYS // 2 // kplb.SOURCE_SHARE   # 8
     before, _ = lb_stats(ch)
     tracked = []
-    for sport in range(42000, 42000 + share + 2):
+    for sport in thread0_ports(42000, share + 2, sw.threads):
         want = expected_pod(flooder.ip4, sport, table)
         got = ask(flooder, sport)
         # untracked: the pod gets it, its reply is not the switch's to translate
@@ -190,11 +208,11 @@ def test_one_client_holds_its_share_of_the_table_and_others_still_get_sessions(l
     # place in the share, so the count holds even then.)
     assert sum(tracked) == share and not tracked[-1], tracked
     # The flooder's excess took nothing from the others: a new client is served whole.
-    for sport in (42100, 42101):
+    for sport in thread0_ports(42100, 2, sw.threads):
         want = expected_pod(other.ip4, sport, table)
         assert ask(other, sport) == "pod%d hi %s:%d" % (want + 1, VIP, PORT)
     totals, vips = lb_stats(ch)
-    assert totals["capacity"] == 32 and totals["sessions"] == share + 2
+    assert totals["capacity"] == 32 * sw.threads and totals["sessions"] == share + 2
     assert totals["untracked"] - before["untracked"] == 2
 
 
@@ -206,15 +224,16 @@ def test_a_full_table_still_reaches_the_tables_pod_untracked(lb):
                      [parser.OFPActionSetField(eth_dst=second.mac), out(4)], priority=100))
     ch.send(exp(kplb.KP_LB_CONF, kplb.encode_conf(1)))     # 4 entries: 2 sessions
     assert ch.barrier() == []
-    tracked = [(client, client.ip4, 43000), (second, second.ip4, 43001)]
+    p0, p1, p2 = thread0_ports(43000, 3, sw.threads)      # one thread's table
+    tracked = [(client, client.ip4, p0), (second, second.ip4, p1)]
     for host, src, sport in tracked:          # one each (a client's share is 1 here)
         want = expected_pod(src, sport, table)
         assert ask(host, sport, src=src) == "pod%d hi %s:%d" % (want + 1, VIP, PORT)
-    want = expected_pod("10.79.0.14", 43002, table)      # a third client: the table is full
-    got = ask(second, 43002, src="10.79.0.14")
+    want = expected_pod("10.79.0.14", p2, table)      # a third client: the table is full
+    got = ask(second, p2, src="10.79.0.14")
     assert got == "pod%d hi %s:%d" % (want + 1, pods[want][0], TPORT), got
     totals, vips = lb_stats(ch)
-    assert totals["capacity"] == 2 and totals["sessions"] == 2
+    assert totals["capacity"] == 2 * sw.threads and totals["sessions"] == 2
     r = ch.request(exp(kplb.KP_LB_SESSIONS_REQUEST, kplb.encode_sessions_request(10)))[0]
     assert {s["client"] for s in kplb.decode_sessions_reply(r.data)} == \
         {(src, sport) for _, src, sport in tracked}
