@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 import tempfile
 import threading
 import weakref
@@ -60,6 +61,18 @@ class KpOVSSwitch(OVSNodeSwitch):
         params.setdefault('protocols', 'OpenFlow13')
         params.setdefault('failMode', 'secure')
         OVSNodeSwitch.__init__(self, name, **params)
+
+
+def _first_contact(sw):
+    """At a lab's start: has the switch reached its controller? Open vSwitch writes a
+    controller's is_connected into its database seconds after the connection is up (4-5 s
+    here), while the connection and the controller's first flows are there at once: a
+    new bridge (fail mode secure, so no flows of its own) that holds flows was
+    programmed by its controller. (Only at start: later, flows outlive a connection.)"""
+    if isinstance(sw, KpOVSSwitch) and 'cookie=' in sw.cmd(
+            'ovs-ofctl', '-O', 'OpenFlow13', 'dump-flows', sw.name):
+        return True
+    return sw.connected()
 
 
 class LabError(RuntimeError):
@@ -238,11 +251,24 @@ class KpLab:
         kp_post_start(self.net)
         if self.switch_kind == 'ovs':
             tx_offload_off(self.net.hosts)
-        if not self.net.waitConnected(timeout=self.wait_timeout, delay=0.2):
-            late = [s.name for s in self.net.switches if not s.connected()]
+        if not self._wait_first_contact(self.wait_timeout):
+            late = [s.name for s in self.net.switches if not _first_contact(s)]
             raise LabError('switches %s did not connect to %s:%d within %ss%s'
                            % (late, self.controller_ip, self.controller_port,
                               self.wait_timeout, self.switch_logs(late)))
+
+    def _wait_first_contact(self, timeout):
+        """Mininet's waitConnected, with _first_contact: True once every switch is."""
+        waiting = list(self.net.switches)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            waiting = [sw for sw in waiting if not _first_contact(sw)]
+            if not waiting:
+                break
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def switch_port_io(self):
         """{switch name: the port I/O each kp-switch says its ports run on, e.g.
