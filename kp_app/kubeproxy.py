@@ -498,7 +498,11 @@ class KubeProxy(KubernetesServices, SwitchAnswers):
                 "switches": sorted(self.nodes), "interfaces": self.interfaces(),
                 "modes": {str(d): n.mode for d, n in sorted(self.nodes.items())},
                 "channels": self.channel_status(), "dpid_claims": self.claims.status(),
-                "hosts": {str(d): {"learned": len(n.hosts), "claims_refused": n.claims_refused}
+                **self.host_status()}
+
+    def host_status(self) -> dict:
+        """The hosts learned and the claims refused per switch, the link probes refused."""
+        return {"hosts": {str(d): {"learned": len(n.hosts), "claims_refused": n.claims_refused}
                           for d, n in sorted(self.nodes.items())},
                 "link_probes_refused": self.probes.refused}
 

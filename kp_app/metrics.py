@@ -89,7 +89,7 @@ class KpCollector:
                        "datapath id of a live switch (kp_app.dpid_claims)", claims["refused"])
         yield _counter("kp_dpid_takeovers", "Datapath ids a new connection took over from "
                        "a dead (or, with --kp-dpid-takeover, any) one", claims["taken_over"])
-        shown = self._service.show()
+        shown = self._service.host_status()      # (not show(): counters() above did that work)
         refused = CounterMetricFamily(
             "kp_host_claims_refused", "ARP, ND and sources claiming an address or MAC bound "
             "to another port, or kp's own, and hosts not learned for want of room "

@@ -586,8 +586,8 @@ class FlowTables:
         if strict:
             tables = self.tables if table_id == ofp.OFPTT_ALL else [self.tables[table_id]]
             found = [e for e in (t.find_strict(match, priority) for t in tables) if e is not None]
-        elif cookie_mask and self._cookie_index(cookie_mask) is not None:
-            same = self._cookie_index(cookie_mask).get(cookie & cookie_mask, {}).values()
+        elif cookie_mask and (index := self._cookie_index(cookie_mask)) is not None:
+            same = index.get(cookie & cookie_mask, {}).values()
             found = sorted((e for e in same if table_id in (ofp.OFPTT_ALL, e.table_id)
                             and e.match.covered_by(match)), key=lambda e: (e.table_id, e.seq))
         else:
